@@ -1,1 +1,7 @@
-//! placeholder
+//! The Understudy runtime's building blocks: configuration, the SQLite store, TLS with pinned
+//! self-signed certificates, the wire framing, and the admin API's token and client.
+//! The failover rules themselves live in `understudy-engine`; nothing here decides policy.
+
+pub mod config;
+pub mod fsutil;
+pub mod store;

@@ -1,0 +1,1372 @@
+//! The node's one SQLite database, `store.db`: the agent's cache of unacknowledged records (AG-2),
+//! the server's stored records, the event log (UI-1), the replicated site configuration (HS-3) and
+//! a small key-value table of node state (epochs, learned pins).
+//!
+//! Every write is one transaction with `synchronous=FULL`, so when a function returns `Ok` the data
+//! survives a kill -9 or a power cut; that is what lets the agent delete a record once the server
+//! has acknowledged it. `Store` is synchronous: the runtime wraps it in a mutex and calls it from
+//! `spawn_blocking`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The file name of the store inside a node's data directory.
+pub const STORE_FILE: &str = "store.db";
+
+/// Schema migrations, applied in order, each in its own transaction; `PRAGMA user_version` is the
+/// number applied. Never edit one that has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    CREATE TABLE cache (
+        seq     INTEGER PRIMARY KEY,
+        name    TEXT NOT NULL,
+        value   REAL NOT NULL,
+        time_ms INTEGER NOT NULL,
+        pair    TEXT,
+        kind    TEXT NOT NULL,
+        detail  TEXT
+    );
+    -- `id` is the replication cursor (records_since); AUTOINCREMENT so it never goes backwards
+    -- even if old rows are pruned. (agent_id, seq) is the identity that makes delivery idempotent.
+    CREATE TABLE records (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        agent_id   TEXT NOT NULL,
+        agent_name TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        name       TEXT NOT NULL,
+        value      REAL NOT NULL,
+        time_ms    INTEGER NOT NULL,
+        pair       TEXT,
+        kind       TEXT NOT NULL,
+        detail     TEXT,
+        UNIQUE (agent_id, seq)
+    );
+    CREATE INDEX records_by_agent_name ON records (agent_name, id);
+    CREATE INDEX records_by_pair ON records (pair, id);
+    CREATE TABLE events (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        origin    TEXT NOT NULL,
+        origin_id INTEGER NOT NULL,
+        time_ms   INTEGER NOT NULL,
+        code      TEXT NOT NULL,
+        subject   TEXT NOT NULL,
+        detail    TEXT NOT NULL,
+        data      TEXT NOT NULL,
+        UNIQUE (origin, origin_id)
+    );
+    CREATE INDEX events_by_code ON events (code, id);
+    CREATE TABLE agents (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE,
+        fingerprint   TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'rejected')),
+        first_seen_ms INTEGER NOT NULL
+    );
+    CREATE TABLE pairs    (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+    CREATE TABLE checks   (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+    CREATE TABLE settings (key  TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE node_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    "#,
+];
+
+const CACHE_SEQ: &str = "cache_seq";
+const SITE_VERSION: &str = "site_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {doing}: {source}")]
+    Io {
+        path: PathBuf,
+        doing: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{path}: disk full while {doing}; nothing was changed, and writing resumes when space is freed")]
+    DiskFull {
+        path: PathBuf,
+        doing: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("{path}: database locked (busy for more than 5s) while {doing}; is another process using this data directory? ({source})")]
+    Busy {
+        path: PathBuf,
+        doing: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("{path}: database is corrupt or is not an Understudy store ({source}) while {doing}; stop the node and move the file aside (a standby server can re-replicate it)")]
+    Corrupt {
+        path: PathBuf,
+        doing: &'static str,
+        source: rusqlite::Error,
+    },
+    /// A uniqueness or check constraint refused the change (for example a second agent taking a name).
+    #[error("{path}: refused while {doing}: {source}")]
+    Conflict {
+        path: PathBuf,
+        doing: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("{path}: the store has schema version {found}, newer than this program knows ({known}); use a newer Understudy")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    /// A value that the store cannot hold or that it read back in an unexpected shape.
+    #[error("{path}: {doing}: {message}")]
+    BadData {
+        path: PathBuf,
+        doing: &'static str,
+        message: String,
+    },
+    #[error("{path}: {doing}: {source}")]
+    Other {
+        path: PathBuf,
+        doing: &'static str,
+        source: rusqlite::Error,
+    },
+}
+
+impl StoreError {
+    fn sqlite(path: &Path, doing: &'static str, source: rusqlite::Error) -> StoreError {
+        let path = path.to_path_buf();
+        match source.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::DiskFull { path, doing, source },
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StoreError::Busy { path, doing, source }
+            }
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                StoreError::Corrupt { path, doing, source }
+            }
+            Some(ErrorCode::ConstraintViolation) => StoreError::Conflict { path, doing, source },
+            _ => StoreError::Other { path, doing, source },
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A record as the agent produces it, before it has a sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewRecord {
+    pub name: String,
+    pub value: f64,
+    /// Wall clock, Unix milliseconds.
+    pub time_ms: i64,
+    /// The pair alias the record is stored under (CK-3), if it belongs to a pair's duty.
+    pub pair: Option<String>,
+    /// "metric" | "event" | "check".
+    pub kind: String,
+    pub detail: Option<String>,
+}
+
+/// A record with the agent's sequence number: `(agent id, seq)` identifies it everywhere (AG-2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    pub name: String,
+    pub value: f64,
+    pub time_ms: i64,
+    pub pair: Option<String>,
+    pub kind: String,
+    pub detail: Option<String>,
+}
+
+impl Record {
+    pub fn new(seq: u64, r: NewRecord) -> Record {
+        Record {
+            seq,
+            name: r.name,
+            value: r.value,
+            time_ms: r.time_ms,
+            pair: r.pair,
+            kind: r.kind,
+            detail: r.detail,
+        }
+    }
+}
+
+/// A record as a server stored it. `rowid` is local to this store (the replication cursor).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub rowid: u64,
+    pub agent_id: String,
+    pub agent_name: String,
+    #[serde(flatten)]
+    pub record: Record,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordFilter {
+    /// Agent name.
+    pub agent: Option<String>,
+    /// Pair alias.
+    pub pair: Option<String>,
+    /// The newest this many, still listed oldest first.
+    pub limit: Option<usize>,
+}
+
+/// An event as raised on this node (UI-1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRow {
+    pub time_ms: i64,
+    /// Stable code, e.g. "SWITCHOVER".
+    pub code: String,
+    /// The objects involved, e.g. an agent or pair name.
+    pub subject: String,
+    /// The human sentence.
+    pub detail: String,
+    pub data: Value,
+}
+
+/// An event as stored. `(origin, origin_id)` is the node that raised it and its id there, so
+/// replication can merge the same event any number of times; `id` is local.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub id: u64,
+    pub origin: String,
+    pub origin_id: u64,
+    #[serde(flatten)]
+    pub event: EventRow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    Pending,
+    Accepted,
+    Rejected,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Pending => "pending",
+            AgentStatus::Accepted => "accepted",
+            AgentStatus::Rejected => "rejected",
+        }
+    }
+
+    fn parse(s: &str) -> Option<AgentStatus> {
+        match s {
+            "pending" => Some(AgentStatus::Pending),
+            "accepted" => Some(AgentStatus::Accepted),
+            "rejected" => Some(AgentStatus::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// An agent known to the site (AG-9): identified by its id, shown by its name, authenticated by
+/// its client certificate fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRow {
+    pub id: String,
+    pub name: String,
+    pub fingerprint: String,
+    pub status: AgentStatus,
+    pub first_seen_ms: i64,
+}
+
+/// The whole site configuration at one version, as the STANDBY replicates it (HS-3).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SiteSnapshot {
+    pub version: u64,
+    pub agents: Vec<AgentRow>,
+    pub pairs: BTreeMap<String, Value>,
+    pub checks: BTreeMap<String, Value>,
+    pub settings: BTreeMap<String, Value>,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    /// This node's id, stamped as the origin of the events it raises.
+    origin: String,
+}
+
+/// Site-configuration tables whose rows are a name and a JSON document.
+#[derive(Clone, Copy)]
+enum DocTable {
+    Pairs,
+    Checks,
+    Settings,
+}
+
+impl DocTable {
+    fn select_all(self) -> &'static str {
+        match self {
+            DocTable::Pairs => "SELECT name, doc FROM pairs ORDER BY name",
+            DocTable::Checks => "SELECT name, doc FROM checks ORDER BY name",
+            DocTable::Settings => "SELECT key, value FROM settings ORDER BY key",
+        }
+    }
+    fn select_one(self) -> &'static str {
+        match self {
+            DocTable::Pairs => "SELECT doc FROM pairs WHERE name = ?1",
+            DocTable::Checks => "SELECT doc FROM checks WHERE name = ?1",
+            DocTable::Settings => "SELECT value FROM settings WHERE key = ?1",
+        }
+    }
+    fn upsert(self) -> &'static str {
+        match self {
+            DocTable::Pairs => {
+                "INSERT INTO pairs (name, doc) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET doc = ?2"
+            }
+            DocTable::Checks => {
+                "INSERT INTO checks (name, doc) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET doc = ?2"
+            }
+            DocTable::Settings => {
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2"
+            }
+        }
+    }
+    fn delete(self) -> &'static str {
+        match self {
+            DocTable::Pairs => "DELETE FROM pairs WHERE name = ?1",
+            DocTable::Checks => "DELETE FROM checks WHERE name = ?1",
+            DocTable::Settings => "DELETE FROM settings WHERE key = ?1",
+        }
+    }
+    fn what(self) -> &'static str {
+        match self {
+            DocTable::Pairs => "a pair",
+            DocTable::Checks => "a check",
+            DocTable::Settings => "a setting",
+        }
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    /// `node_id` is recorded as the origin of events appended here.
+    pub fn open(path: &Path, node_id: &str) -> Result<Store> {
+        Store::open_with(path, node_id, MIGRATIONS)
+    }
+
+    fn open_with(path: &Path, node_id: &str, migrations: &[&str]) -> Result<Store> {
+        let err = |doing| move |e| StoreError::sqlite(path, doing, e);
+        let conn = Connection::open(path).map_err(err("opening the store"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err("setting the busy timeout"))?;
+        // The first statement that reads the file is where a corrupt or foreign file shows up.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(err("opening the store"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::BadData {
+                path: path.to_path_buf(),
+                doing: "opening the store",
+                message: format!("could not switch to WAL journal mode (got {mode})"),
+            });
+        }
+        // FULL: a commit is on disk when it returns, so an acknowledgement is never a lie.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err("setting synchronous=FULL"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err("enabling foreign keys"))?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            origin: node_id.to_string(),
+        };
+        store.migrate(migrations)?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self, migrations: &[&str]) -> Result<()> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|e| self.err("reading the schema version", e))?;
+        if version > migrations.len() as i64 {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known: migrations.len(),
+            });
+        }
+        let path = self.path.clone();
+        let err = |e| StoreError::sqlite(&path, "migrating the schema", e);
+        for (i, sql) in migrations.iter().enumerate().skip(to_u64(version) as usize) {
+            let tx = self.conn.transaction().map_err(err)?;
+            tx.execute_batch(sql).map_err(err)?;
+            // user_version lives in the database header, so it commits or rolls back with the DDL.
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+            tracing::info!(path = %path.display(), version = i + 1, "store schema migrated");
+        }
+        Ok(())
+    }
+
+    fn err(&self, doing: &'static str, e: rusqlite::Error) -> StoreError {
+        StoreError::sqlite(&self.path, doing, e)
+    }
+
+    fn bad(&self, doing: &'static str, message: String) -> StoreError {
+        StoreError::BadData {
+            path: self.path.clone(),
+            doing,
+            message,
+        }
+    }
+
+    /// The schema version (number of migrations applied).
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|e| self.err("reading the schema version", e))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn begin(&mut self, doing: &'static str) -> Result<Transaction<'_>> {
+        let path = &self.path;
+        // IMMEDIATE takes the write lock up front, so a busy database fails here, not half-way.
+        self.conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| StoreError::sqlite(path, doing, e))
+    }
+
+    // ---- the agent's cache (AG-2) ----
+
+    /// Appends records to the cache and returns their sequence numbers. Sequence numbers continue
+    /// from a counter kept in the same transaction, so none is ever reused, even after the cache
+    /// has been emptied or the process restarted.
+    pub fn cache_append(&mut self, records: &[NewRecord]) -> Result<Vec<u64>> {
+        const DOING: &str = "caching records";
+        if let Some(r) = records.iter().find(|r| !r.value.is_finite()) {
+            return Err(self.bad(DOING, format!("record {} has a non-finite value", r.name)));
+        }
+        let path = self.path.clone();
+        let err = |e| StoreError::sqlite(&path, DOING, e);
+        let tx = self.begin(DOING)?;
+        let mut seq = counter(&tx, CACHE_SEQ).map_err(err)?;
+        let mut seqs = Vec::with_capacity(records.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO cache (seq, name, value, time_ms, pair, kind, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(err)?;
+            for r in records {
+                seq += 1;
+                insert
+                    .execute(params![
+                        to_i64(seq),
+                        r.name,
+                        r.value,
+                        r.time_ms,
+                        r.pair,
+                        r.kind,
+                        r.detail
+                    ])
+                    .map_err(err)?;
+                seqs.push(seq);
+            }
+        }
+        set_counter(&tx, CACHE_SEQ, seq).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(seqs)
+    }
+
+    /// Up to `limit` cached records with `seq > after_seq`, in sequence order.
+    pub fn cache_batch(&self, after_seq: u64, limit: usize) -> Result<Vec<Record>> {
+        let err = |e| self.err("reading the cache", e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, name, value, time_ms, pair, kind, detail FROM cache
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![to_i64(after_seq), to_i64(limit as u64)], |row| {
+                Ok(Record {
+                    seq: to_u64(row.get(0)?),
+                    name: row.get(1)?,
+                    value: row.get(2)?,
+                    time_ms: row.get(3)?,
+                    pair: row.get(4)?,
+                    kind: row.get(5)?,
+                    detail: row.get(6)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    /// Deletes every cached record with `seq <= upto_seq` (the server has made them durable).
+    /// Returns how many were deleted.
+    pub fn cache_ack(&mut self, upto_seq: u64) -> Result<usize> {
+        self.conn
+            .prepare_cached("DELETE FROM cache WHERE seq <= ?1")
+            .and_then(|mut s| s.execute([to_i64(upto_seq)]))
+            .map_err(|e| self.err("deleting acknowledged records from the cache", e))
+    }
+
+    pub fn cache_len(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM cache", [], |row| row.get::<_, i64>(0))
+            .map(to_u64)
+            .map_err(|e| self.err("counting the cache", e))
+    }
+
+    pub fn cache_first_seq(&self) -> Result<Option<u64>> {
+        self.conn
+            .query_row("SELECT min(seq) FROM cache", [], |row| {
+                row.get::<_, Option<i64>>(0)
+            })
+            .map(|v| v.map(to_u64))
+            .map_err(|e| self.err("reading the cache", e))
+    }
+
+    // ---- the server's records (AG-2) ----
+
+    /// Stores records from one agent in one transaction. A record already stored (same agent id
+    /// and sequence number) is skipped, so a resend after a lost acknowledgement stores nothing
+    /// twice. Returns how many were newly stored.
+    pub fn records_insert(
+        &mut self,
+        agent_id: &str,
+        agent_name: &str,
+        records: &[Record],
+    ) -> Result<usize> {
+        const DOING: &str = "storing records";
+        if let Some(r) = records.iter().find(|r| !r.value.is_finite()) {
+            return Err(self.bad(DOING, format!("record {} has a non-finite value", r.seq)));
+        }
+        let path = self.path.clone();
+        let err = |e| StoreError::sqlite(&path, DOING, e);
+        let tx = self.begin(DOING)?;
+        let mut inserted = 0;
+        {
+            let mut insert = tx.prepare_cached(INSERT_RECORD).map_err(err)?;
+            for r in records {
+                inserted += insert
+                    .execute(params![
+                        agent_id,
+                        agent_name,
+                        to_i64(r.seq),
+                        r.name,
+                        r.value,
+                        r.time_ms,
+                        r.pair,
+                        r.kind,
+                        r.detail
+                    ])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(inserted)
+    }
+
+    /// Stored records, oldest first; with a limit, the newest `limit` of them.
+    pub fn records_list(&self, filter: &RecordFilter) -> Result<Vec<StoredRecord>> {
+        let limit = filter.limit.map(|l| to_i64(l as u64)).unwrap_or(-1);
+        let sql = format!(
+            "SELECT * FROM (SELECT {RECORD_COLUMNS} FROM records
+               WHERE (?1 IS NULL OR agent_name = ?1) AND (?2 IS NULL OR pair = ?2)
+               ORDER BY id DESC LIMIT ?3)
+             ORDER BY id"
+        );
+        self.query_records(
+            &sql,
+            params![filter.agent, filter.pair, limit],
+            "listing records",
+        )
+    }
+
+    /// Up to `limit` records with a local rowid above `rowid`, oldest first: what a STANDBY
+    /// server pulls to replicate (HS-3).
+    pub fn records_since(&self, rowid: u64, limit: usize) -> Result<Vec<StoredRecord>> {
+        let sql =
+            format!("SELECT {RECORD_COLUMNS} FROM records WHERE id > ?1 ORDER BY id LIMIT ?2");
+        self.query_records(
+            &sql,
+            params![to_i64(rowid), to_i64(limit as u64)],
+            "reading records to replicate",
+        )
+    }
+
+    fn query_records(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        doing: &'static str,
+    ) -> Result<Vec<StoredRecord>> {
+        let err = |e| self.err(doing, e);
+        let mut stmt = self.conn.prepare_cached(sql).map_err(err)?;
+        let rows = stmt.query_map(params, stored_record).map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    /// Merges replicated records (their rowids are the other store's and are ignored).
+    /// Idempotent; returns how many were new here.
+    pub fn records_merge(&mut self, records: &[StoredRecord]) -> Result<usize> {
+        const DOING: &str = "merging replicated records";
+        let path = self.path.clone();
+        let err = |e| StoreError::sqlite(&path, DOING, e);
+        let tx = self.begin(DOING)?;
+        let mut inserted = 0;
+        {
+            let mut insert = tx.prepare_cached(INSERT_RECORD).map_err(err)?;
+            for s in records {
+                let r = &s.record;
+                inserted += insert
+                    .execute(params![
+                        s.agent_id,
+                        s.agent_name,
+                        to_i64(r.seq),
+                        r.name,
+                        r.value,
+                        r.time_ms,
+                        r.pair,
+                        r.kind,
+                        r.detail
+                    ])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(inserted)
+    }
+
+    pub fn records_count(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM records", [], |row| row.get::<_, i64>(0))
+            .map(to_u64)
+            .map_err(|e| self.err("counting records", e))
+    }
+
+    /// The highest sequence number stored for an agent, if any.
+    pub fn records_max_seq(&self, agent_id: &str) -> Result<Option<u64>> {
+        self.conn
+            .query_row(
+                "SELECT max(seq) FROM records WHERE agent_id = ?1",
+                [agent_id],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(to_u64))
+            .map_err(|e| self.err("reading an agent's last sequence number", e))
+    }
+
+    // ---- events (UI-1) ----
+
+    /// Appends an event raised on this node; returns its local id.
+    pub fn event_append(&mut self, event: &EventRow) -> Result<u64> {
+        const DOING: &str = "recording an event";
+        let data = event.data.to_string();
+        let origin = self.origin.clone();
+        let path = self.path.clone();
+        let err = |e| StoreError::sqlite(&path, DOING, e);
+        let tx = self.begin(DOING)?;
+        // The origin id is the local id, known only after the insert; both change in one commit.
+        tx.execute(
+            "INSERT INTO events (origin, origin_id, time_ms, code, subject, detail, data)
+             VALUES (?1, -1, ?2, ?3, ?4, ?5, ?6)",
+            params![origin, event.time_ms, event.code, event.subject, event.detail, data],
+        )
+        .map_err(err)?;
+        let id = tx.last_insert_rowid();
+        tx.execute("UPDATE events SET origin_id = ?1 WHERE id = ?1", [id])
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(to_u64(id))
+    }
+
+    /// Events with a local id above `since_id`, oldest first, optionally of one code.
+    pub fn events_list(
+        &self,
+        since_id: u64,
+        code: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        const DOING: &str = "listing events";
+        let err = |e| self.err(DOING, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, origin, origin_id, time_ms, code, subject, detail, data FROM events
+                 WHERE id > ?1 AND (?2 IS NULL OR code = ?2) ORDER BY id LIMIT ?3",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![to_i64(since_id), code, to_i64(limit as u64)], |row| {
+                Ok((
+                    StoredEvent {
+                        id: to_u64(row.get(0)?),
+                        origin: row.get(1)?,
+                        origin_id: to_u64(row.get(2)?),
+                        event: EventRow {
+                            time_ms: row.get(3)?,
+                            code: row.get(4)?,
+                            subject: row.get(5)?,
+                            detail: row.get(6)?,
+                            data: Value::Null,
+                        },
+                    },
+                    row.get::<_, String>(7)?,
+                ))
+            })
+            .map_err(err)?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (mut event, data) = row.map_err(err)?;
+            event.event.data = serde_json::from_str(&data)
+                .map_err(|e| self.bad(DOING, format!("event {} has bad data: {e}", event.id)))?;
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// Merges replicated events, deduplicated by `(origin, origin_id)`; returns how many were new.
+    pub fn events_merge(&mut self, events: &[StoredEvent]) -> Result<usize> {
+        const DOING: &str = "merging replicated events";
+        let path = self.path.clone();
+        let err = |e| StoreError::sqlite(&path, DOING, e);
+        let tx = self.begin(DOING)?;
+        let mut inserted = 0;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO events
+                       (origin, origin_id, time_ms, code, subject, detail, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(err)?;
+            for e in events {
+                inserted += insert
+                    .execute(params![
+                        e.origin,
+                        to_i64(e.origin_id),
+                        e.event.time_ms,
+                        e.event.code,
+                        e.event.subject,
+                        e.event.detail,
+                        e.event.data.to_string()
+                    ])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(inserted)
+    }
+
+    // ---- site configuration (HS-3); every change bumps site_version in its transaction ----
+
+    pub fn site_version(&self) -> Result<u64> {
+        counter(&self.conn, SITE_VERSION).map_err(|e| self.err("reading the site version", e))
+    }
+
+    /// Runs `change` (which returns how many rows it changed) in a transaction that also bumps the
+    /// site version. Returns the new version, or `None` (and nothing committed) if no row changed,
+    /// so a STANDBY is never asked to re-replicate a change that did not happen.
+    fn site_change(
+        &mut self,
+        doing: &'static str,
+        change: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<usize>,
+    ) -> Result<Option<u64>> {
+        let path = self.path.clone();
+        let err = |e| StoreError::sqlite(&path, doing, e);
+        let tx = self.begin(doing)?;
+        if change(&tx).map_err(err)? == 0 {
+            return Ok(None);
+        }
+        let version = counter(&tx, SITE_VERSION).map_err(err)? + 1;
+        set_counter(&tx, SITE_VERSION, version).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(Some(version))
+    }
+
+    /// Inserts or replaces an agent (by id); returns the new site version. A name already used by
+    /// another agent id is refused with [`StoreError::Conflict`].
+    pub fn agent_put(&mut self, agent: &AgentRow) -> Result<u64> {
+        let version = self.site_change("saving an agent", |tx| {
+            tx.execute(
+                "INSERT INTO agents (id, name, fingerprint, status, first_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET name = ?2, fingerprint = ?3, status = ?4",
+                params![
+                    agent.id,
+                    agent.name,
+                    agent.fingerprint,
+                    agent.status.as_str(),
+                    agent.first_seen_ms
+                ],
+            )
+        })?;
+        self.always_changed(version, "saving an agent")
+    }
+
+    /// An upsert always changes a row; anything else means SQLite did not do what was asked.
+    fn always_changed(&self, version: Option<u64>, doing: &'static str) -> Result<u64> {
+        version.ok_or_else(|| self.bad(doing, "no row was written".into()))
+    }
+
+    /// Sets an agent's status; returns the new site version, or `None` when no agent has that id.
+    pub fn agent_set_status(&mut self, id: &str, status: AgentStatus) -> Result<Option<u64>> {
+        self.site_change("changing an agent's status", |tx| {
+            tx.execute(
+                "UPDATE agents SET status = ?2 WHERE id = ?1",
+                params![id, status.as_str()],
+            )
+        })
+    }
+
+    /// Removes an agent; returns the new site version, or `None` when no agent has that id.
+    pub fn agent_remove(&mut self, id: &str) -> Result<Option<u64>> {
+        self.site_change("removing an agent", |tx| {
+            tx.execute("DELETE FROM agents WHERE id = ?1", [id])
+        })
+    }
+
+    pub fn agent_get(&self, id: &str) -> Result<Option<AgentRow>> {
+        self.agents_where("id = ?1", id, "reading an agent")
+            .map(|mut v| v.pop())
+    }
+
+    pub fn agent_by_name(&self, name: &str) -> Result<Option<AgentRow>> {
+        self.agents_where("name = ?1", name, "reading an agent")
+            .map(|mut v| v.pop())
+    }
+
+    pub fn agents_list(&self) -> Result<Vec<AgentRow>> {
+        self.agents_where("?1 IS NOT NULL", "", "listing agents")
+    }
+
+    fn agents_where(&self, cond: &str, arg: &str, doing: &'static str) -> Result<Vec<AgentRow>> {
+        let err = |e| self.err(doing, e);
+        let sql = format!(
+            "SELECT id, name, fingerprint, status, first_seen_ms FROM agents WHERE {cond} ORDER BY name"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
+        let rows = stmt
+            .query_map([arg], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(err)?;
+        let mut agents = Vec::new();
+        for row in rows {
+            let (id, name, fingerprint, status, first_seen_ms) = row.map_err(err)?;
+            let status = AgentStatus::parse(&status)
+                .ok_or_else(|| self.bad(doing, format!("agent {name} has status {status:?}")))?;
+            agents.push(AgentRow {
+                id,
+                name,
+                fingerprint,
+                status,
+                first_seen_ms,
+            });
+        }
+        Ok(agents)
+    }
+
+    fn doc_put(&mut self, table: DocTable, name: &str, doc: &Value) -> Result<u64> {
+        const DOING: &str = "saving site configuration";
+        let text = doc.to_string();
+        let version =
+            self.site_change(DOING, |tx| tx.execute(table.upsert(), params![name, text]))?;
+        self.always_changed(version, DOING)
+    }
+
+    fn doc_get(&self, table: DocTable, name: &str) -> Result<Option<Value>> {
+        const DOING: &str = "reading site configuration";
+        let text: Option<String> = self
+            .conn
+            .query_row(table.select_one(), [name], |row| row.get(0))
+            .optional()
+            .map_err(|e| self.err(DOING, e))?;
+        text.map(|t| {
+            serde_json::from_str(&t)
+                .map_err(|e| self.bad(DOING, format!("{} {name:?} is not JSON: {e}", table.what())))
+        })
+        .transpose()
+    }
+
+    fn doc_list(&self, table: DocTable) -> Result<BTreeMap<String, Value>> {
+        const DOING: &str = "listing site configuration";
+        let err = |e| self.err(DOING, e);
+        let mut stmt = self.conn.prepare_cached(table.select_all()).map_err(err)?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .map_err(err)?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (name, text) = row.map_err(err)?;
+            let doc = serde_json::from_str(&text).map_err(|e| {
+                self.bad(DOING, format!("{} {name:?} is not JSON: {e}", table.what()))
+            })?;
+            out.insert(name, doc);
+        }
+        Ok(out)
+    }
+
+    /// Removes a document; returns the new site version, or `None` when there was none.
+    fn doc_remove(&mut self, table: DocTable, name: &str) -> Result<Option<u64>> {
+        self.site_change("removing site configuration", |tx| {
+            tx.execute(table.delete(), [name])
+        })
+    }
+
+    pub fn pair_put(&mut self, name: &str, doc: &Value) -> Result<u64> {
+        self.doc_put(DocTable::Pairs, name, doc)
+    }
+    pub fn pair_get(&self, name: &str) -> Result<Option<Value>> {
+        self.doc_get(DocTable::Pairs, name)
+    }
+    pub fn pairs_list(&self) -> Result<BTreeMap<String, Value>> {
+        self.doc_list(DocTable::Pairs)
+    }
+    pub fn pair_remove(&mut self, name: &str) -> Result<Option<u64>> {
+        self.doc_remove(DocTable::Pairs, name)
+    }
+
+    pub fn check_put(&mut self, name: &str, doc: &Value) -> Result<u64> {
+        self.doc_put(DocTable::Checks, name, doc)
+    }
+    pub fn check_get(&self, name: &str) -> Result<Option<Value>> {
+        self.doc_get(DocTable::Checks, name)
+    }
+    pub fn checks_list(&self) -> Result<BTreeMap<String, Value>> {
+        self.doc_list(DocTable::Checks)
+    }
+    pub fn check_remove(&mut self, name: &str) -> Result<Option<u64>> {
+        self.doc_remove(DocTable::Checks, name)
+    }
+
+    pub fn setting_put(&mut self, key: &str, value: &Value) -> Result<u64> {
+        self.doc_put(DocTable::Settings, key, value)
+    }
+    pub fn setting_get(&self, key: &str) -> Result<Option<Value>> {
+        self.doc_get(DocTable::Settings, key)
+    }
+    pub fn settings_list(&self) -> Result<BTreeMap<String, Value>> {
+        self.doc_list(DocTable::Settings)
+    }
+    pub fn setting_remove(&mut self, key: &str) -> Result<Option<u64>> {
+        self.doc_remove(DocTable::Settings, key)
+    }
+
+    /// The whole site configuration, read in one transaction so it is consistent with `version`.
+    pub fn site_snapshot(&self) -> Result<SiteSnapshot> {
+        const DOING: &str = "reading the site configuration";
+        // A read transaction on this same connection: the readers below all see one snapshot.
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.err(DOING, e))?;
+        let snapshot = SiteSnapshot {
+            version: self.site_version()?,
+            agents: self.agents_list()?,
+            pairs: self.doc_list(DocTable::Pairs)?,
+            checks: self.doc_list(DocTable::Checks)?,
+            settings: self.doc_list(DocTable::Settings)?,
+        };
+        tx.finish().map_err(|e| self.err(DOING, e))?;
+        Ok(snapshot)
+    }
+
+    /// Replaces the whole site configuration with `snapshot`, keeping its version, in one
+    /// transaction (a STANDBY applying what it replicated).
+    pub fn site_replace(&mut self, snapshot: &SiteSnapshot) -> Result<()> {
+        const DOING: &str = "replacing the site configuration";
+        let path = self.path.clone();
+        let err = |e| StoreError::sqlite(&path, DOING, e);
+        let tx = self.begin(DOING)?;
+        tx.execute_batch(
+            "DELETE FROM agents; DELETE FROM pairs; DELETE FROM checks; DELETE FROM settings;",
+        )
+        .map_err(err)?;
+        for a in &snapshot.agents {
+            tx.execute(
+                "INSERT INTO agents (id, name, fingerprint, status, first_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![a.id, a.name, a.fingerprint, a.status.as_str(), a.first_seen_ms],
+            )
+            .map_err(err)?;
+        }
+        for (table, docs) in [
+            (DocTable::Pairs, &snapshot.pairs),
+            (DocTable::Checks, &snapshot.checks),
+            (DocTable::Settings, &snapshot.settings),
+        ] {
+            for (name, doc) in docs {
+                tx.execute(table.upsert(), params![name, doc.to_string()])
+                    .map_err(err)?;
+            }
+        }
+        set_counter(&tx, SITE_VERSION, snapshot.version).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    // ---- node state ----
+
+    pub fn state_get(&self, key: &str) -> Result<Option<Value>> {
+        const DOING: &str = "reading node state";
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM node_state WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(DOING, e))?;
+        text.map(|t| {
+            serde_json::from_str(&t)
+                .map_err(|e| self.bad(DOING, format!("state {key:?} is not JSON: {e}")))
+        })
+        .transpose()
+    }
+
+    pub fn state_set(&mut self, key: &str, value: &Value) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO node_state (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = ?2",
+                params![key, value.to_string()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err("saving node state", e))
+    }
+}
+
+const RECORD_COLUMNS: &str =
+    "id, agent_id, agent_name, seq, name, value, time_ms, pair, kind, detail";
+
+const INSERT_RECORD: &str = "INSERT OR IGNORE INTO records
+    (agent_id, agent_name, seq, name, value, time_ms, pair, kind, detail)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+fn stored_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
+    Ok(StoredRecord {
+        rowid: to_u64(row.get(0)?),
+        agent_id: row.get(1)?,
+        agent_name: row.get(2)?,
+        record: Record {
+            seq: to_u64(row.get(3)?),
+            name: row.get(4)?,
+            value: row.get(5)?,
+            time_ms: row.get(6)?,
+            pair: row.get(7)?,
+            kind: row.get(8)?,
+            detail: row.get(9)?,
+        },
+    })
+}
+
+fn counter(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT value FROM counters WHERE name = ?1", [name], |row| {
+        row.get::<_, i64>(0)
+    })
+    .optional()
+    .map(|v| v.map(to_u64).unwrap_or(0))
+}
+
+fn set_counter(conn: &Connection, name: &str, value: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO counters (name, value) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET value = ?2",
+        params![name, to_i64(value)],
+    )
+    .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(name: &str, value: f64) -> NewRecord {
+        NewRecord {
+            name: name.into(),
+            value,
+            time_ms: 1_700_000_000_000,
+            pair: None,
+            kind: "metric".into(),
+            detail: None,
+        }
+    }
+
+    fn open(dir: &Path) -> Store {
+        Store::open(&dir.join(STORE_FILE), "node-a").expect("open store")
+    }
+
+    #[test]
+    fn cache_sequence_numbers_are_never_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = open(dir.path());
+            assert_eq!(s.cache_append(&[rec("a", 1.0), rec("b", 2.0)]).expect("append"), [1, 2]);
+            assert_eq!(s.cache_len().expect("len"), 2);
+            assert_eq!(s.cache_first_seq().expect("first"), Some(1));
+            assert_eq!(s.cache_ack(2).expect("ack"), 2);
+            assert_eq!(s.cache_len().expect("len"), 0);
+            assert_eq!(s.cache_first_seq().expect("first"), None);
+            assert_eq!(s.cache_append(&[rec("c", 3.0)]).expect("append"), [3]);
+        }
+        // A restart with an empty-then-refilled cache continues the numbering.
+        let mut s = open(dir.path());
+        s.cache_ack(3).expect("ack");
+        assert_eq!(s.cache_append(&[rec("d", 4.0), rec("e", 5.0)]).expect("append"), [4, 5]);
+        let batch = s.cache_batch(4, 10).expect("batch");
+        assert_eq!(batch.len(), 1);
+        assert_eq!((batch[0].seq, batch[0].name.as_str(), batch[0].value), (5, "e", 5.0));
+        assert_eq!(s.cache_batch(0, 1).expect("batch")[0].seq, 4);
+        assert!(s.cache_append(&[rec("nan", f64::NAN)]).is_err());
+        assert_eq!(s.cache_len().expect("len"), 2, "a refused append adds nothing");
+    }
+
+    #[test]
+    fn records_are_stored_exactly_once_and_replicate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        let batch: Vec<Record> = (1..=3)
+            .map(|i| {
+                let mut r = rec("cpu", i as f64);
+                if i == 2 {
+                    r.pair = Some("web".into());
+                }
+                Record::new(i, r)
+            })
+            .collect();
+        assert_eq!(s.records_insert("id-1", "agent1", &batch).expect("insert"), 3);
+        assert_eq!(s.records_insert("id-1", "agent1", &batch).expect("resend"), 0);
+        assert_eq!(s.records_insert("id-2", "agent2", &batch[..1]).expect("other"), 1);
+        assert_eq!(s.records_count().expect("count"), 4);
+        assert_eq!(s.records_max_seq("id-1").expect("max"), Some(3));
+        assert_eq!(s.records_max_seq("nobody").expect("max"), None);
+
+        let by_agent = RecordFilter {
+            agent: Some("agent1".into()),
+            ..Default::default()
+        };
+        assert_eq!(s.records_list(&by_agent).expect("list").len(), 3);
+        let by_pair = RecordFilter {
+            pair: Some("web".into()),
+            ..Default::default()
+        };
+        let web = s.records_list(&by_pair).expect("list");
+        assert_eq!((web.len(), web[0].record.seq), (1, 2));
+        let newest = s
+            .records_list(&RecordFilter {
+                limit: Some(2),
+                ..Default::default()
+            })
+            .expect("list");
+        assert_eq!(
+            newest.iter().map(|r| (r.agent_id.as_str(), r.record.seq)).collect::<Vec<_>>(),
+            [("id-1", 3), ("id-2", 1)]
+        );
+        let json = serde_json::to_value(&newest[0]).expect("json");
+        assert_eq!(json["agent_name"], "agent1");
+        assert_eq!(json["seq"], 3);
+
+        let other_dir = tempfile::tempdir().expect("tempdir");
+        let mut standby = Store::open(&other_dir.path().join(STORE_FILE), "node-b").expect("open");
+        let first = s.records_since(0, 2).expect("since");
+        assert_eq!(standby.records_merge(&first).expect("merge"), 2);
+        let rest = s.records_since(first[1].rowid, 100).expect("since");
+        assert_eq!(rest.len(), 2);
+        assert_eq!(standby.records_merge(&rest).expect("merge"), 2);
+        assert_eq!(standby.records_merge(&first).expect("merge again"), 0);
+        assert_eq!(standby.records_count().expect("count"), 4);
+    }
+
+    #[test]
+    fn events_append_list_and_merge() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut a = open(dir.path());
+        let ev = |code: &str| EventRow {
+            time_ms: 1,
+            code: code.into(),
+            subject: "agent1".into(),
+            detail: format!("{code} happened"),
+            data: json!({"server": "s2"}),
+        };
+        assert_eq!(a.event_append(&ev("SWITCHOVER")).expect("append"), 1);
+        assert_eq!(a.event_append(&ev("SWITCHBACK")).expect("append"), 2);
+        let all = a.events_list(0, None, 100).expect("list");
+        assert_eq!(all.len(), 2);
+        assert_eq!((all[0].origin.as_str(), all[0].origin_id), ("node-a", 1));
+        assert_eq!(all[0].event.data["server"], "s2");
+        let only = a.events_list(0, Some("SWITCHBACK"), 100).expect("list");
+        assert_eq!(only.len(), 1);
+        assert_eq!(a.events_list(1, None, 100).expect("list").len(), 1);
+
+        let other = tempfile::tempdir().expect("tempdir");
+        let mut b = Store::open(&other.path().join(STORE_FILE), "node-b").expect("open");
+        b.event_append(&ev("PROMOTED")).expect("append");
+        assert_eq!(b.events_merge(&all).expect("merge"), 2);
+        assert_eq!(b.events_merge(&all).expect("merge again"), 0);
+        let merged = b.events_list(0, None, 100).expect("list");
+        assert_eq!(merged.len(), 3);
+        assert_eq!(merged[1].origin, "node-a");
+    }
+
+    #[test]
+    fn site_configuration_versions_snapshot_and_replace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        assert_eq!(s.site_version().expect("version"), 0);
+        let agent = AgentRow {
+            id: "id-1".into(),
+            name: "agent1".into(),
+            fingerprint: "ab".repeat(32),
+            status: AgentStatus::Pending,
+            first_seen_ms: 5,
+        };
+        assert_eq!(s.agent_put(&agent).expect("put"), 1);
+        let clash = AgentRow {
+            id: "id-2".into(),
+            ..agent.clone()
+        };
+        assert!(matches!(s.agent_put(&clash), Err(StoreError::Conflict { .. })));
+        assert_eq!(s.site_version().expect("version"), 1, "a refused change bumps nothing");
+        assert_eq!(s.agent_set_status("id-1", AgentStatus::Accepted).expect("status"), Some(2));
+        assert_eq!(s.agent_set_status("nobody", AgentStatus::Accepted).expect("status"), None);
+        assert_eq!(
+            s.agent_by_name("agent1").expect("get").map(|a| a.status),
+            Some(AgentStatus::Accepted)
+        );
+        s.pair_put("web", &json!({"primary": "agent1", "secondary": "agent2"})).expect("pair");
+        s.check_put("http", &json!({"kind": "http"})).expect("check");
+        s.setting_put("theme", &json!("dark")).expect("setting");
+        assert_eq!(s.pair_get("web").expect("get").expect("some")["primary"], "agent1");
+        assert_eq!(s.pair_remove("nope").expect("remove"), None);
+
+        let snap = s.site_snapshot().expect("snapshot");
+        assert_eq!(snap.version, 5);
+        assert_eq!(snap.agents.len(), 1);
+        assert_eq!(snap.pairs.len(), 1);
+        assert_eq!(snap.checks.len(), 1);
+        assert_eq!(snap.settings["theme"], "dark");
+
+        let other = tempfile::tempdir().expect("tempdir");
+        let mut standby = Store::open(&other.path().join(STORE_FILE), "node-b").expect("open");
+        standby.pair_put("stale", &json!({})).expect("stale");
+        standby.site_replace(&snap).expect("replace");
+        assert_eq!(standby.site_snapshot().expect("snapshot"), snap);
+        assert_eq!(standby.site_version().expect("version"), 5);
+        // JSON round trip, as it crosses the wire.
+        let wire: SiteSnapshot =
+            serde_json::from_str(&serde_json::to_string(&snap).expect("ser")).expect("de");
+        assert_eq!(wire, snap);
+    }
+
+    #[test]
+    fn reopening_keeps_everything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = open(dir.path());
+            s.cache_append(&[rec("a", 1.0)]).expect("append");
+            s.records_insert("id-1", "agent1", &[Record::new(7, rec("b", 2.0))]).expect("insert");
+            s.event_append(&EventRow {
+                time_ms: 1,
+                code: "BLACKOUT".into(),
+                subject: "agent1".into(),
+                detail: "no server answers".into(),
+                data: json!(null),
+            })
+            .expect("event");
+            s.pair_put("web", &json!({"a": 1})).expect("pair");
+            s.state_set("epoch", &json!(4)).expect("state");
+        }
+        let s = open(dir.path());
+        assert_eq!(s.cache_len().expect("len"), 1);
+        assert_eq!(s.records_max_seq("id-1").expect("max"), Some(7));
+        assert_eq!(s.events_list(0, None, 10).expect("events").len(), 1);
+        assert_eq!(s.pair_get("web").expect("pair"), Some(json!({"a": 1})));
+        assert_eq!(s.site_version().expect("version"), 1);
+        assert_eq!(s.state_get("epoch").expect("state"), Some(json!(4)));
+        assert_eq!(s.state_get("nothing").expect("state"), None);
+        assert_eq!(s.schema_version().expect("schema"), MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn migrations_apply_in_order_and_a_failing_one_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STORE_FILE);
+        // A database from an older program: only the first migration.
+        {
+            let mut old = Store::open_with(&path, "n", &MIGRATIONS[..1]).expect("v1");
+            old.cache_append(&[rec("kept", 1.0)]).expect("append");
+        }
+        let second = "ALTER TABLE cache ADD COLUMN note TEXT; UPDATE cache SET note = 'migrated';";
+        let broken = "CREATE TABLE extra (x INTEGER); THIS IS NOT SQL;";
+        let err = Store::open_with(&path, "n", &[MIGRATIONS[0], second, broken])
+            .err()
+            .expect("the broken migration fails");
+        assert!(err.to_string().contains("migrating the schema"), "{err}");
+        // Migration 2 committed on its own; migration 3 rolled back entirely.
+        let conn = Connection::open(&path).expect("raw open");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("v");
+        assert_eq!(version, 2);
+        let note: String =
+            conn.query_row("SELECT note FROM cache", [], |r| r.get(0)).expect("note");
+        assert_eq!(note, "migrated");
+        let extra: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'extra'", [], |r| r.get(0))
+            .expect("extra");
+        assert_eq!(extra, 0);
+        drop(conn);
+        // A program that knows fewer migrations than the file has refuses it.
+        let too_new = Store::open_with(&path, "n", &MIGRATIONS[..1]).err().expect("too new");
+        assert!(matches!(too_new, StoreError::TooNew { found: 2, known: 1, .. }), "{too_new}");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_as_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STORE_FILE);
+        std::fs::write(&path, b"this is not a database, just garbage bytes ".repeat(100))
+            .expect("write garbage");
+        let err = Store::open(&path, "n").err().expect("corrupt store refused");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(STORE_FILE) && msg.contains("corrupt"), "{msg}");
+    }
+
+    #[test]
+    fn a_second_writer_waits_then_reports_busy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STORE_FILE);
+        let mut s = open(dir.path());
+        let mut other = Connection::open(&path).expect("raw open");
+        other.busy_timeout(std::time::Duration::ZERO).expect("timeout");
+        let tx = other
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .expect("lock");
+        s.conn.busy_timeout(std::time::Duration::from_millis(50)).expect("timeout");
+        let err = s.cache_append(&[rec("a", 1.0)]).expect_err("busy");
+        assert!(matches!(err, StoreError::Busy { .. }), "{err:?}");
+        drop(tx);
+        s.cache_append(&[rec("a", 1.0)]).expect("after the lock is gone");
+    }
+}
