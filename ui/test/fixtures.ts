@@ -1,0 +1,124 @@
+import { ApiError, type Transport } from '../src/api';
+import type { EventItem, RecordItem, Status } from '../src/types';
+
+export function makeStatus(over: Partial<Status> = {}): Status {
+  return {
+    node: {
+      id: '7b0c6a1e-0000-4000-8000-000000000001',
+      name: 'srv-a',
+      roles: { server: true, agent: true },
+      failover: { mode: 'primary', state: 'active', epoch: 3, peer: 'https://127.0.0.2:7443' },
+      listen: '127.0.0.1:7443',
+      cert: { fingerprint: 'AA:BB:CC' },
+    },
+    link: { server: 'https://127.0.0.1:7443', state: 'home', cached: 0 },
+    servers: [
+      { url: 'https://127.0.0.1:7443', role: 'home', state: 'up' },
+      { url: 'https://127.0.0.2:7443', role: 'standby', state: 'up' },
+    ],
+    pairs: [
+      {
+        name: 'web',
+        primary: 'web-1',
+        secondary: 'web-2',
+        active: 'primary',
+        state: 'normal',
+        epoch: 1,
+        degraded: null,
+        switchback: 'auto',
+        failover_after: '3s',
+        hold_down: '10s',
+      },
+      {
+        name: 'db',
+        primary: 'db-1',
+        secondary: 'db-2',
+        active: 'secondary',
+        state: 'degraded',
+        epoch: 4,
+        degraded: 'on_activate hook timed out',
+        switchback: 'manual',
+        failover_after: 500,
+        hold_down: 0,
+      },
+    ],
+    agents: [
+      { name: 'web-1', id: 'a1', state: 'connected', server: 'https://127.0.0.1:7443', pending: false, fingerprint: null },
+      { name: 'web-2', id: 'a2', state: 'connected', server: 'https://127.0.0.1:7443', pending: false, fingerprint: null },
+      { name: 'db-1', id: 'a3', state: 'disconnected', server: null, pending: false, fingerprint: null },
+      { name: 'db-2', id: 'a4', state: 'connected', server: 'https://127.0.0.1:7443', pending: false, fingerprint: null },
+      { name: 'new-box', id: 'a5', state: 'pending', server: 'https://127.0.0.1:7443', pending: true, fingerprint: 'DE:AD' },
+    ],
+    checks: [
+      { name: 'http-home', kind: 'http', target: 'http://10.0.0.5/', every: '5s', timeout: '2s', pair: 'web' },
+      { name: 'ssh', kind: 'tcp', target: '10.0.0.6:22', every: '10s', timeout: '1s', agent: 'db-2' },
+    ],
+    ...over,
+  };
+}
+
+export const EVENTS: EventItem[] = [
+  { id: 1, time_ms: 1_700_000_000_000, code: 'SWITCHOVER', subject: 'web-1', sentence: 'web-1 switched over to srv-b.' },
+  { id: 2, time_ms: 1_700_000_001_000, code: 'FAILOVER', subject: 'db', sentence: 'Pair db failed over to db-2.' },
+  { id: 3, time_ms: 1_700_000_002_000, code: 'SWITCHBACK', subject: 'web-1', sentence: 'web-1 switched back home.' },
+];
+
+export const RECORDS: RecordItem[] = [
+  { agent: 'web-1', seq: 10, pair: 'web', name: 'http-home', value: 12.5, time_ms: 1_700_000_000_000, kind: 'check', detail: { up: true } },
+  { agent: 'web-2', seq: 3, pair: 'web', name: 'http-home', value: 40, time_ms: 1_700_000_005_000, kind: 'check', detail: 'down: connection refused' },
+  { agent: 'db-2', seq: 7, pair: null, name: 'ssh', value: 1.2, time_ms: 1_700_000_001_000, kind: 'check', detail: { up: true } },
+];
+
+export interface Call {
+  method: string;
+  path: string;
+  body?: unknown;
+}
+
+type Handler = (call: Call) => unknown;
+
+/** A scripted Transport: routes "METHOD /path" (query ignored unless given) to handlers. */
+export class FakeTransport implements Transport {
+  readonly kind: 'http' | 'tauri';
+  calls: Call[] = [];
+  routes = new Map<string, Handler>();
+
+  constructor(kind: 'http' | 'tauri' = 'http') {
+    this.kind = kind;
+  }
+
+  on(route: string, handler: Handler): this {
+    this.routes.set(route, handler);
+    return this;
+  }
+
+  async call(method: string, path: string, body?: unknown): Promise<any> {
+    const call = { method, path, body };
+    this.calls.push(call);
+    const h = this.routes.get(`${method} ${path}`) ?? this.routes.get(`${method} ${path.split('?')[0]}`);
+    if (!h) throw new ApiError(404, `no route ${method} ${path}`);
+    return h(call);
+  }
+
+  posts(): Call[] {
+    return this.calls.filter((c) => c.method === 'POST');
+  }
+}
+
+export function standardTransport(status: Status = makeStatus()): FakeTransport {
+  return new FakeTransport()
+    .on('GET /api/status', () => status)
+    .on('GET /api/events', () => ({ events: EVENTS }))
+    .on('GET /api/records', () => ({ records: RECORDS }))
+    .on('GET /api/cert', () => ({ fingerprint: 'AA:BB:CC', sans: ['127.0.0.1', 'srv-a'], not_after: '2027-01-01T00:00:00Z' }));
+}
+
+export async function settle(): Promise<void> {
+  for (let i = 0; i < 10; i++) await new Promise((r) => setTimeout(r, 0));
+}
+
+export function byTestId<T extends HTMLElement = HTMLElement>(root: ParentNode, id: string): T {
+  const el = root.querySelector<T>(`[data-testid="${id}"]`);
+  if (!el) throw new Error(`no element with data-testid=${id}`);
+  return el;
+}
