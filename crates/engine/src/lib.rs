@@ -1,1 +1,90 @@
-//! placeholder
+//! The Understudy failover engine: every decision of PRODUCT.md §2 as deterministic state
+//! machines. No IO, no clock, no threads: time comes in as an argument, actions and the next
+//! deadline come out. The runtime (`understudy-node`) and the simulation tests drive it the same way.
+//!
+//! # Calling contract
+//!
+//! Each machine ([`Agent`], [`Server`], and the parts a server is made of: [`AgentRegistry`],
+//! [`Pair`], [`HotStandby`]) is driven like this:
+//!
+//! 1. Feed it what happened with a `handle_*` method, passing `now` (a monotonic [`Instant`]).
+//! 2. Drain `poll_action()` until it returns `None` and carry each action out (send a message,
+//!    open a connection, run a hook, delete acknowledged records …).
+//! 3. Drain `poll_event()` until it returns `None`: each [`Event`] is a transition to store,
+//!    log and notify.
+//! 4. Sleep until `poll_timeout()` and call `handle_timeout(now)`. Calling it early or too often
+//!    is harmless: a machine only acts on deadlines that have passed.
+//!
+//! Every decision carries a human sentence (its *reason*); the same text is the log line, the
+//! event sentence and the UI tooltip, and tests assert it.
+//!
+//! # Events
+//!
+//! Stable codes (the analogue of ELM's 5317/5318 and Tivoli's KQM0004/KQM0009). The table is
+//! [`EventCode::ALL`]; `notify` says whether the desktop app raises a notification (UI-2).
+//!
+//! | code | rule | notify | meaning |
+//! |---|---|---|---|
+//! | `SWITCHOVER` | AG-3 | yes | an agent moved from its server to the next one in its list |
+//! | `STAGED` | AG-4 | no | a standby server refused an agent for capacity; it stays on cache |
+//! | `BLACKOUT` | AG-5 | yes | an agent reaches no server at all |
+//! | `BLACKOUT_END` | AG-5 | yes | an agent in blackout reached a server again |
+//! | `SWITCHBACK` | AG-6 | yes | an agent went back to its home server |
+//! | `RECALLED` | AG-6 | no | an operator recalled an agent to its home server |
+//! | `REDIRECTED` | AG-7 | no | a STANDBY server sent an agent to the ACTIVE one |
+//! | `STALE_EPOCH` | AG-8 | no | an agent refused a server whose epoch is lower than one it has seen |
+//! | `AGENT_PENDING` | AG-9 | yes | a new agent waits for an operator to accept it |
+//! | `AGENT_ACCEPTED` | AG-9 | no | an agent was accepted (by an operator or its enrollment token) |
+//! | `AGENT_REJECTED` | AG-9 | no | an operator rejected an agent |
+//! | `AGENT_REFUSED` | AG-9 | no | a server refused an agent's connection (reason given) |
+//! | `PAIR_ACTIVE` | PR-2 | no | a pair's member was activated for the first time or after a blackout |
+//! | `FAILOVER` | PR-3 | yes | a pair moved to its other member because the active one fell silent |
+//! | `PAIR_SWITCHBACK` | PR-4 | yes | a pair moved back to its primary after `hold_down` |
+//! | `FORCED_FAILOVER` | PR-5 | yes | an operator moved a pair to its secondary |
+//! | `REVERTED` | PR-5 | yes | an operator moved a pair back to its primary |
+//! | `PAIR_BLACKOUT` | PR-6 | yes | neither member of a pair is reachable |
+//! | `PAIR_BLACKOUT_END` | PR-6 | yes | a member of a pair in blackout is reachable again |
+//! | `HOOK_FAILED` | PR-7 | yes | an `on_activate`/`on_deactivate` hook failed or hung; the pair is degraded |
+//! | `LEASE_EXPIRED` | PR-3 | no | an active member lost its server for `failover_after` and stood down by itself |
+//! | `PROMOTED` | HS-4 | yes | this server became ACTIVE (its epoch grew) |
+//! | `DEMOTED` | HS-5 | yes | this server became STANDBY |
+//! | `SPLIT_BRAIN` | HS-6 | yes | both servers were ACTIVE; the lower epoch steps down |
+//! | `ROLE_CHANGED` | HS-7 | no | server role, agent role or failover mode changed at run time |
+//! | `CERT_GENERATED` | CT-1 | yes | a new certificate was generated and taken into use |
+
+pub mod agent;
+pub mod event;
+pub mod ha;
+pub mod pair;
+pub mod registry;
+pub mod roles;
+pub mod server;
+mod timers;
+
+pub use agent::{
+    Agent, AgentAction, AgentConfig, LinkState, MemberState, PairView, ProbeResult, Restored, Welcome,
+    MIN_SWITCHBACK_INTERVAL,
+};
+pub use event::{Event, EventCode};
+pub use ha::{FailbackPolicy, FailoverMode, HaAction, HaState, HotStandby, HotStandbyConfig, PeerStatus};
+pub use pair::{Member, Pair, PairAction, PairConfig, PairState, SwitchbackPolicy};
+pub use registry::{AgentEntry, AgentRegistry, AgentStatus, Hello, Refusal, TokenCheck};
+pub use roles::{validate_role_change, RoleChange, RoleContext, Roles};
+pub use server::{Admission, Server, ServerAction, ServerConfig};
+
+/// The engine's notion of time: a monotonic instant supplied by the caller (never read here).
+pub use std::time::Instant;
+
+/// Formats a duration the way PRODUCT.md writes them (`500ms`, `5s`, `2m`), for reasons.
+pub fn fmt_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        "0s".into()
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}

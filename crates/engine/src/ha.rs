@@ -1,0 +1,446 @@
+//! Servers in hot standby (HS-1…HS-6): which of two server nodes is ACTIVE (acting) and which is
+//! STANDBY, under a server epoch that grows at every promotion.
+//!
+//! ```text
+//!   Starting ──peer ACTIVE──▶ Standby ──ACTIVE silent for failover_timeout──▶ Active (PROMOTED)
+//!      │                        │ ▲      or peer not ACTIVE and we are preferred
+//!      │ peer not ACTIVE and    │ │
+//!      │ we are preferred, or   │ └── operator `ha standby` / lower epoch meets higher
+//!      │ nobody for             │     (SPLIT_BRAIN) / auto failback of the secondary (DEMOTED)
+//!      └─failover_timeout──▶ Active
+//! ```
+//!
+//! Both nodes poll each other every `sync_interval`; the STANDBY also replicates then (HS-3).
+//! "Preferred" is the configured PRIMARY (HS-2: when both start together the primary wins; HS-5:
+//! once the acting secondary is set to STANDBY, the primary becomes ACTIVE by itself).
+//!
+//! Split-brain cases and what prevents each:
+//! 1. Both start at once: only the preferred node promotes on seeing a non-ACTIVE peer; the
+//!    other waits `failover_timeout` for an ACTIVE one.
+//! 2. A partition: both may act. When they meet, the lower epoch steps down (HS-6); at equal
+//!    epochs the non-preferred one does. The one stepping down hands over the records only it
+//!    holds (`HaAction::MergeToPeer`).
+//! 3. A former ACTIVE returns with an old epoch: it finds a higher epoch and becomes STANDBY (HS-5).
+//! 4. An ACTIVE peer reports an epoch below ours (restored from an old copy): inconsistent, so we
+//!    promote past it and case 2 settles it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::event::{Event, EventCode};
+use crate::fmt_duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailoverMode {
+    Off,
+    Primary,
+    Secondary,
+}
+
+impl FailoverMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailoverMode::Off => "off",
+            FailoverMode::Primary => "primary",
+            FailoverMode::Secondary => "secondary",
+        }
+    }
+    pub fn parse(s: &str) -> Option<FailoverMode> {
+        match s {
+            "off" => Some(FailoverMode::Off),
+            "primary" => Some(FailoverMode::Primary),
+            "secondary" => Some(FailoverMode::Secondary),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailbackPolicy {
+    /// HS-5 default: the acting secondary keeps the role until an operator sets it to STANDBY.
+    Manual,
+    /// The acting secondary steps down once the primary has been a healthy STANDBY for `hold_down`.
+    Auto { hold_down: Duration },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HotStandbyConfig {
+    /// This node's name (the subject of its events); ties are broken by name.
+    pub name: String,
+    pub mode: FailoverMode,
+    pub sync_interval: Duration,
+    pub failover_timeout: Duration,
+    pub failback: FailbackPolicy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HaState {
+    Starting { since: Instant },
+    Active { since: Instant },
+    Standby { since: Instant },
+}
+
+impl HaState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HaState::Starting { .. } => "starting",
+            HaState::Active { .. } => "active",
+            HaState::Standby { .. } => "standby",
+        }
+    }
+}
+
+/// What the peer said when polled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub name: String,
+    pub mode: FailoverMode,
+    /// "starting" | "active" | "standby"
+    pub state: String,
+    pub epoch: u64,
+    /// The peer's site configuration version (what a STANDBY replicates, HS-3).
+    pub site_version: u64,
+}
+
+impl PeerStatus {
+    fn is_active(&self) -> bool {
+        self.state == "active"
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HaAction {
+    /// Ask the peer for its status now; when `replicate`, also pull its site configuration,
+    /// events and records (HS-3).
+    PollPeer { replicate: bool },
+    /// Persist the epoch before acting on it.
+    SaveEpoch { epoch: u64 },
+    /// After stepping down from a split brain: give the peer every record only this node holds.
+    MergeToPeer,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Poll,
+    Decide,
+}
+
+#[derive(Debug)]
+pub struct HotStandby {
+    config: HotStandbyConfig,
+    state: HaState,
+    epoch: u64,
+    /// Last time the peer answered as ACTIVE with an epoch at least ours.
+    peer_active_seen: Instant,
+    peer: Option<PeerStatus>,
+    peer_answered: Option<Instant>,
+    /// Since when the peer has been a healthy STANDBY (for `failback = auto`).
+    peer_standby_since: Option<Instant>,
+    /// The site configuration version replicated from the ACTIVE peer.
+    replicated_version: u64,
+    split_brain_reported: bool,
+    reason: String,
+    timers: crate::timers::Timers<Timer>,
+    actions: VecDeque<HaAction>,
+    events: VecDeque<Event>,
+}
+
+impl HotStandby {
+    /// Starts with the epoch persisted by the last run.
+    pub fn new(config: HotStandbyConfig, epoch: u64, now: Instant) -> HotStandby {
+        let mut ha = HotStandby {
+            config,
+            state: HaState::Starting { since: now },
+            epoch,
+            peer_active_seen: now,
+            peer: None,
+            peer_answered: None,
+            peer_standby_since: None,
+            replicated_version: 0,
+            split_brain_reported: false,
+            reason: "starting".into(),
+            timers: Default::default(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        ha.start(now);
+        ha
+    }
+
+    fn start(&mut self, now: Instant) {
+        self.timers = Default::default();
+        if self.config.mode == FailoverMode::Off {
+            self.state = HaState::Active { since: now };
+            self.reason = "failover mode off: this server acts alone".into();
+            return;
+        }
+        self.state = HaState::Starting { since: now };
+        self.peer_active_seen = now;
+        self.reason = format!("starting: waiting up to {} for an ACTIVE peer", fmt_duration(self.config.failover_timeout));
+        self.actions.push_back(HaAction::PollPeer { replicate: false });
+        self.timers.set(Timer::Poll, now + self.config.sync_interval);
+        self.timers.set(Timer::Decide, now + self.config.failover_timeout);
+    }
+
+    // ----- getters -----
+
+    pub fn state(&self) -> HaState {
+        self.state
+    }
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    pub fn mode(&self) -> FailoverMode {
+        self.config.mode
+    }
+    pub fn config(&self) -> &HotStandbyConfig {
+        &self.config
+    }
+    /// Whether this node acts: accepts agents, supervises pairs, takes operator actions.
+    pub fn is_acting(&self) -> bool {
+        matches!(self.state, HaState::Active { .. })
+    }
+    /// The reason for the current state, as shown to operators.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+    pub fn peer(&self) -> Option<&PeerStatus> {
+        self.peer.as_ref()
+    }
+    /// Whether the ACTIVE peer answered within `failover_timeout` (AG-7 redirects go there).
+    pub fn peer_acting(&self, now: Instant) -> bool {
+        self.peer.as_ref().is_some_and(|p| p.is_active() && p.epoch >= self.epoch)
+            && now < self.peer_active_seen + self.config.failover_timeout
+    }
+    pub fn replicated_version(&self) -> u64 {
+        self.replicated_version
+    }
+
+    pub fn poll_action(&mut self) -> Option<HaAction> {
+        self.actions.pop_front()
+    }
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // ----- inputs -----
+
+    /// HS-7: the failover settings changed at run time (already validated).
+    pub fn handle_config(&mut self, now: Instant, config: HotStandbyConfig) {
+        let mode_changed = config.mode != self.config.mode;
+        self.config = config;
+        if mode_changed {
+            if self.config.mode == FailoverMode::Off && !self.is_acting() {
+                self.promote(now, "failover mode set to off: this server acts alone".into());
+            } else if self.config.mode != FailoverMode::Off && self.timers.get(Timer::Poll).is_none() {
+                self.timers.set(Timer::Poll, now);
+                self.peer_active_seen = now;
+                self.timers.set(Timer::Decide, now + self.config.failover_timeout);
+            }
+        }
+    }
+
+    /// HS-3: the STANDBY holds the peer's site configuration up to `version`.
+    pub fn handle_replicated(&mut self, version: u64) {
+        self.replicated_version = self.replicated_version.max(version);
+    }
+
+    /// The peer answered a poll.
+    pub fn handle_peer_status(&mut self, now: Instant, peer: PeerStatus) {
+        if self.config.mode == FailoverMode::Off {
+            return;
+        }
+        self.peer_answered = Some(now);
+        if peer.is_active() && peer.epoch >= self.epoch {
+            self.peer_active_seen = now;
+        }
+        if peer.state == "standby" {
+            self.peer_standby_since.get_or_insert(now);
+        } else {
+            self.peer_standby_since = None;
+        }
+        self.peer = Some(peer.clone());
+        match self.state {
+            HaState::Active { .. } => self.decide_while_active(now, &peer),
+            HaState::Starting { .. } | HaState::Standby { .. } => self.decide_while_waiting(now, &peer),
+        }
+    }
+
+    /// The peer did not answer a poll.
+    pub fn handle_peer_unreachable(&mut self, now: Instant) {
+        self.peer_standby_since = None;
+        if let Some(p) = &mut self.peer {
+            p.state = "unreachable".into();
+        }
+        if !self.is_acting() {
+            self.check_silence(now);
+        }
+    }
+
+    /// HS-5 manual switchback: an operator sets this (acting) server to STANDBY; the preferred
+    /// peer then promotes itself.
+    pub fn operator_standby(&mut self, now: Instant) -> Result<String, String> {
+        // 1. Only a server in hot standby has a peer to hand over to.
+        if self.config.mode == FailoverMode::Off {
+            return Err("failover mode is off: there is no peer to hand the role to".into());
+        }
+        // 2. Nothing to do.
+        if !self.is_acting() {
+            return Err(format!("this server is already {}", self.state.as_str().to_uppercase()));
+        }
+        // 3. The peer must be there to take over, or the site would have no acting server.
+        let peer_ok = self.peer.as_ref().is_some_and(|p| p.state == "standby")
+            && self.peer_answered.is_some_and(|t| now < t + self.config.failover_timeout);
+        if !peer_ok {
+            return Err("the peer is not answering as STANDBY: stepping down would leave no acting server".into());
+        }
+        let reason = "set to STANDBY by an operator: the peer takes the ACTIVE role".to_string();
+        self.demote(now, reason.clone());
+        Ok(reason)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.timers.expired(Timer::Poll, now) {
+            let replicate = !self.is_acting();
+            self.actions.push_back(HaAction::PollPeer { replicate });
+            self.timers.set(Timer::Poll, now + self.config.sync_interval);
+        }
+        if self.timers.expired(Timer::Decide, now) && !self.is_acting() {
+            self.check_silence(now);
+        }
+    }
+
+    // ----- internals -----
+
+    /// Whether this node wins a tie against `peer`: the PRIMARY, else the lower name.
+    fn preferred_over(&self, peer: &PeerStatus) -> bool {
+        match (self.config.mode, peer.mode) {
+            (FailoverMode::Primary, FailoverMode::Secondary) => true,
+            (FailoverMode::Secondary, FailoverMode::Primary) => false,
+            _ => self.config.name < peer.name,
+        }
+    }
+
+    fn decide_while_waiting(&mut self, now: Instant, peer: &PeerStatus) {
+        // 1. An ACTIVE peer with an epoch at least ours: stay (or become) STANDBY (HS-2, HS-5).
+        if peer.is_active() && peer.epoch >= self.epoch {
+            self.epoch = peer.epoch;
+            if !matches!(self.state, HaState::Standby { .. }) {
+                self.state = HaState::Standby { since: now };
+                self.reason = format!("peer {} is ACTIVE with epoch {}: this server is STANDBY", peer.name, peer.epoch);
+            }
+            self.timers.set(Timer::Decide, now + self.config.failover_timeout);
+            return;
+        }
+        // 2. An ACTIVE peer with a lower epoch is inconsistent (HS-4): promote past it.
+        if peer.is_active() {
+            let reason = format!(
+                "peer {} reports ACTIVE with epoch {} below this server's {}: inconsistent state, promoting",
+                peer.name, peer.epoch, self.epoch
+            );
+            self.promote(now, reason);
+            return;
+        }
+        // 3. Nobody acts and this node is preferred: take the role now (HS-2, HS-5).
+        if self.preferred_over(peer) {
+            let reason = format!(
+                "peer {} is {} and this server is the preferred one ({}): promoting",
+                peer.name,
+                peer.state.to_uppercase(),
+                self.config.mode.as_str().to_uppercase()
+            );
+            self.promote(now, reason);
+            return;
+        }
+        // 4. Otherwise wait for the preferred peer; silence for failover_timeout promotes us.
+        self.check_silence(now);
+    }
+
+    fn decide_while_active(&mut self, now: Instant, peer: &PeerStatus) {
+        if peer.is_active() {
+            // HS-6: both acted during a partition. The lower epoch steps down; at equal epochs
+            // the non-preferred node does.
+            let we_lose = peer.epoch > self.epoch || (peer.epoch == self.epoch && !self.preferred_over(peer));
+            if we_lose {
+                let reason = format!(
+                    "peer {} is also ACTIVE with epoch {} (ours {}): this server steps down and hands over its records",
+                    peer.name, peer.epoch, self.epoch
+                );
+                self.events.push_back(Event::new(EventCode::SplitBrain, self.config.name.clone(), reason.clone()));
+                self.epoch = peer.epoch;
+                self.peer_active_seen = now;
+                self.demote(now, reason);
+                self.actions.push_back(HaAction::MergeToPeer);
+            } else if !self.split_brain_reported {
+                self.split_brain_reported = true;
+                let reason = format!(
+                    "peer {} is also ACTIVE with epoch {} (ours {}): it steps down",
+                    peer.name, peer.epoch, self.epoch
+                );
+                self.events.push_back(Event::new(EventCode::SplitBrain, self.config.name.clone(), reason));
+            }
+            return;
+        }
+        self.split_brain_reported = false;
+        // HS-5 option: an acting secondary hands the role back once the primary has been a
+        // healthy STANDBY for hold_down.
+        if let FailbackPolicy::Auto { hold_down } = self.config.failback {
+            if self.config.mode == FailoverMode::Secondary && peer.mode == FailoverMode::Primary {
+                if let Some(since) = self.peer_standby_since {
+                    if now >= since + hold_down {
+                        let reason = format!(
+                            "failback auto: primary {} healthy as STANDBY for {} (hold_down {}): stepping down",
+                            peer.name,
+                            fmt_duration(now.saturating_duration_since(since)),
+                            fmt_duration(hold_down)
+                        );
+                        self.demote(now, reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// HS-4: promote when no ACTIVE peer has answered for `failover_timeout`.
+    fn check_silence(&mut self, now: Instant) {
+        let deadline = self.peer_active_seen + self.config.failover_timeout;
+        if now >= deadline {
+            let what = match &self.peer {
+                Some(p) if p.state == "unreachable" => format!("peer {} has not answered", p.name),
+                Some(p) => format!("peer {} has not been ACTIVE", p.name),
+                None => "no peer has answered".to_string(),
+            };
+            let reason = format!(
+                "{what} for {} (failover_timeout {}): promoting",
+                fmt_duration(now.saturating_duration_since(self.peer_active_seen)),
+                fmt_duration(self.config.failover_timeout)
+            );
+            self.promote(now, reason);
+        } else {
+            self.timers.set(Timer::Decide, deadline);
+        }
+    }
+
+    fn promote(&mut self, now: Instant, reason: String) {
+        let peer_epoch = self.peer.as_ref().map_or(0, |p| p.epoch);
+        self.epoch = self.epoch.max(peer_epoch) + 1;
+        self.actions.push_back(HaAction::SaveEpoch { epoch: self.epoch });
+        self.state = HaState::Active { since: now };
+        self.split_brain_reported = false;
+        self.reason = format!("{reason} (epoch {})", self.epoch);
+        self.timers.stop(Timer::Decide);
+        self.events.push_back(Event::new(EventCode::Promoted, self.config.name.clone(), self.reason.clone()));
+    }
+
+    fn demote(&mut self, now: Instant, reason: String) {
+        self.state = HaState::Standby { since: now };
+        self.reason = reason.clone();
+        self.peer_active_seen = now;
+        self.actions.push_back(HaAction::SaveEpoch { epoch: self.epoch });
+        self.timers.set(Timer::Decide, now + self.config.failover_timeout);
+        self.events.push_back(Event::new(EventCode::Demoted, self.config.name.clone(), reason));
+    }
+}

@@ -1,0 +1,306 @@
+//! The server's side of its agents (AG-4, AG-6, AG-9): who is accepted, who waits for an operator,
+//! who holds one of the limited standby slots, and who is connected where.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use crate::event::{Event, EventCode};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentStatus {
+    Pending,
+    Accepted,
+    Rejected,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Pending => "pending",
+            AgentStatus::Accepted => "accepted",
+            AgentStatus::Rejected => "rejected",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AgentStatus> {
+        match s {
+            "pending" => Some(AgentStatus::Pending),
+            "accepted" => Some(AgentStatus::Accepted),
+            "rejected" => Some(AgentStatus::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// One agent this server knows (site configuration, replicated to the standby server).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentEntry {
+    pub id: String,
+    pub name: String,
+    /// SHA-256 fingerprint of the agent's certificate: its identity on the wire.
+    pub fingerprint: String,
+    pub status: AgentStatus,
+}
+
+/// How an agent's enrollment token compared with the server's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// The agent presented none (or the server has none configured).
+    Absent,
+    Valid,
+    Invalid,
+}
+
+/// An agent introducing itself on a new link.
+#[derive(Clone, Debug)]
+pub struct Hello {
+    pub id: String,
+    pub name: String,
+    pub fingerprint: String,
+    pub token: TokenCheck,
+    /// Whether this server is first in the agent's list (standby slots count foreign agents only).
+    pub home: bool,
+}
+
+/// Why a server refused an agent. The sentence goes to both sides (PRODUCT.md §4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Pending,
+    Rejected,
+    BadToken,
+    FingerprintMismatch { expected: String },
+    NameTaken { by: String },
+    Capacity { capacity: u32 },
+    NotServing,
+    /// A STANDBY server whose ACTIVE peer does not answer (promotion pending).
+    NotActing,
+}
+
+impl Refusal {
+    pub fn reason(&self) -> String {
+        match self {
+            Refusal::Pending => "waiting for an operator to accept this agent".into(),
+            Refusal::Rejected => "this agent was rejected by an operator".into(),
+            Refusal::BadToken => "wrong enrollment token".into(),
+            Refusal::FingerprintMismatch { expected } => {
+                format!("certificate fingerprint does not match the accepted one ({expected})")
+            }
+            Refusal::NameTaken { by } => format!("the name is taken by another agent ({by})"),
+            Refusal::Capacity { capacity } => format!("standby capacity full ({capacity} agents)"),
+            Refusal::NotServing => "this node has no server role".into(),
+            Refusal::NotActing => "this server is STANDBY and its ACTIVE peer does not answer".into(),
+        }
+    }
+
+    /// AG-4: a capacity refusal stages the agent; other refusals are plain failures.
+    pub fn is_capacity(&self) -> bool {
+        matches!(self, Refusal::Capacity { .. })
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Connection {
+    home: bool,
+    #[allow(dead_code)]
+    since: Instant,
+}
+
+/// The registry of agents on one server.
+#[derive(Debug, Default)]
+pub struct AgentRegistry {
+    standby_capacity: u32,
+    agents: BTreeMap<String, AgentEntry>,
+    connected: BTreeMap<String, Connection>,
+    /// Agents holding a standby slot, first come first served (AG-4).
+    slots: BTreeSet<String>,
+    /// The last refusal told to each agent: retries of the same refusal raise no new event.
+    refusals: BTreeMap<String, Refusal>,
+    events: Vec<Event>,
+    /// Set when an entry changed, so the runtime persists the site configuration.
+    changed: Vec<AgentEntry>,
+}
+
+impl AgentRegistry {
+    pub fn new(standby_capacity: u32, agents: impl IntoIterator<Item = AgentEntry>) -> Self {
+        AgentRegistry {
+            standby_capacity,
+            agents: agents.into_iter().map(|a| (a.id.clone(), a)).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn set_standby_capacity(&mut self, capacity: u32) {
+        self.standby_capacity = capacity;
+    }
+
+    pub fn standby_capacity(&self) -> u32 {
+        self.standby_capacity
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &AgentEntry> {
+        self.agents.values()
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&AgentEntry> {
+        self.agents.values().find(|a| a.name == name)
+    }
+
+    pub fn is_connected(&self, id: &str) -> bool {
+        self.connected.contains_key(id)
+    }
+
+    pub fn is_connected_by_name(&self, name: &str) -> bool {
+        self.by_name(name).is_some_and(|a| self.connected.contains_key(&a.id))
+    }
+
+    pub fn slots_used(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn holds_slot(&self, id: &str) -> bool {
+        self.slots.contains(id)
+    }
+
+    /// Replaces the entries with a replicated copy (HS-3), keeping connections.
+    pub fn replace_entries(&mut self, agents: impl IntoIterator<Item = AgentEntry>) {
+        self.agents = agents.into_iter().map(|a| (a.id.clone(), a)).collect();
+    }
+
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Entries changed since the last call, to persist.
+    pub fn take_changed(&mut self) -> Vec<AgentEntry> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Admission of an agent on a new link. Guard clauses in a fixed order, each with its reason.
+    pub fn handle_hello(&mut self, now: Instant, hello: &Hello) -> Result<(), Refusal> {
+        // 1. A wrong token is refused outright and teaches the server nothing.
+        if hello.token == TokenCheck::Invalid {
+            self.refused(hello, &Refusal::BadToken);
+            return Err(Refusal::BadToken);
+        }
+        // 2. A name belongs to one identity: another agent cannot take over an accepted name.
+        if let Some(other) = self.agents.values().find(|a| a.name == hello.name && a.id != hello.id) {
+            let refusal = Refusal::NameTaken { by: other.id.clone() };
+            self.refused(hello, &refusal);
+            return Err(refusal);
+        }
+        match self.agents.get(&hello.id).cloned() {
+            // 3. Known: its certificate must be the one accepted.
+            Some(entry) if entry.fingerprint != hello.fingerprint => {
+                let refusal = Refusal::FingerprintMismatch { expected: entry.fingerprint };
+                self.refused(hello, &refusal);
+                return Err(refusal);
+            }
+            Some(entry) if entry.status == AgentStatus::Rejected => {
+                self.refused(hello, &Refusal::Rejected);
+                return Err(Refusal::Rejected);
+            }
+            Some(entry) if entry.status == AgentStatus::Pending => {
+                if hello.token == TokenCheck::Valid {
+                    self.accept_entry(&hello.id, "presented a valid enrollment token");
+                } else {
+                    return Err(Refusal::Pending);
+                }
+            }
+            Some(_) => {}
+            // 4. New: a valid token enrolls it; otherwise it waits for an operator (AG-9).
+            None => {
+                let entry = AgentEntry {
+                    id: hello.id.clone(),
+                    name: hello.name.clone(),
+                    fingerprint: hello.fingerprint.clone(),
+                    status: AgentStatus::Pending,
+                };
+                self.agents.insert(hello.id.clone(), entry.clone());
+                if hello.token == TokenCheck::Valid {
+                    self.accept_entry(&hello.id, "presented a valid enrollment token");
+                } else {
+                    self.changed.push(entry);
+                    self.events.push(Event::new(
+                        EventCode::AgentPending,
+                        hello.name.clone(),
+                        format!("new agent {} ({}) waits to be accepted", hello.name, short(&hello.fingerprint)),
+                    ));
+                    return Err(Refusal::Pending);
+                }
+            }
+        }
+        // 5. AG-4: a foreign agent needs a standby slot; first come first served.
+        if !hello.home && !self.slots.contains(&hello.id) {
+            if self.slots.len() as u32 >= self.standby_capacity {
+                let refusal = Refusal::Capacity { capacity: self.standby_capacity };
+                self.refused(hello, &refusal);
+                return Err(refusal);
+            }
+            self.slots.insert(hello.id.clone());
+        }
+        self.refusals.remove(&hello.id);
+        self.connected.insert(hello.id.clone(), Connection { home: hello.home, since: now });
+        Ok(())
+    }
+
+    /// The agent said it is leaving, or its link closed: its standby slot is freed (AG-4, AG-6).
+    pub fn handle_gone(&mut self, id: &str) {
+        self.connected.remove(id);
+        self.slots.remove(id);
+    }
+
+    pub fn connected_is_home(&self, id: &str) -> Option<bool> {
+        self.connected.get(id).map(|c| c.home)
+    }
+
+    /// An operator accepts a pending (or rejected) agent.
+    pub fn accept(&mut self, name: &str) -> Result<(), String> {
+        let Some(entry) = self.by_name(name).cloned() else {
+            return Err(format!("no agent named {name}"));
+        };
+        if entry.status == AgentStatus::Accepted {
+            return Err(format!("{name} is already accepted"));
+        }
+        self.accept_entry(&entry.id, "accepted by an operator");
+        Ok(())
+    }
+
+    /// An operator rejects an agent; it is refused from now on.
+    pub fn reject(&mut self, name: &str) -> Result<(), String> {
+        let Some(entry) = self.by_name(name).cloned() else {
+            return Err(format!("no agent named {name}"));
+        };
+        if entry.status == AgentStatus::Rejected {
+            return Err(format!("{name} is already rejected"));
+        }
+        let entry = AgentEntry { status: AgentStatus::Rejected, ..entry };
+        self.agents.insert(entry.id.clone(), entry.clone());
+        self.changed.push(entry);
+        self.events.push(Event::new(EventCode::AgentRejected, name, format!("{name} rejected by an operator")));
+        Ok(())
+    }
+
+    fn accept_entry(&mut self, id: &str, why: &str) {
+        if let Some(entry) = self.agents.get_mut(id) {
+            entry.status = AgentStatus::Accepted;
+            let entry = entry.clone();
+            self.events.push(Event::new(EventCode::AgentAccepted, entry.name.clone(), format!("{} {why}", entry.name)));
+            self.changed.push(entry);
+        }
+    }
+
+    fn refused(&mut self, hello: &Hello, refusal: &Refusal) {
+        if self.refusals.get(&hello.id) == Some(refusal) {
+            return;
+        }
+        self.refusals.insert(hello.id.clone(), refusal.clone());
+        self.events.push(Event::new(
+            EventCode::AgentRefused,
+            hello.name.clone(),
+            format!("refused {}: {}", hello.name, refusal.reason()),
+        ));
+    }
+}
+
+fn short(fingerprint: &str) -> &str {
+    &fingerprint[..fingerprint.len().min(16)]
+}

@@ -1,0 +1,375 @@
+//! The server role as one machine: its agents ([`AgentRegistry`]), the pairs it supervises
+//! ([`Pair`]) and its hot-standby state ([`HotStandby`]). It decides admissions (AG-4, AG-7,
+//! AG-9), answers heartbeats with each member's pair views, and routes operator actions.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use crate::agent::{PairView, ProbeResult, Welcome};
+use crate::event::Event;
+use crate::ha::{HaAction, HotStandby, HotStandbyConfig};
+use crate::pair::{Pair, PairAction, PairConfig, PairState};
+use crate::registry::{AgentEntry, AgentRegistry, Hello, Refusal};
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub name: String,
+    pub standby_capacity: u32,
+    pub ha: HotStandbyConfig,
+    /// The peer's URL, where STANDBY redirects agents (AG-7).
+    pub peer_url: Option<String>,
+    /// A name shared by both servers of a hot-standby pair: agents compare epochs within it.
+    pub cluster: Option<String>,
+}
+
+/// The answer to an agent's hello.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Accepted(Welcome),
+    Redirect { to: String, welcome: Welcome },
+    Refused(Refusal),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerAction {
+    /// Push these views to a connected agent now (a handover between heartbeats).
+    PushViews { agent: String, views: Vec<PairView> },
+    /// A pair's state changed: persist and replicate it.
+    PersistPair { name: String, state: PairState },
+    /// Agent entries changed (enrollment): persist and replicate them.
+    PersistAgents(Vec<AgentEntry>),
+    /// Tell a connected agent to go back to its home server (AG-6 recall).
+    Recall { agent: String },
+    /// Tell connected agents this server stepped down: they go to the ACTIVE peer (AG-7).
+    RedirectAll { to: String },
+    Ha(HaAction),
+}
+
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    registry: AgentRegistry,
+    pairs: BTreeMap<String, Pair>,
+    ha: HotStandby,
+    acting: bool,
+    actions: VecDeque<ServerAction>,
+    events: VecDeque<Event>,
+}
+
+impl Server {
+    pub fn new(
+        config: ServerConfig,
+        agents: Vec<AgentEntry>,
+        pairs: Vec<(PairConfig, PairState)>,
+        epoch: u64,
+        now: Instant,
+    ) -> Server {
+        let ha = HotStandby::new(config.ha.clone(), epoch, now);
+        let mut server = Server {
+            registry: AgentRegistry::new(config.standby_capacity, agents),
+            pairs: pairs.into_iter().map(|(c, s)| (c.name.clone(), Pair::new(c, s))).collect(),
+            ha,
+            config,
+            acting: false,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        server.collect(now);
+        server
+    }
+
+    // ----- getters -----
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+    pub fn registry(&self) -> &AgentRegistry {
+        &self.registry
+    }
+    pub fn pairs(&self) -> impl Iterator<Item = &Pair> {
+        self.pairs.values()
+    }
+    pub fn pair(&self, name: &str) -> Option<&Pair> {
+        self.pairs.get(name)
+    }
+    pub fn ha(&self) -> &HotStandby {
+        &self.ha
+    }
+    pub fn is_acting(&self) -> bool {
+        self.acting
+    }
+    fn welcome(&self) -> Welcome {
+        Welcome { cluster: self.config.cluster.clone(), epoch: self.ha.epoch() }
+    }
+
+    /// Every pair view for one agent (carried by each heartbeat answer).
+    pub fn views_for(&self, agent: &str) -> Vec<PairView> {
+        if !self.acting {
+            return Vec::new();
+        }
+        self.pairs.values().filter_map(|p| p.member_of(agent).map(|m| p.view(m))).collect()
+    }
+
+    pub fn poll_action(&mut self) -> Option<ServerAction> {
+        self.actions.pop_front()
+    }
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let pairs = self.pairs.values().filter_map(Pair::poll_timeout);
+        pairs.chain(self.ha.poll_timeout()).min()
+    }
+
+    // ----- agents -----
+
+    /// An agent introduces itself on a new link. Guards in order, each with its reason.
+    pub fn handle_hello(&mut self, now: Instant, hello: &Hello) -> Admission {
+        // 1. AG-7: a STANDBY sends agents to the ACTIVE peer while it answers.
+        if !self.acting {
+            let admission = match (&self.config.peer_url, self.ha.peer_acting(now)) {
+                (Some(peer), true) => Admission::Redirect { to: peer.clone(), welcome: self.welcome() },
+                _ => Admission::Refused(Refusal::NotActing),
+            };
+            return admission;
+        }
+        // 2. Enrollment, identity and standby capacity (AG-4, AG-9).
+        let admitted = self.registry.handle_hello(now, hello);
+        let result = match admitted {
+            Ok(()) => {
+                for pair in self.pairs.values_mut() {
+                    pair.handle_member_seen(now, &hello.name, None);
+                }
+                Admission::Accepted(self.welcome())
+            }
+            Err(refusal) => Admission::Refused(refusal),
+        };
+        self.collect(now);
+        result
+    }
+
+    /// AG-6: would this server take the agent back now?
+    pub fn handle_probe(&mut self, now: Instant, hello: &Hello) -> ProbeResult {
+        if !self.acting {
+            return if self.ha.peer_acting(now) {
+                ProbeResult::Redirect
+            } else {
+                ProbeResult::Refused(Refusal::NotActing.reason())
+            };
+        }
+        match self.registry.by_name(&hello.name) {
+            Some(e) if e.id == hello.id && e.fingerprint == hello.fingerprint && e.status == crate::AgentStatus::Accepted => {
+                ProbeResult::Available
+            }
+            Some(_) => ProbeResult::Refused("not accepted here under this identity".into()),
+            None => ProbeResult::Refused(Refusal::Pending.reason()),
+        }
+    }
+
+    /// A heartbeat from a connected agent, with its pair reports; returns its views.
+    pub fn handle_heartbeat(&mut self, now: Instant, agent: &str, reports: &[(String, u64, bool)]) -> Vec<PairView> {
+        if self.acting {
+            for pair in self.pairs.values_mut() {
+                if pair.member_of(agent).is_some() {
+                    let report = reports.iter().find(|r| r.0 == pair.name()).map(|r| (r.1, r.2));
+                    pair.handle_member_seen(now, agent, report);
+                }
+            }
+        }
+        self.collect(now);
+        self.views_for(agent)
+    }
+
+    /// The agent left (AG-6) or its link closed: its slot is freed; pairs start counting.
+    pub fn handle_agent_gone(&mut self, now: Instant, id: &str, name: &str) {
+        self.registry.handle_gone(id);
+        for pair in self.pairs.values_mut() {
+            pair.handle_member_gone(now, name);
+        }
+        self.collect(now);
+    }
+
+    /// PR-7: a member reported its hook's result.
+    pub fn handle_hook_result(&mut self, now: Instant, agent: &str, pair: &str, hook: &str, epoch: u64, result: Result<(), String>) {
+        if let Some(p) = self.pairs.get_mut(pair) {
+            p.handle_hook_result(now, agent, hook, epoch, result);
+        }
+        self.collect(now);
+    }
+
+    pub fn accept_agent(&mut self, now: Instant, name: &str) -> Result<String, String> {
+        self.registry.accept(name)?;
+        self.collect(now);
+        Ok(format!("{name} accepted"))
+    }
+
+    pub fn reject_agent(&mut self, now: Instant, name: &str) -> Result<String, String> {
+        self.registry.reject(name)?;
+        self.collect(now);
+        Ok(format!("{name} rejected"))
+    }
+
+    /// AG-6 with `switchback_interval = 0`: send a foreign agent back to its home server.
+    pub fn recall(&mut self, now: Instant, name: &str) -> Result<String, String> {
+        let Some(entry) = self.registry.by_name(name).cloned() else {
+            return Err(format!("no agent named {name}"));
+        };
+        match self.registry.connected_is_home(&entry.id) {
+            None => Err(format!("{name} is not connected to this server: recall it where it is connected")),
+            Some(true) => Err(format!("{name} is already on its home server")),
+            Some(false) => {
+                self.actions.push_back(ServerAction::Recall { agent: name.to_string() });
+                self.collect(now);
+                Ok(format!("{name} recalled to its home server"))
+            }
+        }
+    }
+
+    /// Replaces the agent entries with a replicated copy (HS-3).
+    pub fn replace_agents(&mut self, agents: Vec<AgentEntry>) {
+        self.registry.replace_entries(agents);
+    }
+
+    pub fn set_standby_capacity(&mut self, capacity: u32) {
+        self.registry.set_standby_capacity(capacity);
+    }
+
+    // ----- pairs -----
+
+    /// PR-1: define (or redefine) a pair.
+    pub fn put_pair(&mut self, now: Instant, config: PairConfig, state: Option<PairState>) -> Result<String, String> {
+        if config.primary == config.secondary {
+            return Err("a pair needs two different agents".into());
+        }
+        if config.failover_after.is_zero() {
+            return Err("failover_after must be more than zero".into());
+        }
+        let name = config.name.clone();
+        match self.pairs.get_mut(&name) {
+            Some(p) => p.handle_config(now, config, state),
+            None => {
+                let mut pair = Pair::new(config, state.unwrap_or_default());
+                if self.acting {
+                    pair.handle_supervising(now, true);
+                }
+                self.pairs.insert(name.clone(), pair);
+                let state = self.pairs[&name].state().clone();
+                self.actions.push_back(ServerAction::PersistPair { name: name.clone(), state });
+            }
+        }
+        self.collect(now);
+        Ok(format!("pair {name} defined"))
+    }
+
+    pub fn remove_pair(&mut self, now: Instant, name: &str) -> Result<String, String> {
+        self.pairs.remove(name).ok_or_else(|| format!("no pair named {name}"))?;
+        self.collect(now);
+        Ok(format!("pair {name} removed"))
+    }
+
+    pub fn force_failover(&mut self, now: Instant, name: &str) -> Result<String, String> {
+        let pair = self.pairs.get_mut(name).ok_or_else(|| format!("no pair named {name}"))?;
+        let r = pair.force_failover(now);
+        self.collect(now);
+        r
+    }
+
+    pub fn revert(&mut self, now: Instant, name: &str) -> Result<String, String> {
+        let pair = self.pairs.get_mut(name).ok_or_else(|| format!("no pair named {name}"))?;
+        let r = pair.revert(now);
+        self.collect(now);
+        r
+    }
+
+    // ----- hot standby -----
+
+    pub fn handle_peer_status(&mut self, now: Instant, peer: crate::ha::PeerStatus) {
+        self.ha.handle_peer_status(now, peer);
+        self.collect(now);
+    }
+
+    pub fn handle_peer_unreachable(&mut self, now: Instant) {
+        self.ha.handle_peer_unreachable(now);
+        self.collect(now);
+    }
+
+    pub fn handle_replicated(&mut self, version: u64) {
+        self.ha.handle_replicated(version);
+    }
+
+    pub fn operator_standby(&mut self, now: Instant) -> Result<String, String> {
+        let r = self.ha.operator_standby(now);
+        self.collect(now);
+        r
+    }
+
+    pub fn handle_ha_config(&mut self, now: Instant, config: HotStandbyConfig, peer_url: Option<String>) {
+        self.config.ha = config.clone();
+        self.config.peer_url = peer_url;
+        self.ha.handle_config(now, config);
+        self.collect(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.ha.handle_timeout(now);
+        for pair in self.pairs.values_mut() {
+            pair.handle_timeout(now);
+        }
+        self.collect(now);
+    }
+
+    /// Gathers what the parts decided, and follows a change of the acting role.
+    fn collect(&mut self, now: Instant) {
+        loop {
+            let acting = self.ha.is_acting();
+            if acting != self.acting {
+                self.acting = acting;
+                for pair in self.pairs.values_mut() {
+                    pair.handle_supervising(now, acting);
+                }
+                if !acting {
+                    if let Some(peer) = self.config.peer_url.clone() {
+                        self.actions.push_back(ServerAction::RedirectAll { to: peer });
+                    }
+                }
+            }
+            let mut more = false;
+            while let Some(a) = self.ha.poll_action() {
+                self.actions.push_back(ServerAction::Ha(a));
+            }
+            while let Some(e) = self.ha.poll_event() {
+                self.events.push_back(e);
+            }
+            for e in self.registry.take_events() {
+                self.events.push_back(e);
+            }
+            let changed = self.registry.take_changed();
+            if !changed.is_empty() {
+                self.actions.push_back(ServerAction::PersistAgents(changed));
+            }
+            let names: Vec<String> = self.pairs.keys().cloned().collect();
+            for name in names {
+                let pair = self.pairs.get_mut(&name).expect("listed");
+                while let Some(e) = pair.poll_event() {
+                    self.events.push_back(e);
+                }
+                while let Some(a) = pair.poll_action() {
+                    more = true;
+                    match a {
+                        PairAction::Persist => {
+                            let state = pair.state().clone();
+                            self.actions.push_back(ServerAction::PersistPair { name: name.clone(), state });
+                        }
+                        PairAction::Push { agent } => {
+                            let views = vec![pair.view(pair.member_of(&agent).expect("member"))];
+                            self.actions.push_back(ServerAction::PushViews { agent, views });
+                        }
+                    }
+                }
+            }
+            if !more && self.ha.is_acting() == self.acting {
+                break;
+            }
+        }
+    }
+}
