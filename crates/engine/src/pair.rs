@@ -124,6 +124,8 @@ pub struct Pair {
     blackout: bool,
     /// When this server began supervising: members get `failover_after` from then to show up.
     supervising_since: Option<Instant>,
+    /// The latest `now` seen: deadlines already handled are not reported again.
+    last_tick: Option<Instant>,
     actions: VecDeque<PairAction>,
     events: VecDeque<Event>,
 }
@@ -138,6 +140,7 @@ impl Pair {
             degraded: None,
             blackout: false,
             supervising_since: None,
+            last_tick: None,
             actions: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -252,7 +255,7 @@ impl Pair {
                 }
             }
         }
-        next.into_iter().min()
+        next.into_iter().filter(|t| self.last_tick.is_none_or(|l| *t > l)).min()
     }
 
     // ----- inputs -----
@@ -422,6 +425,7 @@ impl Pair {
 
     /// One supervision step. Guard clauses in a fixed order; each move carries its reason.
     fn supervise(&mut self, now: Instant) {
+        self.last_tick = Some(self.last_tick.map_or(now, |l| l.max(now)));
         let Some(since) = self.supervising_since else { return };
         let fa = fmt_duration(self.config.failover_after);
 

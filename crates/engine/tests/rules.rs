@@ -1,0 +1,637 @@
+//! One test (at least) per rule of PRODUCT.md §2 that has engine logic, named after it, each
+//! asserting the decision and its reason. A whole site runs in simulated time (tests/sim).
+
+mod sim;
+
+use std::time::Duration;
+
+use sim::*;
+use understudy_engine::agent::{AgentAction, Restored};
+use understudy_engine::*;
+
+fn t() -> Timings {
+    Timings::default()
+}
+
+/// Home server A, standby server B, one agent.
+fn home_and_standby(capacity: u32) -> Site {
+    let mut site = Site::new(1);
+    site.add_server("a", 100, t());
+    site.add_server("b", capacity, t());
+    site.add_agent("x", &[0, 1], t());
+    site.start_all();
+    site
+}
+
+/// A hot-standby pair of servers (a primary, b secondary) and agents listing both.
+fn hot_standby(agents: usize, failback: FailbackPolicy) -> Site {
+    let mut site = Site::new(2);
+    site.add_server("a", 100, t());
+    site.add_server("b", 100, t());
+    site.pair_servers(0, 1, failback);
+    for i in 0..agents {
+        site.add_agent(&format!("m{i}"), &[0, 1], t());
+    }
+    site.start_all();
+    site
+}
+
+fn settle(site: &mut Site) {
+    site.run_for(10 * SEC);
+}
+
+// ----- agents and their servers -----
+
+#[test]
+fn ag1_agent_connects_out_to_its_home_first() {
+    let config = AgentConfig {
+        name: "x".into(),
+        servers: vec!["https://home".into(), "https://standby".into()],
+        heartbeat: SEC,
+        switchover_after: 3 * SEC,
+        switchback_interval: 5 * SEC,
+    };
+    let mut agent = Agent::new(config, Restored::default(), std::time::Instant::now());
+    assert_eq!(agent.poll_action(), Some(AgentAction::Connect { server: 0 }));
+    let mut site = home_and_standby(10);
+    settle(&mut site);
+    assert_eq!(site.agent_server(0), Some(0));
+    assert_eq!(site.agent(0).state(), LinkState::Home);
+}
+
+#[test]
+fn ag2_records_leave_the_cache_only_after_the_server_acknowledges() {
+    let config = AgentConfig {
+        name: "x".into(),
+        servers: vec!["https://home".into()],
+        heartbeat: SEC,
+        switchover_after: 3 * SEC,
+        switchback_interval: 5 * SEC,
+    };
+    let now = std::time::Instant::now();
+    let mut agent = Agent::new(config, Restored::default(), now);
+    while agent.poll_action().is_some() {}
+    agent.handle_cached(now, 10);
+    assert_eq!(agent.poll_action(), None, "nothing is sent before a server accepted the agent");
+    agent.handle_connected(now, 0, Welcome { cluster: None, epoch: 0 });
+    let actions: Vec<_> = std::iter::from_fn(|| agent.poll_action()).collect();
+    assert!(actions.contains(&AgentAction::Send { server: 0, after: 0, upto: 10 }), "{actions:?}");
+    assert!(!actions.iter().any(|a| matches!(a, AgentAction::DeleteCached { .. })));
+    agent.handle_ack(now, 0, 4);
+    assert_eq!(agent.poll_action(), Some(AgentAction::DeleteCached { upto: 4 }));
+    // A server cannot acknowledge what it was never sent.
+    agent.handle_ack(now, 0, 99);
+    assert_eq!(agent.poll_action(), Some(AgentAction::DeleteCached { upto: 10 }));
+    assert_eq!(agent.cached(), 0);
+
+    // Across a crash of the home server, a kill of the agent and restarts: nothing lost.
+    let mut site = home_and_standby(10);
+    settle(&mut site);
+    site.produce(0, 500);
+    site.run_for(3 * MS);
+    site.kill(Node::Server(0));
+    site.produce(0, 500);
+    site.kill(Node::Agent(0));
+    site.run_for(SEC);
+    site.start_agent(0);
+    site.produce(0, 500);
+    site.run_for(20 * SEC);
+    site.start_server(0);
+    site.run_for(30 * SEC);
+    assert_eq!(site.count_records(0).0, 0, "records lost");
+    assert_eq!(site.agent(0).cached(), 0, "everything delivered");
+}
+
+#[test]
+fn ag3_switchover_after_switchover_after_with_its_reason() {
+    let mut site = home_and_standby(10);
+    settle(&mut site);
+    site.produce(0, 100);
+    site.run_for(SEC);
+    site.kill(Node::Server(0));
+    let killed = site.now;
+    site.produce(0, 100);
+    let took = site.run_until_pred(60 * SEC, |s| s.agent_server(0) == Some(1)).expect("switched over");
+    assert!(took >= t().switchover_after, "switched over before switchover_after: {took:?}");
+    assert!(took <= t().switchover_after + 2 * t().heartbeat, "switchover took {took:?}");
+    let ev = site.agent_events(0, EventCode::Switchover);
+    assert_eq!(ev.len(), 1);
+    assert!(ev[0].reason.starts_with("https://a stopped answering"), "{}", ev[0].reason);
+    assert!(ev[0].reason.contains("(switchover_after 3s): switched over to https://b"), "{}", ev[0].reason);
+    site.run_for(5 * SEC);
+    assert_eq!(site.agent(0).cached(), 0, "cache flushed on the standby");
+    assert_eq!(site.count_records(0).0, 0);
+    let _ = killed;
+}
+
+#[test]
+fn ag3_switchover_after_zero_moves_at_once() {
+    let mut site = Site::new(3);
+    let t0 = Timings { switchover_after: Duration::ZERO, ..t() };
+    site.add_server("a", 10, t0);
+    site.add_server("b", 10, t0);
+    site.add_agent("x", &[0, 1], t0);
+    site.start_all();
+    settle(&mut site);
+    site.kill(Node::Server(0));
+    let took = site.run_until_pred(10 * SEC, |s| s.agent_server(0) == Some(1)).unwrap();
+    assert!(took < SEC, "switchover_after 0 took {took:?}");
+}
+
+#[test]
+fn ag3_a_short_outage_within_switchover_after_raises_no_switchover() {
+    let mut site = home_and_standby(10);
+    settle(&mut site);
+    site.cut(Node::Agent(0), Node::Server(0), false);
+    site.run_for(SEC);
+    site.cut(Node::Agent(0), Node::Server(0), true);
+    site.run_for(10 * SEC);
+    assert_eq!(site.agent_server(0), Some(0));
+    assert!(site.agent_events(0, EventCode::Switchover).is_empty());
+}
+
+#[test]
+fn ag4_standby_capacity_stages_the_second_agent_once_and_frees_slots() {
+    let mut site = Site::new(4);
+    site.add_server("a", 10, t());
+    site.add_server("b", 1, t());
+    site.add_agent("x", &[0, 1], t());
+    site.add_agent("y", &[0, 1], t());
+    site.start_all();
+    settle(&mut site);
+    site.kill(Node::Server(0));
+    site.run_for(30 * SEC);
+    let on_b: Vec<usize> = (0..2).filter(|a| site.agent_server(*a) == Some(1)).collect();
+    assert_eq!(on_b.len(), 1, "first come first served: exactly one slot");
+    let staged = 1 - on_b[0];
+    assert_eq!(site.agent(staged).state(), LinkState::Staged);
+    let ev = site.agent_events(staged, EventCode::Staged);
+    assert_eq!(ev.len(), 1, "STAGED once per episode");
+    assert!(ev[0].reason.contains("standby capacity full (1 agents)"), "{}", ev[0].reason);
+    // The agent holding the slot leaves: the slot is released and the staged agent gets it.
+    site.produce(staged, 10);
+    site.kill(Node::Agent(on_b[0]));
+    site.run_for(20 * SEC);
+    assert_eq!(site.agent_server(staged), Some(1));
+    assert_eq!(site.agent(staged).cached(), 0);
+}
+
+#[test]
+fn ag5_blackout_once_then_blackout_end_and_flush() {
+    let mut site = home_and_standby(10);
+    settle(&mut site);
+    site.kill(Node::Server(0));
+    site.kill(Node::Server(1));
+    site.produce(0, 50);
+    site.run_for(60 * SEC);
+    assert_eq!(site.agent(0).state(), LinkState::Blackout);
+    let ev = site.agent_events(0, EventCode::Blackout);
+    assert_eq!(ev.len(), 1, "one BLACKOUT per episode");
+    assert!(ev[0].reason.starts_with("none of 2 servers answers"), "{}", ev[0].reason);
+    assert_eq!(site.agent(0).cached(), 50, "keeps caching");
+    site.start_server(1);
+    site.run_for(10 * SEC);
+    assert_eq!(site.agent_server(0), Some(1));
+    let end = site.agent_events(0, EventCode::BlackoutEnd);
+    assert_eq!(end.len(), 1);
+    assert!(end[0].reason.contains("flushing 50 cached records"), "{}", end[0].reason);
+    assert_eq!(site.agent(0).cached(), 0);
+}
+
+#[test]
+fn ag6_switchback_when_home_answers_again_and_the_standby_frees_the_slot() {
+    let mut site = home_and_standby(1);
+    settle(&mut site);
+    site.kill(Node::Server(0));
+    site.run_for(10 * SEC);
+    assert_eq!(site.agent_server(0), Some(1));
+    assert_eq!(site.server(1).registry().slots_used(), 1);
+    site.start_server(0);
+    let took = site.run_until_pred(30 * SEC, |s| s.agent_server(0) == Some(0)).expect("switched back");
+    assert!(took <= t().switchback_interval + 2 * SEC, "switchback took {took:?}");
+    let ev = site.agent_events(0, EventCode::Switchback);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].reason, "home server https://a answers again: switched back from https://b");
+    site.run_for(SEC);
+    assert_eq!(site.server(1).registry().slots_used(), 0, "the standby freed the slot");
+}
+
+#[test]
+fn ag6_switchback_interval_has_an_enforced_minimum() {
+    let config = AgentConfig {
+        name: "x".into(),
+        servers: vec!["a".into(), "b".into()],
+        heartbeat: SEC,
+        switchover_after: SEC,
+        switchback_interval: Duration::from_millis(10),
+    };
+    let (every, why) = config.effective_switchback_interval();
+    assert_eq!(every, Some(MIN_SWITCHBACK_INTERVAL));
+    assert_eq!(why.unwrap(), "switchback_interval 10ms raised to the minimum of 1s");
+}
+
+#[test]
+fn ag6_switchback_interval_zero_waits_for_a_recall() {
+    let mut site = Site::new(6);
+    let t0 = Timings { switchback_interval: Duration::ZERO, ..t() };
+    site.add_server("a", 10, t0);
+    site.add_server("b", 10, t0);
+    site.add_agent("x", &[0, 1], t0);
+    site.start_all();
+    settle(&mut site);
+    site.kill(Node::Server(0));
+    site.run_for(10 * SEC);
+    site.start_server(0);
+    site.run_for(120 * SEC);
+    assert_eq!(site.agent_server(0), Some(1), "never goes back on its own");
+    // Recalling from the home server, where it is not connected, is refused with the reason.
+    let err = site.operate(0, |s, now| s.recall(now, "x")).unwrap_err();
+    assert_eq!(err, "x is not connected to this server: recall it where it is connected");
+    let ok = site.operate(1, |s, now| s.recall(now, "x")).unwrap();
+    assert_eq!(ok, "x recalled to its home server");
+    site.run_for(5 * SEC);
+    assert_eq!(site.agent_server(0), Some(0));
+    assert_eq!(site.agent_events(0, EventCode::Recalled).len(), 1);
+    assert_eq!(site.agent_events(0, EventCode::Switchback).len(), 1);
+}
+
+#[test]
+fn ag7_standby_server_redirects_to_the_active_without_a_switchover() {
+    let mut site = Site::new(7);
+    site.add_server("a", 100, t());
+    site.add_server("b", 100, t());
+    site.pair_servers(0, 1, FailbackPolicy::Manual);
+    site.add_agent("x", &[1, 0], t()); // home is b, the STANDBY
+    site.start_server(0);
+    site.start_server(1);
+    site.run_for(5 * SEC);
+    assert!(site.server(0).is_acting());
+    site.start_agent(0);
+    site.run_for(5 * SEC);
+    assert_eq!(site.agent_server(0), Some(0), "on the ACTIVE server");
+    let ev = site.agent_events(0, EventCode::Redirected);
+    assert_eq!(ev[0].reason, "https://b is STANDBY: redirected to the ACTIVE server https://a");
+    assert!(site.agent_events(0, EventCode::Switchover).is_empty());
+}
+
+#[test]
+fn ag8_never_follows_a_lower_epoch_and_does_not_switch_while_shutting_down() {
+    let config = AgentConfig {
+        name: "x".into(),
+        servers: vec!["https://a".into(), "https://b".into()],
+        heartbeat: SEC,
+        switchover_after: Duration::ZERO,
+        switchback_interval: 5 * SEC,
+    };
+    let now = std::time::Instant::now();
+    let mut restored = Restored::default();
+    restored.epochs.insert("ab".into(), 5);
+    let mut agent = Agent::new(config.clone(), restored, now);
+    while agent.poll_action().is_some() {}
+    agent.handle_connected(now, 0, Welcome { cluster: Some("ab".into()), epoch: 3 });
+    let ev = agent.poll_event().unwrap();
+    assert_eq!(ev.code, EventCode::StaleEpoch);
+    assert_eq!(ev.reason, "https://a has epoch 3 but epoch 5 of ab was seen: not followed");
+    assert_eq!(agent.poll_action(), Some(AgentAction::Disconnect { server: 0 }));
+    assert_ne!(agent.state(), LinkState::Home);
+
+    let mut agent = Agent::new(config, Restored::default(), now);
+    agent.handle_connected(now, 0, Welcome { cluster: None, epoch: 0 });
+    while agent.poll_action().is_some() {}
+    agent.handle_shutdown(now);
+    assert_eq!(agent.poll_action(), Some(AgentAction::Leave { server: 0 }));
+    agent.handle_disconnected(now, 0, "closed".into());
+    agent.handle_timeout(now + 60 * SEC);
+    assert_eq!(agent.poll_action(), None, "no switching while shutting down");
+    assert_eq!(agent.state(), LinkState::ShutDown);
+}
+
+#[test]
+fn ag9_enrollment_pending_then_accepted_or_by_token() {
+    let mut site = home_and_standby(10);
+    site.agents[0].token = TokenCheck::Absent;
+    site.kill(Node::Agent(0));
+    site.start_agent(0);
+    site.run_for(5 * SEC);
+    assert_eq!(site.agent_server(0), None);
+    let pending = site.server_events(0, EventCode::AgentPending);
+    assert_eq!(pending.len(), 1);
+    assert!(pending[0].reason.starts_with("new agent x (fp-x) waits to be accepted"), "{}", pending[0].reason);
+    assert!(site.agent(0).last_error().unwrap().contains("waiting for an operator to accept this agent"));
+    site.operate(0, |s, now| s.accept_agent(now, "x")).unwrap();
+    site.run_for(10 * SEC);
+    assert_eq!(site.agent_server(0), Some(0));
+
+    // A valid token enrolls at once; a wrong one is refused with its reason.
+    let mut reg = AgentRegistry::new(1, []);
+    let now = std::time::Instant::now();
+    let hello = Hello { id: "i".into(), name: "n".into(), fingerprint: "f".into(), token: TokenCheck::Valid, home: true };
+    assert_eq!(reg.handle_hello(now, &hello), Ok(()));
+    assert_eq!(reg.by_name("n").unwrap().status, AgentStatus::Accepted);
+    let bad = Hello { id: "j".into(), name: "m".into(), token: TokenCheck::Invalid, ..hello.clone() };
+    assert_eq!(reg.handle_hello(now, &bad).unwrap_err().reason(), "wrong enrollment token");
+    let imposter = Hello { fingerprint: "other".into(), ..hello };
+    assert_eq!(
+        reg.handle_hello(now, &imposter).unwrap_err().reason(),
+        "certificate fingerprint does not match the accepted one (f)"
+    );
+}
+
+// ----- pairs -----
+
+/// Servers a (acting) and b in hot standby; pair "web" of p (primary) and s (secondary).
+fn pair_site(switchback: SwitchbackPolicy) -> Site {
+    let mut site = hot_standby(0, FailbackPolicy::Manual);
+    site.add_agent("p", &[0, 1], t());
+    site.add_agent("s", &[0, 1], t());
+    site.define_pair(0, "web", 0, 1, t().failover_after, switchback);
+    site.start_agent(0);
+    site.start_agent(1);
+    site.run_for(10 * SEC);
+    site
+}
+
+fn auto() -> SwitchbackPolicy {
+    SwitchbackPolicy::Auto { hold_down: t().hold_down }
+}
+
+#[test]
+fn pr1_pr2_exactly_one_member_is_active_and_runs_on_activate() {
+    let mut site = pair_site(auto());
+    assert_eq!(site.pair_holder(0, "web").as_deref(), Some("p"));
+    assert!(site.agent(0).members()["web"].is_active());
+    assert!(!site.agent(1).members()["web"].is_active());
+    let pair = site.server(0).pair("web").unwrap();
+    assert_eq!((pair.epoch(), pair.status()), (1, "normal"));
+    let ev = site.server_events(0, EventCode::PairActive);
+    assert_eq!(ev[0].reason, "primary p connected: activated under pair epoch 1");
+    site.run_for(30 * SEC);
+    assert_eq!(site.agents[0].duty.len(), 1, "no flapping");
+}
+
+#[test]
+fn pr3_failover_when_the_primary_is_silent_and_it_does_not_resume_on_its_own() {
+    let mut site = pair_site(SwitchbackPolicy::Manual);
+    site.kill(Node::Agent(0));
+    let took = site.run_until_pred(30 * SEC, |s| s.pair_holder(0, "web").as_deref() == Some("s")).unwrap();
+    // Silence counts from the last heartbeat, up to one heartbeat before the kill.
+    assert!(took + t().heartbeat >= t().failover_after && took <= t().failover_after + t().heartbeat, "failover took {took:?}");
+    let ev = site.server_events(0, EventCode::Failover);
+    assert_eq!(ev[0].reason, "primary p silent for 4s (failover_after 4s): secondary s activated under pair epoch 2");
+    site.start_agent(0);
+    site.run_for(30 * SEC);
+    assert!(!site.agent(0).members()["web"].is_active(), "the returning primary stays idle");
+    assert_eq!(site.agent(0).members()["web"].epoch(), 2, "it knows the new pair epoch");
+    assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
+}
+
+#[test]
+fn pr3_a_cut_off_primary_stands_down_before_the_secondary_takes_over() {
+    let mut site = pair_site(SwitchbackPolicy::Manual);
+    // The primary is alive but cannot reach either server (a frozen link, like SIGSTOP).
+    site.cut(Node::Agent(0), Node::Server(0), false);
+    site.cut(Node::Agent(0), Node::Server(1), false);
+    site.run_for(20 * SEC);
+    assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
+    assert!(!site.agent(0).members()["web"].is_active());
+    let lease = site.agent_events(0, EventCode::LeaseExpired);
+    assert!(lease[0].reason.starts_with("no word from the server on pair web for its lease"), "{}", lease[0].reason);
+    assert!(site.duty_overlaps("web").is_empty(), "both members held the duty at once: {:?}", site.duty_overlaps("web"));
+}
+
+#[test]
+fn pr4_auto_switchback_after_hold_down() {
+    let mut site = pair_site(auto());
+    site.kill(Node::Agent(0));
+    site.run_for(10 * SEC);
+    assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
+    site.start_agent(0);
+    let took = site.run_until_pred(60 * SEC, |s| s.pair_holder(0, "web").as_deref() == Some("p")).unwrap();
+    assert!(took >= t().hold_down, "switched back before hold_down: {took:?}");
+    let ev = site.server_events(0, EventCode::PairSwitchback);
+    assert!(ev[0].reason.starts_with("primary p healthy for 6s (hold_down 6s): switching back under pair epoch 3"), "{}", ev[0].reason);
+    assert!(site.duty_overlaps("web").is_empty(), "planned handover is break-before-make");
+}
+
+#[test]
+fn pr4_manual_switchback_stays_on_the_secondary() {
+    let mut site = pair_site(SwitchbackPolicy::Manual);
+    site.kill(Node::Agent(0));
+    site.run_for(10 * SEC);
+    site.start_agent(0);
+    site.run_for(120 * SEC);
+    assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
+    assert_eq!(site.server(0).pair("web").unwrap().status(), "failed-over");
+}
+
+#[test]
+fn pr5_force_failover_and_revert_and_their_refusals() {
+    let mut site = pair_site(auto());
+    let msg = site.operate(0, |s, now| s.force_failover(now, "web")).unwrap();
+    assert_eq!(msg, "operator forced failover to the secondary s (pair epoch 2)");
+    site.run_for(2 * SEC);
+    assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
+    // Held by the operator: auto switchback does not pull it back.
+    site.run_for(60 * SEC);
+    assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
+    let err = site.operate(0, |s, now| s.force_failover(now, "web")).unwrap_err();
+    assert_eq!(err, "web is already active on the secondary s");
+    site.kill(Node::Agent(0));
+    site.run_for(10 * SEC);
+    let err = site.operate(0, |s, now| s.revert(now, "web")).unwrap_err();
+    assert_eq!(err, "the primary p is not connected");
+    site.start_agent(0);
+    site.run_for(5 * SEC);
+    let msg = site.operate(0, |s, now| s.revert(now, "web")).unwrap();
+    assert_eq!(msg, "operator reverted to the primary p (pair epoch 3)");
+    site.run_for(2 * SEC);
+    assert_eq!(site.pair_holder(0, "web").as_deref(), Some("p"));
+    assert!(site.duty_overlaps("web").is_empty());
+    let err = site.operate(1, |s, now| s.force_failover(now, "web")).unwrap_err();
+    assert_eq!(err, "this server is not the acting server of the site");
+}
+
+#[test]
+fn pr6_pair_blackout_when_neither_member_is_reachable() {
+    let mut site = pair_site(auto());
+    site.kill(Node::Agent(0));
+    site.kill(Node::Agent(1));
+    site.run_for(20 * SEC);
+    let ev = site.server_events(0, EventCode::PairBlackout);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].reason, "neither p nor s is reachable (failover_after 4s)");
+    assert_eq!(site.server(0).pair("web").unwrap().status(), "blackout");
+    site.start_agent(1);
+    site.run_for(5 * SEC);
+    assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
+    assert_eq!(site.server_events(0, EventCode::PairBlackoutEnd).len(), 1);
+}
+
+#[test]
+fn pr7_a_failing_hook_marks_the_pair_degraded() {
+    let mut site = hot_standby(0, FailbackPolicy::Manual);
+    site.add_agent("p", &[0, 1], t());
+    site.add_agent("s", &[0, 1], t());
+    site.agents[0].failing_hook = true;
+    site.define_pair(0, "web", 0, 1, t().failover_after, auto());
+    site.start_agent(0);
+    site.start_agent(1);
+    site.run_for(10 * SEC);
+    let pair = site.server(0).pair("web").unwrap();
+    assert_eq!(pair.status(), "degraded");
+    let ev = site.server_events(0, EventCode::HookFailed);
+    assert_eq!(ev[0].reason, "on_activate hook on p failed (pair epoch 1): exit status 1");
+}
+
+// ----- servers in hot standby -----
+
+#[test]
+fn hs1_mode_off_acts_alone() {
+    let mut site = home_and_standby(10);
+    settle(&mut site);
+    assert!(site.server(0).is_acting());
+    assert_eq!(site.server(0).ha().reason(), "failover mode off: this server acts alone");
+}
+
+#[test]
+fn hs2_primary_wins_when_both_start_together() {
+    let mut site = hot_standby(0, FailbackPolicy::Manual);
+    site.run_for(10 * SEC);
+    assert!(site.server(0).is_acting());
+    assert!(!site.server(1).is_acting());
+    assert_eq!(site.server(1).ha().state().as_str(), "standby");
+    assert!(site.server(0).ha().reason().starts_with("peer b is STARTING and this server is the preferred one (PRIMARY): promoting"), "{}", site.server(0).ha().reason());
+}
+
+#[test]
+fn hs2_first_one_up_is_active_and_the_later_one_becomes_standby() {
+    let mut site = Site::new(22);
+    site.add_server("a", 100, t());
+    site.add_server("b", 100, t());
+    site.pair_servers(0, 1, FailbackPolicy::Manual);
+    site.start_server(1);
+    site.run_for(10 * SEC);
+    assert!(site.server(1).is_acting(), "the secondary alone becomes ACTIVE after failover_timeout");
+    site.start_server(0);
+    site.run_for(10 * SEC);
+    assert!(site.server(1).is_acting());
+    assert!(!site.server(0).is_acting(), "the primary finds an ACTIVE peer and stays STANDBY");
+}
+
+#[test]
+fn hs3_standby_replicates_site_configuration_and_records() {
+    let mut site = pair_site(auto());
+    site.produce(0, 20);
+    site.run_for(5 * SEC);
+    let b = &site.servers[1].disk;
+    assert!(b.pairs.contains_key("web"));
+    assert_eq!(b.agents.len(), 2);
+    assert!((1..=20).all(|seq| b.records.contains(&(0, seq))));
+}
+
+#[test]
+fn hs4_standby_promotes_when_the_active_is_silent_and_everyone_follows() {
+    let mut site = pair_site(SwitchbackPolicy::Manual);
+    site.produce(0, 100);
+    site.run_for(2 * SEC);
+    let epoch = site.server(0).ha().epoch();
+    site.kill(Node::Server(0));
+    let took = site.run_until_pred(30 * SEC, |s| s.server(1).is_acting()).unwrap();
+    // Silence counts from the last answered poll, up to one sync_interval before the kill.
+    assert!(took + t().sync_interval >= t().failover_timeout && took <= t().failover_timeout + t().sync_interval, "promotion took {took:?}");
+    assert_eq!(site.server(1).ha().epoch(), epoch + 1);
+    let ev = site.server_events(1, EventCode::Promoted);
+    assert!(ev[0].reason.starts_with("peer a has not answered for"), "{}", ev[0].reason);
+    assert!(ev[0].reason.ends_with(&format!("(failover_timeout 4s): promoting (epoch {})", epoch + 1)), "{}", ev[0].reason);
+    site.produce(0, 100);
+    site.run_for(20 * SEC);
+    assert_eq!(site.agent_server(0), Some(1));
+    assert_eq!(site.agent_server(1), Some(1));
+    assert_eq!(site.pair_holder(1, "web").as_deref(), Some("p"), "the pair stays on its member under the new server");
+    assert_eq!(site.count_records(0).0, 0);
+    assert_eq!(site.agent(0).cached(), 0);
+}
+
+#[test]
+fn hs5_former_active_returns_as_standby_and_manual_switchback() {
+    let mut site = hot_standby(1, FailbackPolicy::Manual);
+    site.run_for(5 * SEC);
+    site.kill(Node::Server(0));
+    site.run_for(15 * SEC);
+    assert!(site.server(1).is_acting());
+    site.start_server(0);
+    site.run_for(30 * SEC);
+    assert!(!site.server(0).is_acting(), "retained role: the returning primary is STANDBY");
+    assert!(site.server(1).is_acting());
+    assert!(site.server(0).ha().reason().starts_with("peer b is ACTIVE with epoch"), "{}", site.server(0).ha().reason());
+    let msg = site.operate(1, |s, now| s.operator_standby(now)).unwrap();
+    assert_eq!(msg, "set to STANDBY by an operator: the peer takes the ACTIVE role");
+    site.run_for(10 * SEC);
+    assert!(site.server(0).is_acting(), "the primary becomes ACTIVE by itself");
+    assert!(!site.server(1).is_acting());
+    assert!(site.server(0).ha().epoch() > site.server(1).ha().epoch() - 1);
+    assert_eq!(site.agent_server(0), Some(0), "agents follow the ACTIVE server");
+    let err = site.operate(1, |s, now| s.operator_standby(now)).unwrap_err();
+    assert_eq!(err, "this server is already STANDBY");
+}
+
+#[test]
+fn hs5_failback_auto_after_hold_down() {
+    let mut site = hot_standby(1, FailbackPolicy::Auto { hold_down: 8 * SEC });
+    site.run_for(5 * SEC);
+    site.kill(Node::Server(0));
+    site.run_for(15 * SEC);
+    site.start_server(0);
+    site.run_for(5 * SEC);
+    assert!(site.server(1).is_acting(), "not before hold_down");
+    site.run_for(20 * SEC);
+    assert!(site.server(0).is_acting());
+    let ev = site.server_events(1, EventCode::Demoted);
+    assert!(ev.last().unwrap().reason.starts_with("failback auto: primary a healthy as STANDBY for"), "{}", ev.last().unwrap().reason);
+}
+
+#[test]
+fn hs6_split_brain_lower_epoch_steps_down_and_no_record_is_lost() {
+    let mut site = Site::new(66);
+    site.add_server("a", 100, t());
+    site.add_server("b", 100, t());
+    site.pair_servers(0, 1, FailbackPolicy::Manual);
+    site.add_agent("x", &[0, 1], t());
+    site.add_agent("y", &[1, 0], t());
+    site.start_all();
+    site.run_for(10 * SEC);
+    // Partition: the servers cannot see each other; y cannot reach a, x still can.
+    site.cut(Node::Server(0), Node::Server(1), false);
+    site.cut(Node::Agent(1), Node::Server(0), false);
+    site.run_for(20 * SEC);
+    assert!(site.server(0).is_acting() && site.server(1).is_acting(), "both act during the partition");
+    site.produce(0, 100);
+    site.produce(1, 100);
+    site.run_for(5 * SEC);
+    assert_eq!(site.agent_server(1), Some(1));
+    site.heal_all();
+    site.run_for(20 * SEC);
+    let acting: Vec<bool> = (0..2).map(|s| site.server(s).is_acting()).collect();
+    assert_eq!(acting, vec![false, true], "the lower epoch (a) stepped down");
+    let ev = site.server_events(0, EventCode::SplitBrain);
+    assert!(ev[0].reason.contains("this server steps down and hands over its records"), "{}", ev[0].reason);
+    // Every record either acknowledged is on the acting server now.
+    for a in 0..2 {
+        for seq in 1..=100 {
+            assert!(site.servers[1].disk.records.contains(&(a, seq)), "record {seq} of agent {a} missing on the acting server");
+        }
+    }
+}
+
+#[test]
+fn hs7_failover_mode_changes_at_run_time() {
+    let mut site = hot_standby(0, FailbackPolicy::Manual);
+    site.run_for(10 * SEC);
+    assert!(!site.server(1).is_acting());
+    let mut config = site.servers[1].config.ha.clone();
+    config.mode = FailoverMode::Off;
+    site.operate(1, |s, now| s.handle_ha_config(now, config, None));
+    assert!(site.server(1).is_acting());
+    assert_eq!(site.server(1).ha().reason(), "failover mode set to off: this server acts alone (epoch 2)");
+}
+
