@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::{Event, EventCode};
 use crate::fmt_duration;
+use crate::pair::PairEpoch;
 use crate::timers::Timers;
 
 /// AG-6: probes of the home server are never more frequent than this (Tivoli enforces a minimum
@@ -132,7 +133,7 @@ impl LinkState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PairView {
     pub pair: String,
-    pub epoch: u64,
+    pub epoch: PairEpoch,
     /// Whether this agent is to hold the pair's duty under `epoch`.
     pub active: bool,
     /// How long an active member may go without a heartbeat answer before it stands down by
@@ -143,12 +144,12 @@ pub struct PairView {
 /// This agent's part in one pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MemberState {
-    Idle { epoch: u64 },
-    Active { epoch: u64, lease_until: Instant },
+    Idle { epoch: PairEpoch },
+    Active { epoch: PairEpoch, lease_until: Instant },
 }
 
 impl MemberState {
-    pub fn epoch(&self) -> u64 {
+    pub fn epoch(&self) -> PairEpoch {
         match self {
             MemberState::Idle { epoch } | MemberState::Active { epoch, .. } => *epoch,
         }
@@ -174,9 +175,9 @@ pub enum AgentAction {
     /// The server made these durable: delete cached records with `seq <= upto` (AG-2).
     DeleteCached { upto: u64 },
     /// Start the pair's duty: run `on_activate`, start its checks.
-    Activate { pair: String, epoch: u64 },
+    Activate { pair: String, epoch: PairEpoch },
     /// Stop the pair's duty: stop its checks, run `on_deactivate`.
-    Deactivate { pair: String, epoch: u64, reason: String },
+    Deactivate { pair: String, epoch: PairEpoch, reason: String },
     /// Remember (durably) the highest epoch seen from a hot-standby pair of servers (AG-8).
     SaveEpoch { cluster: String, epoch: u64 },
 }
@@ -339,7 +340,7 @@ impl Agent {
     }
 
     /// What the agent tells its server about its pairs with every heartbeat: (pair, epoch, active).
-    pub fn member_reports(&self) -> Vec<(String, u64, bool)> {
+    pub fn member_reports(&self) -> Vec<(String, PairEpoch, bool)> {
         self.members.iter().map(|(p, m)| (p.clone(), m.epoch(), m.is_active())).collect()
     }
 
@@ -889,7 +890,7 @@ impl Agent {
     /// PR-3: an active member that cannot renew its lease stands down before the server can
     /// activate the other member, so the two never hold the duty at once.
     fn expire_leases(&mut self, now: Instant) {
-        let expired: Vec<(String, u64)> = self
+        let expired: Vec<(String, PairEpoch)> = self
             .members
             .iter()
             .filter_map(|(p, m)| match m {

@@ -23,6 +23,8 @@
 //! 3. A former ACTIVE returns with an old epoch: it finds a higher epoch and becomes STANDBY (HS-5).
 //! 4. An ACTIVE peer reports an epoch below ours (restored from an old copy): inconsistent, so we
 //!    promote past it and case 2 settles it.
+//! 5. Both promote while they cannot see each other: the PRIMARY only takes odd epochs and the
+//!    SECONDARY even ones, so no epoch ever has two ACTIVE servers.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -327,7 +329,11 @@ impl HotStandby {
     fn decide_while_waiting(&mut self, now: Instant, peer: &PeerStatus) {
         // 1. An ACTIVE peer with an epoch at least ours: stay (or become) STANDBY (HS-2, HS-5).
         if peer.is_active() && peer.epoch >= self.epoch {
-            self.epoch = peer.epoch;
+            if peer.epoch > self.epoch {
+                // Remembered durably, so a restart never comes back with an older epoch.
+                self.epoch = peer.epoch;
+                self.actions.push_back(HaAction::SaveEpoch { epoch: self.epoch });
+            }
             if !matches!(self.state, HaState::Standby { .. }) {
                 self.state = HaState::Standby { since: now };
                 self.reason = format!("peer {} is ACTIVE with epoch {}: this server is STANDBY", peer.name, peer.epoch);
@@ -426,7 +432,19 @@ impl HotStandby {
 
     fn promote(&mut self, now: Instant, reason: String) {
         let peer_epoch = self.peer.as_ref().map_or(0, |p| p.epoch);
-        self.epoch = self.epoch.max(peer_epoch) + 1;
+        let mut epoch = self.epoch.max(peer_epoch) + 1;
+        // Split-brain case 5: two nodes promoting during a partition must not claim the same
+        // epoch. The preferred node takes odd epochs and the other even ones, so the epoch
+        // grows by one when the role alternates, by two when one node promotes twice in a row.
+        let odd = match (self.config.mode, self.peer.as_ref()) {
+            (FailoverMode::Off, _) => epoch % 2 == 1,
+            (FailoverMode::Primary, _) => true,
+            (FailoverMode::Secondary, _) => false,
+        };
+        if (epoch % 2 == 1) != odd {
+            epoch += 1;
+        }
+        self.epoch = epoch;
         self.actions.push_back(HaAction::SaveEpoch { epoch: self.epoch });
         self.state = HaState::Active { since: now };
         self.split_brain_reported = false;

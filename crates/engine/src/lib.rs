@@ -67,7 +67,7 @@ pub use agent::{
 };
 pub use event::{Event, EventCode};
 pub use ha::{FailbackPolicy, FailoverMode, HaAction, HaState, HotStandby, HotStandbyConfig, PeerStatus};
-pub use pair::{Member, Pair, PairAction, PairConfig, PairState, SwitchbackPolicy};
+pub use pair::{Member, Pair, PairAction, PairConfig, PairEpoch, PairState, SwitchbackPolicy};
 pub use registry::{AgentEntry, AgentRegistry, AgentStatus, Hello, Refusal, TokenCheck};
 pub use roles::{validate_role_change, RoleChange, RoleContext, Roles};
 pub use server::{Admission, Server, ServerAction, ServerConfig};
@@ -80,9 +80,9 @@ pub fn fmt_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         "0s".into()
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -63,6 +63,23 @@ impl Member {
     }
 }
 
+/// A pair epoch, fenced by the epoch of the server that issued it: a handover decided by an
+/// ACTIVE server always outranks one decided by a server it replaced (HS-6 meets PR-3), so two
+/// servers acting during a partition can never issue the same epoch to two members.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PairEpoch {
+    /// The issuing server's epoch (compared first).
+    pub server: u64,
+    /// The pair's own counter, grown at every handover.
+    pub pair: u64,
+}
+
+impl std::fmt::Display for PairEpoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.pair)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SwitchbackPolicy {
     /// Move back to the primary once it has been healthy for `hold_down`.
@@ -105,7 +122,7 @@ struct Health {
     last_seen: Option<Instant>,
     up_since: Option<Instant>,
     /// What the member last said of itself: (epoch, active).
-    report: Option<(u64, bool)>,
+    report: Option<(PairEpoch, bool)>,
 }
 
 #[derive(Clone, Debug)]
@@ -124,6 +141,8 @@ pub struct Pair {
     blackout: bool,
     /// When this server began supervising: members get `failover_after` from then to show up.
     supervising_since: Option<Instant>,
+    /// The epoch of this server while it supervises: it fences every pair epoch it issues.
+    server_epoch: u64,
     /// The latest `now` seen: deadlines already handled are not reported again.
     last_tick: Option<Instant>,
     actions: VecDeque<PairAction>,
@@ -140,6 +159,7 @@ impl Pair {
             degraded: None,
             blackout: false,
             supervising_since: None,
+            server_epoch: 0,
             last_tick: None,
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -157,8 +177,13 @@ impl Pair {
     pub fn state(&self) -> &PairState {
         &self.state
     }
+    /// The pair's counter, as shown to operators.
     pub fn epoch(&self) -> u64 {
         self.state.epoch
+    }
+    /// The full pair epoch, fenced by this server's epoch.
+    pub fn pair_epoch(&self) -> PairEpoch {
+        PairEpoch { server: self.server_epoch, pair: self.state.epoch }
     }
     /// The member holding the duty (none during a blackout or a handover).
     pub fn active(&self) -> Option<Member> {
@@ -214,7 +239,7 @@ impl Pair {
     pub fn view(&self, member: Member) -> PairView {
         PairView {
             pair: self.config.name.clone(),
-            epoch: self.state.epoch,
+            epoch: self.pair_epoch(),
             active: self.active() == Some(member),
             lease: self.config.failover_after,
         }
@@ -261,8 +286,9 @@ impl Pair {
     // ----- inputs -----
 
     /// This server became (or stopped being) the one that supervises pairs (HS-4, HS-5).
-    pub fn handle_supervising(&mut self, now: Instant, supervising: bool) {
+    pub fn handle_supervising(&mut self, now: Instant, supervising: bool, server_epoch: u64) {
         self.supervising_since = supervising.then_some(now);
+        self.server_epoch = server_epoch;
         self.handover = None;
         if supervising {
             self.supervise(now);
@@ -282,7 +308,7 @@ impl Pair {
     }
 
     /// A heartbeat from a member, with what it says of itself: (epoch, active).
-    pub fn handle_member_seen(&mut self, now: Instant, agent: &str, report: Option<(u64, bool)>) {
+    pub fn handle_member_seen(&mut self, now: Instant, agent: &str, report: Option<(PairEpoch, bool)>) {
         let Some(m) = self.member_of(agent) else { return };
         let h = &mut self.health[m.ix()];
         h.connected = true;
@@ -290,12 +316,15 @@ impl Pair {
         h.up_since.get_or_insert(now);
         h.report = report;
         if let Some((epoch, active)) = report {
-            // A member knows of a handover this server never saw (made by the former ACTIVE
-            // server after the last replication): adopt it, so epochs never go back.
-            if epoch > self.state.epoch {
-                self.state.epoch = epoch;
-                self.state.active = if active { Some(m) } else { self.state.active.filter(|a| *a != m) };
-                self.handover = None;
+            // A member knows of a handover this server never saw (made by the server it
+            // replaced, after the last replication): continue the counter above it, so the
+            // number operators see only grows. The server epoch keeps this server's word first.
+            if epoch.pair > self.state.epoch {
+                self.state.epoch = epoch.pair;
+                if epoch.server == self.server_epoch {
+                    self.state.active = if active { Some(m) } else { self.state.active.filter(|a| *a != m) };
+                    self.handover = None;
+                }
                 self.actions.push_back(PairAction::Persist);
             }
             let view = self.view(m);
@@ -435,7 +464,8 @@ impl Pair {
             let done = match h.from {
                 None => true,
                 Some(from) => {
-                    let confirmed = matches!(self.health[from.ix()].report, Some((e, false)) if e >= self.state.epoch);
+                    let current = self.pair_epoch();
+                    let confirmed = matches!(self.health[from.ix()].report, Some((e, false)) if e >= current);
                     confirmed || now >= self.lease_end(from, since)
                 }
             };

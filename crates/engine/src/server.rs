@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::agent::{PairView, ProbeResult, Welcome};
 use crate::event::Event;
 use crate::ha::{HaAction, HotStandby, HotStandbyConfig};
-use crate::pair::{Pair, PairAction, PairConfig, PairState};
+use crate::pair::{Pair, PairAction, PairConfig, PairEpoch, PairState};
 use crate::registry::{AgentEntry, AgentRegistry, Hello, Refusal};
 
 #[derive(Clone, Debug)]
@@ -167,7 +167,7 @@ impl Server {
     }
 
     /// A heartbeat from a connected agent, with its pair reports; returns its views.
-    pub fn handle_heartbeat(&mut self, now: Instant, agent: &str, reports: &[(String, u64, bool)]) -> Vec<PairView> {
+    pub fn handle_heartbeat(&mut self, now: Instant, agent: &str, reports: &[(String, PairEpoch, bool)]) -> Vec<PairView> {
         if self.acting {
             for pair in self.pairs.values_mut() {
                 if pair.member_of(agent).is_some() {
@@ -250,7 +250,7 @@ impl Server {
             None => {
                 let mut pair = Pair::new(config, state.unwrap_or_default());
                 if self.acting {
-                    pair.handle_supervising(now, true);
+                    pair.handle_supervising(now, true, self.ha.epoch());
                 }
                 self.pairs.insert(name.clone(), pair);
                 let state = self.pairs[&name].state().clone();
@@ -324,8 +324,9 @@ impl Server {
             let acting = self.ha.is_acting();
             if acting != self.acting {
                 self.acting = acting;
+                let epoch = self.ha.epoch();
                 for pair in self.pairs.values_mut() {
-                    pair.handle_supervising(now, acting);
+                    pair.handle_supervising(now, acting, epoch);
                 }
                 if !acting {
                     if let Some(peer) = self.config.peer_url.clone() {

@@ -381,7 +381,7 @@ fn pr3_failover_when_the_primary_is_silent_and_it_does_not_resume_on_its_own() {
     site.start_agent(0);
     site.run_for(30 * SEC);
     assert!(!site.agent(0).members()["web"].is_active(), "the returning primary stays idle");
-    assert_eq!(site.agent(0).members()["web"].epoch(), 2, "it knows the new pair epoch");
+    assert_eq!(site.agent(0).members()["web"].epoch().pair, 2, "it knows the new pair epoch");
     assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
 }
 

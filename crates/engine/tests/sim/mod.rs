@@ -25,7 +25,7 @@ pub enum Node {
 enum Msg {
     // agent -> server
     Hello { conn: u64, agent: usize, probe: bool, ix: usize },
-    Heartbeat { conn: u64, id: u64, reports: Vec<(String, u64, bool)> },
+    Heartbeat { conn: u64, id: u64, reports: Vec<(String, PairEpoch, bool)> },
     Records { conn: u64, seqs: Vec<u64> },
     Leave { conn: u64 },
     Close { conn: u64 },
@@ -44,6 +44,26 @@ enum Msg {
     PeerPoll { from: usize, id: u64, replicate: bool },
     PeerReply { id: u64, status: PeerStatus, snapshot: Option<Snapshot> },
     Merge { records: BTreeSet<(usize, u64)> },
+}
+
+impl Msg {
+    /// The connection a message travels on, if any.
+    fn conn(&self) -> Option<u64> {
+        match self {
+            Msg::Hello { conn, probe: false, .. }
+            | Msg::Heartbeat { conn, .. }
+            | Msg::Records { conn, .. }
+            | Msg::Leave { conn }
+            | Msg::HookResult { conn, .. }
+            | Msg::Admission { conn, .. }
+            | Msg::HeartbeatAck { conn, .. }
+            | Msg::Ack { conn, .. }
+            | Msg::Views { conn, .. }
+            | Msg::Recall { conn, .. }
+            | Msg::Redirect { conn, .. } => Some(*conn),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -112,7 +132,7 @@ pub struct SimAgent {
     pub failing_hook: bool,
     pub events: Vec<(Instant, Event)>,
     /// (pair, epoch, activated at, deactivated at)
-    pub duty: Vec<(String, u64, Instant, Option<Instant>)>,
+    pub duty: Vec<(String, PairEpoch, Instant, Option<Instant>)>,
 }
 
 pub struct Site {
@@ -130,6 +150,10 @@ pub struct Site {
     max_pair_epoch: BTreeMap<String, u64>,
     pub active_servers_by_epoch: BTreeMap<u64, BTreeSet<usize>>,
     pub steps: u64,
+    /// Connections on which a message was lost: nothing more gets through them.
+    stalled: BTreeSet<u64>,
+    /// Latest delivery time per direction, to keep each link in order.
+    fifo: HashMap<(Node, Node), Instant>,
     last_step_at: Option<Instant>,
     steps_at_now: u64,
 }
@@ -177,6 +201,8 @@ impl Site {
             max_pair_epoch: BTreeMap::new(),
             active_servers_by_epoch: BTreeMap::new(),
             steps: 0,
+            stalled: BTreeSet::new(),
+            fifo: HashMap::new(),
             last_step_at: None,
             steps_at_now: 0,
         }
@@ -392,14 +418,23 @@ impl Site {
 
     fn send(&mut self, from: Node, to: Node, msg: Msg) {
         let cfg = self.links.get(&(from, to)).copied().unwrap_or_default();
-        if !cfg.up {
+        let conn = msg.conn();
+        if conn.is_some_and(|c| self.stalled.contains(&c)) {
             return;
         }
-        if cfg.loss > 0 && (self.rand() % 100) < cfg.loss as u64 {
+        let lost = !cfg.up || (cfg.loss > 0 && (self.rand() % 100) < cfg.loss as u64);
+        if lost {
+            // TCP never loses one message of a stream: a lost segment stalls the connection
+            // for good (as far as these timers go), so everything after it is lost too.
+            if let Some(c) = conn {
+                self.stalled.insert(c);
+            }
             return;
         }
         let jitter = if cfg.jitter.is_zero() { Duration::ZERO } else { Duration::from_micros(self.rand() % cfg.jitter.as_micros() as u64) };
-        let at = self.now + cfg.delay + jitter;
+        // Links are FIFO, like the TCP streams they stand for: jitter never reorders.
+        let at = (self.now + cfg.delay + jitter).max(self.fifo.get(&(from, to)).copied().unwrap_or(self.now));
+        self.fifo.insert((from, to), at);
         let id = self.next_id;
         self.next_id += 1;
         self.messages.insert(id, (to, msg));
@@ -485,6 +520,9 @@ impl Site {
             }
             self.queue.pop();
             if let Some((to, msg)) = self.messages.remove(&id) {
+                if msg.conn().is_some_and(|c| self.stalled.contains(&c)) {
+                    continue;
+                }
                 self.deliver(to, msg);
             }
         }
@@ -851,12 +889,12 @@ impl Site {
         }
     }
 
-    fn hook(&mut self, a: usize, pair: &str, hook: &str, epoch: u64) {
+    fn hook(&mut self, a: usize, pair: &str, hook: &str, epoch: PairEpoch) {
         let ok = !self.agents[a].failing_hook;
         if let Some((server, conn)) = self.agents[a].conn {
             let url = self.agents[a].config.servers.get(server).cloned();
             if let Some(s) = url.and_then(|u| self.servers.iter().position(|x| x.url == u)) {
-                self.send(Node::Agent(a), Node::Server(s), Msg::HookResult { conn, pair: pair.into(), hook: hook.into(), epoch, ok });
+                self.send(Node::Agent(a), Node::Server(s), Msg::HookResult { conn, pair: pair.into(), hook: hook.into(), epoch: epoch.pair, ok });
             }
         }
     }
@@ -878,7 +916,7 @@ impl Site {
             }
         }
         // Never two active members of a pair under the same pair epoch; pair epochs never decrease.
-        let mut holders: BTreeMap<(String, u64), Vec<String>> = BTreeMap::new();
+        let mut holders: BTreeMap<(String, PairEpoch), Vec<String>> = BTreeMap::new();
         for ag in &self.agents {
             let Some(e) = &ag.engine else { continue };
             for (pair, m) in e.members() {
