@@ -1,0 +1,240 @@
+//! Which events become desktop notifications and how bursts are coalesced (UI-2): every event of
+//! a notified code that arrives within one window (1 s) after the first of a burst is grouped per
+//! code into one notice that says how many ("50 agents switched over").
+//! Pure: the caller passes `now` and sleeps until `deadline()` — timers are data, as in the engine.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// How long a burst is collected before its notices go out.
+pub const WINDOW: Duration = Duration::from_secs(1);
+
+/// One event as listed by `GET /api/events`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Event {
+    pub id: u64,
+    #[serde(default)]
+    pub time_ms: u64,
+    pub code: String,
+    #[serde(default)]
+    pub subject: String,
+    #[serde(default)]
+    pub sentence: String,
+}
+
+/// One desktop notification to show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub code: String,
+    pub count: usize,
+    pub summary: String,
+    pub body: String,
+    /// Red (critical) for losses of service, so the platform keeps them on screen.
+    pub critical: bool,
+}
+
+/// (code, title, how a burst of n is said, critical)
+const NOTIFIED: &[(&str, &str, &str, bool)] = &[
+    ("SWITCHOVER", "Switchover", "{n} agents switched over to a standby server", false),
+    ("SWITCHBACK", "Switchback", "{n} agents switched back to their home server", false),
+    ("BLACKOUT", "Blackout", "{n} agents reach no server (blackout)", true),
+    ("BLACKOUT_END", "Blackout ended", "{n} agents reach a server again", false),
+    ("FAILOVER", "Pair failover", "{n} pairs failed over to their secondary", true),
+    ("PAIR_SWITCHBACK", "Pair switchback", "{n} pairs switched back to their primary", false),
+    ("FORCED_FAILOVER", "Forced failover", "{n} pairs were forced to their secondary", false),
+    ("REVERTED", "Pair reverted", "{n} pairs were reverted to their primary", false),
+    ("PAIR_BLACKOUT", "Pair blackout", "{n} pairs have no reachable member", true),
+    ("PROMOTED", "Server promoted", "{n} promotions to ACTIVE", false),
+    ("DEMOTED", "Server demoted", "{n} demotions to STANDBY", false),
+    ("AGENT_PENDING", "Agent waiting", "{n} agents are waiting to be accepted", false),
+    ("CERT_GENERATED", "Certificate generated", "{n} certificates were generated", false),
+    ("HOOK_FAILED", "Hook failed", "{n} hooks failed", true),
+];
+
+/// True for the codes that raise a notification (UI-2); every other code is only listed.
+pub fn is_notified(code: &str) -> bool {
+    NOTIFIED.iter().any(|(c, ..)| *c == code)
+}
+
+/// How many subjects a burst's body names before "and N more".
+const NAMED: usize = 5;
+
+/// Collects events and hands out coalesced notices.
+///
+/// Calling contract: `handle_events` with every new batch (in id order), then `poll_notices(now)`
+/// whenever `deadline()` has passed; calling `poll_notices` early returns nothing and is harmless.
+#[derive(Debug, Default)]
+pub struct Coalescer {
+    /// When the current burst's first event arrived.
+    burst_started: Option<Instant>,
+    /// Events of the current burst, per code in order of first arrival.
+    pending: Vec<(String, Vec<Event>)>,
+}
+
+impl Coalescer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn handle_events(&mut self, events: impl IntoIterator<Item = Event>, now: Instant) {
+        for event in events.into_iter().filter(|e| is_notified(&e.code)) {
+            self.burst_started.get_or_insert(now);
+            match self.pending.iter_mut().find(|(code, _)| *code == event.code) {
+                Some((_, list)) => list.push(event),
+                None => self.pending.push((event.code.clone(), vec![event])),
+            }
+        }
+    }
+
+    /// When the current burst is due, if there is one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.burst_started.map(|t| t + WINDOW)
+    }
+
+    /// The notices of the current burst once its window has passed, one per code.
+    pub fn poll_notices(&mut self, now: Instant) -> Vec<Notice> {
+        match self.deadline() {
+            Some(due) if now >= due => {}
+            _ => return Vec::new(),
+        }
+        self.burst_started = None;
+        std::mem::take(&mut self.pending).into_iter().map(|(code, events)| notice(&code, &events)).collect()
+    }
+}
+
+fn notice(code: &str, events: &[Event]) -> Notice {
+    let (title, burst, critical) = NOTIFIED
+        .iter()
+        .find(|(c, ..)| *c == code)
+        .map(|(_, t, b, crit)| (*t, *b, *crit))
+        .unwrap_or((code, "{n} events", false));
+    let count = events.len();
+    let (summary, body) = if count == 1 {
+        let e = &events[0];
+        let body = if e.sentence.is_empty() { e.subject.clone() } else { e.sentence.clone() };
+        (title.to_string(), body)
+    } else {
+        // Distinct subjects, in order, so "web-1 switched over" twice names web-1 once.
+        let mut seen = BTreeMap::new();
+        let subjects: Vec<&str> = events
+            .iter()
+            .map(|e| e.subject.as_str())
+            .filter(|s| !s.is_empty() && seen.insert(*s, ()).is_none())
+            .collect();
+        let mut body = burst.replace("{n}", &count.to_string());
+        if !subjects.is_empty() {
+            let named = subjects.iter().take(NAMED).copied().collect::<Vec<_>>().join(", ");
+            body.push_str(&format!(": {named}"));
+            if subjects.len() > NAMED {
+                body.push_str(&format!(" and {} more", subjects.len() - NAMED));
+            }
+        }
+        (format!("{title} ×{count}"), body)
+    };
+    Notice { code: code.to_string(), count, summary, body, critical }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: u64, code: &str, subject: &str) -> Event {
+        Event {
+            id,
+            time_ms: 0,
+            code: code.into(),
+            subject: subject.into(),
+            sentence: format!("{subject} did {code}."),
+        }
+    }
+
+    #[test]
+    fn fifty_switchovers_in_one_window_give_one_notice_that_says_fifty() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new();
+        for i in 0..50u64 {
+            c.handle_events([ev(i, "SWITCHOVER", &format!("agent-{i}"))], t0 + Duration::from_millis(i * 10));
+        }
+        assert_eq!(c.poll_notices(t0 + Duration::from_millis(999)), vec![], "window not over yet");
+        let notices = c.poll_notices(t0 + WINDOW);
+        assert_eq!(notices.len(), 1);
+        assert_eq!(notices[0].count, 50);
+        assert_eq!(notices[0].summary, "Switchover ×50");
+        assert_eq!(
+            notices[0].body,
+            "50 agents switched over to a standby server: agent-0, agent-1, agent-2, agent-3, agent-4 and 45 more"
+        );
+        assert_eq!(c.deadline(), None, "burst done");
+    }
+
+    #[test]
+    fn a_single_event_uses_its_own_sentence() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new();
+        c.handle_events([ev(7, "CERT_GENERATED", "srv-a")], t0);
+        let n = c.poll_notices(t0 + WINDOW);
+        assert_eq!(
+            n,
+            vec![Notice {
+                code: "CERT_GENERATED".into(),
+                count: 1,
+                summary: "Certificate generated".into(),
+                body: "srv-a did CERT_GENERATED.".into(),
+                critical: false,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_burst_is_grouped_per_code_in_order_of_first_arrival() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new();
+        c.handle_events(
+            [ev(1, "BLACKOUT", "a"), ev(2, "FAILOVER", "web"), ev(3, "BLACKOUT", "b"), ev(4, "FAILOVER", "db")],
+            t0,
+        );
+        let n = c.poll_notices(t0 + WINDOW);
+        assert_eq!(n.iter().map(|n| (n.code.as_str(), n.count)).collect::<Vec<_>>(), [("BLACKOUT", 2), ("FAILOVER", 2)]);
+        assert!(n[0].critical);
+        assert_eq!(n[1].body, "2 pairs failed over to their secondary: web, db");
+    }
+
+    #[test]
+    fn events_after_the_window_start_a_new_burst() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new();
+        c.handle_events([ev(1, "SWITCHOVER", "a")], t0);
+        assert_eq!(c.poll_notices(t0 + WINDOW).len(), 1);
+        let t1 = t0 + Duration::from_secs(5);
+        c.handle_events([ev(2, "SWITCHOVER", "b")], t1);
+        assert_eq!(c.deadline(), Some(t1 + WINDOW));
+        let n = c.poll_notices(t1 + WINDOW);
+        assert_eq!((n[0].count, n[0].body.as_str()), (1, "b did SWITCHOVER."));
+    }
+
+    #[test]
+    fn codes_that_are_not_notified_are_ignored() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new();
+        c.handle_events([ev(1, "STAGED", "a"), ev(2, "RECORD_STORED", "b")], t0);
+        assert_eq!(c.deadline(), None);
+        assert!(c.poll_notices(t0 + WINDOW).is_empty());
+        for code in [
+            "SWITCHOVER", "SWITCHBACK", "BLACKOUT", "BLACKOUT_END", "FAILOVER", "PAIR_SWITCHBACK",
+            "FORCED_FAILOVER", "REVERTED", "PAIR_BLACKOUT", "PROMOTED", "DEMOTED", "AGENT_PENDING",
+            "CERT_GENERATED", "HOOK_FAILED",
+        ] {
+            assert!(is_notified(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn repeated_subjects_are_named_once() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new();
+        c.handle_events([ev(1, "HOOK_FAILED", "web"), ev(2, "HOOK_FAILED", "web")], t0);
+        assert_eq!(c.poll_notices(t0 + WINDOW)[0].body, "2 hooks failed: web");
+    }
+}

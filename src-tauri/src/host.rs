@@ -1,0 +1,173 @@
+//! Hosts the embedded runtime: finds the data directory, creates a standalone node on first run,
+//! starts it, and hands every request to its one admin handler. The rest of the app reaches the
+//! node only through `Host::admin` — the Tauri crate holds glue, no failover policy.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the app needs from a node: the admin handler and a clean stop. `understudy_node::Node`
+/// is the real one; tests hand in their own.
+pub trait Admin: Send + Sync + 'static {
+    /// Same paths and JSON as the HTTPS admin API; returns (HTTP status, JSON body).
+    fn admin<'a>(&'a self, method: &'a str, path: &'a str, body: Option<Value>) -> BoxFuture<'a, (u16, Value)>;
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Where the node is in its life, as the tray shows it.
+#[derive(Clone)]
+enum Slot {
+    Starting,
+    Running(Arc<dyn Admin>),
+    Failed(String),
+    Stopping,
+}
+
+/// Cheap to clone; managed as Tauri state and shared with the pollers.
+#[derive(Clone)]
+pub struct Host {
+    slot: Arc<RwLock<Slot>>,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Host { slot: Arc::new(RwLock::new(Slot::Starting)) }
+    }
+}
+
+/// The status and body the app answers with while no node is running.
+pub const NOT_RUNNING: u16 = 503;
+
+impl Host {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set_running(&self, node: Arc<dyn Admin>) {
+        self.set(Slot::Running(node));
+    }
+
+    pub fn set_failed(&self, reason: String) {
+        self.set(Slot::Failed(reason));
+    }
+
+    fn set(&self, slot: Slot) {
+        // A poisoned lock only means a panic elsewhere while holding it; the slot is still valid.
+        *self.slot.write().unwrap_or_else(|e| e.into_inner()) = slot;
+    }
+
+    fn get(&self) -> Slot {
+        self.slot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The running node, or why there is none ("starting", the start error, "stopping").
+    pub fn node(&self) -> Result<Arc<dyn Admin>, String> {
+        match self.get() {
+            Slot::Running(node) => Ok(node),
+            Slot::Starting => Err("starting".into()),
+            Slot::Failed(reason) => Err(reason),
+            Slot::Stopping => Err("stopping".into()),
+        }
+    }
+
+    /// Forwards to the node's admin handler; `503 {"error": …}` while no node runs.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        match self.node() {
+            Ok(node) => node.admin(method, path, body).await,
+            Err(reason) => (NOT_RUNNING, json!({ "error": format!("the node is not running ({reason})") })),
+        }
+    }
+
+    /// Stops the node cleanly (agents leave their servers, store closed), at most `limit` long.
+    pub async fn shutdown(&self, limit: Duration) {
+        let slot = self.get();
+        self.set(Slot::Stopping);
+        if let Slot::Running(node) = slot {
+            if tokio::time::timeout(limit, node.shutdown()).await.is_err() {
+                tracing::warn!("the node did not stop within {limit:?}; exiting anyway");
+            }
+        }
+    }
+}
+
+/// The node's data directory: `UNDERSTUDY_DATA_DIR`, else the platform's data directory
+/// (`~/.local/share/understudy` on Linux).
+pub fn data_dir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("UNDERSTUDY_DATA_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    directories::ProjectDirs::from("org", "Understudy", "understudy")
+        .map(|d| d.data_dir().to_path_buf())
+        .ok_or_else(|| "no home directory: set UNDERSTUDY_DATA_DIR".to_string())
+}
+
+/// The admin listener of a node created on first run: `UNDERSTUDY_LISTEN` or 127.0.0.1:7400.
+pub fn listen_addr() -> String {
+    std::env::var("UNDERSTUDY_LISTEN").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "127.0.0.1:7400".into())
+}
+
+/// The name of a node created on first run: this host's name.
+fn node_name() -> String {
+    let name = gethostname::gethostname().to_string_lossy().trim().to_string();
+    if name.is_empty() {
+        "desktop".into()
+    } else {
+        name
+    }
+}
+
+/// Creates a standalone node in `dir` if it has no config.toml yet, then starts it.
+pub async fn start_node(dir: &Path) -> Result<Arc<dyn Admin>, String> {
+    let config = dir.join("config.toml");
+    if !config.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let listen = listen_addr();
+        tracing::info!(dir = %dir.display(), %listen, "first run: creating a standalone node");
+        runtime::init(dir, &node_name(), &listen)?;
+    }
+    let node = runtime::start(dir).await?;
+    Ok(node)
+}
+
+/// The one place that names the runtime crate's API.
+// TEMPORARY stub until understudy_node::Node lands (see /tmp/host.rs.real).
+mod runtime {
+    use super::*;
+    pub fn init(_dir: &Path, _name: &str, _listen: &str) -> Result<(), String> {
+        Err("the runtime is not built in yet".into())
+    }
+    pub async fn start(_dir: &Path) -> Result<Arc<dyn Admin>, String> {
+        Err("the runtime is not built in yet".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_follows_the_environment() {
+        // Only this test touches UNDERSTUDY_DATA_DIR.
+        std::env::set_var("UNDERSTUDY_DATA_DIR", "/tmp/understudy-test-dir");
+        assert_eq!(data_dir().unwrap(), PathBuf::from("/tmp/understudy-test-dir"));
+        std::env::remove_var("UNDERSTUDY_DATA_DIR");
+        let d = data_dir().unwrap();
+        assert!(d.ends_with("understudy"), "{}", d.display());
+    }
+
+    #[tokio::test]
+    async fn without_a_node_requests_get_503_with_the_reason() {
+        let host = Host::new();
+        let (status, body) = host.admin("GET", "/api/status", None).await;
+        assert_eq!(status, NOT_RUNNING);
+        assert_eq!(body["error"], "the node is not running (starting)");
+        host.set_failed("port in use".into());
+        assert_eq!(host.admin("GET", "/api/status", None).await.1["error"], "the node is not running (port in use)");
+    }
+}
