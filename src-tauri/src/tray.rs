@@ -34,8 +34,10 @@ pub fn icon(overall: Overall) -> tauri::Result<Image<'static>> {
     Image::from_bytes(bytes)
 }
 
+/// A pair's lines: its label, then its two actions. Flat items rather than a submenu: on Linux
+/// (libayatana dbusmenu) a submenu's label does not follow set_text, a plain item's does.
 struct PairItems {
-    submenu: Submenu<Wry>,
+    label: MenuItem<Wry>,
     force: MenuItem<Wry>,
     revert: MenuItem<Wry>,
 }
@@ -137,20 +139,19 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
         let force = MenuItem::with_id(
             app,
             Action::ForceFailover(p.name.clone()).id(),
-            "Force failover",
+            format!("Force failover {}", p.name),
             m.running && p.force_failover.allowed,
             None::<&str>,
         )?;
         let revert = MenuItem::with_id(
             app,
             Action::Revert(p.name.clone()).id(),
-            "Revert",
+            format!("Revert {}", p.name),
             m.running && p.revert.allowed,
             None::<&str>,
         )?;
-        let submenu =
-            Submenu::with_id_and_items(app, format!("pair:{}", p.name), &p.label, true, &[&force, &revert])?;
-        pairs.push(PairItems { submenu, force, revert });
+        let label = MenuItem::with_id(app, format!("info:pair:{}", p.name), &p.label, false, None::<&str>)?;
+        pairs.push(PairItems { label, force, revert });
     }
 
     let agents = MenuItem::with_id(app, "info:agents", &m.agents, false, None::<&str>)?;
@@ -206,7 +207,7 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
     let menu = Menu::with_id(app, "tray")?;
     menu.append_items(&[&header, &link, &sep()?])?;
     for p in &pairs {
-        menu.append(&p.submenu)?;
+        menu.append_items(&[&p.label, &p.force, &p.revert])?;
     }
     if !pairs.is_empty() {
         menu.append(&sep()?)?;
@@ -234,7 +235,7 @@ fn update_items(items: &Items, old: &MenuModel, old_flags: Flags, new: &MenuMode
     }
     for ((it, o), n) in items.pairs.iter().zip(&old.pairs).zip(&new.pairs) {
         if all || o.label != n.label {
-            it.submenu.set_text(&n.label)?;
+            it.label.set_text(&n.label)?;
         }
         if all || o.force_failover.allowed != n.force_failover.allowed || old.running != run {
             it.force.set_enabled(run && n.force_failover.allowed)?;

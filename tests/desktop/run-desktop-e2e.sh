@@ -100,12 +100,38 @@ done
 # The pairs and force failover need a running site (servers and agents); that part is added
 # to site_checks below. It gets: CHECK (tray_check.py), WORK, the app's data dir and listen.
 site_checks() {
-  # Hook: start a site whose agents pair up with this node, add a pair, then e.g.
-  #   $CHECK wait-label '^web: active primary'      → pass/fail
-  #   $CHECK click '^Force failover$'              (inside the pair's submenu)
-  #   $CHECK wait-label '^web: active secondary'   and wait-notification 'Forced failover' …
-  # Left empty until the site runner lands.
-  return 0
+  # Hook: start a site whose agents pair up with this node and add a pair (the lead's site
+  # runner), then run pair_checks with its names. Until then it runs only against the scripted
+  # fake node (app built with --features fake-node, UNDERSTUDY_FAKE_NODE=1): pair web = web-1/web-2.
+  if [ -n "${UNDERSTUDY_FAKE_NODE:-}" ]; then
+    pair_checks web web-1 web-2
+  fi
+}
+
+# pair_checks PAIR PRIMARY SECONDARY: the menu lists the pair on its primary; "Force failover"
+# clicked in the tray moves it to the secondary (label and notification), "Revert" moves it back.
+pair_checks() {
+  local pair=$1 primary=$2 secondary=$3
+  if $CHECK wait-label "^$pair: active primary \\($primary\\)" 20 >/dev/null; then
+    pass "menu lists pair $pair on $primary"
+  else
+    fail "menu lists pair $pair on $primary"; return
+  fi
+  if $CHECK click "^Force failover $pair$" && $CHECK wait-label "^$pair: active secondary \\($secondary\\)" 10 >/dev/null; then
+    pass "tray Force failover moved $pair to $secondary (menu follows)"
+  else
+    fail "tray Force failover moved $pair to $secondary"
+  fi
+  if $CHECK wait-notification "(Forced failover|Pair failover).*$pair" "$WORK/notifications.log" 10 >/dev/null; then
+    pass "forced failover notification on D-Bus"
+  else
+    fail "forced failover notification on D-Bus"
+  fi
+  if $CHECK click "^Revert $pair$" && $CHECK wait-label "^$pair: active primary \\($primary\\)" 10 >/dev/null; then
+    pass "tray Revert moved $pair back to $primary"
+  else
+    fail "tray Revert moved $pair back to $primary"
+  fi
 }
 site_checks
 
@@ -128,6 +154,47 @@ if import -window root "$WORK/window.png" 2>"$WORK/import.log"; then
   pass "screenshot docs/screenshots/window.png"
 else
   fail "screenshot ($(cat "$WORK/import.log"))"
+fi
+
+# PSS (kB) of the app and all its descendants (the WebKit processes are its children).
+pss_tree() {
+  local total=0 pid kb
+  for pid in $1 $(pgrep -P "$1") $(for c in $(pgrep -P "$1"); do pgrep -P "$c"; done); do
+    kb=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null)
+    total=$((total + ${kb:-0}))
+  done
+  echo "$total"
+}
+webkit_children() { pgrep -f WebKitWebProcess | while read -r p; do
+  # only the app's own webviews
+  [ "$(ps -o ppid= -p "$p" | tr -d ' ')" = "$APP_PID" ] && echo "$p"; done; }
+
+# 3b. Closing the window releases the webview (UI-4); "Open window" in the tray makes a new one.
+WIN=$(xdotool search --name '^Understudy$' 2>/dev/null | head -1)
+if [ -n "$WIN" ]; then
+  log "PSS with the window open: $(( $(pss_tree "$APP_PID") / 1024 )) MB"
+  $PY "$ROOT/tests/desktop/close_window.py" "$WIN"
+  gone=""
+  for _ in $(seq 100); do
+    if [ -z "$(xdotool search --name '^Understudy$' 2>/dev/null)" ] && [ -z "$(webkit_children)" ]; then gone=1; break; fi
+    sleep 0.1
+  done
+  sleep 1
+  if [ -n "$gone" ] && kill -0 "$APP_PID" 2>/dev/null; then
+    pass "closing the window destroys the webview; the app stays in the tray"
+    log "PSS with the window closed: $(( $(pss_tree "$APP_PID") / 1024 )) MB"
+  else
+    fail "closing the window (window or WebKitWebProcess still there, or the app exited)"
+  fi
+  if $CHECK click '^Open window$' && for _ in $(seq 100); do
+       [ -n "$(xdotool search --name '^Understudy$' 2>/dev/null)" ] && break; sleep 0.1; done &&
+     [ -n "$(xdotool search --name '^Understudy$' 2>/dev/null)" ]; then
+    pass "Open window makes a new window"
+  else
+    fail "Open window makes a new window"
+  fi
+else
+  fail "the window is shown at start"
 fi
 
 # 4. Quit from the tray stops the node and exits 0.
