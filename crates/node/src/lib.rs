@@ -2,10 +2,17 @@
 //! self-signed certificates, the wire framing, and the admin API's token and client.
 //! The failover rules themselves live in `understudy-engine`; nothing here decides policy.
 
+mod admin;
 pub mod admin_auth;
 pub mod config;
 pub mod frame;
 pub mod fsutil;
+pub mod hooks;
 pub mod http_client;
+mod net;
+pub mod runtime;
 pub mod store;
 pub mod tls;
+pub mod wire;
+
+pub use runtime::{admin_client, init, InitOptions, InitReport, Node, NodeError, Role};

@@ -1,0 +1,538 @@
+//! The node's network IO: the one listening port (ALPN `understudy/1` for agents and the peer,
+//! `http/1.1` for the admin API and the console), the agent's outgoing links and probes, and the
+//! hot-standby peer polls. Tasks here move bytes and report to the core; they decide nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use understudy_engine::{Admission, Hello, PeerStatus, ProbeResult, TokenCheck, Welcome};
+
+use crate::frame::{read_frame, write_frame};
+use crate::runtime::{Input, LinkCmd, LinkEvent, Shared};
+use crate::store::StoredRecord;
+use crate::tls::{self, ALPN_HTTP, ALPN_WIRE};
+use crate::wire::{MemberReport, PeerState, ToAgent, ToServer};
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+/// How long a new link may take to say what it is.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Records per frame (well under the 1 MiB frame limit).
+const BATCH: usize = 500;
+
+/// Accepts connections until the node shuts down.
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, config: Arc<rustls::ServerConfig>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let (_, conn) = tls.get_ref();
+            let alpn = conn.alpn_protocol().map(|p| p.to_vec());
+            let fingerprint = tls::peer_fingerprint(conn);
+            match alpn.as_deref() {
+                Some(p) if p == ALPN_WIRE.as_bytes() => wire_connection(shared, tls, fingerprint, remote).await,
+                Some(p) if p == ALPN_HTTP.as_bytes() => crate::admin::serve_http(shared, tls).await,
+                None => crate::admin::serve_http(shared, tls).await,
+                Some(other) => tracing::warn!(%remote, "unknown ALPN protocol {:?}", String::from_utf8_lossy(other)),
+            }
+        });
+    }
+}
+
+async fn reply<W: AsyncWrite + Unpin>(w: &mut W, msg: &ToAgent) {
+    if let Err(e) = write_frame(w, msg).await {
+        tracing::debug!("writing a reply: {e}");
+    }
+}
+
+/// One `understudy/1` connection on the server side: an agent link, a probe, or the peer.
+async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, stream: S, fingerprint: Option<String>, remote: std::net::SocketAddr) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let first = match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<ToServer, _>(&mut rd)).await {
+        Ok(Ok(Some(m))) => m,
+        Ok(Ok(None)) | Err(_) => return,
+        Ok(Err(e)) => {
+            // PRODUCT.md §4: a malformed or oversized message closes that connection, nothing else.
+            tracing::warn!(%remote, "closing connection: {e}");
+            reply(&mut wr, &ToAgent::Error { reason: e.to_string() }).await;
+            return;
+        }
+    };
+    let Some(fingerprint) = fingerprint else {
+        tracing::warn!(%remote, "refused: no client certificate");
+        reply(&mut wr, &ToAgent::Error { reason: "a client certificate is required".into() }).await;
+        return;
+    };
+    match first {
+        ToServer::Hello { id, name, home, token, probe } => {
+            let config = shared.config();
+            if !config.node.server {
+                reply(&mut wr, &ToAgent::Refused { reason: "this node has no server role".into(), capacity: false }).await;
+                return;
+            }
+            let expected = config.server.enroll_token.trim();
+            let token = if token.is_empty() {
+                TokenCheck::Absent
+            } else if expected.is_empty() {
+                TokenCheck::Absent
+            } else if crate::admin_auth::token_matches(expected, &format!("Bearer {token}")) {
+                TokenCheck::Valid
+            } else {
+                TokenCheck::Invalid
+            };
+            let hello = Hello { id: id.clone(), name: name.clone(), fingerprint, token, home };
+            if probe {
+                let (tx, rx) = oneshot::channel();
+                let _ = shared.core.send(Input::ProbeHello { hello, reply: tx });
+                let (result, reason) = match rx.await {
+                    Ok(ProbeResult::Available) => ("available", String::new()),
+                    Ok(ProbeResult::Redirect) => ("redirect", String::new()),
+                    Ok(ProbeResult::Refused(r)) => ("refused", r),
+                    Ok(ProbeResult::Unreachable(r)) => ("refused", r),
+                    Err(_) => ("refused", "node stopping".into()),
+                };
+                reply(&mut wr, &ToAgent::ProbeResult { result: result.into(), reason }).await;
+                return;
+            }
+            let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let (answer_tx, answer_rx) = oneshot::channel();
+            let _ = shared.core.send(Input::Hello { hello, conn, tx, reply: answer_tx });
+            let Ok(admission) = answer_rx.await else { return };
+            match admission {
+                Admission::Accepted(w) => {
+                    let checks = crate::admin::checks_for(&shared, &name);
+                    reply(&mut wr, &ToAgent::Welcome { cluster: w.cluster, epoch: w.epoch, checks }).await;
+                }
+                Admission::Redirect { to, welcome } => {
+                    let fingerprint = config.peer().ok().flatten().and_then(|p| p.fingerprint);
+                    reply(&mut wr, &ToAgent::Redirect { to, fingerprint, cluster: welcome.cluster, epoch: welcome.epoch }).await;
+                    return;
+                }
+                Admission::Refused(r) => {
+                    tracing::info!(%name, "refused: {}", r.reason());
+                    reply(&mut wr, &ToAgent::Refused { reason: r.reason(), capacity: r.is_capacity() }).await;
+                    return;
+                }
+            }
+            agent_connection(&shared, conn, &id, &name, &mut rd, &mut wr, &mut rx).await;
+            let _ = shared.core.send(Input::AgentGone { conn, id, name });
+        }
+        ToServer::PeerPoll { replicate, site_version, records_after, events_after } => {
+            if !is_peer(&shared, &fingerprint) {
+                tracing::warn!(%remote, "refused a peer poll from an unknown certificate");
+                reply(&mut wr, &ToAgent::Error { reason: "this certificate is not the configured failover.peer".into() }).await;
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            let _ = shared.core.send(Input::PeerState { reply: tx });
+            let Ok(state) = rx.await else { return };
+            let answer = {
+                let store = shared.store();
+                let acting = state.state == "active";
+                let site = if replicate && acting && store.site_version().unwrap_or(0) != site_version {
+                    store.site_snapshot().ok()
+                } else {
+                    None
+                };
+                let records = if replicate && acting { store.records_since(records_after, 5000).unwrap_or_default() } else { Vec::new() };
+                let events = if replicate && acting { store.events_list(events_after, None, 1000).unwrap_or_default() } else { Vec::new() };
+                ToAgent::PeerReply { state, site, records, events }
+            };
+            reply(&mut wr, &answer).await;
+        }
+        ToServer::Merge { records } => {
+            if !is_peer(&shared, &fingerprint) {
+                reply(&mut wr, &ToAgent::Error { reason: "this certificate is not the configured failover.peer".into() }).await;
+                return;
+            }
+            let mut batch = records;
+            loop {
+                let inserted = shared.store().records_merge(&batch).unwrap_or(0);
+                reply(&mut wr, &ToAgent::MergeDone { inserted }).await;
+                match read_frame::<ToServer, _>(&mut rd).await {
+                    Ok(Some(ToServer::Merge { records })) => batch = records,
+                    _ => return,
+                }
+            }
+        }
+        ToServer::PeerCertRotated { fingerprint: fp } => {
+            if !is_peer(&shared, &fingerprint) {
+                reply(&mut wr, &ToAgent::Error { reason: "this certificate is not the configured failover.peer".into() }).await;
+                return;
+            }
+            shared.pins.add(&fp);
+            let _ = shared.store().state_set("pins", &json!(shared.pins.list()));
+            reply(&mut wr, &ToAgent::MergeDone { inserted: 0 }).await;
+        }
+        other => {
+            tracing::warn!(%remote, "closing connection: unexpected first message {other:?}");
+            reply(&mut wr, &ToAgent::Error { reason: "expected hello".into() }).await;
+        }
+    }
+}
+
+fn is_peer(shared: &Shared, fingerprint: &str) -> bool {
+    let config = shared.config();
+    match config.peer().ok().flatten() {
+        Some(peer) => peer.fingerprint.as_deref() == Some(fingerprint) || shared.pins.contains(fingerprint),
+        None => false,
+    }
+}
+
+async fn agent_connection<R, W>(
+    shared: &Arc<Shared>,
+    conn: u64,
+    id: &str,
+    name: &str,
+    rd: &mut R,
+    wr: &mut W,
+    rx: &mut mpsc::UnboundedReceiver<ToAgent>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        tokio::select! {
+            frame = read_frame::<ToServer, _>(rd) => match frame {
+                Ok(Some(ToServer::Heartbeat { id: hb, pairs })) => {
+                    let reports = pairs.into_iter().map(|r: MemberReport| (r.pair, r.epoch.into(), r.active)).collect();
+                    let _ = shared.core.send(Input::Heartbeat { conn, agent: name.to_string(), id: hb, reports });
+                }
+                Ok(Some(ToServer::Records { records })) => {
+                    let Some(upto) = records.iter().map(|r| r.seq).max() else { continue };
+                    let store_shared = shared.clone();
+                    let (aid, aname) = (id.to_string(), name.to_string());
+                    let stored = tokio::task::spawn_blocking(move || store_shared.store().records_insert(&aid, &aname, &records)).await;
+                    match stored {
+                        // AG-2: acknowledged only once the records are durable here.
+                        Ok(Ok(_)) => reply(wr, &ToAgent::Ack { upto }).await,
+                        Ok(Err(e)) => {
+                            tracing::error!(agent = %name, "records not stored, not acknowledged: {e}");
+                            reply(wr, &ToAgent::Error { reason: format!("records not stored: {e}") }).await;
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                Ok(Some(ToServer::Leave)) => return,
+                Ok(Some(ToServer::HookResult { pair, hook, epoch, error })) => {
+                    let _ = shared.core.send(Input::HookResult { agent: name.to_string(), pair, hook, epoch, error });
+                }
+                Ok(Some(ToServer::CertRotated { fingerprint })) => {
+                    let _ = shared.core.send(Input::AgentCertRotated { id: id.to_string(), fingerprint });
+                }
+                Ok(Some(other)) => {
+                    tracing::warn!(agent = %name, "closing connection: unexpected message {other:?}");
+                    return;
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(agent = %name, "closing connection: {e}");
+                    reply(wr, &ToAgent::Error { reason: e.to_string() }).await;
+                    return;
+                }
+            },
+            msg = rx.recv() => match msg {
+                Some(msg) => {
+                    let last = matches!(msg, ToAgent::Redirect { .. });
+                    if write_frame(wr, &msg).await.is_err() || last {
+                        return;
+                    }
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent's side.
+
+fn report(shared: &Shared, server: usize, conn: u64, event: LinkEvent) {
+    let _ = shared.core.send(Input::Link { server, conn, event });
+}
+
+fn attempt_timeout(shared: &Shared) -> Duration {
+    let hb = shared.config().agent.heartbeat;
+    (hb * understudy_engine::agent::LIVENESS_BEATS).max(Duration::from_millis(500))
+}
+
+/// One link from this agent to a server: introduce, then carry heartbeats, records and acks
+/// until the core drops it or the link breaks.
+pub(crate) async fn agent_link(shared: Arc<Shared>, server: usize, conn: u64, addr: String, home: bool, mut rx: mpsc::UnboundedReceiver<LinkCmd>) {
+    let config = shared.config();
+    let client = match tls::client_config(shared.pins.clone(), Some(shared.identity.clone()), &[ALPN_WIRE]) {
+        Ok(c) => c,
+        Err(e) => return report(&shared, server, conn, LinkEvent::ConnectFailed(e.to_string())),
+    };
+    let stream = match tls::connect_with(client, &addr, attempt_timeout(&shared)).await {
+        Ok(s) => s,
+        Err(e) => return report(&shared, server, conn, LinkEvent::ConnectFailed(e.to_string())),
+    };
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let hello = ToServer::Hello {
+        id: config.node.id.clone(),
+        name: config.node.name.clone(),
+        home,
+        token: config.agent.enroll_token.clone(),
+        probe: false,
+    };
+    if let Err(e) = write_frame(&mut wr, &hello).await {
+        return report(&shared, server, conn, LinkEvent::ConnectFailed(e.to_string()));
+    }
+    match tokio::time::timeout(attempt_timeout(&shared), read_frame::<ToAgent, _>(&mut rd)).await {
+        Ok(Ok(Some(ToAgent::Welcome { cluster, epoch, checks }))) => {
+            report(&shared, server, conn, LinkEvent::Connected(Welcome { cluster, epoch }, checks))
+        }
+        Ok(Ok(Some(ToAgent::Refused { reason, capacity }))) => return report(&shared, server, conn, LinkEvent::Refused { reason, capacity }),
+        Ok(Ok(Some(ToAgent::Redirect { to, fingerprint, cluster, epoch }))) => {
+            return report(&shared, server, conn, LinkEvent::Redirect { to, fingerprint, welcome: Welcome { cluster, epoch } })
+        }
+        Ok(Ok(Some(ToAgent::Error { reason }))) => return report(&shared, server, conn, LinkEvent::Refused { reason, capacity: false }),
+        Ok(Ok(other)) => return report(&shared, server, conn, LinkEvent::ConnectFailed(format!("unexpected answer {other:?}"))),
+        Ok(Err(e)) => return report(&shared, server, conn, LinkEvent::ConnectFailed(e.to_string())),
+        Err(_) => return report(&shared, server, conn, LinkEvent::ConnectFailed("no answer to hello".into())),
+    }
+    let reader_shared = shared.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            let event = match read_frame::<ToAgent, _>(&mut rd).await {
+                Ok(Some(ToAgent::HeartbeatAck { id, views })) => LinkEvent::HeartbeatAck { id, views: views.iter().map(Into::into).collect() },
+                Ok(Some(ToAgent::Ack { upto })) => LinkEvent::Ack(upto),
+                Ok(Some(ToAgent::Views { views })) => LinkEvent::Views(views.iter().map(Into::into).collect()),
+                Ok(Some(ToAgent::Recall)) => LinkEvent::Recall,
+                Ok(Some(ToAgent::CertRotated { fingerprint })) => LinkEvent::CertRotated(fingerprint),
+                Ok(Some(ToAgent::Checks { checks })) => LinkEvent::Checks(checks),
+                Ok(Some(ToAgent::Redirect { to, fingerprint, cluster, epoch })) => {
+                    report(&reader_shared, server, conn, LinkEvent::Redirect { to, fingerprint, welcome: Welcome { cluster, epoch } });
+                    return;
+                }
+                Ok(Some(ToAgent::Error { reason })) => {
+                    report(&reader_shared, server, conn, LinkEvent::Disconnected(format!("server closed the link: {reason}")));
+                    return;
+                }
+                Ok(Some(other)) => {
+                    report(&reader_shared, server, conn, LinkEvent::Disconnected(format!("unexpected message {other:?}")));
+                    return;
+                }
+                Ok(None) => {
+                    report(&reader_shared, server, conn, LinkEvent::Disconnected("closed by the server".into()));
+                    return;
+                }
+                Err(e) => {
+                    report(&reader_shared, server, conn, LinkEvent::Disconnected(e.to_string()));
+                    return;
+                }
+            };
+            report(&reader_shared, server, conn, event);
+        }
+    });
+    while let Some(cmd) = rx.recv().await {
+        let result = match cmd {
+            LinkCmd::Heartbeat { id, pairs } => write_frame(&mut wr, &ToServer::Heartbeat { id, pairs }).await,
+            LinkCmd::Send { after, upto } => send_records(&shared, &mut wr, after, upto).await,
+            LinkCmd::Leave => {
+                let _ = write_frame(&mut wr, &ToServer::Leave).await;
+                let _ = wr.shutdown().await;
+                break;
+            }
+            LinkCmd::HookResult { pair, hook, epoch, error } => write_frame(&mut wr, &ToServer::HookResult { pair, hook, epoch, error }).await,
+            LinkCmd::CertRotated(fingerprint) => write_frame(&mut wr, &ToServer::CertRotated { fingerprint }).await,
+        };
+        if let Err(e) = result {
+            report(&shared, server, conn, LinkEvent::Disconnected(e.to_string()));
+            break;
+        }
+    }
+    reader.abort();
+}
+
+async fn send_records<W: AsyncWrite + Unpin>(shared: &Arc<Shared>, wr: &mut W, after: u64, upto: u64) -> Result<(), crate::frame::FrameError> {
+    let mut after = after;
+    while after < upto {
+        let batch = {
+            let store = shared.store();
+            match store.cache_batch(after, BATCH.min((upto - after) as usize)) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("reading the cache: {e}");
+                    return Ok(());
+                }
+            }
+        };
+        let batch: Vec<_> = batch.into_iter().filter(|r| r.seq <= upto).collect();
+        let Some(last) = batch.last().map(|r| r.seq) else { return Ok(()) };
+        write_frame(wr, &ToServer::Records { records: batch }).await?;
+        after = last;
+    }
+    Ok(())
+}
+
+/// AG-6: would the home server take this agent now? A short connection that moves nothing.
+pub(crate) async fn agent_probe(shared: Arc<Shared>, server: usize, addr: String) {
+    let config = shared.config();
+    let result = async {
+        let client = tls::client_config(shared.pins.clone(), Some(shared.identity.clone()), &[ALPN_WIRE]).map_err(|e| e.to_string())?;
+        let stream = tls::connect_with(client, &addr, attempt_timeout(&shared)).await.map_err(|e| e.to_string())?;
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let hello = ToServer::Hello {
+            id: config.node.id.clone(),
+            name: config.node.name.clone(),
+            home: server == 0,
+            token: config.agent.enroll_token.clone(),
+            probe: true,
+        };
+        write_frame(&mut wr, &hello).await.map_err(|e| e.to_string())?;
+        match tokio::time::timeout(attempt_timeout(&shared), read_frame::<ToAgent, _>(&mut rd)).await {
+            Ok(Ok(Some(ToAgent::ProbeResult { result, reason }))) => Ok(match result.as_str() {
+                "available" => ProbeResult::Available,
+                "redirect" => ProbeResult::Redirect,
+                _ => ProbeResult::Refused(reason),
+            }),
+            other => Err(format!("no probe answer: {other:?}")),
+        }
+    }
+    .await;
+    let result = result.unwrap_or_else(ProbeResult::Unreachable);
+    let _ = shared.core.send(Input::Probe { server, result });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers in hot standby.
+
+fn peer_client(shared: &Shared) -> Result<Arc<rustls::ClientConfig>, String> {
+    tls::client_config(shared.pins.clone(), Some(shared.identity.clone()), &[ALPN_WIRE]).map_err(|e| e.to_string())
+}
+
+/// HS-3: polls the peer; when `replicate`, pulls its site configuration, records and events.
+pub(crate) async fn peer_poll(shared: Arc<Shared>, addr: String, replicate: bool, timeout: Duration) {
+    let answer = async {
+        let started = Instant::now();
+        let (records_after, events_after, site_version) = {
+            let store = shared.store();
+            let get = |k: &str| store.state_get(k).ok().flatten().and_then(|v| v.as_u64()).unwrap_or(0);
+            (get("peer.records_after"), get("peer.events_after"), store.site_version().unwrap_or(0))
+        };
+        let stream = tls::connect_with(peer_client(&shared)?, &addr, timeout).await.map_err(|e| e.to_string())?;
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        write_frame(&mut wr, &ToServer::PeerPoll { replicate, site_version, records_after, events_after }).await.map_err(|e| e.to_string())?;
+        let left = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        let reply = tokio::time::timeout(left, read_frame::<ToAgent, _>(&mut rd))
+            .await
+            .map_err(|_| "no answer in time".to_string())?
+            .map_err(|e| e.to_string())?;
+        let Some(ToAgent::PeerReply { state, site, records, events }) = reply else {
+            return Err(format!("unexpected answer {reply:?}"));
+        };
+        apply_replication(&shared, &state, site.as_ref(), &records, &events);
+        Ok((peer_status(&state), site))
+    }
+    .await;
+    let _ = shared.core.send(Input::PeerAnswer(answer));
+}
+
+fn peer_status(state: &PeerState) -> PeerStatus {
+    PeerStatus {
+        name: state.name.clone(),
+        mode: understudy_engine::FailoverMode::parse(&state.mode).unwrap_or(understudy_engine::FailoverMode::Off),
+        state: state.state.clone(),
+        epoch: state.epoch,
+        site_version: state.site_version,
+    }
+}
+
+fn apply_replication(shared: &Shared, state: &PeerState, site: Option<&crate::store::SiteSnapshot>, records: &[StoredRecord], events: &[crate::store::StoredEvent]) {
+    shared.pins.add(&state.fingerprint);
+    let mut store = shared.store();
+    if let Some(site) = site {
+        if let Err(e) = store.site_replace(site) {
+            tracing::error!("replicating the site configuration: {e}");
+        }
+    }
+    if let Some(last) = records.iter().map(|r| r.rowid).max() {
+        match store.records_merge(records) {
+            Ok(_) => {
+                let _ = store.state_set("peer.records_after", &json!(last));
+            }
+            Err(e) => tracing::error!("replicating records: {e}"),
+        }
+    }
+    if let Some(last) = events.iter().map(|e| e.id).max() {
+        match store.events_merge(events) {
+            Ok(_) => {
+                let _ = store.state_set("peer.events_after", &json!(last));
+            }
+            Err(e) => tracing::error!("replicating events: {e}"),
+        }
+    }
+}
+
+/// HS-6: after stepping down, hand the acting peer every record this node holds (it keeps
+/// what it has; `records_merge` stores each once).
+pub(crate) async fn merge_to_peer(shared: Arc<Shared>, addr: String) {
+    let result: Result<usize, String> = async {
+        let stream = tls::connect_with(peer_client(&shared)?, &addr, Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let mut after = 0;
+        let mut total = 0;
+        loop {
+            let batch = shared.store().records_since(after, 2000).map_err(|e| e.to_string())?;
+            let Some(last) = batch.last().map(|r| r.rowid) else { break };
+            write_frame(&mut wr, &ToServer::Merge { records: batch }).await.map_err(|e| e.to_string())?;
+            match read_frame::<ToAgent, _>(&mut rd).await {
+                Ok(Some(ToAgent::MergeDone { inserted })) => total += inserted,
+                other => return Err(format!("unexpected answer {other:?}")),
+            }
+            after = last;
+        }
+        Ok(total)
+    }
+    .await;
+    match result {
+        Ok(n) => tracing::info!("handed {n} records the ACTIVE peer lacked"),
+        Err(e) => tracing::error!("handing records to the peer: {e}"),
+    }
+}
+
+/// CT-2: tells the hot-standby peer the new fingerprint while the old certificate is in use.
+pub(crate) async fn announce_cert_to_peer(shared: &Arc<Shared>, fingerprint: &str) {
+    let Some(peer) = shared.config().peer().ok().flatten() else { return };
+    let result: Result<(), String> = async {
+        let stream = tls::connect_with(peer_client(shared)?, &peer.address(), Duration::from_secs(3)).await.map_err(|e| e.to_string())?;
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        write_frame(&mut wr, &ToServer::PeerCertRotated { fingerprint: fingerprint.to_string() }).await.map_err(|e| e.to_string())?;
+        read_frame::<ToAgent, _>(&mut rd).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!("could not tell the peer about the new certificate (it must be pinned there by hand): {e}");
+    }
+}

@@ -1,0 +1,935 @@
+//! The node: one core task owns the engine's machines (the agent link and the server role) and
+//! is the only place that feeds them; IO tasks (links, connections, peer polls, hooks) report
+//! to it over a channel and carry out what it decides. One timer: the machines' earliest deadline.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use understudy_engine as engine;
+use understudy_engine::agent::{AgentAction, Restored};
+use understudy_engine::{
+    Admission, Agent, AgentEntry, Event, FailbackPolicy, HaAction, Hello, HotStandbyConfig, Member, PairConfig,
+    PairEpoch, PairState, PeerStatus, ProbeResult, Server, ServerAction, SwitchbackPolicy, Welcome,
+};
+
+use crate::config::{self, Config, ConfigError, ServerUrl, CONFIG_FILE};
+use crate::http_client::AdminClient;
+use crate::store::{AgentRow, AgentStatus, EventRow, Store, StoreError};
+use crate::tls::{self, NodeIdentity, Pins};
+use crate::{admin, admin_auth, hooks, net};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("{doing}: {source}")]
+    Io { doing: String, source: std::io::Error },
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl NodeError {
+    /// PRODUCT.md §3: 2 for bad configuration, 1 for everything else refused.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            NodeError::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Standalone,
+    Server,
+    Agent,
+}
+
+pub struct InitOptions {
+    pub data_dir: PathBuf,
+    pub name: String,
+    pub listen: String,
+    pub role: Role,
+    pub servers: Vec<String>,
+    pub sets: Vec<String>,
+}
+
+pub struct InitReport {
+    pub config_path: PathBuf,
+    pub fingerprint: String,
+    pub admin_url: String,
+}
+
+/// `understudy init`: a new node's data directory, config file, certificate and admin token.
+pub fn init(opts: &InitOptions) -> Result<InitReport, NodeError> {
+    let config_path = opts.data_dir.join(CONFIG_FILE);
+    if config_path.exists() {
+        return Err(NodeError::Refused(format!("{} exists already: this node is initialised", config_path.display())));
+    }
+    std::fs::create_dir_all(&opts.data_dir)
+        .map_err(|source| NodeError::Io { doing: format!("creating {}", opts.data_dir.display()), source })?;
+    let data_dir = opts.data_dir.canonicalize().unwrap_or_else(|_| opts.data_dir.clone());
+    let cert = tls::load_or_generate(&data_dir)?;
+    admin_auth::load_or_create_token(&data_dir).map_err(|e| NodeError::Refused(e.to_string()))?;
+    let mut config = Config::new(&opts.name, &data_dir);
+    config.node.listen = opts.listen.clone();
+    config.node.server = opts.role != Role::Agent;
+    config.node.agent = opts.role != Role::Server;
+    config.agent.servers = opts.servers.clone();
+    if opts.role == Role::Standalone && opts.servers.is_empty() {
+        // Standalone: the agent role reports to this node's own server role (Pro.Monitor).
+        config.agent.servers = vec![format!("https://{}#{}", opts.listen, cert.fingerprint)];
+    }
+    for set in &opts.sets {
+        config.apply_set(set)?;
+    }
+    if let Err((key, message)) = config.validate() {
+        return Err(ConfigError::Invalid { path: config_path, key, message }.into());
+    }
+    config.save(&config_path)?;
+    Ok(InitReport { config_path, fingerprint: cert.fingerprint, admin_url: format!("https://{}", opts.listen) })
+}
+
+/// An admin API client for the node whose data directory this is.
+pub fn admin_client(data_dir: &Path) -> Result<AdminClient, NodeError> {
+    let config = Config::load(&data_dir.join(CONFIG_FILE))?;
+    let token = std::fs::read_to_string(data_dir.join(admin_auth::TOKEN_FILE))
+        .map_err(|source| NodeError::Io { doing: format!("reading the admin token in {}", data_dir.display()), source })?;
+    let cert = tls::load_or_generate(data_dir)?;
+    let client = AdminClient::new(&format!("https://{}", config.node.listen), token.trim(), Pins::new([cert.fingerprint]))
+        .map_err(|e| NodeError::Refused(e.to_string()))?;
+    Ok(client)
+}
+
+/// What IO tasks tell the core.
+pub(crate) enum Input {
+    /// Something happened on the agent's link number `conn` to its server `server`.
+    Link { server: usize, conn: u64, event: LinkEvent },
+    Probe { server: usize, result: ProbeResult },
+    Cached(u64),
+    HookDone { pair: String, hook: &'static str, epoch: PairEpoch, result: Result<(), String> },
+    // --- server role ---
+    Hello { hello: Hello, conn: u64, tx: mpsc::UnboundedSender<crate::wire::ToAgent>, reply: oneshot::Sender<Admission> },
+    ProbeHello { hello: Hello, reply: oneshot::Sender<ProbeResult> },
+    Heartbeat { conn: u64, agent: String, id: u64, reports: Vec<(String, PairEpoch, bool)> },
+    AgentGone { conn: u64, id: String, name: String },
+    HookResult { agent: String, pair: String, hook: String, epoch: u64, error: Option<String> },
+    AgentCertRotated { id: String, fingerprint: String },
+    PeerState { reply: oneshot::Sender<crate::wire::PeerState> },
+    PeerAnswer(Result<(PeerStatus, Option<crate::store::SiteSnapshot>), String>),
+    Admin { method: String, path: String, body: Option<Value>, reply: oneshot::Sender<(u16, Value)> },
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) enum LinkEvent {
+    Connected(Welcome, Value),
+    Refused { reason: String, capacity: bool },
+    Redirect { to: String, fingerprint: Option<String>, welcome: Welcome },
+    ConnectFailed(String),
+    Disconnected(String),
+    HeartbeatAck { id: u64, views: Vec<engine::PairView> },
+    Views(Vec<engine::PairView>),
+    Ack(u64),
+    Recall,
+    CertRotated(String),
+    Checks(Value),
+}
+
+/// What the core tells one agent link task.
+pub(crate) enum LinkCmd {
+    Heartbeat { id: u64, pairs: Vec<crate::wire::MemberReport> },
+    Send { after: u64, upto: u64 },
+    Leave,
+    HookResult { pair: String, hook: String, epoch: u64, error: Option<String> },
+    CertRotated(String),
+}
+
+/// Shared by every task of a node.
+pub(crate) struct Shared {
+    pub data_dir: PathBuf,
+    pub config: Mutex<Config>,
+    pub store: Mutex<Store>,
+    pub identity: Arc<NodeIdentity>,
+    pub token: String,
+    pub listen: SocketAddr,
+    pub core: mpsc::UnboundedSender<Input>,
+    /// Pins for the agent's servers and the peer (CT-2: grows on rotation).
+    pub pins: Pins,
+    pub events: broadcast::Sender<u64>,
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn config(&self) -> Config {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Node {
+    /// Loads `<data_dir>/config.toml`, opens the store, binds the listener and starts every role.
+    pub async fn start(data_dir: &Path) -> Result<Node, NodeError> {
+        let config = Config::load(&data_dir.join(CONFIG_FILE))?;
+        let data_dir = config.node.data_dir.clone();
+        let store = Store::open(&data_dir.join("store.db"), &config.node.id)?;
+        tls::load_or_generate(&data_dir)?;
+        let identity = NodeIdentity::load(&data_dir)?;
+        let token = admin_auth::load_or_create_token(&data_dir).map_err(|e| NodeError::Refused(e.to_string()))?;
+        let listen: SocketAddr = config.listen_addr().map_err(|m| ConfigError::Invalid {
+            path: data_dir.join(CONFIG_FILE),
+            key: "node.listen".into(),
+            message: m,
+        })?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| NodeError::Io { doing: format!("listening on {listen}"), source })?;
+        let listen = listener.local_addr().unwrap_or(listen);
+        let pins = Pins::new(Vec::<String>::new());
+        for url in config.servers().unwrap_or_default().into_iter().chain(config.peer().ok().flatten()) {
+            if let Some(fp) = url.fingerprint {
+                pins.add(&fp);
+            }
+        }
+        if let Ok(Some(Value::Array(learned))) = store.state_get("pins") {
+            for fp in learned.iter().filter_map(Value::as_str) {
+                pins.add(fp);
+            }
+        }
+        let (core_tx, core_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(1024);
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            data_dir: data_dir.clone(),
+            config: Mutex::new(config),
+            store: Mutex::new(store),
+            identity,
+            token,
+            listen,
+            core: core_tx,
+            pins,
+            events,
+            shutdown,
+        });
+        let core = Core::new(shared.clone())?;
+        tokio::spawn(core.run(core_rx));
+        let server_config = tls::server_config(shared.identity.clone())?;
+        tokio::spawn(net::serve(shared.clone(), listener, server_config));
+        tracing::info!(%listen, "node started");
+        Ok(Node { shared })
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.shared.listen
+    }
+
+    /// The one request handler behind the HTTPS admin API, the CLI and the desktop app.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        admin::handle(&self.shared, method, path, body).await
+    }
+
+    /// Stops cleanly: the agent leaves its server, links close, the listener stops.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.shared.core.send(Input::Shutdown(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+        }
+        let _ = self.shared.shutdown.send(true);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+pub(crate) fn error(status: u16, reason: impl Into<String>) -> (u16, Value) {
+    (status, json!({ "error": reason.into() }))
+}
+
+pub(crate) fn ok(message: impl Into<String>) -> (u16, Value) {
+    (200, json!({ "ok": true, "message": message.into() }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The core task.
+
+struct AgentSide {
+    engine: Agent,
+    /// Addresses (`HOST:PORT`) of the engine's servers, by index.
+    addrs: Vec<String>,
+    links: HashMap<usize, (u64, mpsc::UnboundedSender<LinkCmd>)>,
+    checks: Value,
+}
+
+struct ServerSide {
+    engine: Server,
+    /// Connected agents: name -> (conn id, agent id, writer).
+    conns: HashMap<String, (u64, String, mpsc::UnboundedSender<crate::wire::ToAgent>)>,
+    peer_addr: Option<String>,
+    peer_poll_busy: bool,
+}
+
+pub(crate) struct Core {
+    shared: Arc<Shared>,
+    agent: Option<AgentSide>,
+    server: Option<ServerSide>,
+    next_conn: u64,
+    shutting_down: bool,
+}
+
+fn std_to_tokio(t: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(t)
+}
+
+pub(crate) fn pair_config_from_doc(name: &str, doc: &Value) -> Option<(PairConfig, PairState)> {
+    let dur = |k: &str, d: Duration| doc.get(k).and_then(Value::as_str).and_then(|s| config::parse_duration(s).ok()).unwrap_or(d);
+    let switchback = match doc.get("switchback").and_then(Value::as_str) {
+        Some("manual") => SwitchbackPolicy::Manual,
+        _ => SwitchbackPolicy::Auto { hold_down: dur("hold_down", Duration::from_secs(60)) },
+    };
+    let config = PairConfig {
+        name: name.to_string(),
+        primary: doc.get("primary")?.as_str()?.to_string(),
+        secondary: doc.get("secondary")?.as_str()?.to_string(),
+        failover_after: dur("failover_after", Duration::from_secs(10)),
+        switchback,
+    };
+    let state = PairState {
+        epoch: doc.get("epoch").and_then(Value::as_u64).unwrap_or(0),
+        active: match doc.get("active").and_then(Value::as_str) {
+            Some("primary") => Some(Member::Primary),
+            Some("secondary") => Some(Member::Secondary),
+            _ => None,
+        },
+        held: doc.get("held").and_then(Value::as_bool).unwrap_or(false),
+    };
+    Some((config, state))
+}
+
+pub(crate) fn pair_doc(config: &PairConfig, state: &PairState) -> Value {
+    let (switchback, hold_down) = match config.switchback {
+        SwitchbackPolicy::Auto { hold_down } => ("auto", config::format_duration(hold_down)),
+        SwitchbackPolicy::Manual => ("manual", "0s".to_string()),
+    };
+    json!({
+        "primary": config.primary, "secondary": config.secondary,
+        "failover_after": config::format_duration(config.failover_after),
+        "switchback": switchback, "hold_down": hold_down,
+        "epoch": state.epoch, "active": state.active.map(|m| m.as_str()), "held": state.held,
+    })
+}
+
+fn agent_entry(row: &AgentRow) -> AgentEntry {
+    AgentEntry {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        fingerprint: row.fingerprint.clone(),
+        status: match row.status {
+            AgentStatus::Pending => engine::AgentStatus::Pending,
+            AgentStatus::Accepted => engine::AgentStatus::Accepted,
+            AgentStatus::Rejected => engine::AgentStatus::Rejected,
+        },
+    }
+}
+
+pub(crate) fn ha_config(config: &Config) -> HotStandbyConfig {
+    HotStandbyConfig {
+        name: config.node.name.clone(),
+        mode: match config.failover.mode {
+            config::FailoverMode::Off => engine::FailoverMode::Off,
+            config::FailoverMode::Primary => engine::FailoverMode::Primary,
+            config::FailoverMode::Secondary => engine::FailoverMode::Secondary,
+        },
+        sync_interval: config.failover.sync_interval,
+        failover_timeout: config.failover.failover_timeout,
+        failback: match config.failover.failback {
+            config::Failback::Manual => FailbackPolicy::Manual,
+            config::Failback::Auto => FailbackPolicy::Auto { hold_down: config.failover.hold_down },
+        },
+    }
+}
+
+fn cluster_of(config: &Config) -> Option<(String, String)> {
+    let peer = config.peer().ok().flatten()?;
+    if config.failover.mode == config::FailoverMode::Off {
+        return None;
+    }
+    let mut both = [config.node.listen.clone(), peer.address()];
+    both.sort();
+    Some((both.join("+"), peer.address()))
+}
+
+impl Core {
+    fn new(shared: Arc<Shared>) -> Result<Core, NodeError> {
+        let mut core = Core { shared, agent: None, server: None, next_conn: 1, shutting_down: false };
+        let config = core.shared.config();
+        if config.node.server {
+            core.start_server(&config)?;
+        }
+        if config.node.agent {
+            core.start_agent(&config)?;
+        }
+        Ok(core)
+    }
+
+    pub(crate) fn start_server(&mut self, config: &Config) -> Result<(), NodeError> {
+        let now = Instant::now();
+        let store = self.shared.store();
+        let agents = store.agents_list()?.iter().map(agent_entry).collect();
+        let pairs = store.pairs_list()?.iter().filter_map(|(n, d)| pair_config_from_doc(n, d)).collect();
+        let epoch = store.state_get("server.epoch")?.and_then(|v| v.as_u64()).unwrap_or(0);
+        drop(store);
+        let cluster = cluster_of(config);
+        let engine = Server::new(
+            engine::ServerConfig {
+                name: config.node.name.clone(),
+                standby_capacity: config.server.standby_capacity,
+                ha: ha_config(config),
+                peer_url: cluster.as_ref().map(|(_, p)| format!("https://{p}")),
+                cluster: cluster.as_ref().map(|(c, _)| c.clone()),
+            },
+            agents,
+            pairs,
+            epoch,
+            now,
+        );
+        self.server = Some(ServerSide {
+            engine,
+            conns: HashMap::new(),
+            peer_addr: cluster.map(|(_, p)| p),
+            peer_poll_busy: false,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn start_agent(&mut self, config: &Config) -> Result<(), NodeError> {
+        let urls = config.servers().map_err(|m| ConfigError::Invalid {
+            path: self.shared.data_dir.join(CONFIG_FILE),
+            key: "agent.servers".into(),
+            message: m,
+        })?;
+        if urls.is_empty() {
+            return Err(NodeError::Refused("the agent role needs at least one server (agent.servers)".into()));
+        }
+        let store = self.shared.store();
+        let first = store.cache_first_seq()?;
+        let len = store.cache_len()?;
+        let acked = store.state_get("agent.acked")?.and_then(|v| v.as_u64()).unwrap_or(0);
+        let epochs = store
+            .state_get("agent.epochs")?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let checks = store.state_get("agent.checks")?.unwrap_or(json!([]));
+        drop(store);
+        let acked_upto = first.map(|f| f - 1).unwrap_or(acked);
+        let restored = Restored { acked_upto, cached_upto: acked_upto + len, epochs };
+        let engine = Agent::new(
+            engine::AgentConfig {
+                name: config.node.name.clone(),
+                servers: urls.iter().map(|u| format!("https://{}", u.address())).collect(),
+                heartbeat: config.agent.heartbeat,
+                switchover_after: config.agent.switchover_after,
+                switchback_interval: config.agent.switchback_interval,
+            },
+            restored,
+            Instant::now(),
+        );
+        if let (_, Some(why)) = engine.config().effective_switchback_interval() {
+            tracing::warn!("{why}");
+        }
+        self.agent = Some(AgentSide { engine, addrs: urls.iter().map(ServerUrl::address).collect(), links: HashMap::new(), checks });
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+        self.drain();
+        loop {
+            let deadline = self.poll_timeout().map(std_to_tokio);
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                input = rx.recv() => {
+                    let Some(input) = input else { return };
+                    if let Input::Shutdown(done) = input {
+                        self.shut_down();
+                        let _ = done.send(());
+                        continue;
+                    }
+                    self.handle(input);
+                }
+                _ = sleep => {
+                    let now = Instant::now();
+                    if let Some(a) = &mut self.agent { a.engine.handle_timeout(now); }
+                    if let Some(s) = &mut self.server { s.engine.handle_timeout(now); }
+                }
+            }
+            self.drain();
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let a = self.agent.as_ref().and_then(|a| a.engine.poll_timeout());
+        let s = self.server.as_ref().and_then(|s| s.engine.poll_timeout());
+        match (a, s) {
+            (Some(a), Some(s)) => Some(a.min(s)),
+            (a, s) => a.or(s),
+        }
+    }
+
+    fn shut_down(&mut self) {
+        self.shutting_down = true;
+        let now = Instant::now();
+        if let Some(a) = &mut self.agent {
+            a.engine.handle_shutdown(now);
+        }
+        self.drain();
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::Link { server, conn, event } => self.link_event(now, server, conn, event),
+            Input::Probe { server, result } => {
+                if let Some(a) = &mut self.agent {
+                    a.engine.handle_probe_result(now, server, result);
+                }
+            }
+            Input::Cached(upto) => {
+                if let Some(a) = &mut self.agent {
+                    a.engine.handle_cached(now, upto);
+                }
+            }
+            Input::HookDone { pair, hook, epoch, result } => {
+                if let Err(why) = &result {
+                    tracing::warn!(%pair, hook, "hook failed: {why}");
+                }
+                if let Some(a) = &mut self.agent {
+                    if let Some(server) = a.engine.server() {
+                        if let Some((_, tx)) = a.links.get(&server) {
+                            let _ = tx.send(LinkCmd::HookResult { pair, hook: hook.to_string(), epoch: epoch.pair, error: result.err() });
+                        }
+                    }
+                }
+            }
+            Input::Hello { hello, conn, tx, reply } => {
+                let admission = match &mut self.server {
+                    Some(s) => {
+                        let admission = s.engine.handle_hello(now, &hello);
+                        if matches!(admission, Admission::Accepted(_)) {
+                            s.conns.insert(hello.name.clone(), (conn, hello.id.clone(), tx));
+                        }
+                        admission
+                    }
+                    None => Admission::Refused(engine::Refusal::NotServing),
+                };
+                let _ = reply.send(admission);
+            }
+            Input::ProbeHello { hello, reply } => {
+                let result = match &mut self.server {
+                    Some(s) => s.engine.handle_probe(now, &hello),
+                    None => ProbeResult::Refused(engine::Refusal::NotServing.reason()),
+                };
+                let _ = reply.send(result);
+            }
+            Input::Heartbeat { conn, agent, id, reports } => {
+                if let Some(s) = &mut self.server {
+                    let Some((c, _, tx)) = s.conns.get(&agent) else { return };
+                    if *c != conn {
+                        return;
+                    }
+                    let tx = tx.clone();
+                    let views = s.engine.handle_heartbeat(now, &agent, &reports);
+                    let views = views.iter().map(Into::into).collect();
+                    let _ = tx.send(crate::wire::ToAgent::HeartbeatAck { id, views });
+                }
+            }
+            Input::AgentGone { conn, id, name } => {
+                if let Some(s) = &mut self.server {
+                    if s.conns.get(&name).is_some_and(|(c, _, _)| *c == conn) {
+                        s.conns.remove(&name);
+                        s.engine.handle_agent_gone(now, &id, &name);
+                    }
+                }
+            }
+            Input::HookResult { agent, pair, hook, epoch, error } => {
+                if let Some(s) = &mut self.server {
+                    s.engine.handle_hook_result(now, &agent, &pair, &hook, epoch, error.map_or(Ok(()), Err));
+                }
+            }
+            Input::AgentCertRotated { id, fingerprint } => {
+                let store = self.shared.store();
+                if let Ok(Some(mut row)) = store.agent_get(&id) {
+                    drop(store);
+                    row.fingerprint = fingerprint;
+                    let _ = self.shared.store().agent_put(&row);
+                    if let Some(s) = &mut self.server {
+                        let agents = self.shared.store().agents_list().unwrap_or_default();
+                        s.engine.replace_agents(agents.iter().map(agent_entry).collect());
+                    }
+                }
+            }
+            Input::PeerState { reply } => {
+                let _ = reply.send(self.peer_state());
+            }
+            Input::PeerAnswer(answer) => self.peer_answer(now, answer),
+            Input::Admin { method, path, body, reply } => {
+                let r = admin::core_request(self, now, &method, &path, body);
+                let _ = reply.send(r);
+            }
+            Input::Shutdown(_) => {}
+        }
+    }
+
+    pub(crate) fn peer_state(&self) -> crate::wire::PeerState {
+        let config = self.shared.config();
+        let (state, epoch) = match &self.server {
+            Some(s) => (s.engine.ha().state().as_str().to_string(), s.engine.ha().epoch()),
+            None => ("stopped".into(), 0),
+        };
+        crate::wire::PeerState {
+            name: config.node.name.clone(),
+            mode: serde_json::to_value(config.failover.mode).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            state,
+            epoch,
+            site_version: self.shared.store().site_version().unwrap_or(0),
+            fingerprint: self.shared.identity.fingerprint(),
+        }
+    }
+
+    fn peer_answer(&mut self, now: Instant, answer: Result<(PeerStatus, Option<crate::store::SiteSnapshot>), String>) {
+        let Some(s) = &mut self.server else { return };
+        s.peer_poll_busy = false;
+        match answer {
+            Ok((status, site)) => {
+                if let Some(site) = site {
+                    if !s.engine.is_acting() {
+                        // HS-3: the site configuration as the ACTIVE server holds it.
+                        s.engine.replace_agents(site.agents.iter().map(agent_entry).collect());
+                        for (name, doc) in &site.pairs {
+                            if let Some((c, st)) = pair_config_from_doc(name, doc) {
+                                let _ = s.engine.put_pair(now, c, Some(st));
+                            }
+                        }
+                        s.engine.handle_replicated(site.version);
+                    }
+                }
+                s.engine.handle_peer_status(now, status);
+            }
+            Err(why) => {
+                tracing::debug!("peer poll failed: {why}");
+                s.engine.handle_peer_unreachable(now);
+            }
+        }
+    }
+
+    fn link_event(&mut self, now: Instant, server: usize, conn: u64, event: LinkEvent) {
+        let Some(a) = &mut self.agent else { return };
+        if a.links.get(&server).map(|l| l.0) != Some(conn) {
+            return; // a task of a link the engine already gave up on
+        }
+        match event {
+            LinkEvent::Connected(welcome, checks) => {
+                a.engine.handle_connected(now, server, welcome);
+                if a.checks != checks && !checks.is_null() {
+                    a.checks = checks.clone();
+                    let _ = self.shared.store().state_set("agent.checks", &checks);
+                }
+            }
+            LinkEvent::Refused { reason, capacity } => {
+                a.links.remove(&server);
+                a.engine.handle_refused(now, server, reason, capacity);
+            }
+            LinkEvent::Redirect { to, fingerprint, welcome } => {
+                a.links.remove(&server);
+                if let Some(fp) = &fingerprint {
+                    self.shared.pins.add(fp);
+                }
+                let addr = to.trim_start_matches("https://").to_string();
+                if !a.addrs.contains(&addr) {
+                    a.addrs.push(addr);
+                }
+                a.engine.handle_redirect(now, server, &to, welcome);
+            }
+            LinkEvent::ConnectFailed(why) => {
+                a.links.remove(&server);
+                a.engine.handle_connect_failed(now, server, why);
+            }
+            LinkEvent::Disconnected(why) => {
+                a.links.remove(&server);
+                a.engine.handle_disconnected(now, server, why);
+            }
+            LinkEvent::HeartbeatAck { id, views } => a.engine.handle_heartbeat_ack(now, server, id, &views),
+            LinkEvent::Views(views) => a.engine.handle_pair_views(now, server, &views),
+            LinkEvent::Ack(upto) => a.engine.handle_ack(now, server, upto),
+            LinkEvent::Recall => a.engine.handle_recall(now, server),
+            LinkEvent::CertRotated(fp) => {
+                self.shared.pins.add(&fp);
+                let pins = self.shared.pins.list();
+                let _ = self.shared.store().state_set("pins", &json!(pins));
+            }
+            LinkEvent::Checks(checks) => {
+                a.checks = checks.clone();
+                let _ = self.shared.store().state_set("agent.checks", &checks);
+            }
+        }
+    }
+
+    /// Carries out what the machines decided, and records their events.
+    fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            if let Some(a) = &mut self.agent {
+                while let Some(e) = a.engine.poll_event() {
+                    record_event(&self.shared, &e);
+                }
+                let mut actions = Vec::new();
+                while let Some(action) = a.engine.poll_action() {
+                    actions.push(action);
+                }
+                for action in actions {
+                    progressed = true;
+                    self.agent_action(action);
+                }
+            }
+            if let Some(s) = &mut self.server {
+                while let Some(e) = s.engine.poll_event() {
+                    record_event(&self.shared, &e);
+                }
+                let mut actions = Vec::new();
+                while let Some(action) = s.engine.poll_action() {
+                    actions.push(action);
+                }
+                for action in actions {
+                    progressed = true;
+                    self.server_action(action);
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn agent_action(&mut self, action: AgentAction) {
+        let shared = self.shared.clone();
+        let Some(a) = &mut self.agent else { return };
+        match action {
+            AgentAction::Connect { server } => {
+                if self.shutting_down {
+                    return;
+                }
+                let conn = self.next_conn;
+                self.next_conn += 1;
+                let (tx, rx) = mpsc::unbounded_channel();
+                a.links.insert(server, (conn, tx));
+                let addr = a.addrs.get(server).cloned().unwrap_or_default();
+                let home = server == 0;
+                tokio::spawn(net::agent_link(shared, server, conn, addr, home, rx));
+            }
+            AgentAction::Probe { server } => {
+                let addr = a.addrs.get(server).cloned().unwrap_or_default();
+                tokio::spawn(net::agent_probe(shared, server, addr));
+            }
+            AgentAction::Disconnect { server } => {
+                a.links.remove(&server);
+            }
+            AgentAction::Leave { server } => {
+                if let Some((_, tx)) = a.links.remove(&server) {
+                    let _ = tx.send(LinkCmd::Leave);
+                }
+            }
+            AgentAction::SendHeartbeat { server, id } => {
+                let pairs = a
+                    .engine
+                    .member_reports()
+                    .into_iter()
+                    .map(|(pair, epoch, active)| crate::wire::MemberReport { pair, epoch: epoch.into(), active })
+                    .collect();
+                if let Some((_, tx)) = a.links.get(&server) {
+                    let _ = tx.send(LinkCmd::Heartbeat { id, pairs });
+                }
+            }
+            AgentAction::Send { server, after, upto } => {
+                if let Some((_, tx)) = a.links.get(&server) {
+                    let _ = tx.send(LinkCmd::Send { after, upto });
+                }
+            }
+            AgentAction::DeleteCached { upto } => {
+                let mut store = shared.store();
+                if let Err(e) = store.cache_ack(upto).and_then(|_| store.state_set("agent.acked", &json!(upto))) {
+                    tracing::error!("deleting acknowledged records: {e}");
+                }
+            }
+            AgentAction::Activate { pair, epoch } => {
+                let argv = shared.config().agent.on_activate.clone();
+                hooks::spawn(shared.clone(), pair, "on_activate", epoch, argv);
+            }
+            AgentAction::Deactivate { pair, epoch, reason } => {
+                tracing::info!(%pair, "standing by: {reason}");
+                let argv = shared.config().agent.on_deactivate.clone();
+                hooks::spawn(shared.clone(), pair, "on_deactivate", epoch, argv);
+            }
+            AgentAction::SaveEpoch { .. } => {
+                let epochs = json!(a.engine.epochs());
+                if let Err(e) = shared.store().state_set("agent.epochs", &epochs) {
+                    tracing::error!("saving server epochs: {e}");
+                }
+            }
+        }
+    }
+
+    fn server_action(&mut self, action: ServerAction) {
+        let shared = self.shared.clone();
+        let Some(s) = &mut self.server else { return };
+        match action {
+            ServerAction::PushViews { agent, views } => {
+                if let Some((_, _, tx)) = s.conns.get(&agent) {
+                    let _ = tx.send(crate::wire::ToAgent::Views { views: views.iter().map(Into::into).collect() });
+                }
+            }
+            ServerAction::PersistPair { name, state } => {
+                if let Some(pair) = s.engine.pair(&name) {
+                    let doc = pair_doc(pair.config(), &state);
+                    if let Err(e) = shared.store().pair_put(&name, &doc) {
+                        tracing::error!(%name, "saving pair: {e}");
+                    }
+                }
+            }
+            ServerAction::PersistAgents(entries) => {
+                let mut store = shared.store();
+                for e in entries {
+                    let first_seen_ms = store.agent_get(&e.id).ok().flatten().map_or(now_ms(), |r| r.first_seen_ms);
+                    let row = AgentRow {
+                        id: e.id,
+                        name: e.name,
+                        fingerprint: e.fingerprint,
+                        status: match e.status {
+                            engine::AgentStatus::Pending => AgentStatus::Pending,
+                            engine::AgentStatus::Accepted => AgentStatus::Accepted,
+                            engine::AgentStatus::Rejected => AgentStatus::Rejected,
+                        },
+                        first_seen_ms,
+                    };
+                    if let Err(e) = store.agent_put(&row) {
+                        tracing::error!("saving agent: {e}");
+                    }
+                }
+            }
+            ServerAction::Recall { agent } => {
+                if let Some((_, _, tx)) = s.conns.get(&agent) {
+                    let _ = tx.send(crate::wire::ToAgent::Recall);
+                }
+            }
+            ServerAction::RedirectAll { to } => {
+                let epoch = s.engine.ha().epoch();
+                let cluster = s.engine.config().cluster.clone();
+                let fingerprint = shared.config().peer().ok().flatten().and_then(|p| p.fingerprint);
+                for (_, (_, _, tx)) in s.conns.drain() {
+                    let _ = tx.send(crate::wire::ToAgent::Redirect {
+                        to: to.clone(),
+                        fingerprint: fingerprint.clone(),
+                        cluster: cluster.clone(),
+                        epoch,
+                    });
+                }
+            }
+            ServerAction::Ha(HaAction::PollPeer { replicate }) => {
+                if s.peer_poll_busy {
+                    return;
+                }
+                if let Some(addr) = s.peer_addr.clone() {
+                    s.peer_poll_busy = true;
+                    let timeout = shared.config().failover.sync_interval.max(Duration::from_millis(200));
+                    tokio::spawn(net::peer_poll(shared, addr, replicate, timeout));
+                }
+            }
+            ServerAction::Ha(HaAction::SaveEpoch { epoch }) => {
+                if let Err(e) = shared.store().state_set("server.epoch", &json!(epoch)) {
+                    tracing::error!("saving the server epoch: {e}");
+                }
+            }
+            ServerAction::Ha(HaAction::MergeToPeer) => {
+                if let Some(addr) = s.peer_addr.clone() {
+                    tokio::spawn(net::merge_to_peer(shared, addr));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+    pub(crate) fn agent_engine(&self) -> Option<&Agent> {
+        self.agent.as_ref().map(|a| &a.engine)
+    }
+    pub(crate) fn agent_checks(&self) -> Option<&Value> {
+        self.agent.as_ref().map(|a| &a.checks)
+    }
+    pub(crate) fn server_engine(&self) -> Option<&Server> {
+        self.server.as_ref().map(|s| &s.engine)
+    }
+    pub(crate) fn server_engine_mut(&mut self) -> Option<&mut Server> {
+        self.server.as_mut().map(|s| &mut s.engine)
+    }
+    pub(crate) fn server_conns(&self) -> Vec<(String, mpsc::UnboundedSender<crate::wire::ToAgent>)> {
+        self.server.as_ref().map(|s| s.conns.iter().map(|(n, (_, _, tx))| (n.clone(), tx.clone())).collect()).unwrap_or_default()
+    }
+    pub(crate) fn agent_links(&self) -> Vec<mpsc::UnboundedSender<LinkCmd>> {
+        self.agent.as_ref().map(|a| a.links.values().map(|(_, tx)| tx.clone()).collect()).unwrap_or_default()
+    }
+    pub(crate) fn stop_agent(&mut self) {
+        let now = Instant::now();
+        if let Some(a) = &mut self.agent {
+            a.engine.handle_shutdown(now);
+        }
+        self.drain();
+        self.agent = None;
+    }
+    pub(crate) fn stop_server(&mut self) {
+        if let Some(s) = self.server.take() {
+            drop(s.conns);
+        }
+    }
+    pub(crate) fn drain_now(&mut self) {
+        self.drain();
+    }
+}
+
+/// Stores an event, logs it and wakes whoever follows events (UI-1).
+pub(crate) fn record_event(shared: &Shared, e: &Event) {
+    tracing::info!(code = e.code.as_str(), subject = %e.subject, "{}", e.reason);
+    let row = EventRow {
+        time_ms: now_ms(),
+        code: e.code.as_str().to_string(),
+        subject: e.subject.clone(),
+        detail: e.reason.clone(),
+        data: json!({ "rule": e.code.rule(), "notify": e.code.notify() }),
+    };
+    match shared.store().event_append(&row) {
+        Ok(id) => {
+            let _ = shared.events.send(id);
+        }
+        Err(err) => tracing::error!("storing event {}: {err}", e.code),
+    }
+}

@@ -1,0 +1,117 @@
+//! The messages of the `understudy/1` wire (agent ↔ server and server ↔ server), one JSON
+//! document per frame (see `frame`). Only this module and the shells know these shapes; the
+//! engine's types are mapped at the edges.
+
+use serde::{Deserialize, Serialize};
+use understudy_engine::{PairEpoch, PairView};
+
+use crate::store::{Record, SiteSnapshot, StoredEvent, StoredRecord};
+
+/// A pair epoch on the wire: (server epoch, pair counter).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireEpoch(pub u64, pub u64);
+
+impl From<PairEpoch> for WireEpoch {
+    fn from(e: PairEpoch) -> Self {
+        WireEpoch(e.server, e.pair)
+    }
+}
+
+impl From<WireEpoch> for PairEpoch {
+    fn from(e: WireEpoch) -> Self {
+        PairEpoch { server: e.0, pair: e.1 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WireView {
+    pub pair: String,
+    pub epoch: WireEpoch,
+    pub active: bool,
+    pub lease_ms: u64,
+}
+
+impl From<&PairView> for WireView {
+    fn from(v: &PairView) -> Self {
+        WireView { pair: v.pair.clone(), epoch: v.epoch.into(), active: v.active, lease_ms: v.lease.as_millis() as u64 }
+    }
+}
+
+impl From<&WireView> for PairView {
+    fn from(v: &WireView) -> Self {
+        PairView {
+            pair: v.pair.clone(),
+            epoch: v.epoch.into(),
+            active: v.active,
+            lease: std::time::Duration::from_millis(v.lease_ms),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MemberReport {
+    pub pair: String,
+    pub epoch: WireEpoch,
+    pub active: bool,
+}
+
+/// The status a server reports to its hot-standby peer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PeerState {
+    pub name: String,
+    pub mode: String,
+    pub state: String,
+    pub epoch: u64,
+    pub site_version: u64,
+    /// The certificate fingerprint this server uses now (learned across rotations, CT-2).
+    pub fingerprint: String,
+}
+
+/// What an agent (or a peer server) sends to a server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToServer {
+    /// The first frame of an agent link. The identity is the TLS client certificate.
+    Hello { id: String, name: String, home: bool, token: String, probe: bool },
+    Heartbeat { id: u64, pairs: Vec<MemberReport> },
+    Records { records: Vec<Record> },
+    /// AG-6: the agent is leaving this server (it frees the standby slot).
+    Leave,
+    HookResult { pair: String, hook: String, epoch: u64, error: Option<String> },
+    /// The agent's own certificate was rotated (CT-2): remember the new fingerprint.
+    CertRotated { fingerprint: String },
+    /// HS-3: a peer server polls; with `replicate`, it wants what changed since its cursors.
+    PeerPoll { replicate: bool, site_version: u64, records_after: u64, events_after: u64 },
+    /// CT-2: the peer's certificate is about to change; sent over the old one, so it is trusted.
+    PeerCertRotated { fingerprint: String },
+    /// HS-6: a server that stepped down hands over records the acting one may lack.
+    Merge { records: Vec<StoredRecord> },
+}
+
+/// What a server sends to an agent (or to a polling peer).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToAgent {
+    Welcome { cluster: Option<String>, epoch: u64, checks: serde_json::Value },
+    Refused { reason: String, capacity: bool },
+    Redirect { to: String, fingerprint: Option<String>, cluster: Option<String>, epoch: u64 },
+    ProbeResult { result: String, reason: String },
+    HeartbeatAck { id: u64, views: Vec<WireView> },
+    /// Records up to this sequence are durable on the server (AG-2).
+    Ack { upto: u64 },
+    Views { views: Vec<WireView> },
+    Recall,
+    /// The server's certificate changed (CT-2): pin this fingerprint too.
+    CertRotated { fingerprint: String },
+    /// The site's checks for this agent changed (CK-2).
+    Checks { checks: serde_json::Value },
+    PeerReply {
+        state: PeerState,
+        site: Option<SiteSnapshot>,
+        records: Vec<StoredRecord>,
+        events: Vec<StoredEvent>,
+    },
+    MergeDone { inserted: usize },
+    /// A protocol error: the connection is closed after this.
+    Error { reason: String },
+}
