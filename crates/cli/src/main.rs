@@ -1,1 +1,298 @@
-fn main() {}
+//! `understudy`: the command-line front end over the runtime (PRODUCT.md §3). `init`, `serve` and
+//! `demo` work on data directories and processes; every other command talks to a running node
+//! through its admin API. Exit status: 0 done, 1 refused (reason on stderr), 2 bad usage or bad
+//! configuration.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod api;
+mod cert;
+mod demo;
+mod events;
+mod manage;
+mod node;
+mod output;
+mod records;
+mod status;
+
+use api::Failure;
+
+#[derive(Parser)]
+#[command(
+    name = "understudy",
+    version,
+    about = "Understudy: failover for small-site monitoring",
+    long_about = "Understudy: failover for small-site monitoring.\n\n\
+        `init`, `serve` and `demo` work on data directories; every other command talks to a \
+        running node through its admin API: the local one found by --data-dir (which holds its \
+        admin token), or --node URL --token T.\n\n\
+        Exit status: 0 done, 1 refused (the reason on stderr), 2 bad usage or bad configuration."
+)]
+struct Cli {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which node a command is about.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The node's data directory [default: $UNDERSTUDY_DATA_DIR, else the platform's data
+    /// directory for understudy]
+    #[arg(long, global = true, value_name = "D")]
+    pub data_dir: Option<PathBuf>,
+    /// Talk to the node at this admin URL instead of a local data directory:
+    /// https://IP:PORT[#FINGERPRINT] (needs --token)
+    #[arg(long, global = true, value_name = "URL")]
+    pub node: Option<String>,
+    /// The admin token for --node (the content of the node's admin.token)
+    #[arg(long, global = true, value_name = "T")]
+    pub token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a node's data directory: config.toml, certificate and admin token
+    Init(node::InitArgs),
+    /// Run a node in the foreground until SIGINT/SIGTERM
+    Serve(node::ServeArgs),
+    /// This node, its server link, pairs, agents and hot-standby peer
+    Status {
+        /// Print the admin API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pairs of agents sharing one collection duty
+    #[command(subcommand)]
+    Pair(PairCommand),
+    /// Agents of this server: list, enrollment, recall
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Change this node's roles and failover mode at run time (HS-7)
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Hot standby of servers
+    #[command(subcommand)]
+    Ha(HaCommand),
+    /// This node's TLS certificate
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// The event log, oldest first
+    Events(events::EventsArgs),
+    /// Checks: the collection duty run by agents and pairs
+    #[command(subcommand)]
+    Check(CheckCommand),
+    /// Hand records to the local agent: NAME=VALUE...
+    Send {
+        /// NAME=NUMBER, e.g. cpu=0.5
+        #[arg(required = true, value_name = "NAME=VALUE", value_parser = records::parse_assignment)]
+        records: Vec<(String, f64)>,
+    },
+    /// The records this server has stored
+    Records(records::RecordsArgs),
+    /// Run a whole site on this machine: two servers in hot standby, two pairs, one lone agent
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+pub enum PairCommand {
+    /// List the pairs with their active member
+    List,
+    /// Add a pair
+    Add {
+        /// The pair's alias (its data is stored under this name)
+        name: String,
+        /// The primary agent
+        #[arg(long, value_name = "A")]
+        primary: String,
+        /// The secondary agent
+        #[arg(long, value_name = "B")]
+        secondary: String,
+        /// How long the active primary may be silent before the secondary takes over (e.g. 10s)
+        #[arg(long, value_name = "D", value_parser = parse_duration_arg)]
+        failover_after: Option<String>,
+        /// Go back to the primary by itself after --hold-down (auto), or only when told (manual)
+        #[arg(long, value_enum)]
+        switchback: Option<Switchback>,
+        /// How long the primary must be healthy before an automatic switchback (e.g. 60s)
+        #[arg(long, value_name = "D", value_parser = parse_duration_arg)]
+        hold_down: Option<String>,
+    },
+    /// Move a healthy pair to its secondary
+    ForceFailover { name: String },
+    /// Move a pair back to its primary
+    Revert { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum AgentCommand {
+    /// List the agents, pending ones included
+    List,
+    /// Accept a pending agent
+    Accept { name: String },
+    /// Reject a pending agent
+    Reject { name: String },
+    /// Tell an agent of ours that is on a standby server to come home
+    Recall { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum RoleCommand {
+    /// Switch roles and failover mode; validated, persisted and applied without a restart
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true)
+        .args(["server", "agent", "failover"])))]
+    Set {
+        #[arg(long, value_enum)]
+        server: Option<OnOff>,
+        #[arg(long, value_enum)]
+        agent: Option<OnOff>,
+        #[arg(long, value_enum)]
+        failover: Option<FailoverMode>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum HaCommand {
+    /// Make this acting server STANDBY so the primary takes over again (HS-5)
+    Standby,
+}
+
+#[derive(Subcommand)]
+pub enum CertCommand {
+    /// Show the certificate's fingerprint, names and expiry (read from disk if the node is down)
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a new self-signed certificate for this machine's addresses and host name
+    Generate {
+        /// An extra IP address to put in the certificate
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<IpAddr>,
+        /// An extra DNS name to put in the certificate
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CheckCommand {
+    /// List the checks
+    List,
+    /// Define a check, run by an agent or by a pair's active member
+    #[command(group(clap::ArgGroup::new("owner").required(true).args(["agent", "pair"])))]
+    Add {
+        name: String,
+        #[arg(long, value_enum)]
+        kind: CheckKind,
+        /// host:port (tcp), URL (http) or command line (command)
+        #[arg(long, value_name = "T")]
+        target: String,
+        /// Interval between runs (e.g. 10s)
+        #[arg(long, value_name = "D", value_parser = parse_duration_arg)]
+        every: Option<String>,
+        /// How long one run may take (e.g. 5s)
+        #[arg(long, value_name = "D", value_parser = parse_duration_arg)]
+        timeout: Option<String>,
+        /// Run on this agent
+        #[arg(long, value_name = "A")]
+        agent: Option<String>,
+        /// Run on this pair's active member
+        #[arg(long, value_name = "P")]
+        pair: Option<String>,
+    },
+    /// Remove a check
+    Remove { name: String },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Standalone,
+    Server,
+    Agent,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Switchback {
+    Auto,
+    Manual,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum FailoverMode {
+    Off,
+    Primary,
+    Secondary,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum CheckKind {
+    Tcp,
+    Http,
+    Command,
+}
+
+/// The name clap and the API share for a value-enum choice.
+pub fn choice<T: ValueEnum>(value: T) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// Durations are checked here so a typo is bad usage (exit 2) before anything is sent.
+fn parse_duration_arg(s: &str) -> Result<String, String> {
+    understudy_node::config::parse_duration(s).map(|_| s.trim().to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        // `serve` and `demo` own their runtime and signal handling.
+        Command::Serve(args) => node::serve(&cli.target, &args),
+        Command::Demo(args) => demo::run(&cli.target, &args),
+        command => match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(dispatch(&cli.target, command)),
+            Err(e) => Err(Failure::refused(format!("starting the async runtime: {e}"))),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn dispatch(target: &Target, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Init(args) => node::init(target, &args),
+        Command::Status { json } => status::run(target, json).await,
+        Command::Pair(cmd) => manage::pair(target, cmd).await,
+        Command::Agent(cmd) => manage::agent(target, cmd).await,
+        Command::Role(cmd) => manage::role(target, cmd).await,
+        Command::Ha(cmd) => manage::ha(target, cmd).await,
+        Command::Cert(cmd) => cert::run(target, cmd).await,
+        Command::Events(args) => events::run(target, &args).await,
+        Command::Check(cmd) => manage::check(target, cmd).await,
+        Command::Send { records } => records::send(target, &records).await,
+        Command::Records(args) => records::list(target, &args).await,
+        Command::Serve(_) | Command::Demo(_) => Ok(()),
+    }
+}

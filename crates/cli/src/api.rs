@@ -1,0 +1,225 @@
+//! How a command reaches its node and how outcomes become exit codes: the target (a local data
+//! directory or `--node URL --token T`), admin API calls with the API's statuses mapped to
+//! PRODUCT.md §3's exit codes, and the one error type every command returns.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use understudy_node::http_client::{AdminClient, ClientError};
+use understudy_node::runtime::{self, NodeError};
+use understudy_node::tls::{Pins, TlsError};
+
+use crate::Target;
+
+/// Why a command did not do its work, and the exit status that says so.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    /// Exit 2: bad usage or bad configuration.
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// Exit 1: refused, or could not be done.
+    pub fn refused(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<NodeError> for Failure {
+    fn from(e: NodeError) -> Failure {
+        Failure {
+            code: if e.exit_code() == 2 { 2 } else { 1 },
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The data directory: `--data-dir`, else `$UNDERSTUDY_DATA_DIR`, else the platform's.
+pub fn data_dir(target: &Target) -> Result<PathBuf, Failure> {
+    if let Some(dir) = &target.data_dir {
+        return Ok(dir.clone());
+    }
+    if let Some(dir) = std::env::var_os("UNDERSTUDY_DATA_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    directories::ProjectDirs::from("org", "understudy", "understudy")
+        .map(|dirs| dirs.data_dir().to_path_buf())
+        .ok_or_else(|| {
+            Failure::usage("no home directory to find the data directory in: give --data-dir D")
+        })
+}
+
+/// A connection to one node's admin API.
+pub struct Api {
+    client: AdminClient,
+    /// What the error messages call the node: its URL or its data directory.
+    label: String,
+    /// Set when the node was found through its data directory.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Why a call got no answer from the node: it is down, or unreachable.
+pub struct Unreachable(pub Failure);
+
+impl Api {
+    pub fn connect(target: &Target) -> Result<Api, Failure> {
+        match (&target.node, &target.token) {
+            (Some(url), Some(token)) => {
+                if target.data_dir.is_some() {
+                    return Err(Failure::usage(
+                        "give either --data-dir or --node URL --token T, not both",
+                    ));
+                }
+                let client = AdminClient::new(url, token.trim(), Pins::new([]))
+                    .map_err(|e| Failure::usage(e.to_string()))?;
+                Ok(Api {
+                    client,
+                    label: url.clone(),
+                    data_dir: None,
+                })
+            }
+            (Some(_), None) => Err(Failure::usage("--node needs --token T")),
+            (None, Some(_)) => Err(Failure::usage("--token needs --node URL")),
+            (None, None) => {
+                let dir = data_dir(target)?;
+                Api::local(&dir)
+            }
+        }
+    }
+
+    /// The node whose data directory this is.
+    pub fn local(dir: &Path) -> Result<Api, Failure> {
+        let client = runtime::admin_client(dir)?;
+        Ok(Api {
+            client,
+            label: dir.display().to_string(),
+            data_dir: Some(dir.to_path_buf()),
+        })
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Api {
+        self.client = self.client.with_timeout(timeout);
+        self
+    }
+
+    /// One call; a refusal by the node is `Ok(Err(..))`, no answer at all is `Err(Unreachable)`.
+    pub async fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Result<Value, Failure>, Unreachable> {
+        match self.client.call(method, path, body).await {
+            Ok((status, value)) => Ok(outcome(status, value)),
+            Err(e) => Err(Unreachable(self.unreachable(e))),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
+        match self.try_call(method, path, body).await {
+            Ok(result) => result,
+            Err(Unreachable(failure)) => Err(failure),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, Failure> {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
+        self.call("POST", path, Some(body)).await
+    }
+
+    fn unreachable(&self, e: ClientError) -> Failure {
+        let hint = match &e {
+            ClientError::Tls(TlsError::Connect { .. }) | ClientError::Tls(TlsError::Timeout { .. }) => {
+                " (is `understudy serve` running for it?)"
+            }
+            _ => "",
+        };
+        Failure::refused(format!("no answer from the node at {}: {e}{hint}", self.label))
+    }
+}
+
+/// PRODUCT.md §3: 2xx done; 400 bad usage (2); anything else refused (1) with the API's reason.
+fn outcome(status: u16, value: Value) -> Result<Value, Failure> {
+    if (200..300).contains(&status) {
+        return Ok(value);
+    }
+    let reason = reason_of(&value).unwrap_or_else(|| format!("the node answered HTTP {status}"));
+    match status {
+        400 => Err(Failure::usage(reason)),
+        401 => Err(Failure::refused(format!("unauthorized: {reason}"))),
+        _ => Err(Failure::refused(reason)),
+    }
+}
+
+fn reason_of(value: &Value) -> Option<String> {
+    match value {
+        Value::Object(map) => map
+            .get("error")
+            .or_else(|| map.get("message"))
+            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())),
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// Prints what a successful POST/DELETE said (`{ok, message}`).
+pub fn print_message(value: &Value, fallback: &str) {
+    match value.get("message").and_then(Value::as_str) {
+        Some(message) if !message.is_empty() => println!("{message}"),
+        _ => println!("{fallback}"),
+    }
+}
+
+/// Percent-encodes one path segment or query value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `path?k=v&…` with the present parameters, encoded.
+pub fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
+    let query: Vec<String> = params
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
+pub fn print_json(value: &Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(_) => println!("{value}"),
+    }
+}

@@ -1,0 +1,171 @@
+//! `init` (a new node's data directory) and `serve` (the node in the foreground until
+//! SIGINT/SIGTERM). These two work on files and this process, not through the admin API.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use understudy_node::config::{Config, ServerUrl, CONFIG_FILE};
+use understudy_node::runtime::{self, InitOptions, Node};
+
+use crate::api::{self, Failure};
+use crate::{Role, Target};
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// The node's name, as pairs, the UI and events call it
+    #[arg(long, value_name = "N")]
+    name: String,
+    /// IP:PORT to listen on, for agents, the peer server and the admin API
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    /// standalone = server and agent in one node
+    #[arg(long, value_enum, default_value = "standalone")]
+    role: Role,
+    /// An agent's server, home first, then standby ones: https://HOST:PORT[#FINGERPRINT]
+    #[arg(long = "server", value_name = "URL[#FINGERPRINT]", value_parser = parse_server_url)]
+    servers: Vec<String>,
+    /// Any configuration key, e.g. agent.heartbeat=200ms (repeatable)
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The node's config.toml (its data directory is the one the file names, else its folder)
+    #[arg(long, value_name = "F")]
+    config: Option<PathBuf>,
+}
+
+fn parse_server_url(s: &str) -> Result<String, String> {
+    ServerUrl::parse(s).map(|_| s.trim().to_string())
+}
+
+pub fn init(target: &Target, args: &InitArgs) -> Result<(), Failure> {
+    if target.node.is_some() {
+        return Err(Failure::usage("init works on a data directory (--data-dir D), not --node"));
+    }
+    let data_dir = api::data_dir(target)?;
+    let role = match args.role {
+        Role::Standalone => runtime::Role::Standalone,
+        Role::Server => runtime::Role::Server,
+        Role::Agent => runtime::Role::Agent,
+    };
+    let report = runtime::init(&InitOptions {
+        data_dir: data_dir.clone(),
+        name: args.name.clone(),
+        listen: args.listen.clone(),
+        role,
+        servers: args.servers.clone(),
+        sets: args.sets.clone(),
+    })?;
+    println!("initialised node {} in {}", args.name, data_dir.display());
+    println!("config:      {}", report.config_path.display());
+    println!("fingerprint: {}", report.fingerprint);
+    println!("admin URL:   {}", report.admin_url);
+    println!(
+        "start it with: understudy serve --data-dir {}",
+        data_dir.display()
+    );
+    Ok(())
+}
+
+/// Which data directory `serve` runs. The runtime reads `<data dir>/config.toml`, so `--config F`
+/// must be that file; it is loaded here first so a bad file is reported as `file:line:col` (§4).
+fn serve_dir(target: &Target, args: &ServeArgs) -> Result<PathBuf, Failure> {
+    if target.node.is_some() {
+        return Err(Failure::usage("serve runs a local node: give --config F or --data-dir D"));
+    }
+    let (config_path, dir_given) = match (&args.config, &target.data_dir) {
+        (Some(_), Some(_)) => {
+            return Err(Failure::usage("give either --config F or --data-dir D, not both"))
+        }
+        (Some(file), None) => (file.clone(), None),
+        (None, _) => {
+            let dir = api::data_dir(target)?;
+            (dir.join(CONFIG_FILE), Some(dir))
+        }
+    };
+    if !config_path.exists() {
+        return Err(Failure::usage(format!(
+            "{}: no such file (create the node with `understudy init`)",
+            config_path.display()
+        )));
+    }
+    let config = Config::load(&config_path).map_err(|e| Failure::usage(e.to_string()))?;
+    if let Some(dir) = dir_given {
+        return Ok(dir);
+    }
+    let dir = config.node.data_dir.clone();
+    if !same_file(&dir.join(CONFIG_FILE), &config_path) {
+        return Err(Failure::usage(format!(
+            "{}: node.data_dir is {}, whose config.toml is another file; the node reads the \
+             config.toml in its data directory, so serve that one (--data-dir {})",
+            config_path.display(),
+            dir.display(),
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+pub fn serve(target: &Target, args: &ServeArgs) -> Result<(), Failure> {
+    let dir = serve_dir(target, args)?;
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::refused(format!("starting the async runtime: {e}")))?;
+    rt.block_on(async {
+        // Signal handlers go in before the node starts so an early SIGTERM still stops it cleanly.
+        let mut stop = Stop::new()?;
+        let node = Node::start(&dir).await?;
+        eprintln!("understudy: node running from {}; SIGINT or SIGTERM stops it", dir.display());
+        let signal = stop.wait().await;
+        eprintln!("understudy: {signal}: stopping");
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+/// SIGINT and SIGTERM, whichever comes first.
+pub struct Stop {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    pub fn new() -> Result<Stop, Failure> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let err = |e: std::io::Error| Failure::refused(format!("installing signal handlers: {e}"));
+        Ok(Stop {
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+            term: signal(SignalKind::terminate()).map_err(err)?,
+        })
+    }
+
+    /// Waits for a signal and names it.
+    pub async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default `info`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

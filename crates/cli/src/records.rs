@@ -1,0 +1,121 @@
+//! `send` (records handed to the local agent, AG-2) and `records` (what this server has stored).
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::api::{print_json, with_query, Api, Failure};
+use crate::output::{field, format_time_ms, items, table};
+use crate::Target;
+
+/// One `NAME=VALUE` of `send`: a name without spaces and a finite number.
+pub fn parse_assignment(s: &str) -> Result<(String, f64), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE (for example cpu=0.5)"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("`{s}` has no name before `=` (for example cpu=0.5)"));
+    }
+    if name.chars().any(char::is_whitespace) {
+        return Err(format!("the name `{name}` has white space in it"));
+    }
+    let number: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("the value of `{name}` is `{value}`, which is not a number"))?;
+    if !number.is_finite() {
+        return Err(format!("the value of `{name}` is `{value}`, which is not a finite number"));
+    }
+    Ok((name.to_string(), number))
+}
+
+pub async fn send(target: &Target, records: &[(String, f64)]) -> Result<(), Failure> {
+    let api = Api::connect(target)?;
+    let body = json!({
+        "records": records
+            .iter()
+            .map(|(name, value)| json!({ "name": name, "value": value }))
+            .collect::<Vec<_>>(),
+    });
+    let answer = api.post("/api/send", &body).await?;
+    let n = records.len();
+    let plural = if n == 1 { "" } else { "s" };
+    match (answer.get("first_seq"), answer.get("last_seq")) {
+        (Some(first), Some(last)) if !first.is_null() => {
+            println!("handed {n} record{plural} to the agent (seq {first}..{last})")
+        }
+        _ => println!("handed {n} record{plural} to the agent"),
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RecordsArgs {
+    /// Print the admin API's JSON: {records:[{agent, seq, pair, name, value, time_ms, kind, detail}]}
+    #[arg(long)]
+    json: bool,
+    /// Only this agent's records
+    #[arg(long, value_name = "A")]
+    agent: Option<String>,
+    /// Only the records stored under this pair's alias
+    #[arg(long, value_name = "P")]
+    pair: Option<String>,
+    /// At most this many (the newest)
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+}
+
+pub async fn list(target: &Target, args: &RecordsArgs) -> Result<(), Failure> {
+    let api = Api::connect(target)?;
+    let path = with_query(
+        "/api/records",
+        &[
+            ("agent", args.agent.clone()),
+            ("pair", args.pair.clone()),
+            ("limit", args.limit.map(|n| n.to_string())),
+        ],
+    );
+    let answer = api.get(&path).await?;
+    if args.json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = items(&answer, "records")
+        .iter()
+        .map(|r| {
+            vec![
+                r.get("time_ms")
+                    .and_then(Value::as_i64)
+                    .map(format_time_ms)
+                    .unwrap_or_else(|| "-".into()),
+                field(r, "agent"),
+                field(r, "seq"),
+                field(r, "pair"),
+                field(r, "name"),
+                field(r, "value"),
+                field(r, "kind"),
+                field(r, "detail"),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no records");
+    } else {
+        table(&["TIME", "AGENT", "SEQ", "PAIR", "NAME", "VALUE", "KIND", "DETAIL"], &rows);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignments() {
+        assert_eq!(parse_assignment("cpu=0.5"), Ok(("cpu".into(), 0.5)));
+        assert_eq!(parse_assignment("a=-3"), Ok(("a".into(), -3.0)));
+        for bad in ["cpu", "=1", "cpu=", "cpu=high", "cpu=NaN", "cpu=inf", "a b=1"] {
+            assert!(parse_assignment(bad).is_err(), "{bad}");
+        }
+    }
+}
