@@ -136,14 +136,36 @@ pub async fn start_node(dir: &Path) -> Result<Arc<dyn Admin>, String> {
 }
 
 /// The one place that names the runtime crate's API.
-// TEMPORARY stub until understudy_node::Node lands (see /tmp/host.rs.real).
 mod runtime {
     use super::*;
-    pub fn init(_dir: &Path, _name: &str, _listen: &str) -> Result<(), String> {
-        Err("the runtime is not built in yet".into())
+    use understudy_node::{InitOptions, Node, Role};
+
+    impl Admin for Node {
+        fn admin<'a>(&'a self, method: &'a str, path: &'a str, body: Option<Value>) -> BoxFuture<'a, (u16, Value)> {
+            Box::pin(Node::admin(self, method, path, body))
+        }
+        fn shutdown(&self) -> BoxFuture<'_, ()> {
+            Box::pin(Node::shutdown(self))
+        }
     }
-    pub async fn start(_dir: &Path) -> Result<Arc<dyn Admin>, String> {
-        Err("the runtime is not built in yet".into())
+
+    pub fn init(dir: &Path, name: &str, listen: &str) -> Result<(), String> {
+        let opts = InitOptions {
+            data_dir: dir.to_path_buf(),
+            name: name.to_string(),
+            listen: listen.to_string(),
+            role: Role::Standalone,
+            servers: Vec::new(),
+            sets: Vec::new(),
+        };
+        let report = understudy_node::init(&opts).map_err(|e| format!("creating the node in {}: {e}", dir.display()))?;
+        tracing::info!(config = %report.config_path.display(), fingerprint = %report.fingerprint, "node created");
+        Ok(())
+    }
+
+    pub async fn start(dir: &Path) -> Result<Arc<dyn Admin>, String> {
+        let node = Node::start(dir).await.map_err(|e| format!("starting the node in {}: {e}", dir.display()))?;
+        Ok(Arc::new(node))
     }
 }
 

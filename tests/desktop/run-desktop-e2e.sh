@@ -87,7 +87,7 @@ else
 fi
 
 # 2. The menu shows the running node: its header names roles (not "Node stopped").
-if HEADER=$($CHECK wait-label 'Standalone|Server|Agent' 60); then
+if HEADER=$($CHECK wait-label '^[^ ]+: (Standalone|Server|Agent|No role)( |$)' 60); then
   pass "menu header: $HEADER"
 else
   fail "menu header"
