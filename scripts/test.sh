@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what is missing, then runs every test: the console's unit tests, clippy, every Rust
+# test (engine simulation and property tests, runtime, CLI, whole-system tests with real
+# processes, desktop shell), and the desktop app end to end under Xvfb + D-Bus.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+step() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
+
+step "setup"
+scripts/setup.sh
+
+step "web console unit tests"
+(cd ui && npm test --silent)
+
+step "build"
+cargo build --workspace --all-targets
+
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "rust tests"
+cargo test --workspace -- --test-threads 2
+
+step "desktop end to end"
+tests/desktop/run-desktop-e2e.sh
+
+step "done"
