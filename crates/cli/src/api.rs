@@ -149,12 +149,16 @@ impl Api {
 
     fn unreachable(&self, e: ClientError) -> Failure {
         let hint = match &e {
-            ClientError::Tls(TlsError::Connect { .. }) | ClientError::Tls(TlsError::Timeout { .. }) => {
+            ClientError::Tls(TlsError::Connect { .. })
+            | ClientError::Tls(TlsError::Timeout { .. }) => {
                 " (is `understudy serve` running for it?)"
             }
             _ => "",
         };
-        Failure::refused(format!("no answer from the node at {}: {e}{hint}", self.label))
+        Failure::refused(format!(
+            "no answer from the node at {}: {e}{hint}",
+            self.label
+        ))
     }
 }
 
@@ -173,10 +177,11 @@ fn outcome(status: u16, value: Value) -> Result<Value, Failure> {
 
 fn reason_of(value: &Value) -> Option<String> {
     match value {
-        Value::Object(map) => map
-            .get("error")
-            .or_else(|| map.get("message"))
-            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())),
+        Value::Object(map) => map.get("error").or_else(|| map.get("message")).map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        }),
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Value::Null => None,
         other => Some(other.to_string()),

@@ -33,16 +33,21 @@ pub async fn run(target: &Target, cmd: CertCommand) -> Result<(), Failure> {
                 "ips": ips.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
                 "dns": dns,
             });
-            let info = match api.try_call("POST", "/api/cert/generate", Some(&body)).await {
+            let info = match api
+                .try_call("POST", "/api/cert/generate", Some(&body))
+                .await
+            {
                 Ok(answer) => answer?,
-                Err(Unreachable(failure)) => match &api.data_dir {
-                    Some(dir) => {
-                        let info = generate_on_disk(dir, &ips, &dns)?;
-                        println!("the node is not running: it will use this certificate when it starts");
-                        info
+                Err(Unreachable(failure)) => {
+                    match &api.data_dir {
+                        Some(dir) => {
+                            let info = generate_on_disk(dir, &ips, &dns)?;
+                            println!("the node is not running: it will use this certificate when it starts");
+                            info
+                        }
+                        None => return Err(failure),
                     }
-                    None => return Err(failure),
-                },
+                }
             };
             println!("generated a new certificate");
             print_human(&info);
@@ -68,17 +73,28 @@ pub fn on_disk(dir: &Path) -> Result<Value, Failure> {
 }
 
 fn generate_on_disk(dir: &Path, ips: &[IpAddr], dns: &[String]) -> Result<Value, Failure> {
-    let info = tls::generate_certificate(dir, ips, dns).map_err(|e| Failure::refused(e.to_string()))?;
+    let info =
+        tls::generate_certificate(dir, ips, dns).map_err(|e| Failure::refused(e.to_string()))?;
     Ok(as_json(&info))
 }
 
 fn print_human(info: &Value) {
-    let text = |key: &str| info.get(key).and_then(Value::as_str).unwrap_or("-").to_string();
+    let text = |key: &str| {
+        info.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_string()
+    };
     println!("fingerprint: {}", text("fingerprint"));
     let sans: Vec<String> = info
         .get("sans")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     println!("names:       {}", sans.join(", "));
     println!("not after:   {}", text("not_after"));

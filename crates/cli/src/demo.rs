@@ -55,13 +55,41 @@ struct Spec {
 }
 
 const SITE: &[Spec] = &[
-    Spec { name: "s1", listen: "127.0.0.11:7401", kind: Kind::Primary },
-    Spec { name: "s2", listen: "127.0.0.12:7402", kind: Kind::Secondary },
-    Spec { name: "web-1", listen: "127.0.0.21:7411", kind: Kind::Agent },
-    Spec { name: "web-2", listen: "127.0.0.22:7412", kind: Kind::Agent },
-    Spec { name: "db-1", listen: "127.0.0.23:7413", kind: Kind::Agent },
-    Spec { name: "db-2", listen: "127.0.0.24:7414", kind: Kind::Agent },
-    Spec { name: "solo", listen: "127.0.0.25:7415", kind: Kind::Agent },
+    Spec {
+        name: "s1",
+        listen: "127.0.0.11:7401",
+        kind: Kind::Primary,
+    },
+    Spec {
+        name: "s2",
+        listen: "127.0.0.12:7402",
+        kind: Kind::Secondary,
+    },
+    Spec {
+        name: "web-1",
+        listen: "127.0.0.21:7411",
+        kind: Kind::Agent,
+    },
+    Spec {
+        name: "web-2",
+        listen: "127.0.0.22:7412",
+        kind: Kind::Agent,
+    },
+    Spec {
+        name: "db-1",
+        listen: "127.0.0.23:7413",
+        kind: Kind::Agent,
+    },
+    Spec {
+        name: "db-2",
+        listen: "127.0.0.24:7414",
+        kind: Kind::Agent,
+    },
+    Spec {
+        name: "solo",
+        listen: "127.0.0.25:7415",
+        kind: Kind::Agent,
+    },
 ];
 
 /// `(name, primary, secondary, switchback)`.
@@ -123,7 +151,9 @@ impl Notes {
 
 pub fn run(target: &Target, args: &DemoArgs) -> Result<(), Failure> {
     if target.node.is_some() || target.data_dir.is_some() {
-        return Err(Failure::usage("demo makes its own nodes: give --dir D, not --data-dir or --node"));
+        return Err(Failure::usage(
+            "demo makes its own nodes: give --dir D, not --data-dir or --node",
+        ));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -206,7 +236,10 @@ async fn demo(args: &DemoArgs) -> Result<(), Failure> {
     if let Err(e) = write_site(&dir, &nodes) {
         eprintln!("understudy demo: {}", e.message);
     }
-    eprintln!("understudy demo: stopped; the site stays in {}", dir.display());
+    eprintln!(
+        "understudy demo: stopped; the site stays in {}",
+        dir.display()
+    );
     Ok(())
 }
 
@@ -230,7 +263,12 @@ fn random_hex(bytes: usize) -> Result<String, Failure> {
 }
 
 /// Initialises the nodes that are new, pins the servers to each other and starts every node.
-async fn start_site(exe: &Path, dir: &Path, fast: bool, nodes: &mut Vec<DemoNode>) -> Result<(), Failure> {
+async fn start_site(
+    exe: &Path,
+    dir: &Path,
+    fast: bool,
+    nodes: &mut Vec<DemoNode>,
+) -> Result<(), Failure> {
     let enroll_token = random_hex(16)?;
     let mut fingerprints: HashMap<&str, String> = HashMap::new();
     // Servers first: the agents' configuration names them with their fingerprints.
@@ -243,18 +281,32 @@ async fn start_site(exe: &Path, dir: &Path, fast: bool, nodes: &mut Vec<DemoNode
         fingerprints.insert(spec.name, fp);
     }
     let url = |name: &str| -> String {
-        let spec = SITE.iter().find(|s| s.name == name).map(|s| s.listen).unwrap_or_default();
-        format!("https://{spec}#{}", fingerprints.get(name).cloned().unwrap_or_default())
+        let spec = SITE
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.listen)
+            .unwrap_or_default();
+        format!(
+            "https://{spec}#{}",
+            fingerprints.get(name).cloned().unwrap_or_default()
+        )
     };
     // Each server's peer is pinned to the other's certificate, which exists only once both are
     // initialised; mode needs a peer, so the peer goes in first.
     for (name, peer, mode) in [("s1", "s2", "primary"), ("s2", "s1", "secondary")] {
         let path = dir.join(name).join(CONFIG_FILE);
         let mut config = Config::load(&path).map_err(|e| Failure::usage(e.to_string()))?;
-        for set in [format!("failover.peer={}", url(peer)), format!("failover.mode={mode}")] {
-            config.apply_set(&set).map_err(|e| Failure::usage(e.to_string()))?;
+        for set in [
+            format!("failover.peer={}", url(peer)),
+            format!("failover.mode={mode}"),
+        ] {
+            config
+                .apply_set(&set)
+                .map_err(|e| Failure::usage(e.to_string()))?;
         }
-        config.save(&path).map_err(|e| Failure::refused(e.to_string()))?;
+        config
+            .save(&path)
+            .map_err(|e| Failure::refused(e.to_string()))?;
     }
     let servers = [url("s1"), url("s2")];
     for spec in SITE.iter().filter(|s| s.kind == Kind::Agent) {
@@ -294,10 +346,14 @@ async fn init_node(
     let data_dir = dir.join(spec.name);
     if !data_dir.join(CONFIG_FILE).exists() {
         let mut cmd = Command::new(exe);
-        cmd.arg("init")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--name", spec.name, "--listen", spec.listen, "--role", role]);
+        cmd.arg("init").arg("--data-dir").arg(&data_dir).args([
+            "--name",
+            spec.name,
+            "--listen",
+            spec.listen,
+            "--role",
+            role,
+        ]);
         for server in servers {
             cmd.args(["--server", server]);
         }
@@ -354,7 +410,9 @@ fn spawn_serve(exe: &Path, node: &mut DemoNode) -> Result<(), Failure> {
 fn reap(nodes: &mut [DemoNode], dir: &Path, notes: &Notes) -> bool {
     let mut changed = false;
     for node in nodes.iter_mut() {
-        let Some(child) = node.child.as_mut() else { continue };
+        let Some(child) = node.child.as_mut() else {
+            continue;
+        };
         if let Ok(Some(status)) = child.try_wait() {
             notes.add(format!(
                 "{} exited ({status}); see {}",
@@ -408,14 +466,19 @@ async fn add_pairs(servers: Vec<Arc<Api>>, fast: bool, notes: Notes) {
         let mut active: Option<(&Arc<Api>, Value)> = None;
         for api in &servers {
             if let Ok(Ok(status)) = api.try_call("GET", "/api/status", None).await {
-                let state = status.pointer("/node/failover/state").and_then(Value::as_str).unwrap_or("");
+                let state = status
+                    .pointer("/node/failover/state")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 if state.eq_ignore_ascii_case("active") {
                     active = Some((api, status));
                     break;
                 }
             }
         }
-        let Some((api, status)) = active else { continue };
+        let Some((api, status)) = active else {
+            continue;
+        };
         let existing: Vec<String> = crate::output::items(&status, "pairs")
             .iter()
             .map(|p| field(p, "name"))
@@ -436,7 +499,10 @@ async fn add_pairs(servers: Vec<Arc<Api>>, fast: bool, notes: Notes) {
             match api.try_call("POST", "/api/pairs", Some(&body)).await {
                 Ok(Ok(answer)) => {
                     missing -= 1;
-                    let message = answer.get("message").and_then(Value::as_str).unwrap_or("added");
+                    let message = answer
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("added");
                     notes.add(format!("pair {name}: {message}"));
                 }
                 Ok(Err(failure)) | Err(Unreachable(failure)) => {
@@ -479,32 +545,57 @@ async fn frame(dir: &Path, nodes: &[DemoNode], notes: &Notes) -> String {
         .map(|n| (n.spec.listen, n.spec.name))
         .collect();
     let server_name = |url: &str| -> String {
-        let address = url.trim_start_matches("https://").split('#').next().unwrap_or("");
-        by_address.get(address).map(|s| s.to_string()).unwrap_or_else(|| url.to_string())
+        let address = url
+            .trim_start_matches("https://")
+            .split('#')
+            .next()
+            .unwrap_or("");
+        by_address
+            .get(address)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| url.to_string())
     };
 
     let mut rows = Vec::new();
     for (node, status) in nodes.iter().zip(&statuses) {
-        let pid = node.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let pid = node
+            .pid
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into());
         let role = if node.is_server() { "server" } else { "agent" };
         let (state, epoch, server) = match (status, node.child.is_some()) {
             (_, false) => ("down".to_string(), "-".to_string(), "-".to_string()),
             (None, true) => ("no answer".to_string(), "-".to_string(), "-".to_string()),
             (Some(s), true) if node.is_server() => (
-                s.pointer("/node/failover/state").map(|v| crate::output::cell(Some(v))).unwrap_or("-".into()),
-                s.pointer("/node/failover/epoch").map(|v| crate::output::cell(Some(v))).unwrap_or("-".into()),
+                s.pointer("/node/failover/state")
+                    .map(|v| crate::output::cell(Some(v)))
+                    .unwrap_or("-".into()),
+                s.pointer("/node/failover/epoch")
+                    .map(|v| crate::output::cell(Some(v)))
+                    .unwrap_or("-".into()),
                 "-".to_string(),
             ),
             (Some(s), true) => {
                 let link = s.get("link").cloned().unwrap_or(Value::Null);
                 let mut state = field(&link, "state");
-                if let Some(cached) = link.get("cached").and_then(Value::as_u64).filter(|c| *c > 0) {
+                if let Some(cached) = link
+                    .get("cached")
+                    .and_then(Value::as_u64)
+                    .filter(|c| *c > 0)
+                {
                     state.push_str(&format!(" ({cached} cached)"));
                 }
                 (state, "-".to_string(), server_name(&field(&link, "server")))
             }
         };
-        rows.push(vec![node.spec.name.to_string(), role.to_string(), pid, state, epoch, server]);
+        rows.push(vec![
+            node.spec.name.to_string(),
+            role.to_string(),
+            pid,
+            state,
+            epoch,
+            server,
+        ]);
     }
 
     let active_server = nodes
@@ -521,7 +612,12 @@ async fn frame(dir: &Path, nodes: &[DemoNode], notes: &Notes) -> String {
         Some(s) => crate::output::items(s, "pairs")
             .iter()
             .map(|p| {
-                vec![field(p, "name"), active_member(p), field(p, "epoch"), pair_state(p)]
+                vec![
+                    field(p, "name"),
+                    active_member(p),
+                    field(p, "epoch"),
+                    pair_state(p),
+                ]
             })
             .collect(),
         None => Vec::new(),
@@ -531,15 +627,26 @@ async fn frame(dir: &Path, nodes: &[DemoNode], notes: &Notes) -> String {
         "understudy demo in {}   {}   (Ctrl-C stops every node)\n\n",
         dir.display(),
         crate::output::format_time_ms(
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
         )
     );
-    out.push_str(&render(&["NODE", "ROLE", "PID", "STATE", "EPOCH", "SERVER"], &rows, ""));
+    out.push_str(&render(
+        &["NODE", "ROLE", "PID", "STATE", "EPOCH", "SERVER"],
+        &rows,
+        "",
+    ));
     out.push('\n');
     if pair_rows.is_empty() {
         out.push_str("pairs: none yet (waiting for an ACTIVE server and the agents)\n");
     } else {
-        out.push_str(&render(&["PAIR", "ACTIVE", "EPOCH", "STATE"], &pair_rows, ""));
+        out.push_str(&render(
+            &["PAIR", "ACTIVE", "EPOCH", "STATE"],
+            &pair_rows,
+            "",
+        ));
     }
     let lines = notes.lines();
     if !lines.is_empty() {
@@ -563,9 +670,18 @@ async fn stop_all(nodes: &mut [DemoNode]) {
     }
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
     for node in nodes.iter_mut() {
-        let Some(child) = node.child.as_mut() else { continue };
-        if tokio::time::timeout_at(deadline, child.wait()).await.is_err() {
-            eprintln!("understudy demo: {} did not stop within {}s: killing it", node.spec.name, STOP_GRACE.as_secs());
+        let Some(child) = node.child.as_mut() else {
+            continue;
+        };
+        if tokio::time::timeout_at(deadline, child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "understudy demo: {} did not stop within {}s: killing it",
+                node.spec.name,
+                STOP_GRACE.as_secs()
+            );
             let _ = child.start_kill();
             let _ = child.wait().await;
         }

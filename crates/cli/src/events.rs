@@ -77,15 +77,23 @@ pub async fn run(target: &Target, args: &EventsArgs) -> Result<(), Failure> {
         return Ok(());
     }
 
-    let mut last_id = print_batch(&answer, args.json, args.since.as_ref().and_then(|s| match s {
-        Since::Id(id) => Some(*id),
-        Since::Ago(_) => None,
-    }));
+    let mut last_id = print_batch(
+        &answer,
+        args.json,
+        args.since.as_ref().and_then(|s| match s {
+            Since::Id(id) => Some(*id),
+            Since::Ago(_) => None,
+        }),
+    );
     let mut lost = false;
     loop {
         tokio::time::sleep(FOLLOW_EVERY).await;
-        let path = with_query("/api/events", &[("since", last_id.map(|id| id.to_string()))]);
-        match api.try_call("GET", &path, None).await {
+        // Until the first event is seen, ask again with the starting point the user gave.
+        let next = match last_id {
+            Some(id) => with_query("/api/events", &[("since", Some(id.to_string()))]),
+            None => path.clone(),
+        };
+        match api.try_call("GET", &next, None).await {
             Ok(answer) => {
                 let answer = answer?;
                 if lost {

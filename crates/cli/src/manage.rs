@@ -5,7 +5,9 @@ use serde_json::{json, Map, Value};
 use crate::api::{encode, print_message, Api, Failure};
 use crate::output::{items, table};
 use crate::status::{agent_row, check_row, pair_row, AGENT_HEADER, CHECK_HEADER, PAIR_HEADER};
-use crate::{choice, AgentCommand, CheckCommand, HaCommand, OnOff, PairCommand, RoleCommand, Target};
+use crate::{
+    choice, AgentCommand, CheckCommand, HaCommand, OnOff, PairCommand, RoleCommand, Target,
+};
 
 pub async fn pair(target: &Target, cmd: PairCommand) -> Result<(), Failure> {
     let api = Api::connect(target)?;
@@ -46,7 +48,11 @@ pub async fn pair(target: &Target, cmd: PairCommand) -> Result<(), Failure> {
             Ok(())
         }
         PairCommand::ForceFailover { name } => {
-            post_action(&api, &format!("/api/pairs/{}/force-failover", encode(&name))).await
+            post_action(
+                &api,
+                &format!("/api/pairs/{}/force-failover", encode(&name)),
+            )
+            .await
         }
         PairCommand::Revert { name } => {
             post_action(&api, &format!("/api/pairs/{}/revert", encode(&name))).await
@@ -129,7 +135,12 @@ pub async fn check(target: &Target, cmd: CheckCommand) -> Result<(), Failure> {
             body.insert("name".into(), json!(name));
             body.insert("kind".into(), json!(choice(kind)));
             body.insert("target".into(), json!(target));
-            for (key, value) in [("every", every), ("timeout", timeout), ("agent", agent), ("pair", pair)] {
+            for (key, value) in [
+                ("every", every),
+                ("timeout", timeout),
+                ("agent", agent),
+                ("pair", pair),
+            ] {
                 if let Some(v) = value {
                     body.insert(key.into(), json!(v));
                 }

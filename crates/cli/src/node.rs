@@ -42,7 +42,9 @@ fn parse_server_url(s: &str) -> Result<String, String> {
 
 pub fn init(target: &Target, args: &InitArgs) -> Result<(), Failure> {
     if target.node.is_some() {
-        return Err(Failure::usage("init works on a data directory (--data-dir D), not --node"));
+        return Err(Failure::usage(
+            "init works on a data directory (--data-dir D), not --node",
+        ));
     }
     let data_dir = api::data_dir(target)?;
     let role = match args.role {
@@ -73,11 +75,15 @@ pub fn init(target: &Target, args: &InitArgs) -> Result<(), Failure> {
 /// must be that file; it is loaded here first so a bad file is reported as `file:line:col` (§4).
 fn serve_dir(target: &Target, args: &ServeArgs) -> Result<PathBuf, Failure> {
     if target.node.is_some() {
-        return Err(Failure::usage("serve runs a local node: give --config F or --data-dir D"));
+        return Err(Failure::usage(
+            "serve runs a local node: give --config F or --data-dir D",
+        ));
     }
     let (config_path, dir_given) = match (&args.config, &target.data_dir) {
         (Some(_), Some(_)) => {
-            return Err(Failure::usage("give either --config F or --data-dir D, not both"))
+            return Err(Failure::usage(
+                "give either --config F or --data-dir D, not both",
+            ))
         }
         (Some(file), None) => (file.clone(), None),
         (None, _) => {
@@ -126,7 +132,10 @@ pub fn serve(target: &Target, args: &ServeArgs) -> Result<(), Failure> {
         // Signal handlers go in before the node starts so an early SIGTERM still stops it cleanly.
         let mut stop = Stop::new()?;
         let node = Node::start(&dir).await?;
-        eprintln!("understudy: node running from {}; SIGINT or SIGTERM stops it", dir.display());
+        eprintln!(
+            "understudy: node running from {}; SIGINT or SIGTERM stops it",
+            dir.display()
+        );
         let signal = stop.wait().await;
         eprintln!("understudy: {signal}: stopping");
         node.shutdown().await;

@@ -116,7 +116,10 @@ mod tests {
     fn tables_align() {
         let text = render(
             &["NAME", "STATE"],
-            &[vec!["a".into(), "ok".into()], vec!["long".into(), "-".into()]],
+            &[
+                vec!["a".into(), "ok".into()],
+                vec!["long".into(), "-".into()],
+            ],
             "",
         );
         assert_eq!(text, "NAME  STATE\na     ok\nlong  -\n");

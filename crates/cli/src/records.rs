@@ -14,7 +14,9 @@ pub fn parse_assignment(s: &str) -> Result<(String, f64), String> {
         .ok_or_else(|| format!("`{s}` is not NAME=VALUE (for example cpu=0.5)"))?;
     let name = name.trim();
     if name.is_empty() {
-        return Err(format!("`{s}` has no name before `=` (for example cpu=0.5)"));
+        return Err(format!(
+            "`{s}` has no name before `=` (for example cpu=0.5)"
+        ));
     }
     if name.chars().any(char::is_whitespace) {
         return Err(format!("the name `{name}` has white space in it"));
@@ -24,7 +26,9 @@ pub fn parse_assignment(s: &str) -> Result<(String, f64), String> {
         .parse()
         .map_err(|_| format!("the value of `{name}` is `{value}`, which is not a number"))?;
     if !number.is_finite() {
-        return Err(format!("the value of `{name}` is `{value}`, which is not a finite number"));
+        return Err(format!(
+            "the value of `{name}` is `{value}`, which is not a finite number"
+        ));
     }
     Ok((name.to_string(), number))
 }
@@ -101,7 +105,12 @@ pub async fn list(target: &Target, args: &RecordsArgs) -> Result<(), Failure> {
     if rows.is_empty() {
         println!("no records");
     } else {
-        table(&["TIME", "AGENT", "SEQ", "PAIR", "NAME", "VALUE", "KIND", "DETAIL"], &rows);
+        table(
+            &[
+                "TIME", "AGENT", "SEQ", "PAIR", "NAME", "VALUE", "KIND", "DETAIL",
+            ],
+            &rows,
+        );
     }
     Ok(())
 }
@@ -114,7 +123,9 @@ mod tests {
     fn assignments() {
         assert_eq!(parse_assignment("cpu=0.5"), Ok(("cpu".into(), 0.5)));
         assert_eq!(parse_assignment("a=-3"), Ok(("a".into(), -3.0)));
-        for bad in ["cpu", "=1", "cpu=", "cpu=high", "cpu=NaN", "cpu=inf", "a b=1"] {
+        for bad in [
+            "cpu", "=1", "cpu=", "cpu=high", "cpu=NaN", "cpu=inf", "a b=1",
+        ] {
             assert!(parse_assignment(bad).is_err(), "{bad}");
         }
     }

@@ -35,14 +35,22 @@ pub fn human(status: &Value) -> String {
         "node    {}  ({})  roles: {}  listen: {}\n",
         field(node, "name"),
         field(node, "id"),
-        if role_names.is_empty() { "-".to_string() } else { role_names.join("+") },
+        if role_names.is_empty() {
+            "-".to_string()
+        } else {
+            role_names.join("+")
+        },
         field(node, "listen"),
     ));
     if let Some(fp) = node.pointer("/cert/fingerprint").and_then(Value::as_str) {
         out.push_str(&format!("cert    {fp}\n"));
     }
     let failover = node.get("failover").unwrap_or(&null);
-    if failover.get("mode").and_then(Value::as_str).is_some_and(|m| m != "off") {
+    if failover
+        .get("mode")
+        .and_then(Value::as_str)
+        .is_some_and(|m| m != "off")
+    {
         out.push_str(&format!(
             "ha      {} {}  epoch {}  peer {}\n",
             field(failover, "mode"),
@@ -65,7 +73,13 @@ pub fn human(status: &Value) -> String {
     }
     let servers: Vec<Vec<String>> = items(status, "servers")
         .iter()
-        .map(|s| vec![short(&field(s, "url"), 40), field(s, "role"), field(s, "state")])
+        .map(|s| {
+            vec![
+                short(&field(s, "url"), 40),
+                field(s, "role"),
+                field(s, "state"),
+            ]
+        })
         .collect();
     if !servers.is_empty() {
         out.push_str("\nservers\n");
@@ -90,7 +104,15 @@ pub fn human(status: &Value) -> String {
 }
 
 pub const PAIR_HEADER: &[&str] = &[
-    "NAME", "PRIMARY", "SECONDARY", "ACTIVE", "STATE", "EPOCH", "SWITCHBACK", "FAILOVER", "HOLD",
+    "NAME",
+    "PRIMARY",
+    "SECONDARY",
+    "ACTIVE",
+    "STATE",
+    "EPOCH",
+    "SWITCHBACK",
+    "FAILOVER",
+    "HOLD",
 ];
 
 /// The member's name when the pair has one active, else `none`.
@@ -127,7 +149,9 @@ pub fn pair_state(pair: &Value) -> String {
     let state = field(pair, "state");
     match pair.get("degraded") {
         Some(Value::Bool(true)) => format!("{state} (degraded)"),
-        Some(Value::String(reason)) if !reason.is_empty() => format!("{state} (degraded: {reason})"),
+        Some(Value::String(reason)) if !reason.is_empty() => {
+            format!("{state} (degraded: {reason})")
+        }
         _ => state,
     }
 }

@@ -42,7 +42,12 @@ fn dir_arg(dir: &Path) -> String {
 
 #[test]
 fn help_and_version_exit_0() {
-    for args in [&["--help"][..], &["--version"], &["events", "--help"], &["demo", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["events", "--help"],
+        &["demo", "--help"],
+    ] {
         assert_exit(&understudy(args), 0);
     }
     let help = stdout(&understudy(&["events", "--help"]));
@@ -56,17 +61,57 @@ fn bad_usage_exits_2() {
         &["frobnicate"],
         &["status", "--nonsense"],
         &["init", "--name", "n"],
-        &["init", "--name", "n", "--listen", "127.0.0.1:1", "--role", "boss"],
-        &["init", "--name", "n", "--listen", "127.0.0.1:1", "--server", "http://a:1"],
+        &[
+            "init",
+            "--name",
+            "n",
+            "--listen",
+            "127.0.0.1:1",
+            "--role",
+            "boss",
+        ],
+        &[
+            "init",
+            "--name",
+            "n",
+            "--listen",
+            "127.0.0.1:1",
+            "--server",
+            "http://a:1",
+        ],
         &["pair", "add", "p", "--primary", "a"],
-        &["pair", "add", "p", "--primary", "a", "--secondary", "b", "--failover-after", "10"],
-        &["pair", "add", "p", "--primary", "a", "--secondary", "b", "--switchback", "sometimes"],
+        &[
+            "pair",
+            "add",
+            "p",
+            "--primary",
+            "a",
+            "--secondary",
+            "b",
+            "--failover-after",
+            "10",
+        ],
+        &[
+            "pair",
+            "add",
+            "p",
+            "--primary",
+            "a",
+            "--secondary",
+            "b",
+            "--switchback",
+            "sometimes",
+        ],
         &["role", "set"],
         &["role", "set", "--server", "maybe"],
         &["role", "set", "--failover", "tertiary"],
         &["check", "add", "c", "--kind", "tcp", "--target", "a:1"],
-        &["check", "add", "c", "--kind", "tcp", "--target", "a:1", "--agent", "a", "--pair", "p"],
-        &["check", "add", "c", "--kind", "smtp", "--target", "a:1", "--agent", "a"],
+        &[
+            "check", "add", "c", "--kind", "tcp", "--target", "a:1", "--agent", "a", "--pair", "p",
+        ],
+        &[
+            "check", "add", "c", "--kind", "smtp", "--target", "a:1", "--agent", "a",
+        ],
         &["cert", "generate", "--ip", "not-an-ip"],
         &["events", "--since", "yesterday"],
         &["events", "--since", "#abc"],
@@ -103,8 +148,15 @@ fn init_creates_a_config_and_refuses_a_second_time() {
     let dir = tmp.path().join("node");
     let d = dir_arg(&dir);
     let out = understudy(&[
-        "init", "--data-dir", &d, "--name", "alpha", "--listen", "127.0.0.1:7499",
-        "--set", "agent.heartbeat=200ms",
+        "init",
+        "--data-dir",
+        &d,
+        "--name",
+        "alpha",
+        "--listen",
+        "127.0.0.1:7499",
+        "--set",
+        "agent.heartbeat=200ms",
     ]);
     assert_exit(&out, 0);
     let text = stdout(&out);
@@ -115,7 +167,15 @@ fn init_creates_a_config_and_refuses_a_second_time() {
     assert!(config.contains("heartbeat = \"200ms\""), "{config}");
     assert!(dir.join("cert.pem").exists() && dir.join("admin.token").exists());
 
-    let out = understudy(&["init", "--data-dir", &d, "--name", "beta", "--listen", "127.0.0.1:7498"]);
+    let out = understudy(&[
+        "init",
+        "--data-dir",
+        &d,
+        "--name",
+        "beta",
+        "--listen",
+        "127.0.0.1:7498",
+    ]);
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("config.toml"), "{}", stderr(&out));
     let after = std::fs::read_to_string(dir.join("config.toml")).expect("config kept");
@@ -137,8 +197,15 @@ fn init_with_a_bad_setting_exits_2_and_writes_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let d = dir_arg(&tmp.path().join("node"));
     let out = understudy(&[
-        "init", "--data-dir", &d, "--name", "a", "--listen", "127.0.0.1:7499",
-        "--set", "agent.heartbeat=soon",
+        "init",
+        "--data-dir",
+        &d,
+        "--name",
+        "a",
+        "--listen",
+        "127.0.0.1:7499",
+        "--set",
+        "agent.heartbeat=soon",
     ]);
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("agent.heartbeat"), "{}", stderr(&out));
@@ -149,7 +216,11 @@ fn init_with_a_bad_setting_exits_2_and_writes_nothing() {
 fn config_errors_name_file_and_line_and_exit_2() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("config.toml");
-    std::fs::write(&path, "[node]\nname = \"x\"\n\n[agent]\nheartbaet = \"1s\"\n").expect("write");
+    std::fs::write(
+        &path,
+        "[node]\nname = \"x\"\n\n[agent]\nheartbaet = \"1s\"\n",
+    )
+    .expect("write");
     let d = dir_arg(tmp.path());
     for args in [
         vec!["serve", "--data-dir", d.as_str()],
@@ -177,7 +248,10 @@ fn commands_against_a_stopped_node_are_refused() {
     let d = dir_arg(tmp.path());
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    assert_exit(&understudy(&["init", "--data-dir", &d, "--name", "a", "--listen", &listen]), 0);
+    assert_exit(
+        &understudy(&["init", "--data-dir", &d, "--name", "a", "--listen", &listen]),
+        0,
+    );
     let out = understudy(&["status", "--data-dir", &d]);
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("no answer"), "{}", stderr(&out));
@@ -186,12 +260,26 @@ fn commands_against_a_stopped_node_are_refused() {
     let shown = understudy(&["cert", "show", "--json", "--data-dir", &d]);
     assert_exit(&shown, 0);
     let before: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
-    assert_exit(&understudy(&["cert", "generate", "--dns", "demo.example", "--data-dir", &d]), 0);
+    assert_exit(
+        &understudy(&[
+            "cert",
+            "generate",
+            "--dns",
+            "demo.example",
+            "--data-dir",
+            &d,
+        ]),
+        0,
+    );
     let after: serde_json::Value =
         serde_json::from_slice(&understudy(&["cert", "show", "--json", "--data-dir", &d]).stdout)
             .expect("json");
     assert_ne!(before["fingerprint"], after["fingerprint"]);
-    assert!(after["sans"].as_array().expect("sans").iter().any(|s| s == "demo.example"));
+    assert!(after["sans"]
+        .as_array()
+        .expect("sans")
+        .iter()
+        .any(|s| s == "demo.example"));
 }
 
 fn free_port() -> u16 {
@@ -236,7 +324,18 @@ fn standalone_node_stores_what_it_is_sent() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let d = dir_arg(tmp.path());
     let listen = format!("127.0.0.1:{}", free_port());
-    assert_exit(&understudy(&["init", "--data-dir", &d, "--name", "alpha", "--listen", &listen]), 0);
+    assert_exit(
+        &understudy(&[
+            "init",
+            "--data-dir",
+            &d,
+            "--name",
+            "alpha",
+            "--listen",
+            &listen,
+        ]),
+        0,
+    );
     let log = std::fs::File::create(tmp.path().join("log")).expect("log");
     let _server = Server(
         Command::new(BIN)
@@ -248,7 +347,9 @@ fn standalone_node_stores_what_it_is_sent() {
             .expect("serve"),
     );
 
-    let status = eventually("status", || json_of(&["status", "--json", "--data-dir", &d]));
+    let status = eventually("status", || {
+        json_of(&["status", "--json", "--data-dir", &d])
+    });
     assert_eq!(status["node"]["name"], "alpha", "{status}");
 
     // A standalone node's own agent may wait for acceptance (AG-9); accepting it is harmless.
@@ -266,7 +367,12 @@ fn standalone_node_stores_what_it_is_sent() {
         .filter_map(|r| Some((r["name"].as_str()?, r["value"].as_f64()?)))
         .collect();
     assert_eq!(names, vec![("a", 1.0), ("b", 2.0)], "{records:?}");
-    assert!(records.iter().all(|r| r["agent"] == "alpha" && r["seq"].is_u64()), "{records:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["agent"] == "alpha" && r["seq"].is_u64()),
+        "{records:?}"
+    );
 
     // Refusals by the node: unknown names exit 1 with the reason.
     let out = understudy(&["pair", "force-failover", "no-such-pair", "--data-dir", &d]);
@@ -276,7 +382,10 @@ fn standalone_node_stores_what_it_is_sent() {
     assert_exit(&out, 1);
 
     // A wrong token is refused as unauthorized.
-    let fp = status["node"]["cert"]["fingerprint"].as_str().expect("fingerprint").to_string();
+    let fp = status["node"]["cert"]["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
     let url = format!("https://{listen}#{fp}");
     let out = understudy(&["status", "--node", &url, "--token", "0000"]);
     assert_exit(&out, 1);
