@@ -508,6 +508,10 @@ impl Pair {
         // 3. Nobody holds the duty: give it to the primary if it is there, else the secondary.
         if self.state.active.is_none() && self.handover.is_none() {
             let pick = [Member::Primary, Member::Secondary].into_iter().find(|m| self.alive(*m, now));
+            // At start-up the primary gets `failover_after` to show up before the secondary is
+            // activated, so a site that boots in any order does not begin with a handover.
+            let first_start = !self.blackout && self.state.epoch == 0 && now < since + self.config.failover_after;
+            let pick = pick.filter(|m| *m == Member::Primary || !first_start);
             match pick {
                 Some(m) => {
                     let (code, what) = if self.blackout {

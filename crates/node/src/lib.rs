@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod admin_auth;
+pub mod checks;
 pub mod config;
 pub mod frame;
 pub mod fsutil;

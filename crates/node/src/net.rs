@@ -106,6 +106,9 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>,
             } else {
                 TokenCheck::Invalid
             };
+            // A standalone node's own agent is this node: it needs no operator to accept it.
+            let own = id == config.node.id && fingerprint == shared.identity.fingerprint();
+            let token = if own { TokenCheck::Valid } else { token };
             let hello = Hello { id: id.clone(), name: name.clone(), fingerprint, token, home };
             if probe {
                 let (tx, rx) = oneshot::channel();
@@ -136,7 +139,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>,
                     return;
                 }
                 Admission::Refused(r) => {
-                    tracing::info!(%name, "refused: {}", r.reason());
+                    tracing::debug!(%name, "refused: {}", r.reason());
                     reply(&mut wr, &ToAgent::Refused { reason: r.reason(), capacity: r.is_capacity() }).await;
                     return;
                 }

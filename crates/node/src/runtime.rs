@@ -292,6 +292,7 @@ pub(crate) struct Core {
     server: Option<ServerSide>,
     next_conn: u64,
     shutting_down: bool,
+    checks: crate::checks::Runner,
 }
 
 fn std_to_tokio(t: Instant) -> tokio::time::Instant {
@@ -378,7 +379,7 @@ fn cluster_of(config: &Config) -> Option<(String, String)> {
 
 impl Core {
     fn new(shared: Arc<Shared>) -> Result<Core, NodeError> {
-        let mut core = Core { shared, agent: None, server: None, next_conn: 1, shutting_down: false };
+        let mut core = Core { shared, agent: None, server: None, next_conn: 1, shutting_down: false, checks: crate::checks::Runner::new() };
         let config = core.shared.config();
         if config.node.server {
             core.start_server(&config)?;
@@ -726,9 +727,30 @@ impl Core {
                 }
             }
             if !progressed {
-                return;
+                break;
             }
         }
+        self.reconcile_checks();
+    }
+
+    /// CK-2/CK-3: the agent runs its own checks, and a pair's checks only while it holds the
+    /// pair's duty (under the pair's alias).
+    fn reconcile_checks(&mut self) {
+        let wanted: Vec<crate::checks::Check> = match &self.agent {
+            Some(a) if !self.shutting_down => a
+                .checks
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(crate::checks::Check::from_json)
+                .filter(|c| match &c.pair {
+                    Some(p) => a.engine.members().get(p).is_some_and(|m| m.is_active()),
+                    None => true,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.checks.reconcile(&self.shared, wanted);
     }
 
     fn agent_action(&mut self, action: AgentAction) {
@@ -899,6 +921,7 @@ impl Core {
         self.agent.as_ref().map(|a| a.links.values().map(|(_, tx)| tx.clone()).collect()).unwrap_or_default()
     }
     pub(crate) fn stop_agent(&mut self) {
+        self.checks.stop_all();
         let now = Instant::now();
         if let Some(a) = &mut self.agent {
             a.engine.handle_shutdown(now);

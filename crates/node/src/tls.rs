@@ -492,6 +492,8 @@ impl Pins {
 #[derive(Debug)]
 struct PinnedServer {
     pins: Pins,
+    /// Only for checks (CK-1 `http` on https URLs): availability, not trust, is measured.
+    accept_any: bool,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -505,7 +507,7 @@ impl ServerCertVerifier for PinnedServer {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let presented = fingerprint_of(end_entity);
-        if self.pins.contains(&presented) {
+        if self.accept_any || self.pins.contains(&presented) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(
@@ -540,6 +542,24 @@ impl ServerCertVerifier for PinnedServer {
     }
 }
 
+/// A client configuration for `http` checks of https URLs: any certificate is accepted (the
+/// handshake signature is still checked). Never used for Understudy's own links.
+pub fn insecure_client_config() -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedServer {
+        pins: Pins::new(Vec::<String>::new()),
+        accept_any: true,
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .map_err(rustls_err("building the TLS client configuration"))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// A client configuration that trusts servers by `pins` only, presents `client_identity` (the
 /// node's own certificate) when given, and offers the `alpn` protocols.
 pub fn client_config(
@@ -550,6 +570,7 @@ pub fn client_config(
     let provider = provider();
     let verifier = Arc::new(PinnedServer {
         pins,
+        accept_any: false,
         algorithms: provider.signature_verification_algorithms,
     });
     let builder = ClientConfig::builder_with_provider(provider)

@@ -1,0 +1,290 @@
+//! The collection duty (CK-1…CK-3): checks given to this agent by its server, each run on its own
+//! tokio task and turned into a record on the agent's durable path. A pair's checks run only
+//! while this agent holds the pair's duty, and are recorded under the pair's alias.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+use crate::config::parse_duration;
+use crate::runtime::{now_ms, Input, Shared};
+use crate::store::NewRecord;
+
+/// At most this much of a command's stdout is read; the rest is discarded (a flood never stalls).
+const MAX_STDOUT: usize = 64 * 1024;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub kind: String,
+    pub target: Value,
+    pub every: Duration,
+    pub timeout: Duration,
+    /// The pair alias whose duty this check belongs to, if any.
+    pub pair: Option<String>,
+    pub expect: u16,
+}
+
+impl Check {
+    pub fn from_json(v: &Value) -> Option<Check> {
+        let dur = |k: &str, d: u64| v.get(k).and_then(Value::as_str).and_then(|s| parse_duration(s).ok()).unwrap_or(Duration::from_secs(d));
+        Some(Check {
+            name: v.get("name")?.as_str()?.to_string(),
+            kind: v.get("kind")?.as_str()?.to_string(),
+            target: v.get("target")?.clone(),
+            every: dur("every", 10).max(Duration::from_millis(100)),
+            timeout: dur("timeout", 5),
+            pair: v.get("pair").and_then(Value::as_str).map(String::from),
+            expect: v.get("expect").and_then(Value::as_u64).unwrap_or(200) as u16,
+        })
+    }
+}
+
+/// The result of one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub up: bool,
+    /// Latency in milliseconds, or the number a command printed.
+    pub value: f64,
+    pub detail: String,
+}
+
+/// Runs one probe to completion or its timeout.
+pub async fn run_once(check: &Check) -> Outcome {
+    let started = Instant::now();
+    let result = tokio::time::timeout(check.timeout, probe(check)).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(Ok(Some(value))) => Outcome { up: true, value, detail: "up".into() },
+        Ok(Ok(None)) => Outcome { up: true, value: ms, detail: "up".into() },
+        Ok(Err(why)) => Outcome { up: false, value: ms, detail: format!("down: {why}") },
+        Err(_) => Outcome { up: false, value: ms, detail: format!("down: timeout after {}", crate::config::format_duration(check.timeout)) },
+    }
+}
+
+/// `Ok(Some(v))` when the probe produced its own value, `Ok(None)` to record the latency.
+async fn probe(check: &Check) -> Result<Option<f64>, String> {
+    match check.kind.as_str() {
+        "tcp" => {
+            let target = check.target.as_str().ok_or("a tcp target is HOST:PORT")?;
+            tokio::net::TcpStream::connect(target).await.map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+        "http" => http_get(check).await.map(|_| None),
+        "command" => command(check).await,
+        other => Err(format!("unknown check kind {other}")),
+    }
+}
+
+async fn http_get(check: &Check) -> Result<(), String> {
+    let url = check.target.as_str().ok_or("an http target is a URL")?;
+    let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return Err(format!("{url} is not an http:// or https:// URL"));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if authority.contains(':') { authority.to_string() } else { format!("{authority}:{}", if tls { 443 } else { 80 }) };
+    let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: understudy\r\nConnection: close\r\n\r\n");
+    let head = if tls {
+        // The check measures availability; trust is the business of the service's clients.
+        let config = crate::tls::insecure_client_config().map_err(|e| e.to_string())?;
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_string();
+        let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| e.to_string())?;
+        let mut stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())?;
+        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        read_head(&mut stream).await?
+    } else {
+        let mut stream = tcp;
+        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        read_head(&mut stream).await?
+    };
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {}", head.lines().next().unwrap_or("")))?;
+    if status == check.expect {
+        Ok(())
+    } else {
+        Err(format!("status {status}, expected {}", check.expect))
+    }
+}
+
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<String, String> {
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+async fn command(check: &Check) -> Result<Option<f64>, String> {
+    let argv: Vec<String> = match &check.target {
+        Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        Value::String(s) => s.split_whitespace().map(String::from).collect(),
+        _ => Vec::new(),
+    };
+    let Some((program, args)) = argv.split_first() else { return Err("a command target is an argv list".into()) };
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let mut stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut truncated = false;
+    loop {
+        let n = stdout.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        if out.len() < MAX_STDOUT {
+            out.extend_from_slice(&chunk[..n.min(MAX_STDOUT - out.len())]);
+        } else {
+            truncated = true;
+        }
+    }
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(match status.code() {
+            Some(c) => format!("exit status {c}"),
+            None => "killed by a signal".into(),
+        });
+    }
+    let text = String::from_utf8_lossy(&out);
+    let number = text.split_whitespace().find_map(|w| w.parse::<f64>().ok()).filter(|v| v.is_finite());
+    if truncated && number.is_none() {
+        return Err(format!("stdout truncated at {MAX_STDOUT} bytes"));
+    }
+    Ok(number)
+}
+
+/// The checks this agent runs now: its own, and those of the pairs whose duty it holds.
+pub(crate) struct Runner {
+    running: BTreeMap<(String, Option<String>), (Check, JoinHandle<()>)>,
+}
+
+impl Runner {
+    pub fn new() -> Runner {
+        Runner { running: BTreeMap::new() }
+    }
+
+    /// Starts and stops tasks so that exactly `wanted` run (CK-3: a pair check stops the moment
+    /// its member stands down, and starts when it is activated).
+    pub fn reconcile(&mut self, shared: &Arc<Shared>, wanted: Vec<Check>) {
+        let keys: Vec<(String, Option<String>)> = wanted.iter().map(|c| (c.name.clone(), c.pair.clone())).collect();
+        self.running.retain(|k, (c, task)| {
+            let keep = keys.contains(k) && wanted.iter().any(|w| w == c);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for check in wanted {
+            let key = (check.name.clone(), check.pair.clone());
+            if !self.running.contains_key(&key) {
+                let task = tokio::spawn(run_forever(shared.clone(), check.clone()));
+                self.running.insert(key, (check, task));
+            }
+        }
+    }
+
+    pub fn stop_all(&mut self) {
+        for (_, (_, task)) in std::mem::take(&mut self.running) {
+            task.abort();
+        }
+    }
+}
+
+async fn run_forever(shared: Arc<Shared>, check: Check) {
+    let mut tick = tokio::time::interval(check.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let outcome = run_once(&check).await;
+        let record = NewRecord {
+            name: check.name.clone(),
+            value: outcome.value,
+            time_ms: now_ms(),
+            pair: check.pair.clone(),
+            kind: "check".into(),
+            detail: Some(json!({ "up": outcome.up, "detail": outcome.detail }).to_string()),
+        };
+        // AG-2: a run is durable in the cache before it is sent, like any record.
+        let appended = shared.store().cache_append(std::slice::from_ref(&record));
+        match appended {
+            Ok(seqs) => {
+                if let Some(last) = seqs.last() {
+                    let _ = shared.core.send(Input::Cached(*last));
+                }
+            }
+            Err(e) => tracing::error!(check = %check.name, "check result not written: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(kind: &str, target: Value, timeout_ms: u64) -> Check {
+        Check { name: "c".into(), kind: kind.into(), target, every: Duration::from_secs(1), timeout: Duration::from_millis(timeout_ms), pair: None, expect: 200 }
+    }
+
+    #[tokio::test]
+    async fn ck1_tcp_up_and_down() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        assert!(run_once(&check("tcp", json!(addr), 2000)).await.up);
+        drop(listener);
+        // Port 1 on loopback: nothing listens there (a freed port could be reused by a parallel test).
+        let down = run_once(&check("tcp", json!("127.0.0.1:1"), 2000)).await;
+        assert!(!down.up);
+        assert!(down.detail.starts_with("down: "), "{}", down.detail);
+    }
+
+    #[tokio::test]
+    async fn ck1_http_expected_status() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for status in ["200 OK", "503 Service Unavailable"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+            }
+        });
+        let c = check("http", json!(format!("http://{addr}/health")), 2000);
+        assert!(run_once(&c).await.up);
+        let down = run_once(&c).await;
+        assert_eq!(down.detail, "down: status 503, expected 200");
+    }
+
+    #[tokio::test]
+    async fn ck1_command_value_exit_status_hang_and_flood() {
+        let c = check("command", json!(["/bin/sh", "-c", "echo 42.5"]), 2000);
+        assert_eq!(run_once(&c).await, Outcome { up: true, value: 42.5, detail: "up".into() });
+        let fail = run_once(&check("command", json!(["/bin/sh", "-c", "exit 2"]), 2000)).await;
+        assert_eq!(fail.detail, "down: exit status 2");
+        let hang = run_once(&check("command", json!(["/bin/sleep", "30"]), 300)).await;
+        assert_eq!(hang.detail, "down: timeout after 300ms");
+        let flood = run_once(&check("command", json!(["/bin/sh", "-c", "yes x | head -c 1000000"]), 5000)).await;
+        assert_eq!(flood.detail, format!("down: stdout truncated at {MAX_STDOUT} bytes"));
+        let unknown = run_once(&check("smtp", json!("x"), 300)).await;
+        assert_eq!(unknown.detail, "down: unknown check kind smtp");
+    }
+}
