@@ -1,0 +1,772 @@
+//! The whole-system test harness: real `understudy` processes on loopback addresses, driven
+//! through the CLI (PRODUCT.md §3) the way an operator or a script drives them, with kill -9,
+//! SIGSTOP/SIGCONT and link cuts (a relay the test controls).
+//!
+//! Rules for tests built on it: wait for conditions ([`wait_until`]) with generous timeouts and
+//! never assert on elapsed time (timings are benchmarks, not tests); give each test its own
+//! `127.0.N.x` network ([`Site::new`]) so tests run in parallel; every child is killed when its
+//! [`Node`] is dropped, also on panic, and a failing test keeps its directory and prints the
+//! tail of every node's log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use serde_json::{json, Value};
+use understudy_node::config::{Config, CONFIG_FILE};
+
+/// The generous default for anything a test waits for: a slow shared CI machine must not fail a
+/// test whose product settings are sub-second.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Agent settings that make failover sub-second (PRODUCT.md §5 "with sub-second settings").
+pub const FAST_AGENT: &[&str] = &[
+    "agent.heartbeat=200ms",
+    "agent.switchover_after=600ms",
+    "agent.switchback_interval=1s",
+];
+/// Server settings that make hot-standby failover sub-second.
+pub const FAST_SERVER: &[&str] = &["failover.sync_interval=200ms", "failover.failover_timeout=1s"];
+
+// ---------------------------------------------------------------------------------------------
+// The binary under test.
+
+/// The `understudy` binary: `$UNDERSTUDY_BIN`, else `target/<profile>/understudy` beside this
+/// test executable (`target/<profile>/deps/<test>`).
+pub fn understudy_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("UNDERSTUDY_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("understudy");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo build -p understudy-cli` first (or set UNDERSTUDY_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `understudy ARGS`, killing it if it has not finished within `timeout` (a SIGSTOPped
+/// node must not hang the test). `None` when it had to be killed.
+pub fn run_understudy(args: &[&str], timeout: Duration) -> Option<Output> {
+    let mut child = Command::new(understudy_bin())
+        .args(args)
+        .env_remove("UNDERSTUDY_DATA_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting understudy");
+    // Read both pipes on threads so a large `records --json` cannot block the child.
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = err_t.join().unwrap_or_default();
+    status.map(|status| Output { status, stdout, stderr })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting.
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`. The only way a
+/// test waits: no fixed sleeps before asserting.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {}s waiting for {what}", timeout.as_secs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Like [`wait_until`], for conditions that can say why they do not hold yet; the last reason is
+/// in the panic message.
+pub fn wait_ok<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(why) => assert!(
+                Instant::now() < deadline,
+                "timed out after {}s waiting for {what}: {why}",
+                timeout.as_secs()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sites and nodes.
+
+/// At most this many sites run at once in one test binary (2 shared cores: too many processes
+/// with sub-second heartbeats would only measure the scheduler). `UNDERSTUDY_TEST_SITES`
+/// overrides it.
+fn site_slots() -> &'static (Mutex<usize>, Condvar) {
+    static SLOTS: std::sync::OnceLock<(Mutex<usize>, Condvar)> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let n = std::env::var("UNDERSTUDY_TEST_SITES").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+        (Mutex::new(n), Condvar::new())
+    })
+}
+
+struct SiteSlot;
+
+impl SiteSlot {
+    fn acquire() -> SiteSlot {
+        let (lock, cvar) = site_slots();
+        let mut free = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = cvar.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        SiteSlot
+    }
+}
+
+impl Drop for SiteSlot {
+    fn drop(&mut self) {
+        let (lock, cvar) = site_slots();
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        cvar.notify_one();
+    }
+}
+
+/// One test's site: a directory and the loopback network `127.0.N.0/24`. Declare it before the
+/// nodes so it is dropped after them (it prints their logs when the test failed).
+pub struct Site {
+    dir: Option<tempfile::TempDir>,
+    net: u8,
+    next_host: AtomicU8,
+    logs: Mutex<Vec<(String, PathBuf)>>,
+    _slot: SiteSlot,
+}
+
+impl Site {
+    /// `net` is this test's own third octet: no two tests may share it.
+    pub fn new(net: u8) -> Site {
+        let slot = SiteSlot::acquire();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("understudy-system-{net}-"))
+            .tempdir()
+            .expect("a temporary directory");
+        Site { dir: Some(dir), net, next_host: AtomicU8::new(1), logs: Mutex::new(Vec::new()), _slot: slot }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("the site directory").path()
+    }
+
+    /// A fresh `127.0.N.H:PORT` with a port that was free a moment ago.
+    pub fn addr(&self) -> String {
+        let host = self.next_host.fetch_add(1, Ordering::Relaxed);
+        assert!(host < 255, "too many addresses in one site");
+        let ip = format!("127.0.{}.{host}", self.net);
+        let listener = TcpListener::bind((ip.as_str(), 0)).expect("binding a loopback address");
+        let port = listener.local_addr().expect("local address").port();
+        format!("{ip}:{port}")
+    }
+
+    /// `understudy init --data-dir <site>/NAME --name NAME --listen <fresh address> --role ROLE
+    /// [--server URL]... [--set K=V]...`; the node is not started.
+    pub fn init(&self, name: &str, role: &str, servers: &[String], sets: &[&str]) -> Node {
+        let dir = self.dir().join(name);
+        let listen = self.addr();
+        let dir_s = dir.display().to_string();
+        let mut args: Vec<&str> = vec!["init", "--data-dir", &dir_s, "--name", name, "--listen", &listen, "--role", role];
+        for s in servers {
+            args.extend(["--server", s.as_str()]);
+        }
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let out = run_understudy(&args, Duration::from_secs(30)).expect("init finished");
+        assert!(out.status.success(), "understudy {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        let shown = run_understudy(&["cert", "show", "--json", "--data-dir", &dir_s], Duration::from_secs(30)).expect("cert show");
+        let cert: Value = serde_json::from_slice(&shown.stdout).expect("cert show --json is JSON");
+        let fingerprint = cert["fingerprint"].as_str().expect("cert.fingerprint").to_string();
+        let log = dir.join("serve.log");
+        self.logs.lock().unwrap_or_else(|p| p.into_inner()).push((name.to_string(), log.clone()));
+        Node { name: name.to_string(), dir, listen, fingerprint, log, child: None }
+    }
+
+    /// A server of role `server` (no agent role).
+    pub fn server(&self, name: &str, sets: &[&str]) -> Node {
+        self.init(name, "server", &[], sets)
+    }
+
+    /// An agent reporting to `servers`, home first, each pinned by fingerprint.
+    pub fn agent(&self, name: &str, servers: &[&Node], sets: &[&str]) -> Node {
+        let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+        self.init(name, "agent", &urls, sets)
+    }
+
+    /// Two servers in hot standby (HS-1): `s1` primary, `s2` secondary, each naming the other as
+    /// its peer at `peer_of_s1` / `peer_of_s2` (their own addresses unless a relay stands
+    /// between). Neither is started.
+    pub fn hot_standby(&self, sets: &[&str], relays: Option<(&str, &str)>) -> (Node, Node) {
+        let s1 = self.server("s1", sets);
+        let s2 = self.server("s2", sets);
+        let (to_s2, to_s1) = match relays {
+            Some((to_s2, to_s1)) => (to_s2.to_string(), to_s1.to_string()),
+            None => (s2.listen.clone(), s1.listen.clone()),
+        };
+        s1.configure(&[&format!("failover.peer=https://{to_s2}#{}", s2.fingerprint), "failover.mode=primary"]);
+        s2.configure(&[&format!("failover.peer=https://{to_s1}#{}", s1.fingerprint), "failover.mode=secondary"]);
+        (s1, s2)
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (name, log) in self.logs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("---- {name}: last {} lines of {} ----\n{}", tail.len(), log.display(), tail.join("\n"));
+        }
+        if let Some(dir) = self.dir.take() {
+            eprintln!("---- the site is kept in {} ----", dir.keep().display());
+        }
+    }
+}
+
+/// One node: its data directory, address, certificate fingerprint and (when started) process.
+pub struct Node {
+    pub name: String,
+    pub dir: PathBuf,
+    /// `IP:PORT`
+    pub listen: String,
+    pub fingerprint: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// `https://IP:PORT#FINGERPRINT`, as an agent's `--server` names it.
+    pub fn url(&self) -> String {
+        format!("https://{}#{}", self.listen, self.fingerprint)
+    }
+
+    fn dir_arg(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    /// Changes `config.toml` (the node should be stopped): `SECTION.KEY=VALUE` as `--set` reads it.
+    pub fn configure(&self, sets: &[&str]) {
+        let path = self.dir.join(CONFIG_FILE);
+        let mut config = Config::load(&path).expect("loading config.toml");
+        for set in sets {
+            config.apply_set(set).unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        }
+        config.save(&path).expect("saving config.toml");
+    }
+
+    /// `understudy serve --data-dir D` in the background, output appended to `serve.log`; returns
+    /// once the admin API answers.
+    pub fn start(&mut self) -> &mut Node {
+        self.spawn();
+        let name = self.name.clone();
+        wait_until(WAIT, &format!("{name}'s admin API to answer"), || {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("{name} exited with {status} while starting; see {}", self.log.display());
+                }
+            }
+            self.status()
+        });
+        self
+    }
+
+    /// Starts the process without waiting for it.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "{} is running already", self.name);
+        let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("opening the log");
+        let _ = writeln!(&log, "==== understudy serve ({}) ====", self.name);
+        let child = Command::new(understudy_bin())
+            .args(["serve", "--data-dir", &self.dir_arg()])
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting understudy serve");
+        self.child = Some(child);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).expect("the node is not running")
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let r = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(r, 0, "kill({}, {sig}) failed", self.pid());
+    }
+
+    /// kill -9: the process dies at once, wherever it was.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().expect("child");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{} did not stop within 20s of SIGTERM", self.name);
+    }
+
+    /// SIGSTOP: the process is frozen, its sockets stay open (a hung machine).
+    pub fn sigstop(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn sigcont(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    /// `understudy serve` once in the foreground, for tests of start-up errors.
+    pub fn serve_once(&self, timeout: Duration) -> Option<Output> {
+        run_understudy(&["serve", "--data-dir", &self.dir_arg()], timeout)
+    }
+
+    /// `understudy --data-dir D ARGS`, killed after 15 s.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let dir = self.dir_arg();
+        let mut all = vec!["--data-dir", dir.as_str()];
+        all.extend_from_slice(args);
+        run_understudy(&all, Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("understudy {} on {} did not finish within 15s", args.join(" "), self.name))
+    }
+
+    /// [`Node::cli`] that must succeed; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "understudy {} on {} exited {:?}: {}",
+            args.join(" "),
+            self.name,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A command's JSON output, or `None` when it failed (the node is down, or busy).
+    pub fn try_json(&self, args: &[&str]) -> Option<Value> {
+        let dir = self.dir_arg();
+        let mut all = vec!["--data-dir", dir.as_str()];
+        all.extend_from_slice(args);
+        let out = run_understudy(&all, Duration::from_secs(10))?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// `status --json`, or `None` when the node does not answer.
+    pub fn status(&self) -> Option<Value> {
+        self.try_json(&["status", "--json"])
+    }
+
+    /// `status --json` that must answer.
+    pub fn status_now(&self) -> Value {
+        wait_until(WAIT, &format!("{}'s status", self.name), || self.status())
+    }
+
+    /// The agent link's state (`link.state`: home, standby, staged, blackout, connecting).
+    pub fn link_state(&self) -> Option<String> {
+        self.status().and_then(|s| s["link"]["state"].as_str().map(String::from))
+    }
+
+    /// Waits until `link.state` is `state` and, when given, `link.server` names `server`.
+    pub fn wait_link(&self, state: &str, server: Option<&Node>) -> Value {
+        let what = format!("{}'s link to be {state}{}", self.name, server.map(|s| format!(" on {}", s.name)).unwrap_or_default());
+        wait_ok(WAIT, &what, || {
+            let status = self.status().ok_or("no status")?;
+            let link = &status["link"];
+            let on = link["server"].as_str().unwrap_or("");
+            let right_server = server.is_none_or(|s| on.contains(&s.listen));
+            if link["state"] == state && right_server {
+                Ok(status)
+            } else {
+                Err(format!("link is {link}"))
+            }
+        })
+    }
+
+    /// `node.failover.state` (active, standby, …) and epoch.
+    pub fn failover(&self) -> Option<(String, u64)> {
+        let s = self.status()?;
+        let f = &s["node"]["failover"];
+        Some((f["state"].as_str()?.to_string(), f["epoch"].as_u64()?))
+    }
+
+    pub fn wait_failover_state(&self, state: &str) -> u64 {
+        wait_ok(WAIT, &format!("{} to be {state}", self.name), || match self.failover() {
+            Some((s, epoch)) if s == state => Ok(epoch),
+            other => Err(format!("{other:?}")),
+        })
+    }
+
+    /// One pair as `status --json` shows it on this server.
+    pub fn pair(&self, name: &str) -> Option<Value> {
+        let s = self.status()?;
+        s["pairs"].as_array()?.iter().find(|p| p["name"] == name).cloned()
+    }
+
+    /// Waits until `pairs[name]` satisfies `f`; returns it.
+    pub fn wait_pair(&self, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        wait_ok(WAIT, &format!("pair {name} on {}: {what}", self.name), || {
+            let p = self.pair(name).ok_or("no such pair (or no status)")?;
+            if f(&p) {
+                Ok(p)
+            } else {
+                Err(format!("pair is {p}"))
+            }
+        })
+    }
+
+    /// One agent as this server lists it in `status --json`.
+    pub fn agent_entry(&self, name: &str) -> Option<Value> {
+        let s = self.status()?;
+        s["agents"].as_array()?.iter().find(|a| a["name"] == name).cloned()
+    }
+
+    /// `events --json`, those with `code`.
+    pub fn events(&self, code: &str) -> Vec<Value> {
+        let Some(v) = self.try_json(&["events", "--json"]) else { return Vec::new() };
+        let list = v.get("events").cloned().unwrap_or(v);
+        list.as_array().cloned().unwrap_or_default().into_iter().filter(|e| e["code"] == code).collect()
+    }
+
+    pub fn wait_event(&self, code: &str, f: impl Fn(&Value) -> bool) -> Value {
+        wait_ok(WAIT, &format!("a {code} event on {}", self.name), || {
+            let events = self.events(code);
+            events.iter().find(|e| f(e)).cloned().ok_or_else(|| format!("{code} events: {events:?}"))
+        })
+    }
+
+    /// `send NAME=VALUE...` with `n` records; returns their (first, last) sequence numbers.
+    pub fn send(&self, n: usize) -> (u64, u64) {
+        let out = self.try_send(n).unwrap_or_else(|e| panic!("send on {}: {e}", self.name));
+        out
+    }
+
+    pub fn try_send(&self, n: usize) -> Result<(u64, u64), String> {
+        let args: Vec<String> = (0..n).map(|i| format!("m{}={i}", i % 7)).collect();
+        let mut all = vec!["send"];
+        all.extend(args.iter().map(String::as_str));
+        let dir = self.dir_arg();
+        let mut full = vec!["--data-dir", dir.as_str()];
+        full.extend(all);
+        let out = run_understudy(&full, Duration::from_secs(10)).ok_or("send did not finish")?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        parse_seq_range(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| "no seq range in send's answer".into())
+    }
+
+    /// `records --json` of this server: every stored record.
+    pub fn records(&self) -> Option<Vec<Value>> {
+        let v = self.try_json(&["records", "--json"])?;
+        v["records"].as_array().cloned()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // SIGKILL works on a stopped process too; nothing is left running after a test.
+        self.kill9();
+    }
+}
+
+/// `handed 5 records to the agent (seq 11..15)` → (11, 15).
+fn parse_seq_range(text: &str) -> Option<(u64, u64)> {
+    let inner = text.split("(seq ").nth(1)?.split(')').next()?;
+    let (a, b) = inner.split_once("..")?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load: an agent sending while faults happen.
+
+/// A background loop of `send` calls of `batch` records each on one agent, until stopped.
+pub struct Sender {
+    stop: Arc<AtomicBool>,
+    sent_upto: Arc<AtomicU64>,
+    handle: Option<JoinHandle<SendStats>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SendStats {
+    pub ok_calls: u64,
+    pub failed_calls: u64,
+    /// The highest sequence number a successful `send` reported.
+    pub last_seq: u64,
+}
+
+impl Sender {
+    pub fn start(agent: &Node, batch: usize) -> Sender {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent_upto = Arc::new(AtomicU64::new(0));
+        let probe = NodeRef { name: agent.name.clone(), dir: agent.dir.clone() };
+        let (stop2, upto2) = (stop.clone(), sent_upto.clone());
+        let handle = std::thread::spawn(move || {
+            let mut stats = SendStats::default();
+            while !stop2.load(Ordering::Relaxed) {
+                match probe.send(batch) {
+                    Ok((_, last)) => {
+                        stats.ok_calls += 1;
+                        stats.last_seq = stats.last_seq.max(last);
+                        upto2.store(stats.last_seq, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        stats.failed_calls += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+            stats
+        });
+        Sender { stop, sent_upto, handle: Some(handle) }
+    }
+
+    /// The highest sequence number handed to the agent so far.
+    pub fn sent_upto(&self) -> u64 {
+        self.sent_upto.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` more records than now have been handed over.
+    pub fn wait_more(&self, n: u64) {
+        let target = self.sent_upto() + n;
+        wait_until(WAIT, &format!("the sender to hand over record {target}"), || (self.sent_upto() >= target).then_some(()));
+    }
+
+    pub fn finish(mut self) -> SendStats {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().expect("running").join().expect("the sender thread")
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What the sender thread needs of a node.
+struct NodeRef {
+    #[allow(dead_code)]
+    name: String,
+    dir: PathBuf,
+}
+
+impl NodeRef {
+    fn send(&self, n: usize) -> Result<(u64, u64), String> {
+        let args: Vec<String> = (0..n).map(|i| format!("load{}={i}", i % 5)).collect();
+        let dir = self.dir.display().to_string();
+        let mut full = vec!["--data-dir", dir.as_str(), "send"];
+        full.extend(args.iter().map(String::as_str));
+        let out = run_understudy(&full, Duration::from_secs(10)).ok_or("send did not finish")?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        parse_seq_range(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| "no seq range".into())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The record checker (AG-2: every record stored exactly once).
+
+/// Checks, for each `(agent, n)`, that the sequence numbers `1..=n` are stored exactly once
+/// across `stores`: each store holds an `(agent, seq)` at most once, the union holds every one of
+/// `1..=n` and nothing beyond. Pass the acting server alone for a hot-standby pair (it holds
+/// everything), or the home and standby servers of independent servers.
+pub fn check_records(stores: &[&Node], expected: &[(&str, u64)]) -> Result<(), String> {
+    let mut union: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for store in stores {
+        let records = store.records().ok_or_else(|| format!("{} did not list its records", store.name))?;
+        let mut seen: BTreeSet<(String, u64)> = BTreeSet::new();
+        for r in &records {
+            let agent = r["agent"].as_str().unwrap_or("?").to_string();
+            let seq = r["seq"].as_u64().ok_or_else(|| format!("record without seq: {r}"))?;
+            if !seen.insert((agent.clone(), seq)) {
+                return Err(format!("DUPLICATE: {} stores ({agent}, {seq}) twice", store.name));
+            }
+            union.entry(agent).or_default().insert(seq);
+        }
+    }
+    for (agent, n) in expected {
+        let have = union.get(*agent).cloned().unwrap_or_default();
+        let missing: Vec<u64> = (1..=*n).filter(|s| !have.contains(s)).collect();
+        let extra: Vec<u64> = have.iter().copied().filter(|s| *s > *n || *s == 0).collect();
+        if !missing.is_empty() || !extra.is_empty() {
+            return Err(format!(
+                "{agent}: {} of 1..={n} stored; missing {} (first {:?}); unexpected {:?}",
+                have.len(),
+                missing.len(),
+                &missing[..missing.len().min(10)],
+                &extra[..extra.len().min(10)]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Waits (the agents flush their caches) until [`check_records`] holds.
+pub fn wait_records(stores: &[&Node], expected: &[(&str, u64)]) {
+    wait_ok(WAIT, "every record stored exactly once", || check_records(stores, expected));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A link the test can cut: a TCP relay.
+
+/// Forwards TCP connections from `listen` to `target` until cut. While cut it drops every
+/// forwarded connection and closes new ones at once (a partition, seen as an unreachable peer).
+pub struct Relay {
+    pub listen: String,
+    cut: Arc<AtomicBool>,
+    live: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    pub fn start(listen: &str, target: &str) -> Relay {
+        let listener = TcpListener::bind(listen).expect("binding the relay");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (cut2, stop2, live2, target) = (cut.clone(), stop.clone(), live.clone(), target.to_string());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let (inbound, _) = match listener.accept() {
+                    Ok(c) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                if cut2.load(Ordering::Relaxed) {
+                    drop(inbound);
+                    continue;
+                }
+                let _ = inbound.set_nonblocking(false);
+                let Ok(outbound) = TcpStream::connect(&target) else { continue };
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                {
+                    let mut live = live2.lock().unwrap_or_else(|p| p.into_inner());
+                    live.retain(|s| s.peer_addr().is_ok());
+                    for s in [&inbound, &outbound] {
+                        if let Ok(c) = s.try_clone() {
+                            live.push(c);
+                        }
+                    }
+                }
+                for (mut from, mut to) in [
+                    (inbound.try_clone().expect("clone"), outbound.try_clone().expect("clone")),
+                    (outbound, inbound),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { listen: listen.to_string(), cut, live, stop }
+    }
+
+    /// Partition: drop every forwarded connection and refuse new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::Relaxed);
+        for s in self.live.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_ranges_are_read_from_sends_answer() {
+        assert_eq!(parse_seq_range("handed 5 records to the agent (seq 11..15)\n"), Some((11, 15)));
+        assert_eq!(parse_seq_range("handed 1 record to the agent"), None);
+    }
+}

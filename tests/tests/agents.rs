@@ -1,0 +1,250 @@
+//! Issue 3, item 5: agents and their home/standby servers over the wire (AG-2…AG-9), real
+//! processes, records counted by the checker: none lost, none duplicated.
+
+use std::time::{Duration, Instant};
+
+use understudy_system_tests::*;
+
+fn server_sets(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut v = vec!["server.enroll_token=s3cret-enroll"];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn agent_sets(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut v = vec!["agent.enroll_token=s3cret-enroll"];
+    v.extend_from_slice(FAST_AGENT);
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Holds for a while: negative conditions ("does not go back on its own") are observed over a
+/// window, polling, not assumed after a sleep.
+fn holds_for(window: Duration, what: &str, mut f: impl FnMut() -> Result<(), String>) {
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        if let Err(why) = f() {
+            panic!("{what} stopped holding: {why}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn stored_on(node: &Node, agent: &str) -> usize {
+    node.records().unwrap_or_default().iter().filter(|r| r["agent"] == agent).count()
+}
+
+#[test]
+fn ag3_ag6_sigkill_of_home_switchover_then_switchback_loses_nothing() {
+    let site = Site::new(11);
+    let mut home = site.server("home", &server_sets(&[]));
+    let mut standby = site.server("standby", &server_sets(&[]));
+    let mut agent = site.agent("a1", &[&home, &standby], &agent_sets(&[]));
+    home.start();
+    standby.start();
+    agent.start();
+    agent.wait_link("home", Some(&home));
+
+    let sender = Sender::start(&agent, 50);
+    sender.wait_more(1000);
+    home.kill9();
+    agent.wait_link("standby", Some(&standby));
+    sender.wait_more(1000);
+    wait_until(WAIT, "records on the standby", || (stored_on(&standby, "a1") > 0).then_some(()));
+
+    home.start();
+    agent.wait_link("home", Some(&home));
+    let on_home_before = stored_on(&home, "a1");
+    sender.wait_more(1000);
+    let stats = sender.finish();
+    assert!(stats.last_seq >= 3000, "{stats:?}");
+    wait_records(&[&home, &standby], &[("a1", stats.last_seq)]);
+    assert!(stored_on(&home, "a1") > on_home_before, "records went home after the switchback");
+    agent.wait_event("SWITCHOVER", |_| true);
+    agent.wait_event("SWITCHBACK", |_| true);
+    assert_eq!(agent.status_now()["link"]["cached"], 0);
+}
+
+#[test]
+fn ag4_standby_capacity_stages_one_agent_and_it_is_delivered_later() {
+    let site = Site::new(12);
+    let mut home = site.server("home", &server_sets(&[]));
+    let mut standby = site.server("standby", &server_sets(&["server.standby_capacity=1"]));
+    let mut a1 = site.agent("a1", &[&home, &standby], &agent_sets(&[]));
+    let mut a2 = site.agent("a2", &[&home, &standby], &agent_sets(&[]));
+    home.start();
+    standby.start();
+    a1.start();
+    a2.start();
+    a1.wait_link("home", Some(&home));
+    a2.wait_link("home", Some(&home));
+
+    let (s1, s2) = (Sender::start(&a1, 40), Sender::start(&a2, 40));
+    s1.wait_more(400);
+    s2.wait_more(400);
+    home.kill9();
+    // First come, first served: one gets the only standby slot, the other is staged.
+    let (staged, on_standby) = wait_ok(WAIT, "one agent on the standby and one staged", || {
+        let st = (a1.link_state().unwrap_or_default(), a2.link_state().unwrap_or_default());
+        match (st.0.as_str(), st.1.as_str()) {
+            ("staged", "standby") => Ok((&a1, &a2)),
+            ("standby", "staged") => Ok((&a2, &a1)),
+            _ => Err(format!("a1 {}, a2 {}", st.0, st.1)),
+        }
+    });
+    staged.wait_event("STAGED", |_| true);
+    wait_until(WAIT, "the staged agent caching", || {
+        (staged.status_now()["link"]["cached"].as_u64().unwrap_or(0) > 0).then_some(())
+    });
+    s1.wait_more(400);
+    s2.wait_more(400);
+    let staged_name = staged.name.clone();
+    wait_until(WAIT, "the standby storing the agent that holds the slot", || {
+        (stored_on(&standby, &on_standby.name) > 0).then_some(())
+    });
+
+    home.start();
+    a1.wait_link("home", Some(&home));
+    a2.wait_link("home", Some(&home));
+    let (n1, n2) = (s1.finish().last_seq, s2.finish().last_seq);
+    wait_records(&[&home, &standby], &[("a1", n1), ("a2", n2)]);
+    assert_eq!(stored_on(&standby, &staged_name), 0, "the staged agent never delivered to the full standby");
+}
+
+#[test]
+fn ag5_blackout_then_one_server_returns_and_everything_is_flushed() {
+    let site = Site::new(13);
+    let mut home = site.server("home", &server_sets(&[]));
+    let mut standby = site.server("standby", &server_sets(&[]));
+    let mut agent = site.agent("a1", &[&home, &standby], &agent_sets(&[]));
+    home.start();
+    standby.start();
+    agent.start();
+    agent.wait_link("home", Some(&home));
+
+    let sender = Sender::start(&agent, 50);
+    sender.wait_more(500);
+    home.kill9();
+    standby.kill9();
+    agent.wait_link("blackout", None);
+    agent.wait_event("BLACKOUT", |_| true);
+    sender.wait_more(1000);
+    let cached = agent.status_now()["link"]["cached"].as_u64().unwrap_or(0);
+    assert!(cached > 0, "records are cached during the blackout");
+
+    standby.start();
+    agent.wait_link("standby", Some(&standby));
+    agent.wait_event("BLACKOUT_END", |_| true);
+    sender.wait_more(500);
+    let n = sender.finish().last_seq;
+    home.start();
+    wait_records(&[&home, &standby], &[("a1", n)]);
+    assert_eq!(agent.events("BLACKOUT").len(), 1, "one BLACKOUT event per episode");
+}
+
+#[test]
+fn ag6_switchback_interval_zero_waits_for_recall() {
+    let site = Site::new(14);
+    let mut home = site.server("home", &server_sets(&[]));
+    let mut standby = site.server("standby", &server_sets(&[]));
+    let mut agent = site.agent("a1", &[&home, &standby], &agent_sets(&["agent.switchback_interval=0s"]));
+    home.start();
+    standby.start();
+    agent.start();
+    agent.wait_link("home", Some(&home));
+
+    let sender = Sender::start(&agent, 50);
+    sender.wait_more(500);
+    home.kill9();
+    agent.wait_link("standby", Some(&standby));
+    home.start();
+    // Home is back, but with switchback_interval = 0 the agent does not go on its own.
+    holds_for(Duration::from_secs(4), "the agent staying on the standby", || {
+        match agent.link_state().as_deref() {
+            Some("standby") | None => Ok(()),
+            other => Err(format!("link is {other:?}")),
+        }
+    });
+    // Recall is refused where the agent is not connected, with the reason.
+    let refused = home.cli(&["agent", "recall", "a1"]);
+    assert_eq!(refused.status.code(), Some(1), "recall on the home server, where a1 is not connected");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not connected"));
+    standby.cli_ok(&["agent", "recall", "a1"]);
+    agent.wait_link("home", Some(&home));
+    agent.wait_event("SWITCHBACK", |_| true);
+    sender.wait_more(500);
+    let n = sender.finish().last_seq;
+    wait_records(&[&home, &standby], &[("a1", n)]);
+}
+
+#[test]
+fn ag2_sigkill_of_the_agent_mid_batch_loses_and_duplicates_nothing() {
+    let site = Site::new(15);
+    let mut home = site.server("home", &server_sets(&[]));
+    let mut agent = site.agent("a1", &[&home], &agent_sets(&[]));
+    home.start();
+    agent.start();
+    agent.wait_link("home", Some(&home));
+
+    // Sends of 200 records each while the agent is killed three times; some sends fail, and
+    // one may be cached without its answer reaching the sender: the final send tells the exact
+    // count.
+    let sender = Sender::start(&agent, 200);
+    for _ in 0..3 {
+        sender.wait_more(1000);
+        agent.kill9();
+        agent.start();
+    }
+    sender.wait_more(1000);
+    let stats = sender.finish();
+    assert!(stats.ok_calls > 0);
+    let (_, n) = agent.send(1);
+    assert!(n >= stats.last_seq);
+    wait_records(&[&home], &[("a1", n)]);
+    agent.wait_link("home", Some(&home));
+    wait_until(WAIT, "an empty cache", || (agent.status_now()["link"]["cached"] == 0).then_some(()));
+}
+
+#[test]
+fn ag9_unknown_agent_waits_pending_until_an_operator_accepts_it() {
+    let site = Site::new(16);
+    let mut server = site.server("srv", &[]);
+    let mut agent = site.init("a1", "agent", &[server.url()], FAST_AGENT);
+    server.start();
+    agent.start();
+    let entry = wait_ok(WAIT, "a1 in the pending list", || {
+        let e = server.agent_entry("a1").ok_or("not listed")?;
+        if e["pending"] == true { Ok(e) } else { Err(format!("{e}")) }
+    });
+    assert_eq!(entry["state"], "pending");
+    server.wait_event("AGENT_PENDING", |e| e["subject"] == "a1");
+    wait_ok(WAIT, "the agent to show why it is not connected", || {
+        let link = agent.status().ok_or("no status")?["link"].clone();
+        let error = link["error"].as_str().unwrap_or("");
+        if error.contains("waiting for an operator") && link["state"] != "home" { Ok(()) } else { Err(format!("{link}")) }
+    });
+    let (_, n) = agent.send(25);
+    assert_eq!(stored_on(&server, "a1"), 0, "nothing stored from a pending agent");
+
+    server.cli_ok(&["agent", "accept", "a1"]);
+    agent.wait_link("home", Some(&server));
+    wait_records(&[&server], &[("a1", n)]);
+    server.wait_event("AGENT_ACCEPTED", |e| e["subject"] == "a1");
+}
+
+#[test]
+fn ag9_valid_enrollment_token_is_accepted_at_once() {
+    let site = Site::new(17);
+    let mut server = site.server("srv", &server_sets(&[]));
+    let mut agent = site.agent("a1", &[&server], &agent_sets(&[]));
+    server.start();
+    agent.start();
+    agent.wait_link("home", Some(&server));
+    let entry = server.agent_entry("a1").expect("a1 listed");
+    assert_eq!(entry["pending"], false);
+    assert_eq!(entry["state"], "connected");
+    let accepted = server.wait_event("AGENT_ACCEPTED", |e| e["subject"] == "a1");
+    assert!(accepted["sentence"].as_str().unwrap_or("").contains("enrollment token"), "{accepted}");
+    let (_, n) = agent.send(25);
+    wait_records(&[&server], &[("a1", n)]);
+}
