@@ -515,7 +515,26 @@ async fn add_pairs(servers: Vec<Arc<Api>>, fast: bool, notes: Notes) {
             }
         }
         if missing == 0 {
+            add_checks(api, fast, &notes).await;
             return;
+        }
+    }
+}
+
+/// CK-1…3: checks that give the demo live data: one per pair (run only by its active member,
+/// under the pair's alias) and one for the lone agent.
+async fn add_checks(api: &Arc<Api>, fast: bool, notes: &Notes) {
+    let every = if fast { "1s" } else { "5s" };
+    let checks = [
+        json!({ "name": "s1-port", "kind": "tcp", "target": "127.0.0.11:7401", "every": every, "timeout": "1s", "pair": "web" }),
+        json!({ "name": "s2-console", "kind": "http", "target": "https://127.0.0.12:7402/", "every": every, "timeout": "2s", "pair": "db" }),
+        json!({ "name": "load", "kind": "command", "target": ["/bin/sh", "-c", "cut -d' ' -f1 /proc/loadavg"], "every": every, "timeout": "2s", "agent": "solo" }),
+    ];
+    for check in checks {
+        let name = field(&check, "name");
+        match api.try_call("POST", "/api/checks", Some(&check)).await {
+            Ok(Ok(_)) => notes.add(format!("check {name} added")),
+            Ok(Err(f)) | Err(Unreachable(f)) => notes.add(format!("check {name} not added: {}", f.message)),
         }
     }
 }
@@ -647,6 +666,39 @@ async fn frame(dir: &Path, nodes: &[DemoNode], notes: &Notes) -> String {
             &pair_rows,
             "",
         ));
+    }
+    if let Some(api) = nodes.iter().zip(&statuses).find(|(n, s)| {
+        n.is_server() && s.as_ref().is_some_and(|s| s.pointer("/node/failover/state").and_then(Value::as_str) == Some("active"))
+    }).and_then(|(n, _)| n.api.clone()) {
+        if let Ok(Ok(answer)) = api.try_call("GET", "/api/records?kind=check&limit=50", None).await {
+            let mut latest: Vec<(String, Value)> = Vec::new();
+            for r in crate::output::items(&answer, "records").iter().rev() {
+                let name = field(r, "name");
+                if !latest.iter().any(|(n, _)| *n == name) {
+                    latest.push((name, r.clone()));
+                }
+            }
+            latest.sort_by(|a, b| a.0.cmp(&b.0));
+            let rows: Vec<Vec<String>> = latest
+                .iter()
+                .map(|(name, r)| {
+                    let detail = r.get("detail").and_then(Value::as_str).and_then(|d| serde_json::from_str::<Value>(d).ok());
+                    let up = detail.as_ref().and_then(|d| d.get("up")).and_then(Value::as_bool).unwrap_or(false);
+                    vec![
+                        name.clone(),
+                        if up { "up".into() } else { "down".into() },
+                        format!("{:.1}", r.get("value").and_then(Value::as_f64).unwrap_or(0.0)),
+                        field(r, "agent"),
+                        r.get("pair").and_then(Value::as_str).unwrap_or("-").to_string(),
+                        field(r, "seq"),
+                    ]
+                })
+                .collect();
+            if !rows.is_empty() {
+                out.push('\n');
+                out.push_str(&render(&["CHECK", "RESULT", "VALUE", "RUN BY", "PAIR", "SEQ"], &rows, ""));
+            }
+        }
     }
     let lines = notes.lines();
     if !lines.is_empty() {
