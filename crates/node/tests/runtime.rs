@@ -1,0 +1,120 @@
+//! The runtime with real sockets: nodes started in-process on loopback, talking TLS.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use understudy_node::{init, InitOptions, Node, Role};
+
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap().port()
+}
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>) {
+    for _ in 0..300 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn fast() -> Vec<String> {
+    ["agent.heartbeat=200ms", "agent.switchover_after=600ms", "server.enroll_token=t0k", "agent.enroll_token=t0k"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+async fn start(dir: &Path, name: &str, ip: &str, role: Role, servers: Vec<String>) -> Node {
+    let listen = format!("{ip}:{}", free_port(ip));
+    init(&InitOptions { data_dir: dir.join(name), name: name.into(), listen, role, servers, sets: fast() }).unwrap();
+    Node::start(&dir.join(name)).await.unwrap()
+}
+
+async fn get(node: &Node, path: &str) -> Value {
+    let (status, v) = node.admin("GET", path, None).await;
+    assert_eq!(status, 200, "{path}: {v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ag2_standalone_node_stores_what_its_agent_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "solo", "127.0.3.1", Role::Standalone, vec![]).await;
+    let records: Vec<Value> = (0..300).map(|i| json!({ "name": "m", "value": i })).collect();
+    let (status, sent) = node.admin("POST", "/api/send", Some(json!({ "records": records }))).await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!((sent["first_seq"].as_u64(), sent["last_seq"].as_u64()), (Some(1), Some(300)));
+    let n = node.clone();
+    wait_for("300 records stored", move || {
+        let n = n.clone();
+        Box::pin(async move { get(&n, "/api/records").await["records"].as_array().map_or(0, |r| r.len()) == 300 })
+    })
+    .await;
+    let status = get(&node, "/api/status").await;
+    assert_eq!(status["link"]["state"], "home");
+    assert_eq!(status["link"]["cached"], 0);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ct2_rotation_keeps_agents_connected_and_new_links_pin_the_new_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), "srv", "127.0.3.2", Role::Server, vec![]).await;
+    let fp = get(&server, "/api/cert").await["fingerprint"].as_str().unwrap().to_string();
+    let url = format!("https://{}#{fp}", server.listen_addr());
+    let agent = start(dir.path(), "agt", "127.0.3.3", Role::Agent, vec![url]).await;
+    let a = agent.clone();
+    let connected = move || {
+        let a = a.clone();
+        Box::pin(async move { get(&a, "/api/status").await["link"]["state"] == "home" }) as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+    };
+    wait_for("the agent at home", connected.clone()).await;
+
+    let (status, rotated) = server.admin("POST", "/api/cert/generate", Some(json!({ "ips": ["127.0.3.2"] }))).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_fp = rotated["fingerprint"].as_str().unwrap().to_string();
+    assert_ne!(new_fp, fp);
+    let events = get(&server, "/api/events?code=CERT_GENERATED").await;
+    assert_eq!(events["events"].as_array().unwrap().len(), 1);
+
+    // Still connected over the old certificate, and records flow.
+    agent.admin("POST", "/api/send", Some(json!({ "records": [{ "name": "after", "value": 1 }] }))).await;
+    let s = server.clone();
+    wait_for("the record after the rotation", move || {
+        let s = s.clone();
+        Box::pin(async move { !get(&s, "/api/records?agent=agt").await["records"].as_array().unwrap().is_empty() })
+    })
+    .await;
+
+    // A new link (the agent restarts) trusts the new certificate it was told about.
+    agent.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let agent = Node::start(&dir.path().join("agt")).await.unwrap();
+    let a = agent.clone();
+    wait_for("the restarted agent at home", move || {
+        let a = a.clone();
+        Box::pin(async move { get(&a, "/api/status").await["link"]["state"] == "home" })
+    })
+    .await;
+    agent.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui4_console_is_served_and_the_api_needs_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "web", "127.0.3.4", Role::Server, vec![]).await;
+    let fp = get(&node, "/api/cert").await["fingerprint"].as_str().unwrap().to_string();
+    let base = format!("https://{}", node.listen_addr());
+    let bad = understudy_node::http_client::AdminClient::new(&base, "wrong", understudy_node::tls::Pins::new([fp.clone()])).unwrap();
+    let (status, body) = bad.call("POST", "/api/role", Some(&json!({ "server": false }))).await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(get(&node, "/api/status").await["node"]["roles"]["server"], true, "no action taken");
+    let good = understudy_node::admin_client(&dir.path().join("web")).unwrap();
+    let (status, _) = good.call("GET", "/api/status", None).await.unwrap();
+    assert_eq!(status, 200);
+    node.shutdown().await;
+}
