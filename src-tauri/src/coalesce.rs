@@ -113,7 +113,15 @@ fn notice(code: &str, events: &[Event]) -> Notice {
     let count = events.len();
     let (summary, body) = if count == 1 {
         let e = &events[0];
-        let body = if e.sentence.is_empty() { e.subject.clone() } else { e.sentence.clone() };
+        // The sentence, led by its subject when it does not name it ("web: operator forced
+        // failover to the secondary a2"): a notification must say which pair or agent it is about.
+        let body = if e.sentence.is_empty() {
+            e.subject.clone()
+        } else if e.subject.is_empty() || e.sentence.contains(&e.subject) {
+            e.sentence.clone()
+        } else {
+            format!("{}: {}", e.subject, e.sentence)
+        };
         (title.to_string(), body)
     } else {
         // Distinct subjects, in order, so "web-1 switched over" twice names web-1 once.
@@ -185,6 +193,18 @@ mod tests {
                 critical: false,
             }]
         );
+    }
+
+    #[test]
+    fn a_single_event_names_its_subject_when_the_sentence_does_not() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new();
+        let mut e = ev(8, "FORCED_FAILOVER", "web");
+        e.sentence = "operator forced failover to the secondary a2 (pair epoch 2)".into();
+        c.handle_events([e], t0);
+        let n = c.poll_notices(t0 + WINDOW);
+        assert_eq!(n[0].summary, "Forced failover");
+        assert_eq!(n[0].body, "web: operator forced failover to the secondary a2 (pair epoch 2)");
     }
 
     #[test]

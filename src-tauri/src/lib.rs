@@ -10,8 +10,6 @@
 //! destroyed when closed; the app lives on in the tray until Quit stops the node.
 
 pub mod coalesce;
-#[cfg(feature = "fake-node")]
-pub mod fake;
 pub mod commands;
 pub mod host;
 pub mod model;
@@ -95,14 +93,6 @@ fn init_tracing() {
 
 /// Creates the node on first run, starts it, then follows its events for notifications.
 async fn start_node(app: AppHandle, host: Host, mute: Arc<Mute>) {
-    #[cfg(feature = "fake-node")]
-    if std::env::var_os("UNDERSTUDY_FAKE_NODE").is_some() {
-        tracing::warn!("UNDERSTUDY_FAKE_NODE: running a scripted fake node, not the runtime");
-        host.set_running(Arc::new(fake::FakeNode::new()));
-        mute.refresh(&host).await;
-        notify::follow_events(app, host, mute).await;
-        return;
-    }
     let started = match host::data_dir() {
         Ok(dir) => {
             tracing::info!(dir = %dir.display(), "starting the node");

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # End-to-end test of the desktop app, headless, as a user meets it: a private D-Bus session,
-# Xvfb, a notification daemon (dunst), a tray host (status-notifier-watcher), and the real app
-# with a fresh data directory. Checks over D-Bus that
-#   1. the tray item is registered on org.kde.StatusNotifierWatcher,
-#   2. its dbusmenu lists the node header (and the pairs, once a site is added: site_checks),
-#   3. clicking "Generate certificate" in the menu raises a CERT_GENERATED notification,
-#   4. Quit stops the node and ends the app with status 0,
-# and saves a screenshot of the window to docs/screenshots/window.png.
+# Xvfb, a notification daemon (dunst), a tray host (status-notifier-watcher), the real app with a
+# fresh data directory (its embedded node is a standalone server), and a real site around it: two
+# agent processes (`understudy serve`) enrolled with a token, and a pair "web" of them.
 #
-# Usage: tests/desktop/run-desktop-e2e.sh            (builds the app if APP is not given)
-#        APP=target/release/understudy-desktop tests/desktop/run-desktop-e2e.sh
-# Needs the packages of scripts/setup-desktop.sh. Prints "N passed, N failed" at the end.
+# Part 1, the tray, over D-Bus as a panel would use it:
+#   1. the tray item is registered on org.kde.StatusNotifierWatcher,
+#   2. its dbusmenu shows the node header and lists the pair with its active member,
+#   3. clicking "Force failover web" moves the pair (menu, `understudy status --json`, a
+#      notification on D-Bus) and "Revert web" moves it back,
+#   4. clicking "Generate certificate" raises a CERT_GENERATED notification,
+#   5. closing the window releases the webview and "Open window" makes a new one,
+#   6. Quit stops the node and ends the app with status 0.
+# Part 2, the window, through tauri-driver (WebDriver): a new session starts the app on the same
+#   data directory, "Force failover" clicked in the window moves the pair (window, status, a
+#   FORCED_FAILOVER notification on D-Bus); screenshot docs/screenshots/window.png.
+#
+# Usage: tests/desktop/run-desktop-e2e.sh            (builds the app and the CLI if not given)
+#        APP=target/release/understudy-desktop CLI=target/release/understudy tests/desktop/run-desktop-e2e.sh
+# Needs the packages of scripts/setup-desktop.sh and tauri-driver (installed here if missing,
+# `cargo install tauri-driver --locked`, ~35 s). Prints "N passed, N failed" at the end.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -44,15 +53,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port IP: a TCP port free on that loopback address.
+free_port() { $PY -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "${1:-127.0.0.1}"; }
+# wait_for SECONDS CMD...: runs CMD every 0.2 s until it succeeds; fails after SECONDS.
+wait_for() { local end=$(( $(date +%s) + $1 )); shift
+  until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.2; done; }
 
 # ---------------------------------------------------------------------------------- the app --
 APP="${APP:-}"
-if [ -z "$APP" ]; then
-  log "building understudy-desktop"
-  (cd "$ROOT" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}" cargo build -q -p understudy-desktop) || {
+CLI="${CLI:-}"
+if [ -z "$APP" ] || [ -z "$CLI" ]; then
+  log "building understudy-desktop and understudy"
+  (cd "$ROOT" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}" cargo build -q -p understudy-desktop -p understudy-cli) || {
     fail "build"; echo "$PASSED passed, $FAILED failed"; exit 1; }
-  APP="${CARGO_TARGET_DIR:-$ROOT/target}/debug/understudy-desktop"
+  APP="${APP:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/understudy-desktop}"
+  CLI="${CLI:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/understudy}"
+fi
+APP="$(realpath "$APP")"
+CLI="$(realpath "$CLI")"
+TAURI_DRIVER="${TAURI_DRIVER:-$(command -v tauri-driver || echo "$HOME/.cargo/bin/tauri-driver")}"
+if [ ! -x "$TAURI_DRIVER" ]; then
+  log "installing tauri-driver (cargo install tauri-driver --locked)"
+  cargo install -q tauri-driver --locked || fail "install tauri-driver"
+  TAURI_DRIVER="$HOME/.cargo/bin/tauri-driver"
 fi
 
 # ----------------------------------------------------------------------------- the desktop --
@@ -71,8 +94,25 @@ PIDS+=($!)
 sleep 0.5
 
 # -------------------------------------------------------------------------------- start it --
+# The app's node: a standalone server whose config is made beforehand with the CLI (the app finds
+# it and starts it), so that agents can enroll with a token.
+ENROLL=e2e-$RANDOM$RANDOM
+SRV_IP=127.0.8.1
 export UNDERSTUDY_DATA_DIR="$WORK/data"
-export UNDERSTUDY_LISTEN="127.0.0.1:$(free_port)"
+export UNDERSTUDY_LISTEN="$SRV_IP:$(free_port $SRV_IP)"
+"$CLI" init --data-dir "$UNDERSTUDY_DATA_DIR" --name desk --listen "$UNDERSTUDY_LISTEN" \
+  --set server.enroll_token="$ENROLL" >"$WORK/init.log" 2>&1 || fail "init the app's node ($(cat "$WORK/init.log"))"
+FP=$("$CLI" cert show --json --data-dir "$UNDERSTUDY_DATA_DIR" | $PY -c 'import json,sys; print(json.load(sys.stdin)["fingerprint"])')
+st() { "$CLI" status --json --data-dir "$UNDERSTUDY_DATA_DIR"; }
+# pair_active PAIR WANT: the app's node says the pair's active member is WANT.
+pair_active() { st 2>/dev/null | $PY -c 'import json,sys
+p=[p for p in json.load(sys.stdin)["pairs"] if p["name"]==sys.argv[1]]
+sys.exit(0 if p and p[0]["active"]==sys.argv[2] else 1)' "$1" "$2"; }
+# agents_connected A...: every named agent is connected to the app's node.
+agents_connected() { st 2>/dev/null | $PY -c 'import json,sys
+a={x["name"]:x["state"] for x in json.load(sys.stdin)["agents"]}
+sys.exit(0 if all(a.get(n)=="connected" for n in sys.argv[1:]) else 1)' "$@"; }
+
 log "starting $APP (data $UNDERSTUDY_DATA_DIR, listen $UNDERSTUDY_LISTEN)"
 STARTED=$(date +%s.%N)
 RUST_LOG="${RUST_LOG:-info}" "$APP" >"$WORK/app.log" 2>&1 &
@@ -97,19 +137,27 @@ for label in '^Link: ' '^Agents: ' '^Generate certificate$' '^Open window$' '^Qu
   if sed "s/  \[[a-z, ]*\]$//" "$WORK/menu.txt" | grep -Eq "^ *${label#^}"; then pass "menu lists /$label/"; else fail "menu lists /$label/"; fi
 done
 
-# The pairs and force failover need a running site (servers and agents); that part is added
-# to site_checks below. It gets: CHECK (tray_check.py), WORK, the app's data dir and listen.
-site_checks() {
-  # Hook: start a site whose agents pair up with this node and add a pair (the lead's site
-  # runner), then run pair_checks with its names. Until then it runs only against the scripted
-  # fake node (app built with --features fake-node, UNDERSTUDY_FAKE_NODE=1): pair web = web-1/web-2.
-  if [ -n "${UNDERSTUDY_FAKE_NODE:-}" ]; then
-    pair_checks web web-1 web-2
-  fi
+# ------------------------------------------------------------------------------- the site --
+# Two agents, real processes, home on the app's node, enrolled by token, 200 ms heartbeat.
+start_agent() { # NAME IP
+  local dir="$WORK/$1"
+  "$CLI" init --data-dir "$dir" --name "$1" --listen "$2:$(free_port "$2")" --role agent \
+    --server "https://$UNDERSTUDY_LISTEN#$FP" --set agent.enroll_token="$ENROLL" \
+    --set agent.heartbeat=200ms >"$WORK/$1.init.log" 2>&1 || { fail "init agent $1"; return 1; }
+  "$CLI" serve --data-dir "$dir" >"$WORK/$1.log" 2>&1 &
+  PIDS+=($!)
 }
+start_agent a1 127.0.8.11
+start_agent a2 127.0.8.12
+if wait_for 30 agents_connected a1 a2; then pass "agents a1 and a2 enrolled and connected"; else fail "agents a1 and a2 connected"; fi
+if "$CLI" pair add web --primary a1 --secondary a2 --failover-after 1s --data-dir "$UNDERSTUDY_DATA_DIR" >"$WORK/pair.log" 2>&1; then
+  pass "pair web added through the app node's admin API"
+else
+  fail "pair add web ($(cat "$WORK/pair.log"))"
+fi
 
 # pair_checks PAIR PRIMARY SECONDARY: the menu lists the pair on its primary; "Force failover"
-# clicked in the tray moves it to the secondary (label and notification), "Revert" moves it back.
+# clicked in the tray moves it to the secondary (menu, status, notification), "Revert" moves it back.
 pair_checks() {
   local pair=$1 primary=$2 secondary=$3
   if $CHECK wait-label "^$pair: active primary \\($primary\\)" 20 >/dev/null; then
@@ -117,23 +165,29 @@ pair_checks() {
   else
     fail "menu lists pair $pair on $primary"; return
   fi
-  if $CHECK click "^Force failover $pair$" && $CHECK wait-label "^$pair: active secondary \\($secondary\\)" 10 >/dev/null; then
-    pass "tray Force failover moved $pair to $secondary (menu follows)"
+  if $CHECK click "^Force failover $pair$" >/dev/null && wait_for 10 pair_active "$pair" secondary; then
+    pass "tray Force failover moved $pair to $secondary (status --json: active secondary)"
   else
     fail "tray Force failover moved $pair to $secondary"
   fi
-  if $CHECK wait-notification "(Forced failover|Pair failover).*$pair" "$WORK/notifications.log" 10 >/dev/null; then
+  if $CHECK wait-label "^$pair: active secondary \\($secondary\\)" 10 >/dev/null; then
+    pass "menu follows: $pair active secondary ($secondary)"
+  else
+    fail "menu follows: $pair active secondary ($secondary)"
+  fi
+  if $CHECK wait-notification "Forced failover.*$pair" "$WORK/notifications.log" 10 >/dev/null; then
     pass "forced failover notification on D-Bus"
   else
     fail "forced failover notification on D-Bus"
   fi
-  if $CHECK click "^Revert $pair$" && $CHECK wait-label "^$pair: active primary \\($primary\\)" 10 >/dev/null; then
-    pass "tray Revert moved $pair back to $primary"
+  if $CHECK click "^Revert $pair$" >/dev/null && wait_for 10 pair_active "$pair" primary &&
+     $CHECK wait-label "^$pair: active primary \\($primary\\)" 10 >/dev/null; then
+    pass "tray Revert moved $pair back to $primary (status and menu)"
   else
     fail "tray Revert moved $pair back to $primary"
   fi
 }
-site_checks
+pair_checks web a1 a2
 
 # 3. Clicking "Generate certificate" in the menu raises a CERT_GENERATED notification.
 if $CHECK click '^Generate certificate$'; then
@@ -144,16 +198,6 @@ if $CHECK click '^Generate certificate$'; then
   fi
 else
   fail "click Generate certificate"
-fi
-
-# Screenshot of the window (UI-4) once the console has drawn the status.
-sleep "${SCREENSHOT_DELAY:-3}"
-mkdir -p "$ROOT/docs/screenshots"
-if import -window root "$WORK/window.png" 2>"$WORK/import.log"; then
-  cp "$WORK/window.png" "$ROOT/docs/screenshots/window.png"
-  pass "screenshot docs/screenshots/window.png"
-else
-  fail "screenshot ($(cat "$WORK/import.log"))"
 fi
 
 # PSS (kB) of the app and all its descendants (the WebKit processes are its children).
@@ -212,6 +256,46 @@ if $CHECK click '^Quit$'; then
   fi
 else
   fail "click Quit"
+fi
+
+# ------------------------------------------------------------- part 2: the window, WebDriver --
+# tauri-driver starts the app (same environment: data directory and listen address) in a new
+# session; the agents reconnect to it. Notifications of this part go to a second log.
+dbus-monitor --session "interface='org.freedesktop.Notifications'" >"$WORK/notifications2.log" 2>&1 &
+PIDS+=($!)
+WD_PORT=$(free_port)
+"$TAURI_DRIVER" --port "$WD_PORT" >"$WORK/tauri-driver.log" 2>&1 &
+PIDS+=($!)
+wait_for 20 $PY -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),1)' "$WD_PORT" ||
+  fail "tauri-driver listening on $WD_PORT"
+mkdir -p "$ROOT/docs/screenshots"
+if WEBDRIVER_URL="http://127.0.0.1:$WD_PORT" $PY "$ROOT/tests/desktop/webdriver_check.py" "$APP" web \
+     "$WORK/webview.png" >"$WORK/webdriver.log" 2>&1; then
+  sed 's/^/    /' "$WORK/webdriver.log"
+  pass "window (WebDriver): Force failover clicked, the window shows web on its secondary"
+else
+  sed 's/^/    /' "$WORK/webdriver.log"
+  fail "window (WebDriver): force failover"
+fi
+if wait_for 10 pair_active web secondary; then pass "status --json: web active secondary"; else fail "status --json: web active secondary"; fi
+if $CHECK wait-notification "Forced failover.*web" "$WORK/notifications2.log" 10 >/dev/null; then
+  pass "FORCED_FAILOVER notification on D-Bus (window action)"
+else
+  fail "FORCED_FAILOVER notification on D-Bus (window action)"
+fi
+WIN=$(xdotool search --name '^Understudy$' 2>/dev/null | head -1)
+if [ -n "$WIN" ] && import -window "$WIN" "$WORK/window.png" 2>"$WORK/import.log"; then
+  cp "$WORK/window.png" "$ROOT/docs/screenshots/window.png"
+  pass "screenshot docs/screenshots/window.png"
+else
+  fail "screenshot of the window ($(cat "$WORK/import.log" 2>/dev/null))"
+fi
+# Stop the app as a user does (Quit in the tray), then tauri-driver.
+WD_APP=$(pgrep -n -f "^$APP")
+if $CHECK click '^Quit$' >/dev/null && wait_for 15 sh -c "! kill -0 $WD_APP 2>/dev/null"; then
+  pass "Quit (WebDriver session's app)"
+else
+  fail "Quit (WebDriver session's app)"
 fi
 
 echo "$PASSED passed, $FAILED failed"

@@ -1,0 +1,141 @@
+#!/usr/bin/python3
+"""Drives the Understudy window through tauri-driver (W3C WebDriver) the way a user does: starts
+the app in a new session, clicks "Force failover" on a pair and waits until the window shows the
+secondary active; saves a screenshot of the window.
+
+  webdriver_check.py APP PAIR [SCREENSHOT.png]     (tauri-driver listening on $WEBDRIVER_URL,
+                                                   default http://127.0.0.1:4444)
+
+Keeps ONE keep-alive HTTP connection for the whole session: clients that open a new connection
+per request (Connection: close) saw connection resets through tauri-driver. Prints one line per
+step; exits non-zero with the reason on the first failure. The session is left open (the caller
+stops the app from the tray and then stops tauri-driver), so the app is not killed mid-write.
+"""
+
+import base64
+import http.client
+import json
+import os
+import sys
+import time
+from urllib.parse import urlparse
+
+ELEMENT = "element-6066-11e4-a07c-4e86-8a0e1f7b7a0f"  # the W3C element reference key
+
+
+class Driver:
+    def __init__(self, url):
+        u = urlparse(url)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=60)
+        self.session = None
+
+    def request(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        for attempt in range(3):
+            try:
+                self.conn.request(method, path, body=data, headers=headers)
+                resp = self.conn.getresponse()
+                payload = json.loads(resp.read() or b"{}")
+                break
+            except (ConnectionError, http.client.HTTPException):
+                # Reconnect once the keep-alive connection was dropped; requests here are idempotent
+                # except the click, which is only retried if it was never answered.
+                self.conn.close()
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+        value = payload.get("value")
+        if resp.status >= 400:
+            err = value.get("error", "") if isinstance(value, dict) else ""
+            msg = value.get("message", "") if isinstance(value, dict) else str(payload)
+            raise WebDriverError(resp.status, err, msg)
+        return value
+
+    def s(self, path):
+        return f"/session/{self.session}{path}"
+
+    def new_session(self, app):
+        caps = {"capabilities": {"alwaysMatch": {"tauri:options": {"application": app}}}}
+        value = self.request("POST", "/session", caps)
+        self.session = value["sessionId"]
+        return self.session
+
+    def find(self, css):
+        value = self.request("POST", self.s("/element"), {"using": "css selector", "value": css})
+        return value.get(ELEMENT) or next(iter(value.values()))
+
+    def attribute(self, elem, name):
+        return self.request("GET", self.s(f"/element/{elem}/attribute/{name}"))
+
+    def enabled(self, elem):
+        return self.request("GET", self.s(f"/element/{elem}/enabled"))
+
+    def click(self, elem):
+        return self.request("POST", self.s(f"/element/{elem}/click"), {})
+
+    def text(self, elem):
+        return self.request("GET", self.s(f"/element/{elem}/text"))
+
+    def screenshot(self):
+        return base64.b64decode(self.request("GET", self.s("/screenshot")))
+
+
+class WebDriverError(Exception):
+    def __init__(self, status, error, message):
+        super().__init__(f"{status} {error}: {message}")
+        self.error = error
+
+
+def wait(what, cond, timeout):
+    """Polls cond() (which may raise WebDriverError while the page re-renders) until truthy."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            got = cond()
+            if got:
+                return got
+        except WebDriverError as e:
+            last = e
+        time.sleep(0.2)
+    raise SystemExit(f"FAIL: {what} within {timeout}s" + (f" (last error: {last})" if last else ""))
+
+
+def main(argv):
+    if len(argv) < 3:
+        raise SystemExit(__doc__)
+    app, pair = argv[1], argv[2]
+    shot = argv[3] if len(argv) > 3 else None
+    d = Driver(os.environ.get("WEBDRIVER_URL", "http://127.0.0.1:4444"))
+    t0 = time.time()
+    wait("a WebDriver session", lambda: d.new_session(app), 30)
+    print(f"session {d.session} ({time.time() - t0:.1f} s)")
+
+    active = f'[data-testid="pair-active-{pair}"]'
+    button = f'[data-testid="force-failover-{pair}"]'
+
+    def active_is(want):
+        return d.attribute(d.find(active), "data-active") == want
+
+    wait(f"the window shows pair {pair} on its primary", lambda: active_is("primary"), 30)
+    print(f"window: pair {pair} active primary")
+
+    def enabled_button():
+        b = d.find(button)
+        return b if d.enabled(b) else None
+
+    b = wait(f"an enabled Force failover button for {pair}", enabled_button, 20)
+    d.click(b)
+    print(f"clicked {button}")
+    wait(f"the window shows pair {pair} on its secondary", lambda: active_is("secondary"), 15)
+    print(f"window: pair {pair} active {d.text(d.find(active))}")
+
+    if shot:
+        with open(shot, "wb") as f:
+            f.write(d.screenshot())
+        print(f"screenshot {shot}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
