@@ -195,9 +195,9 @@ impl Runner {
         });
         for check in wanted {
             let key = (check.name.clone(), check.pair.clone());
-            if !self.running.contains_key(&key) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.running.entry(key) {
                 let task = tokio::spawn(run_forever(shared.clone(), check.clone()));
-                self.running.insert(key, (check, task));
+                slot.insert((check, task));
             }
         }
     }

@@ -97,9 +97,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>,
                 return;
             }
             let expected = config.server.enroll_token.trim();
-            let token = if token.is_empty() {
-                TokenCheck::Absent
-            } else if expected.is_empty() {
+            let token = if token.is_empty() || expected.is_empty() {
                 TokenCheck::Absent
             } else if crate::admin_auth::token_matches(expected, &format!("Bearer {token}")) {
                 TokenCheck::Valid
