@@ -20,7 +20,8 @@
 //! 2. A partition: both may act. When they meet, the lower epoch steps down (HS-6); at equal
 //!    epochs the non-preferred one does. The one stepping down hands over the records only it
 //!    holds (`HaAction::MergeToPeer`).
-//! 3. A former ACTIVE returns with an old epoch: it finds a higher epoch and becomes STANDBY (HS-5).
+//! 3. A former ACTIVE returns with an old epoch: it finds a higher epoch and becomes STANDBY (HS-5),
+//!    handing over the records it acknowledged after the peer last replicated (`MergeToPeer`).
 //! 4. An ACTIVE peer reports an epoch below ours (restored from an old copy): inconsistent, so we
 //!    promote past it and case 2 settles it.
 //! 5. Both promote while they cannot see each other: the PRIMARY only takes odd epochs and the
@@ -117,7 +118,8 @@ pub enum HaAction {
     PollPeer { replicate: bool },
     /// Persist the epoch before acting on it.
     SaveEpoch { epoch: u64 },
-    /// After stepping down from a split brain: give the peer every record only this node holds.
+    /// After stepping down, or when a former ACTIVE returns: give the peer every record only this
+    /// node holds.
     MergeToPeer,
 }
 
@@ -330,9 +332,16 @@ impl HotStandby {
         // 1. An ACTIVE peer with an epoch at least ours: stay (or become) STANDBY (HS-2, HS-5).
         if peer.is_active() && peer.epoch >= self.epoch {
             if peer.epoch > self.epoch {
+                // Split-brain case 3: a former ACTIVE coming back (a restart after kill -9) may
+                // hold records it acknowledged after the peer's last replication poll; only it
+                // has them, so it hands them over as a node stepping down does (HS-5, AG-2).
+                let returning = matches!(self.state, HaState::Starting { .. }) && self.epoch > 0;
                 // Remembered durably, so a restart never comes back with an older epoch.
                 self.epoch = peer.epoch;
                 self.actions.push_back(HaAction::SaveEpoch { epoch: self.epoch });
+                if returning {
+                    self.actions.push_back(HaAction::MergeToPeer);
+                }
             }
             if !matches!(self.state, HaState::Standby { .. }) {
                 self.state = HaState::Standby { since: now };
@@ -379,7 +388,6 @@ impl HotStandby {
                 self.epoch = peer.epoch;
                 self.peer_active_seen = now;
                 self.demote(now, reason);
-                self.actions.push_back(HaAction::MergeToPeer);
             } else if !self.split_brain_reported {
                 self.split_brain_reported = true;
                 let reason = format!(
@@ -453,11 +461,15 @@ impl HotStandby {
         self.events.push_back(Event::new(EventCode::Promoted, self.config.name.clone(), self.reason.clone()));
     }
 
+    /// Every way of stepping down (operator, auto failback, split brain) hands the peer the
+    /// records this node acknowledged: the peer replicated them only up to its last poll, and
+    /// once it acts it no longer pulls from us (AG-2, HS-5, HS-6).
     fn demote(&mut self, now: Instant, reason: String) {
         self.state = HaState::Standby { since: now };
         self.reason = reason.clone();
         self.peer_active_seen = now;
         self.actions.push_back(HaAction::SaveEpoch { epoch: self.epoch });
+        self.actions.push_back(HaAction::MergeToPeer);
         self.timers.set(Timer::Decide, now + self.config.failover_timeout);
         self.events.push_back(Event::new(EventCode::Demoted, self.config.name.clone(), reason));
     }

@@ -576,6 +576,32 @@ fn hs5_former_active_returns_as_standby_and_manual_switchback() {
 }
 
 #[test]
+fn hs5_former_active_restarting_into_a_higher_epoch_hands_over_its_records() {
+    let config = |name: &str, mode| HotStandbyConfig {
+        name: name.into(),
+        mode,
+        sync_interval: Duration::from_secs(1),
+        failover_timeout: Duration::from_secs(3),
+        failback: FailbackPolicy::Manual,
+    };
+    let peer = |epoch| PeerStatus { name: "b".into(), mode: FailoverMode::Secondary, state: "active".into(), epoch, site_version: 0 };
+    let actions = |ha: &mut HotStandby| std::iter::from_fn(|| ha.poll_action()).collect::<Vec<_>>();
+    let now = Instant::now();
+    // It acted under epoch 1 and was killed; the peer promoted to 2. Records it acknowledged
+    // after the peer's last replication poll exist only on it: they are handed over.
+    let mut returning = HotStandby::new(config("a", FailoverMode::Primary), 1, now);
+    actions(&mut returning);
+    returning.handle_peer_status(now, peer(2));
+    assert_eq!(returning.state().as_str(), "standby");
+    assert_eq!(actions(&mut returning), vec![HaAction::SaveEpoch { epoch: 2 }, HaAction::MergeToPeer]);
+    // A node that never held an epoch has nothing of its own to hand over.
+    let mut fresh = HotStandby::new(config("a", FailoverMode::Primary), 0, now);
+    actions(&mut fresh);
+    fresh.handle_peer_status(now, peer(2));
+    assert_eq!(actions(&mut fresh), vec![HaAction::SaveEpoch { epoch: 2 }]);
+}
+
+#[test]
 fn hs5_failback_auto_after_hold_down() {
     let mut site = hot_standby(1, FailbackPolicy::Auto { hold_down: 8 * SEC });
     site.run_for(5 * SEC);
