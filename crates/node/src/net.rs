@@ -495,23 +495,30 @@ fn apply_replication(shared: &Shared, state: &PeerState, site: Option<&crate::st
     }
 }
 
-/// HS-6: after stepping down, hand the acting peer every record this node holds (it keeps
-/// what it has; `records_merge` stores each once).
+/// HS-5, HS-6: after stepping down (or returning as a former ACTIVE), hand the acting peer every
+/// record this node holds (it keeps what it has; `records_merge` stores each once).
 pub(crate) async fn merge_to_peer(shared: Arc<Shared>, addr: String) {
     let result: Result<usize, String> = async {
         let stream = tls::connect_with(peer_client(&shared)?, &addr, Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
         let (mut rd, mut wr) = tokio::io::split(stream);
         let mut after = 0;
         let mut total = 0;
-        loop {
-            let batch = shared.store().records_since(after, 2000).map_err(|e| e.to_string())?;
-            let Some(last) = batch.last().map(|r| r.rowid) else { break };
-            write_frame(&mut wr, &ToServer::Merge { records: batch }).await.map_err(|e| e.to_string())?;
-            match read_frame::<ToAgent, _>(&mut rd).await {
-                Ok(Some(ToAgent::MergeDone { inserted })) => total += inserted,
-                other => return Err(format!("unexpected answer {other:?}")),
+        // Two passes: a batch an agent link was still storing when this node stepped down is
+        // acknowledged after the first pass may have read past it.
+        for pass in 0..2 {
+            if pass == 1 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            after = last;
+            loop {
+                let batch = shared.store().records_since(after, 2000).map_err(|e| e.to_string())?;
+                let Some(last) = batch.last().map(|r| r.rowid) else { break };
+                write_frame(&mut wr, &ToServer::Merge { records: batch }).await.map_err(|e| e.to_string())?;
+                match read_frame::<ToAgent, _>(&mut rd).await {
+                    Ok(Some(ToAgent::MergeDone { inserted })) => total += inserted,
+                    other => return Err(format!("unexpected answer {other:?}")),
+                }
+                after = last;
+            }
         }
         Ok(total)
     }
