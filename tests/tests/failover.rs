@@ -1,0 +1,348 @@
+//! Issue 4, item 5: pairs of agents (PR) and servers in hot standby (HS) across real processes:
+//! kill -9, SIGSTOP/SIGCONT, a partition between the servers, failing and hanging hooks.
+
+use std::time::{Duration, Instant};
+
+use understudy_system_tests::*;
+
+const SERVER: &[&str] = &["server.enroll_token=tok"];
+
+fn agent_sets(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut v = vec!["agent.enroll_token=tok"];
+    v.extend_from_slice(FAST_AGENT);
+    v.extend_from_slice(extra);
+    v
+}
+
+fn server_sets(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut v = SERVER.to_vec();
+    v.extend_from_slice(FAST_SERVER);
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Observes a condition over a window (for "does not happen on its own").
+fn holds_for(window: Duration, what: &str, mut f: impl FnMut() -> Result<(), String>) {
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        if let Err(why) = f() {
+            panic!("{what} stopped holding: {why}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hot standby (HS).
+
+/// Starts s1 (primary) first so it is ACTIVE, then s2 as STANDBY (HS-2), then the agents.
+fn start_hot_standby(s1: &mut Node, s2: &mut Node) -> u64 {
+    s1.start();
+    let epoch = s1.wait_failover_state("active");
+    s2.start();
+    s2.wait_failover_state("standby");
+    epoch
+}
+
+/// The agent is delivering to `server` (home or standby, whichever it is in its list).
+fn wait_on(agent: &Node, server: &Node) {
+    wait_on_any(agent, &server.name, &[&server.listen]);
+}
+
+/// The agent is delivering to one of `addrs` (a server's own address, or a relay to it: a
+/// STANDBY redirects agents to its peer at the address it knows the peer by).
+fn wait_on_any(agent: &Node, what: &str, addrs: &[&str]) {
+    wait_ok(WAIT, &format!("{} delivering to {what}", agent.name), || {
+        let link = agent.status().ok_or("no status")?["link"].clone();
+        let on = link["server"].as_str().unwrap_or("");
+        let state = link["state"].as_str().unwrap_or("");
+        if addrs.iter().any(|a| on.contains(a)) && (state == "home" || state == "standby") {
+            Ok(())
+        } else {
+            Err(format!("{link}"))
+        }
+    });
+}
+
+#[test]
+fn hs4_hs5_sigkill_of_active_promotes_standby_then_primary_returns_as_standby_and_takes_over_on_ha_standby() {
+    let site = Site::new(31);
+    let (mut s1, mut s2) = site.hot_standby(&server_sets(&[]), None);
+    let mut a1 = site.agent("a1", &[&s1, &s2], &agent_sets(&[]));
+    let mut a2 = site.agent("a2", &[&s2, &s1], &agent_sets(&[]));
+    let epoch0 = start_hot_standby(&mut s1, &mut s2);
+    a1.start();
+    a2.start();
+    // AG-7: a2's home is the STANDBY; it is redirected to the ACTIVE one.
+    wait_on(&a1, &s1);
+    wait_on(&a2, &s1);
+    // HS-3: the standby has the accepted agents replicated before the active one dies.
+    wait_until(WAIT, "a1 and a2 replicated to s2", || {
+        (s2.agent_entry("a1").is_some() && s2.agent_entry("a2").is_some()).then_some(())
+    });
+
+    let (l1, l2) = (Sender::start(&a1, 50), Sender::start(&a2, 50));
+    l1.wait_more(500);
+    l2.wait_more(500);
+    s1.kill9();
+    let epoch1 = s2.wait_failover_state("active");
+    assert!(epoch1 > epoch0, "the epoch grew at the promotion: {epoch0} -> {epoch1}");
+    s2.wait_event("PROMOTED", |_| true);
+    wait_on(&a1, &s2);
+    wait_on(&a2, &s2);
+    l1.wait_more(500);
+    l2.wait_more(500);
+
+    // HS-5: the former ACTIVE finds a higher epoch and becomes STANDBY; agents stay on s2.
+    s1.start();
+    s1.wait_failover_state("standby");
+    assert_eq!(s2.failover().map(|f| f.0).as_deref(), Some("active"));
+    l1.wait_more(300);
+    wait_on(&a1, &s2);
+    let (n1, n2) = (l1.finish().last_seq, l2.finish().last_seq);
+    wait_records(&[&s2], &[("a1", n1), ("a2", n2)]);
+
+    // The manual switchback of the servers: the acting secondary is set to STANDBY.
+    s2.cli_ok(&["ha", "standby"]);
+    let epoch2 = s1.wait_failover_state("active");
+    s2.wait_failover_state("standby");
+    assert!(epoch2 > epoch1, "{epoch1} -> {epoch2}");
+    wait_on(&a1, &s1);
+    wait_on(&a2, &s1);
+    let (_, m1) = a1.send(100);
+    let (_, m2) = a2.send(100);
+    wait_records(&[&s1], &[("a1", m1), ("a2", m2)]);
+}
+
+#[test]
+fn hs5_failback_auto_after_hold_down() {
+    let site = Site::new(32);
+    let (mut s1, mut s2) = site.hot_standby(&server_sets(&["failover.failback=auto", "failover.hold_down=2s"]), None);
+    let mut a1 = site.agent("a1", &[&s1, &s2], &agent_sets(&[]));
+    start_hot_standby(&mut s1, &mut s2);
+    a1.start();
+    wait_on(&a1, &s1);
+    wait_until(WAIT, "a1 replicated to s2", || s2.agent_entry("a1").map(|_| ()));
+    let load = Sender::start(&a1, 50);
+    load.wait_more(300);
+    s1.kill9();
+    let promoted = s2.wait_failover_state("active");
+    wait_on(&a1, &s2);
+    load.wait_more(300);
+    s1.start();
+    // It comes back STANDBY, and after hold_down takes the role back by itself.
+    let back = s1.wait_failover_state("active");
+    assert!(back > promoted, "{promoted} -> {back}");
+    s2.wait_failover_state("standby");
+    wait_on(&a1, &s1);
+    load.wait_more(300);
+    let n = load.finish().last_seq;
+    wait_records(&[&s1], &[("a1", n)]);
+}
+
+#[test]
+fn hs6_partition_both_active_then_lower_epoch_steps_down_and_nothing_is_lost() {
+    let site = Site::new(33);
+    // Each server reaches its peer only through a relay the test can cut; agents reach both.
+    let (relay_to_s2_addr, relay_to_s1_addr) = (site.addr(), site.addr());
+    let (mut s1, mut s2) = site.hot_standby(&server_sets(&[]), Some((&relay_to_s2_addr, &relay_to_s1_addr)));
+    let relay_to_s2 = Relay::start(&relay_to_s2_addr, &s2.listen);
+    let relay_to_s1 = Relay::start(&relay_to_s1_addr, &s1.listen);
+    let mut a1 = site.agent("a1", &[&s1, &s2], &agent_sets(&[]));
+    let mut a2 = site.agent("a2", &[&s2, &s1], &agent_sets(&[]));
+    let epoch0 = start_hot_standby(&mut s1, &mut s2);
+    a1.start();
+    a2.start();
+    wait_on(&a1, &s1);
+    // a2 starts at its home s2, the STANDBY, and is redirected to s1 at the address s2 knows it by.
+    wait_on_any(&a2, "s1", &[&s1.listen, &relay_to_s1_addr]);
+    wait_until(WAIT, "a1 and a2 replicated to s2", || {
+        (s2.agent_entry("a1").is_some() && s2.agent_entry("a2").is_some()).then_some(())
+    });
+    let (l1, l2) = (Sender::start(&a1, 50), Sender::start(&a2, 50));
+    l1.wait_more(300);
+    l2.wait_more(300);
+
+    relay_to_s1.cut();
+    relay_to_s2.cut();
+    // s2 no longer hears s1: it promotes; s1 does not hear s2 and stays ACTIVE. Both act.
+    let epoch_s2 = s2.wait_failover_state("active");
+    assert!(epoch_s2 > epoch0);
+    assert_eq!(s1.failover().map(|f| f.0).as_deref(), Some("active"));
+    // a2's home is s2, which now answers as ACTIVE: it goes home, while a1 stays on s1, so
+    // both servers acknowledge records during the partition.
+    wait_on(&a2, &s2);
+    l1.wait_more(300);
+    l2.wait_more(300);
+    wait_until(WAIT, "both servers storing records during the partition", || {
+        let on1 = s1.records().unwrap_or_default().len();
+        let on2 = s2.records().unwrap_or_default().len();
+        (on1 > 0 && on2 > 0).then_some(())
+    });
+
+    relay_to_s1.heal();
+    relay_to_s2.heal();
+    // HS-6: the lower epoch steps down; its records are merged into the acting one.
+    let (acting, other) = wait_ok(WAIT, "one ACTIVE server after the partition", || {
+        match (s1.failover(), s2.failover()) {
+            (Some((a, ea)), Some((b, eb))) if a == "active" && b == "standby" => Ok(((&s1, ea), (&s2, eb))),
+            (Some((a, ea)), Some((b, eb))) if a == "standby" && b == "active" => Ok(((&s2, eb), (&s1, ea))),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(acting.0.name, "s2", "the higher epoch ({}) keeps acting over {}", acting.1, other.1);
+    s1.wait_event("SPLIT_BRAIN", |_| true);
+    wait_on_any(&a1, "s2", &[&s2.listen, &relay_to_s2_addr]);
+    wait_on_any(&a2, "s2", &[&s2.listen, &relay_to_s2_addr]);
+    l1.wait_more(300);
+    let (n1, n2) = (l1.finish().last_seq, l2.finish().last_seq);
+    wait_records(&[acting.0], &[("a1", n1), ("a2", n2)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pairs (PR).
+
+/// A server and two agents, p (primary) and q (secondary), in pair `web`.
+fn pair_site(site: &Site, agent_extra: &[&'static str], pair_args: &[&str]) -> (Node, Node, Node) {
+    let mut server = site.server("srv", SERVER);
+    let mut p = site.agent("p", &[&server], &agent_sets(agent_extra));
+    let mut q = site.agent("q", &[&server], &agent_sets(agent_extra));
+    server.start();
+    p.start();
+    q.start();
+    p.wait_link("home", Some(&server));
+    q.wait_link("home", Some(&server));
+    let mut args = vec!["pair", "add", "web", "--primary", "p", "--secondary", "q", "--failover-after", "1s"];
+    args.extend_from_slice(pair_args);
+    server.cli_ok(&args);
+    (server, p, q)
+}
+
+/// Whether the agent itself believes it holds the pair's duty (`members[]` of its status).
+fn member_active(agent: &Node, pair: &str) -> Option<bool> {
+    let s = agent.status()?;
+    s["members"].as_array()?.iter().find(|m| m["pair"] == pair).and_then(|m| m["active"].as_bool())
+}
+
+#[test]
+fn pr3_sigkill_of_the_active_primary_fails_over_to_the_secondary() {
+    let site = Site::new(41);
+    let (server, mut p, q) = pair_site(&site, &[], &["--switchback", "manual"]);
+    let before = server.wait_pair("web", "active primary", |p| p["active"] == "primary" && p["state"] == "normal");
+    wait_until(WAIT, "p to hold the duty", || (member_active(&p, "web") == Some(true)).then_some(()));
+    p.kill9();
+    let after = server.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
+    assert!(after["epoch"].as_u64() > before["epoch"].as_u64(), "a handover grows the pair epoch");
+    wait_until(WAIT, "q to hold the duty", || (member_active(&q, "web") == Some(true)).then_some(()));
+    server.wait_event("FAILOVER", |e| e["subject"] == "web");
+}
+
+#[test]
+fn pr3_sigstop_of_the_primary_fails_over_and_it_does_not_resume_on_its_own() {
+    let site = Site::new(42);
+    let (server, p, q) = pair_site(&site, &[], &["--switchback", "manual"]);
+    server.wait_pair("web", "active primary", |p| p["active"] == "primary");
+    wait_until(WAIT, "p to hold the duty", || (member_active(&p, "web") == Some(true)).then_some(()));
+    p.sigstop();
+    server.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
+    wait_until(WAIT, "q to hold the duty", || (member_active(&q, "web") == Some(true)).then_some(()));
+    p.sigcont();
+    // Thawed, p learns the new pair epoch and stands by; it never takes the duty back itself.
+    server.wait_pair("web", "p connected again", |p| p["primary_connected"] == true);
+    wait_until(WAIT, "p to stand by", || (member_active(&p, "web") == Some(false)).then_some(()));
+    holds_for(Duration::from_secs(3), "the pair staying on q", || {
+        let pair = server.pair("web").ok_or("no pair")?;
+        match (pair["active"].as_str(), member_active(&p, "web"), member_active(&q, "web")) {
+            (Some("secondary"), Some(false), Some(true)) => Ok(()),
+            other => Err(format!("{other:?} {pair}")),
+        }
+    });
+}
+
+#[test]
+fn pr4_auto_switchback_after_hold_down() {
+    let site = Site::new(43);
+    let (server, mut p, _q) = pair_site(&site, &[], &["--switchback", "auto", "--hold-down", "2s"]);
+    server.wait_pair("web", "active primary", |p| p["active"] == "primary");
+    p.kill9();
+    server.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
+    p.start();
+    server.wait_pair("web", "back on the primary", |p| p["active"] == "primary" && p["state"] == "normal");
+    server.wait_event("PAIR_SWITCHBACK", |e| e["subject"] == "web");
+    wait_until(WAIT, "p to hold the duty", || (member_active(&p, "web") == Some(true)).then_some(()));
+}
+
+#[test]
+fn pr5_force_failover_and_revert_and_their_refusal_when_the_target_is_down() {
+    let site = Site::new(44);
+    let (server, mut p, mut q) = pair_site(&site, &[], &["--switchback", "manual"]);
+    server.wait_pair("web", "active primary", |p| p["active"] == "primary");
+    server.cli_ok(&["pair", "force-failover", "web"]);
+    server.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
+    server.wait_event("FORCED_FAILOVER", |e| e["subject"] == "web");
+    server.cli_ok(&["pair", "revert", "web"]);
+    server.wait_pair("web", "active primary", |p| p["active"] == "primary");
+    server.wait_event("REVERTED", |e| e["subject"] == "web");
+
+    // Force failover with the secondary down: refused, exit 1, the reason on stderr.
+    q.kill9();
+    server.wait_pair("web", "q disconnected", |p| p["secondary_connected"] == false);
+    let out = server.cli(&["pair", "force-failover", "web"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not connected") || stderr.contains("q"), "names why: {stderr}");
+    assert_eq!(server.pair("web").expect("pair")["active"], "primary");
+
+    // Revert with the primary down: refused the same way.
+    q.start();
+    server.wait_pair("web", "q connected", |p| p["secondary_connected"] == true);
+    server.cli_ok(&["pair", "force-failover", "web"]);
+    server.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
+    p.kill9();
+    server.wait_pair("web", "p disconnected", |p| p["primary_connected"] == false);
+    let out = server.cli(&["pair", "revert", "web"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not connected") || stderr.contains("p "), "names why: {stderr}");
+    assert_eq!(server.pair("web").expect("pair")["active"], "secondary");
+}
+
+#[test]
+fn pr7_failing_hook_raises_hook_failed_and_shows_the_pair_degraded() {
+    let site = Site::new(45);
+    let (server, _p, _q) = pair_site(&site, &[r#"agent.on_activate=["/bin/false"]"#], &["--switchback", "manual"]);
+    let pair = server.wait_pair("web", "degraded", |p| p["state"] == "degraded");
+    assert!(!pair["degraded"].is_null(), "the reason is shown: {pair}");
+    let event = server.wait_event("HOOK_FAILED", |e| e["subject"] == "web");
+    assert!(event["sentence"].as_str().unwrap_or("").contains("exit status 1"), "{event}");
+}
+
+#[test]
+fn pr7_hanging_hook_is_killed_after_its_timeout_and_shows_the_pair_degraded() {
+    let site = Site::new(46);
+    let (server, p, _q) = pair_site(
+        &site,
+        &[r#"agent.on_activate=["/bin/sleep","30"]"#, "agent.hook_timeout=500ms"],
+        &["--switchback", "manual"],
+    );
+    let pair = server.wait_pair("web", "degraded", |p| p["state"] == "degraded");
+    assert!(pair["degraded"].as_str().unwrap_or("").contains("hook_timeout") || !pair["degraded"].is_null(), "{pair}");
+    let event = server.wait_event("HOOK_FAILED", |e| e["subject"] == "web");
+    assert!(event["sentence"].as_str().unwrap_or("").contains("killed after hook_timeout"), "{event}");
+    // The hook process is gone: p has no `sleep` child left.
+    wait_until(WAIT, "the hung hook killed", || children_of(p.pid()).iter().all(|c| !c.starts_with("/bin/sleep")).then_some(()));
+}
+
+/// The command lines of a process's children (from /proc).
+fn children_of(pid: i32) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...: the comm may hold spaces, so read after the last ')'.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|s| s.parse::<i32>().ok());
+        if ppid == Some(pid) {
+            found.push(std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default().replace('\0', " "));
+        }
+    }
+    found
+}
