@@ -290,7 +290,7 @@ fn pr5_force_failover_and_revert_and_their_refusal_when_the_target_is_down() {
     let out = server.cli(&["pair", "force-failover", "web"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("not connected") || stderr.contains("q"), "names why: {stderr}");
+    assert!(stderr.contains("the secondary q is not connected"), "names why: {stderr}");
     assert_eq!(server.pair("web").expect("pair")["active"], "primary");
 
     // Revert with the primary down: refused the same way.
@@ -303,7 +303,7 @@ fn pr5_force_failover_and_revert_and_their_refusal_when_the_target_is_down() {
     let out = server.cli(&["pair", "revert", "web"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("not connected") || stderr.contains("p "), "names why: {stderr}");
+    assert!(stderr.contains("the primary p is not connected"), "names why: {stderr}");
     assert_eq!(server.pair("web").expect("pair")["active"], "secondary");
 }
 
@@ -312,7 +312,7 @@ fn pr7_failing_hook_raises_hook_failed_and_shows_the_pair_degraded() {
     let site = Site::new(45);
     let (server, _p, _q) = pair_site(&site, &[r#"agent.on_activate=["/bin/false"]"#], &["--switchback", "manual"]);
     let pair = server.wait_pair("web", "degraded", |p| p["state"] == "degraded");
-    assert!(!pair["degraded"].is_null(), "the reason is shown: {pair}");
+    assert!(pair["degraded"].as_str().unwrap_or("").contains("on_activate hook on p failed"), "the reason is shown: {pair}");
     let event = server.wait_event("HOOK_FAILED", |e| e["subject"] == "web");
     assert!(event["sentence"].as_str().unwrap_or("").contains("exit status 1"), "{event}");
 }
@@ -326,7 +326,7 @@ fn pr7_hanging_hook_is_killed_after_its_timeout_and_shows_the_pair_degraded() {
         &["--switchback", "manual"],
     );
     let pair = server.wait_pair("web", "degraded", |p| p["state"] == "degraded");
-    assert!(pair["degraded"].as_str().unwrap_or("").contains("hook_timeout") || !pair["degraded"].is_null(), "{pair}");
+    assert!(pair["degraded"].as_str().unwrap_or("").contains("on_activate hook on p failed"), "{pair}");
     let event = server.wait_event("HOOK_FAILED", |e| e["subject"] == "web");
     assert!(event["sentence"].as_str().unwrap_or("").contains("killed after hook_timeout"), "{event}");
     // The hook process is gone: p has no `sleep` child left.
