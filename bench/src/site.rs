@@ -36,18 +36,25 @@ pub fn fresh_addr() -> String {
 
 pub struct Ctx {
     pub bin: PathBuf,
-    pub dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// Removed at the end unless `UNDERSTUDY_BENCH_KEEP` is set.
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Ctx {
     pub fn new(bin: &Path, base: &Path, what: &str) -> Ctx {
         std::fs::create_dir_all(base).expect("creating the work directory");
-        let dir = tempfile::Builder::new().prefix(&format!("{what}-")).tempdir_in(base).expect("a work directory");
-        Ctx { bin: bin.to_path_buf(), dir }
+        let tmp = tempfile::Builder::new().prefix(&format!("{what}-")).tempdir_in(base).expect("a work directory");
+        if std::env::var_os("UNDERSTUDY_BENCH_KEEP").is_some() {
+            let dir = tmp.keep();
+            eprintln!("{what}: keeping {}", dir.display());
+            return Ctx { bin: bin.to_path_buf(), dir, _tmp: None };
+        }
+        Ctx { bin: bin.to_path_buf(), dir: tmp.path().to_path_buf(), _tmp: Some(tmp) }
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// `understudy init` (the same function the CLI calls) for a node `name` on a fresh address.
