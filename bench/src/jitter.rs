@@ -34,7 +34,7 @@ pub struct Opts {
 
 impl Opts {
     pub fn for_all(quick: bool) -> Opts {
-        Opts { seconds: if quick { 10 } else { 180 }, jitter_ms: 50, loss: 0.05, retransmit_ms: 200 }
+        Opts { seconds: if quick { 10 } else { 150 }, jitter_ms: 50, loss: 0.05, retransmit_ms: 200 }
     }
 }
 

@@ -33,7 +33,7 @@ impl Opts {
         if quick {
             Opts { runs: 2, default_runs: 1, default_pair_runs: 1, agents: 3 }
         } else {
-            Opts { runs: 30, default_runs: 10, default_pair_runs: 20, agents: 3 }
+            Opts { runs: 30, default_runs: 10, default_pair_runs: 15, agents: 3 }
         }
     }
 }
