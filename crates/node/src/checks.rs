@@ -215,6 +215,14 @@ async fn run_forever(shared: Arc<Shared>, check: Check) {
     loop {
         tick.tick().await;
         let outcome = run_once(&check).await;
+        if let Some(pair) = &check.pair {
+            let holds = shared.leases.lock().unwrap_or_else(|p| p.into_inner()).get(pair).is_some_and(|until| Instant::now() < *until);
+            if !holds {
+                // The duty moved (or the lease ran out while this process was frozen): this run
+                // belongs to nobody and is not recorded.
+                continue;
+            }
+        }
         let record = NewRecord {
             name: check.name.clone(),
             value: outcome.value,

@@ -166,6 +166,9 @@ pub(crate) struct Shared {
     pub pins: Pins,
     pub events: broadcast::Sender<u64>,
     pub shutdown: watch::Sender<bool>,
+    /// The lease of each pair whose duty this agent holds: a check run after it is not recorded
+    /// (CK-3), even if its task has not been stopped yet (a process resumed from SIGSTOP).
+    pub leases: Mutex<HashMap<String, Instant>>,
 }
 
 impl Shared {
@@ -226,6 +229,7 @@ impl Node {
             pins,
             events,
             shutdown,
+            leases: Mutex::new(HashMap::new()),
         });
         let core = Core::new(shared.clone())?;
         tokio::spawn(core.run(core_rx));
@@ -736,6 +740,19 @@ impl Core {
     /// CK-2/CK-3: the agent runs its own checks, and a pair's checks only while it holds the
     /// pair's duty (under the pair's alias).
     fn reconcile_checks(&mut self) {
+        let leases: HashMap<String, Instant> = match &self.agent {
+            Some(a) if !self.shutting_down => a
+                .engine
+                .members()
+                .iter()
+                .filter_map(|(p, m)| match m {
+                    engine::MemberState::Active { lease_until, .. } => Some((p.clone(), *lease_until)),
+                    engine::MemberState::Idle { .. } => None,
+                })
+                .collect(),
+            _ => HashMap::new(),
+        };
+        *self.shared.leases.lock().unwrap_or_else(|p| p.into_inner()) = leases;
         let wanted: Vec<crate::checks::Check> = match &self.agent {
             Some(a) if !self.shutting_down => a
                 .checks

@@ -1,0 +1,121 @@
+//! CK-1…CK-3 with real processes: a pair's check runs only on its active member, under the pair's
+//! alias, through planned handovers (force failover, revert) and unplanned ones (SIGKILL, SIGSTOP).
+//! Gaps are measured by the benchmarks; here the series must never interleave two members.
+
+use serde_json::Value;
+use understudy_system_tests::*;
+
+const FAST: &[&str] = &[
+    "agent.heartbeat=200ms",
+    "agent.switchover_after=600ms",
+    "server.enroll_token=ck-token",
+    "agent.enroll_token=ck-token",
+];
+
+/// The pair's check records in time order, as (agent, time_ms).
+fn series(server: &Node, check: &str) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = server
+        .records()
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r["name"] == check && r["pair"] == "web")
+        .map(|r| (r["agent"].as_str().unwrap_or("").to_string(), r["time_ms"].as_i64().unwrap_or(0)))
+        .collect();
+    out.sort_by_key(|r| r.1);
+    out
+}
+
+/// The members in the order they held the duty: consecutive runs by one member collapse.
+fn holders(series: &[(String, i64)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (agent, _) in series {
+        if out.last() != Some(agent) {
+            out.push(agent.clone());
+        }
+    }
+    out
+}
+
+fn wait_runs_by(server: &Node, agent: &str, after: usize) {
+    wait_until(WAIT, &format!("check runs by {agent}"), || {
+        let s = series(server, "ping");
+        (s.len() > after && s.last().is_some_and(|r| r.0 == agent)).then_some(())
+    });
+}
+
+#[test]
+fn ck3_pair_checks_follow_the_active_member_and_never_interleave() {
+    let site = Site::new(61);
+    let mut s = site.server("s", FAST);
+    s.start();
+    let mut a1 = site.agent("a1", &[&s], FAST);
+    let mut a2 = site.agent("a2", &[&s], FAST);
+    a1.start();
+    a2.start();
+    a1.wait_link("home", Some(&s));
+    a2.wait_link("home", Some(&s));
+    s.cli_ok(&["pair", "add", "web", "--primary", "a1", "--secondary", "a2", "--failover-after", "1s", "--switchback", "manual"]);
+    let target = s.listen.clone();
+    s.cli_ok(&["check", "add", "ping", "--kind", "tcp", "--target", &target, "--every", "200ms", "--pair", "web"]);
+    // CK-2: checks are site configuration, listed by the server.
+    let status = s.status_now();
+    assert!(status["checks"].as_array().is_some_and(|c| c.iter().any(|c| c["name"] == "ping" && c["pair"] == "web")), "{status}");
+
+    wait_runs_by(&s, "a1", 3);
+    // Planned handovers.
+    s.cli_ok(&["pair", "force-failover", "web"]);
+    wait_runs_by(&s, "a2", series(&s, "ping").len());
+    s.cli_ok(&["pair", "revert", "web"]);
+    wait_runs_by(&s, "a1", series(&s, "ping").len());
+    // Unplanned: the active primary is killed.
+    a1.kill9();
+    wait_runs_by(&s, "a2", series(&s, "ping").len());
+    a1.start();
+    a1.wait_link("home", Some(&s));
+    // Unplanned: the active secondary freezes; the primary takes over; the secondary resumes idle.
+    a2.sigstop();
+    wait_runs_by(&s, "a1", series(&s, "ping").len());
+    a2.sigcont();
+    a2.wait_link("home", Some(&s));
+    let n = series(&s, "ping").len();
+    wait_until(WAIT, "more runs after the resume", || (series(&s, "ping").len() > n + 5).then_some(()));
+
+    let all = series(&s, "ping");
+    let order = holders(&all);
+    assert_eq!(order, vec!["a1", "a2", "a1", "a2", "a1"], "the duty moved exactly at each handover, never interleaved: {all:?}");
+    let pair = s.pair("web").expect("pair web");
+    assert_eq!(pair["active"], "primary");
+    let records: Vec<Value> = s.records().unwrap_or_default();
+    assert!(records.iter().filter(|r| r["name"] == "ping").all(|r| r["kind"] == "check" && r["pair"] == "web"));
+}
+
+#[test]
+fn ck1_agent_check_results_including_bad_targets_never_stall_the_agent() {
+    let site = Site::new(62);
+    let mut s = site.server("s", FAST);
+    s.start();
+    let mut a = site.agent("a", &[&s], FAST);
+    a.start();
+    a.wait_link("home", Some(&s));
+    s.cli_ok(&["check", "add", "closed", "--kind", "tcp", "--target", "127.0.62.250:1", "--every", "200ms", "--timeout", "300ms", "--agent", "a"]);
+    s.cli_ok(&["check", "add", "hang", "--kind", "command", "--target", "/bin/sleep 30", "--every", "200ms", "--timeout", "300ms", "--agent", "a"]);
+    s.cli_ok(&["check", "add", "number", "--kind", "command", "--target", "/bin/echo 7", "--every", "200ms", "--agent", "a"]);
+    let out = s.cli(&["check", "add", "bad", "--kind", "smtp", "--target", "x", "--agent", "a"]);
+    assert_eq!(out.status.code(), Some(2), "an unknown kind is bad usage");
+    let detail = |name: &str| -> Option<(f64, String)> {
+        let rs = s.records()?;
+        let r = rs.iter().rev().find(|r| r["name"] == name)?;
+        Some((r["value"].as_f64()?, r["detail"].as_str()?.to_string()))
+    };
+    let (_, closed) = wait_until(WAIT, "a result of the closed port", || detail("closed"));
+    assert!(closed.contains("\"up\":false"), "{closed}");
+    let (_, hang) = wait_until(WAIT, "a result of the hanging command", || detail("hang"));
+    assert!(hang.contains("timeout after 300ms"), "{hang}");
+    let (value, number) = wait_until(WAIT, "a result of the number command", || detail("number"));
+    assert_eq!(value, 7.0, "{number}");
+    // The agent keeps delivering other records while its checks fail.
+    let (_, last) = a.send(3);
+    wait_until(WAIT, "the sent records", || {
+        s.records()?.iter().any(|r| r["agent"] == "a" && r["seq"].as_u64() == Some(last)).then_some(())
+    });
+}
