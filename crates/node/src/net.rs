@@ -132,6 +132,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>,
                     reply(&mut wr, &ToAgent::Welcome { cluster: w.cluster, epoch: w.epoch, checks }).await;
                 }
                 Admission::Redirect { to, welcome } => {
+                    let to = crate::runtime::redirect_target(&shared, to);
                     let fingerprint = config.peer().ok().flatten().and_then(|p| p.fingerprint);
                     reply(&mut wr, &ToAgent::Redirect { to, fingerprint, cluster: welcome.cluster, epoch: welcome.epoch }).await;
                     return;
@@ -472,6 +473,9 @@ fn peer_status(state: &PeerState) -> PeerStatus {
 fn apply_replication(shared: &Shared, state: &PeerState, site: Option<&crate::store::SiteSnapshot>, records: &[StoredRecord], events: &[crate::store::StoredEvent]) {
     shared.pins.add(&state.fingerprint);
     let mut store = shared.store();
+    if !state.listen.is_empty() {
+        let _ = store.state_set("peer.listen", &json!(state.listen));
+    }
     if let Some(site) = site {
         if let Err(e) = store.site_replace(site) {
             tracing::error!("replicating the site configuration: {e}");

@@ -619,6 +619,7 @@ impl Core {
             epoch,
             site_version: self.shared.store().site_version().unwrap_or(0),
             fingerprint: self.shared.identity.fingerprint(),
+            listen: config.node.listen.clone(),
         }
     }
 
@@ -881,6 +882,7 @@ impl Core {
                 }
             }
             ServerAction::RedirectAll { to } => {
+                let to = redirect_target(&shared, to);
                 let epoch = s.engine.ha().epoch();
                 let cluster = s.engine.config().cluster.clone();
                 let fingerprint = shared.config().peer().ok().flatten().and_then(|p| p.fingerprint);
@@ -953,6 +955,14 @@ impl Core {
     }
     pub(crate) fn drain_now(&mut self) {
         self.drain();
+    }
+}
+
+/// AG-7: where to send agents: the peer's own listen address when it told us, else its URL.
+pub(crate) fn redirect_target(shared: &Shared, to: String) -> String {
+    match shared.store().state_get("peer.listen") {
+        Ok(Some(Value::String(listen))) if !listen.is_empty() => format!("https://{listen}"),
+        _ => to,
     }
 }
 

@@ -65,6 +65,10 @@ pub struct PeerState {
     pub site_version: u64,
     /// The certificate fingerprint this server uses now (learned across rotations, CT-2).
     pub fingerprint: String,
+    /// Where agents reach this server (its `node.listen`): redirects send agents there, not to
+    /// whatever address the peer link goes through.
+    #[serde(default)]
+    pub listen: String,
 }
 
 /// What an agent (or a peer server) sends to a server.
