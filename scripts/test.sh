@@ -22,6 +22,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "rust tests"
 cargo test --workspace -- --test-threads 2
 
+step "console in a browser"
+tests/console/run.sh
+
 step "desktop end to end"
 tests/desktop/run-desktop-e2e.sh
 
