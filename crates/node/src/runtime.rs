@@ -709,12 +709,9 @@ impl Core {
                 while let Some(e) = a.engine.poll_event() {
                     record_event(&self.shared, &e);
                 }
-                let mut actions = Vec::new();
-                while let Some(action) = a.engine.poll_action() {
-                    actions.push(action);
-                }
+                let actions: Vec<_> = std::iter::from_fn(|| a.engine.poll_action()).collect();
+                progressed |= !actions.is_empty();
                 for action in actions {
-                    progressed = true;
                     self.agent_action(action);
                 }
             }
@@ -722,12 +719,9 @@ impl Core {
                 while let Some(e) = s.engine.poll_event() {
                     record_event(&self.shared, &e);
                 }
-                let mut actions = Vec::new();
-                while let Some(action) = s.engine.poll_action() {
-                    actions.push(action);
-                }
+                let actions: Vec<_> = std::iter::from_fn(|| s.engine.poll_action()).collect();
+                progressed |= !actions.is_empty();
                 for action in actions {
-                    progressed = true;
                     self.server_action(action);
                 }
             }
