@@ -1,0 +1,621 @@
+//! Issue 6: a randomized fault schedule over a real site (PRODUCT.md §5 "zero records lost or
+//! duplicated across hundreds of randomized faults").
+//!
+//! The site: two servers in hot standby whose peer links go through relays (so the test can
+//! partition them), a pair of agents (`web`: p primary, q secondary, `--failover-after 1s`,
+//! switchback auto after 2 s) and one more agent, all with sub-second settings. Senders keep
+//! records flowing into every agent while a seeded RNG picks faults: SIGKILL (and later restart)
+//! of any node, SIGSTOP (and later SIGCONT) of any node, cutting (and later healing) the
+//! server–server relays. Background samplers read `status --json` of every node every ~200 ms
+//! and record who claims to be ACTIVE at which epoch, and which member is active per pair epoch.
+//!
+//! Afterwards everything is healed and restarted, the site must converge (s1 ACTIVE since
+//! failback is auto, s2 STANDBY, every agent on s1 with an empty cache, the pair on its primary),
+//! and the checker counts every record sent against every record stored on the acting server.
+//!
+//! Replay: `UNDERSTUDY_FAULT_SEED=<seed>`; number of faults: `UNDERSTUDY_FAULTS=<n>` (quick
+//! profile 8). The long profile: `cargo test -p understudy-system-tests --test faults -- --ignored`
+//! (200 faults unless `UNDERSTUDY_FAULTS` says otherwise).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use understudy_system_tests::*;
+
+const CONVERGE: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
+// A small seeded RNG (splitmix64): the same seed gives the same schedule.
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.next() % (hi - lo + 1))
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+fn seed() -> u64 {
+    if let Ok(s) = std::env::var("UNDERSTUDY_FAULT_SEED") {
+        let s = s.trim();
+        let parsed = match s.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => s.parse(),
+        };
+        return parsed.unwrap_or_else(|_| panic!("UNDERSTUDY_FAULT_SEED={s} is not a number"));
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    nanos ^ ((std::process::id() as u64) << 32)
+}
+
+fn fault_count(default: usize) -> usize {
+    std::env::var("UNDERSTUDY_FAULTS").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(default)
+}
+
+/// Prints the seed and the schedule when the test fails (also on panic), so it can be replayed.
+struct Report {
+    seed: u64,
+    faults: usize,
+    schedule: Arc<Mutex<Vec<String>>>,
+}
+
+impl Report {
+    fn log(&self, start: Instant, line: String) {
+        let line = format!("t={:>7.2}s {line}", start.elapsed().as_secs_f64());
+        eprintln!("[faults] {line}");
+        self.schedule.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let schedule = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
+            eprintln!(
+                "==== FAULT SUITE FAILED: replay with UNDERSTUDY_FAULT_SEED={} UNDERSTUDY_FAULTS={} ====\n{}",
+                self.seed,
+                self.faults,
+                schedule.join("\n")
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invariant observations from `status --json` samples.
+
+#[derive(Default)]
+struct Observed {
+    samples: u64,
+    /// server epoch → servers seen ACTIVE at it.
+    server_active: BTreeMap<u64, BTreeSet<String>>,
+    /// (pair, pair epoch) → active members reported by a server that was ACTIVE at that moment
+    /// (`member@server`).
+    pair_active: BTreeMap<(String, u64), BTreeSet<String>>,
+    /// (pair, pair epoch) → agents that believed they held the duty.
+    member_active: BTreeMap<(String, u64), BTreeSet<String>>,
+}
+
+impl Observed {
+    fn record(&mut self, node: &str, status: &Value) {
+        self.samples += 1;
+        let failover = &status["node"]["failover"];
+        if failover["state"] == "active" {
+            if let Some(epoch) = failover["epoch"].as_u64() {
+                self.server_active.entry(epoch).or_default().insert(node.to_string());
+            }
+            for pair in status["pairs"].as_array().into_iter().flatten() {
+                let (Some(name), Some(epoch), Some(active)) = (pair["name"].as_str(), pair["epoch"].as_u64(), pair["active"].as_str()) else {
+                    continue;
+                };
+                if active != "none" {
+                    self.pair_active.entry((name.to_string(), epoch)).or_default().insert(format!("{active}@{node}"));
+                }
+            }
+        }
+        for m in status["members"].as_array().into_iter().flatten() {
+            if let (Some(pair), Some(epoch), Some(true)) = (m["pair"].as_str(), m["epoch"].as_u64(), m["active"].as_bool()) {
+                self.member_active.entry((pair.to_string(), epoch)).or_default().insert(node.to_string());
+            }
+        }
+    }
+
+    fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (epoch, servers) in &self.server_active {
+            if servers.len() > 1 {
+                v.push(format!("two ACTIVE servers at epoch {epoch}: {servers:?}"));
+            }
+        }
+        for ((pair, epoch), seen) in &self.pair_active {
+            let members: BTreeSet<&str> = seen.iter().map(|s| s.split('@').next().unwrap_or("")).collect();
+            if members.len() > 1 {
+                v.push(format!("pair {pair} epoch {epoch}: two active members reported {seen:?}"));
+            }
+        }
+        for ((pair, epoch), agents) in &self.member_active {
+            if agents.len() > 1 {
+                v.push(format!("pair {pair} epoch {epoch}: agents {agents:?} all believed they were active"));
+            }
+        }
+        v
+    }
+}
+
+/// One thread per node polling `status --json` every ~200 ms (a frozen node blocks only its own
+/// thread, for the CLI's timeout).
+struct Samplers {
+    stop: Arc<AtomicBool>,
+    observed: Arc<Mutex<Observed>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Samplers {
+    fn start(nodes: &[&Node]) -> Samplers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let observed = Arc::new(Mutex::new(Observed::default()));
+        let threads = nodes
+            .iter()
+            .map(|n| {
+                let (name, dir) = (n.name.clone(), n.dir.display().to_string());
+                let (stop, observed) = (stop.clone(), observed.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let out = run_understudy(&["--data-dir", &dir, "status", "--json"], Duration::from_secs(5));
+                        if let Some(status) = out.filter(|o| o.status.success()).and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok()) {
+                            observed.lock().unwrap_or_else(|p| p.into_inner()).record(&name, &status);
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                })
+            })
+            .collect();
+        Samplers { stop, observed, threads }
+    }
+
+    fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let o = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        (o.samples, o.violations())
+    }
+}
+
+impl Drop for Samplers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counting records: lost and duplicated, per agent.
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Count {
+    sent: u64,
+    stored: u64,
+    lost: u64,
+    duplicated: u64,
+    unexpected: u64,
+}
+
+fn count_records(store: &Node, expected: &[(&str, u64)]) -> Option<Count> {
+    let records = store.records()?;
+    let mut seen: BTreeMap<&str, BTreeMap<u64, u64>> = BTreeMap::new();
+    for r in &records {
+        let (Some(agent), Some(seq)) = (r["agent"].as_str(), r["seq"].as_u64()) else { continue };
+        *seen.entry(agent).or_default().entry(seq).or_default() += 1;
+    }
+    let mut c = Count { stored: records.len() as u64, ..Count::default() };
+    for (agent, n) in expected {
+        c.sent += n;
+        let have = seen.remove(agent).unwrap_or_default();
+        c.lost += (1..=*n).filter(|s| !have.contains_key(s)).count() as u64;
+        c.duplicated += have.values().map(|k| k - 1).sum::<u64>();
+        c.unexpected += have.keys().filter(|s| **s == 0 || **s > *n).count() as u64;
+    }
+    c.unexpected += seen.values().map(|m| m.len() as u64).sum::<u64>();
+    Some(c)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The site and the schedule.
+
+fn agent_sets() -> Vec<&'static str> {
+    let mut v = vec!["agent.enroll_token=tok"];
+    v.extend_from_slice(FAST_AGENT);
+    v
+}
+
+fn server_sets() -> Vec<&'static str> {
+    let mut v = vec!["server.enroll_token=tok", "failover.failback=auto", "failover.hold_down=2s"];
+    v.extend_from_slice(FAST_SERVER);
+    v
+}
+
+/// The agent delivers to one of `addrs` (home or standby).
+fn on_server(agent: &Node, addrs: &[&str]) -> Result<(), String> {
+    let link = agent.status().ok_or("no status")?["link"].clone();
+    let on = link["server"].as_str().unwrap_or("");
+    let state = link["state"].as_str().unwrap_or("");
+    if addrs.iter().any(|a| on.contains(a)) && (state == "home" || state == "standby") {
+        Ok(())
+    } else {
+        Err(format!("{}: {link}", agent.name))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Health {
+    Running,
+    Frozen,
+    Dead,
+}
+
+/// At most this many faults are in force at once (the site must keep making progress).
+const MAX_CONCURRENT: usize = 2;
+
+fn fault_schedule(net: u8, faults: usize) {
+    let seed = seed();
+    let report = Report { seed, faults, schedule: Arc::new(Mutex::new(Vec::new())) };
+    eprintln!("[faults] seed {seed} ({faults} faults): replay with UNDERSTUDY_FAULT_SEED={seed} UNDERSTUDY_FAULTS={faults}");
+    let mut rng = Rng(seed);
+    let wall = Instant::now();
+
+    let site = Site::new(net);
+    let (relay_to_s2_addr, relay_to_s1_addr) = (site.addr(), site.addr());
+    let (s1, s2) = site.hot_standby(&server_sets(), Some((&relay_to_s2_addr, &relay_to_s1_addr)));
+    let relay_to_s2 = Relay::start(&relay_to_s2_addr, &s2.listen);
+    let relay_to_s1 = Relay::start(&relay_to_s1_addr, &s1.listen);
+    let p = site.agent("p", &[&s1, &s2], &agent_sets());
+    let q = site.agent("q", &[&s1, &s2], &agent_sets());
+    let a3 = site.agent("a3", &[&s2, &s1], &agent_sets());
+    // nodes[0..2] are the servers, nodes[2..] the agents.
+    let mut nodes = vec![s1, s2, p, q, a3];
+    let s1_addrs = [nodes[0].listen.clone(), relay_to_s1_addr.clone()];
+    let s1_addrs: Vec<&str> = s1_addrs.iter().map(String::as_str).collect();
+
+    nodes[0].start();
+    nodes[0].wait_failover_state("active");
+    nodes[1].start();
+    nodes[1].wait_failover_state("standby");
+    for n in &mut nodes[2..] {
+        n.start();
+    }
+    for n in &nodes[2..] {
+        wait_ok(WAIT, &format!("{} on s1", n.name), || on_server(n, &s1_addrs));
+    }
+    nodes[0].cli_ok(&["pair", "add", "web", "--primary", "p", "--secondary", "q", "--failover-after", "1s", "--switchback", "auto", "--hold-down", "2s"]);
+    nodes[0].wait_pair("web", "active primary", |p| p["active"] == "primary");
+    wait_until(WAIT, "the agents and the pair replicated to s2", || {
+        let s2 = &nodes[1];
+        (s2.agent_entry("p").is_some() && s2.agent_entry("q").is_some() && s2.agent_entry("a3").is_some() && s2.pair("web").is_some())
+            .then_some(())
+    });
+
+    let node_refs: Vec<&Node> = nodes.iter().collect();
+    let samplers = Samplers::start(&node_refs);
+    let senders: Vec<Sender> = nodes[2..].iter().map(|a| Sender::start(a, 5)).collect();
+    for s in &senders {
+        s.wait_more(40);
+    }
+    let start = Instant::now();
+    report.log(start, format!("site up in {:.1}s; senders running", wall.elapsed().as_secs_f64()));
+
+    // The schedule.
+    let mut health = [Health::Running; 5];
+    let mut cut = false;
+    let mut applied = 0usize;
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    while applied < faults {
+        let in_force: Vec<usize> = (0..5).filter(|i| health[*i] != Health::Running).collect();
+        let impaired = in_force.len() + usize::from(cut);
+        let apply = impaired == 0 || (impaired < MAX_CONCURRENT && rng.chance(50));
+        if apply {
+            let kind = rng.below(if cut { 2 } else { 3 });
+            if kind == 2 {
+                relay_to_s1.cut();
+                relay_to_s2.cut();
+                cut = true;
+                report.log(start, "fault: partition (both server relays cut)".into());
+                *kinds.entry("partition").or_default() += 1;
+            } else {
+                let running: Vec<usize> = (0..5).filter(|i| health[*i] == Health::Running).collect();
+                let i = running[rng.below(running.len())];
+                if kind == 0 {
+                    nodes[i].kill9();
+                    health[i] = Health::Dead;
+                    report.log(start, format!("fault: SIGKILL {}", nodes[i].name));
+                    *kinds.entry("sigkill").or_default() += 1;
+                } else {
+                    nodes[i].sigstop();
+                    health[i] = Health::Frozen;
+                    report.log(start, format!("fault: SIGSTOP {}", nodes[i].name));
+                    *kinds.entry("sigstop").or_default() += 1;
+                }
+            }
+            applied += 1;
+        } else {
+            let pick = rng.below(impaired);
+            if pick == in_force.len() {
+                relay_to_s1.heal();
+                relay_to_s2.heal();
+                cut = false;
+                report.log(start, "heal: partition".into());
+            } else {
+                let i = in_force[pick];
+                match health[i] {
+                    Health::Dead => {
+                        nodes[i].start();
+                        report.log(start, format!("heal: restarted {}", nodes[i].name));
+                    }
+                    Health::Frozen => {
+                        nodes[i].sigcont();
+                        report.log(start, format!("heal: SIGCONT {}", nodes[i].name));
+                    }
+                    Health::Running => unreachable!(),
+                }
+                health[i] = Health::Running;
+            }
+        }
+        std::thread::sleep(rng.ms(300, 3000));
+    }
+
+    // Heal everything.
+    relay_to_s1.heal();
+    relay_to_s2.heal();
+    for i in 0..5 {
+        match health[i] {
+            Health::Frozen => nodes[i].sigcont(),
+            Health::Dead => {
+                nodes[i].start();
+            }
+            Health::Running => {}
+        }
+    }
+    report.log(start, format!("schedule done: {applied} faults {kinds:?}; everything healed"));
+    // "Restart everything": a clean restart of every node, one after the other, under load.
+    for n in nodes.iter_mut() {
+        n.stop();
+        n.start();
+    }
+    report.log(start, "every node restarted".into());
+
+    // Convergence: s1 ACTIVE (failback auto), s2 STANDBY, the pair on its primary, every agent on
+    // s1 with an empty cache.
+    let (s1, s2) = (&nodes[0], &nodes[1]);
+    wait_ok(CONVERGE, "s1 ACTIVE and s2 STANDBY", || match (s1.failover(), s2.failover()) {
+        (Some((a, _)), Some((b, _))) if a == "active" && b == "standby" => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    wait_ok(CONVERGE, "the pair active on its primary", || {
+        let pair = s1.pair("web").ok_or("no pair")?;
+        (pair["active"] == "primary" && pair["state"] == "normal").then_some(()).ok_or(format!("{pair}"))
+    });
+    for n in &nodes[2..] {
+        wait_ok(CONVERGE, &format!("{} on s1", n.name), || on_server(n, &s1_addrs));
+    }
+    let stats: Vec<SendStats> = senders.into_iter().map(Sender::finish).collect();
+    // One last send per agent bounds what was handed over (a send cut short by a fault may have
+    // cached its records without reporting them).
+    let mut expected: Vec<(&str, u64)> = Vec::new();
+    for (n, st) in nodes[2..].iter().zip(&stats) {
+        let (_, last) = n.send(5);
+        assert!(last >= st.last_seq, "{}: seq went back from {} to {last}", n.name, st.last_seq);
+        expected.push((n.name.as_str(), last));
+    }
+    for n in &nodes[2..] {
+        wait_ok(CONVERGE, &format!("{}'s cache flushed", n.name), || {
+            let link = n.status().ok_or("no status")?["link"].clone();
+            (link["cached"].as_u64() == Some(0)).then_some(()).ok_or(format!("{link}"))
+        });
+    }
+    let converged = start.elapsed();
+    report.log(start, "converged".into());
+    let (samples, violations) = samplers.finish();
+
+    // Count everything, waiting a little for the last flushes.
+    let deadline = Instant::now() + WAIT;
+    let count = loop {
+        let c = count_records(s1, &expected);
+        if let Some(c) = c.filter(|c| c.lost == 0) {
+            break c;
+        }
+        if Instant::now() > deadline {
+            break c.unwrap_or_default();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let sends: u64 = stats.iter().map(|s| s.ok_calls).sum();
+    let failed: u64 = stats.iter().map(|s| s.failed_calls).sum();
+    eprintln!(
+        "[faults] RESULT seed={seed} faults={applied} kinds={kinds:?} sent={} stored={} lost={} duplicated={} unexpected={} \
+         violations={} samples={samples} send_calls_ok={sends} send_calls_failed={failed} schedule_and_convergence={:.1}s wall={:.1}s",
+        count.sent,
+        count.stored,
+        count.lost,
+        count.duplicated,
+        count.unexpected,
+        violations.len(),
+        converged.as_secs_f64(),
+        wall.elapsed().as_secs_f64()
+    );
+    for v in &violations {
+        eprintln!("[faults] VIOLATION: {v}");
+    }
+    assert!(violations.is_empty(), "invariant violations (seed {seed}): {violations:#?}");
+    assert!(
+        count.lost == 0 && count.duplicated == 0 && count.unexpected == 0,
+        "records (seed {seed}): {count:?}; {:?}",
+        check_records(&[s1], &expected)
+    );
+    check_records(&[s1], &expected).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    drop(report);
+}
+
+/// The quick profile (CI): ~8 faults, a minute or two.
+#[test]
+fn randomized_faults_quick() {
+    fault_schedule(71, fault_count(8));
+}
+
+/// The long profile, on demand: `cargo test -p understudy-system-tests --test faults -- --ignored`.
+#[test]
+#[ignore]
+fn randomized_faults_long() {
+    fault_schedule(72, fault_count(200));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 30 % packet loss between an agent and its server, in network namespaces.
+
+fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// A network namespace with a veth pair to the host; deleted on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+impl Netns {
+    /// `ip netns add NAME`, veth `HOST_IF` (host, 10.200.N.1/24) ↔ `eth0` (namespace, 10.200.N.2/24).
+    fn create(name: &str, n: u8) -> Result<Netns, String> {
+        let _ = sh("ip", &["netns", "del", name]);
+        let host_if = format!("us{n}h");
+        let _ = sh("ip", &["link", "del", &host_if]);
+        sh("ip", &["netns", "add", name])?;
+        let ns = Netns { name: name.to_string(), host_if: host_if.clone() };
+        let peer = format!("us{n}n");
+        sh("ip", &["link", "add", &host_if, "type", "veth", "peer", "name", &peer])?;
+        sh("ip", &["link", "set", &peer, "netns", name])?;
+        sh("ip", &["addr", "add", &format!("10.200.{n}.1/24"), "dev", &host_if])?;
+        sh("ip", &["link", "set", &host_if, "up"])?;
+        sh("ip", &["-n", name, "link", "set", &peer, "name", "eth0"])?;
+        sh("ip", &["-n", name, "addr", "add", &format!("10.200.{n}.2/24"), "dev", "eth0"])?;
+        sh("ip", &["-n", name, "link", "set", "eth0", "up"])?;
+        sh("ip", &["-n", name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh("ip", &["netns", "exec", &self.name, "nft", "delete", "table", "inet", "us"]);
+        let _ = sh("ip", &["link", "del", &self.host_if]);
+        let _ = sh("ip", &["netns", "del", &self.name]);
+    }
+}
+
+fn netns_unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    if let Err(e) = sh("ip", &["netns", "list"]) {
+        return Some(format!("`ip netns` is unavailable: {e}"));
+    }
+    if let Err(e) = sh("nft", &["--version"]) {
+        return Some(format!("nftables is unavailable: {e}"));
+    }
+    None
+}
+
+/// The server runs in its own namespace behind a veth pair that drops 30 % of packets (both
+/// ways, nftables `numgen random`); with default heartbeats no record is lost and the agent
+/// never switches over (its standby server would be in its list).
+#[test]
+fn lossy_link_30_percent_loses_nothing_and_does_not_switch_over() {
+    if let Some(why) = netns_unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let ns = match Netns::create("us-faults-73", 73) {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("SKIPPED: could not create the namespace: {e}");
+            return;
+        }
+    };
+    let site = Site::new(73);
+    let mut server = site.server("srv", &["server.enroll_token=tok"]);
+    let mut standby = site.server("standby", &["server.enroll_token=tok"]);
+    // The server listens on the namespace's address; `init` picked a loopback one.
+    let ns_addr = "10.200.73.2:7473".to_string();
+    server.configure(&[&format!("node.listen={ns_addr}")]);
+    server.listen = ns_addr.clone();
+    let mut agent = site.agent("a1", &[&server, &standby], &["agent.enroll_token=tok"]);
+    // Start the server inside the namespace.
+    let bin = understudy_bin();
+    let log = std::fs::File::create(server.dir.join("serve.log")).expect("log");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(&bin)
+        .args(["serve", "--data-dir", &server.dir.display().to_string()])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("ip netns exec understudy serve");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child_guard = {
+        wait_until(WAIT, "the namespaced server's admin API", || {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("the namespaced server exited: {st}");
+            }
+            server.status()
+        });
+        Kill(child)
+    };
+    let _ = &mut server;
+    standby.start();
+    agent.start();
+    agent.wait_link("home", Some(&server));
+    for cmd in [
+        "add table inet us",
+        "add chain inet us in { type filter hook input priority 0 ; }",
+        "add chain inet us out { type filter hook output priority 0 ; }",
+        "add rule inet us in iifname eth0 numgen random mod 100 < 30 drop",
+        "add rule inet us out oifname eth0 numgen random mod 100 < 30 drop",
+    ] {
+        let mut args = vec!["netns", "exec", &ns.name, "nft"];
+        args.extend(cmd.split(' '));
+        sh("ip", &args).unwrap_or_else(|e| panic!("nft: {e}"));
+    }
+    let load = Sender::start(&agent, 20);
+    load.wait_more(2000);
+    let n = load.finish().last_seq;
+    let (_, n) = (n, agent.send(1).1);
+    wait_records(&[&server], &[("a1", n)]);
+    assert!(agent.events("SWITCHOVER").is_empty(), "no switchover on a lossy link: {:?}", agent.events("SWITCHOVER"));
+    assert_eq!(agent.link_state().as_deref(), Some("home"));
+}
