@@ -604,18 +604,43 @@ fn lossy_link_30_percent_loses_nothing_and_does_not_switch_over() {
         "add table inet us",
         "add chain inet us in { type filter hook input priority 0 ; }",
         "add chain inet us out { type filter hook output priority 0 ; }",
-        "add rule inet us in iifname eth0 numgen random mod 100 < 30 drop",
-        "add rule inet us out oifname eth0 numgen random mod 100 < 30 drop",
+        "add rule inet us in iifname eth0 numgen random mod 100 < 30 counter drop",
+        "add rule inet us out oifname eth0 numgen random mod 100 < 30 counter drop",
     ] {
         let mut args = vec!["netns", "exec", &ns.name, "nft"];
         args.extend(cmd.split(' '));
         sh("ip", &args).unwrap_or_else(|e| panic!("nft: {e}"));
     }
-    let load = Sender::start(&agent, 20);
-    load.wait_more(2000);
+    // 30 s of load: 30 default heartbeats, three times the default switchover_after.
+    let load = Sender::start(&agent, 5);
+    let end = Instant::now() + Duration::from_secs(30);
+    // A lossy link may drop the connection (the agent reconnects home: `connecting`), but the
+    // agent never moves to its standby server within switchover_after.
+    let mut reconnecting = 0;
+    while Instant::now() < end {
+        let link = agent.status().expect("the agent's status")["link"].clone();
+        let on = link["server"].as_str().unwrap_or("");
+        match link["state"].as_str() {
+            Some("home") => {}
+            Some("connecting") if !on.contains(&standby.listen) => {
+                reconnecting += 1;
+                eprintln!("[lossy] reconnecting home: {link}");
+            }
+            _ => panic!("the agent left home on a lossy link: {link}"),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let n = load.finish().last_seq;
     let (_, n) = (n, agent.send(1).1);
     wait_records(&[&server], &[("a1", n)]);
+    let rules = sh("ip", &["netns", "exec", &ns.name, "nft", "list", "table", "inet", "us"]).expect("nft list");
+    let dropped: u64 = rules
+        .lines()
+        .filter_map(|l| l.split("packets ").nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    eprintln!("[lossy] {n} records stored exactly once; {dropped} packets dropped by nftables; {reconnecting} samples reconnecting");
+    assert!(dropped > 0, "nftables dropped nothing: {rules}");
     assert!(agent.events("SWITCHOVER").is_empty(), "no switchover on a lossy link: {:?}", agent.events("SWITCHOVER"));
+    assert!(server.events("SWITCHOVER").is_empty(), "no switchover on a lossy link");
     assert_eq!(agent.link_state().as_deref(), Some("home"));
 }
