@@ -54,6 +54,11 @@ pub fn run() {
         .plugin(tauri_plugin_autostart::init(MacosLauncher::LaunchAgent, Some(vec![HIDDEN_ARG])))
         .manage(host.clone())
         .invoke_handler(tauri::generate_handler![commands::admin])
+        .on_window_event(|_window, event| {
+            if let tauri::WindowEvent::Destroyed = event {
+                window::released();
+            }
+        })
         .setup(move |app| {
             let handle = app.handle().clone();
             let autostart = handle.autolaunch().is_enabled().unwrap_or(false);

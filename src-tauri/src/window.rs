@@ -34,3 +34,20 @@ pub fn open<R: Runtime>(app: &AppHandle<R>) {
         tracing::error!("could not open the window: {e}");
     }
 }
+
+/// After the window (and its webview) is destroyed: hands the freed heap back to the system, so
+/// the app's footprint in the tray drops instead of keeping the webview's peak (glibc keeps freed
+/// memory in its arenas otherwise).
+pub fn released() {
+    tracing::info!("window closed: webview released");
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim has no preconditions; it only returns free pages.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
