@@ -523,10 +523,8 @@ fn fault_schedule(net: u8, faults: usize) {
     assert!(violations.is_empty(), "invariant violations (seed {seed}): {violations:#?}");
     assert!(
         count.lost == 0 && count.duplicated == 0 && count.unexpected == 0,
-        "records (seed {seed}): {count:?}; {:?}",
-        check_records(&[s1], &expected)
+        "records (seed {seed}): {count:?} (expected {expected:?})"
     );
-    check_records(&[s1], &expected).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     drop(report);
 }
 
