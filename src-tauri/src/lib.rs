@@ -130,7 +130,7 @@ async fn follow_status(app: AppHandle, host: Host) {
         n += 1;
         let shell = app.state::<Shell>();
         // The node's mute setting may be changed from the window or the CLI: read it now and then.
-        if n % 4 == 0 && host.node().is_ok() {
+        if n.is_multiple_of(4) && host.node().is_ok() {
             shell.mute.refresh(&host).await;
         }
         let model = match host.node() {

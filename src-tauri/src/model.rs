@@ -156,7 +156,7 @@ impl MenuModel {
 pub fn overall_state(status: &Value) -> Overall {
     let link_state = str_of(&status["link"]["state"]).map(str::to_lowercase);
     let pairs = array(&status["pairs"]);
-    if link_state.as_deref() == Some("blackout") || pairs.iter().any(|p| pair_is_blackout(p)) {
+    if link_state.as_deref() == Some("blackout") || pairs.iter().any(pair_is_blackout) {
         return Overall::Blackout;
     }
     let link_degraded = matches!(link_state.as_deref(), Some(s) if s != "home");

@@ -339,7 +339,7 @@ fn fault_schedule(net: u8, faults: usize) {
     let q = site.agent("q", &[&s1, &s2], &agent_sets());
     let a3 = site.agent("a3", &[&s2, &s1], &agent_sets());
     // nodes[0..2] are the servers, nodes[2..] the agents.
-    let mut nodes = vec![s1, s2, p, q, a3];
+    let mut nodes = [s1, s2, p, q, a3];
     let s1_addrs = [nodes[0].listen.clone(), relay_to_s1_addr.clone()];
     let s1_addrs: Vec<&str> = s1_addrs.iter().map(String::as_str).collect();
 

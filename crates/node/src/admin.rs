@@ -636,7 +636,7 @@ fn status(core: &Core) -> Value {
         })
         .unwrap_or_default();
     let members: Vec<Value> = agent
-        .map(|a| a.members().iter().map(|(p, m)| json!({ "pair": p, "epoch": m.epoch().pair, "active": m.is_active() })).collect())
+        .map(|a| a.members().iter().map(|(p, m)| json!({ "pair": p, "epoch": m.epoch().pair, "server_epoch": m.epoch().server, "active": m.is_active() })).collect())
         .unwrap_or_default();
     let pairs: Vec<Value> = server
         .map(|s| {

@@ -231,15 +231,31 @@ async fn run_forever(shared: Arc<Shared>, check: Check) {
             kind: "check".into(),
             detail: Some(json!({ "up": outcome.up, "detail": outcome.detail }).to_string()),
         };
-        // AG-2: a run is durable in the cache before it is sent, like any record.
-        let appended = shared.store().cache_append(std::slice::from_ref(&record));
+        if shared.check_results.send(record).is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes check results to the cache in batches, off the async workers: one durable commit
+/// holds every result that arrived while the previous one was being written (AG-2 holds: a
+/// result is in the cache before it is sent).
+pub(crate) async fn write_results(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::UnboundedReceiver<NewRecord>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let writer = shared.clone();
+        let appended = tokio::task::spawn_blocking(move || writer.store().cache_append(&batch)).await;
         match appended {
-            Ok(seqs) => {
+            Ok(Ok(seqs)) => {
                 if let Some(last) = seqs.last() {
                     let _ = shared.core.send(Input::Cached(*last));
                 }
             }
-            Err(e) => tracing::error!(check = %check.name, "check result not written: {e}"),
+            Ok(Err(e)) => tracing::error!("check results not written: {e}"),
+            Err(_) => return,
         }
     }
 }

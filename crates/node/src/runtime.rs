@@ -169,6 +169,8 @@ pub(crate) struct Shared {
     /// The lease of each pair whose duty this agent holds: a check run after it is not recorded
     /// (CK-3), even if its task has not been stopped yet (a process resumed from SIGSTOP).
     pub leases: Mutex<HashMap<String, Instant>>,
+    /// Check results on their way to the cache (written in batches by `checks::write_results`).
+    pub check_results: mpsc::UnboundedSender<crate::store::NewRecord>,
 }
 
 impl Shared {
@@ -216,6 +218,7 @@ impl Node {
             }
         }
         let (core_tx, core_rx) = mpsc::unbounded_channel();
+        let (check_tx, check_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -230,7 +233,9 @@ impl Node {
             events,
             shutdown,
             leases: Mutex::new(HashMap::new()),
+            check_results: check_tx,
         });
+        tokio::spawn(crate::checks::write_results(shared.clone(), check_rx));
         let core = Core::new(shared.clone())?;
         tokio::spawn(core.run(core_rx));
         let server_config = tls::server_config(shared.identity.clone())?;

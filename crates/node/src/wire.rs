@@ -93,6 +93,8 @@ pub enum ToServer {
 }
 
 /// What a server sends to an agent (or to a polling peer).
+// Messages live only between a read and a write; boxing the large reply would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToAgent {
