@@ -169,6 +169,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, method: &str, path: &str, body:
         },
         ("POST", ["api", "cert", "generate"]) => generate_cert(shared, body).await,
         ("POST", ["api", "send"]) => send(shared, body),
+        ("POST", ["api", "link", "trust"]) => trust(shared, body),
         ("GET", ["api", "settings"]) => (200, json!({ "ui.notifications": shared.config().ui.notifications })),
         ("POST", ["api", "settings"]) => settings(shared, body),
         _ => {
@@ -263,6 +264,28 @@ fn send(shared: &Shared, body: Option<Value>) -> (u16, Value) {
         }
         Err(e) => error(507, format!("records not written: {e}")),
     }
+}
+
+/// CT-2: the operator accepts a server certificate seen on first contact (listed in
+/// `status.link.untrusted`); it is pinned from now on.
+fn trust(shared: &Shared, body: Option<Value>) -> (u16, Value) {
+    let Some(fp) = body.as_ref().and_then(|b| b.get("fingerprint")).and_then(Value::as_str) else {
+        return error(400, "expected {\"fingerprint\": \"<sha256 hex>\"}");
+    };
+    let fp = match config::normalize_fingerprint(fp) {
+        Ok(fp) => fp,
+        Err(m) => return error(400, m),
+    };
+    let mut untrusted = shared.untrusted.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(addr) = untrusted.iter().find(|(_, seen)| **seen == fp).map(|(a, _)| a.clone()) else {
+        return error(404, format!("no server presented {fp}: only a certificate seen on first contact can be accepted"));
+    };
+    untrusted.remove(&addr);
+    shared.pins.add(&fp);
+    if let Err(e) = shared.store().state_set("pins", &json!(shared.pins.list())) {
+        return error(500, e.to_string());
+    }
+    ok(format!("{addr} trusted with certificate {fp}"))
 }
 
 fn settings(shared: &Shared, body: Option<Value>) -> (u16, Value) {
@@ -621,6 +644,8 @@ fn status(core: &Core) -> Value {
             "state": a.state().as_str(),
             "cached": a.cached(),
             "error": a.last_error(),
+            "untrusted": core.shared().untrusted.lock().unwrap_or_else(|p| p.into_inner()).iter()
+                .map(|(addr, fp)| json!({ "address": addr, "fingerprint": fp })).collect::<Vec<_>>(),
         })
     });
     let servers: Vec<Value> = agent

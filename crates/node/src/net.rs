@@ -296,7 +296,13 @@ pub(crate) async fn agent_link(shared: Arc<Shared>, server: usize, conn: u64, ad
     };
     let stream = match tls::connect_with(client, &addr, attempt_timeout(&shared)).await {
         Ok(s) => s,
-        Err(e) => return report(&shared, server, conn, LinkEvent::ConnectFailed(e.to_string())),
+        Err(e) => {
+            if let tls::TlsError::NotPinned { refused, .. } = &e {
+                // CT-2: shown to the operator, who may accept it (POST /api/link/trust).
+                shared.untrusted.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.clone(), refused.presented.clone());
+            }
+            return report(&shared, server, conn, LinkEvent::ConnectFailed(e.to_string()));
+        }
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
     let hello = ToServer::Hello {

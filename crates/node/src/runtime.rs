@@ -171,6 +171,9 @@ pub(crate) struct Shared {
     pub leases: Mutex<HashMap<String, Instant>>,
     /// Check results on their way to the cache (written in batches by `checks::write_results`).
     pub check_results: mpsc::UnboundedSender<crate::store::NewRecord>,
+    /// Server certificates an agent link was refused for, by address: the operator may accept
+    /// one on first contact (CT-2).
+    pub untrusted: Mutex<HashMap<String, String>>,
 }
 
 impl Shared {
@@ -234,6 +237,7 @@ impl Node {
             shutdown,
             leases: Mutex::new(HashMap::new()),
             check_results: check_tx,
+            untrusted: Mutex::new(HashMap::new()),
         });
         tokio::spawn(crate::checks::write_results(shared.clone(), check_rx));
         let core = Core::new(shared.clone())?;

@@ -118,3 +118,32 @@ async fn ui4_console_is_served_and_the_api_needs_the_token() {
     assert_eq!(status, 200);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ct2_a_server_certificate_is_accepted_on_first_contact_by_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), "srv", "127.0.3.5", Role::Server, vec![]).await;
+    let fp = get(&server, "/api/cert").await["fingerprint"].as_str().unwrap().to_string();
+    // No fingerprint given at set-up: the agent refuses the server until an operator accepts it.
+    let agent = start(dir.path(), "agt", "127.0.3.6", Role::Agent, vec![format!("https://{}", server.listen_addr())]).await;
+    let a = agent.clone();
+    let f = fp.clone();
+    wait_for("the presented certificate listed", move || {
+        let (a, f) = (a.clone(), f.clone());
+        Box::pin(async move { get(&a, "/api/status").await["link"]["untrusted"].as_array().is_some_and(|u| u.iter().any(|x| x["fingerprint"] == f.as_str())) })
+    })
+    .await;
+    assert_ne!(get(&agent, "/api/status").await["link"]["state"], "home");
+    let (status, wrong) = agent.admin("POST", "/api/link/trust", Some(json!({ "fingerprint": "ab".repeat(32) }))).await;
+    assert_eq!(status, 404, "{wrong}");
+    let (status, ok) = agent.admin("POST", "/api/link/trust", Some(json!({ "fingerprint": fp }))).await;
+    assert_eq!(status, 200, "{ok}");
+    let a = agent.clone();
+    wait_for("the agent at home", move || {
+        let a = a.clone();
+        Box::pin(async move { get(&a, "/api/status").await["link"]["state"] == "home" })
+    })
+    .await;
+    agent.shutdown().await;
+    server.shutdown().await;
+}
