@@ -460,6 +460,9 @@ pub(crate) async fn peer_poll(shared: Arc<Shared>, addr: String, replicate: bool
             return Err(format!("unexpected answer {reply:?}"));
         };
         apply_replication(&shared, &state, site.as_ref(), &records, &events);
+        if replicate && state.state == "active" {
+            push_local_records(&shared, &addr).await;
+        }
         Ok((peer_status(&state), site))
     }
     .await;
@@ -488,9 +491,16 @@ fn apply_replication(shared: &Shared, state: &PeerState, site: Option<&crate::st
         }
     }
     if let Some(last) = records.iter().map(|r| r.rowid).max() {
+        let pushed = store.state_get("peer.pushed_upto").ok().flatten().and_then(|v| v.as_u64()).unwrap_or(0);
+        let caught_up = store.records_max_rowid().unwrap_or(0) <= pushed;
         match store.records_merge(records) {
             Ok(_) => {
                 let _ = store.state_set("peer.records_after", &json!(last));
+                if caught_up {
+                    // What was just pulled came from the peer: nothing to hand back.
+                    let max = store.records_max_rowid().unwrap_or(pushed);
+                    let _ = store.state_set("peer.pushed_upto", &json!(max));
+                }
             }
             Err(e) => tracing::error!("replicating records: {e}"),
         }
@@ -508,34 +518,59 @@ fn apply_replication(shared: &Shared, state: &PeerState, site: Option<&crate::st
 /// HS-5, HS-6: after stepping down (or returning as a former ACTIVE), hand the acting peer every
 /// record this node holds (it keeps what it has; `records_merge` stores each once).
 pub(crate) async fn merge_to_peer(shared: Arc<Shared>, addr: String) {
-    let result: Result<usize, String> = async {
-        let stream = tls::connect_with(peer_client(&shared)?, &addr, Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
-        let (mut rd, mut wr) = tokio::io::split(stream);
-        let mut after = 0;
-        let mut total = 0;
-        // Two passes: a batch an agent link was still storing when this node stepped down is
-        // acknowledged after the first pass may have read past it.
-        for pass in 0..2 {
-            if pass == 1 {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            loop {
-                let batch = shared.store().records_since(after, 2000).map_err(|e| e.to_string())?;
-                let Some(last) = batch.last().map(|r| r.rowid) else { break };
-                write_frame(&mut wr, &ToServer::Merge { records: batch }).await.map_err(|e| e.to_string())?;
-                match read_frame::<ToAgent, _>(&mut rd).await {
-                    Ok(Some(ToAgent::MergeDone { inserted })) => total += inserted,
-                    other => return Err(format!("unexpected answer {other:?}")),
-                }
-                after = last;
-            }
+    // Two passes: a batch an agent link was still storing when this node stepped down is
+    // acknowledged after the first pass may have read past it.
+    match push_records(&shared, &addr, 0, 2).await {
+        Ok((n, last)) => {
+            tracing::info!("handed {n} records the ACTIVE peer lacked");
+            let _ = shared.store().state_set("peer.pushed_upto", &json!(last));
         }
-        Ok(total)
-    }
-    .await;
-    match result {
-        Ok(n) => tracing::info!("handed {n} records the ACTIVE peer lacked"),
         Err(e) => tracing::error!("handing records to the peer: {e}"),
+    }
+}
+
+/// Sends the peer every local record with a rowid above `after`; returns how many it lacked and
+/// the last rowid sent.
+async fn push_records(shared: &Arc<Shared>, addr: &str, after: u64, passes: usize) -> Result<(usize, u64), String> {
+    let stream = tls::connect_with(peer_client(shared)?, addr, Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut after = after;
+    let mut total = 0;
+    for pass in 0..passes {
+        if pass > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        loop {
+            let batch = shared.store().records_since(after, 2000).map_err(|e| e.to_string())?;
+            let Some(last) = batch.last().map(|r| r.rowid) else { break };
+            write_frame(&mut wr, &ToServer::Merge { records: batch }).await.map_err(|e| e.to_string())?;
+            match read_frame::<ToAgent, _>(&mut rd).await {
+                Ok(Some(ToAgent::MergeDone { inserted })) => total += inserted,
+                other => return Err(format!("unexpected answer {other:?}")),
+            }
+            after = last;
+        }
+    }
+    Ok((total, after))
+}
+
+/// HS-6 belt and braces: while STANDBY, keep handing the ACTIVE peer any record only this node
+/// holds (acknowledged while it acted, and not yet handed over when it stepped down — say the
+/// step-down's merge was cut short by a restart). Records pulled from the peer are skipped.
+async fn push_local_records(shared: &Arc<Shared>, addr: &str) {
+    let cursor = shared.store().state_get("peer.pushed_upto").ok().flatten().and_then(|v| v.as_u64()).unwrap_or(0);
+    let max = shared.store().records_max_rowid().unwrap_or(0);
+    if max <= cursor {
+        return;
+    }
+    match push_records(shared, addr, cursor, 1).await {
+        Ok((n, last)) => {
+            if n > 0 {
+                tracing::info!("handed {n} records the ACTIVE peer lacked");
+            }
+            let _ = shared.store().state_set("peer.pushed_upto", &json!(last));
+        }
+        Err(e) => tracing::debug!("handing records to the peer: {e}"),
     }
 }
 

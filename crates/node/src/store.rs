@@ -653,6 +653,14 @@ impl Store {
         Ok(inserted)
     }
 
+    /// The highest local rowid (0 when empty): the cursor of what this store holds.
+    pub fn records_max_rowid(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM records", [], |row| row.get::<_, i64>(0))
+            .map(to_u64)
+            .map_err(|e| self.err("reading the highest record id", e))
+    }
+
     pub fn records_count(&self) -> Result<u64> {
         self.conn
             .query_row("SELECT count(*) FROM records", [], |row| row.get::<_, i64>(0))
