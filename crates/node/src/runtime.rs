@@ -289,7 +289,11 @@ struct AgentSide {
     addrs: Vec<String>,
     links: HashMap<usize, (u64, mpsc::UnboundedSender<LinkCmd>)>,
     checks: Value,
+    /// Highest sequence deleted from the cache (deletes lag acknowledgements by up to DELETE_STEP).
+    deleted_upto: u64,
 }
+
+const DELETE_STEP: u64 = 4096;
 
 struct ServerSide {
     engine: Server,
@@ -468,7 +472,7 @@ impl Core {
         if let (_, Some(why)) = engine.config().effective_switchback_interval() {
             tracing::warn!("{why}");
         }
-        self.agent = Some(AgentSide { engine, addrs: urls.iter().map(ServerUrl::address).collect(), links: HashMap::new(), checks });
+        self.agent = Some(AgentSide { engine, addrs: urls.iter().map(ServerUrl::address).collect(), links: HashMap::new(), checks, deleted_upto: acked_upto });
         Ok(())
     }
 
@@ -819,6 +823,13 @@ impl Core {
                 }
             }
             AgentAction::DeleteCached { upto } => {
+                // Acknowledged records leave the cache in steps of DELETE_STEP (or when it is
+                // empty): each delete is a durable commit, and a record acknowledged but not yet
+                // deleted is at worst sent again after a crash, where the server stores it once.
+                if a.engine.cached() > 0 && upto < a.deleted_upto + DELETE_STEP {
+                    return;
+                }
+                a.deleted_upto = upto;
                 let mut store = shared.store();
                 if let Err(e) = store.cache_ack(upto).and_then(|_| store.state_set("agent.acked", &json!(upto))) {
                     tracing::error!("deleting acknowledged records: {e}");
