@@ -114,6 +114,18 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
 
 /// Like [`wait_until`], for conditions that can say why they do not hold yet; the last reason is
 /// in the panic message.
+/// Holds for a while: negative conditions ("does not go back on its own") are observed over a
+/// window, polling, not assumed after a sleep.
+pub fn holds_for(window: Duration, what: &str, mut f: impl FnMut() -> Result<(), String>) {
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        if let Err(why) = f() {
+            panic!("{what} stopped holding: {why}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn wait_ok<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + timeout;
     loop {

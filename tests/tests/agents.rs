@@ -1,7 +1,7 @@
 //! Issue 3, item 5: agents and their home/standby servers over the wire (AG-2…AG-9), real
 //! processes, records counted by the checker: none lost, none duplicated.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use understudy_system_tests::*;
 
@@ -18,17 +18,6 @@ fn agent_sets(extra: &[&'static str]) -> Vec<&'static str> {
     v
 }
 
-/// Holds for a while: negative conditions ("does not go back on its own") are observed over a
-/// window, polling, not assumed after a sleep.
-fn holds_for(window: Duration, what: &str, mut f: impl FnMut() -> Result<(), String>) {
-    let end = Instant::now() + window;
-    while Instant::now() < end {
-        if let Err(why) = f() {
-            panic!("{what} stopped holding: {why}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn stored_on(node: &Node, agent: &str) -> usize {
     node.records().unwrap_or_default().iter().filter(|r| r["agent"] == agent).count()

@@ -1,7 +1,7 @@
 //! Issue 4, item 5: pairs of agents (PR) and servers in hot standby (HS) across real processes:
 //! kill -9, SIGSTOP/SIGCONT, a partition between the servers, failing and hanging hooks.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use understudy_system_tests::*;
 
@@ -21,16 +21,6 @@ fn server_sets(extra: &[&'static str]) -> Vec<&'static str> {
     v
 }
 
-/// Observes a condition over a window (for "does not happen on its own").
-fn holds_for(window: Duration, what: &str, mut f: impl FnMut() -> Result<(), String>) {
-    let end = Instant::now() + window;
-    while Instant::now() < end {
-        if let Err(why) = f() {
-            panic!("{what} stopped holding: {why}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Hot standby (HS).
