@@ -13,7 +13,7 @@ use crate::{Env, Section};
 #[derive(Args, Clone)]
 pub struct Opts {
     /// Numbers of checks (cumulative steps), each every `every`.
-    #[arg(long, value_delimiter = ',', default_value = "20,100,300")]
+    #[arg(long, value_delimiter = ',', default_value = "20,100,300,600")]
     pub counts: Vec<usize>,
     #[arg(long, default_value = "100ms")]
     pub every: String,
@@ -27,7 +27,7 @@ impl Opts {
         if quick {
             Opts { counts: vec![10, 50], every: "100ms".into(), window: 4 }
         } else {
-            Opts { counts: vec![20, 100, 300], every: "100ms".into(), window: 20 }
+            Opts { counts: vec![20, 100, 300, 600], every: "100ms".into(), window: 20 }
         }
     }
 }
@@ -114,8 +114,8 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         ));
     }
     md.push_str(&format!(
-        "\n{up} of the last {} records were up results (a sample: `{}`).\n\nThe gap in a pair's series at \
-         failover (issue 7) is not measured here.\n",
+        "\n{up} of the last {} records were up results (a sample: `{}`).\n\nThe gap in a pair's series at a \
+         handover is section 8.\n",
         recent.len(),
         sample.map(|s| s.to_string()).unwrap_or_default()
     ));

@@ -4,6 +4,7 @@
 //!
 //! Timings are measured here and written down; nothing asserts on them.
 
+mod checkgap;
 mod checks;
 mod idle;
 mod jitter;
@@ -61,6 +62,8 @@ enum Cmd {
     Scale(scale::Opts),
     /// Checks per second one agent sustains, with its CPU.
     Checks(checks::Opts),
+    /// The gap in a pair's check series at planned and unplanned handovers (CK-3).
+    CheckGap(checkgap::Opts),
     /// Everything, then rewrite BENCHMARKS.md.
     All(AllOpts),
 }
@@ -160,6 +163,7 @@ fn main() {
             Cmd::Idle(o) => vec![idle::run(&env, &o, &stamp(&command)).await],
             Cmd::Scale(o) => vec![scale::run(&env, &o, &stamp(&command)).await],
             Cmd::Checks(o) => vec![checks::run(&env, &o, &stamp(&command)).await],
+            Cmd::CheckGap(o) => vec![checkgap::run(&env, &o, &stamp(&command)).await],
             Cmd::All(a) => {
                 write = true;
                 let want = |k: &str| a.only.is_empty() || a.only.iter().any(|o| o == k);
@@ -199,6 +203,9 @@ fn main() {
                 }
                 if want("checks") {
                     push(checks::run(&env, &checks::Opts::for_all(q), &stamp(&format!("{command} (checks)"))).await);
+                }
+                if want("checkgap") {
+                    push(checkgap::run(&env, &checkgap::Opts::for_all(q), &stamp(&format!("{command} (checkgap)"))).await);
                 }
                 if q {
                     write = false;
