@@ -149,6 +149,69 @@ fn ck3_auto_switchback_misses_at_most_one_interval() {
     assert!(s.events("PAIR_SWITCHBACK").iter().any(|e| e.to_string().contains("web")), "a PAIR_SWITCHBACK event for web");
 }
 
+/// The newest time_ms of a record named `name` from `agent` stored on `server`.
+fn newest(server: &Node, agent: &str, name: &str) -> Option<i64> {
+    server.records()?.iter().filter(|r| r["agent"] == agent && r["name"] == name).filter_map(|r| r["time_ms"].as_i64()).max()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[test]
+fn ck2_an_agent_keeps_its_checks_on_a_standby_server_of_another_site() {
+    let site = Site::new(64);
+    let mut home = site.server("home", FAST);
+    let mut standby = site.server("standby", FAST);
+    home.start();
+    standby.start();
+    let mut a = site.agent("a", &[&home, &standby], FAST);
+    a.start();
+    a.wait_link("home", Some(&home));
+    let target = home.listen.clone();
+    home.cli_ok(&["check", "add", "own", "--kind", "tcp", "--target", &target, "--every", "200ms", "--agent", "a"]);
+    wait_until(WAIT, "a run of the check on home", || newest(&home, "a", "own"));
+    // The standby server knows no checks at all; the agent switches over to it and keeps running
+    // the one its home gave it.
+    assert!(standby.status_now()["checks"].as_array().is_none_or(|c| c.is_empty()));
+    home.kill9();
+    a.wait_link("standby", Some(&standby));
+    let since = now_ms();
+    wait_until(WAIT, "runs of the check stored on the standby server", || newest(&standby, "a", "own").filter(|t| *t > since + 1000));
+    // Across a restart on the standby server too (the checks are kept in the agent's store).
+    a.stop();
+    a.start();
+    a.wait_link("standby", Some(&standby));
+    let since = now_ms();
+    wait_until(WAIT, "runs after the agent's restart", || newest(&standby, "a", "own").filter(|t| *t > since + 500));
+}
+
+#[test]
+fn ck2_checks_are_replicated_to_the_standby_server_and_run_on_after_its_promotion() {
+    let site = Site::new(65);
+    let mut sets = FAST.to_vec();
+    sets.extend_from_slice(FAST_SERVER);
+    let (mut s1, mut s2) = site.hot_standby(&sets, None);
+    s1.start();
+    s1.wait_failover_state("active");
+    s2.start();
+    s2.wait_failover_state("standby");
+    let mut a = site.agent("a", &[&s1, &s2], FAST);
+    a.start();
+    a.wait_link("home", Some(&s1));
+    let target = s1.listen.clone();
+    s1.cli_ok(&["check", "add", "own", "--kind", "tcp", "--target", &target, "--every", "200ms", "--agent", "a"]);
+    wait_until(WAIT, "a run of the check on s1", || newest(&s1, "a", "own"));
+    // HS-3: the STANDBY lists the check once it has replicated the site configuration.
+    let listed = |n: &Node| n.status().is_some_and(|s| s["checks"].as_array().is_some_and(|c| c.iter().any(|c| c["name"] == "own")));
+    wait_until(WAIT, "the check replicated to s2", || listed(&s2).then_some(()));
+    s1.kill9();
+    s2.wait_failover_state("active");
+    let since = now_ms();
+    wait_until(WAIT, "runs of the check stored on the promoted s2", || newest(&s2, "a", "own").filter(|t| *t > since + 1000));
+    assert!(listed(&s2), "{}", s2.status_now());
+}
+
 #[test]
 fn ck1_agent_check_results_including_bad_targets_never_stall_the_agent() {
     let site = Site::new(62);

@@ -129,6 +129,11 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>,
             match admission {
                 Admission::Accepted(w) => {
                     let checks = crate::admin::checks_for(&shared, &name);
+                    // CK-2: an agent that changes server keeps the checks it was given. A server
+                    // that is not its home and has none for it (a standby server of another site)
+                    // sends null, "keep yours"; its home, or a hot-standby peer holding the
+                    // replicated site configuration, sends the list (an empty one included).
+                    let checks = if home || checks.as_array().is_some_and(|c| !c.is_empty()) { checks } else { serde_json::Value::Null };
                     reply(&mut wr, &ToAgent::Welcome { cluster: w.cluster, epoch: w.epoch, checks }).await;
                 }
                 Admission::Redirect { to, welcome } => {
