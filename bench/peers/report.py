@@ -1,0 +1,275 @@
+#!/usr/bin/python3
+"""Turns bench/peers/results.json into the "Peers side by side (issue 6)" section of BENCHMARKS.md
+(between `<!-- peers -->` and `<!-- /peers -->`, appended if absent), and prints it.
+
+    bench/peers/report.py [--results FILE] [--benchmarks FILE] [--print-only]
+"""
+
+import argparse
+import json
+import os
+import statistics
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def pct(xs, p):
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    k = max(1, -(-len(s) * p // 100))
+    return s[int(k) - 1]
+
+
+def fmt(x):
+    if x is None or x != x:
+        return "—"
+    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def ratio(a, b):
+    if not a or not b or a != a or b != b:
+        return "—"
+    return f"{a / b:.1f}×"
+
+
+def takeover_rows(pairs):
+    out = ["| settings | what moves | runs | p50 | p99 | min | max | ratio p50 (Understudy / keepalived) | ratio p99 |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for ka, us in pairs:
+        for s, what in ((ka, "the VIP (an address)"), (us, "an agent and its records (to the new ACTIVE server)")):
+            xs = s["xs"]
+            fail = f" ({s['failed']} failed)" if s["failed"] else ""
+            r50 = ratio(pct(us["xs"], 50), pct(ka["xs"], 50)) if s is us else ""
+            r99 = ratio(pct(us["xs"], 99), pct(ka["xs"], 99)) if s is us else ""
+            out.append(f"| {s['label']} | {what} | {len(xs)}{fail} | {fmt(pct(xs, 50))} | **{fmt(pct(xs, 99))}** | "
+                       f"{fmt(min(xs) if xs else None)} | {fmt(max(xs) if xs else None)} | {r50} | {r99} |")
+    return "\n".join(out)
+
+
+TOOLS = [
+    ("understudy", "Understudy agent, default settings (heartbeat 1s, switchover_after 10s)"),
+    ("understudy-fast", "Understudy agent, fast settings (heartbeat 200ms, switchover_after 600ms)"),
+    ("rsyslog", "rsyslog, action queues (`rsyslog-client.conf.in`)"),
+    ("rsyslog-ruleset", "rsyslog, ruleset queue (`rsyslog-client-ruleset.conf.in`)"),
+    ("syslog-ng", "syslog-ng, `failover()` + reliable disk buffer (`syslog-ng-client.conf.in`)"),
+]
+SCEN = [("primary-killed", "primary collector SIGKILLed mid-stream, stays down"),
+        ("both-down", "both collectors SIGKILLed mid-stream, back after the outage")]
+
+
+def syslog_rows(sy):
+    out = ["| client | scenario | runs | sent (total) | delivered | **lost** | **duplicated** | lost per run | resumed after (per run) | left in the client's disk queue at the end |",
+           "|---|---|---:|---:|---:|---:|---:|---|---|---|"]
+    for tool, tlabel in TOOLS:
+        for scen, slabel in SCEN:
+            runs = sy.get(f"{tool}/{scen}")
+            if not runs:
+                continue
+            sent = sum(r["sent"] for r in runs)
+            uniq = sum(r["unique"] for r in runs)
+            lost = sum(r["lost"] for r in runs)
+            dup = sum(r["dup"] for r in runs)
+            per = ", ".join(str(r["lost"]) for r in runs)
+            res = ", ".join("never" if r["resume"] is None else fmt(r["resume"]) for r in runs)
+            q = ", ".join(f"{r.get('queued_bytes', 0) / 1e6:.1f} MB" if r.get("queued_bytes") else "0" for r in runs)
+            out.append(f"| {tlabel} | {slabel} | {len(runs)} | {sent:,} | {uniq:,} | **{lost:,}** | **{dup:,}** | {per} | {res} | {q} |")
+    return "\n".join(out)
+
+
+def read(name):
+    with open(os.path.join(HERE, name)) as f:
+        return f.read().rstrip("\n")
+
+
+def section(res):
+    m = res["meta"]
+    p = m["params"]
+    b = m["binary"]
+    v = m["versions"]
+    L = []
+    L.append("## Peers side by side (issue 6)\n")
+    L.append(f"_Taken {m['started_utc']}–{m['finished_utc'][11:16]} UTC with "
+             f"`bench/peers/run.sh all --runs {p['runs']} --default-runs {p['default_runs']} "
+             f"--vrrp-default-runs {p['vrrp_default_runs']} --syslog-runs {p['syslog_runs']}` on the machine above "
+             f"(2 CPUs, **shared with other engineers' builds and tests while it ran**; load average "
+             f"{' '.join(m['loadavg_start'])} at the start, {' '.join(m['loadavg_end'])} at the end). "
+             f"`understudy`: the release binary built {b['mtime_utc']} UTC (HEAD then: {b['head'].strip()}"
+             f"{', with uncommitted changes in crates/' if b['dirty'] else ''}). Peers from Debian 12's packages: "
+             f"{v['keepalived']}, {v['rsyslog'].split(' compiled')[0].strip()}, {v['syslog-ng']} "
+             f"(`{v['debian_packages'].strip().rstrip(';')}`; {', '.join(v['syslog_ng_deb'])})._\n")
+    L.append("""**Command.** As root on Debian 12, from the repository (installs what is missing, builds
+`understudy-cli`, creates and removes the namespaces; about 75 minutes):
+
+```sh
+bench/peers/run.sh all [--runs 30] [--default-runs 10] [--vrrp-default-runs 20] [--syslog-runs 3]
+bench/peers/run.sh vrrp|takeover|syslog [--tools understudy,understudy-fast,rsyslog,rsyslog-ruleset,syslog-ng]
+bench/peers/report.py        # results.json → this section
+```
+
+CI does not run it; the packages it needs (keepalived, rsyslog, syslog-ng-core, iputils-ping) are
+installed by `run.sh` itself, not listed in `scripts/packages.txt`. rsyslog and syslog-ng-core
+conflict as Debian packages (both provide `system-log-daemon`), so rsyslog is installed and
+syslog-ng-core's `.deb` is unpacked under `/var/tmp/uspeer-pkgs` and its binary run from there.
+Package installation runs under a `policy-rc.d` that refuses to start services. Every daemon runs
+in the foreground with the configuration files below and its pid, state and queue files in a
+temporary directory; the host's logging (`/etc/rsyslog.conf`, `/dev/log`) is never touched.
+
+**Topology.** One network namespace per host on a private bridge that lives in its own namespace
+(`uspeer-br`), nothing in the host's: `uspeer-s1` 10.211.1.1 and `uspeer-s2` 10.211.1.2 (the two
+servers or collectors), `uspeer-c` 10.211.1.10 (the client: the probe, the Understudy agent, the
+rsyslog/syslog-ng client, and the harness itself). The harness is `bench/peers/peers.py`
+(Python standard library only).
+""")
+    # ---- takeover
+    vr = {s["label"].split(" (")[0]: s for s in res["vrrp"]}
+    tk = res["takeover"]
+    ka_def, ka_fast = res["vrrp"][0], res["vrrp"][1]
+    us_def, us_fast = tk[0], tk[1]
+    L.append("### Takeover: keepalived (VRRP) and Understudy's hot standby\n")
+    L.append(f"""**What each measures.** VRRP moves an IP address: the clock starts when every process of the
+MASTER's host (keepalived's parent and VRRP child, and the service behind the VIP, a tiny TCP
+listener that answers with its host's name) gets SIGKILL — SIGSTOP first, then SIGKILL, so that
+keepalived's child cannot send the priority-0 advert of a graceful shutdown when it sees its parent
+die — and stops when a TCP connection from the client to the VIP (tried every 10 ms, 50 ms
+timeout) is answered by the BACKUP's listener. The kill comes 3 s (1.5 s with the fastest
+setting) after the VIP answered from the MASTER, plus a random 0–`advert_int`, so it lands at a
+random phase of the advert timer. The killed keepalived leaves the VIP on its
+interface; it is removed before the MASTER is restarted, which then takes the VIP back (preemption,
+keepalived's default) before the next run. Understudy moves agents and their records: two servers in
+hot standby (s1 primary, s2 secondary) and one agent in the client namespace whose server list is
+both; exactly the method of section 3 above (`bench/src/takeover.rs`): the agent has delivered a
+record to the ACTIVE and two `sync_interval`s (+ 200 ms) have passed — here plus a random
+0–`sync_interval`, for a random phase of the peer polls as for keepalived; the ACTIVE gets SIGKILL; right after, a
+record is handed to the agent; the clock stops when the survivor's `records` (polled every 20 ms)
+lists it — the new ACTIVE has promoted itself, the agent has moved to it and the record is durable
+there. The killed server comes back as STANDBY, so the roles alternate. With one agent, "every agent"
+and "first agent" are the same.
+
+VRRP's BACKUP declares the MASTER down after 3 × `advert_int` + skew ((256 − priority) / 256 ×
+`advert_int`) counted from the last advert it received, so a kill lands anywhere in an advert
+interval: 2.6–3.6 s with `advert_int 1`, 26–36 ms with 0.01. Understudy's STANDBY promotes after
+`failover_timeout` without an answer (15 s default, 1 s fast, with `sync_interval` 5 s / 200 ms).
+The fastest keepalived accepts: VRRPv3 (`vrrp_version 3`) carries the interval in centiseconds,
+and keepalived takes `advert_int {ka_fast['label'].split('advert_int ')[1].rstrip(')')}` without a warning in its log (with VRRPv2 it would round to whole
+seconds); the measured takeover (p50 {fmt(pct(ka_fast['xs'], 50))}) is what 3 × 10 ms + skew
+predicts. The BACKUP's log shows {ka_fast['transitions']['backup_entered_master']} entries into
+MASTER over {len(ka_fast['xs'])} runs (fastest settings; {ka_def['transitions']['backup_entered_master']}
+over {len(ka_def['xs'])} at the default), i.e. {"no" if ka_fast['transitions']['backup_entered_master'] <= len(ka_fast['xs']) + ka_fast['failed'] else "some"} false takeovers while the machine was otherwise busy.
+""")
+    L.append(takeover_rows([(ka_def, us_def), (ka_fast, us_fast)]))
+    L.append("")
+    L.append(f"""The ratio is Understudy's time over keepalived's at each tool's own default and at its fastest
+setting; it is mostly the ratio of the timers (15 s vs 3 × 1 s + skew, 1 s vs 3 × 10 ms + skew).
+keepalived's fastest setting is a 100 Hz multicast heartbeat that a busy 2-CPU machine or a
+congested link turns into false takeovers (PRODUCT.md's peers notes: false failovers from short
+timers are the first complaint of these tools' users); Understudy's 1 s includes a TLS reconnection
+of the agent and a durable commit on the new ACTIVE.
+""")
+    # ---- syslog
+    L.append("### Records through a failover: rsyslog, syslog-ng and an Understudy agent\n")
+    L.append(f"""**Method.** Each run: two collectors, the client's primary (s1) and its failover (s2); a source
+in the client namespace hands numbered messages to the client at {p['rate']:,}/s for {p['seconds']:.0f} s
+(`seq=0000000`…); at {p['fault_at']:.0f} s, (1) the primary collector gets SIGKILL and stays down, or
+(2) both get SIGKILL and are started again {p['down']:.0f} s later (same output files). After the
+stream, the harness waits until every message has arrived, or nothing has arrived for
+{p['quiet']:.0f} s (longer than syslog-ng's `time-reopen` of 60 s and rsyslog's `resumeInterval` of
+30 s), at most {p['drain_max']:.0f} s; then every collector's output is counted by sequence number:
+**lost** = sent − distinct delivered, **duplicated** = deliveries beyond the first, across both
+collectors. "Resumed after" is from the kill to the first message at s2 (1), or from the collectors'
+return to the first message at either (2). "Sent" is what the source handed over: for rsyslog and
+syslog-ng a datagram accepted by the client's unix socket (`imuxsock` / `unix-dgram()`), for
+Understudy a `POST /api/send` (10 records per call) that returned, i.e. durable in the agent's cache.
+
+**Collectors.** For rsyslog and syslog-ng, one neutral collector: a Python TCP line receiver
+(`peers.py collector`) that appends every complete line it reads, with its arrival time, to a file
+with one `write(2)` per read — no queue of its own, so the collector loses nothing that reached it
+except what was still in its socket buffer at the kill, and both tools are counted the same way
+(an rsyslog or syslog-ng collector would add its own queue between the socket and the file). For
+Understudy, the collectors are two `understudy serve` servers, the agent's home (s1) and its standby
+(s2), **plain servers (`failover.mode = off`)**: as with rsyslog's and syslog-ng's failover
+destinations, the client, not the collectors, chooses where to send, and the collectors share
+nothing (a record stored by s1 and resent to s2 counts as a duplicate; the hot-standby pair is
+compared with keepalived above). The servers' stores are read after the run (SQLite, the
+`records` table).
+
+**What was set.** Everything not in the files below is the tool's default. rsyslog ran in two
+layouts: the one issue 6 names (each `omfwd` action with its own disk-assisted queue, the second
+with `action.execOnlyWhenPreviousIsSuspended`) and, because in that layout the queued primary
+never looks suspended to the failover action (rsyslog/rsyslog#3961), the layout rsyslog users are
+pointed to instead: one disk-assisted queue on the ruleset and both actions direct
+(rsyslog/rsyslog#4032).
+""")
+    L.append(syslog_rows(res["syslog"]))
+    L.append("")
+    return L
+
+
+def configs():
+    L = ["### The exact configurations\n",
+         "Committed under `bench/peers/`; `@…@` is filled in by `peers.py`: `@S1@` 10.211.1.1, `@S2@` "
+         "10.211.1.2, `@PORT@` 5140, `@VIP@` 10.211.1.100, `@WORK@` the run's temporary directory, "
+         "`@NAME@`/`@STATE@`/`@PRIO@` uspeer_s1/MASTER/150 and uspeer_s2/BACKUP/100, `@ADVERT@` 1 or 0.01.\n"]
+    for f, lang in (("keepalived.conf.in", "text"), ("rsyslog-client.conf.in", "text"),
+                    ("rsyslog-client-ruleset.conf.in", "text"), ("syslog-ng-client.conf.in", "text")):
+        L.append(f"[`bench/peers/{f}`](bench/peers/{f}):\n\n```{lang}\n{read(f)}\n```\n")
+    L.append("""Command lines (each with `ip netns exec uspeer-…`):
+
+```sh
+keepalived --dont-fork --log-console --log-detail --vrrp -f keepalived-s1.conf -p s1-N.pid -r s1-N.vrrp.pid
+rsyslogd -n -f rsyslog.conf -i rsyslogd.pid
+syslog-ng -F -e --no-caps -f syslog-ng.conf --module-path=/var/tmp/uspeer-pkgs/root/usr/lib/syslog-ng/3.38 \\
+    -R syslog-ng.persist -p syslog-ng.pid -c syslog-ng.ctl      # LD_LIBRARY_PATH=…/usr/lib/syslog-ng
+understudy init --data-dir D --name s1 --listen 10.211.1.1:7400 --role server --set server.enroll_token=T
+understudy init --data-dir D --name agent --listen 10.211.1.10:7400 --role agent \\
+    --server https://10.211.1.1:7400#FP1 --server https://10.211.1.2:7400#FP2 --set agent.enroll_token=T \\
+    [--set agent.heartbeat=200ms --set agent.switchover_after=600ms]
+understudy serve --data-dir D
+```
+
+The messages: `<13>peers: seq=0000123` datagrams to the client's unix socket (rsyslog and
+syslog-ng forward them in their default TCP format, one per line); records `{"name": "peer",
+"value": 123}` to the agent's `POST /api/send`. The hot-standby servers of the takeover comparison
+add `failover.mode = primary|secondary` and `failover.peer` (the other's URL with its fingerprint),
+and with fast settings `failover.sync_interval = 200ms`, `failover.failover_timeout = 1s`; their
+agent has `agent.switchback_interval = 1s` (and with fast settings heartbeat 200ms,
+switchover_after 600ms), as in section 3.
+""")
+    return L
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", default=os.path.join(HERE, "results.json"))
+    ap.add_argument("--benchmarks", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    ap.add_argument("--notes", default=os.path.join(HERE, "notes.md"), help="hand-written findings, inserted after the tables")
+    ap.add_argument("--print-only", action="store_true")
+    o = ap.parse_args()
+    with open(o.results) as f:
+        res = json.load(f)
+    L = section(res)
+    if os.path.exists(o.notes):
+        with open(o.notes) as f:
+            L.append(f.read().rstrip("\n") + "\n")
+    L += configs()
+    body = "\n".join(L).rstrip("\n") + "\n"
+    print(body)
+    if o.print_only:
+        return
+    with open(o.benchmarks) as f:
+        text = f.read()
+    start, end = "<!-- peers -->", "<!-- /peers -->"
+    block = f"{start}\n{body}{end}"
+    if start in text and end in text:
+        a = text.index(start)
+        b = text.index(end) + len(end)
+        text = text[:a] + block + text[b:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(o.benchmarks, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
