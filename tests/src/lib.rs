@@ -20,6 +20,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use serde_json::{json, Value};
+
+pub mod netlab;
 use understudy_node::config::{Config, CONFIG_FILE};
 
 /// The generous default for anything a test waits for: a slow shared CI machine must not fail a
@@ -215,8 +217,14 @@ impl Site {
     /// `understudy init --data-dir <site>/NAME --name NAME --listen <fresh address> --role ROLE
     /// [--server URL]... [--set K=V]...`; the node is not started.
     pub fn init(&self, name: &str, role: &str, servers: &[String], sets: &[&str]) -> Node {
+        self.init_at(name, role, &self.addr(), servers, sets)
+    }
+
+    /// Like [`Site::init`] with a given `IP:PORT` to listen on (an address in a network
+    /// namespace, see [`netlab`]).
+    pub fn init_at(&self, name: &str, role: &str, listen: &str, servers: &[String], sets: &[&str]) -> Node {
         let dir = self.dir().join(name);
-        let listen = self.addr();
+        let listen = listen.to_string();
         let dir_s = dir.display().to_string();
         let mut args: Vec<&str> = vec!["init", "--data-dir", &dir_s, "--name", name, "--listen", &listen, "--role", role];
         for s in servers {
@@ -232,7 +240,7 @@ impl Site {
         let fingerprint = cert["fingerprint"].as_str().expect("cert.fingerprint").to_string();
         let log = dir.join("serve.log");
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).push((name.to_string(), log.clone()));
-        Node { name: name.to_string(), dir, listen, fingerprint, log, child: None }
+        Node { name: name.to_string(), dir, listen, fingerprint, log, child: None, netns: None }
     }
 
     /// A server of role `server` (no agent role).
@@ -288,6 +296,8 @@ pub struct Node {
     pub fingerprint: String,
     log: PathBuf,
     child: Option<Child>,
+    /// The network namespace `serve` runs in (`ip netns exec`), if any.
+    pub netns: Option<String>,
 }
 
 impl Node {
@@ -331,7 +341,17 @@ impl Node {
         assert!(self.child.is_none(), "{} is running already", self.name);
         let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("opening the log");
         let _ = writeln!(&log, "==== understudy serve ({}) ====", self.name);
-        let child = Command::new(understudy_bin())
+        // `ip netns exec` enters the namespace and execs the binary: the child's pid is the
+        // node's, so signals reach it directly.
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(understudy_bin());
+                c
+            }
+            None => Command::new(understudy_bin()),
+        };
+        let child = command
             .args(["serve", "--data-dir", &self.dir_arg()])
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
@@ -698,6 +718,8 @@ pub fn wait_records(stores: &[&Node], expected: &[(&str, u64)]) {
 /// forwarded connection and closes new ones at once (a partition, seen as an unreachable peer).
 pub struct Relay {
     pub listen: String,
+    /// Delay and jitter added to every chunk forwarded, in ms (`base << 32 | jitter`).
+    delay: Arc<AtomicU64>,
     cut: Arc<AtomicBool>,
     live: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
@@ -709,8 +731,9 @@ impl Relay {
         listener.set_nonblocking(true).expect("nonblocking");
         let cut = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
+        let delay = Arc::new(AtomicU64::new(0));
         let live: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
-        let (cut2, stop2, live2, target) = (cut.clone(), stop.clone(), live.clone(), target.to_string());
+        let (cut2, stop2, live2, target, delay2) = (cut.clone(), stop.clone(), live.clone(), target.to_string(), delay.clone());
         std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
                 let (inbound, _) = match listener.accept() {
@@ -741,15 +764,23 @@ impl Relay {
                     (inbound.try_clone().expect("clone"), outbound.try_clone().expect("clone")),
                     (outbound, inbound),
                 ] {
+                    let delay = delay2.clone();
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        forward(&mut from, &mut to, &delay);
                         let _ = to.shutdown(Shutdown::Both);
                         let _ = from.shutdown(Shutdown::Both);
                     });
                 }
             }
         });
-        Relay { listen: listen.to_string(), cut, live, stop }
+        Relay { listen: listen.to_string(), delay, cut, live, stop }
+    }
+
+    /// Delays every chunk by `base` ± `jitter` (uniform); the byte order of each stream is kept,
+    /// as TCP keeps it. `(0, 0)` forwards at once again.
+    pub fn set_delay(&self, base: Duration, jitter: Duration) {
+        let (b, j) = (base.as_millis() as u64, jitter.as_millis().min(base.as_millis()) as u64);
+        self.delay.store((b << 32) | j, Ordering::Relaxed);
     }
 
     /// Partition: drop every forwarded connection and refuse new ones.
@@ -762,6 +793,31 @@ impl Relay {
 
     pub fn heal(&self) {
         self.cut.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Copies `from` to `to` chunk by chunk, sleeping the relay's current delay ± jitter before
+/// each write (one thread per direction, so the order within the stream is kept).
+fn forward(from: &mut TcpStream, to: &mut TcpStream, delay: &AtomicU64) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut rng = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let d = delay.load(Ordering::Relaxed);
+        let (base, jitter) = (d >> 32, d & 0xFFFF_FFFF);
+        if base > 0 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let offset = if jitter > 0 { rng % (2 * jitter + 1) } else { 0 };
+            std::thread::sleep(Duration::from_millis(base + offset - jitter));
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            return;
+        }
     }
 }
 

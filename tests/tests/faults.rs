@@ -323,21 +323,74 @@ enum Health {
 /// At most this many faults are in force at once (the site must keep making progress).
 const MAX_CONCURRENT: usize = 2;
 
-fn fault_schedule(net: u8, faults: usize) {
+/// The nodes, in the order of `nodes` below (and of the namespaces' host numbers).
+const NAMES: [&str; 5] = ["s1", "s2", "p", "q", "a3"];
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Topology {
+    /// Every node on its own 127.0.N.x address; faults: SIGKILL, SIGSTOP, partition.
+    Loopback,
+    /// Every node in its own network namespace on a bridge; faults also: link down, one-way
+    /// loss (nftables), delay and jitter on the servers' link (the relays).
+    Netns,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum NetFault {
+    LinkDown,
+    Loss,
+}
+
+fn heal_net(lab: Option<&netlab::Lab>, i: usize, net: &mut [Option<NetFault>; 5]) {
+    let (Some(lab), Some(fault)) = (lab, net[i].take()) else { return };
+    match fault {
+        NetFault::LinkDown => lab.set_link(NAMES[i], true).unwrap_or_else(|e| panic!("{e}")),
+        NetFault::Loss => lab.clear_loss(NAMES[i]),
+    }
+}
+
+fn fault_schedule(net: u8, faults: usize, topology: Topology) {
     let seed = seed();
     let report = Report { seed, faults, schedule: Arc::new(Mutex::new(Vec::new())) };
-    eprintln!("[faults] seed {seed} ({faults} faults): replay with UNDERSTUDY_FAULT_SEED={seed} UNDERSTUDY_FAULTS={faults}");
+    eprintln!("[faults] {topology:?} seed {seed} ({faults} faults): replay with UNDERSTUDY_FAULT_SEED={seed} UNDERSTUDY_FAULTS={faults}");
     let mut rng = Rng(seed);
     let wall = Instant::now();
 
     let site = Site::new(net);
-    let (relay_to_s2_addr, relay_to_s1_addr) = (site.addr(), site.addr());
-    let (s1, s2) = site.hot_standby(&server_sets(), Some((&relay_to_s2_addr, &relay_to_s1_addr)));
+    // Netns: every node in its own namespace on a private bridge (nodes listen on 10.201.N.i:7400);
+    // the servers' peer links go through relays in the root namespace either way.
+    let lab = match topology {
+        Topology::Loopback => None,
+        Topology::Netns => Some(netlab::Lab::create(net, &NAMES).unwrap_or_else(|e| panic!("making the namespaces: {e}"))),
+    };
+    let relay_addr = |lab: &Option<netlab::Lab>| match lab {
+        None => site.addr(),
+        Some(lab) => {
+            let l = std::net::TcpListener::bind((lab.gateway().as_str(), 0)).expect("a port on the bridge");
+            format!("{}:{}", lab.gateway(), l.local_addr().expect("address").port())
+        }
+    };
+    let (relay_to_s2_addr, relay_to_s1_addr) = (relay_addr(&lab), relay_addr(&lab));
+    let init = |name: &str, role: &str, servers: &[String], sets: &[&str]| -> Node {
+        match &lab {
+            None => site.init(name, role, servers, sets),
+            Some(lab) => {
+                let host = lab.host(name);
+                let mut node = site.init_at(name, role, &format!("{}:7400", host.ip), servers, sets);
+                node.netns = Some(host.netns.clone());
+                node
+            }
+        }
+    };
+    let s1 = init("s1", "server", &[], &server_sets());
+    let s2 = init("s2", "server", &[], &server_sets());
+    s1.configure(&[&format!("failover.peer=https://{relay_to_s2_addr}#{}", s2.fingerprint), "failover.mode=primary"]);
+    s2.configure(&[&format!("failover.peer=https://{relay_to_s1_addr}#{}", s1.fingerprint), "failover.mode=secondary"]);
     let relay_to_s2 = Relay::start(&relay_to_s2_addr, &s2.listen);
     let relay_to_s1 = Relay::start(&relay_to_s1_addr, &s1.listen);
-    let p = site.agent("p", &[&s1, &s2], &agent_sets());
-    let q = site.agent("q", &[&s1, &s2], &agent_sets());
-    let a3 = site.agent("a3", &[&s2, &s1], &agent_sets());
+    let p = init("p", "agent", &[s1.url(), s2.url()], &agent_sets());
+    let q = init("q", "agent", &[s1.url(), s2.url()], &agent_sets());
+    let a3 = init("a3", "agent", &[s2.url(), s1.url()], &agent_sets());
     // nodes[0..2] are the servers, nodes[2..] the agents.
     let mut nodes = [s1, s2, p, q, a3];
     let s1_addrs = [nodes[0].listen.clone(), relay_to_s1_addr.clone()];
@@ -374,47 +427,82 @@ fn fault_schedule(net: u8, faults: usize) {
 
     // The schedule.
     let mut health = [Health::Running; 5];
-    let mut cut = false;
+    let mut net: [Option<NetFault>; 5] = [None; 5];
+    let (mut cut, mut delayed) = (false, false);
     let mut applied = 0usize;
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    let kinds_here = match &lab {
+        None => 3,
+        Some(_) => 6,
+    };
+    let network_fault = |cut: bool, delayed: bool, net: &[Option<NetFault>; 5]| cut || delayed || net.iter().any(Option::is_some);
     while applied < faults {
         let in_force: Vec<usize> = (0..5).filter(|i| health[*i] != Health::Running).collect();
-        let impaired = in_force.len() + usize::from(cut);
+        let net_in_force: Vec<usize> = (0..5).filter(|i| net[*i].is_some()).collect();
+        let impaired = in_force.len() + net_in_force.len() + usize::from(cut) + usize::from(delayed);
         let apply = impaired == 0 || (impaired < MAX_CONCURRENT && rng.chance(50));
         if apply {
-            let kind = rng.below(if cut { 2 } else { 3 });
-            if kind == 2 {
-                partitioned.store(true, Ordering::Relaxed);
-                relay_to_s1.cut();
-                relay_to_s2.cut();
-                cut = true;
-                report.log(start, "fault: partition (both server relays cut)".into());
-                *kinds.entry("partition").or_default() += 1;
-            } else {
-                let running: Vec<usize> = (0..5).filter(|i| health[*i] == Health::Running).collect();
-                let i = running[rng.below(running.len())];
-                if kind == 0 {
+            let kind = rng.below(kinds_here);
+            let running: Vec<usize> = (0..5).filter(|i| health[*i] == Health::Running).collect();
+            let linked: Vec<usize> = (0..5).filter(|i| net[*i].is_none()).collect();
+            match kind {
+                0 | 1 if running.is_empty() => continue,
+                0 => {
+                    let i = running[rng.below(running.len())];
                     nodes[i].kill9();
                     health[i] = Health::Dead;
                     report.log(start, format!("fault: SIGKILL {}", nodes[i].name));
                     *kinds.entry("sigkill").or_default() += 1;
-                } else {
+                }
+                1 => {
+                    let i = running[rng.below(running.len())];
                     nodes[i].sigstop();
                     health[i] = Health::Frozen;
                     report.log(start, format!("fault: SIGSTOP {}", nodes[i].name));
                     *kinds.entry("sigstop").or_default() += 1;
                 }
+                2 if cut => continue,
+                2 => {
+                    relay_to_s1.cut();
+                    relay_to_s2.cut();
+                    cut = true;
+                    report.log(start, "fault: partition (both server relays cut)".into());
+                    *kinds.entry("partition").or_default() += 1;
+                }
+                3 | 4 if linked.is_empty() => continue,
+                3 => {
+                    let i = linked[rng.below(linked.len())];
+                    let lab = lab.as_ref().expect("netns");
+                    lab.set_link(NAMES[i], false).unwrap_or_else(|e| panic!("{e}"));
+                    net[i] = Some(NetFault::LinkDown);
+                    report.log(start, format!("fault: link down {}", NAMES[i]));
+                    *kinds.entry("link_down").or_default() += 1;
+                }
+                4 => {
+                    let i = linked[rng.below(linked.len())];
+                    let direction = if rng.chance(50) { netlab::Direction::Ingress } else { netlab::Direction::Egress };
+                    let percent = 10 + rng.below(61) as u8;
+                    let lab = lab.as_ref().expect("netns");
+                    lab.set_loss(NAMES[i], direction, percent).unwrap_or_else(|e| panic!("{e}"));
+                    net[i] = Some(NetFault::Loss);
+                    report.log(start, format!("fault: {percent}% loss {direction:?} only at {}", NAMES[i]));
+                    *kinds.entry("one_way_loss").or_default() += 1;
+                }
+                _ if delayed => continue,
+                _ => {
+                    let base = rng.ms(20, 300);
+                    let jitter = Duration::from_millis(rng.ms(0, base.as_millis() as u64).as_millis() as u64);
+                    relay_to_s1.set_delay(base, jitter);
+                    relay_to_s2.set_delay(base, jitter);
+                    delayed = true;
+                    report.log(start, format!("fault: server link delay {base:?} ± {jitter:?}"));
+                    *kinds.entry("delay_jitter").or_default() += 1;
+                }
             }
             applied += 1;
         } else {
             let pick = rng.below(impaired);
-            if pick == in_force.len() {
-                relay_to_s1.heal();
-                relay_to_s2.heal();
-                partitioned.store(false, Ordering::Relaxed);
-                cut = false;
-                report.log(start, "heal: partition".into());
-            } else {
+            if pick < in_force.len() {
                 let i = in_force[pick];
                 match health[i] {
                     Health::Dead => {
@@ -428,14 +516,34 @@ fn fault_schedule(net: u8, faults: usize) {
                     Health::Running => unreachable!(),
                 }
                 health[i] = Health::Running;
+            } else if pick < in_force.len() + net_in_force.len() {
+                let i = net_in_force[pick - in_force.len()];
+                heal_net(lab.as_ref(), i, &mut net);
+                report.log(start, format!("heal: network of {}", NAMES[i]));
+            } else if cut && pick == in_force.len() + net_in_force.len() {
+                relay_to_s1.heal();
+                relay_to_s2.heal();
+                cut = false;
+                report.log(start, "heal: partition".into());
+            } else {
+                relay_to_s1.set_delay(Duration::ZERO, Duration::ZERO);
+                relay_to_s2.set_delay(Duration::ZERO, Duration::ZERO);
+                delayed = false;
+                report.log(start, "heal: server link delay".into());
             }
         }
+        partitioned.store(network_fault(cut, delayed, &net), Ordering::Relaxed);
         std::thread::sleep(rng.ms(300, 3000));
     }
 
     // Heal everything.
     relay_to_s1.heal();
     relay_to_s2.heal();
+    relay_to_s1.set_delay(Duration::ZERO, Duration::ZERO);
+    relay_to_s2.set_delay(Duration::ZERO, Duration::ZERO);
+    for i in 0..5 {
+        heal_net(lab.as_ref(), i, &mut net);
+    }
     partitioned.store(false, Ordering::Relaxed);
     for i in 0..5 {
         match health[i] {
@@ -502,7 +610,7 @@ fn fault_schedule(net: u8, faults: usize) {
     let sends: u64 = stats.iter().map(|s| s.ok_calls).sum();
     let failed: u64 = stats.iter().map(|s| s.failed_calls).sum();
     eprintln!(
-        "[faults] RESULT seed={seed} faults={applied} kinds={kinds:?} sent={} stored={} lost={} duplicated={} unexpected={} \
+        "[faults] RESULT topology={topology:?} seed={seed} faults={applied} kinds={kinds:?} sent={} stored={} lost={} duplicated={} unexpected={} \
          violations={} notes={} samples={samples} send_calls_ok={sends} send_calls_failed={failed} schedule_and_convergence={:.1}s wall={:.1}s",
         count.sent,
         count.stored,
@@ -531,27 +639,37 @@ fn fault_schedule(net: u8, faults: usize) {
 /// The quick profile (CI): ~8 faults, a minute or two.
 #[test]
 fn randomized_faults_quick() {
-    fault_schedule(71, fault_count(8));
+    fault_schedule(71, fault_count(8), Topology::Loopback);
+}
+
+/// The quick profile with every node in its own network namespace (CI): link down, one-way
+/// loss and delay/jitter join the faults.
+#[test]
+fn randomized_faults_netns_quick() {
+    if let Some(why) = netlab::unavailable() {
+        panic!("this test needs network namespaces and nftables (root, as in CI): {why}");
+    }
+    fault_schedule(74, fault_count(10), Topology::Netns);
+}
+
+/// The long profile in namespaces, on demand (see the module docs).
+#[test]
+#[ignore]
+fn randomized_faults_netns_long() {
+    fault_schedule(75, fault_count(200), Topology::Netns);
 }
 
 /// The long profile, on demand: `cargo test -p understudy-system-tests --test faults -- --ignored`.
 #[test]
 #[ignore]
 fn randomized_faults_long() {
-    fault_schedule(72, fault_count(200));
+    fault_schedule(72, fault_count(200), Topology::Loopback);
 }
 
 // ---------------------------------------------------------------------------------------------
 // 30 % packet loss between an agent and its server, in network namespaces.
 
-fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
+use netlab::sh;
 
 /// A network namespace with a veth pair to the host; deleted on drop.
 struct Netns {
@@ -588,26 +706,13 @@ impl Drop for Netns {
     }
 }
 
-fn netns_unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    if let Err(e) = sh("ip", &["netns", "list"]) {
-        return Some(format!("`ip netns` is unavailable: {e}"));
-    }
-    if let Err(e) = sh("nft", &["--version"]) {
-        return Some(format!("nftables is unavailable: {e}"));
-    }
-    None
-}
 
 /// The server runs in its own namespace behind a veth pair that drops 30 % of packets (both
 /// ways, nftables `numgen random`); with default heartbeats no record is lost and the agent
 /// never switches over (its standby server would be in its list).
 #[test]
 fn lossy_link_30_percent_loses_nothing_and_does_not_switch_over() {
-    if let Some(why) = netns_unavailable() {
+    if let Some(why) = netlab::unavailable() {
         eprintln!("SKIPPED: {why}");
         return;
     }
