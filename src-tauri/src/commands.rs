@@ -1,12 +1,13 @@
 //! The commands the window may invoke. There is one: `admin`, the same request vocabulary as the
-//! HTTPS admin API, forwarded in-process to the node's one handler (ui/src/api.ts TauriTransport).
+//! HTTPS admin API, forwarded to the node's one handler through `Host` (ui/src/api.ts
+//! TauriTransport): in the window process, over HTTPS to the tray's node (`host::remote`).
 //! Kept in a module: a `#[tauri::command]` at the crate root that is re-exported fails with E0255.
 
 use serde::Serialize;
 use serde_json::Value;
 use tauri::State;
 
-use crate::host::Host;
+use crate::host::{Host, UNREACHABLE};
 
 /// How a refused request reaches the window: the HTTP-like status and the node's plain reason,
 /// which the console turns into an `ApiError(status, reason)`.
@@ -17,7 +18,8 @@ pub struct AdminError {
 }
 
 /// `invoke('admin', {method, path, body})` → the response JSON, or a rejection with
-/// `{status, error}` when the node answers with a status of 400 or more.
+/// `{status, error}` when the node answers with a status of 400 or more, or with status 0 when it
+/// could not be reached.
 #[tauri::command]
 pub async fn admin(
     host: State<'_, Host>,
@@ -31,7 +33,7 @@ pub async fn admin(
 
 /// Splits a (status, body) answer into success or a rejection carrying the node's reason.
 pub fn into_result(status: u16, json: Value) -> Result<Value, AdminError> {
-    if status < 400 {
+    if status != UNREACHABLE && status < 400 {
         return Ok(json);
     }
     let error = match json.get("error").and_then(Value::as_str) {
@@ -136,6 +138,93 @@ mod tests {
     fn without_a_running_node_the_window_gets_503() {
         let got = invoke(Host::new(), json!({ "method": "GET", "path": "/api/status" }));
         assert_eq!(got, Err(json!({ "status": 503, "error": "the node is not running (starting)" })));
+    }
+
+    /// A real node (the tray's) in its own runtime, listening on loopback.
+    struct TrayNode {
+        dir: tempfile::TempDir,
+        runtime: tokio::runtime::Runtime,
+        node: Option<understudy_node::Node>,
+    }
+
+    impl TrayNode {
+        /// Creates a standalone node; starts it when `start`.
+        fn new(start: bool) -> TrayNode {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            understudy_node::init(&understudy_node::InitOptions {
+                data_dir: dir.path().to_path_buf(),
+                name: "tray-node".into(),
+                listen: format!("127.0.0.1:{port}"),
+                role: understudy_node::Role::Standalone,
+                servers: Vec::new(),
+                sets: Vec::new(),
+            })
+            .expect("init");
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            let node = start.then(|| runtime.block_on(understudy_node::Node::start(dir.path())).expect("node start"));
+            TrayNode { dir, runtime, node }
+        }
+
+        /// The Host of a window process pointed at this node's data directory.
+        fn window_host(&self) -> Host {
+            let host = Host::new();
+            host.set_running(crate::host::remote(self.dir.path()));
+            host
+        }
+    }
+
+    impl Drop for TrayNode {
+        fn drop(&mut self) {
+            if let Some(node) = self.node.take() {
+                self.runtime.block_on(node.shutdown());
+            }
+        }
+    }
+
+    #[test]
+    fn the_window_process_reaches_the_tray_node_over_its_admin_api() {
+        let tray = TrayNode::new(true);
+        let host = tray.window_host();
+        let status = invoke(host.clone(), json!({ "method": "GET", "path": "/api/status" })).expect("status");
+        assert_eq!(status["node"]["name"], "tray-node");
+
+        // A body goes through, and a refusal keeps the node's status and reason.
+        let got = invoke(host.clone(), json!({ "method": "POST", "path": "/api/pairs/nope/force-failover", "body": {} }));
+        let err = got.expect_err("no such pair");
+        assert!(err["status"].as_u64().unwrap() >= 400, "{err}");
+        assert!(err["error"].as_str().unwrap().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn after_a_new_certificate_the_window_process_still_reaches_the_node() {
+        let tray = TrayNode::new(true);
+        let host = tray.window_host();
+        let before = invoke(host.clone(), json!({ "method": "GET", "path": "/api/status" })).expect("status");
+        let generated = invoke(
+            host.clone(),
+            json!({ "method": "POST", "path": "/api/cert/generate", "body": { "ips": [], "dns": [] } }),
+        );
+        assert!(generated.is_ok(), "{generated:?}");
+        // The first client pinned the old certificate; the next request must re-read the pin.
+        let after = invoke(host, json!({ "method": "GET", "path": "/api/status" })).expect("status after");
+        assert_ne!(before["node"]["cert"]["fingerprint"], after["node"]["cert"]["fingerprint"]);
+    }
+
+    #[test]
+    fn when_the_tray_node_is_down_the_window_is_told_it_cannot_reach_it() {
+        let tray = TrayNode::new(false); // made, never started
+        let got = invoke(tray.window_host(), json!({ "method": "GET", "path": "/api/status" }));
+        let err = got.expect_err("nothing listens");
+        assert_eq!(err["status"], 0, "{err}");
+        assert!(err["error"].as_str().unwrap().starts_with("cannot reach the node: "), "{err}");
+
+        let empty = tempfile::tempdir().unwrap();
+        let host = Host::new();
+        host.set_running(crate::host::remote(empty.path()));
+        let err = invoke(host, json!({ "method": "GET", "path": "/api/status" })).expect_err("no node there");
+        assert_eq!(err["status"], 0, "{err}");
+        assert!(err["error"].as_str().unwrap().contains("no node found in"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Hosts the embedded runtime: finds the data directory, creates a standalone node on first run,
-//! starts it, and hands every request to its one admin handler. The rest of the app reaches the
-//! node only through `Host::admin` — the Tauri crate holds glue, no failover policy.
+//! Hosts the node: in the tray process the embedded runtime (finds the data directory, creates a
+//! standalone node on first run, starts it, hands every request to its one admin handler); in the
+//! window process the same node reached through its HTTPS admin API (`remote`). The rest of the
+//! app reaches the node only through `Host::admin` — the Tauri crate holds glue, no failover policy.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,9 @@ impl Default for Host {
 
 /// The status and body the app answers with while no node is running.
 pub const NOT_RUNNING: u16 = 503;
+/// The status of an answer that never came: the node could not be reached at all (the console's
+/// `UNREACHABLE`, ui/src/api.ts).
+pub const UNREACHABLE: u16 = 0;
 
 impl Host {
     pub fn new() -> Self {
@@ -135,10 +139,23 @@ pub async fn start_node(dir: &Path) -> Result<Arc<dyn Admin>, String> {
     Ok(node)
 }
 
+/// The node of another process — the tray's — whose data directory this is, for the window
+/// process. Reached as the CLI reaches it: the directory gives the address, the admin token and
+/// the certificate to pin.
+pub fn remote(data_dir: &Path) -> Arc<dyn Admin> {
+    Arc::new(runtime::Remote::new(data_dir))
+}
+
 /// The one place that names the runtime crate's API.
 mod runtime {
+    use std::sync::Mutex;
+
     use super::*;
+    use understudy_node::http_client::{AdminClient, ClientError};
     use understudy_node::{InitOptions, Node, Role};
+
+    /// How long one forwarded request may take, connecting included.
+    const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 
     impl Admin for Node {
         fn admin<'a>(&'a self, method: &'a str, path: &'a str, body: Option<Value>) -> BoxFuture<'a, (u16, Value)> {
@@ -146,6 +163,61 @@ mod runtime {
         }
         fn shutdown(&self) -> BoxFuture<'_, ()> {
             Box::pin(Node::shutdown(self))
+        }
+    }
+
+    pub struct Remote {
+        data_dir: PathBuf,
+        /// Made from the data directory on first use, and again after a TLS failure.
+        client: Mutex<Option<AdminClient>>,
+    }
+
+    impl Remote {
+        pub fn new(data_dir: &Path) -> Remote {
+            Remote { data_dir: data_dir.to_path_buf(), client: Mutex::new(None) }
+        }
+
+        fn client(&self, fresh: bool) -> Result<AdminClient, String> {
+            let mut slot = self.client.lock().unwrap_or_else(|e| e.into_inner());
+            if fresh || slot.is_none() {
+                let client = understudy_node::admin_client(&self.data_dir)
+                    .map_err(|e| format!("no node found in {}: {e}", self.data_dir.display()))?;
+                *slot = Some(client.with_timeout(REMOTE_TIMEOUT));
+            }
+            slot.clone().ok_or_else(|| "no admin client".to_string())
+        }
+
+        fn unreachable(&self, reason: String) -> (u16, Value) {
+            let error = format!("cannot reach the node: {reason} (is Understudy running in the tray?)");
+            tracing::warn!("{error}");
+            (UNREACHABLE, json!({ "error": error }))
+        }
+    }
+
+    impl Admin for Remote {
+        fn admin<'a>(&'a self, method: &'a str, path: &'a str, body: Option<Value>) -> BoxFuture<'a, (u16, Value)> {
+            Box::pin(async move {
+                // "Generate certificate" gives the node a new certificate, so the pinned one goes
+                // stale: after a TLS failure read the directory again and try once more. Nothing
+                // was sent when TLS failed, so the retry cannot do an action twice.
+                let mut fresh = false;
+                loop {
+                    let client = match self.client(fresh) {
+                        Ok(client) => client,
+                        Err(reason) => return self.unreachable(reason),
+                    };
+                    match client.call(method, path, body.as_ref()).await {
+                        Ok(answer) => return answer,
+                        Err(ClientError::Tls(_)) if !fresh => fresh = true,
+                        Err(e) => return self.unreachable(e.to_string()),
+                    }
+                }
+            })
+        }
+
+        /// The node belongs to the tray process: the window never stops it.
+        fn shutdown(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
         }
     }
 

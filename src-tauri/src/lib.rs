@@ -1,14 +1,23 @@
 //! The Understudy desktop app: a tray icon, a console window and desktop notifications around
-//! the runtime, which runs in this process (`host`).
+//! the runtime. One binary, two processes:
+//!
+//! - the **tray process** (the default mode): the node runs in it (`host`), with the tray menu
+//!   and the notifications. It never makes a webview, so no WebKit process belongs to it while
+//!   the window is closed.
+//! - the **window process** (`--window`, `window::run`): only the console window. The tray starts
+//!   it for "Open window" and ends it at Quit; it exits when its window is closed, taking its
+//!   WebKit processes with it. Its `admin` command reaches the tray's node through the node's
+//!   HTTPS admin API, as the CLI does (`host::remote`).
 //!
 //! Architecture invariant: the Tauri crate holds no policy. Every question and every action goes
 //! through the node's one admin handler (`Host::admin`), exactly as the CLI and the HTTPS admin
 //! API do; the pure modules (`model`, `coalesce`) only turn its JSON into labels and notices.
 //!
-//! Tasks: one polls `GET /api/status` for the tray every 500 ms, one follows the event log for
-//! notifications; menu clicks each spawn a short task. The window is made when opened and
-//! destroyed when closed; the app lives on in the tray until Quit stops the node.
+//! Tasks of the tray process: one polls `GET /api/status` for the tray every 500 ms, one follows
+//! the event log for notifications, one watches the window process while it runs; menu clicks
+//! each spawn a short task.
 
+mod autostart;
 pub mod coalesce;
 pub mod commands;
 pub mod host;
@@ -17,57 +26,140 @@ pub mod notify;
 mod tray;
 mod window;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tauri::{AppHandle, Manager, RunEvent};
-use tauri_plugin_autostart::{MacosLauncher, ManagerExt};
 
+use crate::autostart::HIDDEN_ARG;
 use crate::host::Host;
 use crate::model::{Action, MenuModel};
 use crate::notify::Mute;
 use crate::tray::{Flags, Tray};
+use crate::window::WindowProcess;
 
 /// How often the tray reads the status (UI-3: the menu follows every change within a second).
 const STATUS_POLL: Duration = Duration::from_millis(500);
 /// How long Quit waits for the node to stop cleanly.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
-/// Given by the login item so that a start at login stays in the tray.
-const HIDDEN_ARG: &str = "--hidden";
+/// How long Quit waits for the window process to exit before killing it.
+const WINDOW_QUIT_LIMIT: Duration = Duration::from_secs(3);
+/// Makes the process the console window only (started by the tray).
+pub const WINDOW_ARG: &str = "--window";
+/// The node's data directory, given to the window process so it reaches the tray's node.
+pub const DATA_DIR_ARG: &str = "--data-dir";
 
-/// The app's shared state, managed by Tauri beside `Host`.
+/// What this process is, from its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The tray with the node in-process (the default). `hidden`: no window at start.
+    Tray { hidden: bool },
+    /// The console window alone, talking to the node whose data directory is given (else the
+    /// one the tray uses: `UNDERSTUDY_DATA_DIR` or the platform's).
+    Window { data_dir: Option<PathBuf> },
+}
+
+impl Mode {
+    /// Reads `--window`, `--data-dir D` and `--hidden`; other arguments are ignored (a login item
+    /// or a desktop file may add its own).
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Mode {
+        let mut window = false;
+        let mut hidden = false;
+        let mut data_dir = None;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                WINDOW_ARG => window = true,
+                HIDDEN_ARG => hidden = true,
+                DATA_DIR_ARG => data_dir = args.next().map(PathBuf::from),
+                _ => {}
+            }
+        }
+        if window {
+            Mode::Window { data_dir }
+        } else {
+            Mode::Tray { hidden }
+        }
+    }
+}
+
+/// Sets `GDK_GL=disable` for this process unless the user set `GDK_GL`; returns whether it did
+/// (the window process is then started without it, so the console keeps GL).
+///
+/// Why: the tray process never draws with OpenGL, but GTK opens the display in `gtk_init` and
+/// probes GLX through libepoxy, which loads mesa's DRI driver and libLLVM (~27 MB PSS, measured
+/// in BENCHMARKS.md) into a process that runs all day.
+///
+/// Call it first thing in `main`, before any thread exists: changing the environment while
+/// another thread may read it is undefined behaviour in glibc.
+pub fn disable_gl() -> bool {
+    if std::env::var_os("GDK_GL").is_some() {
+        return false;
+    }
+    std::env::set_var("GDK_GL", "disable");
+    true
+}
+
+/// The app's shared state in the tray process, managed by Tauri beside `Host`.
 struct Shell {
     tray: Arc<Tray>,
     mute: Arc<Mute>,
     autostart: AtomicBool,
+    window: WindowProcess,
 }
 
-pub fn run() {
+/// Runs the process in `mode`. `gl_disabled_here`: `disable_gl` set GDK_GL for this process.
+pub fn run(mode: Mode, gl_disabled_here: bool) {
     init_tracing();
-    let hidden = std::env::args().any(|a| a == HIDDEN_ARG);
+    match mode {
+        Mode::Tray { hidden } => run_tray(hidden, gl_disabled_here),
+        Mode::Window { data_dir } => {
+            let dir = match data_dir.map(Ok).unwrap_or_else(host::data_dir) {
+                Ok(dir) => dir,
+                Err(reason) => {
+                    tracing::error!("{reason}");
+                    std::process::exit(2);
+                }
+            };
+            window::run(dir)
+        }
+    }
+}
+
+/// Opens the console window: raises the window process if it runs, else starts one. Callable
+/// from any thread (menu, second launch, notification click).
+pub fn open_window(app: &AppHandle) {
+    match app.try_state::<Shell>() {
+        Some(shell) => shell.window.open(),
+        None => tracing::warn!("open window: the app is not set up yet"),
+    }
+}
+
+fn run_tray(hidden: bool, gl_disabled_here: bool) {
     let host = Host::new();
 
-    let app = tauri::Builder::default()
-        // First: a second launch only opens the first instance's window.
-        .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| window::open(app)))
-        .plugin(tauri_plugin_autostart::init(MacosLauncher::LaunchAgent, Some(vec![HIDDEN_ARG])))
+    // First: a second launch only opens the first instance's window.
+    let mut builder =
+        tauri::Builder::default().plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| open_window(app)));
+    if let Some(plugin) = autostart::plugin() {
+        builder = builder.plugin(plugin);
+    }
+    let app = builder
         .manage(host.clone())
-        .invoke_handler(tauri::generate_handler![commands::admin])
-        .on_window_event(|_window, event| {
-            if let tauri::WindowEvent::Destroyed = event {
-                window::released();
-            }
-        })
         .setup(move |app| {
             let handle = app.handle().clone();
-            let autostart = handle.autolaunch().is_enabled().unwrap_or(false);
+            let autostart = autostart::is_enabled(&handle);
             let mute = Mute::new();
             let flags = Flags { muted: mute.is_muted(), autostart };
             let tray = Arc::new(Tray::create(&handle, flags, on_action)?);
-            app.manage(Shell { tray: tray.clone(), mute: mute.clone(), autostart: AtomicBool::new(autostart) });
+            // The window process is given the data directory the node uses; without one (no
+            // home directory) it looks for itself and shows why it cannot reach the node.
+            let window = WindowProcess::new(host::data_dir().ok(), gl_disabled_here);
+            app.manage(Shell { tray: tray.clone(), mute: mute.clone(), autostart: AtomicBool::new(autostart), window });
             if !hidden {
-                window::open(&handle);
+                open_window(&handle);
             }
             tauri::async_runtime::spawn(start_node(handle.clone(), host.clone(), mute));
             tauri::async_runtime::spawn(follow_status(handle, host.clone()));
@@ -82,8 +174,8 @@ pub fn run() {
         }
     };
     app.run(|_app, event| {
-        // Closing the last window is not quitting: the app stays in the tray. Only Quit (which
-        // calls `exit` with a code) ends it.
+        // The tray process has no window, but should one ever close, that is not quitting: only
+        // Quit (which calls `exit` with a code) ends the app.
         if let RunEvent::ExitRequested { code: None, api, .. } = event {
             api.prevent_exit();
         }
@@ -153,7 +245,7 @@ async fn follow_status(app: AppHandle, host: Host) {
 fn on_action(app: &AppHandle, action: Action) {
     tracing::info!(?action, "tray");
     match action {
-        Action::OpenWindow => window::open(app),
+        Action::OpenWindow => open_window(app),
         Action::Quit => {
             tauri::async_runtime::spawn(quit(app.clone()));
         }
@@ -172,12 +264,13 @@ async fn act(app: AppHandle, action: Action) {
             tracing::info!(muted, "notifications");
         }
         Action::ToggleAutostart => {
-            let launcher = app.autolaunch();
             let want = !shell.autostart.load(Ordering::Relaxed);
-            let done = if want { launcher.enable() } else { launcher.disable() };
-            match done {
-                Ok(()) => shell.autostart.store(want, Ordering::Relaxed),
-                Err(e) => notify::show_error(&app, "Could not change start at login", &e.to_string()),
+            match autostart::set(&app, want) {
+                Ok(()) => {
+                    tracing::info!(enabled = want, "start at login");
+                    shell.autostart.store(want, Ordering::Relaxed)
+                }
+                Err(e) => notify::show_error(&app, "Could not change start at login", &e),
             }
         }
         _ => {
@@ -195,11 +288,30 @@ async fn act(app: AppHandle, action: Action) {
 
 async fn quit(app: AppHandle) {
     let host = app.state::<Host>().inner().clone();
+    app.state::<Shell>().window.close(WINDOW_QUIT_LIMIT).await;
     tracing::info!("quit: stopping the node");
-    if let Some(window) = app.get_webview_window(window::LABEL) {
-        let _ = window.destroy();
-    }
     host.shutdown(SHUTDOWN_LIMIT).await;
     tracing::info!("node stopped; exiting");
     app.exit(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(args: &[&str]) -> Mode {
+        Mode::from_args(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn the_arguments_choose_the_process() {
+        assert_eq!(mode(&[]), Mode::Tray { hidden: false });
+        assert_eq!(mode(&["--hidden"]), Mode::Tray { hidden: true });
+        assert_eq!(mode(&["--window"]), Mode::Window { data_dir: None });
+        assert_eq!(
+            mode(&["--window", "--data-dir", "/var/lib/u"]),
+            Mode::Window { data_dir: Some(PathBuf::from("/var/lib/u")) }
+        );
+        assert_eq!(mode(&["--data-dir", "/d", "--window", "--extra"]), Mode::Window { data_dir: Some("/d".into()) });
+    }
 }

@@ -180,7 +180,7 @@ fn send(app: &AppHandle, summary: &str, body: &str, critical: bool) -> Result<()
         .spawn(move || {
             handle.wait_for_action(|action| {
                 if action == "default" {
-                    crate::window::open(&app);
+                    crate::open_window(&app);
                 }
             })
         })

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Footprint of the desktop app (BENCHMARKS.md), headless like the e2e: launch → tray item
-# registered on D-Bus (time), then PSS (sum of Pss: in /proc/PID/smaps_rollup) of the app and every
-# descendant (WebKitWebProcess, WebKitNetworkProcess) idle with the window open, and after the
-# window is closed. Fresh data directory, standalone node, no site.
+# registered on D-Bus and launch → window mapped (times), then PSS (sum of Pss: in
+# /proc/PID/smaps_rollup) of the tray process and every descendant — the window process
+# (`--window`) and its WebKitWebProcess and WebKitNetworkProcess — idle with the window open, and
+# after the window is closed. Fresh data directory, standalone node, no site.
 #
 # Usage: cargo build --release -p understudy-desktop && tests/desktop/measure.sh [APP] [IDLE_SECONDS]
 set -uo pipefail
@@ -46,7 +47,7 @@ pss() {
   for p in $(tree "$APP_PID"); do
     kb=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null)
     [ -n "$kb" ] || continue
-    printf '    %-24s %6d MB  (anon %d MB, file %d MB)\n' "$(cat /proc/$p/comm)" $((kb / 1024)) \
+    printf '    %-24s %6d MB  (anon %d MB, file %d MB)\n' "$(cat /proc/$p/comm)$(tr '\0' ' ' </proc/$p/cmdline | grep -o ' --window')" $((kb / 1024)) \
       $(( $(awk '/^Pss_Anon:/ {print $2}' "/proc/$p/smaps_rollup") / 1024 )) \
       $(( $(awk '/^Pss_File:/ {print $2}' "/proc/$p/smaps_rollup") / 1024 ))
     total=$((total + kb))
@@ -56,7 +57,10 @@ pss() {
 sleep "$IDLE"
 echo "PSS idle, window open ($IDLE s after launch):"; pss
 WIN=$(xdotool search --name '^Understudy$' | head -1)
+WINDOW_PROCS=$(tree "$APP_PID" | tail -n +2)
 $PY "$ROOT/tests/desktop/close_window.py" "$WIN"
 until [ -z "$(xdotool search --name '^Understudy$' 2>/dev/null)" ]; do sleep 0.05; done
+for p in $WINDOW_PROCS; do while kill -0 "$p" 2>/dev/null; do sleep 0.05; done; done
+echo "window closed; the window process and its WebKit processes exited"
 sleep "$IDLE"
 echo "PSS idle, window closed ($IDLE s after closing):"; pss

@@ -10,11 +10,18 @@
 #   3. clicking "Force failover web" moves the pair (menu, `understudy status --json`, a
 #      notification on D-Bus) and "Revert web" moves it back,
 #   4. clicking "Generate certificate" raises a CERT_GENERATED notification,
-#   5. closing the window releases the webview and "Open window" makes a new one,
-#   6. Quit stops the node and ends the app with status 0.
-# Part 2, the window, through tauri-driver (WebDriver): a new session starts the app on the same
-#   data directory, "Force failover" clicked in the window moves the pair (window, status, a
-#   FORCED_FAILOVER notification on D-Bus); screenshot docs/screenshots/window.png.
+#   5. the window is a process of its own (`understudy-desktop --window`, a child of the tray
+#      process): closing it ends that process and its WebKit processes while the tray stays
+#      registered; "Open window" in the menu makes a new one, clicked again (or a second launch of
+#      the app) it raises that one instead of starting another,
+#   6. "Start at login" writes $XDG_CONFIG_HOME/autostart/Understudy.desktop with Exec=APP --hidden,
+#      clicked again removes it,
+#   7. clicking a notification (dunstctl action) opens the window.
+# Part 2, the window, through tauri-driver (WebDriver), the tray app still running: the session
+#   starts `understudy-desktop --window --data-dir D` (the tray node's data directory), "Force
+#   failover" clicked in the window moves the pair (window, status, a FORCED_FAILOVER notification
+#   from the tray process on D-Bus); screenshot docs/screenshots/window.png.
+# Last, Quit with a window open stops the node, ends the window process and exits with status 0.
 #
 # Usage: tests/desktop/run-desktop-e2e.sh            (builds the app and the CLI if not given)
 #        APP=target/release/understudy-desktop CLI=target/release/understudy tests/desktop/run-desktop-e2e.sh
@@ -92,8 +99,10 @@ PIDS+=($!)
 # The tray host: status-notifier-watcher (light, draws nothing), or with TRAY_HOST=xfce4-panel a
 # real panel that draws the icon (then a screenshot of the open tray menu is taken too).
 TRAY_HOST="${TRAY_HOST:-status-notifier-watcher}"
+# The login item (step 6) goes under $XDG_CONFIG_HOME/autostart: the test's own directory.
+export XDG_CONFIG_HOME="$WORK/config"
+mkdir -p "$XDG_CONFIG_HOME"
 if [ "$TRAY_HOST" = xfce4-panel ]; then
-  export XDG_CONFIG_HOME="$WORK/config"
   mkdir -p "$XDG_CONFIG_HOME/xfce4/xfconf/xfce-perchannel-xml"
   cp "$ROOT/tests/desktop/xfce/xfce4-panel.xml" "$XDG_CONFIG_HOME/xfce4/xfconf/xfce-perchannel-xml/"
   dbus-update-activation-environment DISPLAY XDG_CONFIG_HOME # for xfconfd, started by D-Bus
@@ -239,48 +248,149 @@ else
   fail "click Generate certificate"
 fi
 
-# PSS (kB) of the app and all its descendants (the WebKit processes are its children).
+# PSS (MB) of a process and all its descendants.
+descendants() { local c; for c in $(pgrep -P "$1"); do echo "$c"; descendants "$c"; done; }
 pss_tree() {
   local total=0 pid kb
-  for pid in $1 $(pgrep -P "$1") $(for c in $(pgrep -P "$1"); do pgrep -P "$c"; done); do
+  for pid in "$1" $(descendants "$1"); do
     kb=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null)
     total=$((total + ${kb:-0}))
   done
-  echo "$total"
+  echo "$((total / 1024))"
 }
-webkit_children() { pgrep -f WebKitWebProcess | while read -r p; do
-  # only the app's own webviews
-  [ "$(ps -o ppid= -p "$p" | tr -d ' ')" = "$APP_PID" ] && echo "$p"; done; }
+# The tray's window processes: its children started with --window.
+window_pids() { pgrep -P "$APP_PID" -f -- '--window'; }
+window_shown() { [ -n "$(xdotool search --onlyvisible --name '^Understudy$' 2>/dev/null)" ]; }
+# gone PID...: none of them exists any more (a zombie still exists: gone also means reaped).
+gone() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
+# close_the_window: asks the window to close as a window manager's close button does; succeeds once
+# the window process and its WebKit processes have all exited.
+close_the_window() {
+  local win pid procs
+  win=$(xdotool search --onlyvisible --name '^Understudy$' 2>/dev/null | head -1)
+  pid=$(window_pids | head -1)
+  [ -n "$win" ] && [ -n "$pid" ] || return 1
+  procs="$pid $(descendants "$pid" | tr '\n' ' ')"
+  $PY "$ROOT/tests/desktop/close_window.py" "$win"
+  wait_for 10 gone $procs && ! window_shown
+}
 
-# 3b. Closing the window releases the webview (UI-4); "Open window" in the tray makes a new one.
-WIN=$(xdotool search --name '^Understudy$' 2>/dev/null | head -1)
-if [ -n "$WIN" ]; then
-  log "PSS with the window open: $(( $(pss_tree "$APP_PID") / 1024 )) MB"
-  $PY "$ROOT/tests/desktop/close_window.py" "$WIN"
-  gone=""
-  for _ in $(seq 100); do
-    if [ -z "$(xdotool search --name '^Understudy$' 2>/dev/null)" ] && [ -z "$(webkit_children)" ]; then gone=1; break; fi
-    sleep 0.1
-  done
+# 5. The window is a process of its own; closing it ends it (and WebKit's), the tray stays.
+if wait_for 30 window_shown && WPID=$(window_pids) && [ "$(echo "$WPID" | wc -l)" -eq 1 ]; then
+  WKIDS=$(descendants "$WPID")
+  WNAMES=$(for p in $WKIDS; do cat "/proc/$p/comm" 2>/dev/null; done | tr '\n' ' ')
+  pass "the window is shown at start by one window process ($WPID; its children: $WNAMES)"
+  case "$WNAMES" in *WebKitWebProces*) pass "the webview runs under the window process, not the tray";;
+                    *) fail "no WebKitWebProcess under the window process";; esac
+  log "PSS with the window open: tray $(( $(pss_tree "$APP_PID") - $(pss_tree "$WPID") )) MB + window $(pss_tree "$WPID") MB"
+  if close_the_window; then
+    pass "closing the window ends the window process and its WebKit processes (reaped)"
+  else
+    fail "closing the window (window process or its WebKit processes still there)"
+  fi
+  if kill -0 "$APP_PID" 2>/dev/null && $CHECK wait-registered 5 >/dev/null && [ -z "$(descendants "$APP_PID")" ]; then
+    pass "the tray app runs on, still registered, with no child process"
+  else
+    fail "the tray app after the window closed (exited, unregistered, or children left)"
+  fi
   sleep 1
-  if [ -n "$gone" ] && kill -0 "$APP_PID" 2>/dev/null; then
-    pass "closing the window destroys the webview; the app stays in the tray"
-    log "PSS with the window closed: $(( $(pss_tree "$APP_PID") / 1024 )) MB"
-  else
-    fail "closing the window (window or WebKitWebProcess still there, or the app exited)"
-  fi
-  if $CHECK click '^Open window$' && for _ in $(seq 100); do
-       [ -n "$(xdotool search --name '^Understudy$' 2>/dev/null)" ] && break; sleep 0.1; done &&
-     [ -n "$(xdotool search --name '^Understudy$' 2>/dev/null)" ]; then
-    pass "Open window makes a new window"
-  else
-    fail "Open window makes a new window"
-  fi
+  log "PSS with the window closed: $(pss_tree "$APP_PID") MB"
 else
-  fail "the window is shown at start"
+  fail "the window is shown at start by one window process (found: $(window_pids | tr '\n' ' '))"
 fi
 
-# 4. Quit from the tray stops the node and exits 0.
+if $CHECK click '^Open window$' >/dev/null && wait_for 20 window_shown && WPID=$(window_pids); then
+  pass "Open window in the tray menu makes a new window (window process $WPID)"
+  $CHECK click '^Open window$' >/dev/null
+  sleep 1
+  if [ "$(window_pids)" = "$WPID" ] && [ "$(xdotool search --onlyvisible --name '^Understudy$' | wc -l)" -eq 1 ] &&
+     grep -q "raising the running window process" "$WORK/app.log"; then
+    pass "Open window again raises the running window instead of starting another"
+  else
+    fail "Open window again (window processes: $(window_pids | tr '\n' ' '))"
+  fi
+  # A second launch is the single instance's "open the window": here, raise it.
+  if timeout 30 "$APP" >"$WORK/second-launch.log" 2>&1 && [ "$(window_pids)" = "$WPID" ] && kill -0 "$APP_PID"; then
+    pass "a second launch exits and leaves the one window process"
+  else
+    fail "a second launch (status $?, window processes: $(window_pids | tr '\n' ' '))"
+  fi
+  close_the_window || fail "closing the reopened window"
+else
+  fail "Open window in the tray menu makes a new window"
+fi
+
+# 6. Start at login: the XDG autostart entry, written and removed from the menu.
+AUTOSTART="$XDG_CONFIG_HOME/autostart/Understudy.desktop"
+if $CHECK click '^Start at login$' >/dev/null && wait_for 10 test -f "$AUTOSTART" &&
+   grep -qxF "Exec=$APP --hidden" "$AUTOSTART"; then
+  pass "Start at login writes $AUTOSTART with Exec=$APP --hidden"
+else
+  fail "Start at login writes $AUTOSTART ($(cat "$AUTOSTART" 2>/dev/null | tr '\n' '|'))"
+fi
+if $CHECK click '^Start at login$' >/dev/null && wait_for 10 test ! -e "$AUTOSTART"; then
+  pass "Start at login clicked again removes it"
+else
+  fail "Start at login clicked again removes $AUTOSTART"
+fi
+
+# 7. Clicking a notification opens the window (dunst invokes its "default" action).
+dunstctl close-all
+displayed() { [ "$(dunstctl count displayed)" -gt 0 ]; }
+if $CHECK click '^Generate certificate$' >/dev/null && wait_for 15 displayed && dunstctl action 0 &&
+   wait_for 20 window_shown && [ -n "$(window_pids)" ]; then
+  pass "clicking a notification opens the window"
+  close_the_window || fail "closing the window opened by the notification"
+else
+  fail "clicking a notification opens the window (displayed: $(dunstctl count displayed))"
+fi
+
+# ------------------------------------------------------------- part 2: the window, WebDriver --
+# tauri-driver starts the window process itself (`--window --data-dir D`), against the node of the
+# tray app, which runs on. Notifications of this part go to a second log.
+dbus-monitor --session "interface='org.freedesktop.Notifications'" >"$WORK/notifications2.log" 2>&1 &
+PIDS+=($!)
+WD_PORT=$(free_port)
+"$TAURI_DRIVER" --port "$WD_PORT" >"$WORK/tauri-driver.log" 2>&1 &
+PIDS+=($!)
+wait_for 20 $PY -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),1)' "$WD_PORT" ||
+  fail "tauri-driver listening on $WD_PORT"
+mkdir -p "$ROOT/docs/screenshots"
+if WEBDRIVER_URL="http://127.0.0.1:$WD_PORT" $PY "$ROOT/tests/desktop/webdriver_check.py" web "$WORK/webview.png" \
+     "$APP" --window --data-dir "$UNDERSTUDY_DATA_DIR" >"$WORK/webdriver.log" 2>&1; then
+  sed 's/^/    /' "$WORK/webdriver.log"
+  pass "window (WebDriver): Force failover clicked, the window shows web on its secondary"
+else
+  sed 's/^/    /' "$WORK/webdriver.log"
+  fail "window (WebDriver): force failover"
+fi
+if wait_for 10 pair_active web secondary; then pass "status --json: web active secondary"; else fail "status --json: web active secondary"; fi
+if $CHECK wait-notification "Forced failover.*web" "$WORK/notifications2.log" 10 >/dev/null; then
+  pass "FORCED_FAILOVER notification on D-Bus (window action, notified by the tray process)"
+else
+  fail "FORCED_FAILOVER notification on D-Bus (window action)"
+fi
+# The session was deleted: the window process WebKitWebDriver started is gone.
+if wait_for 10 sh -c "! pgrep -f -- '^$APP --window' >/dev/null"; then
+  pass "the WebDriver session's window process exited with the session"
+else
+  fail "the WebDriver session's window process still runs: $(pgrep -af -- "^$APP --window")"
+fi
+# The window's screenshot is WebDriver's (taken once the pair showed its secondary): the
+# webview's own pixels, which notification popups on the root window cannot cover.
+if [ -s "$WORK/webview.png" ]; then
+  cp "$WORK/webview.png" "$ROOT/docs/screenshots/window.png"
+  pass "screenshot docs/screenshots/window.png"
+else
+  fail "screenshot of the window (WebDriver)"
+fi
+
+# 8. Quit from the tray, with a window open: the window process ends, the node stops, exit 0.
+if $CHECK click '^Open window$' >/dev/null && wait_for 20 window_shown && WPID=$(window_pids); then
+  WPROCS="$WPID $(descendants "$WPID" | tr '\n' ' ')"
+else
+  fail "Open window before Quit"; WPROCS=""
+fi
 if $CHECK click '^Quit$'; then
   for _ in $(seq 150); do kill -0 "$APP_PID" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$APP_PID" 2>/dev/null; then
@@ -292,50 +402,15 @@ if $CHECK click '^Quit$'; then
     else
       fail "Quit: exit status $rc"
     fi
+    # WebKit's processes exit a moment after the window process, when their connection closes.
+    if [ -n "$WPROCS" ] && wait_for 10 gone $WPROCS; then
+      pass "Quit ended the window process and its WebKit processes"
+    else
+      fail "Quit ended the window process (left: $WPROCS)"
+    fi
   fi
 else
   fail "click Quit"
-fi
-
-# ------------------------------------------------------------- part 2: the window, WebDriver --
-# tauri-driver starts the app (same environment: data directory and listen address) in a new
-# session; the agents reconnect to it. Notifications of this part go to a second log.
-dbus-monitor --session "interface='org.freedesktop.Notifications'" >"$WORK/notifications2.log" 2>&1 &
-PIDS+=($!)
-WD_PORT=$(free_port)
-"$TAURI_DRIVER" --port "$WD_PORT" >"$WORK/tauri-driver.log" 2>&1 &
-PIDS+=($!)
-wait_for 20 $PY -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),1)' "$WD_PORT" ||
-  fail "tauri-driver listening on $WD_PORT"
-mkdir -p "$ROOT/docs/screenshots"
-if WEBDRIVER_URL="http://127.0.0.1:$WD_PORT" $PY "$ROOT/tests/desktop/webdriver_check.py" "$APP" web \
-     "$WORK/webview.png" >"$WORK/webdriver.log" 2>&1; then
-  sed 's/^/    /' "$WORK/webdriver.log"
-  pass "window (WebDriver): Force failover clicked, the window shows web on its secondary"
-else
-  sed 's/^/    /' "$WORK/webdriver.log"
-  fail "window (WebDriver): force failover"
-fi
-if wait_for 10 pair_active web secondary; then pass "status --json: web active secondary"; else fail "status --json: web active secondary"; fi
-if $CHECK wait-notification "Forced failover.*web" "$WORK/notifications2.log" 10 >/dev/null; then
-  pass "FORCED_FAILOVER notification on D-Bus (window action)"
-else
-  fail "FORCED_FAILOVER notification on D-Bus (window action)"
-fi
-# The window's screenshot is WebDriver's (taken once the pair showed its secondary): the
-# webview's own pixels, which notification popups on the root window cannot cover.
-if [ -s "$WORK/webview.png" ]; then
-  cp "$WORK/webview.png" "$ROOT/docs/screenshots/window.png"
-  pass "screenshot docs/screenshots/window.png"
-else
-  fail "screenshot of the window (WebDriver)"
-fi
-# Stop the app as a user does (Quit in the tray), then tauri-driver.
-WD_APP=$(pgrep -n -f "^$APP")
-if $CHECK click '^Quit$' >/dev/null && wait_for 15 sh -c "! kill -0 $WD_APP 2>/dev/null"; then
-  pass "Quit (WebDriver session's app)"
-else
-  fail "Quit (WebDriver session's app)"
 fi
 
 echo "$PASSED passed, $FAILED failed"

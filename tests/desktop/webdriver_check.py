@@ -1,15 +1,16 @@
 #!/usr/bin/python3
 """Drives the Understudy window through tauri-driver (W3C WebDriver) the way a user does: starts
-the app in a new session, clicks "Force failover" on a pair and waits until the window shows the
-secondary active; saves a screenshot of the window.
+the window process (APP with ARGS, e.g. `--window --data-dir D`) in a new session, clicks "Force
+failover" on a pair and waits until the window shows the secondary active; saves a screenshot of
+the window; ends the session (which closes the window, and so ends the window process).
 
-  webdriver_check.py APP PAIR [SCREENSHOT.png]     (tauri-driver listening on $WEBDRIVER_URL,
-                                                   default http://127.0.0.1:4444)
+  webdriver_check.py PAIR SCREENSHOT.png APP [ARG...]   (tauri-driver listening on $WEBDRIVER_URL,
+                                                       default http://127.0.0.1:4444)
 
 Keeps ONE keep-alive HTTP connection for the whole session: clients that open a new connection
 per request (Connection: close) saw connection resets through tauri-driver. Prints one line per
-step; exits non-zero with the reason on the first failure. The session is left open (the caller
-stops the app from the tray and then stops tauri-driver), so the app is not killed mid-write.
+step; exits non-zero with the reason on the first failure. The window process holds no state of
+its own (the node runs in the tray process), so ending the session cannot lose anything.
 """
 
 import base64
@@ -55,8 +56,8 @@ class Driver:
     def s(self, path):
         return f"/session/{self.session}{path}"
 
-    def new_session(self, app):
-        caps = {"capabilities": {"alwaysMatch": {"tauri:options": {"application": app}}}}
+    def new_session(self, app, args):
+        caps = {"capabilities": {"alwaysMatch": {"tauri:options": {"application": app, "args": args}}}}
         value = self.request("POST", "/session", caps)
         self.session = value["sessionId"]
         return self.session
@@ -76,6 +77,9 @@ class Driver:
 
     def text(self, elem):
         return self.request("GET", self.s(f"/element/{elem}/text"))
+
+    def delete_session(self):
+        return self.request("DELETE", self.s(""))
 
     def screenshot(self):
         return base64.b64decode(self.request("GET", self.s("/screenshot")))
@@ -103,13 +107,12 @@ def wait(what, cond, timeout):
 
 
 def main(argv):
-    if len(argv) < 3:
+    if len(argv) < 4:
         raise SystemExit(__doc__)
-    app, pair = argv[1], argv[2]
-    shot = argv[3] if len(argv) > 3 else None
+    pair, shot, app, args = argv[1], argv[2], argv[3], argv[4:]
     d = Driver(os.environ.get("WEBDRIVER_URL", "http://127.0.0.1:4444"))
     t0 = time.time()
-    wait("a WebDriver session", lambda: d.new_session(app), 30)
+    wait("a WebDriver session", lambda: d.new_session(app, args), 30)
     print(f"session {d.session} ({time.time() - t0:.1f} s)")
 
     active = f'[data-testid="pair-active-{pair}"]'
@@ -131,10 +134,11 @@ def main(argv):
     wait(f"the window shows pair {pair} on its secondary", lambda: active_is("secondary"), 15)
     print(f"window: pair {pair} active {d.text(d.find(active))}")
 
-    if shot:
-        with open(shot, "wb") as f:
-            f.write(d.screenshot())
-        print(f"screenshot {shot}")
+    with open(shot, "wb") as f:
+        f.write(d.screenshot())
+    print(f"screenshot {shot}")
+    d.delete_session()
+    print("session ended")
 
 
 if __name__ == "__main__":

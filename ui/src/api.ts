@@ -4,7 +4,8 @@
 //  * HttpTransport  – the browser, served by the daemon: fetch() to the same
 //    origin with `Authorization: Bearer <token>`.
 //  * TauriTransport – the desktop app: window.__TAURI_INTERNALS__.invoke('admin',
-//    {method, path, body}); the Tauri side forwards to the same handler in-process.
+//    {method, path, body}); the window process forwards it to the tray's node over the
+//    HTTPS admin API (status 0 when the node cannot be reached).
 //
 // Both resolve with the response JSON and reject with an ApiError carrying the
 // HTTP-like status and the server's plain reason (`{"error": "reason"}`).
