@@ -31,27 +31,44 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep what was on the disk (the agent's log and store) beside the kept site.
+            let kept = self.0.with_extension("kept");
+            let _ = Command::new("cp").arg("-a").arg(&self.0).arg(&kept).status();
+            eprintln!("---- the tmpfs's files are kept in {} ----", kept.display());
+        }
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
 
-#[test]
-fn bad_input_disk_full_under_the_agent_cache_loses_nothing_and_recovers() {
-    let site = Site::new(66);
+/// A server `s` and an agent `a` whose whole data directory (store, certificate, log) is a
+/// 12 MiB tmpfs, 6 MiB of it taken by a file the "operator" may delete to give space back (and
+/// 4 MiB by the agent's own reserve, `understudy_node::store::RESERVE_BYTES`). The
+/// server goes away and records pile up in the agent's cache until the disk is full; returns
+/// the last sequence number accepted.
+struct FullDisk {
+    // Dropped in this order: the processes, then the mount, then the site's directory.
+    a: Node,
+    s: Node,
+    _disk: Tmpfs,
+    filler: PathBuf,
+    accepted: u64,
+    _site: Site,
+}
+
+fn fill_the_agents_disk(net: u8) -> FullDisk {
+    let site = Site::new(net);
     let mut s = site.server("s", SETS);
-    // The agent's whole data directory (store, certificate, log) on 4 MiB, 1 MiB of it taken by
-    // a file the "operator" deletes later to give space back.
-    let _disk = Tmpfs::mount(&site.dir().join("a"), "4m");
+    let disk = Tmpfs::mount(&site.dir().join("a"), "12m");
     let mut a = site.agent("a", &[&s], SETS);
     let filler = a.dir.join("filler");
-    std::fs::write(&filler, vec![7u8; 1 << 20]).expect("filler");
+    std::fs::write(&filler, vec![7u8; 6 << 20]).expect("filler");
     s.start();
     a.start();
     a.wait_link("home", Some(&s));
     let (_, mut accepted) = a.send(100);
     wait_records(&[&s], &[("a", accepted)]);
 
-    // The server goes away: records pile up in the agent's cache until the disk is full.
     s.kill9();
     let refusal = loop {
         match a.try_send(500) {
@@ -67,15 +84,37 @@ fn bad_input_disk_full_under_the_agent_cache_loses_nothing_and_recovers() {
     let status = a.status_now();
     assert!(status["link"]["cached"].as_u64().is_some(), "{status}");
     assert!(a.try_send(500).is_err_and(|e| e.contains("disk full")), "the same batch is refused again");
+    FullDisk { a, s, _disk: disk, filler, accepted, _site: site }
+}
 
-    // Space returns: the operator deletes a file. New records are accepted again...
-    std::fs::remove_file(&filler).expect("removing the filler");
-    let (_, last) = wait_ok(WAIT, "a send accepted after space returned", || a.try_send(10));
-    assert_eq!(last, accepted + 10, "sequence numbers continue without a gap");
-    accepted = last;
-    // ...and once the server is back, every accepted record is stored exactly once.
-    s.start();
-    a.wait_link("home", Some(&s));
-    wait_records(&[&s], &[("a", accepted)]);
-    wait_until(WAIT, "the agent's cache drained", || (a.status()?["link"]["cached"].as_u64()? == 0).then_some(()));
+/// The operator frees space while the server is still down: new records are accepted again, and
+/// once the server is back every accepted record is stored exactly once.
+#[test]
+fn bad_input_disk_full_under_the_agent_cache_loses_nothing_and_recovers() {
+    let mut f = fill_the_agents_disk(66);
+    std::fs::remove_file(&f.filler).expect("removing the filler");
+    let (_, last) = wait_ok(WAIT, "a send accepted after space returned", || f.a.try_send(10));
+    assert_eq!(last, f.accepted + 10, "sequence numbers continue without a gap");
+    f.accepted = last;
+    f.s.start();
+    f.a.wait_link("home", Some(&f.s));
+    wait_records(&[&f.s], &[("a", f.accepted)]);
+    wait_until(WAIT, "the agent's cache drained", || (f.a.status()?["link"]["cached"].as_u64()? == 0).then_some(()));
+}
+
+/// Nobody frees space: the server comes back to an agent whose disk is still full. Deleting
+/// acknowledged records must work on the full disk, so the cache drains, every accepted record
+/// is stored once, and the space the cache gave back takes new records.
+#[test]
+fn bad_input_disk_full_cache_drains_when_the_server_returns_and_takes_records_again() {
+    let mut f = fill_the_agents_disk(67);
+    f.s.start();
+    f.a.wait_link("home", Some(&f.s));
+    wait_records(&[&f.s], &[("a", f.accepted)]);
+    wait_until(WAIT, "the agent's cache drained on the full disk", || (f.a.status()?["link"]["cached"].as_u64()? == 0).then_some(()));
+    let (_, last) = wait_ok(WAIT, "a send accepted in the space the drained cache gave back", || f.a.try_send(500));
+    assert_eq!(last, f.accepted + 500, "sequence numbers continue without a gap");
+    wait_records(&[&f.s], &[("a", last)]);
+    // The filler was never removed: the space came from the cache itself.
+    assert!(f.filler.exists());
 }

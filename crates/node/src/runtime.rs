@@ -829,10 +829,12 @@ impl Core {
                 if a.engine.cached() > 0 && upto < a.deleted_upto + DELETE_STEP {
                     return;
                 }
-                a.deleted_upto = upto;
                 let mut store = shared.store();
-                if let Err(e) = store.cache_ack(upto).and_then(|_| store.state_set("agent.acked", &json!(upto))) {
-                    tracing::error!("deleting acknowledged records: {e}");
+                match store.cache_ack(upto).and_then(|_| store.state_set("agent.acked", &json!(upto))) {
+                    Ok(()) => a.deleted_upto = upto,
+                    // Tried again at the next acknowledgement; until then the records stay
+                    // cached (sent again after a restart, stored once).
+                    Err(e) => tracing::error!("deleting acknowledged records: {e}"),
                 }
             }
             AgentAction::Activate { pair, epoch } => {

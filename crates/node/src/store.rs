@@ -291,7 +291,19 @@ pub struct Store {
     path: PathBuf,
     /// This node's id, stamped as the origin of the events it raises.
     origin: String,
+    /// Whether the reserve file beside the store is known to be in place (see [`RESERVE_BYTES`]).
+    reserve_ready: bool,
 }
+
+/// Bytes an agent keeps aside in `store.reserve`, beside its store, so that acknowledged records
+/// can still leave the cache when the disk is full (PRODUCT.md §4 "recovery when space
+/// returns"). On a full disk SQLite can neither checkpoint its WAL (the database file must grow)
+/// nor delete (the WAL must grow); giving the reserve back makes room for both. It covers a WAL
+/// at its auto-checkpoint size (1000 pages of 4 KiB).
+pub const RESERVE_BYTES: usize = 4 << 20;
+/// Rows deleted per transaction when the cache is emptied on a full disk: each step fits in the
+/// WAL the checkpoint before it reset.
+const FULL_DISK_DELETE_STEP: i64 = 512;
 
 /// Site-configuration tables whose rows are a name and a JSON document.
 #[derive(Clone, Copy)]
@@ -385,6 +397,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             origin: node_id.to_string(),
+            reserve_ready: false,
         };
         store.migrate(migrations)?;
         Ok(store)
@@ -487,7 +500,41 @@ impl Store {
         }
         set_counter(&tx, CACHE_SEQ, seq).map_err(err)?;
         tx.commit().map_err(err)?;
+        if !self.reserve_ready {
+            self.reserve_ready = self.make_reserve();
+        }
         Ok(seqs)
+    }
+
+    fn reserve_path(&self) -> PathBuf {
+        self.path.with_extension("reserve")
+    }
+
+    /// Puts the reserve in place if it is missing and the disk has room for it; whether it is.
+    /// A new record is refused on a full disk while the reserve stays: it is kept for deleting.
+    fn make_reserve(&self) -> bool {
+        let path = self.reserve_path();
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() >= RESERVE_BYTES as u64) {
+            return true;
+        }
+        // Written out, not sparse: the space must really be taken.
+        let made = std::fs::write(&path, vec![0u8; RESERVE_BYTES]).and_then(|()| std::fs::File::open(&path)?.sync_all());
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&path);
+            tracing::warn!(path = %path.display(), "no room for the disk-full reserve ({e}); retrying later");
+            return false;
+        }
+        true
+    }
+
+    /// Gives the reserve's space back to the disk; false when there was none to give.
+    fn release_reserve(&mut self) -> bool {
+        self.reserve_ready = false;
+        let released = std::fs::remove_file(self.reserve_path()).is_ok();
+        if released {
+            tracing::warn!(path = %self.path.display(), "disk full: released the {} MiB reserve to delete acknowledged records", RESERVE_BYTES >> 20);
+        }
+        released
     }
 
     /// Up to `limit` cached records with `seq > after_seq`, in sequence order.
@@ -518,11 +565,53 @@ impl Store {
 
     /// Deletes every cached record with `seq <= upto_seq` (the server has made them durable).
     /// Returns how many were deleted.
+    /// On a full disk the reserve is given back and the records are deleted in small steps.
     pub fn cache_ack(&mut self, upto_seq: u64) -> Result<usize> {
+        match self.cache_delete(upto_seq, None) {
+            Err(StoreError::DiskFull { .. }) => {
+                self.release_reserve();
+                self.cache_ack_in_steps(upto_seq)
+            }
+            other => other,
+        }
+    }
+
+    /// Deletes cached records with `seq <= upto_seq`, at most `limit` of them (the lowest).
+    fn cache_delete(&mut self, upto_seq: u64, limit: Option<i64>) -> Result<usize> {
+        let sql = match limit {
+            None => "DELETE FROM cache WHERE seq <= ?1",
+            Some(_) => "DELETE FROM cache WHERE seq IN (SELECT seq FROM cache WHERE seq <= ?1 ORDER BY seq LIMIT ?2)",
+        };
         self.conn
-            .prepare_cached("DELETE FROM cache WHERE seq <= ?1")
-            .and_then(|mut s| s.execute([to_i64(upto_seq)]))
+            .prepare_cached(sql)
+            .and_then(|mut s| match limit {
+                None => s.execute([to_i64(upto_seq)]),
+                Some(n) => s.execute([to_i64(upto_seq), n]),
+            })
             .map_err(|e| self.err("deleting acknowledged records from the cache", e))
+    }
+
+    /// The full-disk path of [`Store::cache_ack`]: a checkpoint first (it moves the WAL into the
+    /// database file, which the released reserve has room for), then deletes of
+    /// [`FULL_DISK_DELETE_STEP`] rows, each followed by a checkpoint so the WAL is reused rather
+    /// than grown.
+    fn cache_ack_in_steps(&mut self, upto_seq: u64) -> Result<usize> {
+        let mut deleted = 0;
+        loop {
+            self.checkpoint();
+            let n = self.cache_delete(upto_seq, Some(FULL_DISK_DELETE_STEP))?;
+            deleted += n;
+            if n == 0 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// A best-effort WAL checkpoint that resets the WAL for reuse (it keeps its file size).
+    fn checkpoint(&self) {
+        if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+            tracing::warn!(path = %self.path.display(), "checkpoint: {e}");
+        }
     }
 
     pub fn cache_len(&self) -> Result<u64> {
@@ -1124,6 +1213,28 @@ mod tests {
 
     fn open(dir: &Path) -> Store {
         Store::open(&dir.join(STORE_FILE), "node-a").expect("open store")
+    }
+
+    #[test]
+    fn a_reserve_is_kept_beside_the_cache_and_acknowledged_records_leave_in_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path());
+        let reserve = dir.path().join(STORE_FILE).with_extension("reserve");
+        assert!(!reserve.exists(), "a store without cache writes (a server) keeps no reserve");
+        let batch: Vec<NewRecord> = (0..2_000).map(|i| rec("m", i as f64)).collect();
+        let seqs = s.cache_append(&batch).unwrap();
+        assert_eq!(std::fs::metadata(&reserve).unwrap().len(), RESERVE_BYTES as u64);
+        // The full-disk path: the reserve goes back to the disk, records leave in steps.
+        assert!(s.release_reserve());
+        assert!(!reserve.exists());
+        assert!(!s.release_reserve(), "nothing left to release");
+        assert_eq!(s.cache_ack_in_steps(seqs[1_499]).unwrap(), 1_500);
+        assert_eq!(s.cache_first_seq().unwrap(), Some(seqs[1_500]), "only acknowledged records left");
+        assert_eq!(s.cache_ack_in_steps(*seqs.last().unwrap()).unwrap(), 500);
+        assert_eq!(s.cache_len().unwrap(), 0);
+        // The next write puts the reserve back when there is room.
+        s.cache_append(&batch[..1]).unwrap();
+        assert!(reserve.exists());
     }
 
     #[test]
