@@ -791,9 +791,10 @@ def main():
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--fault-at", type=float, default=10.0)
     ap.add_argument("--down", type=float, default=20.0)
-    ap.add_argument("--quiet", type=float, default=75.0, help="stop waiting when nothing arrived for this long (> syslog-ng's time-reopen 60 s)")
+    ap.add_argument("--quiet", type=float, default=200.0,
+                    help="stop waiting when nothing arrived for this long (syslog-ng reaches its failover server only at its second reconnection, 2 × time-reopen = 120 s after the failure)")
     ap.add_argument("--vrrp-default-runs", type=int, default=20)
-    ap.add_argument("--drain-max", type=float, default=180.0)
+    ap.add_argument("--drain-max", type=float, default=400.0)
     ap.add_argument("--fast-advert", default="0.01")
     ap.add_argument("--tools", default="understudy,understudy-fast,rsyslog,rsyslog-ruleset,syslog-ng")
     ap.add_argument("--out", default=os.path.join(HERE, "results.json"))

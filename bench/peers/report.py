@@ -73,7 +73,8 @@ def syslog_rows(sy):
             dup = sum(r["dup"] for r in runs)
             per = ", ".join(str(r["lost"]) for r in runs)
             res = ", ".join("never" if r["resume"] is None else fmt(r["resume"]) for r in runs)
-            q = ", ".join(f"{r.get('queued_bytes', 0) / 1e6:.1f} MB" if r.get("queued_bytes") else "0" for r in runs)
+            # syslog-ng's disk-buffer file keeps its header and preallocation when empty.
+            q = ", ".join(f"{r.get('queued_bytes', 0) / 1e6:.1f} MB" if r.get("queued_bytes", 0) >= 100_000 else "0" for r in runs)
             out.append(f"| {tlabel} | {slabel} | {len(runs)} | {sent:,} | {uniq:,} | **{lost:,}** | **{dup:,}** | {per} | {res} | {q} |")
     return "\n".join(out)
 
@@ -90,20 +91,20 @@ def section(res):
     v = m["versions"]
     L = []
     L.append("## Peers side by side (issue 6)\n")
-    L.append(f"_Taken {m['started_utc']}–{m['finished_utc'][11:16]} UTC with "
-             f"`bench/peers/run.sh all --runs {p['runs']} --default-runs {p['default_runs']} "
-             f"--vrrp-default-runs {p['vrrp_default_runs']} --syslog-runs {p['syslog_runs']}` on the machine above "
-             f"(2 CPUs, **shared with other engineers' builds and tests while it ran**; load average "
-             f"{' '.join(m['loadavg_start'])} at the start, {' '.join(m['loadavg_end'])} at the end). "
-             f"`understudy`: the release binary built {b['mtime_utc']} UTC (HEAD then: {b['head'].strip()}"
+    passes = m.get("passes") or [{"command": "bench/peers/run.sh all", "started_utc": m["started_utc"], "finished_utc": m["finished_utc"],
+                                  "loadavg_start": m["loadavg_start"], "loadavg_end": m["loadavg_end"], "what": "everything"}]
+    taken = "; ".join(f"{x['what']}: {x['started_utc']}–{x['finished_utc'][11:16]} UTC with `{x['command']}` (load average "
+                      f"{' '.join(x['loadavg_start'])} at the start, {' '.join(x['loadavg_end'])} at the end)" for x in passes)
+    L.append(f"_Taken on the machine above (2 CPUs, **shared with other engineers' builds and tests while it ran**) — {taken}. "
+             f"`understudy`: a private copy of the release binary built {b['mtime_utc']} UTC (HEAD when the run started: {b['head'].strip()}"
              f"{', with uncommitted changes in crates/' if b['dirty'] else ''}). Peers from Debian 12's packages: "
              f"{v['keepalived']}, {v['rsyslog'].split(' compiled')[0].strip()}, {v['syslog-ng']} "
              f"(`{v['debian_packages'].strip().rstrip(';')}`; {', '.join(v['syslog_ng_deb'])})._\n")
     L.append("""**Command.** As root on Debian 12, from the repository (installs what is missing, builds
-`understudy-cli`, creates and removes the namespaces; about 75 minutes):
+`understudy-cli`, creates and removes the namespaces; about 90 minutes with the defaults):
 
 ```sh
-bench/peers/run.sh all [--runs 30] [--default-runs 10] [--vrrp-default-runs 20] [--syslog-runs 3]
+bench/peers/run.sh all [--runs 30] [--default-runs 10] [--vrrp-default-runs 20] [--syslog-runs 3] [--quiet 200 --drain-max 400]
 bench/peers/run.sh vrrp|takeover|syslog [--tools understudy,understudy-fast,rsyslog,rsyslog-ruleset,syslog-ng]
 bench/peers/report.py        # results.json → this section
 ```
@@ -151,31 +152,33 @@ VRRP's BACKUP declares the MASTER down after 3 × `advert_int` + skew ((256 − 
 `advert_int`) counted from the last advert it received, so a kill lands anywhere in an advert
 interval: 2.6–3.6 s with `advert_int 1`, 26–36 ms with 0.01. Understudy's STANDBY promotes after
 `failover_timeout` without an answer (15 s default, 1 s fast, with `sync_interval` 5 s / 200 ms).
-The fastest keepalived accepts: VRRPv3 (`vrrp_version 3`) carries the interval in centiseconds,
-and keepalived takes `advert_int {ka_fast['label'].split('advert_int ')[1].rstrip(')')}` without a warning in its log (with VRRPv2 it would round to whole
-seconds); the measured takeover (p50 {fmt(pct(ka_fast['xs'], 50))}) is what 3 × 10 ms + skew
-predicts. The BACKUP's log shows {ka_fast['transitions']['backup_entered_master']} entries into
-MASTER over {len(ka_fast['xs'])} runs (fastest settings; {ka_def['transitions']['backup_entered_master']}
-over {len(ka_def['xs'])} at the default), i.e. {"no" if ka_fast['transitions']['backup_entered_master'] <= len(ka_fast['xs']) + ka_fast['failed'] else "some"} false takeovers while the machine was otherwise busy.
+The fastest keepalived accepts: VRRPv3 (`vrrp_version 3`) carries the interval in centiseconds;
+`keepalived -t` takes `advert_int 0.01` without a warning and refuses 0.001 ("Advert interval
+(0.001) not valid! Must be > 0 - ignoring"), and the measured takeover (p50 {fmt(pct(ka_fast['xs'], 50))})
+is what 3 × 10 ms + skew predicts. The BACKUP's log shows {ka_fast['transitions']['backup_entered_master']}
+entries into MASTER over {len(ka_fast['xs'])} runs with the fastest setting and
+{ka_def['transitions']['backup_entered_master']} over {len(ka_def['xs'])} at the default.
 """)
     L.append(takeover_rows([(ka_def, us_def), (ka_fast, us_fast)]))
     L.append("")
     L.append(f"""The ratio is Understudy's time over keepalived's at each tool's own default and at its fastest
 setting; it is mostly the ratio of the timers (15 s vs 3 × 1 s + skew, 1 s vs 3 × 10 ms + skew).
-keepalived's fastest setting is a 100 Hz multicast heartbeat that a busy 2-CPU machine or a
-congested link turns into false takeovers (PRODUCT.md's peers notes: false failovers from short
-timers are the first complaint of these tools' users); Understudy's 1 s includes a TLS reconnection
-of the agent and a durable commit on the new ACTIVE.
+keepalived's fastest setting is a 100 Hz multicast heartbeat: three adverts late by more than
+~30 ms (a stalled process, a busy CPU, a congested link) make a false takeover — none was seen in
+these runs (below), but false failovers from short timers are the first complaint of these tools'
+users (`../shared/notes/peers.md`). Understudy's 1 s includes the agent's TLS reconnection and a
+durable commit on the new ACTIVE.
 """)
     # ---- syslog
+    quiet_text = "; ".join(f"{x['what']}: quiet {x['quiet']:.0f} s, limit {x['drain_max']:.0f} s" for x in passes if "quiet" in x) \
+        or f"quiet {p['quiet']:.0f} s, limit {p['drain_max']:.0f} s"
     L.append("### Records through a failover: rsyslog, syslog-ng and an Understudy agent\n")
     L.append(f"""**Method.** Each run: two collectors, the client's primary (s1) and its failover (s2); a source
 in the client namespace hands numbered messages to the client at {p['rate']:,}/s for {p['seconds']:.0f} s
 (`seq=0000000`…); at {p['fault_at']:.0f} s, (1) the primary collector gets SIGKILL and stays down, or
 (2) both get SIGKILL and are started again {p['down']:.0f} s later (same output files). After the
-stream, the harness waits until every message has arrived, or nothing has arrived for
-{p['quiet']:.0f} s (longer than syslog-ng's `time-reopen` of 60 s and rsyslog's `resumeInterval` of
-30 s), at most {p['drain_max']:.0f} s; then every collector's output is counted by sequence number:
+stream, the harness waits until every message has arrived, or nothing has arrived for a quiet
+period, and at most a limit ({quiet_text}); then every collector's output is counted by sequence number:
 **lost** = sent − distinct delivered, **duplicated** = deliveries beyond the first, across both
 collectors. "Resumed after" is from the kill to the first message at s2 (1), or from the collectors'
 return to the first message at either (2). "Sent" is what the source handed over: for rsyslog and
