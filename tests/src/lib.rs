@@ -442,10 +442,15 @@ impl Node {
 
     /// A command's JSON output, or `None` when it failed (the node is down, or busy).
     pub fn try_json(&self, args: &[&str]) -> Option<Value> {
+        self.try_json_within(args, Duration::from_secs(10))
+    }
+
+    /// [`Node::try_json`] with the command killed after `timeout`.
+    pub fn try_json_within(&self, args: &[&str], timeout: Duration) -> Option<Value> {
         let dir = self.dir_arg();
         let mut all = vec!["--data-dir", dir.as_str()];
         all.extend_from_slice(args);
-        let out = run_understudy(&all, Duration::from_secs(10))?;
+        let out = run_understudy(&all, timeout)?;
         if !out.status.success() {
             return None;
         }
@@ -556,8 +561,10 @@ impl Node {
     }
 
     /// `records --json` of this server: every stored record.
+    /// A fault suite's hundreds of thousands of records take a while on a loaded machine: the
+    /// CLI's own 30 s limit applies, not the 10 s of other commands.
     pub fn records(&self) -> Option<Vec<Value>> {
-        let v = self.try_json(&["records", "--json"])?;
+        let v = self.try_json_within(&["records", "--json"], Duration::from_secs(45))?;
         v["records"].as_array().cloned()
     }
 

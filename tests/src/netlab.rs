@@ -34,11 +34,20 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
-/// One direction of a host's traffic.
+/// Fails the test loudly when namespaces cannot be made here: the tests that use them run as
+/// root in CI, where a quiet skip would hide that they never ran.
+pub fn require() {
+    if let Some(why) = unavailable() {
+        panic!("this test needs network namespaces and nftables (root, as in CI): {why}");
+    }
+}
+
+/// Which of a host's traffic a loss applies to.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Direction {
     Ingress,
     Egress,
+    Both,
 }
 
 pub struct Host {
@@ -104,22 +113,36 @@ impl Lab {
         sh("ip", &["link", "set", &self.host(name).root_if, if up { "up" } else { "down" }]).map(|_| ())
     }
 
-    /// Drops `percent` % of the host's packets in one direction (nftables in its namespace);
-    /// replaces any loss set before.
+    /// Drops `percent` % of the host's packets in one direction or both (nftables `numgen
+    /// random` in its namespace, with counters); replaces any loss set before.
     pub fn set_loss(&self, name: &str, direction: Direction, percent: u8) -> Result<(), String> {
         let h = self.host(name);
         self.clear_loss(name);
-        let (hook, iface) = match direction {
-            Direction::Ingress => ("input", "iifname"),
-            Direction::Egress => ("output", "oifname"),
+        let ways: &[(&str, &str)] = match direction {
+            Direction::Ingress => &[("input", "iifname")],
+            Direction::Egress => &[("output", "oifname")],
+            Direction::Both => &[("input", "iifname"), ("output", "oifname")],
         };
-        sh("ip", &["netns", "exec", &h.netns, "nft", "add", "table", "inet", "usf"])?;
-        let chain = format!("{{ type filter hook {hook} priority 0 ; policy accept ; }}");
-        sh("ip", &["netns", "exec", &h.netns, "nft", "add", "chain", "inet", "usf", "loss", &chain])?;
-        let rule = format!("{iface} eth0 numgen random mod 100 < {percent} drop");
-        let mut args = vec!["netns", "exec", &h.netns, "nft", "add", "rule", "inet", "usf", "loss"];
-        args.extend(rule.split(' '));
-        sh("ip", &args).map(|_| ())
+        let nft = |words: &[&str]| {
+            let mut args = vec!["netns", "exec", &h.netns, "nft"];
+            args.extend_from_slice(words);
+            sh("ip", &args).map(|_| ())
+        };
+        nft(&["add", "table", "inet", "usf"])?;
+        for (hook, iface) in ways {
+            nft(&["add", "chain", "inet", "usf", hook, &format!("{{ type filter hook {hook} priority 0 ; policy accept ; }}")])?;
+            let rule = format!("{iface} eth0 numgen random mod 100 < {percent} counter drop");
+            let mut words = vec!["add", "rule", "inet", "usf", hook];
+            words.extend(rule.split(' '));
+            nft(&words)?;
+        }
+        Ok(())
+    }
+
+    /// Packets the host's loss rules have dropped so far (0 when none are set).
+    pub fn dropped(&self, name: &str) -> u64 {
+        let Ok(rules) = sh("ip", &["netns", "exec", &self.host(name).netns, "nft", "list", "table", "inet", "usf"]) else { return 0 };
+        rules.lines().filter_map(|l| l.split("packets ").nth(1)?.split_whitespace().next()?.parse::<u64>().ok()).sum()
     }
 
     pub fn clear_loss(&self, name: &str) {
