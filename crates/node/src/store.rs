@@ -293,6 +293,9 @@ pub struct Store {
     origin: String,
     /// Whether the reserve file beside the store is known to be in place (see [`RESERVE_BYTES`]).
     reserve_ready: bool,
+    /// When making the reserve last failed for want of room: tried again a minute later, not at
+    /// every write of a nearly full disk.
+    reserve_failed_at: Option<std::time::Instant>,
 }
 
 /// Bytes an agent keeps aside in `store.reserve`, beside its store, so that acknowledged records
@@ -398,6 +401,7 @@ impl Store {
             path: path.to_path_buf(),
             origin: node_id.to_string(),
             reserve_ready: false,
+            reserve_failed_at: None,
         };
         store.migrate(migrations)?;
         Ok(store)
@@ -500,8 +504,9 @@ impl Store {
         }
         set_counter(&tx, CACHE_SEQ, seq).map_err(err)?;
         tx.commit().map_err(err)?;
-        if !self.reserve_ready {
+        if !self.reserve_ready && self.reserve_failed_at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
             self.reserve_ready = self.make_reserve();
+            self.reserve_failed_at = (!self.reserve_ready).then(std::time::Instant::now);
         }
         Ok(seqs)
     }
