@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::json;
 
-use crate::site::{fresh_addr, poll, wait_link, Ctx, Node, FAST_AGENT};
+use crate::site::{tcp_target, poll, wait_link, Ctx, Node, FAST_AGENT};
 use crate::stats::{fmt_s, summary};
 use crate::{Env, Section};
 
@@ -109,15 +109,7 @@ struct Outcome {
 
 async fn profile(env: &Env, p: &Profile, runs: usize) -> Outcome {
     let ctx = Ctx::new(&env.bin, &env.work, "checkgap");
-    let target = fresh_addr();
-    let listener = tokio::net::TcpListener::bind(&target).await.expect("listener");
-    let accepter = tokio::spawn(async move {
-        loop {
-            if let Ok((s, _)) = listener.accept().await {
-                drop(s);
-            }
-        }
-    });
+    let (target, accepter) = tcp_target().await;
     let mut server = ctx.server("server", &[]);
     server.start().await;
     let mut members = [ctx.agent("m1", &[server.url()], p.agent_sets), ctx.agent("m2", &[server.url()], p.agent_sets)];

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::json;
 
-use crate::site::{fresh_addr, wait_link, Ctx, Node};
+use crate::site::{tcp_target, wait_link, Ctx, Node};
 use crate::stats::{met, vm, CpuMeter};
 use crate::{Env, Section};
 
@@ -42,15 +42,7 @@ async fn cached(agent: &Node) -> u64 {
 
 pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let ctx = Ctx::new(&env.bin, &env.work, "checks");
-    let target = fresh_addr();
-    let listener = tokio::net::TcpListener::bind(&target).await.expect("listener");
-    let accepter = tokio::spawn(async move {
-        loop {
-            if let Ok((s, _)) = listener.accept().await {
-                drop(s);
-            }
-        }
-    });
+    let (target, accepter) = tcp_target().await;
     let mut server = ctx.server("server", &[]);
     server.start().await;
     let mut agent = ctx.agent("agent", &[server.url()], &[]);

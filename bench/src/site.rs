@@ -296,3 +296,18 @@ pub async fn seen(server: &Node, agent: &str, name: &str, timeout: Duration, eve
     .await
     .ok_or_else(|| format!("record {name} from {agent} never reached {}", server.name))
 }
+
+/// A TCP listener of the benchmark's own on a fresh address that accepts and closes every
+/// connection (the target of `tcp` checks); aborting the handle stops it.
+pub async fn tcp_target() -> (String, tokio::task::JoinHandle<()>) {
+    let target = fresh_addr();
+    let listener = tokio::net::TcpListener::bind(&target).await.expect("listener");
+    let accepter = tokio::spawn(async move {
+        loop {
+            if let Ok((s, _)) = listener.accept().await {
+                drop(s);
+            }
+        }
+    });
+    (target, accepter)
+}

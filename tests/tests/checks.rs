@@ -50,6 +50,19 @@ fn handover_gaps(series: &[(String, i64)]) -> Vec<(String, String, i64)> {
     series.windows(2).filter(|w| w[0].0 != w[1].0).map(|w| (w[0].0.clone(), w[1].0.clone(), w[1].1 - w[0].1)).collect()
 }
 
+/// A running server `s` and agents `a1`, `a2` at home on it.
+fn server_and_two_agents(site: &Site) -> (Node, Node, Node) {
+    let mut s = site.server("s", FAST);
+    s.start();
+    let mut a1 = site.agent("a1", &[&s], FAST);
+    let mut a2 = site.agent("a2", &[&s], FAST);
+    a1.start();
+    a2.start();
+    a1.wait_link("home", Some(&s));
+    a2.wait_link("home", Some(&s));
+    (s, a1, a2)
+}
+
 fn wait_runs_by(server: &Node, agent: &str, after: usize) {
     wait_until(WAIT, &format!("check runs by {agent}"), || {
         let s = series(server, "ping");
@@ -60,14 +73,7 @@ fn wait_runs_by(server: &Node, agent: &str, after: usize) {
 #[test]
 fn ck3_pair_checks_follow_the_active_member_and_never_interleave() {
     let site = Site::new(61);
-    let mut s = site.server("s", FAST);
-    s.start();
-    let mut a1 = site.agent("a1", &[&s], FAST);
-    let mut a2 = site.agent("a2", &[&s], FAST);
-    a1.start();
-    a2.start();
-    a1.wait_link("home", Some(&s));
-    a2.wait_link("home", Some(&s));
+    let (s, mut a1, a2) = server_and_two_agents(&site);
     s.cli_ok(&["pair", "add", "web", "--primary", "a1", "--secondary", "a2", "--failover-after", &format!("{FAILOVER_AFTER_MS}ms"), "--switchback", "manual"]);
     let target = s.listen.clone();
     s.cli_ok(&["check", "add", "ping", "--kind", "tcp", "--target", &target, "--every", &format!("{EVERY_MS}ms"), "--pair", "web"]);
@@ -119,14 +125,7 @@ fn ck3_pair_checks_follow_the_active_member_and_never_interleave() {
 #[test]
 fn ck3_auto_switchback_misses_at_most_one_interval() {
     let site = Site::new(63);
-    let mut s = site.server("s", FAST);
-    s.start();
-    let mut a1 = site.agent("a1", &[&s], FAST);
-    let mut a2 = site.agent("a2", &[&s], FAST);
-    a1.start();
-    a2.start();
-    a1.wait_link("home", Some(&s));
-    a2.wait_link("home", Some(&s));
+    let (s, mut a1, _a2) = server_and_two_agents(&site);
     let after = format!("{FAILOVER_AFTER_MS}ms");
     s.cli_ok(&["pair", "add", "web", "--primary", "a1", "--secondary", "a2", "--failover-after", &after, "--switchback", "auto", "--hold-down", "1s"]);
     let target = s.listen.clone();
