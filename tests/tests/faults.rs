@@ -750,7 +750,10 @@ fn lossy_link_30_percent_loses_nothing_and_no_early_switchover() {
     eprintln!("[lossy] {n} records stored exactly once; {dropped} packets dropped by nftables; {reconnecting} samples reconnecting");
     assert!(dropped > 0, "nftables dropped nothing");
     if switchovers.is_empty() {
-        assert_eq!(agent.link_state().as_deref(), Some("home"));
+        // The link may be between a drop and its reconnection when the loss stops: once the
+        // link is clean again the agent is home (not on the standby).
+        lab.clear_loss("srv");
+        agent.wait_link("home", Some(&server));
     }
 }
 
