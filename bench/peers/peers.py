@@ -167,7 +167,7 @@ def pct(xs, p):
 
 
 def fmt(x):
-    if x != x:
+    if x is None or x != x:
         return "—"
     return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
 

@@ -10,22 +10,10 @@ import json
 import os
 import statistics
 
+from peers import fmt, pct  # one percentile and one duration format for the harness and the report
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-
-
-def pct(xs, p):
-    s = sorted(xs)
-    if not s:
-        return float("nan")
-    k = max(1, -(-len(s) * p // 100))
-    return s[int(k) - 1]
-
-
-def fmt(x):
-    if x is None or x != x:
-        return "—"
-    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
 
 
 def ratio(a, b):
