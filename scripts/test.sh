@@ -13,6 +13,9 @@ scripts/setup.sh
 step "web console unit tests"
 (cd ui && npm test --silent)
 
+step "format"
+cargo fmt --all --check
+
 step "build"
 cargo build --workspace --all-targets
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::json;
 
-use crate::site::{tcp_target, poll, wait_link, Ctx, Node, FAST_AGENT};
+use crate::site::{poll, tcp_target, wait_link, Ctx, Node, FAST_AGENT};
 use crate::stats::{fmt_s, summary};
 use crate::{Env, Section};
 
@@ -29,9 +29,15 @@ pub struct Opts {
 impl Opts {
     pub fn for_all(quick: bool) -> Opts {
         if quick {
-            Opts { runs: 2, default_runs: 1 }
+            Opts {
+                runs: 2,
+                default_runs: 1,
+            }
         } else {
-            Opts { runs: 30, default_runs: 10 }
+            Opts {
+                runs: 30,
+                default_runs: 10,
+            }
         }
     }
 }
@@ -51,7 +57,9 @@ fn dur(d: Duration) -> String {
 
 /// The pair's check runs stored on the server, oldest first: (member, time_ms).
 async fn series(server: &Node) -> Vec<(String, i64)> {
-    let v = server.call("GET", "/api/records?pair=web&kind=check", None).await;
+    let v = server
+        .call("GET", "/api/records?pair=web&kind=check", None)
+        .await;
     let mut out: Vec<(String, i64)> = v
         .and_then(|v| v["records"].as_array().cloned())
         .unwrap_or_default()
@@ -65,7 +73,12 @@ async fn series(server: &Node) -> Vec<(String, i64)> {
 /// Waits until `member` has made a run newer than `since_ms`.
 async fn run_by(server: &Node, member: &str, since_ms: i64) -> Option<i64> {
     poll(LONG, Duration::from_millis(50), || async {
-        series(server).await.iter().rev().find(|r| r.0 == member && r.1 > since_ms).map(|r| r.1)
+        series(server)
+            .await
+            .iter()
+            .rev()
+            .find(|r| r.0 == member && r.1 > since_ms)
+            .map(|r| r.1)
     })
     .await
 }
@@ -90,7 +103,10 @@ fn holder_gaps(series: &[(String, i64)]) -> (Vec<f64>, usize) {
             // Two changes within 300 ms of each other: both members ran at once.
             if last_change.is_some_and(|t| w[1].1 - t < 300) {
                 interleaved += 1;
-                eprintln!("interleaved: {:?}", &series[i.saturating_sub(3)..(i + 4).min(series.len())]);
+                eprintln!(
+                    "interleaved: {:?}",
+                    &series[i.saturating_sub(3)..(i + 4).min(series.len())]
+                );
             }
             last_change = Some(w[1].1);
             gaps.push((w[1].1 - w[0].1) as f64 / 1000.0);
@@ -112,17 +128,28 @@ async fn profile(env: &Env, p: &Profile, runs: usize) -> Outcome {
     let (target, accepter) = tcp_target().await;
     let mut server = ctx.server("server", &[]);
     server.start().await;
-    let mut members = [ctx.agent("m1", &[server.url()], p.agent_sets), ctx.agent("m2", &[server.url()], p.agent_sets)];
+    let mut members = [
+        ctx.agent("m1", &[server.url()], p.agent_sets),
+        ctx.agent("m2", &[server.url()], p.agent_sets),
+    ];
     for m in members.iter_mut() {
         m.start().await;
     }
     for m in &members {
-        wait_link(m, "home", &server.listen, LONG).await.expect("member home");
+        wait_link(m, "home", &server.listen, LONG)
+            .await
+            .expect("member home");
     }
     let pair = json!({"name": "web", "primary": "m1", "secondary": "m2", "failover_after": dur(p.failover_after), "switchback": "manual"});
-    server.call_ok("POST", "/api/pairs", Some(pair)).await.expect("pair add");
+    server
+        .call_ok("POST", "/api/pairs", Some(pair))
+        .await
+        .expect("pair add");
     let check = json!({"name": "ping", "kind": "tcp", "target": target, "every": dur(p.every), "pair": "web"});
-    server.call_ok("POST", "/api/checks", Some(check)).await.expect("check add");
+    server
+        .call_ok("POST", "/api/checks", Some(check))
+        .await
+        .expect("check add");
     let mut failed = 0;
     let settle = p.every * 2 + Duration::from_millis(500);
 
@@ -130,19 +157,31 @@ async fn profile(env: &Env, p: &Profile, runs: usize) -> Outcome {
     let mut planned_at = Vec::new();
     let mut holder = "m1";
     if run_by(&server, holder, 0).await.is_none() {
-        panic!("the pair's check never ran on m1: {:?}", server.pair("web").await);
+        panic!(
+            "the pair's check never ran on m1: {:?}",
+            server.pair("web").await
+        );
     }
     for run in 0..runs {
         tokio::time::sleep(settle).await;
-        let (path, next, side) =
-            if holder == "m1" { ("force-failover", "m2", "secondary") } else { ("revert", "m1", "primary") };
+        let (path, next, side) = if holder == "m1" {
+            ("force-failover", "m2", "secondary")
+        } else {
+            ("revert", "m1", "primary")
+        };
         let since = series(&server).await.last().map(|r| r.1).unwrap_or(0);
-        if let Err(e) = server.call_ok("POST", &format!("/api/pairs/web/{path}"), None).await {
+        if let Err(e) = server
+            .call_ok("POST", &format!("/api/pairs/web/{path}"), None)
+            .await
+        {
             eprintln!("checkgap {}: planned {run}: {e}", p.label);
             failed += 1;
             continue;
         }
-        match (pair_on(&server, side, false).await, run_by(&server, next, since).await) {
+        match (
+            pair_on(&server, side, false).await,
+            run_by(&server, next, since).await,
+        ) {
             (Some(()), Some(t)) => planned_at.push(t),
             _ => {
                 eprintln!("checkgap {}: planned {run}: {next} never ran", p.label);
@@ -166,18 +205,33 @@ async fn profile(env: &Env, p: &Profile, runs: usize) -> Outcome {
     // holder again.
     for run in 0..runs {
         tokio::time::sleep(settle).await;
-        let (i, next, side) = if holder == "m1" { (0, "m2", "secondary") } else { (1, "m1", "primary") };
+        let (i, next, side) = if holder == "m1" {
+            (0, "m2", "secondary")
+        } else {
+            (1, "m1", "primary")
+        };
         let since = series(&server).await.last().map(|r| r.1).unwrap_or(0);
         members[i].kill9();
         let took = run_by(&server, next, since).await;
         members[i].start().await;
-        if took.is_none() || wait_link(&members[i], "home", &server.listen, LONG).await.is_err() {
-            eprintln!("checkgap {}: unplanned {run}: {next} never took over", p.label);
+        if took.is_none()
+            || wait_link(&members[i], "home", &server.listen, LONG)
+                .await
+                .is_err()
+        {
+            eprintln!(
+                "checkgap {}: unplanned {run}: {next} never took over",
+                p.label
+            );
             failed += 1;
             break;
         }
         if pair_on(&server, side, true).await.is_none() {
-            eprintln!("checkgap {}: unplanned {run}: pair not steady: {:?}", p.label, server.pair("web").await);
+            eprintln!(
+                "checkgap {}: unplanned {run}: pair not steady: {:?}",
+                p.label,
+                server.pair("web").await
+            );
             failed += 1;
             break;
         }
@@ -209,7 +263,13 @@ async fn profile(env: &Env, p: &Profile, runs: usize) -> Outcome {
         unplanned.len(),
         planned_at.len()
     );
-    Outcome { planned, unplanned, interleaved: i1 + i2, failed, runs }
+    Outcome {
+        planned,
+        unplanned,
+        interleaved: i1 + i2,
+        failed,
+        runs,
+    }
 }
 
 fn missed(gap: f64, every: f64) -> f64 {
@@ -224,13 +284,19 @@ fn rows(md: &mut String, p: &Profile, o: &Outcome) {
             "planned (force failover / revert)",
             &o.planned,
             "misses ≤ 1 interval".to_string(),
-            o.planned.iter().filter(|g| missed(**g, every) <= 1.0).count(),
+            o.planned
+                .iter()
+                .filter(|g| missed(**g, every) <= 1.0)
+                .count(),
         ),
         (
             "unplanned (SIGKILL of the active member)",
             &o.unplanned,
             format!("gap ≤ failover_after + I = {}", fmt_s(bound_unplanned)),
-            o.unplanned.iter().filter(|g| **g <= bound_unplanned).count(),
+            o.unplanned
+                .iter()
+                .filter(|g| **g <= bound_unplanned)
+                .count(),
         ),
     ] {
         let gs = summary(gaps);
@@ -238,11 +304,22 @@ fn rows(md: &mut String, p: &Profile, o: &Outcome) {
         let m = summary(&ms);
         md.push_str(&format!(
             "| {} | {kind} | {} | {} / {} | **{} / {}** | {} / {} | {bound_text}: {ok} of {} |\n",
-            p.label, gs.n, fmt_s(gs.p50), fmt_s(gs.p99), m.p50, m.p99, fmt_s(gs.min), fmt_s(gs.max), gs.n
+            p.label,
+            gs.n,
+            fmt_s(gs.p50),
+            fmt_s(gs.p99),
+            m.p50,
+            m.p99,
+            fmt_s(gs.min),
+            fmt_s(gs.max),
+            gs.n
         ));
     }
     if o.failed > 0 || o.interleaved > 0 {
-        md.push_str(&format!("\n{}: {} of {} runs failed, {} interleavings.\n\n", p.label, o.failed, o.runs, o.interleaved));
+        md.push_str(&format!(
+            "\n{}: {} of {} runs failed, {} interleavings.\n\n",
+            p.label, o.failed, o.runs, o.interleaved
+        ));
     }
 }
 
@@ -294,5 +371,8 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         "\nRuns recorded by both members at once (interleavings within 300 ms): {interleaved}. With default \
          settings an unplanned run takes about 25 s, so fewer runs were taken.\n"
     ));
-    Section { key: "checkgap", body: md }
+    Section {
+        key: "checkgap",
+        body: md,
+    }
 }

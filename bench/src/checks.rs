@@ -25,19 +25,35 @@ pub struct Opts {
 impl Opts {
     pub fn for_all(quick: bool) -> Opts {
         if quick {
-            Opts { counts: vec![10, 50], every: "100ms".into(), window: 4 }
+            Opts {
+                counts: vec![10, 50],
+                every: "100ms".into(),
+                window: 4,
+            }
         } else {
-            Opts { counts: vec![20, 100, 300, 600], every: "100ms".into(), window: 20 }
+            Opts {
+                counts: vec![20, 100, 300, 600],
+                every: "100ms".into(),
+                window: 20,
+            }
         }
     }
 }
 
 async fn stored(server: &Node, agent: &str) -> u64 {
-    server.records(agent, 1).await.and_then(|r| r.first().and_then(|r| r["seq"].as_u64())).unwrap_or(0)
+    server
+        .records(agent, 1)
+        .await
+        .and_then(|r| r.first().and_then(|r| r["seq"].as_u64()))
+        .unwrap_or(0)
 }
 
 async fn cached(agent: &Node) -> u64 {
-    agent.status().await.and_then(|s| s["link"]["cached"].as_u64()).unwrap_or(0)
+    agent
+        .status()
+        .await
+        .and_then(|s| s["link"]["cached"].as_u64())
+        .unwrap_or(0)
 }
 
 pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
@@ -47,9 +63,13 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     server.start().await;
     let mut agent = ctx.agent("agent", &[server.url()], &[]);
     agent.start().await;
-    wait_link(&agent, "home", &server.listen, Duration::from_secs(60)).await.expect("agent home");
+    wait_link(&agent, "home", &server.listen, Duration::from_secs(60))
+        .await
+        .expect("agent home");
     let (apid, spid) = (agent.pid().expect("pid"), server.pid().expect("pid"));
-    let every_s = understudy_node::config::parse_duration(&o.every).expect("--every").as_secs_f64();
+    let every_s = understudy_node::config::parse_duration(&o.every)
+        .expect("--every")
+        .as_secs_f64();
     let mut have = 0usize;
     let mut rows = Vec::new();
     for &n in &o.counts {
@@ -81,7 +101,13 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     }
     // Down results would mean the listener was not reached.
     let recent = server.records("agent", 200).await.unwrap_or_default();
-    let up = recent.iter().filter(|r| r["value"].as_f64().unwrap_or(0.0) > 0.0 || r["detail"].as_str().is_some_and(|d| d.contains("up"))).count();
+    let up = recent
+        .iter()
+        .filter(|r| {
+            r["value"].as_f64().unwrap_or(0.0) > 0.0
+                || r["detail"].as_str().is_some_and(|d| d.contains("up"))
+        })
+        .count();
     let sample = recent.last().cloned();
     accepter.abort();
     agent.stop();
@@ -111,5 +137,8 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         recent.len(),
         sample.map(|s| s.to_string()).unwrap_or_default()
     ));
-    Section { key: "checks", body: md }
+    Section {
+        key: "checks",
+        body: md,
+    }
 }

@@ -22,9 +22,15 @@ pub struct Opts {
 impl Opts {
     pub fn for_all(quick: bool) -> Opts {
         if quick {
-            Opts { settle: 3, window: 3 }
+            Opts {
+                settle: 3,
+                window: 3,
+            }
         } else {
-            Opts { settle: 60, window: 30 }
+            Opts {
+                settle: 60,
+                window: 30,
+            }
         }
     }
 }
@@ -42,7 +48,11 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let hwm = vm(pid, "VmHWM:").unwrap_or(f64::NAN);
     let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Threads:")).map(|l| l[8..].trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Threads:"))
+                .map(|l| l[8..].trim().to_string())
+        })
         .unwrap_or_default();
     node.stop();
     eprintln!("idle: RSS {rss:.1} MiB (peak {hwm:.1}), CPU {cpu:.2}%");
@@ -56,7 +66,16 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         o.settle, o.window
     ));
     md.push_str("| figure | value | target | |\n|---|---:|---|---|\n");
-    md.push_str(&format!("| RSS | **{rss:.1} MiB** (peak {hwm:.1} MiB) | under 20 MB | {} |\n", met(rss * 1.048576 < 20.0)));
-    md.push_str(&format!("| CPU | **{cpu:.2} %** of one core | about 0 % | {} |\n", met(cpu < 1.0)));
-    Section { key: "idle", body: md }
+    md.push_str(&format!(
+        "| RSS | **{rss:.1} MiB** (peak {hwm:.1} MiB) | under 20 MB | {} |\n",
+        met(rss * 1.048576 < 20.0)
+    ));
+    md.push_str(&format!(
+        "| CPU | **{cpu:.2} %** of one core | about 0 % | {} |\n",
+        met(cpu < 1.0)
+    ));
+    Section {
+        key: "idle",
+        body: md,
+    }
 }

@@ -34,7 +34,12 @@ pub struct Opts {
 
 impl Opts {
     pub fn for_all(quick: bool) -> Opts {
-        Opts { seconds: if quick { 10 } else { 150 }, jitter_ms: 50, loss: 0.05, retransmit_ms: 200 }
+        Opts {
+            seconds: if quick { 10 } else { 150 },
+            jitter_ms: 50,
+            loss: 0.05,
+            retransmit_ms: 200,
+        }
     }
 }
 
@@ -45,7 +50,12 @@ pub struct RelayStats {
 }
 
 /// One direction: chunks read from `rd` are written to `wr` at `max(previous, now + delay)`.
-async fn pipe(mut rd: tokio::net::tcp::OwnedReadHalf, mut wr: tokio::net::tcp::OwnedWriteHalf, o: Opts, stats: Arc<Mutex<RelayStats>>) {
+async fn pipe(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    o: Opts,
+    stats: Arc<Mutex<RelayStats>>,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let writer = tokio::spawn(async move {
         while let Some((at, buf)) = rx.recv().await {
@@ -89,22 +99,37 @@ pub async fn relay(upstream: String, o: Opts, stats: Arc<Mutex<RelayStats>>) -> 
     let listener = TcpListener::bind(&addr).await.expect("relay bind");
     tokio::spawn(async move {
         loop {
-            let Ok((down, _)) = listener.accept().await else { continue };
+            let Ok((down, _)) = listener.accept().await else {
+                continue;
+            };
             let (upstream, o, stats) = (upstream.clone(), o.clone(), stats.clone());
             tokio::spawn(async move {
-                let Ok(up) = TcpStream::connect(&upstream).await else { return };
+                let Ok(up) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
                 let _ = down.set_nodelay(true);
                 let _ = up.set_nodelay(true);
                 let (dr, dw) = down.into_split();
                 let (ur, uw) = up.into_split();
-                tokio::join!(pipe(dr, uw, o.clone(), stats.clone()), pipe(ur, dw, o, stats));
+                tokio::join!(
+                    pipe(dr, uw, o.clone(), stats.clone()),
+                    pipe(ur, dw, o, stats)
+                );
             });
         }
     });
     addr
 }
 
-const WATCHED: &[&str] = &["FAILOVER", "SWITCHOVER", "BLACKOUT", "PAIR_BLACKOUT", "STAGED", "SWITCHBACK", "PROMOTED"];
+const WATCHED: &[&str] = &[
+    "FAILOVER",
+    "SWITCHOVER",
+    "BLACKOUT",
+    "PAIR_BLACKOUT",
+    "STAGED",
+    "SWITCHBACK",
+    "PROMOTED",
+];
 
 pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let ctx = Ctx::new(&env.bin, &env.work, "jitter");
@@ -123,7 +148,9 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         agents.push(a);
     }
     for a in &agents {
-        wait_link(a, "home", &via, Duration::from_secs(120)).await.expect("agents home through the relay");
+        wait_link(a, "home", &via, Duration::from_secs(120))
+            .await
+            .expect("agents home through the relay");
     }
     home.call_ok(
         "POST",
@@ -132,10 +159,14 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     )
     .await
     .expect("pair add");
-    poll(Duration::from_secs(60), Duration::from_millis(100), || async {
-        let p = home.pair("web").await?;
-        (p["active"] == "primary").then_some(())
-    })
+    poll(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let p = home.pair("web").await?;
+            (p["active"] == "primary").then_some(())
+        },
+    )
     .await
     .expect("pair active on the primary");
     // Records flowing too: each agent sends one record a second.
@@ -157,7 +188,11 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
             let code = e["code"].as_str().unwrap_or("").to_string();
             if let Some(c) = counts.get_mut(&code) {
                 *c += 1;
-                lines.push(format!("{}: {code} {}", node.name, e["sentence"].as_str().unwrap_or("")));
+                lines.push(format!(
+                    "{}: {code} {}",
+                    node.name,
+                    e["sentence"].as_str().unwrap_or("")
+                ));
             }
         }
     }
@@ -211,5 +246,8 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
             md.push_str(&format!("- {l}\n"));
         }
     }
-    Section { key: "jitter", body: md }
+    Section {
+        key: "jitter",
+        body: md,
+    }
 }

@@ -20,7 +20,10 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "understudy-bench", about = "Benchmarks of Understudy; figures go to BENCHMARKS.md")]
+#[command(
+    name = "understudy-bench",
+    about = "Benchmarks of Understudy; figures go to BENCHMARKS.md"
+)]
 struct Cli {
     #[command(flatten)]
     common: Common,
@@ -90,7 +93,10 @@ pub struct Env {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn stamp(command: &str) -> String {
@@ -102,14 +108,20 @@ fn stamp(command: &str) -> String {
     format!(
         "_Taken {date}; load average at the start {} on {}; command: `{command}`._\n\n",
         stats::loadavg(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
     )
 }
 
 fn write_sections(out: &Path, sections: &[Section]) {
-    let mut text = std::fs::read_to_string(out).unwrap_or_else(|_| "# Understudy benchmarks\n".to_string());
+    let mut text =
+        std::fs::read_to_string(out).unwrap_or_else(|_| "# Understudy benchmarks\n".to_string());
     for s in sections {
-        let (open, close) = (format!("<!-- bench:{} -->", s.key), format!("<!-- /bench:{} -->", s.key));
+        let (open, close) = (
+            format!("<!-- bench:{} -->", s.key),
+            format!("<!-- /bench:{} -->", s.key),
+        );
         let block = format!("{open}\n{}\n{close}", s.body.trim_end());
         match (text.find(&open), text.find(&close)) {
             (Some(a), Some(b)) if b > a => text.replace_range(a..b + close.len(), &block),
@@ -131,7 +143,10 @@ fn write_sections(out: &Path, sections: &[Section]) {
 fn raise_nofile() {
     // SAFETY: plain get/setrlimit on a local struct.
     unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
@@ -146,13 +161,32 @@ fn main() {
         let exe = std::env::current_exe().expect("this executable's path");
         exe.parent().expect("a directory").join("understudy")
     });
-    assert!(bin.exists(), "{} does not exist: `cargo build --release -p understudy-cli` first, or --bin", bin.display());
-    let work = cli.common.work_dir.clone().unwrap_or_else(|| workspace_root().join("target").join("bench-work"));
+    assert!(
+        bin.exists(),
+        "{} does not exist: `cargo build --release -p understudy-cli` first, or --bin",
+        bin.display()
+    );
+    let work = cli
+        .common
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("target").join("bench-work"));
     let env = Env { bin, work };
-    let out = cli.common.out.clone().unwrap_or_else(|| workspace_root().join("BENCHMARKS.md"));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
+    let out = cli
+        .common
+        .out
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("BENCHMARKS.md"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = format!("cargo run --release -p understudy-bench -- {}", args.join(" "));
+    let command = format!(
+        "cargo run --release -p understudy-bench -- {}",
+        args.join(" ")
+    );
     let mut write = cli.common.write;
     let sections: Vec<Section> = rt.block_on(async {
         match cli.cmd {
@@ -184,28 +218,84 @@ fn main() {
                     v.push(s);
                 };
                 if want("throughput") {
-                    push(throughput::run(&env, &throughput::Opts::for_all(q), &stamp(&format!("{command} (throughput)"))).await);
+                    push(
+                        throughput::run(
+                            &env,
+                            &throughput::Opts::for_all(q),
+                            &stamp(&format!("{command} (throughput)")),
+                        )
+                        .await,
+                    );
                 }
                 if want("switchover") {
-                    push(switchover::run(&env, &switchover::Opts::for_all(q), &stamp(&format!("{command} (switchover)"))).await);
+                    push(
+                        switchover::run(
+                            &env,
+                            &switchover::Opts::for_all(q),
+                            &stamp(&format!("{command} (switchover)")),
+                        )
+                        .await,
+                    );
                 }
                 if want("idle") {
-                    push(idle::run(&env, &idle::Opts::for_all(q), &stamp(&format!("{command} (idle)"))).await);
+                    push(
+                        idle::run(
+                            &env,
+                            &idle::Opts::for_all(q),
+                            &stamp(&format!("{command} (idle)")),
+                        )
+                        .await,
+                    );
                 }
                 if want("takeover") {
-                    push(takeover::run(&env, &takeover::Opts::for_all(q), &stamp(&format!("{command} (takeover)"))).await);
+                    push(
+                        takeover::run(
+                            &env,
+                            &takeover::Opts::for_all(q),
+                            &stamp(&format!("{command} (takeover)")),
+                        )
+                        .await,
+                    );
                 }
                 if want("jitter") {
-                    push(jitter::run(&env, &jitter::Opts::for_all(q), &stamp(&format!("{command} (jitter)"))).await);
+                    push(
+                        jitter::run(
+                            &env,
+                            &jitter::Opts::for_all(q),
+                            &stamp(&format!("{command} (jitter)")),
+                        )
+                        .await,
+                    );
                 }
                 if want("scale") {
-                    push(scale::run(&env, &scale::Opts::for_all(q), &stamp(&format!("{command} (scale)"))).await);
+                    push(
+                        scale::run(
+                            &env,
+                            &scale::Opts::for_all(q),
+                            &stamp(&format!("{command} (scale)")),
+                        )
+                        .await,
+                    );
                 }
                 if want("checks") {
-                    push(checks::run(&env, &checks::Opts::for_all(q), &stamp(&format!("{command} (checks)"))).await);
+                    push(
+                        checks::run(
+                            &env,
+                            &checks::Opts::for_all(q),
+                            &stamp(&format!("{command} (checks)")),
+                        )
+                        .await,
+                    );
                 }
                 if want("checkgap") {
-                    push(checkgap::run(&env, &checkgap::Opts::for_all(q), &stamp(&format!("{command} (checkgap)"))).await);
+                    push(
+                        checkgap::run(
+                            &env,
+                            &checkgap::Opts::for_all(q),
+                            &stamp(&format!("{command} (checkgap)")),
+                        )
+                        .await,
+                    );
                 }
                 if q {
                     write = false;

@@ -34,9 +34,17 @@ pub struct Opts {
 impl Opts {
     pub fn for_all(quick: bool) -> Opts {
         if quick {
-            Opts { agents: vec![100, 300], per_cert: 10, window: 5 }
+            Opts {
+                agents: vec![100, 300],
+                per_cert: 10,
+                window: 5,
+            }
         } else {
-            Opts { agents: vec![1000, 5000], per_cert: 10, window: 20 }
+            Opts {
+                agents: vec![1000, 5000],
+                per_cert: 10,
+                window: 20,
+            }
         }
     }
 }
@@ -87,7 +95,13 @@ async fn sim_agent(
         }
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let hello = ToServer::Hello { id, name: format!("sim-{i}"), home: true, token: TOKEN.into(), probe: false };
+    let hello = ToServer::Hello {
+        id,
+        name: format!("sim-{i}"),
+        home: true,
+        token: TOKEN.into(),
+        probe: false,
+    };
     if write_frame(&mut wr, &hello).await.is_err() {
         c.failed.fetch_add(1, Ordering::Relaxed);
         return;
@@ -127,7 +141,16 @@ async fn sim_agent(
             _ = stop.changed() => break,
         }
         n += 1;
-        if write_frame(&mut wr, &ToServer::Heartbeat { id: n, pairs: vec![] }).await.is_err() {
+        if write_frame(
+            &mut wr,
+            &ToServer::Heartbeat {
+                id: n,
+                pairs: vec![],
+            },
+        )
+        .await
+        .is_err()
+        {
             break;
         }
         c.heartbeats.fetch_add(1, Ordering::Relaxed);
@@ -163,8 +186,13 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
             let k = have / o.per_cert;
             if k >= configs.len() {
                 let dir = certs_dir.join(format!("c{k}"));
-                let id = tokio::task::spawn_blocking(move || identity(&dir)).await.expect("identity");
-                configs.push(tls::client_config(pins.clone(), Some(id), &[ALPN_WIRE]).expect("client config"));
+                let id = tokio::task::spawn_blocking(move || identity(&dir))
+                    .await
+                    .expect("identity");
+                configs.push(
+                    tls::client_config(pins.clone(), Some(id), &[ALPN_WIRE])
+                        .expect("client config"),
+                );
             }
             let offset = Duration::from_micros(rng.next() % 1_000_000);
             tasks.push(tokio::spawn(sim_agent(
@@ -182,7 +210,9 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         // Wait until every agent has an answer.
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let done = c.connected.load(Ordering::Relaxed) + c.refused.load(Ordering::Relaxed) + c.failed.load(Ordering::Relaxed);
+            let done = c.connected.load(Ordering::Relaxed)
+                + c.refused.load(Ordering::Relaxed)
+                + c.failed.load(Ordering::Relaxed);
             if done as usize >= have || Instant::now() > deadline {
                 break;
             }
@@ -193,7 +223,10 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let meter = CpuMeter::start(pid);
         let me = CpuMeter::start(std::process::id());
-        let (hb0, ack0) = (c.heartbeats.load(Ordering::Relaxed), c.acks.load(Ordering::Relaxed));
+        let (hb0, ack0) = (
+            c.heartbeats.load(Ordering::Relaxed),
+            c.acks.load(Ordering::Relaxed),
+        );
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(o.window)).await;
         let el = t0.elapsed().as_secs_f64();
@@ -205,7 +238,13 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         let status = server.status().await;
         let listed = status
             .as_ref()
-            .and_then(|s| s["agents"].as_array().map(|a| a.iter().filter(|x| x["state"] != "disconnected" && x["state"] != "gone").count()))
+            .and_then(|s| {
+                s["agents"].as_array().map(|a| {
+                    a.iter()
+                        .filter(|x| x["state"] != "disconnected" && x["state"] != "gone")
+                        .count()
+                })
+            })
             .unwrap_or(0);
         let connected = c.connected.load(Ordering::Relaxed);
         let dropped = c.dropped.load(Ordering::Relaxed);
@@ -214,14 +253,17 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
             c.refused.load(Ordering::Relaxed),
             c.failed.load(Ordering::Relaxed)
         );
-        rows.push((target, connected, dropped, ramp, ramp_cpu, cpu, rss, hb, acks, my_cpu, listed));
+        rows.push((
+            target, connected, dropped, ramp, ramp_cpu, cpu, rss, hb, acks, my_cpu, listed,
+        ));
     }
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     server.stop();
-    let mut md = String::from("## 6. Scale: one server, thousands of agents at a 1 s heartbeat\n\n");
+    let mut md =
+        String::from("## 6. Scale: one server, thousands of agents at a 1 s heartbeat\n\n");
     md.push_str(stamp);
     md.push_str(&format!(
         "**Method.** One `understudy serve` server (release binary, default settings, an enrollment \
@@ -236,11 +278,15 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     ));
     md.push_str("| agents | connected (welcomed) | links dropped | ramp-up | server CPU in ramp-up | **server CPU steady** | **server RSS** | heartbeats sent/s | acks received/s | bench process CPU | target | |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
     for (target, connected, dropped, ramp, ramp_cpu, cpu, rss, hb, acks, my_cpu, _listed) in &rows {
-        let ok = *connected as usize == *target && *dropped == 0 && *acks >= 0.95 * *hb && *cpu < 200.0;
+        let ok =
+            *connected as usize == *target && *dropped == 0 && *acks >= 0.95 * *hb && *cpu < 200.0;
         md.push_str(&format!(
             "| {target} | {connected} | {dropped} | {ramp:.1} s | {ramp_cpu:.0} % | **{cpu:.1} %** | **{rss:.1} MiB** | {hb:.0} | {acks:.0} | {my_cpu:.0} % | held, every heartbeat answered, on 2 cores | {} |\n",
             met(ok)
         ));
     }
-    Section { key: "scale", body: md }
+    Section {
+        key: "scale",
+        body: md,
+    }
 }

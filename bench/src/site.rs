@@ -15,9 +15,16 @@ use understudy_node::http_client::AdminClient;
 use understudy_node::{InitOptions, Role};
 
 /// Agent settings that make failover sub-second (as `understudy demo --fast` and the tests).
-pub const FAST_AGENT: &[&str] = &["agent.heartbeat=200ms", "agent.switchover_after=600ms", "agent.switchback_interval=1s"];
+pub const FAST_AGENT: &[&str] = &[
+    "agent.heartbeat=200ms",
+    "agent.switchover_after=600ms",
+    "agent.switchback_interval=1s",
+];
 /// Server settings that make hot-standby failover sub-second.
-pub const FAST_SERVER: &[&str] = &["failover.sync_interval=200ms", "failover.failover_timeout=1s"];
+pub const FAST_SERVER: &[&str] = &[
+    "failover.sync_interval=200ms",
+    "failover.failover_timeout=1s",
+];
 pub const TOKEN: &str = "bench-enroll-token-0123456789";
 
 static NEXT_HOST: AtomicU32 = AtomicU32::new(2);
@@ -44,13 +51,24 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(bin: &Path, base: &Path, what: &str) -> Ctx {
         std::fs::create_dir_all(base).expect("creating the work directory");
-        let tmp = tempfile::Builder::new().prefix(&format!("{what}-")).tempdir_in(base).expect("a work directory");
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{what}-"))
+            .tempdir_in(base)
+            .expect("a work directory");
         if std::env::var_os("UNDERSTUDY_BENCH_KEEP").is_some() {
             let dir = tmp.keep();
             eprintln!("{what}: keeping {}", dir.display());
-            return Ctx { bin: bin.to_path_buf(), dir, _tmp: None };
+            return Ctx {
+                bin: bin.to_path_buf(),
+                dir,
+                _tmp: None,
+            };
         }
-        Ctx { bin: bin.to_path_buf(), dir: tmp.path().to_path_buf(), _tmp: Some(tmp) }
+        Ctx {
+            bin: bin.to_path_buf(),
+            dir: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -73,7 +91,15 @@ impl Ctx {
         let admin = understudy_node::admin_client(&dir)
             .unwrap_or_else(|e| panic!("admin client of {name}: {e}"))
             .with_timeout(Duration::from_secs(3));
-        Node { name: name.to_string(), dir, listen, fingerprint: report.fingerprint, child: None, admin, bin: self.bin.clone() }
+        Node {
+            name: name.to_string(),
+            dir,
+            listen,
+            fingerprint: report.fingerprint,
+            child: None,
+            admin,
+            bin: self.bin.clone(),
+        }
     }
 
     pub fn server(&self, name: &str, extra: &[&str]) -> Node {
@@ -109,14 +135,20 @@ impl Node {
         let path = self.dir.join(CONFIG_FILE);
         let mut config = Config::load(&path).expect("loading config.toml");
         for s in sets {
-            config.apply_set(s).unwrap_or_else(|e| panic!("{}: {e}", self.name));
+            config
+                .apply_set(s)
+                .unwrap_or_else(|e| panic!("{}: {e}", self.name));
         }
         config.save(&path).expect("saving config.toml");
     }
 
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} runs already", self.name);
-        let log = OpenOptions::new().create(true).append(true).open(self.dir.join("serve.log")).expect("log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("serve.log"))
+            .expect("log");
         let _ = writeln!(&log, "==== understudy serve ({}) ====", self.name);
         let child = Command::new(&self.bin)
             .args(["serve", "--data-dir"])
@@ -136,13 +168,21 @@ impl Node {
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
-                    panic!("{} exited with {st}; see {}", self.name, self.dir.join("serve.log").display());
+                    panic!(
+                        "{} exited with {st}; see {}",
+                        self.name,
+                        self.dir.join("serve.log").display()
+                    );
                 }
             }
             if self.status().await.is_some() {
                 return;
             }
-            assert!(Instant::now() < deadline, "{} did not answer within 60s", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "{} did not answer within 60s",
+                self.name
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -163,7 +203,9 @@ impl Node {
 
     /// SIGTERM, then SIGKILL after 10 s.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -186,7 +228,12 @@ impl Node {
     }
 
     /// Like [`Node::call`] but reports the failure.
-    pub async fn call_ok(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+    pub async fn call_ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         match self.admin.call(method, path, body.as_ref()).await {
             Ok((code, v)) if (200..300).contains(&code) => Ok(v),
             Ok((code, v)) => Err(format!("{method} {path} on {}: {code} {v}", self.name)),
@@ -200,37 +247,64 @@ impl Node {
 
     /// Hands records to this agent (returns once they are durable in its cache).
     pub async fn send(&self, records: &[(String, f64)]) -> Result<Value, String> {
-        let list: Vec<Value> = records.iter().map(|(n, v)| json!({"name": n, "value": v})).collect();
-        self.call_ok("POST", "/api/send", Some(json!({ "records": list }))).await
+        let list: Vec<Value> = records
+            .iter()
+            .map(|(n, v)| json!({"name": n, "value": v}))
+            .collect();
+        self.call_ok("POST", "/api/send", Some(json!({ "records": list })))
+            .await
     }
 
     /// The newest `limit` records this server stored from `agent`.
     pub async fn records(&self, agent: &str, limit: usize) -> Option<Vec<Value>> {
-        let v = self.call("GET", &format!("/api/records?agent={agent}&limit={limit}"), None).await?;
+        let v = self
+            .call(
+                "GET",
+                &format!("/api/records?agent={agent}&limit={limit}"),
+                None,
+            )
+            .await?;
         v["records"].as_array().cloned()
     }
 
     /// Events since `since_ms` (wall clock, Unix ms).
     pub async fn events_since(&self, since_ms: i64) -> Vec<Value> {
-        let v = self.call("GET", &format!("/api/events?since_ms={since_ms}&limit=100000"), None).await;
-        v.and_then(|v| v["events"].as_array().cloned()).unwrap_or_default()
+        let v = self
+            .call(
+                "GET",
+                &format!("/api/events?since_ms={since_ms}&limit=100000"),
+                None,
+            )
+            .await;
+        v.and_then(|v| v["events"].as_array().cloned())
+            .unwrap_or_default()
     }
 
     /// `(link.state, link.server)` of an agent.
     pub async fn link(&self) -> Option<(String, String)> {
         let s = self.status().await?;
-        Some((s["link"]["state"].as_str()?.to_string(), s["link"]["server"].as_str().unwrap_or("").to_string()))
+        Some((
+            s["link"]["state"].as_str()?.to_string(),
+            s["link"]["server"].as_str().unwrap_or("").to_string(),
+        ))
     }
 
     /// `node.failover.state` and epoch of a server.
     pub async fn failover(&self) -> Option<(String, u64)> {
         let s = self.status().await?;
-        Some((s["node"]["failover"]["state"].as_str()?.to_string(), s["node"]["failover"]["epoch"].as_u64()?))
+        Some((
+            s["node"]["failover"]["state"].as_str()?.to_string(),
+            s["node"]["failover"]["epoch"].as_u64()?,
+        ))
     }
 
     pub async fn pair(&self, name: &str) -> Option<Value> {
         let s = self.status().await?;
-        s["pairs"].as_array()?.iter().find(|p| p["name"] == name).cloned()
+        s["pairs"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
     }
 }
 
@@ -262,15 +336,24 @@ where
 }
 
 /// Waits for an agent's link to be `state` (any of `|`-separated) on the server at `listen`.
-pub async fn wait_link(agent: &Node, states: &str, listen: &str, timeout: Duration) -> Result<(), String> {
+pub async fn wait_link(
+    agent: &Node,
+    states: &str,
+    listen: &str,
+    timeout: Duration,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
         let l = agent.link().await;
-        if matches!(&l, Some((s, srv)) if states.split('|').any(|x| x == s) && srv.contains(listen)) {
+        if matches!(&l, Some((s, srv)) if states.split('|').any(|x| x == s) && srv.contains(listen))
+        {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!("{}'s link to be {states} on {listen}: last {l:?}", agent.name));
+            return Err(format!(
+                "{}'s link to be {states} on {listen}: last {l:?}",
+                agent.name
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -278,17 +361,40 @@ pub async fn wait_link(agent: &Node, states: &str, listen: &str, timeout: Durati
 
 /// The newest sequence number `server` stored from `agent` (0 when none).
 pub async fn newest_seq(server: &Node, agent: &str) -> u64 {
-    server.records(agent, 1).await.and_then(|r| r.first().and_then(|r| r["seq"].as_u64())).unwrap_or(0)
+    server
+        .records(agent, 1)
+        .await
+        .and_then(|r| r.first().and_then(|r| r["seq"].as_u64()))
+        .unwrap_or(0)
 }
 
 /// Sends one record named `name` through `agent` and waits until `server` stored it.
-pub async fn deliver(agent: &Node, server: &Node, name: &str, timeout: Duration) -> Result<(), String> {
+pub async fn deliver(
+    agent: &Node,
+    server: &Node,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), String> {
     agent.send(&[(name.to_string(), 1.0)]).await?;
-    seen(server, &agent.name, name, timeout, Duration::from_millis(50)).await.map(|_| ())
+    seen(
+        server,
+        &agent.name,
+        name,
+        timeout,
+        Duration::from_millis(50),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Polls `server` until it stored a record `name` from `agent`; returns when it saw it.
-pub async fn seen(server: &Node, agent: &str, name: &str, timeout: Duration, every: Duration) -> Result<Instant, String> {
+pub async fn seen(
+    server: &Node,
+    agent: &str,
+    name: &str,
+    timeout: Duration,
+    every: Duration,
+) -> Result<Instant, String> {
     poll(timeout, every, || async {
         let recs = server.records(agent, 20).await?;
         recs.iter().any(|r| r["name"] == name).then(Instant::now)
@@ -301,7 +407,9 @@ pub async fn seen(server: &Node, agent: &str, name: &str, timeout: Duration, eve
 /// connection (the target of `tcp` checks); aborting the handle stops it.
 pub async fn tcp_target() -> (String, tokio::task::JoinHandle<()>) {
     let target = fresh_addr();
-    let listener = tokio::net::TcpListener::bind(&target).await.expect("listener");
+    let listener = tokio::net::TcpListener::bind(&target)
+        .await
+        .expect("listener");
     let accepter = tokio::spawn(async move {
         loop {
             if let Ok((s, _)) = listener.accept().await {

@@ -83,7 +83,11 @@ pub struct CpuMeter {
 
 impl CpuMeter {
     pub fn start(pid: u32) -> CpuMeter {
-        CpuMeter { pid, t0: Instant::now(), c0: cpu_time(pid).unwrap_or(0.0) }
+        CpuMeter {
+            pid,
+            t0: Instant::now(),
+            c0: cpu_time(pid).unwrap_or(0.0),
+        }
     }
     /// Percent of one core since `start`.
     pub fn percent(&self) -> f64 {
@@ -93,12 +97,16 @@ impl CpuMeter {
 }
 
 pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// nproc, CPU model, kernel, memory.
 pub fn machine() -> String {
-    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let model = std::process::Command::new("lscpu")
         .output()
         .ok()
@@ -109,10 +117,19 @@ pub fn machine() -> String {
                 .map(|l| l["Model name:".len()..].trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok())))
+        .and_then(|m| {
+            m.lines().next().and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
+        })
         .map(|kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0))
         .unwrap_or_default();
     format!("{nproc} CPUs (`nproc`), {model} (`lscpu`), Linux {kernel}, {mem} RAM")
@@ -126,7 +143,9 @@ impl Rng {
         Rng(seed | 1)
     }
     pub fn seeded() -> Rng {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Rng::new(t.as_nanos() as u64 ^ (std::process::id() as u64) << 32)
     }
     pub fn next(&mut self) -> u64 {
@@ -144,5 +163,8 @@ impl Rng {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

@@ -22,9 +22,15 @@ pub struct Opts {
 impl Opts {
     pub fn for_all(quick: bool) -> Opts {
         if quick {
-            Opts { runs: 3, default_runs: 1 }
+            Opts {
+                runs: 3,
+                default_runs: 1,
+            }
         } else {
-            Opts { runs: 30, default_runs: 30 }
+            Opts {
+                runs: 30,
+                default_runs: 30,
+            }
         }
     }
 }
@@ -65,7 +71,15 @@ async fn series(env: &Env, label: &str, agent_sets: &[&str], target: f64, runs: 
         if let Err(e) = agent.send(&[(probe.clone(), run as f64)]).await {
             eprintln!("switchover {label}: send: {e}");
         }
-        match seen(&standby, &agent.name, &probe, long, Duration::from_millis(20)).await {
+        match seen(
+            &standby,
+            &agent.name,
+            &probe,
+            long,
+            Duration::from_millis(20),
+        )
+        .await
+        {
             Ok(t1) => {
                 let x = secs(t1.duration_since(t0));
                 eprintln!("switchover {label}: run {run}: {}", fmt_s(x));
@@ -81,14 +95,23 @@ async fn series(env: &Env, label: &str, agent_sets: &[&str], target: f64, runs: 
     agent.stop();
     standby.stop();
     home.stop();
-    Series { label: label.to_string(), target, xs, failed }
+    Series {
+        label: label.to_string(),
+        target,
+        xs,
+        failed,
+    }
 }
 
 pub fn table(rows: &[Series]) -> String {
     let mut md = String::from("| settings | runs | p50 | p99 | min | max | target (p99) | |\n|---|---:|---:|---:|---:|---:|---:|---|\n");
     for s in rows {
         let m = summary(&s.xs);
-        let fails = if s.failed > 0 { format!(" ({} failed)", s.failed) } else { String::new() };
+        let fails = if s.failed > 0 {
+            format!(" ({} failed)", s.failed)
+        } else {
+            String::new()
+        };
         md.push_str(&format!(
             "| {} | {}{fails} | {} | **{}** | {} | {} | {} | {} |\n",
             s.label,
@@ -108,12 +131,32 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let mut rows = Vec::new();
     if o.default_runs > 0 {
         // switchback_interval only decides how fast the agent goes home between runs.
-        rows.push(series(env, "default (heartbeat 1s, switchover_after 10s)", &["agent.switchback_interval=1s"], 11.0, o.default_runs).await);
+        rows.push(
+            series(
+                env,
+                "default (heartbeat 1s, switchover_after 10s)",
+                &["agent.switchback_interval=1s"],
+                11.0,
+                o.default_runs,
+            )
+            .await,
+        );
     }
     if o.runs > 0 {
-        rows.push(series(env, "fast (heartbeat 200ms, switchover_after 600ms)", crate::site::FAST_AGENT, 0.8, o.runs).await);
+        rows.push(
+            series(
+                env,
+                "fast (heartbeat 200ms, switchover_after 600ms)",
+                crate::site::FAST_AGENT,
+                0.8,
+                o.runs,
+            )
+            .await,
+        );
     }
-    let mut md = String::from("## 2. Switchover: home server killed → agent delivering to its standby (issue 3)\n\n");
+    let mut md = String::from(
+        "## 2. Switchover: home server killed → agent delivering to its standby (issue 3)\n\n",
+    );
     md.push_str(stamp);
     md.push_str(
         "**Method.** A home server, a standby server and one agent (`--server home --server standby`), \
@@ -125,5 +168,8 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
          Target: `switchover_after` + one heartbeat.\n\n",
     );
     md.push_str(&table(&rows));
-    Section { key: "switchover", body: md }
+    Section {
+        key: "switchover",
+        body: md,
+    }
 }

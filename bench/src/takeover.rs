@@ -31,9 +31,19 @@ pub struct Opts {
 impl Opts {
     pub fn for_all(quick: bool) -> Opts {
         if quick {
-            Opts { runs: 2, default_runs: 1, default_pair_runs: 1, agents: 3 }
+            Opts {
+                runs: 2,
+                default_runs: 1,
+                default_pair_runs: 1,
+                agents: 3,
+            }
         } else {
-            Opts { runs: 30, default_runs: 10, default_pair_runs: 15, agents: 3 }
+            Opts {
+                runs: 30,
+                default_runs: 10,
+                default_pair_runs: 15,
+                agents: 3,
+            }
         }
     }
 }
@@ -50,19 +60,47 @@ async fn wait_state(node: &Node, state: &str) -> Result<u64, String> {
     .await;
     match r {
         Some(e) => Ok(e),
-        None => Err(format!("{} never became {state} (now {:?})", node.name, node.failover().await)),
+        None => Err(format!(
+            "{} never became {state} (now {:?})",
+            node.name,
+            node.failover().await
+        )),
     }
 }
 
-async fn servers_series(env: &Env, label: &str, fast: bool, target: f64, runs: usize, n_agents: usize) -> (Series, Series) {
+async fn servers_series(
+    env: &Env,
+    label: &str,
+    fast: bool,
+    target: f64,
+    runs: usize,
+    n_agents: usize,
+) -> (Series, Series) {
     let ctx = Ctx::new(&env.bin, &env.work, "takeover");
     let server_sets: &[&str] = if fast { FAST_SERVER } else { &[] };
-    let agent_sets: &[&str] = if fast { FAST_AGENT } else { &["agent.switchback_interval=1s"] };
-    let sync = if fast { Duration::from_millis(200) } else { Duration::from_secs(5) };
+    let agent_sets: &[&str] = if fast {
+        FAST_AGENT
+    } else {
+        &["agent.switchback_interval=1s"]
+    };
+    let sync = if fast {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(5)
+    };
     let mut s = [ctx.server("s1", server_sets), ctx.server("s2", server_sets)];
-    let (u0, u1) = (format!("https://{}#{}", s[1].listen, s[1].fingerprint), format!("https://{}#{}", s[0].listen, s[0].fingerprint));
-    s[0].configure(&[format!("failover.peer={u0}"), "failover.mode=primary".into()]);
-    s[1].configure(&[format!("failover.peer={u1}"), "failover.mode=secondary".into()]);
+    let (u0, u1) = (
+        format!("https://{}#{}", s[1].listen, s[1].fingerprint),
+        format!("https://{}#{}", s[0].listen, s[0].fingerprint),
+    );
+    s[0].configure(&[
+        format!("failover.peer={u0}"),
+        "failover.mode=primary".into(),
+    ]);
+    s[1].configure(&[
+        format!("failover.peer={u1}"),
+        "failover.mode=secondary".into(),
+    ]);
     s[0].start().await;
     wait_state(&s[0], "active").await.expect("s1 active");
     s[1].start().await;
@@ -119,14 +157,25 @@ async fn servers_series(env: &Env, label: &str, fast: bool, target: f64, runs: u
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         if done.is_some() {
-            let ts: Vec<f64> = when.iter().flatten().map(|t| secs(t.duration_since(t0))).collect();
+            let ts: Vec<f64> = when
+                .iter()
+                .flatten()
+                .map(|t| secs(t.duration_since(t0)))
+                .collect();
             let max = ts.iter().copied().fold(0.0, f64::max);
             let min = ts.iter().copied().fold(f64::INFINITY, f64::min);
-            eprintln!("takeover {label}: run {run}: first agent {}, every agent {}", fmt_s(min), fmt_s(max));
+            eprintln!(
+                "takeover {label}: run {run}: first agent {}, every agent {}",
+                fmt_s(min),
+                fmt_s(max)
+            );
             all.push(max);
             first.push(min);
         } else {
-            eprintln!("takeover {label}: run {run}: not every agent reached {} ({when:?})", s[other].name);
+            eprintln!(
+                "takeover {label}: run {run}: not every agent reached {} ({when:?})",
+                s[other].name
+            );
             failed += 1;
         }
         // The former ACTIVE comes back as STANDBY (HS-5).
@@ -145,8 +194,18 @@ async fn servers_series(env: &Env, label: &str, fast: bool, target: f64, runs: u
         n.stop();
     }
     (
-        Series { label: format!("{label}: every agent on the new ACTIVE"), target, xs: all, failed },
-        Series { label: format!("{label}: first agent on the new ACTIVE"), target, xs: first, failed: 0 },
+        Series {
+            label: format!("{label}: every agent on the new ACTIVE"),
+            target,
+            xs: all,
+            failed,
+        },
+        Series {
+            label: format!("{label}: first agent on the new ACTIVE"),
+            target,
+            xs: first,
+            failed: 0,
+        },
     )
 }
 
@@ -159,8 +218,12 @@ async fn pair_series(env: &Env, label: &str, fast: bool, target: f64, runs: usiz
     let mut p2 = ctx.agent("p2", &[server.url()], agent_sets);
     p1.start().await;
     p2.start().await;
-    wait_link(&p1, "home", &server.listen, LONG).await.expect("p1 home");
-    wait_link(&p2, "home", &server.listen, LONG).await.expect("p2 home");
+    wait_link(&p1, "home", &server.listen, LONG)
+        .await
+        .expect("p1 home");
+    wait_link(&p2, "home", &server.listen, LONG)
+        .await
+        .expect("p2 home");
     let after = if fast { "600ms" } else { "10s" };
     server
         .call_ok(
@@ -175,16 +238,27 @@ async fn pair_series(env: &Env, label: &str, fast: bool, target: f64, runs: usiz
     for run in 0..runs {
         let ready = poll(LONG, Duration::from_millis(50), || async {
             let p = server.pair("web").await?;
-            (p["active"] == "primary" && p["primary_connected"] == true && p["secondary_connected"] == true).then_some(())
+            (p["active"] == "primary"
+                && p["primary_connected"] == true
+                && p["secondary_connected"] == true)
+                .then_some(())
         })
         .await;
         if ready.is_none() {
-            eprintln!("pair {label}: run {run}: pair never steady on the primary: {:?}", server.pair("web").await);
+            eprintln!(
+                "pair {label}: run {run}: pair never steady on the primary: {:?}",
+                server.pair("web").await
+            );
             failed += 1;
             break;
         }
         // A heartbeat or two of steady state.
-        tokio::time::sleep(if fast { Duration::from_millis(500) } else { Duration::from_secs(2) }).await;
+        tokio::time::sleep(if fast {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(2)
+        })
+        .await;
         let t0 = p1.kill9();
         let t1 = poll(LONG, Duration::from_millis(20), || async {
             let p = server.pair("web").await?;
@@ -215,7 +289,10 @@ async fn pair_series(env: &Env, label: &str, fast: bool, target: f64, runs: usiz
         })
         .await;
         if back.is_none() {
-            eprintln!("pair {label}: revert failed: {:?}", server.pair("web").await);
+            eprintln!(
+                "pair {label}: revert failed: {:?}",
+                server.pair("web").await
+            );
             failed += 1;
             break;
         }
@@ -223,13 +300,26 @@ async fn pair_series(env: &Env, label: &str, fast: bool, target: f64, runs: usiz
     p1.stop();
     p2.stop();
     server.stop();
-    Series { label: label.to_string(), target, xs, failed }
+    Series {
+        label: label.to_string(),
+        target,
+        xs,
+        failed,
+    }
 }
 
 pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let mut servers = Vec::new();
     if o.default_runs > 0 {
-        let (a, b) = servers_series(env, "default (failover_timeout 15s, sync 5s, heartbeat 1s, switchover_after 10s)", false, 16.0, o.default_runs, o.agents).await;
+        let (a, b) = servers_series(
+            env,
+            "default (failover_timeout 15s, sync 5s, heartbeat 1s, switchover_after 10s)",
+            false,
+            16.0,
+            o.default_runs,
+            o.agents,
+        )
+        .await;
         servers.extend([a, b]);
     }
     if o.runs > 0 {
@@ -246,10 +336,28 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     }
     let mut pairs = Vec::new();
     if o.default_pair_runs > 0 {
-        pairs.push(pair_series(env, "default (heartbeat 1s, failover_after 10s)", false, 11.0, o.default_pair_runs).await);
+        pairs.push(
+            pair_series(
+                env,
+                "default (heartbeat 1s, failover_after 10s)",
+                false,
+                11.0,
+                o.default_pair_runs,
+            )
+            .await,
+        );
     }
     if o.runs > 0 {
-        pairs.push(pair_series(env, "fast (heartbeat 200ms, failover_after 600ms)", true, 0.8, o.runs).await);
+        pairs.push(
+            pair_series(
+                env,
+                "fast (heartbeat 200ms, failover_after 600ms)",
+                true,
+                0.8,
+                o.runs,
+            )
+            .await,
+        );
     }
     let mut md = String::from("## 3. Takeover: hot-standby servers and pairs (issue 4)\n\n");
     md.push_str(stamp);
@@ -280,5 +388,8 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
             o.default_runs, o.default_pair_runs
         ));
     }
-    Section { key: "takeover", body: md }
+    Section {
+        key: "takeover",
+        body: md,
+    }
 }

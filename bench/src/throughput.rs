@@ -31,9 +31,19 @@ pub struct Opts {
 impl Opts {
     pub fn for_all(quick: bool) -> Opts {
         if quick {
-            Opts { store_seconds: 1.0, seconds: 4.0, callers: 4, batch: 500 }
+            Opts {
+                store_seconds: 1.0,
+                seconds: 4.0,
+                callers: 4,
+                batch: 500,
+            }
         } else {
-            Opts { store_seconds: 5.0, seconds: 20.0, callers: 4, batch: 500 }
+            Opts {
+                store_seconds: 5.0,
+                seconds: 20.0,
+                callers: 4,
+                batch: 500,
+            }
         }
     }
 }
@@ -52,16 +62,25 @@ fn record(seq: u64) -> Record {
 
 /// (commits/s, records/s) of `records_insert` with `batch` records per call.
 fn group_commit(dir: &std::path::Path, batch: usize, seconds: f64) -> (f64, f64) {
-    let mut store = Store::open(&dir.join(format!("store-{batch}.db")), "bench").expect("opening a Store");
+    let mut store =
+        Store::open(&dir.join(format!("store-{batch}.db")), "bench").expect("opening a Store");
     let mut seq = 0u64;
     let mut commits = 0u64;
     let t0 = Instant::now();
     while t0.elapsed().as_secs_f64() < seconds {
-        let records: Vec<Record> = (0..batch).map(|_| {
-            seq += 1;
-            record(seq)
-        }).collect();
-        store.records_insert("00000000-0000-4000-8000-000000000001", "bench-agent", &records).expect("records_insert");
+        let records: Vec<Record> = (0..batch)
+            .map(|_| {
+                seq += 1;
+                record(seq)
+            })
+            .collect();
+        store
+            .records_insert(
+                "00000000-0000-4000-8000-000000000001",
+                "bench-agent",
+                &records,
+            )
+            .expect("records_insert");
         commits += 1;
     }
     let el = t0.elapsed().as_secs_f64();
@@ -75,18 +94,26 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     for batch in [1usize, 50, 500] {
         let dir = ctx.path().to_path_buf();
         let secs = o.store_seconds;
-        let (c, r) = tokio::task::spawn_blocking(move || group_commit(&dir, batch, secs)).await.expect("store bench");
+        let (c, r) = tokio::task::spawn_blocking(move || group_commit(&dir, batch, secs))
+            .await
+            .expect("store bench");
         eprintln!("throughput: store batch {batch}: {c:.0} commits/s, {r:.0} records/s");
         limit.push((batch, c, r));
     }
-    let at_batch = limit.iter().find(|l| l.0 == o.batch).map(|l| l.2).unwrap_or(limit[2].2);
+    let at_batch = limit
+        .iter()
+        .find(|l| l.0 == o.batch)
+        .map(|l| l.2)
+        .unwrap_or(limit[2].2);
 
     // (b) end to end.
     let mut server = ctx.server("server", &[]);
     server.start().await;
     let mut agent = ctx.agent("agent", &[server.url()], &[]);
     agent.start().await;
-    wait_link(&agent, "home", &server.listen, Duration::from_secs(60)).await.expect("agent home");
+    wait_link(&agent, "home", &server.listen, Duration::from_secs(60))
+        .await
+        .expect("agent home");
     let agent = Arc::new(agent);
     let sent = Arc::new(AtomicU64::new(0));
     let last_seq = Arc::new(AtomicU64::new(0));
@@ -94,9 +121,12 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let deadline = t0 + Duration::from_secs_f64(o.seconds);
     let mut tasks = Vec::new();
     for c in 0..o.callers {
-        let (agent, sent, last_seq, batch) = (agent.clone(), sent.clone(), last_seq.clone(), o.batch);
+        let (agent, sent, last_seq, batch) =
+            (agent.clone(), sent.clone(), last_seq.clone(), o.batch);
         tasks.push(tokio::spawn(async move {
-            let records: Vec<(String, f64)> = (0..batch).map(|i| (format!("c{c}m{}", i % 10), i as f64)).collect();
+            let records: Vec<(String, f64)> = (0..batch)
+                .map(|i| (format!("c{c}m{}", i % 10), i as f64))
+                .collect();
             while Instant::now() < deadline {
                 match agent.send(&records).await {
                     Ok(v) => {
@@ -116,7 +146,10 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let aname = agent.name.clone();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        samples.push((t0.elapsed().as_secs_f64(), newest_seq(&server, &aname).await));
+        samples.push((
+            t0.elapsed().as_secs_f64(),
+            newest_seq(&server, &aname).await,
+        ));
     }
     for t in tasks {
         let _ = t.await;
@@ -124,11 +157,15 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let accepted_at = t0.elapsed().as_secs_f64();
     let total_sent = sent.load(Ordering::Relaxed);
     let last = last_seq.load(Ordering::Relaxed);
-    let drained = poll(Duration::from_secs(600), Duration::from_millis(20), || async {
-        let s = agent.status().await?;
-        let cached = s["link"]["cached"].as_u64()?;
-        (cached == 0 && newest_seq(&server, &aname).await >= last).then(Instant::now)
-    })
+    let drained = poll(
+        Duration::from_secs(600),
+        Duration::from_millis(20),
+        || async {
+            let s = agent.status().await?;
+            let cached = s["link"]["cached"].as_u64()?;
+            (cached == 0 && newest_seq(&server, &aname).await >= last).then(Instant::now)
+        },
+    )
     .await
     .expect("the agent's cache to drain");
     let total_s = drained.duration_since(t0).as_secs_f64();
@@ -144,8 +181,14 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let ratio = e2e / at_batch;
     let cpu_note = format!(
         "server CPU time {:.1} s, agent CPU time {:.1} s over the {total_s:.1} s run",
-        server.pid().and_then(crate::stats::cpu_time).unwrap_or(f64::NAN),
-        agent.pid().and_then(crate::stats::cpu_time).unwrap_or(f64::NAN)
+        server
+            .pid()
+            .and_then(crate::stats::cpu_time)
+            .unwrap_or(f64::NAN),
+        agent
+            .pid()
+            .and_then(crate::stats::cpu_time)
+            .unwrap_or(f64::NAN)
     );
     drop(agent);
     server.stop();
@@ -178,10 +221,19 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         met(ratio >= 0.5),
         ratio * 100.0
     ));
-    md.push_str(&format!("| records/s accepted by the agent (durable in its cache) | {accept_rate:.0} | | |\n"));
-    md.push_str(&format!("| records/s stored by the server while sending (steady) | {steady:.0} | | |\n"));
-    md.push_str(&format!("| records stored / sent | {on_server} / {total_sent} | equal | {} |\n\n", met(on_server == total_sent)));
+    md.push_str(&format!(
+        "| records/s accepted by the agent (durable in its cache) | {accept_rate:.0} | | |\n"
+    ));
+    md.push_str(&format!(
+        "| records/s stored by the server while sending (steady) | {steady:.0} | | |\n"
+    ));
+    md.push_str(&format!(
+        "| records stored / sent | {on_server} / {total_sent} | equal | {} |\n\n",
+        met(on_server == total_sent)
+    ));
     md.push_str(&format!("{cpu_note}.\n"));
-    Section { key: "throughput", body: md }
+    Section {
+        key: "throughput",
+        body: md,
+    }
 }
-

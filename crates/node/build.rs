@@ -5,7 +5,9 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -28,7 +30,11 @@ fn main() {
         if let Ok(rel) = f.strip_prefix(&dist) {
             let url = format!("/{}", rel.to_string_lossy().replace('\\', "/"));
             println!("cargo:rerun-if-changed={}", f.display());
-            let _ = writeln!(code, "    ({url:?}, include_bytes!({:?})),", f.canonicalize().unwrap_or(f.clone()));
+            let _ = writeln!(
+                code,
+                "    ({url:?}, include_bytes!({:?})),",
+                f.canonicalize().unwrap_or(f.clone())
+            );
         }
     }
     code.push_str("];\n");

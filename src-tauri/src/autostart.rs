@@ -38,7 +38,9 @@ mod imp {
         let path = entry_path()?;
         if !enabled {
             return match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("removing {}: {e}", path.display())),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(format!("removing {}: {e}", path.display()))
+                }
                 _ => Ok(()),
             };
         }
@@ -50,7 +52,8 @@ mod imp {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
-        std::fs::write(&path, entry(&exe.to_string_lossy())).map_err(|e| format!("writing {}: {e}", path.display()))
+        std::fs::write(&path, entry(&exe.to_string_lossy()))
+            .map_err(|e| format!("writing {}: {e}", path.display()))
     }
 
     /// The desktop entry that starts `exe --hidden`.
@@ -68,7 +71,9 @@ mod imp {
     /// backslash escaped again as the string escape rule is applied first. `%` is always doubled.
     pub fn exec_arg(arg: &str) -> String {
         let arg = arg.replace('%', "%%");
-        let plain = arg.chars().all(|c| c.is_ascii_alphanumeric() || "/._+-,:@=%".contains(c));
+        let plain = arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._+-,:@=%".contains(c));
         if plain {
             return arg;
         }
@@ -92,7 +97,10 @@ mod imp {
     use super::*;
 
     pub fn plugin<R: tauri::Runtime>() -> Option<tauri::plugin::TauriPlugin<R>> {
-        Some(tauri_plugin_autostart::init(MacosLauncher::LaunchAgent, Some(vec![HIDDEN_ARG])))
+        Some(tauri_plugin_autostart::init(
+            MacosLauncher::LaunchAgent,
+            Some(vec![HIDDEN_ARG]),
+        ))
     }
 
     pub fn is_enabled(app: &AppHandle) -> bool {
@@ -101,7 +109,11 @@ mod imp {
 
     pub fn set(app: &AppHandle, enabled: bool) -> Result<(), String> {
         let launcher = app.autolaunch();
-        let done = if enabled { launcher.enable() } else { launcher.disable() };
+        let done = if enabled {
+            launcher.enable()
+        } else {
+            launcher.disable()
+        };
         done.map_err(|e| e.to_string())
     }
 }
@@ -116,7 +128,10 @@ mod tests {
     fn the_entry_starts_the_app_hidden() {
         let entry = entry("/usr/bin/understudy-desktop");
         assert!(entry.starts_with("[Desktop Entry]\n"), "{entry}");
-        assert!(entry.contains("\nExec=/usr/bin/understudy-desktop --hidden\n"), "{entry}");
+        assert!(
+            entry.contains("\nExec=/usr/bin/understudy-desktop --hidden\n"),
+            "{entry}"
+        );
         assert!(entry.contains("\nType=Application\n"), "{entry}");
     }
 
@@ -134,6 +149,9 @@ mod tests {
         std::env::set_var("XDG_CONFIG_HOME", "/tmp/understudy-xdg-test");
         let path = entry_path().unwrap();
         std::env::remove_var("XDG_CONFIG_HOME");
-        assert_eq!(path, std::path::PathBuf::from("/tmp/understudy-xdg-test/autostart/Understudy.desktop"));
+        assert_eq!(
+            path,
+            std::path::PathBuf::from("/tmp/understudy-xdg-test/autostart/Understudy.desktop")
+        );
     }
 }

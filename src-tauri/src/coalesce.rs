@@ -37,19 +37,84 @@ pub struct Notice {
 
 /// (code, title, how a burst of n is said, critical)
 const NOTIFIED: &[(&str, &str, &str, bool)] = &[
-    ("SWITCHOVER", "Switchover", "{n} agents switched over to a standby server", false),
-    ("SWITCHBACK", "Switchback", "{n} agents switched back to their home server", false),
-    ("BLACKOUT", "Blackout", "{n} agents reach no server (blackout)", true),
-    ("BLACKOUT_END", "Blackout ended", "{n} agents reach a server again", false),
-    ("FAILOVER", "Pair failover", "{n} pairs failed over to their secondary", true),
-    ("PAIR_SWITCHBACK", "Pair switchback", "{n} pairs switched back to their primary", false),
-    ("FORCED_FAILOVER", "Forced failover", "{n} pairs were forced to their secondary", false),
-    ("REVERTED", "Pair reverted", "{n} pairs were reverted to their primary", false),
-    ("PAIR_BLACKOUT", "Pair blackout", "{n} pairs have no reachable member", true),
-    ("PROMOTED", "Server promoted", "{n} promotions to ACTIVE", false),
-    ("DEMOTED", "Server demoted", "{n} demotions to STANDBY", false),
-    ("AGENT_PENDING", "Agent waiting", "{n} agents are waiting to be accepted", false),
-    ("CERT_GENERATED", "Certificate generated", "{n} certificates were generated", false),
+    (
+        "SWITCHOVER",
+        "Switchover",
+        "{n} agents switched over to a standby server",
+        false,
+    ),
+    (
+        "SWITCHBACK",
+        "Switchback",
+        "{n} agents switched back to their home server",
+        false,
+    ),
+    (
+        "BLACKOUT",
+        "Blackout",
+        "{n} agents reach no server (blackout)",
+        true,
+    ),
+    (
+        "BLACKOUT_END",
+        "Blackout ended",
+        "{n} agents reach a server again",
+        false,
+    ),
+    (
+        "FAILOVER",
+        "Pair failover",
+        "{n} pairs failed over to their secondary",
+        true,
+    ),
+    (
+        "PAIR_SWITCHBACK",
+        "Pair switchback",
+        "{n} pairs switched back to their primary",
+        false,
+    ),
+    (
+        "FORCED_FAILOVER",
+        "Forced failover",
+        "{n} pairs were forced to their secondary",
+        false,
+    ),
+    (
+        "REVERTED",
+        "Pair reverted",
+        "{n} pairs were reverted to their primary",
+        false,
+    ),
+    (
+        "PAIR_BLACKOUT",
+        "Pair blackout",
+        "{n} pairs have no reachable member",
+        true,
+    ),
+    (
+        "PROMOTED",
+        "Server promoted",
+        "{n} promotions to ACTIVE",
+        false,
+    ),
+    (
+        "DEMOTED",
+        "Server demoted",
+        "{n} demotions to STANDBY",
+        false,
+    ),
+    (
+        "AGENT_PENDING",
+        "Agent waiting",
+        "{n} agents are waiting to be accepted",
+        false,
+    ),
+    (
+        "CERT_GENERATED",
+        "Certificate generated",
+        "{n} certificates were generated",
+        false,
+    ),
     ("HOOK_FAILED", "Hook failed", "{n} hooks failed", true),
 ];
 
@@ -81,7 +146,11 @@ impl Coalescer {
     pub fn handle_events(&mut self, events: impl IntoIterator<Item = Event>, now: Instant) {
         for event in events.into_iter().filter(|e| is_notified(&e.code)) {
             self.burst_started.get_or_insert(now);
-            match self.pending.iter_mut().find(|(code, _)| *code == event.code) {
+            match self
+                .pending
+                .iter_mut()
+                .find(|(code, _)| *code == event.code)
+            {
                 Some((_, list)) => list.push(event),
                 None => self.pending.push((event.code.clone(), vec![event])),
             }
@@ -100,7 +169,10 @@ impl Coalescer {
             _ => return Vec::new(),
         }
         self.burst_started = None;
-        std::mem::take(&mut self.pending).into_iter().map(|(code, events)| notice(&code, &events)).collect()
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|(code, events)| notice(&code, &events))
+            .collect()
     }
 }
 
@@ -133,7 +205,12 @@ fn notice(code: &str, events: &[Event]) -> Notice {
             .collect();
         let mut body = burst.replace("{n}", &count.to_string());
         if !subjects.is_empty() {
-            let named = subjects.iter().take(NAMED).copied().collect::<Vec<_>>().join(", ");
+            let named = subjects
+                .iter()
+                .take(NAMED)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
             body.push_str(&format!(": {named}"));
             if subjects.len() > NAMED {
                 body.push_str(&format!(" and {} more", subjects.len() - NAMED));
@@ -141,7 +218,13 @@ fn notice(code: &str, events: &[Event]) -> Notice {
         }
         (format!("{title} ×{count}"), body)
     };
-    Notice { code: code.to_string(), count, summary, body, critical }
+    Notice {
+        code: code.to_string(),
+        count,
+        summary,
+        body,
+        critical,
+    }
 }
 
 #[cfg(test)]
@@ -163,9 +246,16 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Coalescer::new();
         for i in 0..50u64 {
-            c.handle_events([ev(i, "SWITCHOVER", &format!("agent-{i}"))], t0 + Duration::from_millis(i * 10));
+            c.handle_events(
+                [ev(i, "SWITCHOVER", &format!("agent-{i}"))],
+                t0 + Duration::from_millis(i * 10),
+            );
         }
-        assert_eq!(c.poll_notices(t0 + Duration::from_millis(999)), vec![], "window not over yet");
+        assert_eq!(
+            c.poll_notices(t0 + Duration::from_millis(999)),
+            vec![],
+            "window not over yet"
+        );
         let notices = c.poll_notices(t0 + WINDOW);
         assert_eq!(notices.len(), 1);
         assert_eq!(notices[0].count, 50);
@@ -204,7 +294,10 @@ mod tests {
         c.handle_events([e], t0);
         let n = c.poll_notices(t0 + WINDOW);
         assert_eq!(n[0].summary, "Forced failover");
-        assert_eq!(n[0].body, "web: operator forced failover to the secondary a2 (pair epoch 2)");
+        assert_eq!(
+            n[0].body,
+            "web: operator forced failover to the secondary a2 (pair epoch 2)"
+        );
     }
 
     #[test]
@@ -212,11 +305,21 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Coalescer::new();
         c.handle_events(
-            [ev(1, "BLACKOUT", "a"), ev(2, "FAILOVER", "web"), ev(3, "BLACKOUT", "b"), ev(4, "FAILOVER", "db")],
+            [
+                ev(1, "BLACKOUT", "a"),
+                ev(2, "FAILOVER", "web"),
+                ev(3, "BLACKOUT", "b"),
+                ev(4, "FAILOVER", "db"),
+            ],
             t0,
         );
         let n = c.poll_notices(t0 + WINDOW);
-        assert_eq!(n.iter().map(|n| (n.code.as_str(), n.count)).collect::<Vec<_>>(), [("BLACKOUT", 2), ("FAILOVER", 2)]);
+        assert_eq!(
+            n.iter()
+                .map(|n| (n.code.as_str(), n.count))
+                .collect::<Vec<_>>(),
+            [("BLACKOUT", 2), ("FAILOVER", 2)]
+        );
         assert!(n[0].critical);
         assert_eq!(n[1].body, "2 pairs failed over to their secondary: web, db");
     }
@@ -242,9 +345,20 @@ mod tests {
         assert_eq!(c.deadline(), None);
         assert!(c.poll_notices(t0 + WINDOW).is_empty());
         for code in [
-            "SWITCHOVER", "SWITCHBACK", "BLACKOUT", "BLACKOUT_END", "FAILOVER", "PAIR_SWITCHBACK",
-            "FORCED_FAILOVER", "REVERTED", "PAIR_BLACKOUT", "PROMOTED", "DEMOTED", "AGENT_PENDING",
-            "CERT_GENERATED", "HOOK_FAILED",
+            "SWITCHOVER",
+            "SWITCHBACK",
+            "BLACKOUT",
+            "BLACKOUT_END",
+            "FAILOVER",
+            "PAIR_SWITCHBACK",
+            "FORCED_FAILOVER",
+            "REVERTED",
+            "PAIR_BLACKOUT",
+            "PROMOTED",
+            "DEMOTED",
+            "AGENT_PENDING",
+            "CERT_GENERATED",
+            "HOOK_FAILED",
         ] {
             assert!(is_notified(code), "{code}");
         }
@@ -254,7 +368,10 @@ mod tests {
     fn repeated_subjects_are_named_once() {
         let t0 = Instant::now();
         let mut c = Coalescer::new();
-        c.handle_events([ev(1, "HOOK_FAILED", "web"), ev(2, "HOOK_FAILED", "web")], t0);
+        c.handle_events(
+            [ev(1, "HOOK_FAILED", "web"), ev(2, "HOOK_FAILED", "web")],
+            t0,
+        );
         assert_eq!(c.poll_notices(t0 + WINDOW)[0].body, "2 hooks failed: web");
     }
 }

@@ -62,8 +62,16 @@ mod tests {
     }
 
     impl Admin for FakeNode {
-        fn admin<'a>(&'a self, method: &'a str, path: &'a str, body: Option<Value>) -> BoxFuture<'a, (u16, Value)> {
-            self.calls.lock().unwrap().push((method.into(), path.into(), body));
+        fn admin<'a>(
+            &'a self,
+            method: &'a str,
+            path: &'a str,
+            body: Option<Value>,
+        ) -> BoxFuture<'a, (u16, Value)> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((method.into(), path.into(), body));
             let answer = match (method, path) {
                 ("GET", "/api/status") => (200, json!({ "node": { "name": "srv-a" } })),
                 ("POST", "/api/pairs/web/force-failover") => {
@@ -85,7 +93,9 @@ mod tests {
             .invoke_handler(tauri::generate_handler![admin])
             .build(mock_context(noop_assets()))
             .expect("mock app");
-        let webview = tauri::WebviewWindowBuilder::new(&app, "main", Default::default()).build().expect("webview");
+        let webview = tauri::WebviewWindowBuilder::new(&app, "main", Default::default())
+            .build()
+            .expect("webview");
         get_ipc_response(
             &webview,
             InvokeRequest {
@@ -110,7 +120,10 @@ mod tests {
     #[test]
     fn admin_forwards_method_path_and_body_and_returns_the_json() {
         let node = Arc::new(FakeNode::default());
-        let got = invoke(running(node.clone()), json!({ "method": "GET", "path": "/api/status", "body": null }));
+        let got = invoke(
+            running(node.clone()),
+            json!({ "method": "GET", "path": "/api/status", "body": null }),
+        );
         assert_eq!(got, Ok(json!({ "node": { "name": "srv-a" } })));
 
         let _ = invoke(
@@ -121,23 +134,45 @@ mod tests {
         assert_eq!(calls[0], ("GET".into(), "/api/status".into(), None));
         assert_eq!(
             calls[1],
-            ("POST".into(), "/api/settings".into(), Some(json!({ "ui.notifications": false })))
+            (
+                "POST".into(),
+                "/api/settings".into(),
+                Some(json!({ "ui.notifications": false }))
+            )
         );
     }
 
     #[test]
     fn a_refusal_rejects_with_status_and_the_nodes_reason() {
         let node = Arc::new(FakeNode::default());
-        let got = invoke(running(node.clone()), json!({ "method": "POST", "path": "/api/pairs/web/force-failover" }));
-        assert_eq!(got, Err(json!({ "status": 409, "error": "secondary web-2 is not connected" })));
-        let got = invoke(running(node), json!({ "method": "POST", "path": "/api/teapot" }));
-        assert_eq!(got, Err(json!({ "status": 418, "error": "request failed with status 418" })));
+        let got = invoke(
+            running(node.clone()),
+            json!({ "method": "POST", "path": "/api/pairs/web/force-failover" }),
+        );
+        assert_eq!(
+            got,
+            Err(json!({ "status": 409, "error": "secondary web-2 is not connected" }))
+        );
+        let got = invoke(
+            running(node),
+            json!({ "method": "POST", "path": "/api/teapot" }),
+        );
+        assert_eq!(
+            got,
+            Err(json!({ "status": 418, "error": "request failed with status 418" }))
+        );
     }
 
     #[test]
     fn without_a_running_node_the_window_gets_503() {
-        let got = invoke(Host::new(), json!({ "method": "GET", "path": "/api/status" }));
-        assert_eq!(got, Err(json!({ "status": 503, "error": "the node is not running (starting)" })));
+        let got = invoke(
+            Host::new(),
+            json!({ "method": "GET", "path": "/api/status" }),
+        );
+        assert_eq!(
+            got,
+            Err(json!({ "status": 503, "error": "the node is not running (starting)" }))
+        );
     }
 
     /// A real node (the tray's) in its own runtime, listening on loopback.
@@ -151,7 +186,11 @@ mod tests {
         /// Creates a standalone node; starts it when `start`.
         fn new(start: bool) -> TrayNode {
             let dir = tempfile::tempdir().expect("temp dir");
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
             understudy_node::init(&understudy_node::InitOptions {
                 data_dir: dir.path().to_path_buf(),
                 name: "tray-node".into(),
@@ -162,7 +201,11 @@ mod tests {
             })
             .expect("init");
             let runtime = tokio::runtime::Runtime::new().expect("runtime");
-            let node = start.then(|| runtime.block_on(understudy_node::Node::start(dir.path())).expect("node start"));
+            let node = start.then(|| {
+                runtime
+                    .block_on(understudy_node::Node::start(dir.path()))
+                    .expect("node start")
+            });
             TrayNode { dir, runtime, node }
         }
 
@@ -186,11 +229,18 @@ mod tests {
     fn the_window_process_reaches_the_tray_node_over_its_admin_api() {
         let tray = TrayNode::new(true);
         let host = tray.window_host();
-        let status = invoke(host.clone(), json!({ "method": "GET", "path": "/api/status" })).expect("status");
+        let status = invoke(
+            host.clone(),
+            json!({ "method": "GET", "path": "/api/status" }),
+        )
+        .expect("status");
         assert_eq!(status["node"]["name"], "tray-node");
 
         // A body goes through, and a refusal keeps the node's status and reason.
-        let got = invoke(host.clone(), json!({ "method": "POST", "path": "/api/pairs/nope/force-failover", "body": {} }));
+        let got = invoke(
+            host.clone(),
+            json!({ "method": "POST", "path": "/api/pairs/nope/force-failover", "body": {} }),
+        );
         let err = got.expect_err("no such pair");
         assert!(err["status"].as_u64().unwrap() >= 400, "{err}");
         assert!(err["error"].as_str().unwrap().contains("nope"), "{err}");
@@ -200,31 +250,52 @@ mod tests {
     fn after_a_new_certificate_the_window_process_still_reaches_the_node() {
         let tray = TrayNode::new(true);
         let host = tray.window_host();
-        let before = invoke(host.clone(), json!({ "method": "GET", "path": "/api/status" })).expect("status");
+        let before = invoke(
+            host.clone(),
+            json!({ "method": "GET", "path": "/api/status" }),
+        )
+        .expect("status");
         let generated = invoke(
             host.clone(),
             json!({ "method": "POST", "path": "/api/cert/generate", "body": { "ips": [], "dns": [] } }),
         );
         assert!(generated.is_ok(), "{generated:?}");
         // The first client pinned the old certificate; the next request must re-read the pin.
-        let after = invoke(host, json!({ "method": "GET", "path": "/api/status" })).expect("status after");
-        assert_ne!(before["node"]["cert"]["fingerprint"], after["node"]["cert"]["fingerprint"]);
+        let after =
+            invoke(host, json!({ "method": "GET", "path": "/api/status" })).expect("status after");
+        assert_ne!(
+            before["node"]["cert"]["fingerprint"],
+            after["node"]["cert"]["fingerprint"]
+        );
     }
 
     #[test]
     fn when_the_tray_node_is_down_the_window_is_told_it_cannot_reach_it() {
         let tray = TrayNode::new(false); // made, never started
-        let got = invoke(tray.window_host(), json!({ "method": "GET", "path": "/api/status" }));
+        let got = invoke(
+            tray.window_host(),
+            json!({ "method": "GET", "path": "/api/status" }),
+        );
         let err = got.expect_err("nothing listens");
         assert_eq!(err["status"], 0, "{err}");
-        assert!(err["error"].as_str().unwrap().starts_with("cannot reach the node: "), "{err}");
+        assert!(
+            err["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("cannot reach the node: "),
+            "{err}"
+        );
 
         let empty = tempfile::tempdir().unwrap();
         let host = Host::new();
         host.set_running(crate::host::remote(empty.path()));
-        let err = invoke(host, json!({ "method": "GET", "path": "/api/status" })).expect_err("no node there");
+        let err = invoke(host, json!({ "method": "GET", "path": "/api/status" }))
+            .expect_err("no node there");
         assert_eq!(err["status"], 0, "{err}");
-        assert!(err["error"].as_str().unwrap().contains("no node found in"), "{err}");
+        assert!(
+            err["error"].as_str().unwrap().contains("no node found in"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,7 +17,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// is the real one; tests hand in their own.
 pub trait Admin: Send + Sync + 'static {
     /// Same paths and JSON as the HTTPS admin API; returns (HTTP status, JSON body).
-    fn admin<'a>(&'a self, method: &'a str, path: &'a str, body: Option<Value>) -> BoxFuture<'a, (u16, Value)>;
+    fn admin<'a>(
+        &'a self,
+        method: &'a str,
+        path: &'a str,
+        body: Option<Value>,
+    ) -> BoxFuture<'a, (u16, Value)>;
     fn shutdown(&self) -> BoxFuture<'_, ()>;
 }
 
@@ -38,7 +43,9 @@ pub struct Host {
 
 impl Default for Host {
     fn default() -> Self {
-        Host { slot: Arc::new(RwLock::new(Slot::Starting)) }
+        Host {
+            slot: Arc::new(RwLock::new(Slot::Starting)),
+        }
     }
 }
 
@@ -84,7 +91,10 @@ impl Host {
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         match self.node() {
             Ok(node) => node.admin(method, path, body).await,
-            Err(reason) => (NOT_RUNNING, json!({ "error": format!("the node is not running ({reason})") })),
+            Err(reason) => (
+                NOT_RUNNING,
+                json!({ "error": format!("the node is not running ({reason})") }),
+            ),
         }
     }
 
@@ -113,12 +123,18 @@ pub fn data_dir() -> Result<PathBuf, String> {
 
 /// The admin listener of a node created on first run: `UNDERSTUDY_LISTEN` or 127.0.0.1:7400.
 pub fn listen_addr() -> String {
-    std::env::var("UNDERSTUDY_LISTEN").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "127.0.0.1:7400".into())
+    std::env::var("UNDERSTUDY_LISTEN")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "127.0.0.1:7400".into())
 }
 
 /// The name of a node created on first run: this host's name.
 fn node_name() -> String {
-    let name = gethostname::gethostname().to_string_lossy().trim().to_string();
+    let name = gethostname::gethostname()
+        .to_string_lossy()
+        .trim()
+        .to_string();
     if name.is_empty() {
         "desktop".into()
     } else {
@@ -158,7 +174,12 @@ mod runtime {
     const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 
     impl Admin for Node {
-        fn admin<'a>(&'a self, method: &'a str, path: &'a str, body: Option<Value>) -> BoxFuture<'a, (u16, Value)> {
+        fn admin<'a>(
+            &'a self,
+            method: &'a str,
+            path: &'a str,
+            body: Option<Value>,
+        ) -> BoxFuture<'a, (u16, Value)> {
             Box::pin(Node::admin(self, method, path, body))
         }
         fn shutdown(&self) -> BoxFuture<'_, ()> {
@@ -174,7 +195,10 @@ mod runtime {
 
     impl Remote {
         pub fn new(data_dir: &Path) -> Remote {
-            Remote { data_dir: data_dir.to_path_buf(), client: Mutex::new(None) }
+            Remote {
+                data_dir: data_dir.to_path_buf(),
+                client: Mutex::new(None),
+            }
         }
 
         fn client(&self, fresh: bool) -> Result<AdminClient, String> {
@@ -188,14 +212,20 @@ mod runtime {
         }
 
         fn unreachable(&self, reason: String) -> (u16, Value) {
-            let error = format!("cannot reach the node: {reason} (is Understudy running in the tray?)");
+            let error =
+                format!("cannot reach the node: {reason} (is Understudy running in the tray?)");
             tracing::warn!("{error}");
             (UNREACHABLE, json!({ "error": error }))
         }
     }
 
     impl Admin for Remote {
-        fn admin<'a>(&'a self, method: &'a str, path: &'a str, body: Option<Value>) -> BoxFuture<'a, (u16, Value)> {
+        fn admin<'a>(
+            &'a self,
+            method: &'a str,
+            path: &'a str,
+            body: Option<Value>,
+        ) -> BoxFuture<'a, (u16, Value)> {
             Box::pin(async move {
                 // "Generate certificate" gives the node a new certificate, so the pinned one goes
                 // stale: after a TLS failure read the directory again and try once more. Nothing
@@ -230,13 +260,16 @@ mod runtime {
             servers: Vec::new(),
             sets: Vec::new(),
         };
-        let report = understudy_node::init(&opts).map_err(|e| format!("creating the node in {}: {e}", dir.display()))?;
+        let report = understudy_node::init(&opts)
+            .map_err(|e| format!("creating the node in {}: {e}", dir.display()))?;
         tracing::info!(config = %report.config_path.display(), fingerprint = %report.fingerprint, "node created");
         Ok(())
     }
 
     pub async fn start(dir: &Path) -> Result<Arc<dyn Admin>, String> {
-        let node = Node::start(dir).await.map_err(|e| format!("starting the node in {}: {e}", dir.display()))?;
+        let node = Node::start(dir)
+            .await
+            .map_err(|e| format!("starting the node in {}: {e}", dir.display()))?;
         Ok(Arc::new(node))
     }
 }
@@ -249,7 +282,10 @@ mod tests {
     fn data_dir_follows_the_environment() {
         // Only this test touches UNDERSTUDY_DATA_DIR.
         std::env::set_var("UNDERSTUDY_DATA_DIR", "/tmp/understudy-test-dir");
-        assert_eq!(data_dir().unwrap(), PathBuf::from("/tmp/understudy-test-dir"));
+        assert_eq!(
+            data_dir().unwrap(),
+            PathBuf::from("/tmp/understudy-test-dir")
+        );
         std::env::remove_var("UNDERSTUDY_DATA_DIR");
         let d = data_dir().unwrap();
         assert!(d.ends_with("understudy"), "{}", d.display());
@@ -262,6 +298,9 @@ mod tests {
         assert_eq!(status, NOT_RUNNING);
         assert_eq!(body["error"], "the node is not running (starting)");
         host.set_failed("port in use".into());
-        assert_eq!(host.admin("GET", "/api/status", None).await.1["error"], "the node is not running (port in use)");
+        assert_eq!(
+            host.admin("GET", "/api/status", None).await.1["error"],
+            "the node is not running (port in use)"
+        );
     }
 }

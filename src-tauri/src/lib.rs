@@ -142,7 +142,9 @@ fn run_tray(hidden: bool, gl_disabled_here: bool) {
 
     // First: a second launch only opens the first instance's window.
     let mut builder =
-        tauri::Builder::default().plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| open_window(app)));
+        tauri::Builder::default().plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
+            open_window(app)
+        }));
     if let Some(plugin) = autostart::plugin() {
         builder = builder.plugin(plugin);
     }
@@ -152,12 +154,20 @@ fn run_tray(hidden: bool, gl_disabled_here: bool) {
             let handle = app.handle().clone();
             let autostart = autostart::is_enabled(&handle);
             let mute = Mute::new();
-            let flags = Flags { muted: mute.is_muted(), autostart };
+            let flags = Flags {
+                muted: mute.is_muted(),
+                autostart,
+            };
             let tray = Arc::new(Tray::create(&handle, flags, on_action)?);
             // The window process is given the data directory the node uses; without one (no
             // home directory) it looks for itself and shows why it cannot reach the node.
             let window = WindowProcess::new(host::data_dir().ok(), gl_disabled_here);
-            app.manage(Shell { tray: tray.clone(), mute: mute.clone(), autostart: AtomicBool::new(autostart), window });
+            app.manage(Shell {
+                tray: tray.clone(),
+                mute: mute.clone(),
+                autostart: AtomicBool::new(autostart),
+                window,
+            });
             if !hidden {
                 open_window(&handle);
             }
@@ -176,7 +186,10 @@ fn run_tray(hidden: bool, gl_disabled_here: bool) {
     app.run(|_app, event| {
         // The tray process has no window, but should one ever close, that is not quitting: only
         // Quit (which calls `exit` with a code) ends the app.
-        if let RunEvent::ExitRequested { code: None, api, .. } = event {
+        if let RunEvent::ExitRequested {
+            code: None, api, ..
+        } = event
+        {
             api.prevent_exit();
         }
     });
@@ -185,7 +198,10 @@ fn run_tray(hidden: bool, gl_disabled_here: bool) {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 /// Creates the node on first run, starts it, then follows its events for notifications.
@@ -230,11 +246,18 @@ async fn follow_status(app: AppHandle, host: Host) {
             Ok(_) => match host.admin("GET", "/api/status", None).await {
                 (200, status) => MenuModel::from_status(&status),
                 (code, body) => MenuModel::stopped(
-                    body["error"].as_str().map(String::from).unwrap_or_else(|| format!("status {code}")).as_str(),
+                    body["error"]
+                        .as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| format!("status {code}"))
+                        .as_str(),
                 ),
             },
         };
-        let flags = Flags { muted: shell.mute.is_muted(), autostart: shell.autostart.load(Ordering::Relaxed) };
+        let flags = Flags {
+            muted: shell.mute.is_muted(),
+            autostart: shell.autostart.load(Ordering::Relaxed),
+        };
         if let Err(e) = shell.tray.update(&app, model, flags) {
             tracing::warn!("could not update the tray: {e}");
         }
@@ -310,8 +333,15 @@ mod tests {
         assert_eq!(mode(&["--window"]), Mode::Window { data_dir: None });
         assert_eq!(
             mode(&["--window", "--data-dir", "/var/lib/u"]),
-            Mode::Window { data_dir: Some(PathBuf::from("/var/lib/u")) }
+            Mode::Window {
+                data_dir: Some(PathBuf::from("/var/lib/u"))
+            }
         );
-        assert_eq!(mode(&["--data-dir", "/d", "--window", "--extra"]), Mode::Window { data_dir: Some("/d".into()) });
+        assert_eq!(
+            mode(&["--data-dir", "/d", "--window", "--extra"]),
+            Mode::Window {
+                data_dir: Some("/d".into())
+            }
+        );
     }
 }

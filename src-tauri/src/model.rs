@@ -35,10 +35,16 @@ pub struct Allowed {
 
 impl Allowed {
     fn yes(reason: impl Into<String>) -> Self {
-        Allowed { allowed: true, reason: reason.into() }
+        Allowed {
+            allowed: true,
+            reason: reason.into(),
+        }
     }
     fn no(reason: impl Into<String>) -> Self {
-        Allowed { allowed: false, reason: reason.into() }
+        Allowed {
+            allowed: false,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -106,10 +112,15 @@ impl MenuModel {
         let node = &status["node"];
         let server_role = node["roles"]["server"].as_bool().unwrap_or(false);
         let agent_role = node["roles"]["agent"].as_bool().unwrap_or(false);
-        let failover_mode = str_of(&node["failover"]["mode"]).unwrap_or("off").to_lowercase();
+        let failover_mode = str_of(&node["failover"]["mode"])
+            .unwrap_or("off")
+            .to_lowercase();
         let failover_state = str_of(&node["failover"]["state"]).unwrap_or("").to_string();
 
-        let pairs: Vec<PairLine> = array(&status["pairs"]).iter().map(|p| pair_line(status, p)).collect();
+        let pairs: Vec<PairLine> = array(&status["pairs"])
+            .iter()
+            .map(|p| pair_line(status, p))
+            .collect();
         let agents_list = array(&status["agents"]);
         let pending: Vec<String> = agents_list
             .iter()
@@ -287,7 +298,9 @@ fn agents_summary(agents: &[Value]) -> String {
     let count = |want: &str| {
         agents
             .iter()
-            .filter(|a| !is_pending(a) && str_of(&a["state"]).is_some_and(|s| s.eq_ignore_ascii_case(want)))
+            .filter(|a| {
+                !is_pending(a) && str_of(&a["state"]).is_some_and(|s| s.eq_ignore_ascii_case(want))
+            })
             .count()
     };
     let pending = agents.iter().filter(|a| is_pending(a)).count();
@@ -380,16 +393,46 @@ impl Action {
     /// state last shown, so a click always asks for the opposite of what the user saw.
     pub fn request(&self, model: &MenuModel) -> Option<(&'static str, String, Option<Value>)> {
         Some(match self {
-            Action::ForceFailover(p) => ("POST", format!("/api/pairs/{}/force-failover", path_segment(p)), None),
-            Action::Revert(p) => ("POST", format!("/api/pairs/{}/revert", path_segment(p)), None),
-            Action::Accept(a) => ("POST", format!("/api/agents/{}/accept", path_segment(a)), None),
-            Action::ToggleServer => ("POST", "/api/role".into(), Some(json!({ "server": !model.server_role }))),
-            Action::ToggleAgent => ("POST", "/api/role".into(), Some(json!({ "agent": !model.agent_role }))),
-            Action::Failover(mode) => ("POST", "/api/role".into(), Some(json!({ "failover": mode }))),
+            Action::ForceFailover(p) => (
+                "POST",
+                format!("/api/pairs/{}/force-failover", path_segment(p)),
+                None,
+            ),
+            Action::Revert(p) => (
+                "POST",
+                format!("/api/pairs/{}/revert", path_segment(p)),
+                None,
+            ),
+            Action::Accept(a) => (
+                "POST",
+                format!("/api/agents/{}/accept", path_segment(a)),
+                None,
+            ),
+            Action::ToggleServer => (
+                "POST",
+                "/api/role".into(),
+                Some(json!({ "server": !model.server_role })),
+            ),
+            Action::ToggleAgent => (
+                "POST",
+                "/api/role".into(),
+                Some(json!({ "agent": !model.agent_role })),
+            ),
+            Action::Failover(mode) => (
+                "POST",
+                "/api/role".into(),
+                Some(json!({ "failover": mode })),
+            ),
             Action::Standby => ("POST", "/api/ha/standby".into(), None),
             // Empty lists: the node binds the certificate to its current addresses (CT-1).
-            Action::GenerateCertificate => ("POST", "/api/cert/generate".into(), Some(json!({ "ips": [], "dns": [] }))),
-            Action::ToggleMute | Action::ToggleAutostart | Action::OpenWindow | Action::Quit => return None,
+            Action::GenerateCertificate => (
+                "POST",
+                "/api/cert/generate".into(),
+                Some(json!({ "ips": [], "dns": [] })),
+            ),
+            Action::ToggleMute | Action::ToggleAutostart | Action::OpenWindow | Action::Quit => {
+                return None
+            }
         })
     }
 
@@ -466,10 +509,16 @@ mod tests {
     #[test]
     fn header_names_roles_failover_state_and_epoch() {
         let m = MenuModel::from_status(&status());
-        assert_eq!(m.header, "srv-a: Standalone (server + agent) · PRIMARY · ACTIVE · epoch 3");
+        assert_eq!(
+            m.header,
+            "srv-a: Standalone (server + agent) · PRIMARY · ACTIVE · epoch 3"
+        );
         let mut s = status();
         s["node"]["roles"]["agent"] = json!(false);
-        assert_eq!(MenuModel::from_status(&s).header, "srv-a: Server · PRIMARY · ACTIVE · epoch 3");
+        assert_eq!(
+            MenuModel::from_status(&s).header,
+            "srv-a: Server · PRIMARY · ACTIVE · epoch 3"
+        );
         s["node"]["failover"]["mode"] = json!("off");
         assert_eq!(MenuModel::from_status(&s).header, "srv-a: Server");
     }
@@ -496,7 +545,10 @@ mod tests {
         let mut s = status();
         s["pairs"][0]["active"] = json!("none");
         s["pairs"][0]["state"] = json!("blackout");
-        assert_eq!(MenuModel::from_status(&s).pairs[0].label, "web: no active member · blackout");
+        assert_eq!(
+            MenuModel::from_status(&s).pairs[0].label,
+            "web: no active member · blackout"
+        );
     }
 
     #[test]
@@ -504,10 +556,19 @@ mod tests {
         let m = MenuModel::from_status(&status());
         // web: primary active, web-2 connected → force allowed, revert not.
         assert!(m.pairs[0].force_failover.allowed);
-        assert_eq!(m.pairs[0].revert, Allowed::no("the primary is already active"));
+        assert_eq!(
+            m.pairs[0].revert,
+            Allowed::no("the primary is already active")
+        );
         // db: secondary active → no force; primary db-1 disconnected → no revert.
-        assert_eq!(m.pairs[1].force_failover, Allowed::no("the secondary is already active"));
-        assert_eq!(m.pairs[1].revert, Allowed::no("primary db-1 is not connected"));
+        assert_eq!(
+            m.pairs[1].force_failover,
+            Allowed::no("the secondary is already active")
+        );
+        assert_eq!(
+            m.pairs[1].revert,
+            Allowed::no("primary db-1 is not connected")
+        );
 
         let mut s = status();
         s["agents"][1]["state"] = json!("disconnected"); // web-2
@@ -524,9 +585,15 @@ mod tests {
         assert!(MenuModel::from_status(&status()).standby.allowed);
         let mut s = status();
         s["node"]["failover"]["state"] = json!("standby");
-        assert_eq!(MenuModel::from_status(&s).standby, Allowed::no("this server is not the ACTIVE one"));
+        assert_eq!(
+            MenuModel::from_status(&s).standby,
+            Allowed::no("this server is not the ACTIVE one")
+        );
         s["node"]["failover"]["mode"] = json!("off");
-        assert_eq!(MenuModel::from_status(&s).standby, Allowed::no("hot standby is off"));
+        assert_eq!(
+            MenuModel::from_status(&s).standby,
+            Allowed::no("hot standby is off")
+        );
     }
 
     #[test]
@@ -570,7 +637,11 @@ mod tests {
         let mut s = status();
         s["pairs"][0]["active"] = json!("secondary");
         s["link"]["cached"] = json!(12);
-        assert_eq!(MenuModel::from_status(&s).shape(), a.shape(), "labels change, shape does not");
+        assert_eq!(
+            MenuModel::from_status(&s).shape(),
+            a.shape(),
+            "labels change, shape does not"
+        );
         s["agents"][4]["pending"] = json!(false);
         s["agents"][4]["state"] = json!("connected");
         assert_ne!(MenuModel::from_status(&s).shape(), a.shape());
@@ -612,7 +683,11 @@ mod tests {
         );
         assert_eq!(
             Action::Failover("off".into()).request(&m),
-            Some(("POST", "/api/role".into(), Some(json!({ "failover": "off" }))))
+            Some((
+                "POST",
+                "/api/role".into(),
+                Some(json!({ "failover": "off" }))
+            ))
         );
         assert_eq!(Action::Quit.request(&m), None);
     }

@@ -27,7 +27,10 @@ pub struct Mute {
 
 impl Mute {
     pub fn new() -> Arc<Mute> {
-        Arc::new(Mute { muted: AtomicBool::new(false), node_has_settings: AtomicBool::new(true) })
+        Arc::new(Mute {
+            muted: AtomicBool::new(false),
+            node_has_settings: AtomicBool::new(true),
+        })
     }
 
     pub fn is_muted(&self) -> bool {
@@ -59,12 +62,19 @@ impl Mute {
         let muted = !self.is_muted();
         self.muted.store(muted, Ordering::Relaxed);
         if self.node_has_settings.load(Ordering::Relaxed) {
-            let (status, body) =
-                host.admin("POST", "/api/settings", Some(json!({ "ui.notifications": !muted }))).await;
+            let (status, body) = host
+                .admin(
+                    "POST",
+                    "/api/settings",
+                    Some(json!({ "ui.notifications": !muted })),
+                )
+                .await;
             match status {
                 200..=299 => {}
                 404 | 405 => self.node_has_settings.store(false, Ordering::Relaxed),
-                _ => tracing::warn!(status, %body, "could not save ui.notifications; kept in the app"),
+                _ => {
+                    tracing::warn!(status, %body, "could not save ui.notifications; kept in the app")
+                }
             }
         }
         muted
@@ -86,16 +96,26 @@ pub fn notifications_setting(settings: &Value) -> Option<bool> {
 /// The events listed in an answer of `GET /api/events`, skipping any it cannot read.
 pub fn parse_events(body: &Value) -> Vec<Event> {
     let list = body["events"].as_array().or_else(|| body.as_array());
-    list.map(|l| l.iter().filter_map(|e| serde_json::from_value(e.clone()).ok()).collect()).unwrap_or_default()
+    list.map(|l| {
+        l.iter()
+            .filter_map(|e| serde_json::from_value(e.clone()).ok())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Fetches every event after `since`, in id order; `None` when the node cannot answer.
 async fn fetch_after(host: &Host, since: u64) -> Option<Vec<Event>> {
-    let (status, body) = host.admin("GET", &format!("/api/events?since={since}"), None).await;
+    let (status, body) = host
+        .admin("GET", &format!("/api/events?since={since}"), None)
+        .await;
     if status != 200 {
         return None;
     }
-    let mut events: Vec<Event> = parse_events(&body).into_iter().filter(|e| e.id > since).collect();
+    let mut events: Vec<Event> = parse_events(&body)
+        .into_iter()
+        .filter(|e| e.id > since)
+        .collect();
     events.sort_by_key(|e| e.id);
     Some(events)
 }
@@ -138,7 +158,11 @@ pub async fn follow_events(app: AppHandle, host: Host, mute: Arc<Mute>) {
         }
         for notice in coalescer.poll_notices(std::time::Instant::now()) {
             if mute.is_muted() {
-                tracing::debug!(code = notice.code, count = notice.count, "muted: not notified");
+                tracing::debug!(
+                    code = notice.code,
+                    count = notice.count,
+                    "muted: not notified"
+                );
                 continue;
             }
             show(&app, &notice);
@@ -148,9 +172,17 @@ pub async fn follow_events(app: AppHandle, host: Host, mute: Arc<Mute>) {
 
 /// Shows one notification; a failure is logged and otherwise ignored.
 pub fn show(app: &AppHandle, notice: &Notice) {
-    tracing::info!(code = notice.code, count = notice.count, summary = notice.summary, "notify");
+    tracing::info!(
+        code = notice.code,
+        count = notice.count,
+        summary = notice.summary,
+        "notify"
+    );
     if let Err(e) = send(app, &notice.summary, &notice.body, notice.critical) {
-        tracing::warn!("could not show the notification \"{}\": {e}", notice.summary);
+        tracing::warn!(
+            "could not show the notification \"{}\": {e}",
+            notice.summary
+        );
     }
 }
 
@@ -163,14 +195,23 @@ pub fn show_error(app: &AppHandle, summary: &str, reason: &str) {
 }
 
 #[cfg(all(unix, not(target_os = "macos")))]
-fn send(app: &AppHandle, summary: &str, body: &str, critical: bool) -> Result<(), notify_rust::error::Error> {
+fn send(
+    app: &AppHandle,
+    summary: &str,
+    body: &str,
+    critical: bool,
+) -> Result<(), notify_rust::error::Error> {
     use notify_rust::{Notification, Urgency};
     let handle = Notification::new()
         .appname("Understudy")
         .summary(summary)
         .body(body)
         .icon("network-server")
-        .urgency(if critical { Urgency::Critical } else { Urgency::Normal })
+        .urgency(if critical {
+            Urgency::Critical
+        } else {
+            Urgency::Normal
+        })
         .action("default", "Open window")
         .show()?;
     // Waits for the click (or the close) on its own thread: the XDG API blocks.
@@ -192,9 +233,19 @@ fn send(app: &AppHandle, summary: &str, body: &str, critical: bool) -> Result<()
 }
 
 #[cfg(not(all(unix, not(target_os = "macos"))))]
-fn send(_app: &AppHandle, summary: &str, body: &str, _critical: bool) -> Result<(), notify_rust::error::Error> {
+fn send(
+    _app: &AppHandle,
+    summary: &str,
+    body: &str,
+    _critical: bool,
+) -> Result<(), notify_rust::error::Error> {
     // No click actions on these platforms.
-    notify_rust::Notification::new().appname("Understudy").summary(summary).body(body).show().map(|_| ())
+    notify_rust::Notification::new()
+        .appname("Understudy")
+        .summary(summary)
+        .body(body)
+        .show()
+        .map(|_| ())
 }
 
 #[cfg(test)]
@@ -203,9 +254,18 @@ mod tests {
 
     #[test]
     fn the_setting_is_found_however_it_is_nested() {
-        assert_eq!(notifications_setting(&json!({ "ui.notifications": false })), Some(false));
-        assert_eq!(notifications_setting(&json!({ "settings": { "ui.notifications": true } })), Some(true));
-        assert_eq!(notifications_setting(&json!({ "ui": { "notifications": false } })), Some(false));
+        assert_eq!(
+            notifications_setting(&json!({ "ui.notifications": false })),
+            Some(false)
+        );
+        assert_eq!(
+            notifications_setting(&json!({ "settings": { "ui.notifications": true } })),
+            Some(true)
+        );
+        assert_eq!(
+            notifications_setting(&json!({ "ui": { "notifications": false } })),
+            Some(false)
+        );
         assert_eq!(notifications_setting(&json!({ "other": 1 })), None);
     }
 

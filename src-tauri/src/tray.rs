@@ -87,12 +87,24 @@ impl Tray {
             .tooltip("Understudy")
             .menu(&menu)
             .show_menu_on_left_click(true)
-            .on_menu_event(move |app, event| match Action::from_id(event.id().as_ref()) {
-                Some(action) => on_action(app, action),
-                None => tracing::debug!(id = event.id().as_ref(), "menu item without an action"),
-            })
+            .on_menu_event(
+                move |app, event| match Action::from_id(event.id().as_ref()) {
+                    Some(action) => on_action(app, action),
+                    None => {
+                        tracing::debug!(id = event.id().as_ref(), "menu item without an action")
+                    }
+                },
+            )
             .build(app)?;
-        Ok(Tray { icon, inner: Mutex::new(Inner { items, shown: model, flags, resync: false }) })
+        Ok(Tray {
+            icon,
+            inner: Mutex::new(Inner {
+                items,
+                shown: model,
+                flags,
+                resync: false,
+            }),
+        })
     }
 
     /// The model last shown: the state the user saw when clicking.
@@ -113,7 +125,9 @@ impl Tray {
         let mut inner = self.lock();
         if inner.shown.overall != model.overall {
             self.icon.set_icon(Some(icon(model.overall)?))?;
-            let _ = self.icon.set_tooltip(Some(format!("Understudy — {}", model.overall.as_str())));
+            let _ = self
+                .icon
+                .set_tooltip(Some(format!("Understudy — {}", model.overall.as_str())));
         }
         if inner.shown.shape() != model.shape() {
             tracing::debug!(shape = ?model.shape(), "rebuilding the tray menu");
@@ -150,8 +164,18 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
             m.running && p.revert.allowed,
             None::<&str>,
         )?;
-        let label = MenuItem::with_id(app, format!("info:pair:{}", p.name), &p.label, false, None::<&str>)?;
-        pairs.push(PairItems { label, force, revert });
+        let label = MenuItem::with_id(
+            app,
+            format!("info:pair:{}", p.name),
+            &p.label,
+            false,
+            None::<&str>,
+        )?;
+        pairs.push(PairItems {
+            label,
+            force,
+            revert,
+        });
     }
 
     let agents = MenuItem::with_id(app, "info:agents", &m.agents, false, None::<&str>)?;
@@ -166,8 +190,22 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
         )?);
     }
 
-    let server = CheckMenuItem::with_id(app, Action::ToggleServer.id(), "Server role", m.running, m.server_role, None::<&str>)?;
-    let agent = CheckMenuItem::with_id(app, Action::ToggleAgent.id(), "Agent role", m.running, m.agent_role, None::<&str>)?;
+    let server = CheckMenuItem::with_id(
+        app,
+        Action::ToggleServer.id(),
+        "Server role",
+        m.running,
+        m.server_role,
+        None::<&str>,
+    )?;
+    let agent = CheckMenuItem::with_id(
+        app,
+        Action::ToggleAgent.id(),
+        "Agent role",
+        m.running,
+        m.agent_role,
+        None::<&str>,
+    )?;
     let failover = FAILOVER_MODES.map(|mode| {
         let item = CheckMenuItem::with_id(
             app,
@@ -194,14 +232,48 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
         "roles",
         "Roles",
         true,
-        &[&server, &agent, &sep()?, &failover[0].1, &failover[1].1, &failover[2].1, &sep()?, &standby],
+        &[
+            &server,
+            &agent,
+            &sep()?,
+            &failover[0].1,
+            &failover[1].1,
+            &failover[2].1,
+            &sep()?,
+            &standby,
+        ],
     )?;
 
-    let cert = MenuItem::with_id(app, Action::GenerateCertificate.id(), "Generate certificate", m.running, None::<&str>)?;
-    let mute = CheckMenuItem::with_id(app, Action::ToggleMute.id(), "Mute notifications", true, flags.muted, None::<&str>)?;
-    let autostart =
-        CheckMenuItem::with_id(app, Action::ToggleAutostart.id(), "Start at login", true, flags.autostart, None::<&str>)?;
-    let open = MenuItem::with_id(app, Action::OpenWindow.id(), "Open window", true, None::<&str>)?;
+    let cert = MenuItem::with_id(
+        app,
+        Action::GenerateCertificate.id(),
+        "Generate certificate",
+        m.running,
+        None::<&str>,
+    )?;
+    let mute = CheckMenuItem::with_id(
+        app,
+        Action::ToggleMute.id(),
+        "Mute notifications",
+        true,
+        flags.muted,
+        None::<&str>,
+    )?;
+    let autostart = CheckMenuItem::with_id(
+        app,
+        Action::ToggleAutostart.id(),
+        "Start at login",
+        true,
+        flags.autostart,
+        None::<&str>,
+    )?;
+    let open = MenuItem::with_id(
+        app,
+        Action::OpenWindow.id(),
+        "Open window",
+        true,
+        None::<&str>,
+    )?;
     let quit = MenuItem::with_id(app, Action::Quit.id(), "Quit", true, None::<&str>)?;
 
     let menu = Menu::with_id(app, "tray")?;
@@ -213,16 +285,46 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
         menu.append(&sep()?)?;
     }
     menu.append(&agents)?;
-    let accept_refs: Vec<&dyn IsMenuItem<Wry>> = accepts.iter().map(|a| a as &dyn IsMenuItem<Wry>).collect();
+    let accept_refs: Vec<&dyn IsMenuItem<Wry>> =
+        accepts.iter().map(|a| a as &dyn IsMenuItem<Wry>).collect();
     menu.append_items(&accept_refs)?;
-    menu.append_items(&[&sep()?, &roles, &cert, &sep()?, &mute, &autostart, &open, &quit])?;
+    menu.append_items(&[
+        &sep()?,
+        &roles,
+        &cert,
+        &sep()?,
+        &mute,
+        &autostart,
+        &open,
+        &quit,
+    ])?;
 
-    let items = Items { header, link, pairs, agents, accepts, server, agent, failover, standby, cert, mute, autostart };
+    let items = Items {
+        header,
+        link,
+        pairs,
+        agents,
+        accepts,
+        server,
+        agent,
+        failover,
+        standby,
+        cert,
+        mute,
+        autostart,
+    };
     Ok((menu, items))
 }
 
 /// Writes only what changed between `old` and `new` (everything when `all`).
-fn update_items(items: &Items, old: &MenuModel, old_flags: Flags, new: &MenuModel, flags: Flags, all: bool) -> tauri::Result<()> {
+fn update_items(
+    items: &Items,
+    old: &MenuModel,
+    old_flags: Flags,
+    new: &MenuModel,
+    flags: Flags,
+    all: bool,
+) -> tauri::Result<()> {
     let run = new.running;
     if all || old.header != new.header {
         items.header.set_text(&new.header)?;

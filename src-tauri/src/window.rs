@@ -34,7 +34,10 @@ const QUIT: &str = "quit";
 
 enum Request {
     Raise,
-    Quit { limit: Duration, done: oneshot::Sender<()> },
+    Quit {
+        limit: Duration,
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// The tray's handle on its window process: at most one runs at a time.
@@ -49,7 +52,11 @@ pub struct WindowProcess {
 
 impl WindowProcess {
     pub fn new(data_dir: Option<PathBuf>, unset_gdk_gl: bool) -> WindowProcess {
-        WindowProcess { data_dir, unset_gdk_gl, running: Mutex::new(None) }
+        WindowProcess {
+            data_dir,
+            unset_gdk_gl,
+            running: Mutex::new(None),
+        }
     }
 
     /// Raises the window process if it runs, else starts one. Failures are logged: the tray
@@ -92,7 +99,11 @@ impl WindowProcess {
     /// Ends the window process if it runs (Quit): asks it to exit, kills it after `limit`, and
     /// returns once it is reaped.
     pub async fn close(&self, limit: Duration) {
-        let tx = self.running.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let tx = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let Some(tx) = tx else { return };
         let (done, finished) = oneshot::channel();
         if tx.send(Request::Quit { limit, done }).is_ok() {
@@ -102,7 +113,11 @@ impl WindowProcess {
 }
 
 /// Owns one window process until it exits: forwards the tray's requests to its stdin and reaps it.
-async fn watch(mut child: Child, mut stdin: Option<ChildStdin>, mut requests: mpsc::UnboundedReceiver<Request>) {
+async fn watch(
+    mut child: Child,
+    mut stdin: Option<ChildStdin>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+) {
     let pid = child.id();
     loop {
         tokio::select! {
@@ -184,16 +199,18 @@ pub fn run(data_dir: PathBuf) {
 
 /// Reads the tray's commands from stdin on a thread of its own (reading blocks).
 fn follow_stdin(app: AppHandle) {
-    let spawned = std::thread::Builder::new().name("tray-commands".into()).spawn(move || {
-        for line in std::io::stdin().lines() {
-            let Ok(line) = line else { break };
-            match line.trim() {
-                RAISE => raise(&app),
-                QUIT => app.exit(0),
-                other => tracing::warn!("unknown command from the tray: {other:?}"),
+    let spawned = std::thread::Builder::new()
+        .name("tray-commands".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                match line.trim() {
+                    RAISE => raise(&app),
+                    QUIT => app.exit(0),
+                    other => tracing::warn!("unknown command from the tray: {other:?}"),
+                }
             }
-        }
-    });
+        });
     if let Err(e) = spawned {
         tracing::warn!("no thread to read the tray's commands: {e}");
     }

@@ -35,7 +35,10 @@ pub const FAST_AGENT: &[&str] = &[
     "agent.switchback_interval=1s",
 ];
 /// Server settings that make hot-standby failover sub-second.
-pub const FAST_SERVER: &[&str] = &["failover.sync_interval=200ms", "failover.failover_timeout=1s"];
+pub const FAST_SERVER: &[&str] = &[
+    "failover.sync_interval=200ms",
+    "failover.failover_timeout=1s",
+];
 
 // ---------------------------------------------------------------------------------------------
 // The binary under test.
@@ -47,7 +50,10 @@ pub fn understudy_bin() -> PathBuf {
         return PathBuf::from(bin);
     }
     let exe = std::env::current_exe().expect("the test executable's path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
     let bin = profile_dir.join("understudy");
     assert!(
         bin.exists(),
@@ -95,7 +101,11 @@ pub fn run_understudy(args: &[&str], timeout: Duration) -> Option<Output> {
     };
     let stdout = out_t.join().unwrap_or_default();
     let stderr = err_t.join().unwrap_or_default();
-    status.map(|status| Output { status, stdout, stderr })
+    status.map(|status| Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -109,7 +119,11 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {}s waiting for {what}", timeout.as_secs());
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {}s waiting for {what}",
+            timeout.as_secs()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -152,7 +166,10 @@ pub fn wait_ok<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T
 fn site_slots() -> &'static (Mutex<usize>, Condvar) {
     static SLOTS: std::sync::OnceLock<(Mutex<usize>, Condvar)> = std::sync::OnceLock::new();
     SLOTS.get_or_init(|| {
-        let n = std::env::var("UNDERSTUDY_TEST_SITES").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+        let n = std::env::var("UNDERSTUDY_TEST_SITES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3);
         (Mutex::new(n), Condvar::new())
     })
 }
@@ -197,7 +214,13 @@ impl Site {
             .prefix(&format!("understudy-system-{net}-"))
             .tempdir()
             .expect("a temporary directory");
-        Site { dir: Some(dir), net, next_host: AtomicU8::new(1), logs: Mutex::new(Vec::new()), _slot: slot }
+        Site {
+            dir: Some(dir),
+            net,
+            next_host: AtomicU8::new(1),
+            logs: Mutex::new(Vec::new()),
+            _slot: slot,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -222,11 +245,28 @@ impl Site {
 
     /// Like [`Site::init`] with a given `IP:PORT` to listen on (an address in a network
     /// namespace, see [`netlab`]).
-    pub fn init_at(&self, name: &str, role: &str, listen: &str, servers: &[String], sets: &[&str]) -> Node {
+    pub fn init_at(
+        &self,
+        name: &str,
+        role: &str,
+        listen: &str,
+        servers: &[String],
+        sets: &[&str],
+    ) -> Node {
         let dir = self.dir().join(name);
         let listen = listen.to_string();
         let dir_s = dir.display().to_string();
-        let mut args: Vec<&str> = vec!["init", "--data-dir", &dir_s, "--name", name, "--listen", &listen, "--role", role];
+        let mut args: Vec<&str> = vec![
+            "init",
+            "--data-dir",
+            &dir_s,
+            "--name",
+            name,
+            "--listen",
+            &listen,
+            "--role",
+            role,
+        ];
         for s in servers {
             args.extend(["--server", s.as_str()]);
         }
@@ -234,13 +274,36 @@ impl Site {
             args.extend(["--set", s]);
         }
         let out = run_understudy(&args, Duration::from_secs(30)).expect("init finished");
-        assert!(out.status.success(), "understudy {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-        let shown = run_understudy(&["cert", "show", "--json", "--data-dir", &dir_s], Duration::from_secs(30)).expect("cert show");
+        assert!(
+            out.status.success(),
+            "understudy {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shown = run_understudy(
+            &["cert", "show", "--json", "--data-dir", &dir_s],
+            Duration::from_secs(30),
+        )
+        .expect("cert show");
         let cert: Value = serde_json::from_slice(&shown.stdout).expect("cert show --json is JSON");
-        let fingerprint = cert["fingerprint"].as_str().expect("cert.fingerprint").to_string();
+        let fingerprint = cert["fingerprint"]
+            .as_str()
+            .expect("cert.fingerprint")
+            .to_string();
         let log = dir.join("serve.log");
-        self.logs.lock().unwrap_or_else(|p| p.into_inner()).push((name.to_string(), log.clone()));
-        Node { name: name.to_string(), dir, listen, fingerprint, log, child: None, netns: None }
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.to_string(), log.clone()));
+        Node {
+            name: name.to_string(),
+            dir,
+            listen,
+            fingerprint,
+            log,
+            child: None,
+            netns: None,
+        }
     }
 
     /// A server of role `server` (no agent role).
@@ -264,8 +327,14 @@ impl Site {
             Some((to_s2, to_s1)) => (to_s2.to_string(), to_s1.to_string()),
             None => (s2.listen.clone(), s1.listen.clone()),
         };
-        s1.configure(&[&format!("failover.peer=https://{to_s2}#{}", s2.fingerprint), "failover.mode=primary"]);
-        s2.configure(&[&format!("failover.peer=https://{to_s1}#{}", s1.fingerprint), "failover.mode=secondary"]);
+        s1.configure(&[
+            &format!("failover.peer=https://{to_s2}#{}", s2.fingerprint),
+            "failover.mode=primary",
+        ]);
+        s2.configure(&[
+            &format!("failover.peer=https://{to_s1}#{}", s1.fingerprint),
+            "failover.mode=secondary",
+        ]);
         (s1, s2)
     }
 }
@@ -279,7 +348,12 @@ impl Drop for Site {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(40)..];
-            eprintln!("---- {name}: last {} lines of {} ----\n{}", tail.len(), log.display(), tail.join("\n"));
+            eprintln!(
+                "---- {name}: last {} lines of {} ----\n{}",
+                tail.len(),
+                log.display(),
+                tail.join("\n")
+            );
         }
         if let Some(dir) = self.dir.take() {
             eprintln!("---- the site is kept in {} ----", dir.keep().display());
@@ -315,7 +389,9 @@ impl Node {
         let path = self.dir.join(CONFIG_FILE);
         let mut config = Config::load(&path).expect("loading config.toml");
         for set in sets {
-            config.apply_set(set).unwrap_or_else(|e| panic!("{}: {e}", self.name));
+            config
+                .apply_set(set)
+                .unwrap_or_else(|e| panic!("{}: {e}", self.name));
         }
         config.save(&path).expect("saving config.toml");
     }
@@ -328,7 +404,10 @@ impl Node {
         wait_until(WAIT, &format!("{name}'s admin API to answer"), || {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("{name} exited with {status} while starting; see {}", self.log.display());
+                    panic!(
+                        "{name} exited with {status} while starting; see {}",
+                        self.log.display()
+                    );
                 }
             }
             self.status()
@@ -339,7 +418,11 @@ impl Node {
     /// Starts the process without waiting for it.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is running already", self.name);
-        let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("opening the log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the log");
         let _ = writeln!(&log, "==== understudy serve ({}) ====", self.name);
         // `ip netns exec` enters the namespace and execs the binary: the child's pid is the
         // node's, so signals reach it directly.
@@ -353,7 +436,10 @@ impl Node {
         };
         let child = command
             .args(["serve", "--data-dir", &self.dir_arg()])
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -367,7 +453,10 @@ impl Node {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).expect("the node is not running")
+        self.child
+            .as_ref()
+            .map(|c| c.id() as i32)
+            .expect("the node is not running")
     }
 
     fn signal(&self, sig: i32) {
@@ -422,8 +511,13 @@ impl Node {
         let dir = self.dir_arg();
         let mut all = vec!["--data-dir", dir.as_str()];
         all.extend_from_slice(args);
-        run_understudy(&all, Duration::from_secs(15))
-            .unwrap_or_else(|| panic!("understudy {} on {} did not finish within 15s", args.join(" "), self.name))
+        run_understudy(&all, Duration::from_secs(15)).unwrap_or_else(|| {
+            panic!(
+                "understudy {} on {} did not finish within 15s",
+                args.join(" "),
+                self.name
+            )
+        })
     }
 
     /// [`Node::cli`] that must succeed; returns stdout.
@@ -469,12 +563,19 @@ impl Node {
 
     /// The agent link's state (`link.state`: home, standby, staged, blackout, connecting).
     pub fn link_state(&self) -> Option<String> {
-        self.status().and_then(|s| s["link"]["state"].as_str().map(String::from))
+        self.status()
+            .and_then(|s| s["link"]["state"].as_str().map(String::from))
     }
 
     /// Waits until `link.state` is `state` and, when given, `link.server` names `server`.
     pub fn wait_link(&self, state: &str, server: Option<&Node>) -> Value {
-        let what = format!("{}'s link to be {state}{}", self.name, server.map(|s| format!(" on {}", s.name)).unwrap_or_default());
+        let what = format!(
+            "{}'s link to be {state}{}",
+            self.name,
+            server
+                .map(|s| format!(" on {}", s.name))
+                .unwrap_or_default()
+        );
         wait_ok(WAIT, &what, || {
             let status = self.status().ok_or("no status")?;
             let link = &status["link"];
@@ -496,53 +597,82 @@ impl Node {
     }
 
     pub fn wait_failover_state(&self, state: &str) -> u64 {
-        wait_ok(WAIT, &format!("{} to be {state}", self.name), || match self.failover() {
-            Some((s, epoch)) if s == state => Ok(epoch),
-            other => Err(format!("{other:?}")),
-        })
+        wait_ok(
+            WAIT,
+            &format!("{} to be {state}", self.name),
+            || match self.failover() {
+                Some((s, epoch)) if s == state => Ok(epoch),
+                other => Err(format!("{other:?}")),
+            },
+        )
     }
 
     /// One pair as `status --json` shows it on this server.
     pub fn pair(&self, name: &str) -> Option<Value> {
         let s = self.status()?;
-        s["pairs"].as_array()?.iter().find(|p| p["name"] == name).cloned()
+        s["pairs"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
     }
 
     /// Waits until `pairs[name]` satisfies `f`; returns it.
     pub fn wait_pair(&self, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        wait_ok(WAIT, &format!("pair {name} on {}: {what}", self.name), || {
-            let p = self.pair(name).ok_or("no such pair (or no status)")?;
-            if f(&p) {
-                Ok(p)
-            } else {
-                Err(format!("pair is {p}"))
-            }
-        })
+        wait_ok(
+            WAIT,
+            &format!("pair {name} on {}: {what}", self.name),
+            || {
+                let p = self.pair(name).ok_or("no such pair (or no status)")?;
+                if f(&p) {
+                    Ok(p)
+                } else {
+                    Err(format!("pair is {p}"))
+                }
+            },
+        )
     }
 
     /// One agent as this server lists it in `status --json`.
     pub fn agent_entry(&self, name: &str) -> Option<Value> {
         let s = self.status()?;
-        s["agents"].as_array()?.iter().find(|a| a["name"] == name).cloned()
+        s["agents"]
+            .as_array()?
+            .iter()
+            .find(|a| a["name"] == name)
+            .cloned()
     }
 
     /// `events --json`, those with `code`.
     pub fn events(&self, code: &str) -> Vec<Value> {
-        let Some(v) = self.try_json(&["events", "--json"]) else { return Vec::new() };
+        let Some(v) = self.try_json(&["events", "--json"]) else {
+            return Vec::new();
+        };
         let list = v.get("events").cloned().unwrap_or(v);
-        list.as_array().cloned().unwrap_or_default().into_iter().filter(|e| e["code"] == code).collect()
+        list.as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["code"] == code)
+            .collect()
     }
 
     pub fn wait_event(&self, code: &str, f: impl Fn(&Value) -> bool) -> Value {
         wait_ok(WAIT, &format!("a {code} event on {}", self.name), || {
             let events = self.events(code);
-            events.iter().find(|e| f(e)).cloned().ok_or_else(|| format!("{code} events: {events:?}"))
+            events
+                .iter()
+                .find(|e| f(e))
+                .cloned()
+                .ok_or_else(|| format!("{code} events: {events:?}"))
         })
     }
 
     /// `send NAME=VALUE...` with `n` records; returns their (first, last) sequence numbers.
     pub fn send(&self, n: usize) -> (u64, u64) {
-        let out = self.try_send(n).unwrap_or_else(|e| panic!("send on {}: {e}", self.name));
+        let out = self
+            .try_send(n)
+            .unwrap_or_else(|e| panic!("send on {}: {e}", self.name));
         out
     }
 
@@ -557,7 +687,8 @@ impl Node {
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
         }
-        parse_seq_range(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| "no seq range in send's answer".into())
+        parse_seq_range(&String::from_utf8_lossy(&out.stdout))
+            .ok_or_else(|| "no seq range in send's answer".into())
     }
 
     /// `records --json` of this server: every stored record.
@@ -609,7 +740,10 @@ impl Sender {
     pub fn start(agent: &Node, batch: usize) -> Sender {
         let stop = Arc::new(AtomicBool::new(false));
         let sent_upto = Arc::new(AtomicU64::new(0));
-        let probe = NodeRef { name: agent.name.clone(), dir: agent.dir.clone() };
+        let probe = NodeRef {
+            name: agent.name.clone(),
+            dir: agent.dir.clone(),
+        };
         let (stop2, upto2) = (stop.clone(), sent_upto.clone());
         let handle = std::thread::spawn(move || {
             let mut stats = SendStats::default();
@@ -628,7 +762,11 @@ impl Sender {
             }
             stats
         });
-        Sender { stop, sent_upto, handle: Some(handle) }
+        Sender {
+            stop,
+            sent_upto,
+            handle: Some(handle),
+        }
     }
 
     /// The highest sequence number handed to the agent so far.
@@ -639,12 +777,20 @@ impl Sender {
     /// Waits until at least `n` more records than now have been handed over.
     pub fn wait_more(&self, n: u64) {
         let target = self.sent_upto() + n;
-        wait_until(WAIT, &format!("the sender to hand over record {target}"), || (self.sent_upto() >= target).then_some(()));
+        wait_until(
+            WAIT,
+            &format!("the sender to hand over record {target}"),
+            || (self.sent_upto() >= target).then_some(()),
+        );
     }
 
     pub fn finish(mut self) -> SendStats {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().expect("running").join().expect("the sender thread")
+        self.handle
+            .take()
+            .expect("running")
+            .join()
+            .expect("the sender thread")
     }
 }
 
@@ -685,13 +831,20 @@ impl NodeRef {
 pub fn check_records(stores: &[&Node], expected: &[(&str, u64)]) -> Result<(), String> {
     let mut union: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     for store in stores {
-        let records = store.records().ok_or_else(|| format!("{} did not list its records", store.name))?;
+        let records = store
+            .records()
+            .ok_or_else(|| format!("{} did not list its records", store.name))?;
         let mut seen: BTreeSet<(String, u64)> = BTreeSet::new();
         for r in &records {
             let agent = r["agent"].as_str().unwrap_or("?").to_string();
-            let seq = r["seq"].as_u64().ok_or_else(|| format!("record without seq: {r}"))?;
+            let seq = r["seq"]
+                .as_u64()
+                .ok_or_else(|| format!("record without seq: {r}"))?;
             if !seen.insert((agent.clone(), seq)) {
-                return Err(format!("DUPLICATE: {} stores ({agent}, {seq}) twice", store.name));
+                return Err(format!(
+                    "DUPLICATE: {} stores ({agent}, {seq}) twice",
+                    store.name
+                ));
             }
             union.entry(agent).or_default().insert(seq);
         }
@@ -699,7 +852,11 @@ pub fn check_records(stores: &[&Node], expected: &[(&str, u64)]) -> Result<(), S
     for (agent, n) in expected {
         let have = union.get(*agent).cloned().unwrap_or_default();
         let missing: Vec<u64> = (1..=*n).filter(|s| !have.contains(s)).collect();
-        let extra: Vec<u64> = have.iter().copied().filter(|s| *s > *n || *s == 0).collect();
+        let extra: Vec<u64> = have
+            .iter()
+            .copied()
+            .filter(|s| *s > *n || *s == 0)
+            .collect();
         if !missing.is_empty() || !extra.is_empty() {
             return Err(format!(
                 "{agent}: {} of 1..={n} stored; missing {} (first {:?}); unexpected {:?}",
@@ -715,7 +872,9 @@ pub fn check_records(stores: &[&Node], expected: &[(&str, u64)]) -> Result<(), S
 
 /// Waits (the agents flush their caches) until [`check_records`] holds.
 pub fn wait_records(stores: &[&Node], expected: &[(&str, u64)]) {
-    wait_ok(WAIT, "every record stored exactly once", || check_records(stores, expected));
+    wait_ok(WAIT, "every record stored exactly once", || {
+        check_records(stores, expected)
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -740,7 +899,13 @@ impl Relay {
         let stop = Arc::new(AtomicBool::new(false));
         let delay = Arc::new(AtomicU64::new(0));
         let live: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
-        let (cut2, stop2, live2, target, delay2) = (cut.clone(), stop.clone(), live.clone(), target.to_string(), delay.clone());
+        let (cut2, stop2, live2, target, delay2) = (
+            cut.clone(),
+            stop.clone(),
+            live.clone(),
+            target.to_string(),
+            delay.clone(),
+        );
         std::thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
                 let (inbound, _) = match listener.accept() {
@@ -755,7 +920,9 @@ impl Relay {
                     continue;
                 }
                 let _ = inbound.set_nonblocking(false);
-                let Ok(outbound) = TcpStream::connect(&target) else { continue };
+                let Ok(outbound) = TcpStream::connect(&target) else {
+                    continue;
+                };
                 let _ = inbound.set_nodelay(true);
                 let _ = outbound.set_nodelay(true);
                 {
@@ -768,7 +935,10 @@ impl Relay {
                     }
                 }
                 for (mut from, mut to) in [
-                    (inbound.try_clone().expect("clone"), outbound.try_clone().expect("clone")),
+                    (
+                        inbound.try_clone().expect("clone"),
+                        outbound.try_clone().expect("clone"),
+                    ),
                     (outbound, inbound),
                 ] {
                     let delay = delay2.clone();
@@ -780,20 +950,34 @@ impl Relay {
                 }
             }
         });
-        Relay { listen: listen.to_string(), delay, cut, live, stop }
+        Relay {
+            listen: listen.to_string(),
+            delay,
+            cut,
+            live,
+            stop,
+        }
     }
 
     /// Delays every chunk by `base` ± `jitter` (uniform); the byte order of each stream is kept,
     /// as TCP keeps it. `(0, 0)` forwards at once again.
     pub fn set_delay(&self, base: Duration, jitter: Duration) {
-        let (b, j) = (base.as_millis() as u64, jitter.as_millis().min(base.as_millis()) as u64);
+        let (b, j) = (
+            base.as_millis() as u64,
+            jitter.as_millis().min(base.as_millis()) as u64,
+        );
         self.delay.store((b << 32) | j, Ordering::Relaxed);
     }
 
     /// Partition: drop every forwarded connection and refuse new ones.
     pub fn cut(&self) {
         self.cut.store(true, Ordering::Relaxed);
-        for s in self.live.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for s in self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
@@ -807,7 +991,11 @@ impl Relay {
 /// each write (one thread per direction, so the order within the stream is kept).
 fn forward(from: &mut TcpStream, to: &mut TcpStream, delay: &AtomicU64) {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut rng = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1;
+    let mut rng = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => return,
@@ -819,7 +1007,11 @@ fn forward(from: &mut TcpStream, to: &mut TcpStream, delay: &AtomicU64) {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            let offset = if jitter > 0 { rng % (2 * jitter + 1) } else { 0 };
+            let offset = if jitter > 0 {
+                rng % (2 * jitter + 1)
+            } else {
+                0
+            };
             std::thread::sleep(Duration::from_millis(base + offset - jitter));
         }
         if to.write_all(&buf[..n]).is_err() {
@@ -841,7 +1033,10 @@ mod tests {
 
     #[test]
     fn seq_ranges_are_read_from_sends_answer() {
-        assert_eq!(parse_seq_range("handed 5 records to the agent (seq 11..15)\n"), Some((11, 15)));
+        assert_eq!(
+            parse_seq_range("handed 5 records to the agent (seq 11..15)\n"),
+            Some((11, 15))
+        );
         assert_eq!(parse_seq_range("handed 1 record to the agent"), None);
     }
 }

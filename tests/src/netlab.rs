@@ -11,11 +11,18 @@ use std::process::Command;
 
 /// Runs a command, returning its stdout or a message with its stderr.
 pub fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -72,10 +79,17 @@ impl Lab {
 
     pub fn create(n: u8, names: &[&str]) -> Result<Lab, String> {
         let bridge = format!("usfbr{n}");
-        let mut lab = Lab { n, bridge: bridge.clone(), hosts: Vec::new() };
+        let mut lab = Lab {
+            n,
+            bridge: bridge.clone(),
+            hosts: Vec::new(),
+        };
         lab.remove_leftovers(names);
         sh("ip", &["link", "add", &bridge, "type", "bridge"])?;
-        sh("ip", &["addr", "add", &format!("10.201.{n}.254/24"), "dev", &bridge])?;
+        sh(
+            "ip",
+            &["addr", "add", &format!("10.201.{n}.254/24"), "dev", &bridge],
+        )?;
         sh("ip", &["link", "set", &bridge, "up"])?;
         for (i, name) in names.iter().enumerate() {
             let i = i + 1;
@@ -83,13 +97,34 @@ impl Lab {
             let root_if = format!("usf{n}h{i}");
             let ns_if = format!("usf{n}n{i}");
             sh("ip", &["netns", "add", &netns])?;
-            lab.hosts.push(Host { name: name.to_string(), netns: netns.clone(), ip: format!("10.201.{n}.{i}"), root_if: root_if.clone() });
-            sh("ip", &["link", "add", &root_if, "type", "veth", "peer", "name", &ns_if])?;
+            lab.hosts.push(Host {
+                name: name.to_string(),
+                netns: netns.clone(),
+                ip: format!("10.201.{n}.{i}"),
+                root_if: root_if.clone(),
+            });
+            sh(
+                "ip",
+                &[
+                    "link", "add", &root_if, "type", "veth", "peer", "name", &ns_if,
+                ],
+            )?;
             sh("ip", &["link", "set", &ns_if, "netns", &netns])?;
             sh("ip", &["link", "set", &root_if, "master", &bridge])?;
             sh("ip", &["link", "set", &root_if, "up"])?;
             sh("ip", &["-n", &netns, "link", "set", &ns_if, "name", "eth0"])?;
-            sh("ip", &["-n", &netns, "addr", "add", &format!("10.201.{n}.{i}/24"), "dev", "eth0"])?;
+            sh(
+                "ip",
+                &[
+                    "-n",
+                    &netns,
+                    "addr",
+                    "add",
+                    &format!("10.201.{n}.{i}/24"),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
             sh("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
             sh("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
         }
@@ -105,12 +140,24 @@ impl Lab {
     }
 
     pub fn host(&self, name: &str) -> &Host {
-        self.hosts.iter().find(|h| h.name == name).unwrap_or_else(|| panic!("no host {name}"))
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name}"))
     }
 
     /// Takes the host's link down (`up == false`) or brings it back.
     pub fn set_link(&self, name: &str, up: bool) -> Result<(), String> {
-        sh("ip", &["link", "set", &self.host(name).root_if, if up { "up" } else { "down" }]).map(|_| ())
+        sh(
+            "ip",
+            &[
+                "link",
+                "set",
+                &self.host(name).root_if,
+                if up { "up" } else { "down" },
+            ],
+        )
+        .map(|_| ())
     }
 
     /// Drops `percent` % of the host's packets in one direction or both (nftables `numgen
@@ -130,7 +177,14 @@ impl Lab {
         };
         nft(&["add", "table", "inet", "usf"])?;
         for (hook, iface) in ways {
-            nft(&["add", "chain", "inet", "usf", hook, &format!("{{ type filter hook {hook} priority 0 ; policy accept ; }}")])?;
+            nft(&[
+                "add",
+                "chain",
+                "inet",
+                "usf",
+                hook,
+                &format!("{{ type filter hook {hook} priority 0 ; policy accept ; }}"),
+            ])?;
             let rule = format!("{iface} eth0 numgen random mod 100 < {percent} counter drop");
             let mut words = vec!["add", "rule", "inet", "usf", hook];
             words.extend(rule.split(' '));
@@ -141,12 +195,48 @@ impl Lab {
 
     /// Packets the host's loss rules have dropped so far (0 when none are set).
     pub fn dropped(&self, name: &str) -> u64 {
-        let Ok(rules) = sh("ip", &["netns", "exec", &self.host(name).netns, "nft", "list", "table", "inet", "usf"]) else { return 0 };
-        rules.lines().filter_map(|l| l.split("packets ").nth(1)?.split_whitespace().next()?.parse::<u64>().ok()).sum()
+        let Ok(rules) = sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.host(name).netns,
+                "nft",
+                "list",
+                "table",
+                "inet",
+                "usf",
+            ],
+        ) else {
+            return 0;
+        };
+        rules
+            .lines()
+            .filter_map(|l| {
+                l.split("packets ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
     }
 
     pub fn clear_loss(&self, name: &str) {
-        let _ = sh("ip", &["netns", "exec", &self.host(name).netns, "nft", "delete", "table", "inet", "usf"]);
+        let _ = sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.host(name).netns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "usf",
+            ],
+        );
     }
 }
 

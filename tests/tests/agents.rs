@@ -18,9 +18,12 @@ fn agent_sets(extra: &[&'static str]) -> Vec<&'static str> {
     v
 }
 
-
 fn stored_on(node: &Node, agent: &str) -> usize {
-    node.records().unwrap_or_default().iter().filter(|r| r["agent"] == agent).count()
+    node.records()
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r["agent"] == agent)
+        .count()
 }
 
 #[test]
@@ -39,7 +42,9 @@ fn ag3_ag6_sigkill_of_home_switchover_then_switchback_loses_nothing() {
     home.kill9();
     agent.wait_link("standby", Some(&standby));
     sender.wait_more(1000);
-    wait_until(WAIT, "records on the standby", || (stored_on(&standby, "a1") > 0).then_some(()));
+    wait_until(WAIT, "records on the standby", || {
+        (stored_on(&standby, "a1") > 0).then_some(())
+    });
 
     home.start();
     agent.wait_link("home", Some(&home));
@@ -48,7 +53,10 @@ fn ag3_ag6_sigkill_of_home_switchover_then_switchback_loses_nothing() {
     let stats = sender.finish();
     assert!(stats.last_seq >= 3000, "{stats:?}");
     wait_records(&[&home, &standby], &[("a1", stats.last_seq)]);
-    assert!(stored_on(&home, "a1") > on_home_before, "records went home after the switchback");
+    assert!(
+        stored_on(&home, "a1") > on_home_before,
+        "records went home after the switchback"
+    );
     agent.wait_event("SWITCHOVER", |_| true);
     agent.wait_event("SWITCHBACK", |_| true);
     assert_eq!(agent.status_now()["link"]["cached"], 0);
@@ -74,7 +82,10 @@ fn ag4_standby_capacity_stages_one_agent_and_it_is_delivered_later() {
     home.kill9();
     // First come, first served: one gets the only standby slot, the other is staged.
     let (staged, on_standby) = wait_ok(WAIT, "one agent on the standby and one staged", || {
-        let st = (a1.link_state().unwrap_or_default(), a2.link_state().unwrap_or_default());
+        let st = (
+            a1.link_state().unwrap_or_default(),
+            a2.link_state().unwrap_or_default(),
+        );
         match (st.0.as_str(), st.1.as_str()) {
             ("staged", "standby") => Ok((&a1, &a2)),
             ("standby", "staged") => Ok((&a2, &a1)),
@@ -88,16 +99,22 @@ fn ag4_standby_capacity_stages_one_agent_and_it_is_delivered_later() {
     s1.wait_more(400);
     s2.wait_more(400);
     let staged_name = staged.name.clone();
-    wait_until(WAIT, "the standby storing the agent that holds the slot", || {
-        (stored_on(&standby, &on_standby.name) > 0).then_some(())
-    });
+    wait_until(
+        WAIT,
+        "the standby storing the agent that holds the slot",
+        || (stored_on(&standby, &on_standby.name) > 0).then_some(()),
+    );
 
     home.start();
     a1.wait_link("home", Some(&home));
     a2.wait_link("home", Some(&home));
     let (n1, n2) = (s1.finish().last_seq, s2.finish().last_seq);
     wait_records(&[&home, &standby], &[("a1", n1), ("a2", n2)]);
-    assert_eq!(stored_on(&standby, &staged_name), 0, "the staged agent never delivered to the full standby");
+    assert_eq!(
+        stored_on(&standby, &staged_name),
+        0,
+        "the staged agent never delivered to the full standby"
+    );
 }
 
 #[test]
@@ -128,7 +145,11 @@ fn ag5_blackout_then_one_server_returns_and_everything_is_flushed() {
     let n = sender.finish().last_seq;
     home.start();
     wait_records(&[&home, &standby], &[("a1", n)]);
-    assert_eq!(agent.events("BLACKOUT").len(), 1, "one BLACKOUT event per episode");
+    assert_eq!(
+        agent.events("BLACKOUT").len(),
+        1,
+        "one BLACKOUT event per episode"
+    );
 }
 
 #[test]
@@ -136,7 +157,11 @@ fn ag6_switchback_interval_zero_waits_for_recall() {
     let site = Site::new(14);
     let mut home = site.server("home", &server_sets(&[]));
     let mut standby = site.server("standby", &server_sets(&[]));
-    let mut agent = site.agent("a1", &[&home, &standby], &agent_sets(&["agent.switchback_interval=0s"]));
+    let mut agent = site.agent(
+        "a1",
+        &[&home, &standby],
+        &agent_sets(&["agent.switchback_interval=0s"]),
+    );
     home.start();
     standby.start();
     agent.start();
@@ -148,15 +173,21 @@ fn ag6_switchback_interval_zero_waits_for_recall() {
     agent.wait_link("standby", Some(&standby));
     home.start();
     // Home is back, but with switchback_interval = 0 the agent does not go on its own.
-    holds_for(Duration::from_secs(4), "the agent staying on the standby", || {
-        match agent.link_state().as_deref() {
+    holds_for(
+        Duration::from_secs(4),
+        "the agent staying on the standby",
+        || match agent.link_state().as_deref() {
             Some("standby") | None => Ok(()),
             other => Err(format!("link is {other:?}")),
-        }
-    });
+        },
+    );
     // Recall is refused where the agent is not connected, with the reason.
     let refused = home.cli(&["agent", "recall", "a1"]);
-    assert_eq!(refused.status.code(), Some(1), "recall on the home server, where a1 is not connected");
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "recall on the home server, where a1 is not connected"
+    );
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not connected"));
     standby.cli_ok(&["agent", "recall", "a1"]);
     agent.wait_link("home", Some(&home));
@@ -191,7 +222,9 @@ fn ag2_sigkill_of_the_agent_mid_batch_loses_and_duplicates_nothing() {
     assert!(n >= stats.last_seq);
     wait_records(&[&home], &[("a1", n)]);
     agent.wait_link("home", Some(&home));
-    wait_until(WAIT, "an empty cache", || (agent.status_now()["link"]["cached"] == 0).then_some(()));
+    wait_until(WAIT, "an empty cache", || {
+        (agent.status_now()["link"]["cached"] == 0).then_some(())
+    });
 }
 
 #[test]
@@ -203,17 +236,29 @@ fn ag9_unknown_agent_waits_pending_until_an_operator_accepts_it() {
     agent.start();
     let entry = wait_ok(WAIT, "a1 in the pending list", || {
         let e = server.agent_entry("a1").ok_or("not listed")?;
-        if e["pending"] == true { Ok(e) } else { Err(format!("{e}")) }
+        if e["pending"] == true {
+            Ok(e)
+        } else {
+            Err(format!("{e}"))
+        }
     });
     assert_eq!(entry["state"], "pending");
     server.wait_event("AGENT_PENDING", |e| e["subject"] == "a1");
     wait_ok(WAIT, "the agent to show why it is not connected", || {
         let link = agent.status().ok_or("no status")?["link"].clone();
         let error = link["error"].as_str().unwrap_or("");
-        if error.contains("waiting for an operator") && link["state"] != "home" { Ok(()) } else { Err(format!("{link}")) }
+        if error.contains("waiting for an operator") && link["state"] != "home" {
+            Ok(())
+        } else {
+            Err(format!("{link}"))
+        }
     });
     let (_, n) = agent.send(25);
-    assert_eq!(stored_on(&server, "a1"), 0, "nothing stored from a pending agent");
+    assert_eq!(
+        stored_on(&server, "a1"),
+        0,
+        "nothing stored from a pending agent"
+    );
 
     server.cli_ok(&["agent", "accept", "a1"]);
     agent.wait_link("home", Some(&server));
@@ -233,7 +278,13 @@ fn ag9_valid_enrollment_token_is_accepted_at_once() {
     assert_eq!(entry["pending"], false);
     assert_eq!(entry["state"], "connected");
     let accepted = server.wait_event("AGENT_ACCEPTED", |e| e["subject"] == "a1");
-    assert!(accepted["sentence"].as_str().unwrap_or("").contains("enrollment token"), "{accepted}");
+    assert!(
+        accepted["sentence"]
+            .as_str()
+            .unwrap_or("")
+            .contains("enrollment token"),
+        "{accepted}"
+    );
     let (_, n) = agent.send(25);
     wait_records(&[&server], &[("a1", n)]);
 }

@@ -20,7 +20,12 @@ fn series(server: &Node, check: &str) -> Vec<(String, i64)> {
         .unwrap_or_default()
         .iter()
         .filter(|r| r["name"] == check && r["pair"] == "web")
-        .map(|r| (r["agent"].as_str().unwrap_or("").to_string(), r["time_ms"].as_i64().unwrap_or(0)))
+        .map(|r| {
+            (
+                r["agent"].as_str().unwrap_or("").to_string(),
+                r["time_ms"].as_i64().unwrap_or(0),
+            )
+        })
         .collect();
     out.sort_by_key(|r| r.1);
     out
@@ -47,7 +52,11 @@ const SLACK_MS: i64 = 300;
 /// At each change of holder: (from, to, time between the old holder's last run and the new
 /// holder's first run in ms).
 fn handover_gaps(series: &[(String, i64)]) -> Vec<(String, String, i64)> {
-    series.windows(2).filter(|w| w[0].0 != w[1].0).map(|w| (w[0].0.clone(), w[1].0.clone(), w[1].1 - w[0].1)).collect()
+    series
+        .windows(2)
+        .filter(|w| w[0].0 != w[1].0)
+        .map(|w| (w[0].0.clone(), w[1].0.clone(), w[1].1 - w[0].1))
+        .collect()
 }
 
 /// A running server `s` and agents `a1`, `a2` at home on it.
@@ -74,12 +83,41 @@ fn wait_runs_by(server: &Node, agent: &str, after: usize) {
 fn ck3_pair_checks_follow_the_active_member_and_never_interleave() {
     let site = Site::new(61);
     let (s, mut a1, a2) = server_and_two_agents(&site);
-    s.cli_ok(&["pair", "add", "web", "--primary", "a1", "--secondary", "a2", "--failover-after", &format!("{FAILOVER_AFTER_MS}ms"), "--switchback", "manual"]);
+    s.cli_ok(&[
+        "pair",
+        "add",
+        "web",
+        "--primary",
+        "a1",
+        "--secondary",
+        "a2",
+        "--failover-after",
+        &format!("{FAILOVER_AFTER_MS}ms"),
+        "--switchback",
+        "manual",
+    ]);
     let target = s.listen.clone();
-    s.cli_ok(&["check", "add", "ping", "--kind", "tcp", "--target", &target, "--every", &format!("{EVERY_MS}ms"), "--pair", "web"]);
+    s.cli_ok(&[
+        "check",
+        "add",
+        "ping",
+        "--kind",
+        "tcp",
+        "--target",
+        &target,
+        "--every",
+        &format!("{EVERY_MS}ms"),
+        "--pair",
+        "web",
+    ]);
     // CK-2: checks are site configuration, listed by the server.
     let status = s.status_now();
-    assert!(status["checks"].as_array().is_some_and(|c| c.iter().any(|c| c["name"] == "ping" && c["pair"] == "web")), "{status}");
+    assert!(
+        status["checks"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["name"] == "ping" && c["pair"] == "web")),
+        "{status}"
+    );
 
     wait_runs_by(&s, "a1", 3);
     // Planned handovers.
@@ -98,11 +136,17 @@ fn ck3_pair_checks_follow_the_active_member_and_never_interleave() {
     a2.sigcont();
     a2.wait_link("home", Some(&s));
     let n = series(&s, "ping").len();
-    wait_until(WAIT, "more runs after the resume", || (series(&s, "ping").len() > n + 5).then_some(()));
+    wait_until(WAIT, "more runs after the resume", || {
+        (series(&s, "ping").len() > n + 5).then_some(())
+    });
 
     let all = series(&s, "ping");
     let order = holders(&all);
-    assert_eq!(order, vec!["a1", "a2", "a1", "a2", "a1"], "the duty moved exactly at each handover, never interleaved: {all:?}");
+    assert_eq!(
+        order,
+        vec!["a1", "a2", "a1", "a2", "a1"],
+        "the duty moved exactly at each handover, never interleaved: {all:?}"
+    );
     // CK-3's bounds: a planned handover misses at most one interval (the gap is at most two);
     // an unplanned one leaves a gap of at most failover_after plus one interval.
     let gaps = handover_gaps(&all);
@@ -114,12 +158,18 @@ fn ck3_pair_checks_follow_the_active_member_and_never_interleave() {
     ];
     for ((what, bound), (from, to, gap)) in bounds.iter().zip(&gaps) {
         eprintln!("[ck3] {what}: {from} → {to}: gap {gap} ms (bound {bound} ms)");
-        assert!(gap <= &(bound + SLACK_MS), "{what} ({from} → {to}) left a gap of {gap} ms; CK-3 allows {bound} ms: {all:?}");
+        assert!(
+            gap <= &(bound + SLACK_MS),
+            "{what} ({from} → {to}) left a gap of {gap} ms; CK-3 allows {bound} ms: {all:?}"
+        );
     }
     let pair = s.pair("web").expect("pair web");
     assert_eq!(pair["active"], "primary");
     let records: Vec<Value> = s.records().unwrap_or_default();
-    assert!(records.iter().filter(|r| r["name"] == "ping").all(|r| r["kind"] == "check" && r["pair"] == "web"));
+    assert!(records
+        .iter()
+        .filter(|r| r["name"] == "ping")
+        .all(|r| r["kind"] == "check" && r["pair"] == "web"));
 }
 
 #[test]
@@ -127,9 +177,35 @@ fn ck3_auto_switchback_misses_at_most_one_interval() {
     let site = Site::new(63);
     let (s, mut a1, _a2) = server_and_two_agents(&site);
     let after = format!("{FAILOVER_AFTER_MS}ms");
-    s.cli_ok(&["pair", "add", "web", "--primary", "a1", "--secondary", "a2", "--failover-after", &after, "--switchback", "auto", "--hold-down", "1s"]);
+    s.cli_ok(&[
+        "pair",
+        "add",
+        "web",
+        "--primary",
+        "a1",
+        "--secondary",
+        "a2",
+        "--failover-after",
+        &after,
+        "--switchback",
+        "auto",
+        "--hold-down",
+        "1s",
+    ]);
     let target = s.listen.clone();
-    s.cli_ok(&["check", "add", "ping", "--kind", "tcp", "--target", &target, "--every", &format!("{EVERY_MS}ms"), "--pair", "web"]);
+    s.cli_ok(&[
+        "check",
+        "add",
+        "ping",
+        "--kind",
+        "tcp",
+        "--target",
+        &target,
+        "--every",
+        &format!("{EVERY_MS}ms"),
+        "--pair",
+        "web",
+    ]);
     wait_runs_by(&s, "a1", 3);
     a1.kill9();
     wait_runs_by(&s, "a2", series(&s, "ping").len());
@@ -137,24 +213,45 @@ fn ck3_auto_switchback_misses_at_most_one_interval() {
     a1.start();
     wait_runs_by(&s, "a1", series(&s, "ping").len());
     let n = series(&s, "ping").len();
-    wait_until(WAIT, "more runs after the switchback", || (series(&s, "ping").len() > n + 3).then_some(()));
+    wait_until(WAIT, "more runs after the switchback", || {
+        (series(&s, "ping").len() > n + 3).then_some(())
+    });
 
     let all = series(&s, "ping");
     assert_eq!(holders(&all), vec!["a1", "a2", "a1"], "{all:?}");
     let gaps = handover_gaps(&all);
     let (from, to, gap) = &gaps[1];
-    eprintln!("[ck3] switchback: {from} → {to}: gap {gap} ms (bound {} ms)", 2 * EVERY_MS);
-    assert!(*gap <= 2 * EVERY_MS + SLACK_MS, "the switchback left a gap of {gap} ms; CK-3 allows one missed interval: {all:?}");
-    assert!(s.events("PAIR_SWITCHBACK").iter().any(|e| e.to_string().contains("web")), "a PAIR_SWITCHBACK event for web");
+    eprintln!(
+        "[ck3] switchback: {from} → {to}: gap {gap} ms (bound {} ms)",
+        2 * EVERY_MS
+    );
+    assert!(
+        *gap <= 2 * EVERY_MS + SLACK_MS,
+        "the switchback left a gap of {gap} ms; CK-3 allows one missed interval: {all:?}"
+    );
+    assert!(
+        s.events("PAIR_SWITCHBACK")
+            .iter()
+            .any(|e| e.to_string().contains("web")),
+        "a PAIR_SWITCHBACK event for web"
+    );
 }
 
 /// The newest time_ms of a record named `name` from `agent` stored on `server`.
 fn newest(server: &Node, agent: &str, name: &str) -> Option<i64> {
-    server.records()?.iter().filter(|r| r["agent"] == agent && r["name"] == name).filter_map(|r| r["time_ms"].as_i64()).max()
+    server
+        .records()?
+        .iter()
+        .filter(|r| r["agent"] == agent && r["name"] == name)
+        .filter_map(|r| r["time_ms"].as_i64())
+        .max()
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[test]
@@ -168,21 +265,34 @@ fn ck2_an_agent_keeps_its_checks_on_a_standby_server_of_another_site() {
     a.start();
     a.wait_link("home", Some(&home));
     let target = home.listen.clone();
-    home.cli_ok(&["check", "add", "own", "--kind", "tcp", "--target", &target, "--every", "200ms", "--agent", "a"]);
-    wait_until(WAIT, "a run of the check on home", || newest(&home, "a", "own"));
+    home.cli_ok(&[
+        "check", "add", "own", "--kind", "tcp", "--target", &target, "--every", "200ms", "--agent",
+        "a",
+    ]);
+    wait_until(WAIT, "a run of the check on home", || {
+        newest(&home, "a", "own")
+    });
     // The standby server knows no checks at all; the agent switches over to it and keeps running
     // the one its home gave it.
-    assert!(standby.status_now()["checks"].as_array().is_none_or(|c| c.is_empty()));
+    assert!(standby.status_now()["checks"]
+        .as_array()
+        .is_none_or(|c| c.is_empty()));
     home.kill9();
     a.wait_link("standby", Some(&standby));
     let since = now_ms();
-    wait_until(WAIT, "runs of the check stored on the standby server", || newest(&standby, "a", "own").filter(|t| *t > since + 1000));
+    wait_until(
+        WAIT,
+        "runs of the check stored on the standby server",
+        || newest(&standby, "a", "own").filter(|t| *t > since + 1000),
+    );
     // Across a restart on the standby server too (the checks are kept in the agent's store).
     a.stop();
     a.start();
     a.wait_link("standby", Some(&standby));
     let since = now_ms();
-    wait_until(WAIT, "runs after the agent's restart", || newest(&standby, "a", "own").filter(|t| *t > since + 500));
+    wait_until(WAIT, "runs after the agent's restart", || {
+        newest(&standby, "a", "own").filter(|t| *t > since + 500)
+    });
 }
 
 #[test]
@@ -199,15 +309,28 @@ fn ck2_checks_are_replicated_to_the_standby_server_and_run_on_after_its_promotio
     a.start();
     a.wait_link("home", Some(&s1));
     let target = s1.listen.clone();
-    s1.cli_ok(&["check", "add", "own", "--kind", "tcp", "--target", &target, "--every", "200ms", "--agent", "a"]);
+    s1.cli_ok(&[
+        "check", "add", "own", "--kind", "tcp", "--target", &target, "--every", "200ms", "--agent",
+        "a",
+    ]);
     wait_until(WAIT, "a run of the check on s1", || newest(&s1, "a", "own"));
     // HS-3: the STANDBY lists the check once it has replicated the site configuration.
-    let listed = |n: &Node| n.status().is_some_and(|s| s["checks"].as_array().is_some_and(|c| c.iter().any(|c| c["name"] == "own")));
-    wait_until(WAIT, "the check replicated to s2", || listed(&s2).then_some(()));
+    let listed = |n: &Node| {
+        n.status().is_some_and(|s| {
+            s["checks"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["name"] == "own"))
+        })
+    };
+    wait_until(WAIT, "the check replicated to s2", || {
+        listed(&s2).then_some(())
+    });
     s1.kill9();
     s2.wait_failover_state("active");
     let since = now_ms();
-    wait_until(WAIT, "runs of the check stored on the promoted s2", || newest(&s2, "a", "own").filter(|t| *t > since + 1000));
+    wait_until(WAIT, "runs of the check stored on the promoted s2", || {
+        newest(&s2, "a", "own").filter(|t| *t > since + 1000)
+    });
     assert!(listed(&s2), "{}", s2.status_now());
 }
 
@@ -219,10 +342,52 @@ fn ck1_agent_check_results_including_bad_targets_never_stall_the_agent() {
     let mut a = site.agent("a", &[&s], FAST);
     a.start();
     a.wait_link("home", Some(&s));
-    s.cli_ok(&["check", "add", "closed", "--kind", "tcp", "--target", "127.0.62.250:1", "--every", "200ms", "--timeout", "300ms", "--agent", "a"]);
-    s.cli_ok(&["check", "add", "hang", "--kind", "command", "--target", "/bin/sleep 30", "--every", "200ms", "--timeout", "300ms", "--agent", "a"]);
-    s.cli_ok(&["check", "add", "number", "--kind", "command", "--target", "/bin/echo 7", "--every", "200ms", "--agent", "a"]);
-    let out = s.cli(&["check", "add", "bad", "--kind", "smtp", "--target", "x", "--agent", "a"]);
+    s.cli_ok(&[
+        "check",
+        "add",
+        "closed",
+        "--kind",
+        "tcp",
+        "--target",
+        "127.0.62.250:1",
+        "--every",
+        "200ms",
+        "--timeout",
+        "300ms",
+        "--agent",
+        "a",
+    ]);
+    s.cli_ok(&[
+        "check",
+        "add",
+        "hang",
+        "--kind",
+        "command",
+        "--target",
+        "/bin/sleep 30",
+        "--every",
+        "200ms",
+        "--timeout",
+        "300ms",
+        "--agent",
+        "a",
+    ]);
+    s.cli_ok(&[
+        "check",
+        "add",
+        "number",
+        "--kind",
+        "command",
+        "--target",
+        "/bin/echo 7",
+        "--every",
+        "200ms",
+        "--agent",
+        "a",
+    ]);
+    let out = s.cli(&[
+        "check", "add", "bad", "--kind", "smtp", "--target", "x", "--agent", "a",
+    ]);
     assert_eq!(out.status.code(), Some(2), "an unknown kind is bad usage");
     let detail = |name: &str| -> Option<(f64, String)> {
         let rs = s.records()?;
@@ -238,6 +403,9 @@ fn ck1_agent_check_results_including_bad_targets_never_stall_the_agent() {
     // The agent keeps delivering other records while its checks fail.
     let (_, last) = a.send(3);
     wait_until(WAIT, "the sent records", || {
-        s.records()?.iter().any(|r| r["agent"] == "a" && r["seq"].as_u64() == Some(last)).then_some(())
+        s.records()?
+            .iter()
+            .any(|r| r["agent"] == "a" && r["seq"].as_u64() == Some(last))
+            .then_some(())
     });
 }

@@ -7,7 +7,10 @@ use std::process::Command;
 
 use understudy_system_tests::*;
 
-const SETS: &[&str] = &["server.enroll_token=df-token", "agent.enroll_token=df-token"];
+const SETS: &[&str] = &[
+    "server.enroll_token=df-token",
+    "agent.enroll_token=df-token",
+];
 
 /// A tmpfs mounted at a directory for the test's lifetime; unmounted on drop, also on panic.
 struct Tmpfs(PathBuf);
@@ -16,7 +19,13 @@ impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(at).expect("mount point");
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "understudy-test"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "understudy-test",
+            ])
             .arg(at)
             .output()
             .expect("running mount");
@@ -34,7 +43,11 @@ impl Drop for Tmpfs {
         if std::thread::panicking() {
             // Keep what was on the disk (the agent's log and store) beside the kept site.
             let kept = self.0.with_extension("kept");
-            let _ = Command::new("cp").arg("-a").arg(&self.0).arg(&kept).status();
+            let _ = Command::new("cp")
+                .arg("-a")
+                .arg(&self.0)
+                .arg(&kept)
+                .status();
             eprintln!("---- the tmpfs's files are kept in {} ----", kept.display());
         }
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
@@ -78,13 +91,29 @@ fn fill_the_agents_disk(net: u8) -> FullDisk {
         assert!(accepted < 1_000_000, "the disk never filled up");
     };
     eprintln!("[disk full] {accepted} records accepted, then: {refusal}");
-    assert!(refusal.contains("disk full"), "a clear error names the cause: {refusal}");
-    assert!(accepted > 1_000, "the cache held only {accepted} records before the disk filled");
+    assert!(
+        refusal.contains("disk full"),
+        "a clear error names the cause: {refusal}"
+    );
+    assert!(
+        accepted > 1_000,
+        "the cache held only {accepted} records before the disk filled"
+    );
     // The agent keeps running and answering; a second attempt is refused the same way.
     let status = a.status_now();
     assert!(status["link"]["cached"].as_u64().is_some(), "{status}");
-    assert!(a.try_send(500).is_err_and(|e| e.contains("disk full")), "the same batch is refused again");
-    FullDisk { a, s, _disk: disk, filler, accepted, _site: site }
+    assert!(
+        a.try_send(500).is_err_and(|e| e.contains("disk full")),
+        "the same batch is refused again"
+    );
+    FullDisk {
+        a,
+        s,
+        _disk: disk,
+        filler,
+        accepted,
+        _site: site,
+    }
 }
 
 /// The operator frees space while the server is still down: new records are accepted again, and
@@ -93,13 +122,21 @@ fn fill_the_agents_disk(net: u8) -> FullDisk {
 fn bad_input_disk_full_under_the_agent_cache_loses_nothing_and_recovers() {
     let mut f = fill_the_agents_disk(66);
     std::fs::remove_file(&f.filler).expect("removing the filler");
-    let (_, last) = wait_ok(WAIT, "a send accepted after space returned", || f.a.try_send(10));
-    assert_eq!(last, f.accepted + 10, "sequence numbers continue without a gap");
+    let (_, last) = wait_ok(WAIT, "a send accepted after space returned", || {
+        f.a.try_send(10)
+    });
+    assert_eq!(
+        last,
+        f.accepted + 10,
+        "sequence numbers continue without a gap"
+    );
     f.accepted = last;
     f.s.start();
     f.a.wait_link("home", Some(&f.s));
     wait_records(&[&f.s], &[("a", f.accepted)]);
-    wait_until(WAIT, "the agent's cache drained", || (f.a.status()?["link"]["cached"].as_u64()? == 0).then_some(()));
+    wait_until(WAIT, "the agent's cache drained", || {
+        (f.a.status()?["link"]["cached"].as_u64()? == 0).then_some(())
+    });
 }
 
 /// Nobody frees space: the server comes back to an agent whose disk is still full. Deleting
@@ -111,9 +148,19 @@ fn bad_input_disk_full_cache_drains_when_the_server_returns_and_takes_records_ag
     f.s.start();
     f.a.wait_link("home", Some(&f.s));
     wait_records(&[&f.s], &[("a", f.accepted)]);
-    wait_until(WAIT, "the agent's cache drained on the full disk", || (f.a.status()?["link"]["cached"].as_u64()? == 0).then_some(()));
-    let (_, last) = wait_ok(WAIT, "a send accepted in the space the drained cache gave back", || f.a.try_send(500));
-    assert_eq!(last, f.accepted + 500, "sequence numbers continue without a gap");
+    wait_until(WAIT, "the agent's cache drained on the full disk", || {
+        (f.a.status()?["link"]["cached"].as_u64()? == 0).then_some(())
+    });
+    let (_, last) = wait_ok(
+        WAIT,
+        "a send accepted in the space the drained cache gave back",
+        || f.a.try_send(500),
+    );
+    assert_eq!(
+        last,
+        f.accepted + 500,
+        "sequence numbers continue without a gap"
+    );
     wait_records(&[&f.s], &[("a", last)]);
     // The filler was never removed: the space came from the cache itself.
     assert!(f.filler.exists());

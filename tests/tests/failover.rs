@@ -21,7 +21,6 @@ fn server_sets(extra: &[&'static str]) -> Vec<&'static str> {
     v
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Hot standby (HS).
 
@@ -42,20 +41,25 @@ fn wait_on(agent: &Node, server: &Node) {
 /// The agent is delivering to one of `addrs` (a server's own address, or a relay to it: a
 /// STANDBY redirects agents to its peer at the address it knows the peer by).
 fn wait_on_any(agent: &Node, what: &str, addrs: &[&str]) {
-    wait_ok(WAIT, &format!("{} delivering to {what}", agent.name), || {
-        let link = agent.status().ok_or("no status")?["link"].clone();
-        let on = link["server"].as_str().unwrap_or("");
-        let state = link["state"].as_str().unwrap_or("");
-        if addrs.iter().any(|a| on.contains(a)) && (state == "home" || state == "standby") {
-            Ok(())
-        } else {
-            Err(format!("{link}"))
-        }
-    });
+    wait_ok(
+        WAIT,
+        &format!("{} delivering to {what}", agent.name),
+        || {
+            let link = agent.status().ok_or("no status")?["link"].clone();
+            let on = link["server"].as_str().unwrap_or("");
+            let state = link["state"].as_str().unwrap_or("");
+            if addrs.iter().any(|a| on.contains(a)) && (state == "home" || state == "standby") {
+                Ok(())
+            } else {
+                Err(format!("{link}"))
+            }
+        },
+    );
 }
 
 #[test]
-fn hs4_hs5_sigkill_of_active_promotes_standby_then_primary_returns_as_standby_and_takes_over_on_ha_standby() {
+fn hs4_hs5_sigkill_of_active_promotes_standby_then_primary_returns_as_standby_and_takes_over_on_ha_standby(
+) {
     let site = Site::new(31);
     let (mut s1, mut s2) = site.hot_standby(&server_sets(&[]), None);
     let mut a1 = site.agent("a1", &[&s1, &s2], &agent_sets(&[]));
@@ -76,7 +80,10 @@ fn hs4_hs5_sigkill_of_active_promotes_standby_then_primary_returns_as_standby_an
     l2.wait_more(500);
     s1.kill9();
     let epoch1 = s2.wait_failover_state("active");
-    assert!(epoch1 > epoch0, "the epoch grew at the promotion: {epoch0} -> {epoch1}");
+    assert!(
+        epoch1 > epoch0,
+        "the epoch grew at the promotion: {epoch0} -> {epoch1}"
+    );
     s2.wait_event("PROMOTED", |_| true);
     wait_on(&a1, &s2);
     wait_on(&a2, &s2);
@@ -107,12 +114,17 @@ fn hs4_hs5_sigkill_of_active_promotes_standby_then_primary_returns_as_standby_an
 #[test]
 fn hs5_failback_auto_after_hold_down() {
     let site = Site::new(32);
-    let (mut s1, mut s2) = site.hot_standby(&server_sets(&["failover.failback=auto", "failover.hold_down=2s"]), None);
+    let (mut s1, mut s2) = site.hot_standby(
+        &server_sets(&["failover.failback=auto", "failover.hold_down=2s"]),
+        None,
+    );
     let mut a1 = site.agent("a1", &[&s1, &s2], &agent_sets(&[]));
     start_hot_standby(&mut s1, &mut s2);
     a1.start();
     wait_on(&a1, &s1);
-    wait_until(WAIT, "a1 replicated to s2", || s2.agent_entry("a1").map(|_| ()));
+    wait_until(WAIT, "a1 replicated to s2", || {
+        s2.agent_entry("a1").map(|_| ())
+    });
     let load = Sender::start(&a1, 50);
     load.wait_more(300);
     s1.kill9();
@@ -135,7 +147,10 @@ fn hs6_partition_both_active_then_lower_epoch_steps_down_and_nothing_is_lost() {
     let site = Site::new(33);
     // Each server reaches its peer only through a relay the test can cut; agents reach both.
     let (relay_to_s2_addr, relay_to_s1_addr) = (site.addr(), site.addr());
-    let (mut s1, mut s2) = site.hot_standby(&server_sets(&[]), Some((&relay_to_s2_addr, &relay_to_s1_addr)));
+    let (mut s1, mut s2) = site.hot_standby(
+        &server_sets(&[]),
+        Some((&relay_to_s2_addr, &relay_to_s1_addr)),
+    );
     let relay_to_s2 = Relay::start(&relay_to_s2_addr, &s2.listen);
     let relay_to_s1 = Relay::start(&relay_to_s1_addr, &s1.listen);
     let mut a1 = site.agent("a1", &[&s1, &s2], &agent_sets(&[]));
@@ -164,23 +179,35 @@ fn hs6_partition_both_active_then_lower_epoch_steps_down_and_nothing_is_lost() {
     wait_on(&a2, &s2);
     l1.wait_more(300);
     l2.wait_more(300);
-    wait_until(WAIT, "both servers storing records during the partition", || {
-        let on1 = s1.records().unwrap_or_default().len();
-        let on2 = s2.records().unwrap_or_default().len();
-        (on1 > 0 && on2 > 0).then_some(())
-    });
+    wait_until(
+        WAIT,
+        "both servers storing records during the partition",
+        || {
+            let on1 = s1.records().unwrap_or_default().len();
+            let on2 = s2.records().unwrap_or_default().len();
+            (on1 > 0 && on2 > 0).then_some(())
+        },
+    );
 
     relay_to_s1.heal();
     relay_to_s2.heal();
     // HS-6: the lower epoch steps down; its records are merged into the acting one.
     let (acting, other) = wait_ok(WAIT, "one ACTIVE server after the partition", || {
         match (s1.failover(), s2.failover()) {
-            (Some((a, ea)), Some((b, eb))) if a == "active" && b == "standby" => Ok(((&s1, ea), (&s2, eb))),
-            (Some((a, ea)), Some((b, eb))) if a == "standby" && b == "active" => Ok(((&s2, eb), (&s1, ea))),
+            (Some((a, ea)), Some((b, eb))) if a == "active" && b == "standby" => {
+                Ok(((&s1, ea), (&s2, eb)))
+            }
+            (Some((a, ea)), Some((b, eb))) if a == "standby" && b == "active" => {
+                Ok(((&s2, eb), (&s1, ea)))
+            }
             other => Err(format!("{other:?}")),
         }
     });
-    assert_eq!(acting.0.name, "s2", "the higher epoch ({}) keeps acting over {}", acting.1, other.1);
+    assert_eq!(
+        acting.0.name, "s2",
+        "the higher epoch ({}) keeps acting over {}",
+        acting.1, other.1
+    );
     s1.wait_event("SPLIT_BRAIN", |_| true);
     wait_on_any(&a1, "s2", &[&s2.listen, &relay_to_s2_addr]);
     wait_on_any(&a2, "s2", &[&s2.listen, &relay_to_s2_addr]);
@@ -202,7 +229,17 @@ fn pair_site(site: &Site, agent_extra: &[&'static str], pair_args: &[&str]) -> (
     q.start();
     p.wait_link("home", Some(&server));
     q.wait_link("home", Some(&server));
-    let mut args = vec!["pair", "add", "web", "--primary", "p", "--secondary", "q", "--failover-after", "1s"];
+    let mut args = vec![
+        "pair",
+        "add",
+        "web",
+        "--primary",
+        "p",
+        "--secondary",
+        "q",
+        "--failover-after",
+        "1s",
+    ];
     args.extend_from_slice(pair_args);
     server.cli_ok(&args);
     (server, p, q)
@@ -211,19 +248,32 @@ fn pair_site(site: &Site, agent_extra: &[&'static str], pair_args: &[&str]) -> (
 /// Whether the agent itself believes it holds the pair's duty (`members[]` of its status).
 fn member_active(agent: &Node, pair: &str) -> Option<bool> {
     let s = agent.status()?;
-    s["members"].as_array()?.iter().find(|m| m["pair"] == pair).and_then(|m| m["active"].as_bool())
+    s["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["pair"] == pair)
+        .and_then(|m| m["active"].as_bool())
 }
 
 #[test]
 fn pr3_sigkill_of_the_active_primary_fails_over_to_the_secondary() {
     let site = Site::new(41);
     let (server, mut p, q) = pair_site(&site, &[], &["--switchback", "manual"]);
-    let before = server.wait_pair("web", "active primary", |p| p["active"] == "primary" && p["state"] == "normal");
-    wait_until(WAIT, "p to hold the duty", || (member_active(&p, "web") == Some(true)).then_some(()));
+    let before = server.wait_pair("web", "active primary", |p| {
+        p["active"] == "primary" && p["state"] == "normal"
+    });
+    wait_until(WAIT, "p to hold the duty", || {
+        (member_active(&p, "web") == Some(true)).then_some(())
+    });
     p.kill9();
     let after = server.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
-    assert!(after["epoch"].as_u64() > before["epoch"].as_u64(), "a handover grows the pair epoch");
-    wait_until(WAIT, "q to hold the duty", || (member_active(&q, "web") == Some(true)).then_some(()));
+    assert!(
+        after["epoch"].as_u64() > before["epoch"].as_u64(),
+        "a handover grows the pair epoch"
+    );
+    wait_until(WAIT, "q to hold the duty", || {
+        (member_active(&q, "web") == Some(true)).then_some(())
+    });
     server.wait_event("FAILOVER", |e| e["subject"] == "web");
 }
 
@@ -232,17 +282,29 @@ fn pr3_sigstop_of_the_primary_fails_over_and_it_does_not_resume_on_its_own() {
     let site = Site::new(42);
     let (server, p, q) = pair_site(&site, &[], &["--switchback", "manual"]);
     server.wait_pair("web", "active primary", |p| p["active"] == "primary");
-    wait_until(WAIT, "p to hold the duty", || (member_active(&p, "web") == Some(true)).then_some(()));
+    wait_until(WAIT, "p to hold the duty", || {
+        (member_active(&p, "web") == Some(true)).then_some(())
+    });
     p.sigstop();
     server.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
-    wait_until(WAIT, "q to hold the duty", || (member_active(&q, "web") == Some(true)).then_some(()));
+    wait_until(WAIT, "q to hold the duty", || {
+        (member_active(&q, "web") == Some(true)).then_some(())
+    });
     p.sigcont();
     // Thawed, p learns the new pair epoch and stands by; it never takes the duty back itself.
-    server.wait_pair("web", "p connected again", |p| p["primary_connected"] == true);
-    wait_until(WAIT, "p to stand by", || (member_active(&p, "web") == Some(false)).then_some(()));
+    server.wait_pair("web", "p connected again", |p| {
+        p["primary_connected"] == true
+    });
+    wait_until(WAIT, "p to stand by", || {
+        (member_active(&p, "web") == Some(false)).then_some(())
+    });
     holds_for(Duration::from_secs(3), "the pair staying on q", || {
         let pair = server.pair("web").ok_or("no pair")?;
-        match (pair["active"].as_str(), member_active(&p, "web"), member_active(&q, "web")) {
+        match (
+            pair["active"].as_str(),
+            member_active(&p, "web"),
+            member_active(&q, "web"),
+        ) {
             (Some("secondary"), Some(false), Some(true)) => Ok(()),
             other => Err(format!("{other:?} {pair}")),
         }
@@ -257,9 +319,13 @@ fn pr4_auto_switchback_after_hold_down() {
     p.kill9();
     server.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
     p.start();
-    server.wait_pair("web", "back on the primary", |p| p["active"] == "primary" && p["state"] == "normal");
+    server.wait_pair("web", "back on the primary", |p| {
+        p["active"] == "primary" && p["state"] == "normal"
+    });
     server.wait_event("PAIR_SWITCHBACK", |e| e["subject"] == "web");
-    wait_until(WAIT, "p to hold the duty", || (member_active(&p, "web") == Some(true)).then_some(()));
+    wait_until(WAIT, "p to hold the duty", || {
+        (member_active(&p, "web") == Some(true)).then_some(())
+    });
 }
 
 #[test]
@@ -276,11 +342,16 @@ fn pr5_force_failover_and_revert_and_their_refusal_when_the_target_is_down() {
 
     // Force failover with the secondary down: refused, exit 1, the reason on stderr.
     q.kill9();
-    server.wait_pair("web", "q disconnected", |p| p["secondary_connected"] == false);
+    server.wait_pair("web", "q disconnected", |p| {
+        p["secondary_connected"] == false
+    });
     let out = server.cli(&["pair", "force-failover", "web"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("the secondary q is not connected"), "names why: {stderr}");
+    assert!(
+        stderr.contains("the secondary q is not connected"),
+        "names why: {stderr}"
+    );
     assert_eq!(server.pair("web").expect("pair")["active"], "primary");
 
     // Revert with the primary down: refused the same way.
@@ -293,18 +364,37 @@ fn pr5_force_failover_and_revert_and_their_refusal_when_the_target_is_down() {
     let out = server.cli(&["pair", "revert", "web"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("the primary p is not connected"), "names why: {stderr}");
+    assert!(
+        stderr.contains("the primary p is not connected"),
+        "names why: {stderr}"
+    );
     assert_eq!(server.pair("web").expect("pair")["active"], "secondary");
 }
 
 #[test]
 fn pr7_failing_hook_raises_hook_failed_and_shows_the_pair_degraded() {
     let site = Site::new(45);
-    let (server, _p, _q) = pair_site(&site, &[r#"agent.on_activate=["/bin/false"]"#], &["--switchback", "manual"]);
+    let (server, _p, _q) = pair_site(
+        &site,
+        &[r#"agent.on_activate=["/bin/false"]"#],
+        &["--switchback", "manual"],
+    );
     let pair = server.wait_pair("web", "degraded", |p| p["state"] == "degraded");
-    assert!(pair["degraded"].as_str().unwrap_or("").contains("on_activate hook on p failed"), "the reason is shown: {pair}");
+    assert!(
+        pair["degraded"]
+            .as_str()
+            .unwrap_or("")
+            .contains("on_activate hook on p failed"),
+        "the reason is shown: {pair}"
+    );
     let event = server.wait_event("HOOK_FAILED", |e| e["subject"] == "web");
-    assert!(event["sentence"].as_str().unwrap_or("").contains("exit status 1"), "{event}");
+    assert!(
+        event["sentence"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exit status 1"),
+        "{event}"
+    );
 }
 
 #[test]
@@ -312,15 +402,35 @@ fn pr7_hanging_hook_is_killed_after_its_timeout_and_shows_the_pair_degraded() {
     let site = Site::new(46);
     let (server, p, _q) = pair_site(
         &site,
-        &[r#"agent.on_activate=["/bin/sleep","30"]"#, "agent.hook_timeout=500ms"],
+        &[
+            r#"agent.on_activate=["/bin/sleep","30"]"#,
+            "agent.hook_timeout=500ms",
+        ],
         &["--switchback", "manual"],
     );
     let pair = server.wait_pair("web", "degraded", |p| p["state"] == "degraded");
-    assert!(pair["degraded"].as_str().unwrap_or("").contains("on_activate hook on p failed"), "{pair}");
+    assert!(
+        pair["degraded"]
+            .as_str()
+            .unwrap_or("")
+            .contains("on_activate hook on p failed"),
+        "{pair}"
+    );
     let event = server.wait_event("HOOK_FAILED", |e| e["subject"] == "web");
-    assert!(event["sentence"].as_str().unwrap_or("").contains("killed after hook_timeout"), "{event}");
+    assert!(
+        event["sentence"]
+            .as_str()
+            .unwrap_or("")
+            .contains("killed after hook_timeout"),
+        "{event}"
+    );
     // The hook process is gone: p has no `sleep` child left.
-    wait_until(WAIT, "the hung hook killed", || children_of(p.pid()).iter().all(|c| !c.starts_with("/bin/sleep")).then_some(()));
+    wait_until(WAIT, "the hung hook killed", || {
+        children_of(p.pid())
+            .iter()
+            .all(|c| !c.starts_with("/bin/sleep"))
+            .then_some(())
+    });
 }
 
 /// The command lines of a process's children (from /proc).
@@ -329,9 +439,16 @@ fn children_of(pid: i32) -> Vec<String> {
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         // pid (comm) state ppid ...: the comm may hold spaces, so read after the last ')'.
-        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|s| s.parse::<i32>().ok());
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<i32>().ok());
         if ppid == Some(pid) {
-            found.push(std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default().replace('\0', " "));
+            found.push(
+                std::fs::read_to_string(entry.path().join("cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " "),
+            );
         }
     }
     found

@@ -68,12 +68,18 @@ fn seed() -> u64 {
         };
         return parsed.unwrap_or_else(|_| panic!("UNDERSTUDY_FAULT_SEED={s} is not a number"));
     }
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     nanos ^ ((std::process::id() as u64) << 32)
 }
 
 fn fault_count(default: usize) -> usize {
-    std::env::var("UNDERSTUDY_FAULTS").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(default)
+    std::env::var("UNDERSTUDY_FAULTS")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default)
 }
 
 /// Prints the seed and the schedule when the test fails (also on panic), so it can be replayed.
@@ -87,7 +93,10 @@ impl Report {
     fn log(&self, start: Instant, line: String) {
         let line = format!("t={:>7.2}s {line}", start.elapsed().as_secs_f64());
         eprintln!("[faults] {line}");
-        self.schedule.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        self.schedule
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(line);
     }
 }
 
@@ -120,8 +129,16 @@ struct Seen {
 impl Seen {
     fn at(entry: Option<Seen>, t: f64, partitioned: bool) -> Seen {
         match entry {
-            Some(s) => Seen { first: s.first, last: t, partitioned: s.partitioned || partitioned },
-            None => Seen { first: t, last: t, partitioned },
+            Some(s) => Seen {
+                first: s.first,
+                last: t,
+                partitioned: s.partitioned || partitioned,
+            },
+            None => Seen {
+                first: t,
+                last: t,
+                partitioned,
+            },
         }
     }
 }
@@ -129,11 +146,30 @@ impl Seen {
 fn describe(claims: &BTreeMap<String, Seen>) -> String {
     let parts: Vec<String> = claims
         .iter()
-        .map(|(who, s)| format!("{who} {:.1}–{:.1}s{}", s.first, s.last, if s.partitioned { " (partitioned)" } else { "" }))
+        .map(|(who, s)| {
+            format!(
+                "{who} {:.1}–{:.1}s{}",
+                s.first,
+                s.last,
+                if s.partitioned { " (partitioned)" } else { "" }
+            )
+        })
         .collect();
     let spans: Vec<&Seen> = claims.values().collect();
-    let overlap = spans.iter().enumerate().any(|(i, a)| spans[i + 1..].iter().any(|b| a.first <= b.last && b.first <= a.last));
-    format!("{}; {}", parts.join(", "), if overlap { "OVERLAPPING in time" } else { "not overlapping in time" })
+    let overlap = spans.iter().enumerate().any(|(i, a)| {
+        spans[i + 1..]
+            .iter()
+            .any(|b| a.first <= b.last && b.first <= a.last)
+    });
+    format!(
+        "{}; {}",
+        parts.join(", "),
+        if overlap {
+            "OVERLAPPING in time"
+        } else {
+            "not overlapping in time"
+        }
+    )
 }
 
 #[derive(Default)]
@@ -156,25 +192,45 @@ impl Observed {
         if failover["state"] == "active" {
             let epoch = failover["epoch"].as_u64().unwrap_or(0);
             let m = self.server_active.entry(epoch).or_default();
-            m.insert(node.to_string(), Seen::at(m.get(node).copied(), t, partitioned));
+            m.insert(
+                node.to_string(),
+                Seen::at(m.get(node).copied(), t, partitioned),
+            );
             for pair in status["pairs"].as_array().into_iter().flatten() {
-                let (Some(name), Some(pepoch), Some(active)) = (pair["name"].as_str(), pair["epoch"].as_u64(), pair["active"].as_str()) else {
+                let (Some(name), Some(pepoch), Some(active)) = (
+                    pair["name"].as_str(),
+                    pair["epoch"].as_u64(),
+                    pair["active"].as_str(),
+                ) else {
                     continue;
                 };
                 if active != "none" {
                     // The pair epoch is fenced by the issuing server's epoch (engine::PairEpoch):
                     // the full epoch is (server epoch, pair epoch).
                     let key = format!("{active}@{node}");
-                    let m = self.pair_active.entry((name.to_string(), epoch, pepoch)).or_default();
+                    let m = self
+                        .pair_active
+                        .entry((name.to_string(), epoch, pepoch))
+                        .or_default();
                     m.insert(key.clone(), Seen::at(m.get(&key).copied(), t, partitioned));
                 }
             }
         }
         for member in status["members"].as_array().into_iter().flatten() {
-            if let (Some(pair), Some(epoch), Some(true)) = (member["pair"].as_str(), member["epoch"].as_u64(), member["active"].as_bool()) {
+            if let (Some(pair), Some(epoch), Some(true)) = (
+                member["pair"].as_str(),
+                member["epoch"].as_u64(),
+                member["active"].as_bool(),
+            ) {
                 let server_epoch = member["server_epoch"].as_u64().unwrap_or(0);
-                let m = self.member_active.entry((pair.to_string(), server_epoch, epoch)).or_default();
-                m.insert(node.to_string(), Seen::at(m.get(node).copied(), t, partitioned));
+                let m = self
+                    .member_active
+                    .entry((pair.to_string(), server_epoch, epoch))
+                    .or_default();
+                m.insert(
+                    node.to_string(),
+                    Seen::at(m.get(node).copied(), t, partitioned),
+                );
             }
         }
     }
@@ -188,20 +244,31 @@ impl Observed {
         let (mut v, mut notes) = (Vec::new(), Vec::new());
         for (epoch, servers) in &self.server_active {
             if servers.len() > 1 {
-                v.push(format!("two ACTIVE servers at epoch {epoch}: {}", describe(servers)));
+                v.push(format!(
+                    "two ACTIVE servers at epoch {epoch}: {}",
+                    describe(servers)
+                ));
             }
         }
         for ((pair, server_epoch, epoch), seen) in &self.pair_active {
-            let members: BTreeSet<&str> = seen.keys().map(|s| s.split('@').next().unwrap_or("")).collect();
+            let members: BTreeSet<&str> = seen
+                .keys()
+                .map(|s| s.split('@').next().unwrap_or(""))
+                .collect();
             if members.len() > 1 {
-                v.push(format!("pair {pair} epoch ({server_epoch}, {epoch}): two active members reported: {}", describe(seen)));
+                v.push(format!(
+                    "pair {pair} epoch ({server_epoch}, {epoch}): two active members reported: {}",
+                    describe(seen)
+                ));
             }
         }
         for ((pair, server_epoch, epoch), agents) in &self.member_active {
             if agents.len() > 1 {
                 let spans: Vec<&Seen> = agents.values().collect();
                 let clash = spans.iter().enumerate().any(|(i, a)| {
-                    spans[i + 1..].iter().any(|b| a.first <= b.last && b.first <= a.last && !a.partitioned && !b.partitioned)
+                    spans[i + 1..].iter().any(|b| {
+                        a.first <= b.last && b.first <= a.last && !a.partitioned && !b.partitioned
+                    })
                 });
                 let line = format!("pair {pair} epoch ({server_epoch}, {epoch}): several agents believed they were active: {}", describe(agents));
                 if clash {
@@ -231,22 +298,36 @@ impl Samplers {
             .iter()
             .map(|n| {
                 let (name, dir) = (n.name.clone(), n.dir.display().to_string());
-                let (stop, observed, partitioned) = (stop.clone(), observed.clone(), partitioned.clone());
+                let (stop, observed, partitioned) =
+                    (stop.clone(), observed.clone(), partitioned.clone());
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let cut_before = partitioned.load(Ordering::Relaxed);
-                        let out = run_understudy(&["--data-dir", &dir, "status", "--json"], Duration::from_secs(5));
+                        let out = run_understudy(
+                            &["--data-dir", &dir, "status", "--json"],
+                            Duration::from_secs(5),
+                        );
                         let cut = cut_before || partitioned.load(Ordering::Relaxed);
-                        if let Some(status) = out.filter(|o| o.status.success()).and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok()) {
+                        if let Some(status) = out
+                            .filter(|o| o.status.success())
+                            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+                        {
                             let t = t0.elapsed().as_secs_f64();
-                            observed.lock().unwrap_or_else(|p| p.into_inner()).record(&name, &status, t, cut);
+                            observed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .record(&name, &status, t, cut);
                         }
                         std::thread::sleep(Duration::from_millis(200));
                     }
                 })
             })
             .collect();
-        Samplers { stop, observed, threads }
+        Samplers {
+            stop,
+            observed,
+            threads,
+        }
     }
 
     fn finish(mut self) -> (u64, (Vec<String>, Vec<String>)) {
@@ -281,10 +362,15 @@ fn count_records(store: &Node, expected: &[(&str, u64)]) -> Option<Count> {
     let records = store.records()?;
     let mut seen: BTreeMap<&str, BTreeMap<u64, u64>> = BTreeMap::new();
     for r in &records {
-        let (Some(agent), Some(seq)) = (r["agent"].as_str(), r["seq"].as_u64()) else { continue };
+        let (Some(agent), Some(seq)) = (r["agent"].as_str(), r["seq"].as_u64()) else {
+            continue;
+        };
         *seen.entry(agent).or_default().entry(seq).or_default() += 1;
     }
-    let mut c = Count { stored: records.len() as u64, ..Count::default() };
+    let mut c = Count {
+        stored: records.len() as u64,
+        ..Count::default()
+    };
     for (agent, n) in expected {
         c.sent += n;
         let have = seen.remove(agent).unwrap_or_default();
@@ -306,7 +392,11 @@ fn agent_sets() -> Vec<&'static str> {
 }
 
 fn server_sets() -> Vec<&'static str> {
-    let mut v = vec!["server.enroll_token=tok", "failover.failback=auto", "failover.hold_down=2s"];
+    let mut v = vec![
+        "server.enroll_token=tok",
+        "failover.failback=auto",
+        "failover.hold_down=2s",
+    ];
     v.extend_from_slice(FAST_SERVER);
     v
 }
@@ -352,16 +442,24 @@ enum NetFault {
 }
 
 fn heal_net(lab: Option<&netlab::Lab>, i: usize, net: &mut [Option<NetFault>; 5]) {
-    let (Some(lab), Some(fault)) = (lab, net[i].take()) else { return };
+    let (Some(lab), Some(fault)) = (lab, net[i].take()) else {
+        return;
+    };
     match fault {
-        NetFault::LinkDown => lab.set_link(NAMES[i], true).unwrap_or_else(|e| panic!("{e}")),
+        NetFault::LinkDown => lab
+            .set_link(NAMES[i], true)
+            .unwrap_or_else(|e| panic!("{e}")),
         NetFault::Loss => lab.clear_loss(NAMES[i]),
     }
 }
 
 fn fault_schedule(net: u8, faults: usize, topology: Topology) {
     let seed = seed();
-    let report = Report { seed, faults, schedule: Arc::new(Mutex::new(Vec::new())) };
+    let report = Report {
+        seed,
+        faults,
+        schedule: Arc::new(Mutex::new(Vec::new())),
+    };
     eprintln!("[faults] {topology:?} seed {seed} ({faults} faults): replay with UNDERSTUDY_FAULT_SEED={seed} UNDERSTUDY_FAULTS={faults}");
     let mut rng = Rng(seed);
     let wall = Instant::now();
@@ -371,13 +469,21 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
     // the servers' peer links go through relays in the root namespace either way.
     let lab = match topology {
         Topology::Loopback => None,
-        Topology::Netns => Some(netlab::Lab::create(net, &NAMES).unwrap_or_else(|e| panic!("making the namespaces: {e}"))),
+        Topology::Netns => Some(
+            netlab::Lab::create(net, &NAMES)
+                .unwrap_or_else(|e| panic!("making the namespaces: {e}")),
+        ),
     };
     let relay_addr = |lab: &Option<netlab::Lab>| match lab {
         None => site.addr(),
         Some(lab) => {
-            let l = std::net::TcpListener::bind((lab.gateway().as_str(), 0)).expect("a port on the bridge");
-            format!("{}:{}", lab.gateway(), l.local_addr().expect("address").port())
+            let l = std::net::TcpListener::bind((lab.gateway().as_str(), 0))
+                .expect("a port on the bridge");
+            format!(
+                "{}:{}",
+                lab.gateway(),
+                l.local_addr().expect("address").port()
+            )
         }
     };
     let (relay_to_s2_addr, relay_to_s1_addr) = (relay_addr(&lab), relay_addr(&lab));
@@ -386,7 +492,8 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
             None => site.init(name, role, servers, sets),
             Some(lab) => {
                 let host = lab.host(name);
-                let mut node = site.init_at(name, role, &format!("{}:7400", host.ip), servers, sets);
+                let mut node =
+                    site.init_at(name, role, &format!("{}:7400", host.ip), servers, sets);
                 node.netns = Some(host.netns.clone());
                 node
             }
@@ -394,8 +501,20 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
     };
     let s1 = init("s1", "server", &[], &server_sets());
     let s2 = init("s2", "server", &[], &server_sets());
-    s1.configure(&[&format!("failover.peer=https://{relay_to_s2_addr}#{}", s2.fingerprint), "failover.mode=primary"]);
-    s2.configure(&[&format!("failover.peer=https://{relay_to_s1_addr}#{}", s1.fingerprint), "failover.mode=secondary"]);
+    s1.configure(&[
+        &format!(
+            "failover.peer=https://{relay_to_s2_addr}#{}",
+            s2.fingerprint
+        ),
+        "failover.mode=primary",
+    ]);
+    s2.configure(&[
+        &format!(
+            "failover.peer=https://{relay_to_s1_addr}#{}",
+            s1.fingerprint
+        ),
+        "failover.mode=secondary",
+    ]);
     let relay_to_s2 = Relay::start(&relay_to_s2_addr, &s2.listen);
     let relay_to_s1 = Relay::start(&relay_to_s1_addr, &s1.listen);
     let p = init("p", "agent", &[s1.url(), s2.url()], &agent_sets());
@@ -414,14 +533,33 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
         n.start();
     }
     for n in &nodes[2..] {
-        wait_ok(WAIT, &format!("{} on s1", n.name), || on_server(n, &s1_addrs));
+        wait_ok(WAIT, &format!("{} on s1", n.name), || {
+            on_server(n, &s1_addrs)
+        });
     }
-    nodes[0].cli_ok(&["pair", "add", "web", "--primary", "p", "--secondary", "q", "--failover-after", "1s", "--switchback", "auto", "--hold-down", "2s"]);
+    nodes[0].cli_ok(&[
+        "pair",
+        "add",
+        "web",
+        "--primary",
+        "p",
+        "--secondary",
+        "q",
+        "--failover-after",
+        "1s",
+        "--switchback",
+        "auto",
+        "--hold-down",
+        "2s",
+    ]);
     nodes[0].wait_pair("web", "active primary", |p| p["active"] == "primary");
     wait_until(WAIT, "the agents and the pair replicated to s2", || {
         let s2 = &nodes[1];
-        (s2.agent_entry("p").is_some() && s2.agent_entry("q").is_some() && s2.agent_entry("a3").is_some() && s2.pair("web").is_some())
-            .then_some(())
+        (s2.agent_entry("p").is_some()
+            && s2.agent_entry("q").is_some()
+            && s2.agent_entry("a3").is_some()
+            && s2.pair("web").is_some())
+        .then_some(())
     });
 
     let node_refs: Vec<&Node> = nodes.iter().collect();
@@ -433,7 +571,13 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
         s.wait_more(40);
     }
     let start = t0;
-    report.log(start, format!("site up in {:.1}s; senders running", wall.elapsed().as_secs_f64()));
+    report.log(
+        start,
+        format!(
+            "site up in {:.1}s; senders running",
+            wall.elapsed().as_secs_f64()
+        ),
+    );
 
     // The schedule.
     let mut health = [Health::Running; 5];
@@ -448,11 +592,14 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
     // Any network fault in force (a cut, a delay, a node's link down or lossy) may separate the
     // servers or a member from them, so agent-side claims sampled then count as partitioned
     // (notes, not violations); the server-side invariants hold regardless.
-    let network_fault = |cut: bool, delayed: bool, net: &[Option<NetFault>; 5]| cut || delayed || net.iter().any(Option::is_some);
+    let network_fault = |cut: bool, delayed: bool, net: &[Option<NetFault>; 5]| {
+        cut || delayed || net.iter().any(Option::is_some)
+    };
     while applied < faults {
         let in_force: Vec<usize> = (0..5).filter(|i| health[*i] != Health::Running).collect();
         let net_in_force: Vec<usize> = (0..5).filter(|i| net[*i].is_some()).collect();
-        let impaired = in_force.len() + net_in_force.len() + usize::from(cut) + usize::from(delayed);
+        let impaired =
+            in_force.len() + net_in_force.len() + usize::from(cut) + usize::from(delayed);
         let apply = impaired == 0 || (impaired < MAX_CONCURRENT && rng.chance(50));
         if apply {
             // Loopback draws as it did before the namespaced kinds existed (below 2 while
@@ -488,29 +635,43 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
                 3 => {
                     let i = linked[rng.below(linked.len())];
                     let lab = lab.as_ref().expect("netns");
-                    lab.set_link(NAMES[i], false).unwrap_or_else(|e| panic!("{e}"));
+                    lab.set_link(NAMES[i], false)
+                        .unwrap_or_else(|e| panic!("{e}"));
                     net[i] = Some(NetFault::LinkDown);
                     report.log(start, format!("fault: link down {}", NAMES[i]));
                     *kinds.entry("link_down").or_default() += 1;
                 }
                 4 => {
                     let i = linked[rng.below(linked.len())];
-                    let direction = if rng.chance(50) { netlab::Direction::Ingress } else { netlab::Direction::Egress };
+                    let direction = if rng.chance(50) {
+                        netlab::Direction::Ingress
+                    } else {
+                        netlab::Direction::Egress
+                    };
                     let percent = 10 + rng.below(61) as u8;
                     let lab = lab.as_ref().expect("netns");
-                    lab.set_loss(NAMES[i], direction, percent).unwrap_or_else(|e| panic!("{e}"));
+                    lab.set_loss(NAMES[i], direction, percent)
+                        .unwrap_or_else(|e| panic!("{e}"));
                     net[i] = Some(NetFault::Loss);
-                    report.log(start, format!("fault: {percent}% loss {direction:?} only at {}", NAMES[i]));
+                    report.log(
+                        start,
+                        format!("fault: {percent}% loss {direction:?} only at {}", NAMES[i]),
+                    );
                     *kinds.entry("one_way_loss").or_default() += 1;
                 }
                 _ if delayed => continue,
                 _ => {
                     let base = rng.ms(20, 300);
-                    let jitter = Duration::from_millis(rng.ms(0, base.as_millis() as u64).as_millis() as u64);
+                    let jitter = Duration::from_millis(
+                        rng.ms(0, base.as_millis() as u64).as_millis() as u64,
+                    );
                     relay_to_s1.set_delay(base, jitter);
                     relay_to_s2.set_delay(base, jitter);
                     delayed = true;
-                    report.log(start, format!("fault: server link delay {base:?} ± {jitter:?}"));
+                    report.log(
+                        start,
+                        format!("fault: server link delay {base:?} ± {jitter:?}"),
+                    );
                     *kinds.entry("delay_jitter").or_default() += 1;
                 }
             }
@@ -569,7 +730,10 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
             Health::Running => {}
         }
     }
-    report.log(start, format!("schedule done: {applied} faults {kinds:?}; everything healed"));
+    report.log(
+        start,
+        format!("schedule done: {applied} faults {kinds:?}; everything healed"),
+    );
     // "Restart everything": a clean restart of every node, one after the other, under load.
     for n in nodes.iter_mut() {
         n.stop();
@@ -580,16 +744,22 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
     // Convergence: s1 ACTIVE (failback auto), s2 STANDBY, the pair on its primary, every agent on
     // s1 with an empty cache.
     let (s1, s2) = (&nodes[0], &nodes[1]);
-    wait_ok(CONVERGE, "s1 ACTIVE and s2 STANDBY", || match (s1.failover(), s2.failover()) {
-        (Some((a, _)), Some((b, _))) if a == "active" && b == "standby" => Ok(()),
-        other => Err(format!("{other:?}")),
+    wait_ok(CONVERGE, "s1 ACTIVE and s2 STANDBY", || {
+        match (s1.failover(), s2.failover()) {
+            (Some((a, _)), Some((b, _))) if a == "active" && b == "standby" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     });
     wait_ok(CONVERGE, "the pair active on its primary", || {
         let pair = s1.pair("web").ok_or("no pair")?;
-        (pair["active"] == "primary" && pair["state"] == "normal").then_some(()).ok_or(format!("{pair}"))
+        (pair["active"] == "primary" && pair["state"] == "normal")
+            .then_some(())
+            .ok_or(format!("{pair}"))
     });
     for n in &nodes[2..] {
-        wait_ok(CONVERGE, &format!("{} on s1", n.name), || on_server(n, &s1_addrs));
+        wait_ok(CONVERGE, &format!("{} on s1", n.name), || {
+            on_server(n, &s1_addrs)
+        });
     }
     let stats: Vec<SendStats> = senders.into_iter().map(Sender::finish).collect();
     // One last send per agent bounds what was handed over (a send cut short by a fault may have
@@ -597,13 +767,20 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
     let mut expected: Vec<(&str, u64)> = Vec::new();
     for (n, st) in nodes[2..].iter().zip(&stats) {
         let (_, last) = n.send(5);
-        assert!(last >= st.last_seq, "{}: seq went back from {} to {last}", n.name, st.last_seq);
+        assert!(
+            last >= st.last_seq,
+            "{}: seq went back from {} to {last}",
+            n.name,
+            st.last_seq
+        );
         expected.push((n.name.as_str(), last));
     }
     for n in &nodes[2..] {
         wait_ok(CONVERGE, &format!("{}'s cache flushed", n.name), || {
             let link = n.status().ok_or("no status")?["link"].clone();
-            (link["cached"].as_u64() == Some(0)).then_some(()).ok_or(format!("{link}"))
+            (link["cached"].as_u64() == Some(0))
+                .then_some(())
+                .ok_or(format!("{link}"))
         });
     }
     let converged = start.elapsed();
@@ -619,7 +796,13 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
         }
         if Instant::now() > deadline {
             // Never a count of nothing: a checker that cannot list the records must fail.
-            break c.unwrap_or_else(|| panic!("{} did not list its records (records --json) within {}s", s1.name, WAIT.as_secs()));
+            break c.unwrap_or_else(|| {
+                panic!(
+                    "{} did not list its records (records --json) within {}s",
+                    s1.name,
+                    WAIT.as_secs()
+                )
+            });
         }
         std::thread::sleep(Duration::from_millis(500));
     };
@@ -644,8 +827,14 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
     for n in &notes {
         eprintln!("[faults] NOTE: {n}");
     }
-    assert!(violations.is_empty(), "invariant violations (seed {seed}): {violations:#?}");
-    assert!(count.sent > 0 && count.stored > 0, "nothing was counted (seed {seed}): {count:?}");
+    assert!(
+        violations.is_empty(),
+        "invariant violations (seed {seed}): {violations:#?}"
+    );
+    assert!(
+        count.sent > 0 && count.stored > 0,
+        "nothing was counted (seed {seed}): {count:?}"
+    );
     assert!(
         count.lost == 0 && count.duplicated == 0 && count.unexpected == 0,
         "records (seed {seed}): {count:?} (expected {expected:?})"
@@ -694,10 +883,17 @@ fn randomized_faults_long() {
 #[test]
 fn lossy_link_30_percent_loses_nothing_and_no_early_switchover() {
     netlab::require();
-    let lab = netlab::Lab::create(73, &["srv"]).unwrap_or_else(|e| panic!("making the namespace: {e}"));
+    let lab =
+        netlab::Lab::create(73, &["srv"]).unwrap_or_else(|e| panic!("making the namespace: {e}"));
     let site = Site::new(73);
     let host = lab.host("srv");
-    let mut server = site.init_at("srv", "server", &format!("{}:7400", host.ip), &[], &["server.enroll_token=tok"]);
+    let mut server = site.init_at(
+        "srv",
+        "server",
+        &format!("{}:7400", host.ip),
+        &[],
+        &["server.enroll_token=tok"],
+    );
     server.netns = Some(host.netns.clone());
     let mut standby = site.server("standby", &["server.enroll_token=tok"]);
     let mut agent = site.agent("a1", &[&server, &standby], &["agent.enroll_token=tok"]);
@@ -705,7 +901,8 @@ fn lossy_link_30_percent_loses_nothing_and_no_early_switchover() {
     standby.start();
     agent.start();
     agent.wait_link("home", Some(&server));
-    lab.set_loss("srv", netlab::Direction::Both, 30).unwrap_or_else(|e| panic!("nft: {e}"));
+    lab.set_loss("srv", netlab::Direction::Both, 30)
+        .unwrap_or_else(|e| panic!("nft: {e}"));
     // 30 s of load: 30 default heartbeats, three times the default switchover_after.
     let load = Sender::start(&agent, 5);
     let end = Instant::now() + Duration::from_secs(30);
@@ -732,7 +929,11 @@ fn lossy_link_30_percent_loses_nothing_and_no_early_switchover() {
     let switchovers = agent.events("SWITCHOVER");
     for e in &switchovers {
         let text = e.to_string();
-        let silent = text.split("stopped answering ").nth(1).and_then(|t| t.split(' ').next()).and_then(parse_duration);
+        let silent = text
+            .split("stopped answering ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(parse_duration);
         assert!(
             silent.is_some_and(|d| d >= Duration::from_secs(10)),
             "a switchover before home had stopped answering for switchover_after (10s): {e}"
@@ -740,7 +941,10 @@ fn lossy_link_30_percent_loses_nothing_and_no_early_switchover() {
         eprintln!("[lossy] NOTE: home accepted no connection for switchover_after, so the agent switched over (AG-3): {e}");
     }
     if switchovers.is_empty() {
-        assert!(left_home.is_none(), "the agent left home without a switchover: {left_home:?}");
+        assert!(
+            left_home.is_none(),
+            "the agent left home without a switchover: {left_home:?}"
+        );
     }
     let n = load.finish().last_seq;
     let (_, n) = (n, agent.send(1).1);
@@ -766,5 +970,8 @@ fn parse_duration(s: &str) -> Option<Duration> {
     if let Some(secs) = s.strip_suffix('s') {
         return secs.parse().ok().map(Duration::from_secs);
     }
-    s.strip_suffix('m')?.parse::<u64>().ok().map(|m| Duration::from_secs(m * 60))
+    s.strip_suffix('m')?
+        .parse::<u64>()
+        .ok()
+        .map(|m| Duration::from_secs(m * 60))
 }

@@ -534,7 +534,9 @@ async fn add_checks(api: &Arc<Api>, fast: bool, notes: &Notes) {
         let name = field(&check, "name");
         match api.try_call("POST", "/api/checks", Some(&check)).await {
             Ok(Ok(_)) => notes.add(format!("check {name} added")),
-            Ok(Err(f)) | Err(Unreachable(f)) => notes.add(format!("check {name} not added: {}", f.message)),
+            Ok(Err(f)) | Err(Unreachable(f)) => {
+                notes.add(format!("check {name} not added: {}", f.message))
+            }
         }
     }
 }
@@ -667,10 +669,21 @@ async fn frame(dir: &Path, nodes: &[DemoNode], notes: &Notes) -> String {
             "",
         ));
     }
-    if let Some(api) = nodes.iter().zip(&statuses).find(|(n, s)| {
-        n.is_server() && s.as_ref().is_some_and(|s| s.pointer("/node/failover/state").and_then(Value::as_str) == Some("active"))
-    }).and_then(|(n, _)| n.api.clone()) {
-        if let Ok(Ok(answer)) = api.try_call("GET", "/api/records?kind=check&limit=50", None).await {
+    if let Some(api) = nodes
+        .iter()
+        .zip(&statuses)
+        .find(|(n, s)| {
+            n.is_server()
+                && s.as_ref().is_some_and(|s| {
+                    s.pointer("/node/failover/state").and_then(Value::as_str) == Some("active")
+                })
+        })
+        .and_then(|(n, _)| n.api.clone())
+    {
+        if let Ok(Ok(answer)) = api
+            .try_call("GET", "/api/records?kind=check&limit=50", None)
+            .await
+        {
             let mut latest: Vec<(String, Value)> = Vec::new();
             for r in crate::output::items(&answer, "records").iter().rev() {
                 let name = field(r, "name");
@@ -682,21 +695,38 @@ async fn frame(dir: &Path, nodes: &[DemoNode], notes: &Notes) -> String {
             let rows: Vec<Vec<String>> = latest
                 .iter()
                 .map(|(name, r)| {
-                    let detail = r.get("detail").and_then(Value::as_str).and_then(|d| serde_json::from_str::<Value>(d).ok());
-                    let up = detail.as_ref().and_then(|d| d.get("up")).and_then(Value::as_bool).unwrap_or(false);
+                    let detail = r
+                        .get("detail")
+                        .and_then(Value::as_str)
+                        .and_then(|d| serde_json::from_str::<Value>(d).ok());
+                    let up = detail
+                        .as_ref()
+                        .and_then(|d| d.get("up"))
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
                     vec![
                         name.clone(),
                         if up { "up".into() } else { "down".into() },
-                        format!("{:.1}", r.get("value").and_then(Value::as_f64).unwrap_or(0.0)),
+                        format!(
+                            "{:.1}",
+                            r.get("value").and_then(Value::as_f64).unwrap_or(0.0)
+                        ),
                         field(r, "agent"),
-                        r.get("pair").and_then(Value::as_str).unwrap_or("-").to_string(),
+                        r.get("pair")
+                            .and_then(Value::as_str)
+                            .unwrap_or("-")
+                            .to_string(),
                         field(r, "seq"),
                     ]
                 })
                 .collect();
             if !rows.is_empty() {
                 out.push('\n');
-                out.push_str(&render(&["CHECK", "RESULT", "VALUE", "RUN BY", "PAIR", "SEQ"], &rows, ""));
+                out.push_str(&render(
+                    &["CHECK", "RESULT", "VALUE", "RUN BY", "PAIR", "SEQ"],
+                    &rows,
+                    "",
+                ));
             }
         }
     }

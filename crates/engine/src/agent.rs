@@ -144,8 +144,13 @@ pub struct PairView {
 /// This agent's part in one pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MemberState {
-    Idle { epoch: PairEpoch },
-    Active { epoch: PairEpoch, lease_until: Instant },
+    Idle {
+        epoch: PairEpoch,
+    },
+    Active {
+        epoch: PairEpoch,
+        lease_until: Instant,
+    },
 }
 
 impl MemberState {
@@ -162,24 +167,51 @@ impl MemberState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentAction {
     /// Open a link to this server and introduce the agent (whether it is home is `server == 0`).
-    Connect { server: usize },
+    Connect {
+        server: usize,
+    },
     /// Ask this server whether it would take the agent now, without moving (AG-6).
-    Probe { server: usize },
+    Probe {
+        server: usize,
+    },
     /// Close the link to this server (it failed, or the engine gave up on it).
-    Disconnect { server: usize },
+    Disconnect {
+        server: usize,
+    },
     /// Tell this server the agent is leaving (it frees the standby slot), then close.
-    Leave { server: usize },
-    SendHeartbeat { server: usize, id: u64 },
+    Leave {
+        server: usize,
+    },
+    SendHeartbeat {
+        server: usize,
+        id: u64,
+    },
     /// Send the cached records with `after < seq <= upto`, in order.
-    Send { server: usize, after: u64, upto: u64 },
+    Send {
+        server: usize,
+        after: u64,
+        upto: u64,
+    },
     /// The server made these durable: delete cached records with `seq <= upto` (AG-2).
-    DeleteCached { upto: u64 },
+    DeleteCached {
+        upto: u64,
+    },
     /// Start the pair's duty: run `on_activate`, start its checks.
-    Activate { pair: String, epoch: PairEpoch },
+    Activate {
+        pair: String,
+        epoch: PairEpoch,
+    },
     /// Stop the pair's duty: stop its checks, run `on_deactivate`.
-    Deactivate { pair: String, epoch: PairEpoch, reason: String },
+    Deactivate {
+        pair: String,
+        epoch: PairEpoch,
+        reason: String,
+    },
     /// Remember (durably) the highest epoch seen from a hot-standby pair of servers (AG-8).
-    SaveEpoch { cluster: String, epoch: u64 },
+    SaveEpoch {
+        cluster: String,
+        epoch: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -200,7 +232,9 @@ enum Phase {
     Retrying,
     /// Trying the whole list, home first.
     Searching,
-    Staged { reason: String },
+    Staged {
+        reason: String,
+    },
     Blackout,
 }
 
@@ -266,10 +300,15 @@ pub struct Restored {
 impl Agent {
     /// Starts the agent: its first action is to connect home (AG-1: agents connect out).
     pub fn new(config: AgentConfig, restored: Restored, now: Instant) -> Agent {
-        assert!(!config.servers.is_empty(), "an agent needs at least one server");
+        assert!(
+            !config.servers.is_empty(),
+            "an agent needs at least one server"
+        );
         let mut agent = Agent {
             config,
-            link: Link::Connecting { switchback_from: None },
+            link: Link::Connecting {
+                switchback_from: None,
+            },
             attempt: None,
             probing: None,
             cached_upto: restored.cached_upto.max(restored.acked_upto),
@@ -341,7 +380,10 @@ impl Agent {
 
     /// What the agent tells its server about its pairs with every heartbeat: (pair, epoch, active).
     pub fn member_reports(&self) -> Vec<(String, PairEpoch, bool)> {
-        self.members.iter().map(|(p, m)| (p.clone(), m.epoch(), m.is_active())).collect()
+        self.members
+            .iter()
+            .map(|(p, m)| (p.clone(), m.epoch(), m.is_active()))
+            .collect()
     }
 
     pub fn epochs(&self) -> &BTreeMap<String, u64> {
@@ -392,7 +434,10 @@ impl Agent {
             }
             if welcome.epoch > seen {
                 self.epochs.insert(cluster.clone(), welcome.epoch);
-                self.actions.push_back(AgentAction::SaveEpoch { cluster: cluster.clone(), epoch: welcome.epoch });
+                self.actions.push_back(AgentAction::SaveEpoch {
+                    cluster: cluster.clone(),
+                    epoch: welcome.epoch,
+                });
             }
         }
         let url = self.config.servers[server].clone();
@@ -416,9 +461,15 @@ impl Agent {
                     );
                 }
             }
-            Link::Connecting { switchback_from: Some(from), .. } => {
+            Link::Connecting {
+                switchback_from: Some(from),
+                ..
+            } => {
                 let from = &self.config.servers[from];
-                self.event(EventCode::Switchback, format!("home server {url} answers again: switched back from {from}"));
+                self.event(
+                    EventCode::Switchback,
+                    format!("home server {url} answers again: switched back from {from}"),
+                );
             }
             _ => {}
         }
@@ -471,7 +522,10 @@ impl Agent {
         if let Some(cluster) = &welcome.cluster {
             let seen = self.epochs.get(cluster).copied().unwrap_or(0);
             if welcome.epoch < seen {
-                let reason = format!("redirect from {} carries epoch {} below {} seen: ignored", self.config.servers[server], welcome.epoch, seen);
+                let reason = format!(
+                    "redirect from {} carries epoch {} below {} seen: ignored",
+                    self.config.servers[server], welcome.epoch, seen
+                );
                 self.event(EventCode::StaleEpoch, reason.clone());
                 if attempting_here {
                     self.attempt = None;
@@ -482,7 +536,11 @@ impl Agent {
         }
         if redirects > MAX_REDIRECTS {
             self.attempt = None;
-            self.attempt_failed(now, server, format!("more than {MAX_REDIRECTS} redirects in a row"));
+            self.attempt_failed(
+                now,
+                server,
+                format!("more than {MAX_REDIRECTS} redirects in a row"),
+            );
             return;
         }
         let target = match self.config.servers.iter().position(|s| s == to) {
@@ -493,16 +551,23 @@ impl Agent {
             }
         };
         let from = self.config.servers[server].clone();
-        self.event(EventCode::Redirected, format!("{from} is STANDBY: redirected to the ACTIVE server {to}"));
+        self.event(
+            EventCode::Redirected,
+            format!("{from} is STANDBY: redirected to the ACTIVE server {to}"),
+        );
         if connected_here {
             // The server stepped down under us: follow it without counting a failure.
             self.actions.push_back(AgentAction::Disconnect { server });
             self.stop_link_timers();
-            self.link = Link::Connecting { switchback_from: None };
+            self.link = Link::Connecting {
+                switchback_from: None,
+            };
         }
-        self.actions.push_back(AgentAction::Connect { server: target });
+        self.actions
+            .push_back(AgentAction::Connect { server: target });
         self.attempt = Some((target, redirects));
-        self.timers.set(Timer::Attempt, now + self.config.attempt_timeout());
+        self.timers
+            .set(Timer::Attempt, now + self.config.attempt_timeout());
     }
 
     /// A connection attempt failed before the server answered.
@@ -525,7 +590,13 @@ impl Agent {
     }
 
     /// The server answered a heartbeat; `views` is its word on this agent's pairs.
-    pub fn handle_heartbeat_ack(&mut self, now: Instant, server: usize, id: u64, views: &[PairView]) {
+    pub fn handle_heartbeat_ack(
+        &mut self,
+        now: Instant,
+        server: usize,
+        id: u64,
+        views: &[PairView],
+    ) {
         if self.server() != Some(server) {
             return;
         }
@@ -589,7 +660,13 @@ impl Agent {
         if self.server() != Some(server) || server == 0 {
             return;
         }
-        self.event(EventCode::Recalled, format!("recalled by an operator to its home server {}", self.config.servers[0]));
+        self.event(
+            EventCode::Recalled,
+            format!(
+                "recalled by an operator to its home server {}",
+                self.config.servers[0]
+            ),
+        );
         self.begin_switchback(now);
     }
 
@@ -603,7 +680,11 @@ impl Agent {
         }
         for (pair, m) in std::mem::take(&mut self.members) {
             if let MemberState::Active { epoch, .. } = m {
-                self.actions.push_back(AgentAction::Deactivate { pair, epoch, reason: "agent shutting down".into() });
+                self.actions.push_back(AgentAction::Deactivate {
+                    pair,
+                    epoch,
+                    reason: "agent shutting down".into(),
+                });
             }
         }
         self.link = Link::ShutDown;
@@ -617,7 +698,10 @@ impl Agent {
         if self.timers.expired(Timer::Attempt, now) {
             if let Some((server, _)) = self.attempt.take() {
                 self.actions.push_back(AgentAction::Disconnect { server });
-                let reason = format!("no answer within {}", fmt_duration(self.config.attempt_timeout()));
+                let reason = format!(
+                    "no answer within {}",
+                    fmt_duration(self.config.attempt_timeout())
+                );
                 self.attempt_failed(now, server, reason);
             }
         }
@@ -628,7 +712,10 @@ impl Agent {
             if let Link::Connected { server } = self.link {
                 let silent = now.saturating_duration_since(self.last_heard);
                 if silent >= self.config.heartbeat * LIVENESS_BEATS {
-                    let reason = format!("no answer for {} ({LIVENESS_BEATS} heartbeats)", fmt_duration(silent));
+                    let reason = format!(
+                        "no answer for {} ({LIVENESS_BEATS} heartbeats)",
+                        fmt_duration(silent)
+                    );
                     self.actions.push_back(AgentAction::Disconnect { server });
                     self.link_failed(now, server, reason);
                 } else {
@@ -644,8 +731,10 @@ impl Agent {
                 if self.heartbeats_sent.len() > 64 {
                     self.heartbeats_sent.pop_front();
                 }
-                self.actions.push_back(AgentAction::SendHeartbeat { server, id });
-                self.timers.set(Timer::Heartbeat, now + self.config.heartbeat);
+                self.actions
+                    .push_back(AgentAction::SendHeartbeat { server, id });
+                self.timers
+                    .set(Timer::Heartbeat, now + self.config.heartbeat);
             }
         }
         if self.timers.expired(Timer::Switchback, now) {
@@ -655,7 +744,8 @@ impl Agent {
                         if self.probing.is_none() {
                             self.probing = Some(0);
                             self.actions.push_back(AgentAction::Probe { server: 0 });
-                            self.timers.set(Timer::Probe, now + self.config.attempt_timeout());
+                            self.timers
+                                .set(Timer::Probe, now + self.config.attempt_timeout());
                         }
                         self.timers.set(Timer::Switchback, now + every);
                     }
@@ -673,7 +763,8 @@ impl Agent {
     // ----- internals -----
 
     fn event(&mut self, code: EventCode, reason: String) {
-        self.events.push_back(Event::new(code, self.config.name.clone(), reason));
+        self.events
+            .push_back(Event::new(code, self.config.name.clone(), reason));
     }
 
     fn heard(&mut self, now: Instant) {
@@ -681,11 +772,20 @@ impl Agent {
     }
 
     fn arm_liveness(&mut self) {
-        self.timers.set(Timer::Liveness, self.last_heard + self.config.heartbeat * LIVENESS_BEATS);
+        self.timers.set(
+            Timer::Liveness,
+            self.last_heard + self.config.heartbeat * LIVENESS_BEATS,
+        );
     }
 
     fn stop_link_timers(&mut self) {
-        for t in [Timer::Heartbeat, Timer::Liveness, Timer::Switchback, Timer::Probe, Timer::Drain] {
+        for t in [
+            Timer::Heartbeat,
+            Timer::Liveness,
+            Timer::Switchback,
+            Timer::Probe,
+            Timer::Drain,
+        ] {
             self.timers.stop(t);
         }
         self.probing = None;
@@ -694,16 +794,23 @@ impl Agent {
     fn connect(&mut self, server: usize, now: Instant) {
         self.attempt = Some((server, 0));
         self.actions.push_back(AgentAction::Connect { server });
-        self.timers.set(Timer::Attempt, now + self.config.attempt_timeout());
+        self.timers
+            .set(Timer::Attempt, now + self.config.attempt_timeout());
     }
 
     /// Sends what the window allows when the link is up.
     fn pump(&mut self, _now: Instant) {
-        let Link::Connected { server } = self.link else { return };
+        let Link::Connected { server } = self.link else {
+            return;
+        };
         let limit = self.acked_upto + SEND_WINDOW;
         let upto = self.cached_upto.min(limit);
         if upto > self.sent_upto {
-            self.actions.push_back(AgentAction::Send { server, after: self.sent_upto, upto });
+            self.actions.push_back(AgentAction::Send {
+                server,
+                after: self.sent_upto,
+                upto,
+            });
             self.sent_upto = upto;
         }
     }
@@ -742,9 +849,12 @@ impl Agent {
     }
 
     fn next_attempt_after_failure(&mut self, now: Instant) {
-        let Link::Failing(ep) = &self.link else { return };
+        let Link::Failing(ep) = &self.link else {
+            return;
+        };
         if ep.phase == Phase::Retrying && now < ep.since + self.config.switchover_after {
-            self.timers.set(Timer::Retry, now + self.config.retry_interval());
+            self.timers
+                .set(Timer::Retry, now + self.config.retry_interval());
         } else {
             self.try_next(now);
         }
@@ -760,7 +870,9 @@ impl Agent {
             Link::Failing(ep) => ep.since + self.config.switchover_after,
             _ => return,
         };
-        let Link::Failing(ep) = &mut self.link else { return };
+        let Link::Failing(ep) = &mut self.link else {
+            return;
+        };
         if ep.phase == Phase::Retrying {
             if now < switchover_at {
                 let from = ep.from;
@@ -782,10 +894,18 @@ impl Agent {
         let since = ep.since;
         let (code, reason) = match ep.refused.take() {
             Some(reason) => {
-                ep.phase = Phase::Staged { reason: reason.clone() };
+                ep.phase = Phase::Staged {
+                    reason: reason.clone(),
+                };
                 let raise = !ep.staged_raised;
                 ep.staged_raised = true;
-                (raise.then_some(EventCode::Staged), format!("{reason}; keeping {} records cached and retrying", self.cached_upto - self.acked_upto))
+                (
+                    raise.then_some(EventCode::Staged),
+                    format!(
+                        "{reason}; keeping {} records cached and retrying",
+                        self.cached_upto - self.acked_upto
+                    ),
+                )
             }
             None => {
                 ep.phase = Phase::Blackout;
@@ -805,11 +925,14 @@ impl Agent {
         if let Some(code) = code {
             self.event(code, reason);
         }
-        self.timers.set(Timer::Retry, now + self.config.retry_interval());
+        self.timers
+            .set(Timer::Retry, now + self.config.retry_interval());
     }
 
     fn begin_switchback(&mut self, now: Instant) {
-        let Link::Connected { server } = self.link else { return };
+        let Link::Connected { server } = self.link else {
+            return;
+        };
         if server == 0 {
             return;
         }
@@ -819,16 +942,21 @@ impl Agent {
             self.finish_leaving(now);
         } else {
             // Let the standby acknowledge what it was sent, so nothing is stored twice.
-            self.timers.set(Timer::Drain, now + self.config.attempt_timeout());
+            self.timers
+                .set(Timer::Drain, now + self.config.attempt_timeout());
         }
     }
 
     fn finish_leaving(&mut self, now: Instant) {
-        let Link::Leaving { from } = self.link else { return };
+        let Link::Leaving { from } = self.link else {
+            return;
+        };
         self.timers.stop(Timer::Drain);
         self.actions.push_back(AgentAction::Leave { server: from });
         self.sent_upto = self.acked_upto;
-        self.link = Link::Connecting { switchback_from: Some(from) };
+        self.link = Link::Connecting {
+            switchback_from: Some(from),
+        };
         self.connect(0, now);
     }
 
@@ -844,8 +972,20 @@ impl Agent {
             let lease_base = self.last_answered_heartbeat.unwrap_or(now).min(now);
             let lease_until = lease_base + view.lease;
             match (current, view.active) {
-                (Some(MemberState::Active { epoch, lease_until: old }), true) if epoch == view.epoch => {
-                    self.members.insert(view.pair.clone(), MemberState::Active { epoch, lease_until: old.max(lease_until) });
+                (
+                    Some(MemberState::Active {
+                        epoch,
+                        lease_until: old,
+                    }),
+                    true,
+                ) if epoch == view.epoch => {
+                    self.members.insert(
+                        view.pair.clone(),
+                        MemberState::Active {
+                            epoch,
+                            lease_until: old.max(lease_until),
+                        },
+                    );
                 }
                 (Some(MemberState::Active { epoch, .. }), _) => {
                     let reason = if view.active {
@@ -853,19 +993,43 @@ impl Agent {
                     } else {
                         format!("server says stand by under pair epoch {}", view.epoch)
                     };
-                    self.actions.push_back(AgentAction::Deactivate { pair: view.pair.clone(), epoch, reason });
-                    self.members.insert(view.pair.clone(), MemberState::Idle { epoch: view.epoch });
+                    self.actions.push_back(AgentAction::Deactivate {
+                        pair: view.pair.clone(),
+                        epoch,
+                        reason,
+                    });
+                    self.members
+                        .insert(view.pair.clone(), MemberState::Idle { epoch: view.epoch });
                     if view.active && lease_until > now {
-                        self.members.insert(view.pair.clone(), MemberState::Active { epoch: view.epoch, lease_until });
-                        self.actions.push_back(AgentAction::Activate { pair: view.pair.clone(), epoch: view.epoch });
+                        self.members.insert(
+                            view.pair.clone(),
+                            MemberState::Active {
+                                epoch: view.epoch,
+                                lease_until,
+                            },
+                        );
+                        self.actions.push_back(AgentAction::Activate {
+                            pair: view.pair.clone(),
+                            epoch: view.epoch,
+                        });
                     }
                 }
                 (_, true) if lease_until > now => {
-                    self.members.insert(view.pair.clone(), MemberState::Active { epoch: view.epoch, lease_until });
-                    self.actions.push_back(AgentAction::Activate { pair: view.pair.clone(), epoch: view.epoch });
+                    self.members.insert(
+                        view.pair.clone(),
+                        MemberState::Active {
+                            epoch: view.epoch,
+                            lease_until,
+                        },
+                    );
+                    self.actions.push_back(AgentAction::Activate {
+                        pair: view.pair.clone(),
+                        epoch: view.epoch,
+                    });
                 }
                 _ => {
-                    self.members.insert(view.pair.clone(), MemberState::Idle { epoch: view.epoch });
+                    self.members
+                        .insert(view.pair.clone(), MemberState::Idle { epoch: view.epoch });
                 }
             }
         }
@@ -894,15 +1058,23 @@ impl Agent {
             .members
             .iter()
             .filter_map(|(p, m)| match m {
-                MemberState::Active { epoch, lease_until } if *lease_until <= now => Some((p.clone(), *epoch)),
+                MemberState::Active { epoch, lease_until } if *lease_until <= now => {
+                    Some((p.clone(), *epoch))
+                }
                 _ => None,
             })
             .collect();
         for (pair, epoch) in expired {
             let reason = format!("no word from the server on pair {pair} for its lease: standing down (epoch {epoch})");
-            self.members.insert(pair.clone(), MemberState::Idle { epoch });
-            self.actions.push_back(AgentAction::Deactivate { pair: pair.clone(), epoch, reason: reason.clone() });
-            self.events.push_back(Event::new(EventCode::LeaseExpired, pair, reason));
+            self.members
+                .insert(pair.clone(), MemberState::Idle { epoch });
+            self.actions.push_back(AgentAction::Deactivate {
+                pair: pair.clone(),
+                epoch,
+                reason: reason.clone(),
+            });
+            self.events
+                .push_back(Event::new(EventCode::LeaseExpired, pair, reason));
         }
         self.arm_lease();
     }

@@ -12,7 +12,11 @@ pub struct Event {
 
 impl Event {
     pub fn new(code: EventCode, subject: impl Into<String>, reason: impl Into<String>) -> Self {
-        Event { code, subject: subject.into(), reason: reason.into() }
+        Event {
+            code,
+            subject: subject.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -98,7 +102,16 @@ mod tests {
 
     #[test]
     fn ui2_notifying_codes_cover_the_transitions_named_in_ui2() {
-        for code in ["SWITCHOVER", "SWITCHBACK", "BLACKOUT", "FAILOVER", "PAIR_SWITCHBACK", "PROMOTED", "DEMOTED", "AGENT_PENDING"] {
+        for code in [
+            "SWITCHOVER",
+            "SWITCHBACK",
+            "BLACKOUT",
+            "FAILOVER",
+            "PAIR_SWITCHBACK",
+            "PROMOTED",
+            "DEMOTED",
+            "AGENT_PENDING",
+        ] {
             assert!(EventCode::parse(code).unwrap().notify(), "{code}");
         }
     }

@@ -180,10 +180,16 @@ impl HotStandby {
         }
         self.state = HaState::Starting { since: now };
         self.peer_active_seen = now;
-        self.reason = format!("starting: waiting up to {} for an ACTIVE peer", fmt_duration(self.config.failover_timeout));
-        self.actions.push_back(HaAction::PollPeer { replicate: false });
-        self.timers.set(Timer::Poll, now + self.config.sync_interval);
-        self.timers.set(Timer::Decide, now + self.config.failover_timeout);
+        self.reason = format!(
+            "starting: waiting up to {} for an ACTIVE peer",
+            fmt_duration(self.config.failover_timeout)
+        );
+        self.actions
+            .push_back(HaAction::PollPeer { replicate: false });
+        self.timers
+            .set(Timer::Poll, now + self.config.sync_interval);
+        self.timers
+            .set(Timer::Decide, now + self.config.failover_timeout);
     }
 
     // ----- getters -----
@@ -213,7 +219,9 @@ impl HotStandby {
     }
     /// Whether the ACTIVE peer answered within `failover_timeout` (AG-7 redirects go there).
     pub fn peer_acting(&self, now: Instant) -> bool {
-        self.peer.as_ref().is_some_and(|p| p.is_active() && p.epoch >= self.epoch)
+        self.peer
+            .as_ref()
+            .is_some_and(|p| p.is_active() && p.epoch >= self.epoch)
             && now < self.peer_active_seen + self.config.failover_timeout
     }
     pub fn replicated_version(&self) -> u64 {
@@ -238,11 +246,17 @@ impl HotStandby {
         self.config = config;
         if mode_changed {
             if self.config.mode == FailoverMode::Off && !self.is_acting() {
-                self.promote(now, "failover mode set to off: this server acts alone".into());
-            } else if self.config.mode != FailoverMode::Off && self.timers.get(Timer::Poll).is_none() {
+                self.promote(
+                    now,
+                    "failover mode set to off: this server acts alone".into(),
+                );
+            } else if self.config.mode != FailoverMode::Off
+                && self.timers.get(Timer::Poll).is_none()
+            {
                 self.timers.set(Timer::Poll, now);
                 self.peer_active_seen = now;
-                self.timers.set(Timer::Decide, now + self.config.failover_timeout);
+                self.timers
+                    .set(Timer::Decide, now + self.config.failover_timeout);
             }
         }
     }
@@ -269,7 +283,9 @@ impl HotStandby {
         self.peer = Some(peer.clone());
         match self.state {
             HaState::Active { .. } => self.decide_while_active(now, &peer),
-            HaState::Starting { .. } | HaState::Standby { .. } => self.decide_while_waiting(now, &peer),
+            HaState::Starting { .. } | HaState::Standby { .. } => {
+                self.decide_while_waiting(now, &peer)
+            }
         }
     }
 
@@ -293,13 +309,21 @@ impl HotStandby {
         }
         // 2. Nothing to do.
         if !self.is_acting() {
-            return Err(format!("this server is already {}", self.state.as_str().to_uppercase()));
+            return Err(format!(
+                "this server is already {}",
+                self.state.as_str().to_uppercase()
+            ));
         }
         // 3. The peer must be there to take over, or the site would have no acting server.
         let peer_ok = self.peer.as_ref().is_some_and(|p| p.state == "standby")
-            && self.peer_answered.is_some_and(|t| now < t + self.config.failover_timeout);
+            && self
+                .peer_answered
+                .is_some_and(|t| now < t + self.config.failover_timeout);
         if !peer_ok {
-            return Err("the peer is not answering as STANDBY: stepping down would leave no acting server".into());
+            return Err(
+                "the peer is not answering as STANDBY: stepping down would leave no acting server"
+                    .into(),
+            );
         }
         let reason = "set to STANDBY by an operator: the peer takes the ACTIVE role".to_string();
         self.demote(now, reason.clone());
@@ -310,7 +334,8 @@ impl HotStandby {
         if self.timers.expired(Timer::Poll, now) {
             let replicate = !self.is_acting();
             self.actions.push_back(HaAction::PollPeer { replicate });
-            self.timers.set(Timer::Poll, now + self.config.sync_interval);
+            self.timers
+                .set(Timer::Poll, now + self.config.sync_interval);
         }
         if self.timers.expired(Timer::Decide, now) && !self.is_acting() {
             self.check_silence(now);
@@ -338,16 +363,21 @@ impl HotStandby {
                 let returning = matches!(self.state, HaState::Starting { .. }) && self.epoch > 0;
                 // Remembered durably, so a restart never comes back with an older epoch.
                 self.epoch = peer.epoch;
-                self.actions.push_back(HaAction::SaveEpoch { epoch: self.epoch });
+                self.actions
+                    .push_back(HaAction::SaveEpoch { epoch: self.epoch });
                 if returning {
                     self.actions.push_back(HaAction::MergeToPeer);
                 }
             }
             if !matches!(self.state, HaState::Standby { .. }) {
                 self.state = HaState::Standby { since: now };
-                self.reason = format!("peer {} is ACTIVE with epoch {}: this server is STANDBY", peer.name, peer.epoch);
+                self.reason = format!(
+                    "peer {} is ACTIVE with epoch {}: this server is STANDBY",
+                    peer.name, peer.epoch
+                );
             }
-            self.timers.set(Timer::Decide, now + self.config.failover_timeout);
+            self.timers
+                .set(Timer::Decide, now + self.config.failover_timeout);
             return;
         }
         // 2. An ACTIVE peer with a lower epoch is inconsistent (HS-4): promote past it.
@@ -378,13 +408,18 @@ impl HotStandby {
         if peer.is_active() {
             // HS-6: both acted during a partition. The lower epoch steps down; at equal epochs
             // the non-preferred node does.
-            let we_lose = peer.epoch > self.epoch || (peer.epoch == self.epoch && !self.preferred_over(peer));
+            let we_lose =
+                peer.epoch > self.epoch || (peer.epoch == self.epoch && !self.preferred_over(peer));
             if we_lose {
                 let reason = format!(
                     "peer {} is also ACTIVE with epoch {} (ours {}): this server steps down and hands over its records",
                     peer.name, peer.epoch, self.epoch
                 );
-                self.events.push_back(Event::new(EventCode::SplitBrain, self.config.name.clone(), reason.clone()));
+                self.events.push_back(Event::new(
+                    EventCode::SplitBrain,
+                    self.config.name.clone(),
+                    reason.clone(),
+                ));
                 self.epoch = peer.epoch;
                 self.peer_active_seen = now;
                 self.demote(now, reason);
@@ -394,7 +429,11 @@ impl HotStandby {
                     "peer {} is also ACTIVE with epoch {} (ours {}): it steps down",
                     peer.name, peer.epoch, self.epoch
                 );
-                self.events.push_back(Event::new(EventCode::SplitBrain, self.config.name.clone(), reason));
+                self.events.push_back(Event::new(
+                    EventCode::SplitBrain,
+                    self.config.name.clone(),
+                    reason,
+                ));
             }
             return;
         }
@@ -453,12 +492,17 @@ impl HotStandby {
             epoch += 1;
         }
         self.epoch = epoch;
-        self.actions.push_back(HaAction::SaveEpoch { epoch: self.epoch });
+        self.actions
+            .push_back(HaAction::SaveEpoch { epoch: self.epoch });
         self.state = HaState::Active { since: now };
         self.split_brain_reported = false;
         self.reason = format!("{reason} (epoch {})", self.epoch);
         self.timers.stop(Timer::Decide);
-        self.events.push_back(Event::new(EventCode::Promoted, self.config.name.clone(), self.reason.clone()));
+        self.events.push_back(Event::new(
+            EventCode::Promoted,
+            self.config.name.clone(),
+            self.reason.clone(),
+        ));
     }
 
     /// Every way of stepping down (operator, auto failback, split brain) hands the peer the
@@ -468,9 +512,15 @@ impl HotStandby {
         self.state = HaState::Standby { since: now };
         self.reason = reason.clone();
         self.peer_active_seen = now;
-        self.actions.push_back(HaAction::SaveEpoch { epoch: self.epoch });
+        self.actions
+            .push_back(HaAction::SaveEpoch { epoch: self.epoch });
         self.actions.push_back(HaAction::MergeToPeer);
-        self.timers.set(Timer::Decide, now + self.config.failover_timeout);
-        self.events.push_back(Event::new(EventCode::Demoted, self.config.name.clone(), reason));
+        self.timers
+            .set(Timer::Decide, now + self.config.failover_timeout);
+        self.events.push_back(Event::new(
+            EventCode::Demoted,
+            self.config.name.clone(),
+            reason,
+        ));
     }
 }

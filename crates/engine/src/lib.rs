@@ -62,11 +62,13 @@ pub mod server;
 mod timers;
 
 pub use agent::{
-    Agent, AgentAction, AgentConfig, LinkState, MemberState, PairView, ProbeResult, Restored, Welcome,
-    MIN_SWITCHBACK_INTERVAL,
+    Agent, AgentAction, AgentConfig, LinkState, MemberState, PairView, ProbeResult, Restored,
+    Welcome, MIN_SWITCHBACK_INTERVAL,
 };
 pub use event::{Event, EventCode};
-pub use ha::{FailbackPolicy, FailoverMode, HaAction, HaState, HotStandby, HotStandbyConfig, PeerStatus};
+pub use ha::{
+    FailbackPolicy, FailoverMode, HaAction, HaState, HotStandby, HotStandbyConfig, PeerStatus,
+};
 pub use pair::{Member, Pair, PairAction, PairConfig, PairEpoch, PairState, SwitchbackPolicy};
 pub use registry::{AgentEntry, AgentRegistry, AgentStatus, Hello, Refusal, TokenCheck};
 pub use roles::{validate_role_change, RoleChange, RoleContext, Roles};

@@ -183,7 +183,10 @@ impl Pair {
     }
     /// The full pair epoch, fenced by this server's epoch.
     pub fn pair_epoch(&self) -> PairEpoch {
-        PairEpoch { server: self.server_epoch, pair: self.state.epoch }
+        PairEpoch {
+            server: self.server_epoch,
+            pair: self.state.epoch,
+        }
     }
     /// The member holding the duty (none during a blackout or a handover).
     pub fn active(&self) -> Option<Member> {
@@ -280,7 +283,9 @@ impl Pair {
                 }
             }
         }
-        next.into_iter().filter(|t| self.last_tick.is_none_or(|l| *t > l)).min()
+        next.into_iter()
+            .filter(|t| self.last_tick.is_none_or(|l| *t > l))
+            .min()
     }
 
     // ----- inputs -----
@@ -308,8 +313,15 @@ impl Pair {
     }
 
     /// A heartbeat from a member, with what it says of itself: (epoch, active).
-    pub fn handle_member_seen(&mut self, now: Instant, agent: &str, report: Option<(PairEpoch, bool)>) {
-        let Some(m) = self.member_of(agent) else { return };
+    pub fn handle_member_seen(
+        &mut self,
+        now: Instant,
+        agent: &str,
+        report: Option<(PairEpoch, bool)>,
+    ) {
+        let Some(m) = self.member_of(agent) else {
+            return;
+        };
         let h = &mut self.health[m.ix()];
         h.connected = true;
         h.last_seen = Some(now);
@@ -322,14 +334,20 @@ impl Pair {
             if epoch.pair > self.state.epoch {
                 self.state.epoch = epoch.pair;
                 if epoch.server == self.server_epoch {
-                    self.state.active = if active { Some(m) } else { self.state.active.filter(|a| *a != m) };
+                    self.state.active = if active {
+                        Some(m)
+                    } else {
+                        self.state.active.filter(|a| *a != m)
+                    };
                     self.handover = None;
                 }
                 self.actions.push_back(PairAction::Persist);
             }
             let view = self.view(m);
             if (epoch, active) != (view.epoch, view.active) {
-                self.actions.push_back(PairAction::Push { agent: agent.to_string() });
+                self.actions.push_back(PairAction::Push {
+                    agent: agent.to_string(),
+                });
             }
         }
         self.supervise(now);
@@ -337,7 +355,9 @@ impl Pair {
 
     /// The member's link closed. Its lease may still run: nothing moves before `failover_after`.
     pub fn handle_member_gone(&mut self, now: Instant, agent: &str) {
-        let Some(m) = self.member_of(agent) else { return };
+        let Some(m) = self.member_of(agent) else {
+            return;
+        };
         let h = &mut self.health[m.ix()];
         h.connected = false;
         h.up_since = None;
@@ -345,12 +365,23 @@ impl Pair {
     }
 
     /// PR-7: the result of a member's hook. A failed or hung hook marks the pair degraded.
-    pub fn handle_hook_result(&mut self, _now: Instant, agent: &str, hook: &str, epoch: u64, result: Result<(), String>) {
+    pub fn handle_hook_result(
+        &mut self,
+        _now: Instant,
+        agent: &str,
+        hook: &str,
+        epoch: u64,
+        result: Result<(), String>,
+    ) {
         match result {
             Err(why) => {
                 let reason = format!("{hook} hook on {agent} failed (pair epoch {epoch}): {why}");
                 self.degraded = Some(reason.clone());
-                self.events.push_back(Event::new(EventCode::HookFailed, self.config.name.clone(), reason));
+                self.events.push_back(Event::new(
+                    EventCode::HookFailed,
+                    self.config.name.clone(),
+                    reason,
+                ));
             }
             Ok(()) => {
                 if epoch >= self.state.epoch {
@@ -369,7 +400,12 @@ impl Pair {
             self.config.secondary,
             self.state.epoch + 1
         );
-        self.begin_handover(now, Member::Secondary, EventCode::ForcedFailover, reason.clone());
+        self.begin_handover(
+            now,
+            Member::Secondary,
+            EventCode::ForcedFailover,
+            reason.clone(),
+        );
         Ok(reason)
     }
 
@@ -377,7 +413,11 @@ impl Pair {
     pub fn revert(&mut self, now: Instant) -> Result<String, String> {
         self.operator_guard(now, Member::Primary)?;
         self.state.held = false;
-        let reason = format!("operator reverted to the primary {} (pair epoch {})", self.config.primary, self.state.epoch + 1);
+        let reason = format!(
+            "operator reverted to the primary {} (pair epoch {})",
+            self.config.primary,
+            self.state.epoch + 1
+        );
         self.begin_handover(now, Member::Primary, EventCode::Reverted, reason.clone());
         Ok(reason)
     }
@@ -396,11 +436,18 @@ impl Pair {
         }
         // 2. One handover at a time.
         if self.handover.is_some() {
-            return Err(format!("a handover of {} is already under way", self.config.name));
+            return Err(format!(
+                "a handover of {} is already under way",
+                self.config.name
+            ));
         }
         // 3. Nothing to do.
         if self.state.active == Some(target) {
-            return Err(format!("{} is already active on the {} {agent}", self.config.name, target.as_str()));
+            return Err(format!(
+                "{} is already active on the {} {agent}",
+                self.config.name,
+                target.as_str()
+            ));
         }
         // 4. The target must be there to take the duty.
         if !self.alive(target, now) {
@@ -412,13 +459,17 @@ impl Pair {
     /// A member counts as alive when connected and heard within `failover_after`.
     fn alive(&self, m: Member, now: Instant) -> bool {
         let h = &self.health[m.ix()];
-        h.connected && h.last_seen.is_some_and(|t| now < t + self.config.failover_after)
+        h.connected
+            && h.last_seen
+                .is_some_and(|t| now < t + self.config.failover_after)
     }
 
     /// When a member's lease has surely run out: `failover_after` after the server last heard
     /// it, and never earlier than `failover_after` after supervision began.
     fn lease_end(&self, m: Member, since: Instant) -> Instant {
-        let seen = self.health[m.ix()].last_seen.map_or(since, |t| t.max(since));
+        let seen = self.health[m.ix()]
+            .last_seen
+            .map_or(since, |t| t.max(since));
         seen + self.config.failover_after
     }
 
@@ -433,10 +484,13 @@ impl Pair {
         self.state.epoch += 1;
         let from = self.state.active.take();
         self.handover = Some(Handover { from, to });
-        self.events.push_back(Event::new(code, self.config.name.clone(), reason));
+        self.events
+            .push_back(Event::new(code, self.config.name.clone(), reason));
         self.actions.push_back(PairAction::Persist);
         if let Some(from) = from {
-            self.actions.push_back(PairAction::Push { agent: self.agent(from).to_string() });
+            self.actions.push_back(PairAction::Push {
+                agent: self.agent(from).to_string(),
+            });
         }
         self.supervise(now);
     }
@@ -446,16 +500,23 @@ impl Pair {
         self.state.active = Some(m);
         self.handover = None;
         self.blackout = false;
-        self.events.push_back(Event::new(code, self.config.name.clone(), reason));
+        self.events
+            .push_back(Event::new(code, self.config.name.clone(), reason));
         self.actions.push_back(PairAction::Persist);
-        self.actions.push_back(PairAction::Push { agent: self.agent(m).to_string() });
-        self.actions.push_back(PairAction::Push { agent: self.agent(m.other()).to_string() });
+        self.actions.push_back(PairAction::Push {
+            agent: self.agent(m).to_string(),
+        });
+        self.actions.push_back(PairAction::Push {
+            agent: self.agent(m.other()).to_string(),
+        });
     }
 
     /// One supervision step. Guard clauses in a fixed order; each move carries its reason.
     fn supervise(&mut self, now: Instant) {
         self.last_tick = Some(self.last_tick.map_or(now, |l| l.max(now)));
-        let Some(since) = self.supervising_since else { return };
+        let Some(since) = self.supervising_since else {
+            return;
+        };
         let fa = fmt_duration(self.config.failover_after);
 
         // 1. A planned handover completes when the old member confirmed it stood down under
@@ -465,7 +526,8 @@ impl Pair {
                 None => true,
                 Some(from) => {
                     let current = self.pair_epoch();
-                    let confirmed = matches!(self.health[from.ix()].report, Some((e, false)) if e >= current);
+                    let confirmed =
+                        matches!(self.health[from.ix()].report, Some((e, false)) if e >= current);
                     confirmed || now >= self.lease_end(from, since)
                 }
             };
@@ -476,7 +538,9 @@ impl Pair {
             if self.alive(h.to, now) {
                 self.state.active = Some(h.to);
                 self.actions.push_back(PairAction::Persist);
-                self.actions.push_back(PairAction::Push { agent: self.agent(h.to).to_string() });
+                self.actions.push_back(PairAction::Push {
+                    agent: self.agent(h.to).to_string(),
+                });
             }
             // Otherwise the target vanished meanwhile: step 3 picks whoever is there.
         }
@@ -507,10 +571,13 @@ impl Pair {
 
         // 3. Nobody holds the duty: give it to the primary if it is there, else the secondary.
         if self.state.active.is_none() && self.handover.is_none() {
-            let pick = [Member::Primary, Member::Secondary].into_iter().find(|m| self.alive(*m, now));
+            let pick = [Member::Primary, Member::Secondary]
+                .into_iter()
+                .find(|m| self.alive(*m, now));
             // At start-up the primary gets `failover_after` to show up before the secondary is
             // activated, so a site that boots in any order does not begin with a handover.
-            let first_start = !self.blackout && self.state.epoch == 0 && now < since + self.config.failover_after;
+            let first_start =
+                !self.blackout && self.state.epoch == 0 && now < since + self.config.failover_after;
             let pick = pick.filter(|m| *m == Member::Primary || !first_start);
             match pick {
                 Some(m) => {
@@ -535,7 +602,10 @@ impl Pair {
 
         // 4. PR-4: auto switchback once the primary has been healthy for hold_down, unless an
         //    operator holds the pair on the secondary (force failover).
-        if self.state.active == Some(Member::Secondary) && self.handover.is_none() && !self.state.held {
+        if self.state.active == Some(Member::Secondary)
+            && self.handover.is_none()
+            && !self.state.held
+        {
             if let SwitchbackPolicy::Auto { hold_down } = self.config.switchback {
                 let up = self.health[0].up_since;
                 if self.alive(Member::Primary, now) && up.is_some_and(|t| now >= t + hold_down) {
@@ -564,6 +634,10 @@ impl Pair {
             self.config.secondary,
             fmt_duration(self.config.failover_after)
         );
-        self.events.push_back(Event::new(EventCode::PairBlackout, self.config.name.clone(), reason));
+        self.events.push_back(Event::new(
+            EventCode::PairBlackout,
+            self.config.name.clone(),
+            reason,
+        ));
     }
 }

@@ -67,9 +67,15 @@ pub enum Refusal {
     Pending,
     Rejected,
     BadToken,
-    FingerprintMismatch { expected: String },
-    NameTaken { by: String },
-    Capacity { capacity: u32 },
+    FingerprintMismatch {
+        expected: String,
+    },
+    NameTaken {
+        by: String,
+    },
+    Capacity {
+        capacity: u32,
+    },
     NotServing,
     /// A STANDBY server whose ACTIVE peer does not answer (promotion pending).
     NotActing,
@@ -87,7 +93,9 @@ impl Refusal {
             Refusal::NameTaken { by } => format!("the name is taken by another agent ({by})"),
             Refusal::Capacity { capacity } => format!("standby capacity full ({capacity} agents)"),
             Refusal::NotServing => "this node has no server role".into(),
-            Refusal::NotActing => "this server is STANDBY and its ACTIVE peer does not answer".into(),
+            Refusal::NotActing => {
+                "this server is STANDBY and its ACTIVE peer does not answer".into()
+            }
         }
     }
 
@@ -149,7 +157,8 @@ impl AgentRegistry {
     }
 
     pub fn is_connected_by_name(&self, name: &str) -> bool {
-        self.by_name(name).is_some_and(|a| self.connected.contains_key(&a.id))
+        self.by_name(name)
+            .is_some_and(|a| self.connected.contains_key(&a.id))
     }
 
     pub fn slots_used(&self) -> usize {
@@ -182,15 +191,23 @@ impl AgentRegistry {
             return Err(Refusal::BadToken);
         }
         // 2. A name belongs to one identity: another agent cannot take over an accepted name.
-        if let Some(other) = self.agents.values().find(|a| a.name == hello.name && a.id != hello.id) {
-            let refusal = Refusal::NameTaken { by: other.id.clone() };
+        if let Some(other) = self
+            .agents
+            .values()
+            .find(|a| a.name == hello.name && a.id != hello.id)
+        {
+            let refusal = Refusal::NameTaken {
+                by: other.id.clone(),
+            };
             self.refused(hello, &refusal);
             return Err(refusal);
         }
         match self.agents.get(&hello.id).cloned() {
             // 3. Known: its certificate must be the one accepted.
             Some(entry) if entry.fingerprint != hello.fingerprint => {
-                let refusal = Refusal::FingerprintMismatch { expected: entry.fingerprint };
+                let refusal = Refusal::FingerprintMismatch {
+                    expected: entry.fingerprint,
+                };
                 self.refused(hello, &refusal);
                 return Err(refusal);
             }
@@ -222,7 +239,11 @@ impl AgentRegistry {
                     self.events.push(Event::new(
                         EventCode::AgentPending,
                         hello.name.clone(),
-                        format!("new agent {} ({}) waits to be accepted", hello.name, short(&hello.fingerprint)),
+                        format!(
+                            "new agent {} ({}) waits to be accepted",
+                            hello.name,
+                            short(&hello.fingerprint)
+                        ),
                     ));
                     return Err(Refusal::Pending);
                 }
@@ -231,14 +252,22 @@ impl AgentRegistry {
         // 5. AG-4: a foreign agent needs a standby slot; first come first served.
         if !hello.home && !self.slots.contains(&hello.id) {
             if self.slots.len() as u32 >= self.standby_capacity {
-                let refusal = Refusal::Capacity { capacity: self.standby_capacity };
+                let refusal = Refusal::Capacity {
+                    capacity: self.standby_capacity,
+                };
                 self.refused(hello, &refusal);
                 return Err(refusal);
             }
             self.slots.insert(hello.id.clone());
         }
         self.refusals.remove(&hello.id);
-        self.connected.insert(hello.id.clone(), Connection { home: hello.home, since: now });
+        self.connected.insert(
+            hello.id.clone(),
+            Connection {
+                home: hello.home,
+                since: now,
+            },
+        );
         Ok(())
     }
 
@@ -272,10 +301,17 @@ impl AgentRegistry {
         if entry.status == AgentStatus::Rejected {
             return Err(format!("{name} is already rejected"));
         }
-        let entry = AgentEntry { status: AgentStatus::Rejected, ..entry };
+        let entry = AgentEntry {
+            status: AgentStatus::Rejected,
+            ..entry
+        };
         self.agents.insert(entry.id.clone(), entry.clone());
         self.changed.push(entry);
-        self.events.push(Event::new(EventCode::AgentRejected, name, format!("{name} rejected by an operator")));
+        self.events.push(Event::new(
+            EventCode::AgentRejected,
+            name,
+            format!("{name} rejected by an operator"),
+        ));
         Ok(())
     }
 
@@ -283,7 +319,11 @@ impl AgentRegistry {
         if let Some(entry) = self.agents.get_mut(id) {
             entry.status = AgentStatus::Accepted;
             let entry = entry.clone();
-            self.events.push(Event::new(EventCode::AgentAccepted, entry.name.clone(), format!("{} {why}", entry.name)));
+            self.events.push(Event::new(
+                EventCode::AgentAccepted,
+                entry.name.clone(),
+                format!("{} {why}", entry.name),
+            ));
             self.changed.push(entry);
         }
     }

@@ -33,15 +33,25 @@ pub enum Admission {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerAction {
     /// Push these views to a connected agent now (a handover between heartbeats).
-    PushViews { agent: String, views: Vec<PairView> },
+    PushViews {
+        agent: String,
+        views: Vec<PairView>,
+    },
     /// A pair's state changed: persist and replicate it.
-    PersistPair { name: String, state: PairState },
+    PersistPair {
+        name: String,
+        state: PairState,
+    },
     /// Agent entries changed (enrollment): persist and replicate them.
     PersistAgents(Vec<AgentEntry>),
     /// Tell a connected agent to go back to its home server (AG-6 recall).
-    Recall { agent: String },
+    Recall {
+        agent: String,
+    },
     /// Tell connected agents this server stepped down: they go to the ACTIVE peer (AG-7).
-    RedirectAll { to: String },
+    RedirectAll {
+        to: String,
+    },
     Ha(HaAction),
 }
 
@@ -67,7 +77,10 @@ impl Server {
         let ha = HotStandby::new(config.ha.clone(), epoch, now);
         let mut server = Server {
             registry: AgentRegistry::new(config.standby_capacity, agents),
-            pairs: pairs.into_iter().map(|(c, s)| (c.name.clone(), Pair::new(c, s))).collect(),
+            pairs: pairs
+                .into_iter()
+                .map(|(c, s)| (c.name.clone(), Pair::new(c, s)))
+                .collect(),
             ha,
             config,
             acting: false,
@@ -99,7 +112,10 @@ impl Server {
         self.acting
     }
     fn welcome(&self) -> Welcome {
-        Welcome { cluster: self.config.cluster.clone(), epoch: self.ha.epoch() }
+        Welcome {
+            cluster: self.config.cluster.clone(),
+            epoch: self.ha.epoch(),
+        }
     }
 
     /// Every pair view for one agent (carried by each heartbeat answer).
@@ -107,7 +123,10 @@ impl Server {
         if !self.acting {
             return Vec::new();
         }
-        self.pairs.values().filter_map(|p| p.member_of(agent).map(|m| p.view(m))).collect()
+        self.pairs
+            .values()
+            .filter_map(|p| p.member_of(agent).map(|m| p.view(m)))
+            .collect()
     }
 
     pub fn poll_action(&mut self) -> Option<ServerAction> {
@@ -128,7 +147,10 @@ impl Server {
         // 1. AG-7: a STANDBY sends agents to the ACTIVE peer while it answers.
         if !self.acting {
             let admission = match (&self.config.peer_url, self.ha.peer_acting(now)) {
-                (Some(peer), true) => Admission::Redirect { to: peer.clone(), welcome: self.welcome() },
+                (Some(peer), true) => Admission::Redirect {
+                    to: peer.clone(),
+                    welcome: self.welcome(),
+                },
                 _ => Admission::Refused(Refusal::NotActing),
             };
             return admission;
@@ -158,7 +180,11 @@ impl Server {
             };
         }
         match self.registry.by_name(&hello.name) {
-            Some(e) if e.id == hello.id && e.fingerprint == hello.fingerprint && e.status == crate::AgentStatus::Accepted => {
+            Some(e)
+                if e.id == hello.id
+                    && e.fingerprint == hello.fingerprint
+                    && e.status == crate::AgentStatus::Accepted =>
+            {
                 ProbeResult::Available
             }
             Some(_) => ProbeResult::Refused("not accepted here under this identity".into()),
@@ -167,11 +193,19 @@ impl Server {
     }
 
     /// A heartbeat from a connected agent, with its pair reports; returns its views.
-    pub fn handle_heartbeat(&mut self, now: Instant, agent: &str, reports: &[(String, PairEpoch, bool)]) -> Vec<PairView> {
+    pub fn handle_heartbeat(
+        &mut self,
+        now: Instant,
+        agent: &str,
+        reports: &[(String, PairEpoch, bool)],
+    ) -> Vec<PairView> {
         if self.acting {
             for pair in self.pairs.values_mut() {
                 if pair.member_of(agent).is_some() {
-                    let report = reports.iter().find(|r| r.0 == pair.name()).map(|r| (r.1, r.2));
+                    let report = reports
+                        .iter()
+                        .find(|r| r.0 == pair.name())
+                        .map(|r| (r.1, r.2));
                     pair.handle_member_seen(now, agent, report);
                 }
             }
@@ -190,7 +224,15 @@ impl Server {
     }
 
     /// PR-7: a member reported its hook's result.
-    pub fn handle_hook_result(&mut self, now: Instant, agent: &str, pair: &str, hook: &str, epoch: u64, result: Result<(), String>) {
+    pub fn handle_hook_result(
+        &mut self,
+        now: Instant,
+        agent: &str,
+        pair: &str,
+        hook: &str,
+        epoch: u64,
+        result: Result<(), String>,
+    ) {
         if let Some(p) = self.pairs.get_mut(pair) {
             p.handle_hook_result(now, agent, hook, epoch, result);
         }
@@ -215,10 +257,14 @@ impl Server {
             return Err(format!("no agent named {name}"));
         };
         match self.registry.connected_is_home(&entry.id) {
-            None => Err(format!("{name} is not connected to this server: recall it where it is connected")),
+            None => Err(format!(
+                "{name} is not connected to this server: recall it where it is connected"
+            )),
             Some(true) => Err(format!("{name} is already on its home server")),
             Some(false) => {
-                self.actions.push_back(ServerAction::Recall { agent: name.to_string() });
+                self.actions.push_back(ServerAction::Recall {
+                    agent: name.to_string(),
+                });
                 self.collect(now);
                 Ok(format!("{name} recalled to its home server"))
             }
@@ -237,7 +283,12 @@ impl Server {
     // ----- pairs -----
 
     /// PR-1: define (or redefine) a pair.
-    pub fn put_pair(&mut self, now: Instant, config: PairConfig, state: Option<PairState>) -> Result<String, String> {
+    pub fn put_pair(
+        &mut self,
+        now: Instant,
+        config: PairConfig,
+        state: Option<PairState>,
+    ) -> Result<String, String> {
         if config.primary == config.secondary {
             return Err("a pair needs two different agents".into());
         }
@@ -254,7 +305,10 @@ impl Server {
                 }
                 self.pairs.insert(name.clone(), pair);
                 let state = self.pairs[&name].state().clone();
-                self.actions.push_back(ServerAction::PersistPair { name: name.clone(), state });
+                self.actions.push_back(ServerAction::PersistPair {
+                    name: name.clone(),
+                    state,
+                });
             }
         }
         self.collect(now);
@@ -262,20 +316,28 @@ impl Server {
     }
 
     pub fn remove_pair(&mut self, now: Instant, name: &str) -> Result<String, String> {
-        self.pairs.remove(name).ok_or_else(|| format!("no pair named {name}"))?;
+        self.pairs
+            .remove(name)
+            .ok_or_else(|| format!("no pair named {name}"))?;
         self.collect(now);
         Ok(format!("pair {name} removed"))
     }
 
     pub fn force_failover(&mut self, now: Instant, name: &str) -> Result<String, String> {
-        let pair = self.pairs.get_mut(name).ok_or_else(|| format!("no pair named {name}"))?;
+        let pair = self
+            .pairs
+            .get_mut(name)
+            .ok_or_else(|| format!("no pair named {name}"))?;
         let r = pair.force_failover(now);
         self.collect(now);
         r
     }
 
     pub fn revert(&mut self, now: Instant, name: &str) -> Result<String, String> {
-        let pair = self.pairs.get_mut(name).ok_or_else(|| format!("no pair named {name}"))?;
+        let pair = self
+            .pairs
+            .get_mut(name)
+            .ok_or_else(|| format!("no pair named {name}"))?;
         let r = pair.revert(now);
         self.collect(now);
         r
@@ -303,7 +365,12 @@ impl Server {
         r
     }
 
-    pub fn handle_ha_config(&mut self, now: Instant, config: HotStandbyConfig, peer_url: Option<String>) {
+    pub fn handle_ha_config(
+        &mut self,
+        now: Instant,
+        config: HotStandbyConfig,
+        peer_url: Option<String>,
+    ) {
         self.config.ha = config.clone();
         self.config.peer_url = peer_url;
         self.ha.handle_config(now, config);
@@ -330,7 +397,8 @@ impl Server {
                 }
                 if !acting {
                     if let Some(peer) = self.config.peer_url.clone() {
-                        self.actions.push_back(ServerAction::RedirectAll { to: peer });
+                        self.actions
+                            .push_back(ServerAction::RedirectAll { to: peer });
                     }
                 }
             }
@@ -359,11 +427,15 @@ impl Server {
                     match a {
                         PairAction::Persist => {
                             let state = pair.state().clone();
-                            self.actions.push_back(ServerAction::PersistPair { name: name.clone(), state });
+                            self.actions.push_back(ServerAction::PersistPair {
+                                name: name.clone(),
+                                state,
+                            });
                         }
                         PairAction::Push { agent } => {
                             let views = vec![pair.view(pair.member_of(&agent).expect("member"))];
-                            self.actions.push_back(ServerAction::PushViews { agent, views });
+                            self.actions
+                                .push_back(ServerAction::PushViews { agent, views });
                         }
                     }
                 }

@@ -11,7 +11,9 @@ pub(crate) struct Timers<T: Ord + Copy> {
 
 impl<T: Ord + Copy> Default for Timers<T> {
     fn default() -> Self {
-        Timers { deadlines: BTreeMap::new() }
+        Timers {
+            deadlines: BTreeMap::new(),
+        }
     }
 }
 

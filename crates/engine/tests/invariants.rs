@@ -33,7 +33,10 @@ enum Fault {
 }
 
 fn node() -> impl Strategy<Value = Node> {
-    prop_oneof![(0..2usize).prop_map(Node::Server), (0..3usize).prop_map(Node::Agent)]
+    prop_oneof![
+        (0..2usize).prop_map(Node::Server),
+        (0..3usize).prop_map(Node::Agent)
+    ]
 }
 
 fn fault() -> impl Strategy<Value = Fault> {
@@ -53,7 +56,11 @@ fn fault() -> impl Strategy<Value = Fault> {
 }
 
 fn schedule() -> impl Strategy<Value = (bool, u64, Vec<(u64, Fault)>)> {
-    (any::<bool>(), any::<u64>(), prop::collection::vec((0..6000u64, fault()), 1..14))
+    (
+        any::<bool>(),
+        any::<u64>(),
+        prop::collection::vec((0..6000u64, fault()), 1..14),
+    )
 }
 
 fn timings() -> Timings {
@@ -73,7 +80,16 @@ fn build(ha: bool, seed: u64) -> Site {
     site.add_agent("p", &[0, 1], t);
     site.add_agent("s", &[0, 1], t);
     site.add_agent("x", &[0, 1], t);
-    site.define_pair(0, "web", 0, 1, t.failover_after, SwitchbackPolicy::Auto { hold_down: t.hold_down });
+    site.define_pair(
+        0,
+        "web",
+        0,
+        1,
+        t.failover_after,
+        SwitchbackPolicy::Auto {
+            hold_down: t.hold_down,
+        },
+    );
     site.start_all();
     site.run_for(8 * SEC);
     site
@@ -97,12 +113,17 @@ fn apply(site: &mut Site, f: &Fault) {
         Fault::Heal => site.heal_all(),
         Fault::Produce(a, n) => site.produce(*a, *n),
         Fault::ForceFailover | Fault::Revert | Fault::OperatorStandby(_) => {
-            let acting = (0..2).find(|s| site.is_alive(Node::Server(*s)) && site.server(*s).is_acting());
+            let acting =
+                (0..2).find(|s| site.is_alive(Node::Server(*s)) && site.server(*s).is_acting());
             if let Some(s) = acting {
                 let _ = match f {
-                    Fault::ForceFailover => site.operate(s, |srv, now| srv.force_failover(now, "web")),
+                    Fault::ForceFailover => {
+                        site.operate(s, |srv, now| srv.force_failover(now, "web"))
+                    }
                     Fault::Revert => site.operate(s, |srv, now| srv.revert(now, "web")),
-                    Fault::OperatorStandby(x) if *x == s => site.operate(s, |srv, now| srv.operator_standby(now)),
+                    Fault::OperatorStandby(x) if *x == s => {
+                        site.operate(s, |srv, now| srv.operator_standby(now))
+                    }
                     _ => Ok(String::new()),
                 };
             }
@@ -159,28 +180,53 @@ fn converged(site: &Site, ha: bool) -> Result<(), String> {
     };
     for a in 0..3 {
         if site.agent_server(a) != Some(home) {
-            return Err(format!("agent {} on {:?} ({:?})", site.agents[a].name, site.agent_server(a), site.agent(a).last_error()));
+            return Err(format!(
+                "agent {} on {:?} ({:?})",
+                site.agents[a].name,
+                site.agent_server(a),
+                site.agent(a).last_error()
+            ));
         }
         if site.agent(a).cached() != 0 {
-            return Err(format!("agent {} still caches {}", site.agents[a].name, site.agent(a).cached()));
+            return Err(format!(
+                "agent {} still caches {}",
+                site.agents[a].name,
+                site.agent(a).cached()
+            ));
         }
         let (missing, _) = site.count_records(a);
         if missing != 0 {
-            return Err(format!("agent {} lost {missing} records", site.agents[a].name));
+            return Err(format!(
+                "agent {} lost {missing} records",
+                site.agents[a].name
+            ));
         }
     }
     let holder = site.pair_holder(home, "web");
     if holder.as_deref() != Some("p") {
         return Err(format!("pair web held by {holder:?}"));
     }
-    if !site.agent(0).members().get("web").is_some_and(|m| m.is_active()) || site.agent(1).members().get("web").is_some_and(|m| m.is_active()) {
+    if !site
+        .agent(0)
+        .members()
+        .get("web")
+        .is_some_and(|m| m.is_active())
+        || site
+            .agent(1)
+            .members()
+            .get("web")
+            .is_some_and(|m| m.is_active())
+    {
         return Err("the pair's members disagree with the server".into());
     }
     Ok(())
 }
 
 fn cases() -> u32 {
-    std::env::var("UNDERSTUDY_SCHEDULES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+    std::env::var("UNDERSTUDY_SCHEDULES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
 }
 
 proptest! {
@@ -191,4 +237,3 @@ proptest! {
         run_schedule(ha, seed, &faults)?;
     }
 }
-

@@ -52,7 +52,10 @@ fn ag1_agent_connects_out_to_its_home_first() {
         switchback_interval: 5 * SEC,
     };
     let mut agent = Agent::new(config, Restored::default(), std::time::Instant::now());
-    assert_eq!(agent.poll_action(), Some(AgentAction::Connect { server: 0 }));
+    assert_eq!(
+        agent.poll_action(),
+        Some(AgentAction::Connect { server: 0 })
+    );
     let mut site = home_and_standby(10);
     settle(&mut site);
     assert_eq!(site.agent_server(0), Some(0));
@@ -72,16 +75,42 @@ fn ag2_records_leave_the_cache_only_after_the_server_acknowledges() {
     let mut agent = Agent::new(config, Restored::default(), now);
     while agent.poll_action().is_some() {}
     agent.handle_cached(now, 10);
-    assert_eq!(agent.poll_action(), None, "nothing is sent before a server accepted the agent");
-    agent.handle_connected(now, 0, Welcome { cluster: None, epoch: 0 });
+    assert_eq!(
+        agent.poll_action(),
+        None,
+        "nothing is sent before a server accepted the agent"
+    );
+    agent.handle_connected(
+        now,
+        0,
+        Welcome {
+            cluster: None,
+            epoch: 0,
+        },
+    );
     let actions: Vec<_> = std::iter::from_fn(|| agent.poll_action()).collect();
-    assert!(actions.contains(&AgentAction::Send { server: 0, after: 0, upto: 10 }), "{actions:?}");
-    assert!(!actions.iter().any(|a| matches!(a, AgentAction::DeleteCached { .. })));
+    assert!(
+        actions.contains(&AgentAction::Send {
+            server: 0,
+            after: 0,
+            upto: 10
+        }),
+        "{actions:?}"
+    );
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, AgentAction::DeleteCached { .. })));
     agent.handle_ack(now, 0, 4);
-    assert_eq!(agent.poll_action(), Some(AgentAction::DeleteCached { upto: 4 }));
+    assert_eq!(
+        agent.poll_action(),
+        Some(AgentAction::DeleteCached { upto: 4 })
+    );
     // A server cannot acknowledge what it was never sent.
     agent.handle_ack(now, 0, 99);
-    assert_eq!(agent.poll_action(), Some(AgentAction::DeleteCached { upto: 10 }));
+    assert_eq!(
+        agent.poll_action(),
+        Some(AgentAction::DeleteCached { upto: 10 })
+    );
     assert_eq!(agent.cached(), 0);
 
     // Across a crash of the home server, a kill of the agent and restarts: nothing lost.
@@ -111,13 +140,31 @@ fn ag3_switchover_after_switchover_after_with_its_reason() {
     site.kill(Node::Server(0));
     let killed = site.now;
     site.produce(0, 100);
-    let took = site.run_until_pred(60 * SEC, |s| s.agent_server(0) == Some(1)).expect("switched over");
-    assert!(took >= t().switchover_after, "switched over before switchover_after: {took:?}");
-    assert!(took <= t().switchover_after + 2 * t().heartbeat, "switchover took {took:?}");
+    let took = site
+        .run_until_pred(60 * SEC, |s| s.agent_server(0) == Some(1))
+        .expect("switched over");
+    assert!(
+        took >= t().switchover_after,
+        "switched over before switchover_after: {took:?}"
+    );
+    assert!(
+        took <= t().switchover_after + 2 * t().heartbeat,
+        "switchover took {took:?}"
+    );
     let ev = site.agent_events(0, EventCode::Switchover);
     assert_eq!(ev.len(), 1);
-    assert!(ev[0].reason.starts_with("https://a stopped answering"), "{}", ev[0].reason);
-    assert!(ev[0].reason.contains("(switchover_after 3s): switched over to https://b"), "{}", ev[0].reason);
+    assert!(
+        ev[0].reason.starts_with("https://a stopped answering"),
+        "{}",
+        ev[0].reason
+    );
+    assert!(
+        ev[0]
+            .reason
+            .contains("(switchover_after 3s): switched over to https://b"),
+        "{}",
+        ev[0].reason
+    );
     site.run_for(5 * SEC);
     assert_eq!(site.agent(0).cached(), 0, "cache flushed on the standby");
     assert_eq!(site.count_records(0).0, 0);
@@ -127,14 +174,19 @@ fn ag3_switchover_after_switchover_after_with_its_reason() {
 #[test]
 fn ag3_switchover_after_zero_moves_at_once() {
     let mut site = Site::new(3);
-    let t0 = Timings { switchover_after: Duration::ZERO, ..t() };
+    let t0 = Timings {
+        switchover_after: Duration::ZERO,
+        ..t()
+    };
     site.add_server("a", 10, t0);
     site.add_server("b", 10, t0);
     site.add_agent("x", &[0, 1], t0);
     site.start_all();
     settle(&mut site);
     site.kill(Node::Server(0));
-    let took = site.run_until_pred(10 * SEC, |s| s.agent_server(0) == Some(1)).unwrap();
+    let took = site
+        .run_until_pred(10 * SEC, |s| s.agent_server(0) == Some(1))
+        .unwrap();
     assert!(took < SEC, "switchover_after 0 took {took:?}");
 }
 
@@ -161,13 +213,19 @@ fn ag4_standby_capacity_stages_the_second_agent_once_and_frees_slots() {
     settle(&mut site);
     site.kill(Node::Server(0));
     site.run_for(30 * SEC);
-    let on_b: Vec<usize> = (0..2).filter(|a| site.agent_server(*a) == Some(1)).collect();
+    let on_b: Vec<usize> = (0..2)
+        .filter(|a| site.agent_server(*a) == Some(1))
+        .collect();
     assert_eq!(on_b.len(), 1, "first come first served: exactly one slot");
     let staged = 1 - on_b[0];
     assert_eq!(site.agent(staged).state(), LinkState::Staged);
     let ev = site.agent_events(staged, EventCode::Staged);
     assert_eq!(ev.len(), 1, "STAGED once per episode");
-    assert!(ev[0].reason.contains("standby capacity full (1 agents)"), "{}", ev[0].reason);
+    assert!(
+        ev[0].reason.contains("standby capacity full (1 agents)"),
+        "{}",
+        ev[0].reason
+    );
     // The agent holding the slot leaves: the slot is released and the staged agent gets it.
     site.produce(staged, 10);
     site.kill(Node::Agent(on_b[0]));
@@ -187,14 +245,22 @@ fn ag5_blackout_once_then_blackout_end_and_flush() {
     assert_eq!(site.agent(0).state(), LinkState::Blackout);
     let ev = site.agent_events(0, EventCode::Blackout);
     assert_eq!(ev.len(), 1, "one BLACKOUT per episode");
-    assert!(ev[0].reason.starts_with("none of 2 servers answers"), "{}", ev[0].reason);
+    assert!(
+        ev[0].reason.starts_with("none of 2 servers answers"),
+        "{}",
+        ev[0].reason
+    );
     assert_eq!(site.agent(0).cached(), 50, "keeps caching");
     site.start_server(1);
     site.run_for(10 * SEC);
     assert_eq!(site.agent_server(0), Some(1));
     let end = site.agent_events(0, EventCode::BlackoutEnd);
     assert_eq!(end.len(), 1);
-    assert!(end[0].reason.contains("flushing 50 cached records"), "{}", end[0].reason);
+    assert!(
+        end[0].reason.contains("flushing 50 cached records"),
+        "{}",
+        end[0].reason
+    );
     assert_eq!(site.agent(0).cached(), 0);
 }
 
@@ -207,13 +273,25 @@ fn ag6_switchback_when_home_answers_again_and_the_standby_frees_the_slot() {
     assert_eq!(site.agent_server(0), Some(1));
     assert_eq!(site.server(1).registry().slots_used(), 1);
     site.start_server(0);
-    let took = site.run_until_pred(30 * SEC, |s| s.agent_server(0) == Some(0)).expect("switched back");
-    assert!(took <= t().switchback_interval + 2 * SEC, "switchback took {took:?}");
+    let took = site
+        .run_until_pred(30 * SEC, |s| s.agent_server(0) == Some(0))
+        .expect("switched back");
+    assert!(
+        took <= t().switchback_interval + 2 * SEC,
+        "switchback took {took:?}"
+    );
     let ev = site.agent_events(0, EventCode::Switchback);
     assert_eq!(ev.len(), 1);
-    assert_eq!(ev[0].reason, "home server https://a answers again: switched back from https://b");
+    assert_eq!(
+        ev[0].reason,
+        "home server https://a answers again: switched back from https://b"
+    );
     site.run_for(SEC);
-    assert_eq!(site.server(1).registry().slots_used(), 0, "the standby freed the slot");
+    assert_eq!(
+        site.server(1).registry().slots_used(),
+        0,
+        "the standby freed the slot"
+    );
 }
 
 #[test]
@@ -227,13 +305,19 @@ fn ag6_switchback_interval_has_an_enforced_minimum() {
     };
     let (every, why) = config.effective_switchback_interval();
     assert_eq!(every, Some(MIN_SWITCHBACK_INTERVAL));
-    assert_eq!(why.unwrap(), "switchback_interval 10ms raised to the minimum of 1s");
+    assert_eq!(
+        why.unwrap(),
+        "switchback_interval 10ms raised to the minimum of 1s"
+    );
 }
 
 #[test]
 fn ag6_switchback_interval_zero_waits_for_a_recall() {
     let mut site = Site::new(6);
-    let t0 = Timings { switchback_interval: Duration::ZERO, ..t() };
+    let t0 = Timings {
+        switchback_interval: Duration::ZERO,
+        ..t()
+    };
     site.add_server("a", 10, t0);
     site.add_server("b", 10, t0);
     site.add_agent("x", &[0, 1], t0);
@@ -246,7 +330,10 @@ fn ag6_switchback_interval_zero_waits_for_a_recall() {
     assert_eq!(site.agent_server(0), Some(1), "never goes back on its own");
     // Recalling from the home server, where it is not connected, is refused with the reason.
     let err = site.operate(0, |s, now| s.recall(now, "x")).unwrap_err();
-    assert_eq!(err, "x is not connected to this server: recall it where it is connected");
+    assert_eq!(
+        err,
+        "x is not connected to this server: recall it where it is connected"
+    );
     let ok = site.operate(1, |s, now| s.recall(now, "x")).unwrap();
     assert_eq!(ok, "x recalled to its home server");
     site.run_for(5 * SEC);
@@ -270,7 +357,10 @@ fn ag7_standby_server_redirects_to_the_active_without_a_switchover() {
     site.run_for(5 * SEC);
     assert_eq!(site.agent_server(0), Some(0), "on the ACTIVE server");
     let ev = site.agent_events(0, EventCode::Redirected);
-    assert_eq!(ev[0].reason, "https://b is STANDBY: redirected to the ACTIVE server https://a");
+    assert_eq!(
+        ev[0].reason,
+        "https://b is STANDBY: redirected to the ACTIVE server https://a"
+    );
     assert!(site.agent_events(0, EventCode::Switchover).is_empty());
 }
 
@@ -288,21 +378,45 @@ fn ag8_never_follows_a_lower_epoch_and_does_not_switch_while_shutting_down() {
     restored.epochs.insert("ab".into(), 5);
     let mut agent = Agent::new(config.clone(), restored, now);
     while agent.poll_action().is_some() {}
-    agent.handle_connected(now, 0, Welcome { cluster: Some("ab".into()), epoch: 3 });
+    agent.handle_connected(
+        now,
+        0,
+        Welcome {
+            cluster: Some("ab".into()),
+            epoch: 3,
+        },
+    );
     let ev = agent.poll_event().unwrap();
     assert_eq!(ev.code, EventCode::StaleEpoch);
-    assert_eq!(ev.reason, "https://a has epoch 3 but epoch 5 of ab was seen: not followed");
-    assert_eq!(agent.poll_action(), Some(AgentAction::Disconnect { server: 0 }));
+    assert_eq!(
+        ev.reason,
+        "https://a has epoch 3 but epoch 5 of ab was seen: not followed"
+    );
+    assert_eq!(
+        agent.poll_action(),
+        Some(AgentAction::Disconnect { server: 0 })
+    );
     assert_ne!(agent.state(), LinkState::Home);
 
     let mut agent = Agent::new(config, Restored::default(), now);
-    agent.handle_connected(now, 0, Welcome { cluster: None, epoch: 0 });
+    agent.handle_connected(
+        now,
+        0,
+        Welcome {
+            cluster: None,
+            epoch: 0,
+        },
+    );
     while agent.poll_action().is_some() {}
     agent.handle_shutdown(now);
     assert_eq!(agent.poll_action(), Some(AgentAction::Leave { server: 0 }));
     agent.handle_disconnected(now, 0, "closed".into());
     agent.handle_timeout(now + 60 * SEC);
-    assert_eq!(agent.poll_action(), None, "no switching while shutting down");
+    assert_eq!(
+        agent.poll_action(),
+        None,
+        "no switching while shutting down"
+    );
     assert_eq!(agent.state(), LinkState::ShutDown);
 }
 
@@ -316,8 +430,18 @@ fn ag9_enrollment_pending_then_accepted_or_by_token() {
     assert_eq!(site.agent_server(0), None);
     let pending = site.server_events(0, EventCode::AgentPending);
     assert_eq!(pending.len(), 1);
-    assert!(pending[0].reason.starts_with("new agent x (fp-x) waits to be accepted"), "{}", pending[0].reason);
-    assert!(site.agent(0).last_error().unwrap().contains("waiting for an operator to accept this agent"));
+    assert!(
+        pending[0]
+            .reason
+            .starts_with("new agent x (fp-x) waits to be accepted"),
+        "{}",
+        pending[0].reason
+    );
+    assert!(site
+        .agent(0)
+        .last_error()
+        .unwrap()
+        .contains("waiting for an operator to accept this agent"));
     site.operate(0, |s, now| s.accept_agent(now, "x")).unwrap();
     site.run_for(10 * SEC);
     assert_eq!(site.agent_server(0), Some(0));
@@ -325,12 +449,29 @@ fn ag9_enrollment_pending_then_accepted_or_by_token() {
     // A valid token enrolls at once; a wrong one is refused with its reason.
     let mut reg = AgentRegistry::new(1, []);
     let now = std::time::Instant::now();
-    let hello = Hello { id: "i".into(), name: "n".into(), fingerprint: "f".into(), token: TokenCheck::Valid, home: true };
+    let hello = Hello {
+        id: "i".into(),
+        name: "n".into(),
+        fingerprint: "f".into(),
+        token: TokenCheck::Valid,
+        home: true,
+    };
     assert_eq!(reg.handle_hello(now, &hello), Ok(()));
     assert_eq!(reg.by_name("n").unwrap().status, AgentStatus::Accepted);
-    let bad = Hello { id: "j".into(), name: "m".into(), token: TokenCheck::Invalid, ..hello.clone() };
-    assert_eq!(reg.handle_hello(now, &bad).unwrap_err().reason(), "wrong enrollment token");
-    let imposter = Hello { fingerprint: "other".into(), ..hello };
+    let bad = Hello {
+        id: "j".into(),
+        name: "m".into(),
+        token: TokenCheck::Invalid,
+        ..hello.clone()
+    };
+    assert_eq!(
+        reg.handle_hello(now, &bad).unwrap_err().reason(),
+        "wrong enrollment token"
+    );
+    let imposter = Hello {
+        fingerprint: "other".into(),
+        ..hello
+    };
     assert_eq!(
         reg.handle_hello(now, &imposter).unwrap_err().reason(),
         "certificate fingerprint does not match the accepted one (f)"
@@ -352,7 +493,9 @@ fn pair_site(switchback: SwitchbackPolicy) -> Site {
 }
 
 fn auto() -> SwitchbackPolicy {
-    SwitchbackPolicy::Auto { hold_down: t().hold_down }
+    SwitchbackPolicy::Auto {
+        hold_down: t().hold_down,
+    }
 }
 
 #[test]
@@ -364,7 +507,10 @@ fn pr1_pr2_exactly_one_member_is_active_and_runs_on_activate() {
     let pair = site.server(0).pair("web").unwrap();
     assert_eq!((pair.epoch(), pair.status()), (1, "normal"));
     let ev = site.server_events(0, EventCode::PairActive);
-    assert_eq!(ev[0].reason, "primary p connected: activated under pair epoch 1");
+    assert_eq!(
+        ev[0].reason,
+        "primary p connected: activated under pair epoch 1"
+    );
     site.run_for(30 * SEC);
     assert_eq!(site.agents[0].duty.len(), 1, "no flapping");
 }
@@ -373,15 +519,32 @@ fn pr1_pr2_exactly_one_member_is_active_and_runs_on_activate() {
 fn pr3_failover_when_the_primary_is_silent_and_it_does_not_resume_on_its_own() {
     let mut site = pair_site(SwitchbackPolicy::Manual);
     site.kill(Node::Agent(0));
-    let took = site.run_until_pred(30 * SEC, |s| s.pair_holder(0, "web").as_deref() == Some("s")).unwrap();
+    let took = site
+        .run_until_pred(30 * SEC, |s| {
+            s.pair_holder(0, "web").as_deref() == Some("s")
+        })
+        .unwrap();
     // Silence counts from the last heartbeat, up to one heartbeat before the kill.
-    assert!(took + t().heartbeat >= t().failover_after && took <= t().failover_after + t().heartbeat, "failover took {took:?}");
+    assert!(
+        took + t().heartbeat >= t().failover_after && took <= t().failover_after + t().heartbeat,
+        "failover took {took:?}"
+    );
     let ev = site.server_events(0, EventCode::Failover);
-    assert_eq!(ev[0].reason, "primary p silent for 4s (failover_after 4s): secondary s activated under pair epoch 2");
+    assert_eq!(
+        ev[0].reason,
+        "primary p silent for 4s (failover_after 4s): secondary s activated under pair epoch 2"
+    );
     site.start_agent(0);
     site.run_for(30 * SEC);
-    assert!(!site.agent(0).members()["web"].is_active(), "the returning primary stays idle");
-    assert_eq!(site.agent(0).members()["web"].epoch().pair, 2, "it knows the new pair epoch");
+    assert!(
+        !site.agent(0).members()["web"].is_active(),
+        "the returning primary stays idle"
+    );
+    assert_eq!(
+        site.agent(0).members()["web"].epoch().pair,
+        2,
+        "it knows the new pair epoch"
+    );
     assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
 }
 
@@ -395,8 +558,18 @@ fn pr3_a_cut_off_primary_stands_down_before_the_secondary_takes_over() {
     assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
     assert!(!site.agent(0).members()["web"].is_active());
     let lease = site.agent_events(0, EventCode::LeaseExpired);
-    assert!(lease[0].reason.starts_with("no word from the server on pair web for its lease"), "{}", lease[0].reason);
-    assert!(site.duty_overlaps("web").is_empty(), "both members held the duty at once: {:?}", site.duty_overlaps("web"));
+    assert!(
+        lease[0]
+            .reason
+            .starts_with("no word from the server on pair web for its lease"),
+        "{}",
+        lease[0].reason
+    );
+    assert!(
+        site.duty_overlaps("web").is_empty(),
+        "both members held the duty at once: {:?}",
+        site.duty_overlaps("web")
+    );
 }
 
 #[test]
@@ -406,11 +579,27 @@ fn pr4_auto_switchback_after_hold_down() {
     site.run_for(10 * SEC);
     assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
     site.start_agent(0);
-    let took = site.run_until_pred(60 * SEC, |s| s.pair_holder(0, "web").as_deref() == Some("p")).unwrap();
-    assert!(took >= t().hold_down, "switched back before hold_down: {took:?}");
+    let took = site
+        .run_until_pred(60 * SEC, |s| {
+            s.pair_holder(0, "web").as_deref() == Some("p")
+        })
+        .unwrap();
+    assert!(
+        took >= t().hold_down,
+        "switched back before hold_down: {took:?}"
+    );
     let ev = site.server_events(0, EventCode::PairSwitchback);
-    assert!(ev[0].reason.starts_with("primary p healthy for 6s (hold_down 6s): switching back under pair epoch 3"), "{}", ev[0].reason);
-    assert!(site.duty_overlaps("web").is_empty(), "planned handover is break-before-make");
+    assert!(
+        ev[0].reason.starts_with(
+            "primary p healthy for 6s (hold_down 6s): switching back under pair epoch 3"
+        ),
+        "{}",
+        ev[0].reason
+    );
+    assert!(
+        site.duty_overlaps("web").is_empty(),
+        "planned handover is break-before-make"
+    );
 }
 
 #[test]
@@ -427,14 +616,21 @@ fn pr4_manual_switchback_stays_on_the_secondary() {
 #[test]
 fn pr5_force_failover_and_revert_and_their_refusals() {
     let mut site = pair_site(auto());
-    let msg = site.operate(0, |s, now| s.force_failover(now, "web")).unwrap();
-    assert_eq!(msg, "operator forced failover to the secondary s (pair epoch 2)");
+    let msg = site
+        .operate(0, |s, now| s.force_failover(now, "web"))
+        .unwrap();
+    assert_eq!(
+        msg,
+        "operator forced failover to the secondary s (pair epoch 2)"
+    );
     site.run_for(2 * SEC);
     assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
     // Held by the operator: auto switchback does not pull it back.
     site.run_for(60 * SEC);
     assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
-    let err = site.operate(0, |s, now| s.force_failover(now, "web")).unwrap_err();
+    let err = site
+        .operate(0, |s, now| s.force_failover(now, "web"))
+        .unwrap_err();
     assert_eq!(err, "web is already active on the secondary s");
     site.kill(Node::Agent(0));
     site.run_for(10 * SEC);
@@ -447,7 +643,9 @@ fn pr5_force_failover_and_revert_and_their_refusals() {
     site.run_for(2 * SEC);
     assert_eq!(site.pair_holder(0, "web").as_deref(), Some("p"));
     assert!(site.duty_overlaps("web").is_empty());
-    let err = site.operate(1, |s, now| s.force_failover(now, "web")).unwrap_err();
+    let err = site
+        .operate(1, |s, now| s.force_failover(now, "web"))
+        .unwrap_err();
     assert_eq!(err, "this server is not the acting server of the site");
 }
 
@@ -459,7 +657,10 @@ fn pr6_pair_blackout_when_neither_member_is_reachable() {
     site.run_for(20 * SEC);
     let ev = site.server_events(0, EventCode::PairBlackout);
     assert_eq!(ev.len(), 1);
-    assert_eq!(ev[0].reason, "neither p nor s is reachable (failover_after 4s)");
+    assert_eq!(
+        ev[0].reason,
+        "neither p nor s is reachable (failover_after 4s)"
+    );
     assert_eq!(site.server(0).pair("web").unwrap().status(), "blackout");
     site.start_agent(1);
     site.run_for(5 * SEC);
@@ -480,7 +681,10 @@ fn pr7_a_failing_hook_marks_the_pair_degraded() {
     let pair = site.server(0).pair("web").unwrap();
     assert_eq!(pair.status(), "degraded");
     let ev = site.server_events(0, EventCode::HookFailed);
-    assert_eq!(ev[0].reason, "on_activate hook on p failed (pair epoch 1): exit status 1");
+    assert_eq!(
+        ev[0].reason,
+        "on_activate hook on p failed (pair epoch 1): exit status 1"
+    );
 }
 
 // ----- servers in hot standby -----
@@ -490,7 +694,10 @@ fn hs1_mode_off_acts_alone() {
     let mut site = home_and_standby(10);
     settle(&mut site);
     assert!(site.server(0).is_acting());
-    assert_eq!(site.server(0).ha().reason(), "failover mode off: this server acts alone");
+    assert_eq!(
+        site.server(0).ha().reason(),
+        "failover mode off: this server acts alone"
+    );
 }
 
 #[test]
@@ -500,7 +707,13 @@ fn hs2_primary_wins_when_both_start_together() {
     assert!(site.server(0).is_acting());
     assert!(!site.server(1).is_acting());
     assert_eq!(site.server(1).ha().state().as_str(), "standby");
-    assert!(site.server(0).ha().reason().starts_with("peer b is STARTING and this server is the preferred one (PRIMARY): promoting"), "{}", site.server(0).ha().reason());
+    assert!(
+        site.server(0).ha().reason().starts_with(
+            "peer b is STARTING and this server is the preferred one (PRIMARY): promoting"
+        ),
+        "{}",
+        site.server(0).ha().reason()
+    );
 }
 
 #[test]
@@ -511,11 +724,17 @@ fn hs2_first_one_up_is_active_and_the_later_one_becomes_standby() {
     site.pair_servers(0, 1, FailbackPolicy::Manual);
     site.start_server(1);
     site.run_for(10 * SEC);
-    assert!(site.server(1).is_acting(), "the secondary alone becomes ACTIVE after failover_timeout");
+    assert!(
+        site.server(1).is_acting(),
+        "the secondary alone becomes ACTIVE after failover_timeout"
+    );
     site.start_server(0);
     site.run_for(10 * SEC);
     assert!(site.server(1).is_acting());
-    assert!(!site.server(0).is_acting(), "the primary finds an ACTIVE peer and stays STANDBY");
+    assert!(
+        !site.server(0).is_acting(),
+        "the primary finds an ACTIVE peer and stays STANDBY"
+    );
 }
 
 #[test]
@@ -536,18 +755,39 @@ fn hs4_standby_promotes_when_the_active_is_silent_and_everyone_follows() {
     site.run_for(2 * SEC);
     let epoch = site.server(0).ha().epoch();
     site.kill(Node::Server(0));
-    let took = site.run_until_pred(30 * SEC, |s| s.server(1).is_acting()).unwrap();
+    let took = site
+        .run_until_pred(30 * SEC, |s| s.server(1).is_acting())
+        .unwrap();
     // Silence counts from the last answered poll, up to one sync_interval before the kill.
-    assert!(took + t().sync_interval >= t().failover_timeout && took <= t().failover_timeout + t().sync_interval, "promotion took {took:?}");
+    assert!(
+        took + t().sync_interval >= t().failover_timeout
+            && took <= t().failover_timeout + t().sync_interval,
+        "promotion took {took:?}"
+    );
     assert_eq!(site.server(1).ha().epoch(), epoch + 1);
     let ev = site.server_events(1, EventCode::Promoted);
-    assert!(ev[0].reason.starts_with("peer a has not answered for"), "{}", ev[0].reason);
-    assert!(ev[0].reason.ends_with(&format!("(failover_timeout 4s): promoting (epoch {})", epoch + 1)), "{}", ev[0].reason);
+    assert!(
+        ev[0].reason.starts_with("peer a has not answered for"),
+        "{}",
+        ev[0].reason
+    );
+    assert!(
+        ev[0].reason.ends_with(&format!(
+            "(failover_timeout 4s): promoting (epoch {})",
+            epoch + 1
+        )),
+        "{}",
+        ev[0].reason
+    );
     site.produce(0, 100);
     site.run_for(20 * SEC);
     assert_eq!(site.agent_server(0), Some(1));
     assert_eq!(site.agent_server(1), Some(1));
-    assert_eq!(site.pair_holder(1, "web").as_deref(), Some("p"), "the pair stays on its member under the new server");
+    assert_eq!(
+        site.pair_holder(1, "web").as_deref(),
+        Some("p"),
+        "the pair stays on its member under the new server"
+    );
     assert_eq!(site.count_records(0).0, 0);
     assert_eq!(site.agent(0).cached(), 0);
 }
@@ -561,17 +801,39 @@ fn hs5_former_active_returns_as_standby_and_manual_switchback() {
     assert!(site.server(1).is_acting());
     site.start_server(0);
     site.run_for(30 * SEC);
-    assert!(!site.server(0).is_acting(), "retained role: the returning primary is STANDBY");
+    assert!(
+        !site.server(0).is_acting(),
+        "retained role: the returning primary is STANDBY"
+    );
     assert!(site.server(1).is_acting());
-    assert!(site.server(0).ha().reason().starts_with("peer b is ACTIVE with epoch"), "{}", site.server(0).ha().reason());
+    assert!(
+        site.server(0)
+            .ha()
+            .reason()
+            .starts_with("peer b is ACTIVE with epoch"),
+        "{}",
+        site.server(0).ha().reason()
+    );
     let msg = site.operate(1, |s, now| s.operator_standby(now)).unwrap();
-    assert_eq!(msg, "set to STANDBY by an operator: the peer takes the ACTIVE role");
+    assert_eq!(
+        msg,
+        "set to STANDBY by an operator: the peer takes the ACTIVE role"
+    );
     site.run_for(10 * SEC);
-    assert!(site.server(0).is_acting(), "the primary becomes ACTIVE by itself");
+    assert!(
+        site.server(0).is_acting(),
+        "the primary becomes ACTIVE by itself"
+    );
     assert!(!site.server(1).is_acting());
     assert!(site.server(0).ha().epoch() > site.server(1).ha().epoch() - 1);
-    assert_eq!(site.agent_server(0), Some(0), "agents follow the ACTIVE server");
-    let err = site.operate(1, |s, now| s.operator_standby(now)).unwrap_err();
+    assert_eq!(
+        site.agent_server(0),
+        Some(0),
+        "agents follow the ACTIVE server"
+    );
+    let err = site
+        .operate(1, |s, now| s.operator_standby(now))
+        .unwrap_err();
     assert_eq!(err, "this server is already STANDBY");
 }
 
@@ -584,7 +846,13 @@ fn hs5_former_active_restarting_into_a_higher_epoch_hands_over_its_records() {
         failover_timeout: Duration::from_secs(3),
         failback: FailbackPolicy::Manual,
     };
-    let peer = |epoch| PeerStatus { name: "b".into(), mode: FailoverMode::Secondary, state: "active".into(), epoch, site_version: 0 };
+    let peer = |epoch| PeerStatus {
+        name: "b".into(),
+        mode: FailoverMode::Secondary,
+        state: "active".into(),
+        epoch,
+        site_version: 0,
+    };
     let actions = |ha: &mut HotStandby| std::iter::from_fn(|| ha.poll_action()).collect::<Vec<_>>();
     let now = Instant::now();
     // It acted under epoch 1 and was killed; the peer promoted to 2. Records it acknowledged
@@ -593,7 +861,10 @@ fn hs5_former_active_restarting_into_a_higher_epoch_hands_over_its_records() {
     actions(&mut returning);
     returning.handle_peer_status(now, peer(2));
     assert_eq!(returning.state().as_str(), "standby");
-    assert_eq!(actions(&mut returning), vec![HaAction::SaveEpoch { epoch: 2 }, HaAction::MergeToPeer]);
+    assert_eq!(
+        actions(&mut returning),
+        vec![HaAction::SaveEpoch { epoch: 2 }, HaAction::MergeToPeer]
+    );
     // A node that never held an epoch has nothing of its own to hand over.
     let mut fresh = HotStandby::new(config("a", FailoverMode::Primary), 0, now);
     actions(&mut fresh);
@@ -613,7 +884,14 @@ fn hs5_failback_auto_after_hold_down() {
     site.run_for(20 * SEC);
     assert!(site.server(0).is_acting());
     let ev = site.server_events(1, EventCode::Demoted);
-    assert!(ev.last().unwrap().reason.starts_with("failback auto: primary a healthy as STANDBY for"), "{}", ev.last().unwrap().reason);
+    assert!(
+        ev.last()
+            .unwrap()
+            .reason
+            .starts_with("failback auto: primary a healthy as STANDBY for"),
+        "{}",
+        ev.last().unwrap().reason
+    );
 }
 
 #[test]
@@ -630,7 +908,10 @@ fn hs6_split_brain_lower_epoch_steps_down_and_no_record_is_lost() {
     site.cut(Node::Server(0), Node::Server(1), false);
     site.cut(Node::Agent(1), Node::Server(0), false);
     site.run_for(20 * SEC);
-    assert!(site.server(0).is_acting() && site.server(1).is_acting(), "both act during the partition");
+    assert!(
+        site.server(0).is_acting() && site.server(1).is_acting(),
+        "both act during the partition"
+    );
     site.produce(0, 100);
     site.produce(1, 100);
     site.run_for(5 * SEC);
@@ -638,13 +919,26 @@ fn hs6_split_brain_lower_epoch_steps_down_and_no_record_is_lost() {
     site.heal_all();
     site.run_for(20 * SEC);
     let acting: Vec<bool> = (0..2).map(|s| site.server(s).is_acting()).collect();
-    assert_eq!(acting, vec![false, true], "the lower epoch (a) stepped down");
+    assert_eq!(
+        acting,
+        vec![false, true],
+        "the lower epoch (a) stepped down"
+    );
     let ev = site.server_events(0, EventCode::SplitBrain);
-    assert!(ev[0].reason.contains("this server steps down and hands over its records"), "{}", ev[0].reason);
+    assert!(
+        ev[0]
+            .reason
+            .contains("this server steps down and hands over its records"),
+        "{}",
+        ev[0].reason
+    );
     // Every record either acknowledged is on the acting server now.
     for a in 0..2 {
         for seq in 1..=100 {
-            assert!(site.servers[1].disk.records.contains(&(a, seq)), "record {seq} of agent {a} missing on the acting server");
+            assert!(
+                site.servers[1].disk.records.contains(&(a, seq)),
+                "record {seq} of agent {a} missing on the acting server"
+            );
         }
     }
 }
@@ -658,6 +952,8 @@ fn hs7_failover_mode_changes_at_run_time() {
     config.mode = FailoverMode::Off;
     site.operate(1, |s, now| s.handle_ha_config(now, config, None));
     assert!(site.server(1).is_acting());
-    assert_eq!(site.server(1).ha().reason(), "failover mode set to off: this server acts alone (epoch 2)");
+    assert_eq!(
+        site.server(1).ha().reason(),
+        "failover mode set to off: this server acts alone (epoch 2)"
+    );
 }
-

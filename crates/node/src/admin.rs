@@ -10,7 +10,10 @@ use hyper::body::{Bytes, Incoming};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
-use understudy_engine::{self as engine, validate_role_change, PairConfig, RoleChange, RoleContext, Roles, SwitchbackPolicy};
+use understudy_engine::{
+    self as engine, validate_role_change, PairConfig, RoleChange, RoleContext, Roles,
+    SwitchbackPolicy,
+};
 
 use crate::config::{self, parse_duration, CONFIG_FILE};
 use crate::runtime::{self, error, ok, pair_doc, Core, Input, LinkCmd, Shared};
@@ -26,13 +29,19 @@ mod assets {
 const MAX_BODY: usize = 1024 * 1024;
 
 /// Serves HTTP/1.1 on an accepted TLS connection.
-pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(shared: Arc<Shared>, stream: S) {
+pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    shared: Arc<Shared>,
+    stream: S,
+) {
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let shared = shared.clone();
         async move { Ok::<_, std::convert::Infallible>(http_request(shared, req).await) }
     });
     let io = hyper_util::rt::TokioIo::new(stream);
-    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .await
+    {
         tracing::debug!("admin connection: {e}");
     }
 }
@@ -46,9 +55,16 @@ fn response(status: u16, content_type: &str, body: Vec<u8>) -> hyper::Response<F
         .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
 }
 
-async fn http_request(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn http_request(
+    shared: Arc<Shared>,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
     let method = req.method().as_str().to_string();
-    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     if !path.starts_with("/api/") {
         return static_file(&path);
     }
@@ -59,7 +75,10 @@ async fn http_request(shared: Arc<Shared>, req: hyper::Request<Incoming>) -> hyp
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| crate::admin_auth::token_matches(&shared.token, v));
     if !authorized {
-        let (s, v) = error(401, "a valid admin token is required (Authorization: Bearer <token>)");
+        let (s, v) = error(
+            401,
+            "a valid admin token is required (Authorization: Bearer <token>)",
+        );
         return response(s, "application/json", v.to_string().into_bytes());
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
@@ -128,7 +147,10 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 3 <= bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or(""), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or(""),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 3;
@@ -157,28 +179,45 @@ fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 /// The one request handler.
-pub(crate) async fn handle(shared: &Arc<Shared>, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let (route, q) = query(path);
     let segments: Vec<&str> = route.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         ("GET", ["api", "records"]) => records(shared, &q),
         ("GET", ["api", "events"]) => events(shared, &q),
         ("GET", ["api", "cert"]) => match tls::load_or_generate(&shared.data_dir) {
-            Ok(c) => (200, json!({ "fingerprint": c.fingerprint, "sans": c.sans, "not_after": c.not_after })),
+            Ok(c) => (
+                200,
+                json!({ "fingerprint": c.fingerprint, "sans": c.sans, "not_after": c.not_after }),
+            ),
             Err(e) => error(500, e.to_string()),
         },
         ("POST", ["api", "cert", "generate"]) => generate_cert(shared, body).await,
         ("POST", ["api", "send"]) => send(shared, body),
         ("POST", ["api", "link", "trust"]) => trust(shared, body),
-        ("GET", ["api", "settings"]) => (200, json!({ "ui.notifications": shared.config().ui.notifications })),
+        ("GET", ["api", "settings"]) => (
+            200,
+            json!({ "ui.notifications": shared.config().ui.notifications }),
+        ),
         ("POST", ["api", "settings"]) => settings(shared, body),
         _ => {
             let (tx, rx) = oneshot::channel();
-            let input = Input::Admin { method: method.to_string(), path: path.to_string(), body, reply: tx };
+            let input = Input::Admin {
+                method: method.to_string(),
+                path: path.to_string(),
+                body,
+                reply: tx,
+            };
             if shared.core.send(input).is_err() {
                 return error(503, "the node is stopping");
             }
-            rx.await.unwrap_or_else(|_| error(503, "the node is stopping"))
+            rx.await
+                .unwrap_or_else(|_| error(503, "the node is stopping"))
         }
     }
 }
@@ -189,7 +228,11 @@ fn records(shared: &Shared, q: &[(String, String)]) -> (u16, Value) {
         Some(Err(_)) => return error(400, "limit must be a number"),
         None => None,
     };
-    let filter = RecordFilter { agent: param(q, "agent").map(String::from), pair: param(q, "pair").map(String::from), limit };
+    let filter = RecordFilter {
+        agent: param(q, "agent").map(String::from),
+        pair: param(q, "pair").map(String::from),
+        limit,
+    };
     let kind = param(q, "kind");
     match shared.store().records_list(&filter) {
         Ok(list) => {
@@ -211,9 +254,15 @@ fn records(shared: &Shared, q: &[(String, String)]) -> (u16, Value) {
 }
 
 fn events(shared: &Shared, q: &[(String, String)]) -> (u16, Value) {
-    let since = param(q, "since").and_then(|s| s.trim_start_matches('#').parse().ok()).unwrap_or(0);
-    let since_ms: i64 = param(q, "since_ms").and_then(|s| s.parse().ok()).unwrap_or(0);
-    let limit = param(q, "limit").and_then(|s| s.parse().ok()).unwrap_or(1000usize);
+    let since = param(q, "since")
+        .and_then(|s| s.trim_start_matches('#').parse().ok())
+        .unwrap_or(0);
+    let since_ms: i64 = param(q, "since_ms")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let limit = param(q, "limit")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000usize);
     let code = param(q, "code").filter(|c| !c.is_empty());
     match shared.store().events_list(since, code, limit) {
         Ok(list) => {
@@ -230,15 +279,28 @@ fn events(shared: &Shared, q: &[(String, String)]) -> (u16, Value) {
 
 fn send(shared: &Shared, body: Option<Value>) -> (u16, Value) {
     if !shared.config().node.agent {
-        return error(409, "this node has no agent role: records are handed to an agent");
+        return error(
+            409,
+            "this node has no agent role: records are handed to an agent",
+        );
     }
-    let Some(list) = body.as_ref().and_then(|b| b.get("records")).and_then(Value::as_array) else {
+    let Some(list) = body
+        .as_ref()
+        .and_then(|b| b.get("records"))
+        .and_then(Value::as_array)
+    else {
         return error(400, "expected {\"records\": [{\"name\": …, \"value\": …}]}");
     };
     let mut records = Vec::with_capacity(list.len());
     for r in list {
-        let (Some(name), Some(value)) = (r.get("name").and_then(Value::as_str), r.get("value").and_then(Value::as_f64)) else {
-            return error(400, format!("each record needs a name and a numeric value: {r}"));
+        let (Some(name), Some(value)) = (
+            r.get("name").and_then(Value::as_str),
+            r.get("value").and_then(Value::as_f64),
+        ) else {
+            return error(
+                400,
+                format!("each record needs a name and a numeric value: {r}"),
+            );
         };
         if name.is_empty() {
             return error(400, "a record name may not be empty");
@@ -246,9 +308,16 @@ fn send(shared: &Shared, body: Option<Value>) -> (u16, Value) {
         records.push(NewRecord {
             name: name.to_string(),
             value,
-            time_ms: r.get("time_ms").and_then(Value::as_i64).unwrap_or_else(runtime::now_ms),
+            time_ms: r
+                .get("time_ms")
+                .and_then(Value::as_i64)
+                .unwrap_or_else(runtime::now_ms),
             pair: r.get("pair").and_then(Value::as_str).map(String::from),
-            kind: r.get("kind").and_then(Value::as_str).unwrap_or("metric").to_string(),
+            kind: r
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("metric")
+                .to_string(),
             detail: r.get("detail").and_then(Value::as_str).map(String::from),
         });
     }
@@ -258,9 +327,15 @@ fn send(shared: &Shared, body: Option<Value>) -> (u16, Value) {
     // AG-2: durable in the cache before anything is sent.
     match shared.store().cache_append(&records) {
         Ok(seqs) => {
-            let (first, last) = (seqs.first().copied().unwrap_or(0), seqs.last().copied().unwrap_or(0));
+            let (first, last) = (
+                seqs.first().copied().unwrap_or(0),
+                seqs.last().copied().unwrap_or(0),
+            );
             let _ = shared.core.send(Input::Cached(last));
-            (200, json!({ "ok": true, "message": format!("{} records cached", seqs.len()), "first_seq": first, "last_seq": last }))
+            (
+                200,
+                json!({ "ok": true, "message": format!("{} records cached", seqs.len()), "first_seq": first, "last_seq": last }),
+            )
         }
         Err(e) => error(507, format!("records not written: {e}")),
     }
@@ -269,7 +344,11 @@ fn send(shared: &Shared, body: Option<Value>) -> (u16, Value) {
 /// CT-2: the operator accepts a server certificate seen on first contact (listed in
 /// `status.link.untrusted`); it is pinned from now on.
 fn trust(shared: &Shared, body: Option<Value>) -> (u16, Value) {
-    let Some(fp) = body.as_ref().and_then(|b| b.get("fingerprint")).and_then(Value::as_str) else {
+    let Some(fp) = body
+        .as_ref()
+        .and_then(|b| b.get("fingerprint"))
+        .and_then(Value::as_str)
+    else {
         return error(400, "expected {\"fingerprint\": \"<sha256 hex>\"}");
     };
     let fp = match config::normalize_fingerprint(fp) {
@@ -277,7 +356,11 @@ fn trust(shared: &Shared, body: Option<Value>) -> (u16, Value) {
         Err(m) => return error(400, m),
     };
     let mut untrusted = shared.untrusted.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(addr) = untrusted.iter().find(|(_, seen)| **seen == fp).map(|(a, _)| a.clone()) else {
+    let Some(addr) = untrusted
+        .iter()
+        .find(|(_, seen)| **seen == fp)
+        .map(|(a, _)| a.clone())
+    else {
         return error(404, format!("no server presented {fp}: only a certificate seen on first contact can be accepted"));
     };
     untrusted.remove(&addr);
@@ -289,7 +372,11 @@ fn trust(shared: &Shared, body: Option<Value>) -> (u16, Value) {
 }
 
 fn settings(shared: &Shared, body: Option<Value>) -> (u16, Value) {
-    let Some(v) = body.as_ref().and_then(|b| b.get("ui.notifications")).and_then(Value::as_bool) else {
+    let Some(v) = body
+        .as_ref()
+        .and_then(|b| b.get("ui.notifications"))
+        .and_then(Value::as_bool)
+    else {
         return error(400, "expected {\"ui.notifications\": true|false}");
     };
     let mut config = shared.config.lock().unwrap_or_else(|p| p.into_inner());
@@ -305,13 +392,24 @@ fn settings(shared: &Shared, body: Option<Value>) -> (u16, Value) {
 async fn generate_cert(shared: &Arc<Shared>, body: Option<Value>) -> (u16, Value) {
     let body = body.unwrap_or(json!({}));
     let mut ips = Vec::new();
-    for ip in body.get("ips").and_then(Value::as_array).into_iter().flatten() {
+    for ip in body
+        .get("ips")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         match ip.as_str().and_then(|s| s.parse().ok()) {
             Some(ip) => ips.push(ip),
             None => return error(400, format!("{ip} is not an IP address")),
         }
     }
-    let dns: Vec<String> = body.get("dns").and_then(Value::as_array).into_iter().flatten().filter_map(|d| d.as_str().map(String::from)).collect();
+    let dns: Vec<String> = body
+        .get("dns")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str().map(String::from))
+        .collect();
     let info = match tls::generate_certificate(&shared.data_dir, &ips, &dns) {
         Ok(i) => i,
         Err(e) => return error(500, e.to_string()),
@@ -321,16 +419,28 @@ async fn generate_cert(shared: &Arc<Shared>, body: Option<Value>) -> (u16, Value
     let _ = shared.store().state_set("pins", &json!(shared.pins.list()));
     crate::net::announce_cert_to_peer(shared, &fp).await;
     let (tx, rx) = oneshot::channel();
-    let _ = shared.core.send(Input::Admin { method: "POST".into(), path: "/internal/cert-rotated".into(), body: Some(json!({ "fingerprint": fp })), reply: tx });
+    let _ = shared.core.send(Input::Admin {
+        method: "POST".into(),
+        path: "/internal/cert-rotated".into(),
+        body: Some(json!({ "fingerprint": fp })),
+        reply: tx,
+    });
     let _ = rx.await;
     if let Err(e) = shared.identity.reload(&shared.data_dir) {
         return error(500, e.to_string());
     }
     runtime::record_event(
         shared,
-        &engine::Event::new(engine::EventCode::CertGenerated, shared.config().node.name, format!("new certificate {fp} in use ({} names)", info.sans.len())),
+        &engine::Event::new(
+            engine::EventCode::CertGenerated,
+            shared.config().node.name,
+            format!("new certificate {fp} in use ({} names)", info.sans.len()),
+        ),
     );
-    (200, json!({ "ok": true, "message": format!("certificate generated: {fp}"), "fingerprint": fp, "sans": info.sans, "not_after": info.not_after }))
+    (
+        200,
+        json!({ "ok": true, "message": format!("certificate generated: {fp}"), "fingerprint": fp, "sans": info.sans, "not_after": info.not_after }),
+    )
 }
 
 /// The checks of the site assigned to this agent, directly or through its pairs (CK-2).
@@ -339,12 +449,16 @@ pub(crate) fn checks_for(shared: &Shared, agent: &str) -> Value {
     let checks = store.checks_list().unwrap_or_default();
     let pairs = store.pairs_list().unwrap_or_default();
     let member_of = |pair: &str| {
-        pairs.get(pair).is_some_and(|d| d.get("primary").and_then(Value::as_str) == Some(agent) || d.get("secondary").and_then(Value::as_str) == Some(agent))
+        pairs.get(pair).is_some_and(|d| {
+            d.get("primary").and_then(Value::as_str) == Some(agent)
+                || d.get("secondary").and_then(Value::as_str) == Some(agent)
+        })
     };
     let list: Vec<Value> = checks
         .iter()
         .filter(|(_, c)| {
-            c.get("agent").and_then(Value::as_str) == Some(agent) || c.get("pair").and_then(Value::as_str).is_some_and(member_of)
+            c.get("agent").and_then(Value::as_str) == Some(agent)
+                || c.get("pair").and_then(Value::as_str).is_some_and(member_of)
         })
         .map(|(name, c)| {
             let mut c = c.clone();
@@ -358,27 +472,51 @@ pub(crate) fn checks_for(shared: &Shared, agent: &str) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Requests answered by the core (they read or change what the engine decides).
 
-pub(crate) fn core_request(core: &mut Core, now: Instant, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) fn core_request(
+    core: &mut Core,
+    now: Instant,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let (route, _q) = query(path);
     let segments: Vec<&str> = route.trim_matches('/').split('/').collect();
     let r = match (method, segments.as_slice()) {
         ("GET", ["api", "status"]) => (200, status(core)),
         ("GET", ["api", "pairs"]) => (200, json!({ "pairs": status(core)["pairs"] })),
         ("POST", ["api", "pairs"]) => put_pair(core, now, body),
-        ("DELETE", ["api", "pairs", name]) => with_acting_server(core, |s| s.remove_pair(now, name)).and_then_persist(core, |c| {
-            let _ = c.shared().store().pair_remove(name);
-        }),
-        ("POST", ["api", "pairs", name, "force-failover"]) => with_acting_server(core, |s| s.force_failover(now, name)).into(),
-        ("POST", ["api", "pairs", name, "revert"]) => with_acting_server(core, |s| s.revert(now, name)).into(),
+        ("DELETE", ["api", "pairs", name]) => {
+            with_acting_server(core, |s| s.remove_pair(now, name)).and_then_persist(core, |c| {
+                let _ = c.shared().store().pair_remove(name);
+            })
+        }
+        ("POST", ["api", "pairs", name, "force-failover"]) => {
+            with_acting_server(core, |s| s.force_failover(now, name)).into()
+        }
+        ("POST", ["api", "pairs", name, "revert"]) => {
+            with_acting_server(core, |s| s.revert(now, name)).into()
+        }
         ("GET", ["api", "agents"]) => (200, json!({ "agents": status(core)["agents"] })),
-        ("POST", ["api", "agents", name, "accept"]) => with_server(core, |s| s.accept_agent(now, name)).into(),
-        ("POST", ["api", "agents", name, "reject"]) => with_server(core, |s| s.reject_agent(now, name)).into(),
-        ("POST", ["api", "agents", name, "recall"]) => with_server(core, |s| s.recall(now, name)).into(),
+        ("POST", ["api", "agents", name, "accept"]) => {
+            with_server(core, |s| s.accept_agent(now, name)).into()
+        }
+        ("POST", ["api", "agents", name, "reject"]) => {
+            with_server(core, |s| s.reject_agent(now, name)).into()
+        }
+        ("POST", ["api", "agents", name, "recall"]) => {
+            with_server(core, |s| s.recall(now, name)).into()
+        }
         ("POST", ["api", "ha", "standby"]) => with_server(core, |s| s.operator_standby(now)).into(),
         ("POST", ["api", "role"]) => set_role(core, now, body),
         ("GET", ["api", "checks"]) => {
             let checks = core.shared().store().checks_list().unwrap_or_default();
-            let list: Vec<Value> = checks.into_iter().map(|(n, mut c)| { c["name"] = json!(n); c }).collect();
+            let list: Vec<Value> = checks
+                .into_iter()
+                .map(|(n, mut c)| {
+                    c["name"] = json!(n);
+                    c
+                })
+                .collect();
             (200, json!({ "checks": list }))
         }
         ("POST", ["api", "checks"]) => put_check(core, body),
@@ -394,9 +532,16 @@ pub(crate) fn core_request(core: &mut Core, now: Instant, method: &str, path: &s
             }
         }
         ("POST", ["internal", "cert-rotated"]) => {
-            let fp = body.as_ref().and_then(|b| b.get("fingerprint")).and_then(Value::as_str).unwrap_or_default().to_string();
+            let fp = body
+                .as_ref()
+                .and_then(|b| b.get("fingerprint"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             for (_, tx) in core.server_conns() {
-                let _ = tx.send(ToAgent::CertRotated { fingerprint: fp.clone() });
+                let _ = tx.send(ToAgent::CertRotated {
+                    fingerprint: fp.clone(),
+                });
             }
             for tx in core.agent_links() {
                 let _ = tx.send(LinkCmd::CertRotated(fp.clone()));
@@ -430,25 +575,41 @@ impl Answer {
     }
 }
 
-fn with_server(core: &mut Core, f: impl FnOnce(&mut engine::Server) -> Result<String, String>) -> Answer {
+fn with_server(
+    core: &mut Core,
+    f: impl FnOnce(&mut engine::Server) -> Result<String, String>,
+) -> Answer {
     match core.server_engine_mut() {
         Some(s) => Answer(f(s).map_err(|m| (if m.starts_with("no ") { 404 } else { 409 }, m))),
         None => Answer(Err((409, "this node has no server role".into()))),
     }
 }
 
-fn with_acting_server(core: &mut Core, f: impl FnOnce(&mut engine::Server) -> Result<String, String>) -> Answer {
+fn with_acting_server(
+    core: &mut Core,
+    f: impl FnOnce(&mut engine::Server) -> Result<String, String>,
+) -> Answer {
     match core.server_engine_mut() {
-        Some(s) if !s.is_acting() => Answer(Err((409, "this server is not the acting server of the site".into()))),
+        Some(s) if !s.is_acting() => Answer(Err((
+            409,
+            "this server is not the acting server of the site".into(),
+        ))),
         _ => with_server(core, f),
     }
 }
 
 fn put_pair(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) {
-    let Some(b) = body else { return error(400, "expected a pair definition") };
+    let Some(b) = body else {
+        return error(400, "expected a pair definition");
+    };
     let text = |k: &str| b.get(k).and_then(Value::as_str).map(String::from);
-    let dur = |k: &str, d: &str| parse_duration(b.get(k).and_then(Value::as_str).unwrap_or(d)).map_err(|m| format!("{k}: {m}"));
-    let (Some(name), Some(primary), Some(secondary)) = (text("name"), text("primary"), text("secondary")) else {
+    let dur = |k: &str, d: &str| {
+        parse_duration(b.get(k).and_then(Value::as_str).unwrap_or(d))
+            .map_err(|m| format!("{k}: {m}"))
+    };
+    let (Some(name), Some(primary), Some(secondary)) =
+        (text("name"), text("primary"), text("secondary"))
+    else {
         return error(400, "a pair needs name, primary and secondary");
     };
     let failover_after = match dur("failover_after", "10s") {
@@ -462,13 +623,32 @@ fn put_pair(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) 
     let switchback = match text("switchback").as_deref() {
         None | Some("auto") => SwitchbackPolicy::Auto { hold_down },
         Some("manual") => SwitchbackPolicy::Manual,
-        Some(other) => return error(400, format!("switchback must be auto or manual, not {other}")),
+        Some(other) => {
+            return error(
+                400,
+                format!("switchback must be auto or manual, not {other}"),
+            )
+        }
     };
-    let config = PairConfig { name: name.clone(), primary, secondary, failover_after, switchback };
+    let config = PairConfig {
+        name: name.clone(),
+        primary,
+        secondary,
+        failover_after,
+        switchback,
+    };
     let answer = with_acting_server(core, |s| s.put_pair(now, config.clone(), None));
     if answer.0.is_ok() {
-        let state = core.server_engine().and_then(|s| s.pair(&name)).map(|p| p.state().clone()).unwrap_or_default();
-        if let Err(e) = core.shared().store().pair_put(&name, &pair_doc(&config, &state)) {
+        let state = core
+            .server_engine()
+            .and_then(|s| s.pair(&name))
+            .map(|p| p.state().clone())
+            .unwrap_or_default();
+        if let Err(e) = core
+            .shared()
+            .store()
+            .pair_put(&name, &pair_doc(&config, &state))
+        {
             return error(500, e.to_string());
         }
         push_checks(core);
@@ -477,13 +657,24 @@ fn put_pair(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) 
 }
 
 fn put_check(core: &mut Core, body: Option<Value>) -> (u16, Value) {
-    let Some(b) = body else { return error(400, "expected a check definition") };
-    let Some(name) = b.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) else {
+    let Some(b) = body else {
+        return error(400, "expected a check definition");
+    };
+    let Some(name) = b
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
         return error(400, "a check needs a name");
     };
     match b.get("kind").and_then(Value::as_str) {
         Some("tcp" | "http" | "command") => {}
-        Some(other) => return error(400, format!("unknown check kind {other}: expected tcp, http or command")),
+        Some(other) => {
+            return error(
+                400,
+                format!("unknown check kind {other}: expected tcp, http or command"),
+            )
+        }
         None => return error(400, "a check needs a kind: tcp, http or command"),
     }
     if b.get("target").is_none() {
@@ -491,14 +682,24 @@ fn put_check(core: &mut Core, body: Option<Value>) -> (u16, Value) {
     }
     for k in ["every", "timeout"] {
         if let Some(v) = b.get(k) {
-            if let Err(m) = v.as_str().ok_or_else(|| "must be a duration".to_string()).and_then(parse_duration) {
+            if let Err(m) = v
+                .as_str()
+                .ok_or_else(|| "must be a duration".to_string())
+                .and_then(parse_duration)
+            {
                 return error(400, format!("{k}: {m}"));
             }
         }
     }
-    let (agent, pair) = (b.get("agent").and_then(Value::as_str), b.get("pair").and_then(Value::as_str));
+    let (agent, pair) = (
+        b.get("agent").and_then(Value::as_str),
+        b.get("pair").and_then(Value::as_str),
+    );
     if agent.is_some() == pair.is_some() {
-        return error(400, "a check is assigned to exactly one of --agent or --pair");
+        return error(
+            400,
+            "a check is assigned to exactly one of --agent or --pair",
+        );
     }
     if let Some(p) = pair {
         if core.server_engine().and_then(|s| s.pair(p)).is_none() {
@@ -543,7 +744,12 @@ fn set_role(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) 
         None => None,
         Some(m) => match engine::FailoverMode::parse(m) {
             Some(m) => Some(m),
-            None => return error(400, format!("failover must be off, primary or secondary, not {m}")),
+            None => {
+                return error(
+                    400,
+                    format!("failover must be off, primary or secondary, not {m}"),
+                )
+            }
         },
     };
     let mut config = core.shared().config();
@@ -553,17 +759,37 @@ fn set_role(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) 
         failover: runtime::ha_config(&config).mode,
     };
     let ctx = RoleContext {
-        connected_agents: core.server_conns().iter().filter(|(n, _)| *n != config.node.name).count(),
+        connected_agents: core
+            .server_conns()
+            .iter()
+            .filter(|(n, _)| *n != config.node.name)
+            .count(),
         acting: core.server_engine().is_some_and(|s| s.is_acting()),
-        peer_acting: core.server_engine().is_some_and(|s| s.ha().peer_acting(now)),
+        peer_acting: core
+            .server_engine()
+            .is_some_and(|s| s.ha().peer_acting(now)),
         peer_configured: !config.failover.peer.is_empty(),
         servers_configured: !config.agent.servers.is_empty(),
         active_pairs: core
             .agent_engine()
-            .map(|a| a.members().iter().filter(|(_, m)| m.is_active()).map(|(p, _)| p.clone()).collect())
+            .map(|a| {
+                a.members()
+                    .iter()
+                    .filter(|(_, m)| m.is_active())
+                    .map(|(p, _)| p.clone())
+                    .collect()
+            })
             .unwrap_or_default(),
     };
-    let wanted = match validate_role_change(current, RoleChange { server, agent, failover }, &ctx) {
+    let wanted = match validate_role_change(
+        current,
+        RoleChange {
+            server,
+            agent,
+            failover,
+        },
+        &ctx,
+    ) {
         Ok(w) => w,
         Err(reason) => return error(409, reason),
     };
@@ -575,7 +801,11 @@ fn set_role(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) 
         engine::FailoverMode::Secondary => config::FailoverMode::Secondary,
     };
     if wanted.agent && config.agent.servers.is_empty() {
-        config.agent.servers = vec![format!("https://{}#{}", config.node.listen, core.shared().identity.fingerprint())];
+        config.agent.servers = vec![format!(
+            "https://{}#{}",
+            config.node.listen,
+            core.shared().identity.fingerprint()
+        )];
     }
     if let Err((key, message)) = config.validate() {
         return error(409, format!("{key}: {message}"));
@@ -584,7 +814,11 @@ fn set_role(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) 
     if let Err(e) = config.save(&core.shared().data_dir.join(CONFIG_FILE)) {
         return error(500, e.to_string());
     }
-    *core.shared().config.lock().unwrap_or_else(|p| p.into_inner()) = config.clone();
+    *core
+        .shared()
+        .config
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = config.clone();
     if current.server && !wanted.server {
         core.stop_server();
     }
@@ -597,7 +831,11 @@ fn set_role(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) 
         }
     } else if wanted.server && current.failover != wanted.failover {
         if let Some(s) = core.server_engine_mut() {
-            let peer_url = config.peer().ok().flatten().map(|p| format!("https://{}", p.address()));
+            let peer_url = config
+                .peer()
+                .ok()
+                .flatten()
+                .map(|p| format!("https://{}", p.address()));
             s.handle_ha_config(now, runtime::ha_config(&config), peer_url);
         }
     }
@@ -606,9 +844,27 @@ fn set_role(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) 
             return error(500, e.to_string());
         }
     }
-    let describe = |r: Roles| format!("server {}, agent {}, failover {}", on(r.server), on(r.agent), r.failover.as_str());
-    let reason = format!("roles changed from {} to {}", describe(current), describe(wanted));
-    runtime::record_event(core.shared(), &engine::Event::new(engine::EventCode::RoleChanged, config.node.name.clone(), reason.clone()));
+    let describe = |r: Roles| {
+        format!(
+            "server {}, agent {}, failover {}",
+            on(r.server),
+            on(r.agent),
+            r.failover.as_str()
+        )
+    };
+    let reason = format!(
+        "roles changed from {} to {}",
+        describe(current),
+        describe(wanted)
+    );
+    runtime::record_event(
+        core.shared(),
+        &engine::Event::new(
+            engine::EventCode::RoleChanged,
+            config.node.name.clone(),
+            reason.clone(),
+        ),
+    );
     ok(reason)
 }
 
@@ -706,7 +962,13 @@ fn status(core: &Core) -> Value {
         })
         .unwrap_or_default();
     let checks = core.shared().store().checks_list().unwrap_or_default();
-    let checks: Vec<Value> = checks.into_iter().map(|(n, mut c)| { c["name"] = json!(n); c }).collect();
+    let checks: Vec<Value> = checks
+        .into_iter()
+        .map(|(n, mut c)| {
+            c["name"] = json!(n);
+            c
+        })
+        .collect();
     json!({
         "node": {
             "id": config.node.id, "name": config.node.name, "listen": config.node.listen,

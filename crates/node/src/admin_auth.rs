@@ -16,7 +16,9 @@ pub enum AuthError {
         doing: &'static str,
         source: std::io::Error,
     },
-    #[error("{path}: not an admin token (expected 64 hex digits); delete it to have a new one made")]
+    #[error(
+        "{path}: not an admin token (expected 64 hex digits); delete it to have a new one made"
+    )]
     Malformed { path: PathBuf },
     #[error("no randomness available for the admin token: {0}")]
     Random(String),
@@ -40,13 +42,14 @@ pub fn load_or_create_token(data_dir: &Path) -> Result<String, AuthError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| AuthError::Random(e.to_string()))?;
     let token = hex::encode(bytes);
-    let created = fsutil::create_atomic(&path, format!("{token}\n").as_bytes(), 0o600).map_err(
-        |source| AuthError::Io {
-            path: path.clone(),
-            doing: "creating the admin token",
-            source,
-        },
-    )?;
+    let created =
+        fsutil::create_atomic(&path, format!("{token}\n").as_bytes(), 0o600).map_err(|source| {
+            AuthError::Io {
+                path: path.clone(),
+                doing: "creating the admin token",
+                source,
+            }
+        })?;
     if created {
         return Ok(token);
     }

@@ -31,7 +31,12 @@ pub struct Check {
 
 impl Check {
     pub fn from_json(v: &Value) -> Option<Check> {
-        let dur = |k: &str, d: u64| v.get(k).and_then(Value::as_str).and_then(|s| parse_duration(s).ok()).unwrap_or(Duration::from_secs(d));
+        let dur = |k: &str, d: u64| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .and_then(|s| parse_duration(s).ok())
+                .unwrap_or(Duration::from_secs(d))
+        };
         Some(Check {
             name: v.get("name")?.as_str()?.to_string(),
             kind: v.get("kind")?.as_str()?.to_string(),
@@ -59,10 +64,29 @@ pub async fn run_once(check: &Check) -> Outcome {
     let result = tokio::time::timeout(check.timeout, probe(check)).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
-        Ok(Ok(Some(value))) => Outcome { up: true, value, detail: "up".into() },
-        Ok(Ok(None)) => Outcome { up: true, value: ms, detail: "up".into() },
-        Ok(Err(why)) => Outcome { up: false, value: ms, detail: format!("down: {why}") },
-        Err(_) => Outcome { up: false, value: ms, detail: format!("down: timeout after {}", crate::config::format_duration(check.timeout)) },
+        Ok(Ok(Some(value))) => Outcome {
+            up: true,
+            value,
+            detail: "up".into(),
+        },
+        Ok(Ok(None)) => Outcome {
+            up: true,
+            value: ms,
+            detail: "up".into(),
+        },
+        Ok(Err(why)) => Outcome {
+            up: false,
+            value: ms,
+            detail: format!("down: {why}"),
+        },
+        Err(_) => Outcome {
+            up: false,
+            value: ms,
+            detail: format!(
+                "down: timeout after {}",
+                crate::config::format_duration(check.timeout)
+            ),
+        },
     }
 }
 
@@ -71,7 +95,9 @@ async fn probe(check: &Check) -> Result<Option<f64>, String> {
     match check.kind.as_str() {
         "tcp" => {
             let target = check.target.as_str().ok_or("a tcp target is HOST:PORT")?;
-            tokio::net::TcpStream::connect(target).await.map_err(|e| e.to_string())?;
+            tokio::net::TcpStream::connect(target)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(None)
         }
         "http" => http_get(check).await.map(|_| None),
@@ -93,20 +119,38 @@ async fn http_get(check: &Check) -> Result<(), String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let addr = if authority.contains(':') { authority.to_string() } else { format!("{authority}:{}", if tls { 443 } else { 80 }) };
-    let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+    let addr = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:{}", if tls { 443 } else { 80 })
+    };
+    let tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: understudy\r\nConnection: close\r\n\r\n");
     let head = if tls {
         // The check measures availability; trust is the business of the service's clients.
         let config = crate::tls::insecure_client_config().map_err(|e| e.to_string())?;
-        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_string();
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, _)| h)
+            .to_string();
         let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| e.to_string())?;
-        let mut stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())?;
-        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         read_head(&mut stream).await?
     } else {
         let mut stream = tcp;
-        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         read_head(&mut stream).await?
     };
     let status: u16 = head
@@ -129,11 +173,16 @@ async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<String,
 
 async fn command(check: &Check) -> Result<Option<f64>, String> {
     let argv: Vec<String> = match &check.target {
-        Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
         Value::String(s) => s.split_whitespace().map(String::from).collect(),
         _ => Vec::new(),
     };
-    let Some((program, args)) = argv.split_first() else { return Err("a command target is an argv list".into()) };
+    let Some((program, args)) = argv.split_first() else {
+        return Err("a command target is an argv list".into());
+    };
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -165,7 +214,10 @@ async fn command(check: &Check) -> Result<Option<f64>, String> {
         });
     }
     let text = String::from_utf8_lossy(&out);
-    let number = text.split_whitespace().find_map(|w| w.parse::<f64>().ok()).filter(|v| v.is_finite());
+    let number = text
+        .split_whitespace()
+        .find_map(|w| w.parse::<f64>().ok())
+        .filter(|v| v.is_finite());
     if truncated && number.is_none() {
         return Err(format!("stdout truncated at {MAX_STDOUT} bytes"));
     }
@@ -179,13 +231,18 @@ pub(crate) struct Runner {
 
 impl Runner {
     pub fn new() -> Runner {
-        Runner { running: BTreeMap::new() }
+        Runner {
+            running: BTreeMap::new(),
+        }
     }
 
     /// Starts and stops tasks so that exactly `wanted` run (CK-3: a pair check stops the moment
     /// its member stands down, and starts when it is activated).
     pub fn reconcile(&mut self, shared: &Arc<Shared>, wanted: Vec<Check>) {
-        let keys: Vec<(String, Option<String>)> = wanted.iter().map(|c| (c.name.clone(), c.pair.clone())).collect();
+        let keys: Vec<(String, Option<String>)> = wanted
+            .iter()
+            .map(|c| (c.name.clone(), c.pair.clone()))
+            .collect();
         self.running.retain(|k, (c, task)| {
             let keep = keys.contains(k) && wanted.iter().any(|w| w == c);
             if !keep {
@@ -216,7 +273,12 @@ async fn run_forever(shared: Arc<Shared>, check: Check) {
         tick.tick().await;
         let outcome = run_once(&check).await;
         if let Some(pair) = &check.pair {
-            let holds = shared.leases.lock().unwrap_or_else(|p| p.into_inner()).get(pair).is_some_and(|until| Instant::now() < *until);
+            let holds = shared
+                .leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(pair)
+                .is_some_and(|until| Instant::now() < *until);
             if !holds {
                 // The duty moved (or the lease ran out while this process was frozen): this run
                 // belongs to nobody and is not recorded.
@@ -240,14 +302,18 @@ async fn run_forever(shared: Arc<Shared>, check: Check) {
 /// Writes check results to the cache in batches, off the async workers: one durable commit
 /// holds every result that arrived while the previous one was being written (AG-2 holds: a
 /// result is in the cache before it is sent).
-pub(crate) async fn write_results(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::UnboundedReceiver<NewRecord>) {
+pub(crate) async fn write_results(
+    shared: Arc<Shared>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<NewRecord>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
         let writer = shared.clone();
-        let appended = tokio::task::spawn_blocking(move || writer.store().cache_append(&batch)).await;
+        let appended =
+            tokio::task::spawn_blocking(move || writer.store().cache_append(&batch)).await;
         match appended {
             Ok(Ok(seqs)) => {
                 if let Some(last) = seqs.last() {
@@ -265,7 +331,15 @@ mod tests {
     use super::*;
 
     fn check(kind: &str, target: Value, timeout_ms: u64) -> Check {
-        Check { name: "c".into(), kind: kind.into(), target, every: Duration::from_secs(1), timeout: Duration::from_millis(timeout_ms), pair: None, expect: 200 }
+        Check {
+            name: "c".into(),
+            kind: kind.into(),
+            target,
+            every: Duration::from_secs(1),
+            timeout: Duration::from_millis(timeout_ms),
+            pair: None,
+            expect: 200,
+        }
     }
 
     #[tokio::test]
@@ -289,7 +363,9 @@ mod tests {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf).await;
-                let _ = s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
             }
         });
         let c = check("http", json!(format!("http://{addr}/health")), 2000);
@@ -301,13 +377,28 @@ mod tests {
     #[tokio::test]
     async fn ck1_command_value_exit_status_hang_and_flood() {
         let c = check("command", json!(["/bin/sh", "-c", "echo 42.5"]), 2000);
-        assert_eq!(run_once(&c).await, Outcome { up: true, value: 42.5, detail: "up".into() });
+        assert_eq!(
+            run_once(&c).await,
+            Outcome {
+                up: true,
+                value: 42.5,
+                detail: "up".into()
+            }
+        );
         let fail = run_once(&check("command", json!(["/bin/sh", "-c", "exit 2"]), 2000)).await;
         assert_eq!(fail.detail, "down: exit status 2");
         let hang = run_once(&check("command", json!(["/bin/sleep", "30"]), 300)).await;
         assert_eq!(hang.detail, "down: timeout after 300ms");
-        let flood = run_once(&check("command", json!(["/bin/sh", "-c", "yes x | head -c 1000000"]), 5000)).await;
-        assert_eq!(flood.detail, format!("down: stdout truncated at {MAX_STDOUT} bytes"));
+        let flood = run_once(&check(
+            "command",
+            json!(["/bin/sh", "-c", "yes x | head -c 1000000"]),
+            5000,
+        ))
+        .await;
+        assert_eq!(
+            flood.detail,
+            format!("down: stdout truncated at {MAX_STDOUT} bytes")
+        );
         let unknown = run_once(&check("smtp", json!("x"), 300)).await;
         assert_eq!(unknown.detail, "down: unknown check kind smtp");
     }

@@ -310,7 +310,9 @@ impl Config {
             if self.failover.peer.is_empty() {
                 return fail(
                     "failover.peer",
-                    format!("failover.mode = \"{mode}\" needs a peer (https://HOST:PORT[#FINGERPRINT])"),
+                    format!(
+                        "failover.mode = \"{mode}\" needs a peer (https://HOST:PORT[#FINGERPRINT])"
+                    ),
                 );
             }
             if !self.node.server {
@@ -421,7 +423,11 @@ impl Config {
 
     /// `agent.servers` parsed, home first.
     pub fn servers(&self) -> Result<Vec<ServerUrl>, String> {
-        self.agent.servers.iter().map(|s| ServerUrl::parse(s)).collect()
+        self.agent
+            .servers
+            .iter()
+            .map(|s| ServerUrl::parse(s))
+            .collect()
     }
 
     /// `failover.peer` parsed, or `None` when unset.
@@ -470,7 +476,9 @@ impl ServerUrl {
     pub fn parse(s: &str) -> Result<ServerUrl, String> {
         let s = s.trim();
         let rest = s.strip_prefix("https://").ok_or_else(|| {
-            format!("`{s}` must start with https:// (every link is TLS), like https://10.0.0.5:7400")
+            format!(
+                "`{s}` must start with https:// (every link is TLS), like https://10.0.0.5:7400"
+            )
         })?;
         let (address, fingerprint) = match rest.split_once('#') {
             Some((a, fp)) => (a, Some(normalize_fingerprint(fp)?)),
@@ -554,9 +562,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
-            format!("`{s}` has no unit (write it like 500ms, 5s, 2m or 1h)")
-        })?;
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{s}` has no unit (write it like 500ms, 5s, 2m or 1h)"))?;
         if digits == 0 {
             return Err(bad());
         }
@@ -763,18 +771,25 @@ mod tests {
         let msg = load_err("[node\nname = \"n1\"\n");
         assert!(msg.contains(":1:"), "{msg}");
 
-        let msg =
-            load_err("[node]\nname = \"n1\"\n[agent]\nservers = [\"https://a:1\", \"http://b:2\"]\n");
+        let msg = load_err(
+            "[node]\nname = \"n1\"\n[agent]\nservers = [\"https://a:1\", \"http://b:2\"]\n",
+        );
         assert!(msg.contains(":4:") && msg.contains("servers[1]"), "{msg}");
 
         let msg = load_err(&format!(
             "[node]\nname = \"n1\"\n[failover]\npeer = \"https://a:1#{}\"\n",
             &FP[..60]
         ));
-        assert!(msg.contains(":4:") && msg.contains("not a SHA-256 fingerprint"), "{msg}");
+        assert!(
+            msg.contains(":4:") && msg.contains("not a SHA-256 fingerprint"),
+            "{msg}"
+        );
 
         let msg = load_err("[node]\nname = \"n1\"\n[failover]\nmode = \"primary\"\n");
-        assert!(msg.contains("failover.peer") && msg.contains("needs a peer"), "{msg}");
+        assert!(
+            msg.contains("failover.peer") && msg.contains("needs a peer"),
+            "{msg}"
+        );
 
         let msg = load_err("[node]\nname = \"n1\"\n[failover]\nmode = \"tertiary\"\n");
         assert!(msg.contains(":4:") && msg.contains("tertiary"), "{msg}");
@@ -797,13 +812,15 @@ mod tests {
         c.apply_set(&format!("agent.servers=[\"https://127.0.0.1:7401#{FP}\"]"))
             .expect("servers");
         assert_eq!(c.servers().expect("parsed")[0].port, 7401);
-        c.apply_set("node.name=1234").expect("numeric name is a string");
+        c.apply_set("node.name=1234")
+            .expect("numeric name is a string");
         assert_eq!(c.node.name, "1234");
         c.apply_set("agent.switchback_interval=0").expect("zero");
         assert_eq!(c.agent.switchback_interval, Duration::ZERO);
         c.apply_set("failover.failback=auto").expect("enum");
         assert_eq!(c.failover.failback, Failback::Auto);
-        c.apply_set("agent.on_activate=[\"/bin/echo\", \"up\"]").expect("argv");
+        c.apply_set("agent.on_activate=[\"/bin/echo\", \"up\"]")
+            .expect("argv");
 
         let before = c.clone();
         for (set, expect) in [
@@ -826,9 +843,11 @@ mod tests {
         let path = dir.path().join(CONFIG_FILE);
         let mut c = Config::new("round trip", dir.path());
         c.apply_set("agent.heartbeat=250ms").expect("set");
-        c.apply_set(&format!("failover.peer=https://[::1]:7402#{FP}")).expect("peer");
+        c.apply_set(&format!("failover.peer=https://[::1]:7402#{FP}"))
+            .expect("peer");
         c.apply_set("failover.mode=secondary").expect("mode");
-        c.apply_set("agent.on_deactivate=[\"/bin/true\"]").expect("argv");
+        c.apply_set("agent.on_deactivate=[\"/bin/true\"]")
+            .expect("argv");
         c.save(&path).expect("save");
         let loaded = Config::load(&path).expect("load");
         assert_eq!(loaded, c);

@@ -101,15 +101,24 @@ mod tests {
     async fn round_trip_and_clean_eof() {
         let (mut a, mut b) = socket_pair().await;
         let sent = [
-            Hello { agent: "a1".into(), seq: 1 },
-            Hello { agent: "ä2 ✓".into(), seq: u64::MAX },
+            Hello {
+                agent: "a1".into(),
+                seq: 1,
+            },
+            Hello {
+                agent: "ä2 ✓".into(),
+                seq: u64::MAX,
+            },
         ];
         for m in &sent {
             write_frame(&mut a, m).await.expect("write");
         }
         drop(a);
         for m in &sent {
-            assert_eq!(read_frame::<Hello, _>(&mut b).await.expect("read").as_ref(), Some(m));
+            assert_eq!(
+                read_frame::<Hello, _>(&mut b).await.expect("read").as_ref(),
+                Some(m)
+            );
         }
         assert_eq!(read_frame::<Hello, _>(&mut b).await.expect("eof"), None);
     }
@@ -126,22 +135,34 @@ mod tests {
             other => panic!("expected Oversized, got {other:?}"),
         }
         let too_big = "x".repeat(MAX_FRAME + 1);
-        let err = write_frame(&mut a, &too_big).await.expect_err("too big to send");
-        assert!(err.to_string().contains("larger than the 1048576-byte limit"), "{err}");
+        let err = write_frame(&mut a, &too_big)
+            .await
+            .expect_err("too big to send");
+        assert!(
+            err.to_string()
+                .contains("larger than the 1048576-byte limit"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn garbage_and_truncated_frames_are_refused() {
         let (mut a, mut b) = socket_pair().await;
         let garbage = b"{not json";
-        a.write_all(&(garbage.len() as u32).to_be_bytes()).await.expect("write");
+        a.write_all(&(garbage.len() as u32).to_be_bytes())
+            .await
+            .expect("write");
         a.write_all(garbage).await.expect("write");
         let err = read_frame::<Hello, _>(&mut b).await.expect_err("garbage");
         assert!(matches!(err, FrameError::Malformed(_)), "{err:?}");
 
         // Valid JSON of the wrong shape is malformed too.
-        write_frame(&mut a, &serde_json::json!({"agent": 5})).await.expect("write");
-        let err = read_frame::<Hello, _>(&mut b).await.expect_err("wrong shape");
+        write_frame(&mut a, &serde_json::json!({"agent": 5}))
+            .await
+            .expect("write");
+        let err = read_frame::<Hello, _>(&mut b)
+            .await
+            .expect_err("wrong shape");
         assert!(err.to_string().starts_with("malformed frame:"), "{err}");
 
         a.write_all(&10u32.to_be_bytes()).await.expect("write");

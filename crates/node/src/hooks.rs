@@ -10,21 +10,49 @@ use crate::config::format_duration;
 use crate::runtime::{Input, Shared};
 
 /// Runs a hook in the background and reports its result to the core.
-pub(crate) fn spawn(shared: Arc<Shared>, pair: String, hook: &'static str, epoch: PairEpoch, argv: Vec<String>) {
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    pair: String,
+    hook: &'static str,
+    epoch: PairEpoch,
+    argv: Vec<String>,
+) {
     tokio::spawn(async move {
         let config = shared.config();
         let result = if argv.is_empty() {
             Ok(())
         } else {
-            run(&argv, &pair, hook, epoch, &config.node.name, config.agent.hook_timeout).await
+            run(
+                &argv,
+                &pair,
+                hook,
+                epoch,
+                &config.node.name,
+                config.agent.hook_timeout,
+            )
+            .await
         };
-        let _ = shared.core.send(Input::HookDone { pair, hook, epoch, result });
+        let _ = shared.core.send(Input::HookDone {
+            pair,
+            hook,
+            epoch,
+            result,
+        });
     });
 }
 
 /// Runs one hook to completion or its timeout. The error says what happened.
-pub async fn run(argv: &[String], pair: &str, hook: &str, epoch: PairEpoch, node: &str, timeout: Duration) -> Result<(), String> {
-    let Some((program, args)) = argv.split_first() else { return Ok(()) };
+pub async fn run(
+    argv: &[String],
+    pair: &str,
+    hook: &str,
+    epoch: PairEpoch,
+    node: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Ok(());
+    };
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env("UNDERSTUDY_HOOK", hook)
@@ -47,7 +75,10 @@ pub async fn run(argv: &[String], pair: &str, hook: &str, epoch: PairEpoch, node
         Ok(Err(e)) => Err(format!("waiting for {program}: {e}")),
         Err(_) => {
             let _ = child.kill().await;
-            Err(format!("hung: killed after hook_timeout {}", format_duration(timeout)))
+            Err(format!(
+                "hung: killed after hook_timeout {}",
+                format_duration(timeout)
+            ))
         }
     }
 }
@@ -64,21 +95,65 @@ mod tests {
     async fn pr7_hook_gets_the_pair_context_in_its_environment() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("env");
-        let script = format!("echo \"$UNDERSTUDY_HOOK $UNDERSTUDY_PAIR $UNDERSTUDY_PAIR_EPOCH\" > {}", out.display());
+        let script = format!(
+            "echo \"$UNDERSTUDY_HOOK $UNDERSTUDY_PAIR $UNDERSTUDY_PAIR_EPOCH\" > {}",
+            out.display()
+        );
         let argv = vec!["/bin/sh".to_string(), "-c".to_string(), script];
-        run(&argv, "web; rm -rf /", "on_activate", e(), "n", Duration::from_secs(5)).await.unwrap();
+        run(
+            &argv,
+            "web; rm -rf /",
+            "on_activate",
+            e(),
+            "n",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         let got = std::fs::read_to_string(out).unwrap();
-        assert_eq!(got.trim(), "on_activate web; rm -rf / 4", "the pair name is data, never shell code");
+        assert_eq!(
+            got.trim(),
+            "on_activate web; rm -rf / 4",
+            "the pair name is data, never shell code"
+        );
     }
 
     #[tokio::test]
     async fn pr7_failing_and_hanging_hooks_are_reported() {
-        let fail = vec!["/bin/sh".to_string(), "-c".to_string(), "exit 3".to_string()];
-        assert_eq!(run(&fail, "p", "on_activate", e(), "n", Duration::from_secs(5)).await.unwrap_err(), "exit status 3");
+        let fail = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            "exit 3".to_string(),
+        ];
+        assert_eq!(
+            run(&fail, "p", "on_activate", e(), "n", Duration::from_secs(5))
+                .await
+                .unwrap_err(),
+            "exit status 3"
+        );
         let hang = vec!["/bin/sleep".to_string(), "30".to_string()];
-        let err = run(&hang, "p", "on_activate", e(), "n", Duration::from_millis(200)).await.unwrap_err();
+        let err = run(
+            &hang,
+            "p",
+            "on_activate",
+            e(),
+            "n",
+            Duration::from_millis(200),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err, "hung: killed after hook_timeout 200ms");
         let missing = vec!["/nonexistent/hook".to_string()];
-        assert!(run(&missing, "p", "on_activate", e(), "n", Duration::from_secs(1)).await.unwrap_err().starts_with("cannot start /nonexistent/hook"));
+        assert!(run(
+            &missing,
+            "p",
+            "on_activate",
+            e(),
+            "n",
+            Duration::from_secs(1)
+        )
+        .await
+        .unwrap_err()
+        .starts_with("cannot start /nonexistent/hook"));
     }
 }

@@ -139,10 +139,9 @@ impl AdminClient {
 
         let config = tls::client_config(self.pins.clone(), None, &[tls::ALPN_HTTP])?;
         let stream = tls::connect_with(config, &self.base.address(), self.timeout).await?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(http_err)?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http_err)?;
         // The connection task ends when the response is read and the sender is dropped.
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -207,7 +206,10 @@ mod tests {
         let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         match path.as_str() {
             "/empty" => reply(204, String::new()),
-            _ => reply(200, json!({"method": method, "path": path, "sent": sent}).to_string()),
+            _ => reply(
+                200,
+                json!({"method": method, "path": path, "sent": sent}).to_string(),
+            ),
         }
     }
 
@@ -221,7 +223,9 @@ mod tests {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), hyper::service::service_fn(handle))
                         .await;
@@ -243,22 +247,31 @@ mod tests {
             .await
             .expect("call");
         assert_eq!(status, 200);
-        assert_eq!(body, json!({"method": "POST", "path": "/pairs", "sent": {"name": "web"}}));
+        assert_eq!(
+            body,
+            json!({"method": "POST", "path": "/pairs", "sent": {"name": "web"}})
+        );
         let (status, body) = client.call("GET", "/empty", None).await.expect("call");
         assert_eq!((status, body), (204, Value::Null));
 
-        let wrong = AdminClient::new(&base, &"f".repeat(64), Pins::new([fp.clone()]))
-            .expect("client");
+        let wrong =
+            AdminClient::new(&base, &"f".repeat(64), Pins::new([fp.clone()])).expect("client");
         let (status, body) = wrong.call("GET", "/status", None).await.expect("call");
         assert_eq!(status, 401);
         assert_eq!(body, json!("missing or wrong admin token"));
 
         let unpinned = AdminClient::new(&base, TOKEN, Pins::default()).expect("client");
-        let err = unpinned.call("GET", "/status", None).await.expect_err("not pinned");
-        assert!(err.to_string().contains(&format!("{fp} is not pinned")), "{err}");
+        let err = unpinned
+            .call("GET", "/status", None)
+            .await
+            .expect_err("not pinned");
+        assert!(
+            err.to_string().contains(&format!("{fp} is not pinned")),
+            "{err}"
+        );
 
-        let err = AdminClient::new("http://127.0.0.1:1", TOKEN, Pins::default())
-            .expect_err("not https");
+        let err =
+            AdminClient::new("http://127.0.0.1:1", TOKEN, Pins::default()).expect_err("not https");
         assert!(err.to_string().contains("https://"), "{err}");
     }
 }

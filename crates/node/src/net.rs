@@ -25,7 +25,11 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const BATCH: usize = 500;
 
 /// Accepts connections until the node shuts down.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, config: Arc<rustls::ServerConfig>) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let mut shutdown = shared.shutdown.subscribe();
     loop {
@@ -56,10 +60,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, config: Ar
             let alpn = conn.alpn_protocol().map(|p| p.to_vec());
             let fingerprint = tls::peer_fingerprint(conn);
             match alpn.as_deref() {
-                Some(p) if p == ALPN_WIRE.as_bytes() => wire_connection(shared, tls, fingerprint, remote).await,
+                Some(p) if p == ALPN_WIRE.as_bytes() => {
+                    wire_connection(shared, tls, fingerprint, remote).await
+                }
                 Some(p) if p == ALPN_HTTP.as_bytes() => crate::admin::serve_http(shared, tls).await,
                 None => crate::admin::serve_http(shared, tls).await,
-                Some(other) => tracing::warn!(%remote, "unknown ALPN protocol {:?}", String::from_utf8_lossy(other)),
+                Some(other) => {
+                    tracing::warn!(%remote, "unknown ALPN protocol {:?}", String::from_utf8_lossy(other))
+                }
             }
         });
     }
@@ -72,28 +80,59 @@ async fn reply<W: AsyncWrite + Unpin>(w: &mut W, msg: &ToAgent) {
 }
 
 /// One `understudy/1` connection on the server side: an agent link, a probe, or the peer.
-async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, stream: S, fingerprint: Option<String>, remote: std::net::SocketAddr) {
+async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    stream: S,
+    fingerprint: Option<String>,
+    remote: std::net::SocketAddr,
+) {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let first = match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<ToServer, _>(&mut rd)).await {
+    let first = match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<ToServer, _>(&mut rd)).await
+    {
         Ok(Ok(Some(m))) => m,
         Ok(Ok(None)) | Err(_) => return,
         Ok(Err(e)) => {
             // PRODUCT.md §4: a malformed or oversized message closes that connection, nothing else.
             tracing::warn!(%remote, "closing connection: {e}");
-            reply(&mut wr, &ToAgent::Error { reason: e.to_string() }).await;
+            reply(
+                &mut wr,
+                &ToAgent::Error {
+                    reason: e.to_string(),
+                },
+            )
+            .await;
             return;
         }
     };
     let Some(fingerprint) = fingerprint else {
         tracing::warn!(%remote, "refused: no client certificate");
-        reply(&mut wr, &ToAgent::Error { reason: "a client certificate is required".into() }).await;
+        reply(
+            &mut wr,
+            &ToAgent::Error {
+                reason: "a client certificate is required".into(),
+            },
+        )
+        .await;
         return;
     };
     match first {
-        ToServer::Hello { id, name, home, token, probe } => {
+        ToServer::Hello {
+            id,
+            name,
+            home,
+            token,
+            probe,
+        } => {
             let config = shared.config();
             if !config.node.server {
-                reply(&mut wr, &ToAgent::Refused { reason: "this node has no server role".into(), capacity: false }).await;
+                reply(
+                    &mut wr,
+                    &ToAgent::Refused {
+                        reason: "this node has no server role".into(),
+                        capacity: false,
+                    },
+                )
+                .await;
                 return;
             }
             let expected = config.server.enroll_token.trim();
@@ -107,7 +146,13 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>,
             // A standalone node's own agent is this node: it needs no operator to accept it.
             let own = id == config.node.id && fingerprint == shared.identity.fingerprint();
             let token = if own { TokenCheck::Valid } else { token };
-            let hello = Hello { id: id.clone(), name: name.clone(), fingerprint, token, home };
+            let hello = Hello {
+                id: id.clone(),
+                name: name.clone(),
+                fingerprint,
+                token,
+                home,
+            };
             if probe {
                 let (tx, rx) = oneshot::channel();
                 let _ = shared.core.send(Input::ProbeHello { hello, reply: tx });
@@ -118,14 +163,28 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>,
                     Ok(ProbeResult::Unreachable(r)) => ("refused", r),
                     Err(_) => ("refused", "node stopping".into()),
                 };
-                reply(&mut wr, &ToAgent::ProbeResult { result: result.into(), reason }).await;
+                reply(
+                    &mut wr,
+                    &ToAgent::ProbeResult {
+                        result: result.into(),
+                        reason,
+                    },
+                )
+                .await;
                 return;
             }
             let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
             let (tx, mut rx) = mpsc::unbounded_channel();
             let (answer_tx, answer_rx) = oneshot::channel();
-            let _ = shared.core.send(Input::Hello { hello, conn, tx, reply: answer_tx });
-            let Ok(admission) = answer_rx.await else { return };
+            let _ = shared.core.send(Input::Hello {
+                hello,
+                conn,
+                tx,
+                reply: answer_tx,
+            });
+            let Ok(admission) = answer_rx.await else {
+                return;
+            };
             match admission {
                 Admission::Accepted(w) => {
                     let checks = crate::admin::checks_for(&shared, &name);
@@ -133,28 +192,67 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>,
                     // that is not its home and has none for it (a standby server of another site)
                     // sends null, "keep yours"; its home, or a hot-standby peer holding the
                     // replicated site configuration, sends the list (an empty one included).
-                    let checks = if home || checks.as_array().is_some_and(|c| !c.is_empty()) { checks } else { serde_json::Value::Null };
-                    reply(&mut wr, &ToAgent::Welcome { cluster: w.cluster, epoch: w.epoch, checks }).await;
+                    let checks = if home || checks.as_array().is_some_and(|c| !c.is_empty()) {
+                        checks
+                    } else {
+                        serde_json::Value::Null
+                    };
+                    reply(
+                        &mut wr,
+                        &ToAgent::Welcome {
+                            cluster: w.cluster,
+                            epoch: w.epoch,
+                            checks,
+                        },
+                    )
+                    .await;
                 }
                 Admission::Redirect { to, welcome } => {
                     let to = crate::runtime::redirect_target(&shared, to);
                     let fingerprint = config.peer().ok().flatten().and_then(|p| p.fingerprint);
-                    reply(&mut wr, &ToAgent::Redirect { to, fingerprint, cluster: welcome.cluster, epoch: welcome.epoch }).await;
+                    reply(
+                        &mut wr,
+                        &ToAgent::Redirect {
+                            to,
+                            fingerprint,
+                            cluster: welcome.cluster,
+                            epoch: welcome.epoch,
+                        },
+                    )
+                    .await;
                     return;
                 }
                 Admission::Refused(r) => {
                     tracing::debug!(%name, "refused: {}", r.reason());
-                    reply(&mut wr, &ToAgent::Refused { reason: r.reason(), capacity: r.is_capacity() }).await;
+                    reply(
+                        &mut wr,
+                        &ToAgent::Refused {
+                            reason: r.reason(),
+                            capacity: r.is_capacity(),
+                        },
+                    )
+                    .await;
                     return;
                 }
             }
             agent_connection(&shared, conn, &id, &name, &mut rd, &mut wr, &mut rx).await;
             let _ = shared.core.send(Input::AgentGone { conn, id, name });
         }
-        ToServer::PeerPoll { replicate, site_version, records_after, events_after } => {
+        ToServer::PeerPoll {
+            replicate,
+            site_version,
+            records_after,
+            events_after,
+        } => {
             if !is_peer(&shared, &fingerprint) {
                 tracing::warn!(%remote, "refused a peer poll from an unknown certificate");
-                reply(&mut wr, &ToAgent::Error { reason: "this certificate is not the configured failover.peer".into() }).await;
+                reply(
+                    &mut wr,
+                    &ToAgent::Error {
+                        reason: "this certificate is not the configured failover.peer".into(),
+                    },
+                )
+                .await;
                 return;
             }
             let (tx, rx) = oneshot::channel();
@@ -163,20 +261,42 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>,
             let answer = {
                 let store = shared.store();
                 let acting = state.state == "active";
-                let site = if replicate && acting && store.site_version().unwrap_or(0) != site_version {
-                    store.site_snapshot().ok()
+                let site =
+                    if replicate && acting && store.site_version().unwrap_or(0) != site_version {
+                        store.site_snapshot().ok()
+                    } else {
+                        None
+                    };
+                let records = if replicate && acting {
+                    store.records_since(records_after, 5000).unwrap_or_default()
                 } else {
-                    None
+                    Vec::new()
                 };
-                let records = if replicate && acting { store.records_since(records_after, 5000).unwrap_or_default() } else { Vec::new() };
-                let events = if replicate && acting { store.events_list(events_after, None, 1000).unwrap_or_default() } else { Vec::new() };
-                ToAgent::PeerReply { state, site, records, events }
+                let events = if replicate && acting {
+                    store
+                        .events_list(events_after, None, 1000)
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                ToAgent::PeerReply {
+                    state,
+                    site,
+                    records,
+                    events,
+                }
             };
             reply(&mut wr, &answer).await;
         }
         ToServer::Merge { records } => {
             if !is_peer(&shared, &fingerprint) {
-                reply(&mut wr, &ToAgent::Error { reason: "this certificate is not the configured failover.peer".into() }).await;
+                reply(
+                    &mut wr,
+                    &ToAgent::Error {
+                        reason: "this certificate is not the configured failover.peer".into(),
+                    },
+                )
+                .await;
                 return;
             }
             let mut batch = records;
@@ -191,7 +311,13 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>,
         }
         ToServer::PeerCertRotated { fingerprint: fp } => {
             if !is_peer(&shared, &fingerprint) {
-                reply(&mut wr, &ToAgent::Error { reason: "this certificate is not the configured failover.peer".into() }).await;
+                reply(
+                    &mut wr,
+                    &ToAgent::Error {
+                        reason: "this certificate is not the configured failover.peer".into(),
+                    },
+                )
+                .await;
                 return;
             }
             shared.pins.add(&fp);
@@ -200,7 +326,13 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>,
         }
         other => {
             tracing::warn!(%remote, "closing connection: unexpected first message {other:?}");
-            reply(&mut wr, &ToAgent::Error { reason: "expected hello".into() }).await;
+            reply(
+                &mut wr,
+                &ToAgent::Error {
+                    reason: "expected hello".into(),
+                },
+            )
+            .await;
         }
     }
 }
@@ -208,7 +340,9 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>,
 fn is_peer(shared: &Shared, fingerprint: &str) -> bool {
     let config = shared.config();
     match config.peer().ok().flatten() {
-        Some(peer) => peer.fingerprint.as_deref() == Some(fingerprint) || shared.pins.contains(fingerprint),
+        Some(peer) => {
+            peer.fingerprint.as_deref() == Some(fingerprint) || shared.pins.contains(fingerprint)
+        }
         None => false,
     }
 }
@@ -283,7 +417,11 @@ async fn agent_connection<R, W>(
 // The agent's side.
 
 fn report(shared: &Shared, server: usize, conn: u64, event: LinkEvent) {
-    let _ = shared.core.send(Input::Link { server, conn, event });
+    let _ = shared.core.send(Input::Link {
+        server,
+        conn,
+        event,
+    });
 }
 
 fn attempt_timeout(shared: &Shared) -> Duration {
@@ -293,20 +431,47 @@ fn attempt_timeout(shared: &Shared) -> Duration {
 
 /// One link from this agent to a server: introduce, then carry heartbeats, records and acks
 /// until the core drops it or the link breaks.
-pub(crate) async fn agent_link(shared: Arc<Shared>, server: usize, conn: u64, addr: String, home: bool, mut rx: mpsc::UnboundedReceiver<LinkCmd>) {
+pub(crate) async fn agent_link(
+    shared: Arc<Shared>,
+    server: usize,
+    conn: u64,
+    addr: String,
+    home: bool,
+    mut rx: mpsc::UnboundedReceiver<LinkCmd>,
+) {
     let config = shared.config();
-    let client = match tls::client_config(shared.pins.clone(), Some(shared.identity.clone()), &[ALPN_WIRE]) {
+    let client = match tls::client_config(
+        shared.pins.clone(),
+        Some(shared.identity.clone()),
+        &[ALPN_WIRE],
+    ) {
         Ok(c) => c,
-        Err(e) => return report(&shared, server, conn, LinkEvent::ConnectFailed(e.to_string())),
+        Err(e) => {
+            return report(
+                &shared,
+                server,
+                conn,
+                LinkEvent::ConnectFailed(e.to_string()),
+            )
+        }
     };
     let stream = match tls::connect_with(client, &addr, attempt_timeout(&shared)).await {
         Ok(s) => s,
         Err(e) => {
             if let tls::TlsError::NotPinned { refused, .. } = &e {
                 // CT-2: shown to the operator, who may accept it (POST /api/link/trust).
-                shared.untrusted.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.clone(), refused.presented.clone());
+                shared
+                    .untrusted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(addr.clone(), refused.presented.clone());
             }
-            return report(&shared, server, conn, LinkEvent::ConnectFailed(e.to_string()));
+            return report(
+                &shared,
+                server,
+                conn,
+                LinkEvent::ConnectFailed(e.to_string()),
+            );
         }
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -318,49 +483,154 @@ pub(crate) async fn agent_link(shared: Arc<Shared>, server: usize, conn: u64, ad
         probe: false,
     };
     if let Err(e) = write_frame(&mut wr, &hello).await {
-        return report(&shared, server, conn, LinkEvent::ConnectFailed(e.to_string()));
+        return report(
+            &shared,
+            server,
+            conn,
+            LinkEvent::ConnectFailed(e.to_string()),
+        );
     }
     match tokio::time::timeout(attempt_timeout(&shared), read_frame::<ToAgent, _>(&mut rd)).await {
-        Ok(Ok(Some(ToAgent::Welcome { cluster, epoch, checks }))) => {
-            report(&shared, server, conn, LinkEvent::Connected(Welcome { cluster, epoch }, checks))
+        Ok(Ok(Some(ToAgent::Welcome {
+            cluster,
+            epoch,
+            checks,
+        }))) => report(
+            &shared,
+            server,
+            conn,
+            LinkEvent::Connected(Welcome { cluster, epoch }, checks),
+        ),
+        Ok(Ok(Some(ToAgent::Refused { reason, capacity }))) => {
+            return report(
+                &shared,
+                server,
+                conn,
+                LinkEvent::Refused { reason, capacity },
+            )
         }
-        Ok(Ok(Some(ToAgent::Refused { reason, capacity }))) => return report(&shared, server, conn, LinkEvent::Refused { reason, capacity }),
-        Ok(Ok(Some(ToAgent::Redirect { to, fingerprint, cluster, epoch }))) => {
-            return report(&shared, server, conn, LinkEvent::Redirect { to, fingerprint, welcome: Welcome { cluster, epoch } })
+        Ok(Ok(Some(ToAgent::Redirect {
+            to,
+            fingerprint,
+            cluster,
+            epoch,
+        }))) => {
+            return report(
+                &shared,
+                server,
+                conn,
+                LinkEvent::Redirect {
+                    to,
+                    fingerprint,
+                    welcome: Welcome { cluster, epoch },
+                },
+            )
         }
-        Ok(Ok(Some(ToAgent::Error { reason }))) => return report(&shared, server, conn, LinkEvent::Refused { reason, capacity: false }),
-        Ok(Ok(other)) => return report(&shared, server, conn, LinkEvent::ConnectFailed(format!("unexpected answer {other:?}"))),
-        Ok(Err(e)) => return report(&shared, server, conn, LinkEvent::ConnectFailed(e.to_string())),
-        Err(_) => return report(&shared, server, conn, LinkEvent::ConnectFailed("no answer to hello".into())),
+        Ok(Ok(Some(ToAgent::Error { reason }))) => {
+            return report(
+                &shared,
+                server,
+                conn,
+                LinkEvent::Refused {
+                    reason,
+                    capacity: false,
+                },
+            )
+        }
+        Ok(Ok(other)) => {
+            return report(
+                &shared,
+                server,
+                conn,
+                LinkEvent::ConnectFailed(format!("unexpected answer {other:?}")),
+            )
+        }
+        Ok(Err(e)) => {
+            return report(
+                &shared,
+                server,
+                conn,
+                LinkEvent::ConnectFailed(e.to_string()),
+            )
+        }
+        Err(_) => {
+            return report(
+                &shared,
+                server,
+                conn,
+                LinkEvent::ConnectFailed("no answer to hello".into()),
+            )
+        }
     }
     let reader_shared = shared.clone();
     let reader = tokio::spawn(async move {
         loop {
             let event = match read_frame::<ToAgent, _>(&mut rd).await {
-                Ok(Some(ToAgent::HeartbeatAck { id, views })) => LinkEvent::HeartbeatAck { id, views: views.iter().map(Into::into).collect() },
+                Ok(Some(ToAgent::HeartbeatAck { id, views })) => LinkEvent::HeartbeatAck {
+                    id,
+                    views: views.iter().map(Into::into).collect(),
+                },
                 Ok(Some(ToAgent::Ack { upto })) => LinkEvent::Ack(upto),
-                Ok(Some(ToAgent::Views { views })) => LinkEvent::Views(views.iter().map(Into::into).collect()),
+                Ok(Some(ToAgent::Views { views })) => {
+                    LinkEvent::Views(views.iter().map(Into::into).collect())
+                }
                 Ok(Some(ToAgent::Recall)) => LinkEvent::Recall,
-                Ok(Some(ToAgent::CertRotated { fingerprint })) => LinkEvent::CertRotated(fingerprint),
+                Ok(Some(ToAgent::CertRotated { fingerprint })) => {
+                    LinkEvent::CertRotated(fingerprint)
+                }
                 Ok(Some(ToAgent::Checks { checks })) => LinkEvent::Checks(checks),
-                Ok(Some(ToAgent::Redirect { to, fingerprint, cluster, epoch })) => {
-                    report(&reader_shared, server, conn, LinkEvent::Redirect { to, fingerprint, welcome: Welcome { cluster, epoch } });
+                Ok(Some(ToAgent::Redirect {
+                    to,
+                    fingerprint,
+                    cluster,
+                    epoch,
+                })) => {
+                    report(
+                        &reader_shared,
+                        server,
+                        conn,
+                        LinkEvent::Redirect {
+                            to,
+                            fingerprint,
+                            welcome: Welcome { cluster, epoch },
+                        },
+                    );
                     return;
                 }
                 Ok(Some(ToAgent::Error { reason })) => {
-                    report(&reader_shared, server, conn, LinkEvent::Disconnected(format!("server closed the link: {reason}")));
+                    report(
+                        &reader_shared,
+                        server,
+                        conn,
+                        LinkEvent::Disconnected(format!("server closed the link: {reason}")),
+                    );
                     return;
                 }
                 Ok(Some(other)) => {
-                    report(&reader_shared, server, conn, LinkEvent::Disconnected(format!("unexpected message {other:?}")));
+                    report(
+                        &reader_shared,
+                        server,
+                        conn,
+                        LinkEvent::Disconnected(format!("unexpected message {other:?}")),
+                    );
                     return;
                 }
                 Ok(None) => {
-                    report(&reader_shared, server, conn, LinkEvent::Disconnected("closed by the server".into()));
+                    report(
+                        &reader_shared,
+                        server,
+                        conn,
+                        LinkEvent::Disconnected("closed by the server".into()),
+                    );
                     return;
                 }
                 Err(e) => {
-                    report(&reader_shared, server, conn, LinkEvent::Disconnected(e.to_string()));
+                    report(
+                        &reader_shared,
+                        server,
+                        conn,
+                        LinkEvent::Disconnected(e.to_string()),
+                    );
                     return;
                 }
             };
@@ -369,25 +639,55 @@ pub(crate) async fn agent_link(shared: Arc<Shared>, server: usize, conn: u64, ad
     });
     while let Some(cmd) = rx.recv().await {
         let result = match cmd {
-            LinkCmd::Heartbeat { id, pairs } => write_frame(&mut wr, &ToServer::Heartbeat { id, pairs }).await,
+            LinkCmd::Heartbeat { id, pairs } => {
+                write_frame(&mut wr, &ToServer::Heartbeat { id, pairs }).await
+            }
             LinkCmd::Send { after, upto } => send_records(&shared, &mut wr, after, upto).await,
             LinkCmd::Leave => {
                 let _ = write_frame(&mut wr, &ToServer::Leave).await;
                 let _ = wr.shutdown().await;
                 break;
             }
-            LinkCmd::HookResult { pair, hook, epoch, error } => write_frame(&mut wr, &ToServer::HookResult { pair, hook, epoch, error }).await,
-            LinkCmd::CertRotated(fingerprint) => write_frame(&mut wr, &ToServer::CertRotated { fingerprint }).await,
+            LinkCmd::HookResult {
+                pair,
+                hook,
+                epoch,
+                error,
+            } => {
+                write_frame(
+                    &mut wr,
+                    &ToServer::HookResult {
+                        pair,
+                        hook,
+                        epoch,
+                        error,
+                    },
+                )
+                .await
+            }
+            LinkCmd::CertRotated(fingerprint) => {
+                write_frame(&mut wr, &ToServer::CertRotated { fingerprint }).await
+            }
         };
         if let Err(e) = result {
-            report(&shared, server, conn, LinkEvent::Disconnected(e.to_string()));
+            report(
+                &shared,
+                server,
+                conn,
+                LinkEvent::Disconnected(e.to_string()),
+            );
             break;
         }
     }
     reader.abort();
 }
 
-async fn send_records<W: AsyncWrite + Unpin>(shared: &Arc<Shared>, wr: &mut W, after: u64, upto: u64) -> Result<(), crate::frame::FrameError> {
+async fn send_records<W: AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    wr: &mut W,
+    after: u64,
+    upto: u64,
+) -> Result<(), crate::frame::FrameError> {
     let mut after = after;
     while after < upto {
         let batch = {
@@ -401,7 +701,9 @@ async fn send_records<W: AsyncWrite + Unpin>(shared: &Arc<Shared>, wr: &mut W, a
             }
         };
         let batch: Vec<_> = batch.into_iter().filter(|r| r.seq <= upto).collect();
-        let Some(last) = batch.last().map(|r| r.seq) else { return Ok(()) };
+        let Some(last) = batch.last().map(|r| r.seq) else {
+            return Ok(());
+        };
         write_frame(wr, &ToServer::Records { records: batch }).await?;
         after = last;
     }
@@ -412,8 +714,15 @@ async fn send_records<W: AsyncWrite + Unpin>(shared: &Arc<Shared>, wr: &mut W, a
 pub(crate) async fn agent_probe(shared: Arc<Shared>, server: usize, addr: String) {
     let config = shared.config();
     let result = async {
-        let client = tls::client_config(shared.pins.clone(), Some(shared.identity.clone()), &[ALPN_WIRE]).map_err(|e| e.to_string())?;
-        let stream = tls::connect_with(client, &addr, attempt_timeout(&shared)).await.map_err(|e| e.to_string())?;
+        let client = tls::client_config(
+            shared.pins.clone(),
+            Some(shared.identity.clone()),
+            &[ALPN_WIRE],
+        )
+        .map_err(|e| e.to_string())?;
+        let stream = tls::connect_with(client, &addr, attempt_timeout(&shared))
+            .await
+            .map_err(|e| e.to_string())?;
         let (mut rd, mut wr) = tokio::io::split(stream);
         let hello = ToServer::Hello {
             id: config.node.id.clone(),
@@ -422,8 +731,12 @@ pub(crate) async fn agent_probe(shared: Arc<Shared>, server: usize, addr: String
             token: config.agent.enroll_token.clone(),
             probe: true,
         };
-        write_frame(&mut wr, &hello).await.map_err(|e| e.to_string())?;
-        match tokio::time::timeout(attempt_timeout(&shared), read_frame::<ToAgent, _>(&mut rd)).await {
+        write_frame(&mut wr, &hello)
+            .await
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(attempt_timeout(&shared), read_frame::<ToAgent, _>(&mut rd))
+            .await
+        {
             Ok(Ok(Some(ToAgent::ProbeResult { result, reason }))) => Ok(match result.as_str() {
                 "available" => ProbeResult::Available,
                 "redirect" => ProbeResult::Redirect,
@@ -441,27 +754,68 @@ pub(crate) async fn agent_probe(shared: Arc<Shared>, server: usize, addr: String
 // Servers in hot standby.
 
 fn peer_client(shared: &Shared) -> Result<Arc<rustls::ClientConfig>, String> {
-    tls::client_config(shared.pins.clone(), Some(shared.identity.clone()), &[ALPN_WIRE]).map_err(|e| e.to_string())
+    tls::client_config(
+        shared.pins.clone(),
+        Some(shared.identity.clone()),
+        &[ALPN_WIRE],
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// HS-3: polls the peer; when `replicate`, pulls its site configuration, records and events.
-pub(crate) async fn peer_poll(shared: Arc<Shared>, addr: String, replicate: bool, timeout: Duration) {
+pub(crate) async fn peer_poll(
+    shared: Arc<Shared>,
+    addr: String,
+    replicate: bool,
+    timeout: Duration,
+) {
     let answer = async {
         let started = Instant::now();
         let (records_after, events_after, site_version) = {
             let store = shared.store();
-            let get = |k: &str| store.state_get(k).ok().flatten().and_then(|v| v.as_u64()).unwrap_or(0);
-            (get("peer.records_after"), get("peer.events_after"), store.site_version().unwrap_or(0))
+            let get = |k: &str| {
+                store
+                    .state_get(k)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0)
+            };
+            (
+                get("peer.records_after"),
+                get("peer.events_after"),
+                store.site_version().unwrap_or(0),
+            )
         };
-        let stream = tls::connect_with(peer_client(&shared)?, &addr, timeout).await.map_err(|e| e.to_string())?;
+        let stream = tls::connect_with(peer_client(&shared)?, &addr, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
         let (mut rd, mut wr) = tokio::io::split(stream);
-        write_frame(&mut wr, &ToServer::PeerPoll { replicate, site_version, records_after, events_after }).await.map_err(|e| e.to_string())?;
-        let left = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        write_frame(
+            &mut wr,
+            &ToServer::PeerPoll {
+                replicate,
+                site_version,
+                records_after,
+                events_after,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let left = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(100));
         let reply = tokio::time::timeout(left, read_frame::<ToAgent, _>(&mut rd))
             .await
             .map_err(|_| "no answer in time".to_string())?
             .map_err(|e| e.to_string())?;
-        let Some(ToAgent::PeerReply { state, site, records, events }) = reply else {
+        let Some(ToAgent::PeerReply {
+            state,
+            site,
+            records,
+            events,
+        }) = reply
+        else {
             return Err(format!("unexpected answer {reply:?}"));
         };
         apply_replication(&shared, &state, site.as_ref(), &records, &events);
@@ -477,14 +831,21 @@ pub(crate) async fn peer_poll(shared: Arc<Shared>, addr: String, replicate: bool
 fn peer_status(state: &PeerState) -> PeerStatus {
     PeerStatus {
         name: state.name.clone(),
-        mode: understudy_engine::FailoverMode::parse(&state.mode).unwrap_or(understudy_engine::FailoverMode::Off),
+        mode: understudy_engine::FailoverMode::parse(&state.mode)
+            .unwrap_or(understudy_engine::FailoverMode::Off),
         state: state.state.clone(),
         epoch: state.epoch,
         site_version: state.site_version,
     }
 }
 
-fn apply_replication(shared: &Shared, state: &PeerState, site: Option<&crate::store::SiteSnapshot>, records: &[StoredRecord], events: &[crate::store::StoredEvent]) {
+fn apply_replication(
+    shared: &Shared,
+    state: &PeerState,
+    site: Option<&crate::store::SiteSnapshot>,
+    records: &[StoredRecord],
+    events: &[crate::store::StoredEvent],
+) {
     shared.pins.add(&state.fingerprint);
     let mut store = shared.store();
     if !state.listen.is_empty() {
@@ -496,7 +857,12 @@ fn apply_replication(shared: &Shared, state: &PeerState, site: Option<&crate::st
         }
     }
     if let Some(last) = records.iter().map(|r| r.rowid).max() {
-        let pushed = store.state_get("peer.pushed_upto").ok().flatten().and_then(|v| v.as_u64()).unwrap_or(0);
+        let pushed = store
+            .state_get("peer.pushed_upto")
+            .ok()
+            .flatten()
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
         let caught_up = store.records_max_rowid().unwrap_or(0) <= pushed;
         match store.records_merge(records) {
             Ok(_) => {
@@ -536,8 +902,15 @@ pub(crate) async fn merge_to_peer(shared: Arc<Shared>, addr: String) {
 
 /// Sends the peer every local record with a rowid above `after`; returns how many it lacked and
 /// the last rowid sent.
-async fn push_records(shared: &Arc<Shared>, addr: &str, after: u64, passes: usize) -> Result<(usize, u64), String> {
-    let stream = tls::connect_with(peer_client(shared)?, addr, Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+async fn push_records(
+    shared: &Arc<Shared>,
+    addr: &str,
+    after: u64,
+    passes: usize,
+) -> Result<(usize, u64), String> {
+    let stream = tls::connect_with(peer_client(shared)?, addr, Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut after = after;
     let mut total = 0;
@@ -546,9 +919,16 @@ async fn push_records(shared: &Arc<Shared>, addr: &str, after: u64, passes: usiz
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         loop {
-            let batch = shared.store().records_since(after, 2000).map_err(|e| e.to_string())?;
-            let Some(last) = batch.last().map(|r| r.rowid) else { break };
-            write_frame(&mut wr, &ToServer::Merge { records: batch }).await.map_err(|e| e.to_string())?;
+            let batch = shared
+                .store()
+                .records_since(after, 2000)
+                .map_err(|e| e.to_string())?;
+            let Some(last) = batch.last().map(|r| r.rowid) else {
+                break;
+            };
+            write_frame(&mut wr, &ToServer::Merge { records: batch })
+                .await
+                .map_err(|e| e.to_string())?;
             match read_frame::<ToAgent, _>(&mut rd).await {
                 Ok(Some(ToAgent::MergeDone { inserted })) => total += inserted,
                 other => return Err(format!("unexpected answer {other:?}")),
@@ -563,7 +943,13 @@ async fn push_records(shared: &Arc<Shared>, addr: &str, after: u64, passes: usiz
 /// holds (acknowledged while it acted, and not yet handed over when it stepped down — say the
 /// step-down's merge was cut short by a restart). Records pulled from the peer are skipped.
 async fn push_local_records(shared: &Arc<Shared>, addr: &str) {
-    let cursor = shared.store().state_get("peer.pushed_upto").ok().flatten().and_then(|v| v.as_u64()).unwrap_or(0);
+    let cursor = shared
+        .store()
+        .state_get("peer.pushed_upto")
+        .ok()
+        .flatten()
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
     let max = shared.store().records_max_rowid().unwrap_or(0);
     if max <= cursor {
         return;
@@ -581,12 +967,29 @@ async fn push_local_records(shared: &Arc<Shared>, addr: &str) {
 
 /// CT-2: tells the hot-standby peer the new fingerprint while the old certificate is in use.
 pub(crate) async fn announce_cert_to_peer(shared: &Arc<Shared>, fingerprint: &str) {
-    let Some(peer) = shared.config().peer().ok().flatten() else { return };
+    let Some(peer) = shared.config().peer().ok().flatten() else {
+        return;
+    };
     let result: Result<(), String> = async {
-        let stream = tls::connect_with(peer_client(shared)?, &peer.address(), Duration::from_secs(3)).await.map_err(|e| e.to_string())?;
+        let stream = tls::connect_with(
+            peer_client(shared)?,
+            &peer.address(),
+            Duration::from_secs(3),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let (mut rd, mut wr) = tokio::io::split(stream);
-        write_frame(&mut wr, &ToServer::PeerCertRotated { fingerprint: fingerprint.to_string() }).await.map_err(|e| e.to_string())?;
-        read_frame::<ToAgent, _>(&mut rd).await.map_err(|e| e.to_string())?;
+        write_frame(
+            &mut wr,
+            &ToServer::PeerCertRotated {
+                fingerprint: fingerprint.to_string(),
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        read_frame::<ToAgent, _>(&mut rd)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
     .await;

@@ -13,8 +13,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use understudy_engine as engine;
 use understudy_engine::agent::{AgentAction, Restored};
 use understudy_engine::{
-    Admission, Agent, AgentEntry, Event, FailbackPolicy, HaAction, Hello, HotStandbyConfig, Member, PairConfig,
-    PairEpoch, PairState, PeerStatus, ProbeResult, Server, ServerAction, SwitchbackPolicy, Welcome,
+    Admission, Agent, AgentEntry, Event, FailbackPolicy, HaAction, Hello, HotStandbyConfig, Member,
+    PairConfig, PairEpoch, PairState, PeerStatus, ProbeResult, Server, ServerAction,
+    SwitchbackPolicy, Welcome,
 };
 
 use crate::config::{self, Config, ConfigError, ServerUrl, CONFIG_FILE};
@@ -32,7 +33,10 @@ pub enum NodeError {
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
     #[error("{doing}: {source}")]
-    Io { doing: String, source: std::io::Error },
+    Io {
+        doing: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Refused(String),
 }
@@ -73,11 +77,19 @@ pub struct InitReport {
 pub fn init(opts: &InitOptions) -> Result<InitReport, NodeError> {
     let config_path = opts.data_dir.join(CONFIG_FILE);
     if config_path.exists() {
-        return Err(NodeError::Refused(format!("{} exists already: this node is initialised", config_path.display())));
+        return Err(NodeError::Refused(format!(
+            "{} exists already: this node is initialised",
+            config_path.display()
+        )));
     }
-    std::fs::create_dir_all(&opts.data_dir)
-        .map_err(|source| NodeError::Io { doing: format!("creating {}", opts.data_dir.display()), source })?;
-    let data_dir = opts.data_dir.canonicalize().unwrap_or_else(|_| opts.data_dir.clone());
+    std::fs::create_dir_all(&opts.data_dir).map_err(|source| NodeError::Io {
+        doing: format!("creating {}", opts.data_dir.display()),
+        source,
+    })?;
+    let data_dir = opts
+        .data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| opts.data_dir.clone());
     let cert = tls::load_or_generate(&data_dir)?;
     admin_auth::load_or_create_token(&data_dir).map_err(|e| NodeError::Refused(e.to_string()))?;
     let mut config = Config::new(&opts.name, &data_dir);
@@ -93,50 +105,123 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, NodeError> {
         config.apply_set(set)?;
     }
     if let Err((key, message)) = config.validate() {
-        return Err(ConfigError::Invalid { path: config_path, key, message }.into());
+        return Err(ConfigError::Invalid {
+            path: config_path,
+            key,
+            message,
+        }
+        .into());
     }
     config.save(&config_path)?;
-    Ok(InitReport { config_path, fingerprint: cert.fingerprint, admin_url: format!("https://{}", opts.listen) })
+    Ok(InitReport {
+        config_path,
+        fingerprint: cert.fingerprint,
+        admin_url: format!("https://{}", opts.listen),
+    })
 }
 
 /// An admin API client for the node whose data directory this is.
 pub fn admin_client(data_dir: &Path) -> Result<AdminClient, NodeError> {
     let config = Config::load(&data_dir.join(CONFIG_FILE))?;
-    let token = std::fs::read_to_string(data_dir.join(admin_auth::TOKEN_FILE))
-        .map_err(|source| NodeError::Io { doing: format!("reading the admin token in {}", data_dir.display()), source })?;
+    let token =
+        std::fs::read_to_string(data_dir.join(admin_auth::TOKEN_FILE)).map_err(|source| {
+            NodeError::Io {
+                doing: format!("reading the admin token in {}", data_dir.display()),
+                source,
+            }
+        })?;
     let cert = tls::load_or_generate(data_dir)?;
-    let client = AdminClient::new(&format!("https://{}", config.node.listen), token.trim(), Pins::new([cert.fingerprint]))
-        .map_err(|e| NodeError::Refused(e.to_string()))?;
+    let client = AdminClient::new(
+        &format!("https://{}", config.node.listen),
+        token.trim(),
+        Pins::new([cert.fingerprint]),
+    )
+    .map_err(|e| NodeError::Refused(e.to_string()))?;
     Ok(client)
 }
 
 /// What IO tasks tell the core.
 pub(crate) enum Input {
     /// Something happened on the agent's link number `conn` to its server `server`.
-    Link { server: usize, conn: u64, event: LinkEvent },
-    Probe { server: usize, result: ProbeResult },
+    Link {
+        server: usize,
+        conn: u64,
+        event: LinkEvent,
+    },
+    Probe {
+        server: usize,
+        result: ProbeResult,
+    },
     Cached(u64),
-    HookDone { pair: String, hook: &'static str, epoch: PairEpoch, result: Result<(), String> },
+    HookDone {
+        pair: String,
+        hook: &'static str,
+        epoch: PairEpoch,
+        result: Result<(), String>,
+    },
     // --- server role ---
-    Hello { hello: Hello, conn: u64, tx: mpsc::UnboundedSender<crate::wire::ToAgent>, reply: oneshot::Sender<Admission> },
-    ProbeHello { hello: Hello, reply: oneshot::Sender<ProbeResult> },
-    Heartbeat { conn: u64, agent: String, id: u64, reports: Vec<(String, PairEpoch, bool)> },
-    AgentGone { conn: u64, id: String, name: String },
-    HookResult { agent: String, pair: String, hook: String, epoch: u64, error: Option<String> },
-    AgentCertRotated { id: String, fingerprint: String },
-    PeerState { reply: oneshot::Sender<crate::wire::PeerState> },
+    Hello {
+        hello: Hello,
+        conn: u64,
+        tx: mpsc::UnboundedSender<crate::wire::ToAgent>,
+        reply: oneshot::Sender<Admission>,
+    },
+    ProbeHello {
+        hello: Hello,
+        reply: oneshot::Sender<ProbeResult>,
+    },
+    Heartbeat {
+        conn: u64,
+        agent: String,
+        id: u64,
+        reports: Vec<(String, PairEpoch, bool)>,
+    },
+    AgentGone {
+        conn: u64,
+        id: String,
+        name: String,
+    },
+    HookResult {
+        agent: String,
+        pair: String,
+        hook: String,
+        epoch: u64,
+        error: Option<String>,
+    },
+    AgentCertRotated {
+        id: String,
+        fingerprint: String,
+    },
+    PeerState {
+        reply: oneshot::Sender<crate::wire::PeerState>,
+    },
     PeerAnswer(Result<(PeerStatus, Option<crate::store::SiteSnapshot>), String>),
-    Admin { method: String, path: String, body: Option<Value>, reply: oneshot::Sender<(u16, Value)> },
+    Admin {
+        method: String,
+        path: String,
+        body: Option<Value>,
+        reply: oneshot::Sender<(u16, Value)>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
 pub(crate) enum LinkEvent {
     Connected(Welcome, Value),
-    Refused { reason: String, capacity: bool },
-    Redirect { to: String, fingerprint: Option<String>, welcome: Welcome },
+    Refused {
+        reason: String,
+        capacity: bool,
+    },
+    Redirect {
+        to: String,
+        fingerprint: Option<String>,
+        welcome: Welcome,
+    },
     ConnectFailed(String),
     Disconnected(String),
-    HeartbeatAck { id: u64, views: Vec<engine::PairView> },
+    HeartbeatAck {
+        id: u64,
+        views: Vec<engine::PairView>,
+    },
     Views(Vec<engine::PairView>),
     Ack(u64),
     Recall,
@@ -146,10 +231,21 @@ pub(crate) enum LinkEvent {
 
 /// What the core tells one agent link task.
 pub(crate) enum LinkCmd {
-    Heartbeat { id: u64, pairs: Vec<crate::wire::MemberReport> },
-    Send { after: u64, upto: u64 },
+    Heartbeat {
+        id: u64,
+        pairs: Vec<crate::wire::MemberReport>,
+    },
+    Send {
+        after: u64,
+        upto: u64,
+    },
     Leave,
-    HookResult { pair: String, hook: String, epoch: u64, error: Option<String> },
+    HookResult {
+        pair: String,
+        hook: String,
+        epoch: u64,
+        error: Option<String>,
+    },
     CertRotated(String),
 }
 
@@ -181,7 +277,10 @@ impl Shared {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
     pub fn config(&self) -> Config {
-        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -199,7 +298,8 @@ impl Node {
         let store = Store::open(&data_dir.join("store.db"), &config.node.id)?;
         tls::load_or_generate(&data_dir)?;
         let identity = NodeIdentity::load(&data_dir)?;
-        let token = admin_auth::load_or_create_token(&data_dir).map_err(|e| NodeError::Refused(e.to_string()))?;
+        let token = admin_auth::load_or_create_token(&data_dir)
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
         let listen: SocketAddr = config.listen_addr().map_err(|m| ConfigError::Invalid {
             path: data_dir.join(CONFIG_FILE),
             key: "node.listen".into(),
@@ -207,10 +307,18 @@ impl Node {
         })?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|source| NodeError::Io { doing: format!("listening on {listen}"), source })?;
+            .map_err(|source| NodeError::Io {
+                doing: format!("listening on {listen}"),
+                source,
+            })?;
         let listen = listener.local_addr().unwrap_or(listen);
         let pins = Pins::new(Vec::<String>::new());
-        for url in config.servers().unwrap_or_default().into_iter().chain(config.peer().ok().flatten()) {
+        for url in config
+            .servers()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(config.peer().ok().flatten())
+        {
             if let Some(fp) = url.fingerprint {
                 pins.add(&fp);
             }
@@ -269,7 +377,10 @@ impl Node {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub(crate) fn error(status: u16, reason: impl Into<String>) -> (u16, Value) {
@@ -317,10 +428,17 @@ fn std_to_tokio(t: Instant) -> tokio::time::Instant {
 }
 
 pub(crate) fn pair_config_from_doc(name: &str, doc: &Value) -> Option<(PairConfig, PairState)> {
-    let dur = |k: &str, d: Duration| doc.get(k).and_then(Value::as_str).and_then(|s| config::parse_duration(s).ok()).unwrap_or(d);
+    let dur = |k: &str, d: Duration| {
+        doc.get(k)
+            .and_then(Value::as_str)
+            .and_then(|s| config::parse_duration(s).ok())
+            .unwrap_or(d)
+    };
     let switchback = match doc.get("switchback").and_then(Value::as_str) {
         Some("manual") => SwitchbackPolicy::Manual,
-        _ => SwitchbackPolicy::Auto { hold_down: dur("hold_down", Duration::from_secs(60)) },
+        _ => SwitchbackPolicy::Auto {
+            hold_down: dur("hold_down", Duration::from_secs(60)),
+        },
     };
     let config = PairConfig {
         name: name.to_string(),
@@ -379,7 +497,9 @@ pub(crate) fn ha_config(config: &Config) -> HotStandbyConfig {
         failover_timeout: config.failover.failover_timeout,
         failback: match config.failover.failback {
             config::Failback::Manual => FailbackPolicy::Manual,
-            config::Failback::Auto => FailbackPolicy::Auto { hold_down: config.failover.hold_down },
+            config::Failback::Auto => FailbackPolicy::Auto {
+                hold_down: config.failover.hold_down,
+            },
         },
     }
 }
@@ -396,7 +516,14 @@ fn cluster_of(config: &Config) -> Option<(String, String)> {
 
 impl Core {
     fn new(shared: Arc<Shared>) -> Result<Core, NodeError> {
-        let mut core = Core { shared, agent: None, server: None, next_conn: 1, shutting_down: false, checks: crate::checks::Runner::new() };
+        let mut core = Core {
+            shared,
+            agent: None,
+            server: None,
+            next_conn: 1,
+            shutting_down: false,
+            checks: crate::checks::Runner::new(),
+        };
         let config = core.shared.config();
         if config.node.server {
             core.start_server(&config)?;
@@ -411,8 +538,15 @@ impl Core {
         let now = Instant::now();
         let store = self.shared.store();
         let agents = store.agents_list()?.iter().map(agent_entry).collect();
-        let pairs = store.pairs_list()?.iter().filter_map(|(n, d)| pair_config_from_doc(n, d)).collect();
-        let epoch = store.state_get("server.epoch")?.and_then(|v| v.as_u64()).unwrap_or(0);
+        let pairs = store
+            .pairs_list()?
+            .iter()
+            .filter_map(|(n, d)| pair_config_from_doc(n, d))
+            .collect();
+        let epoch = store
+            .state_get("server.epoch")?
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
         drop(store);
         let cluster = cluster_of(config);
         let engine = Server::new(
@@ -444,12 +578,17 @@ impl Core {
             message: m,
         })?;
         if urls.is_empty() {
-            return Err(NodeError::Refused("the agent role needs at least one server (agent.servers)".into()));
+            return Err(NodeError::Refused(
+                "the agent role needs at least one server (agent.servers)".into(),
+            ));
         }
         let store = self.shared.store();
         let first = store.cache_first_seq()?;
         let len = store.cache_len()?;
-        let acked = store.state_get("agent.acked")?.and_then(|v| v.as_u64()).unwrap_or(0);
+        let acked = store
+            .state_get("agent.acked")?
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
         let epochs = store
             .state_get("agent.epochs")?
             .and_then(|v| serde_json::from_value(v).ok())
@@ -457,11 +596,18 @@ impl Core {
         let checks = store.state_get("agent.checks")?.unwrap_or(json!([]));
         drop(store);
         let acked_upto = first.map(|f| f - 1).unwrap_or(acked);
-        let restored = Restored { acked_upto, cached_upto: acked_upto + len, epochs };
+        let restored = Restored {
+            acked_upto,
+            cached_upto: acked_upto + len,
+            epochs,
+        };
         let engine = Agent::new(
             engine::AgentConfig {
                 name: config.node.name.clone(),
-                servers: urls.iter().map(|u| format!("https://{}", u.address())).collect(),
+                servers: urls
+                    .iter()
+                    .map(|u| format!("https://{}", u.address()))
+                    .collect(),
                 heartbeat: config.agent.heartbeat,
                 switchover_after: config.agent.switchover_after,
                 switchback_interval: config.agent.switchback_interval,
@@ -472,7 +618,13 @@ impl Core {
         if let (_, Some(why)) = engine.config().effective_switchback_interval() {
             tracing::warn!("{why}");
         }
-        self.agent = Some(AgentSide { engine, addrs: urls.iter().map(ServerUrl::address).collect(), links: HashMap::new(), checks, deleted_upto: acked_upto });
+        self.agent = Some(AgentSide {
+            engine,
+            addrs: urls.iter().map(ServerUrl::address).collect(),
+            links: HashMap::new(),
+            checks,
+            deleted_upto: acked_upto,
+        });
         Ok(())
     }
 
@@ -527,7 +679,11 @@ impl Core {
     fn handle(&mut self, input: Input) {
         let now = Instant::now();
         match input {
-            Input::Link { server, conn, event } => self.link_event(now, server, conn, event),
+            Input::Link {
+                server,
+                conn,
+                event,
+            } => self.link_event(now, server, conn, event),
             Input::Probe { server, result } => {
                 if let Some(a) = &mut self.agent {
                     a.engine.handle_probe_result(now, server, result);
@@ -538,24 +694,40 @@ impl Core {
                     a.engine.handle_cached(now, upto);
                 }
             }
-            Input::HookDone { pair, hook, epoch, result } => {
+            Input::HookDone {
+                pair,
+                hook,
+                epoch,
+                result,
+            } => {
                 if let Err(why) = &result {
                     tracing::warn!(%pair, hook, "hook failed: {why}");
                 }
                 if let Some(a) = &mut self.agent {
                     if let Some(server) = a.engine.server() {
                         if let Some((_, tx)) = a.links.get(&server) {
-                            let _ = tx.send(LinkCmd::HookResult { pair, hook: hook.to_string(), epoch: epoch.pair, error: result.err() });
+                            let _ = tx.send(LinkCmd::HookResult {
+                                pair,
+                                hook: hook.to_string(),
+                                epoch: epoch.pair,
+                                error: result.err(),
+                            });
                         }
                     }
                 }
             }
-            Input::Hello { hello, conn, tx, reply } => {
+            Input::Hello {
+                hello,
+                conn,
+                tx,
+                reply,
+            } => {
                 let admission = match &mut self.server {
                     Some(s) => {
                         let admission = s.engine.handle_hello(now, &hello);
                         if matches!(admission, Admission::Accepted(_)) {
-                            s.conns.insert(hello.name.clone(), (conn, hello.id.clone(), tx));
+                            s.conns
+                                .insert(hello.name.clone(), (conn, hello.id.clone(), tx));
                         }
                         admission
                     }
@@ -570,9 +742,16 @@ impl Core {
                 };
                 let _ = reply.send(result);
             }
-            Input::Heartbeat { conn, agent, id, reports } => {
+            Input::Heartbeat {
+                conn,
+                agent,
+                id,
+                reports,
+            } => {
                 if let Some(s) = &mut self.server {
-                    let Some((c, _, tx)) = s.conns.get(&agent) else { return };
+                    let Some((c, _, tx)) = s.conns.get(&agent) else {
+                        return;
+                    };
                     if *c != conn {
                         return;
                     }
@@ -590,9 +769,22 @@ impl Core {
                     }
                 }
             }
-            Input::HookResult { agent, pair, hook, epoch, error } => {
+            Input::HookResult {
+                agent,
+                pair,
+                hook,
+                epoch,
+                error,
+            } => {
                 if let Some(s) = &mut self.server {
-                    s.engine.handle_hook_result(now, &agent, &pair, &hook, epoch, error.map_or(Ok(()), Err));
+                    s.engine.handle_hook_result(
+                        now,
+                        &agent,
+                        &pair,
+                        &hook,
+                        epoch,
+                        error.map_or(Ok(()), Err),
+                    );
                 }
             }
             Input::AgentCertRotated { id, fingerprint } => {
@@ -603,7 +795,8 @@ impl Core {
                     let _ = self.shared.store().agent_put(&row);
                     if let Some(s) = &mut self.server {
                         let agents = self.shared.store().agents_list().unwrap_or_default();
-                        s.engine.replace_agents(agents.iter().map(agent_entry).collect());
+                        s.engine
+                            .replace_agents(agents.iter().map(agent_entry).collect());
                     }
                 }
             }
@@ -611,7 +804,12 @@ impl Core {
                 let _ = reply.send(self.peer_state());
             }
             Input::PeerAnswer(answer) => self.peer_answer(now, answer),
-            Input::Admin { method, path, body, reply } => {
+            Input::Admin {
+                method,
+                path,
+                body,
+                reply,
+            } => {
                 let r = admin::core_request(self, now, &method, &path, body);
                 let _ = reply.send(r);
             }
@@ -622,12 +820,18 @@ impl Core {
     pub(crate) fn peer_state(&self) -> crate::wire::PeerState {
         let config = self.shared.config();
         let (state, epoch) = match &self.server {
-            Some(s) => (s.engine.ha().state().as_str().to_string(), s.engine.ha().epoch()),
+            Some(s) => (
+                s.engine.ha().state().as_str().to_string(),
+                s.engine.ha().epoch(),
+            ),
             None => ("stopped".into(), 0),
         };
         crate::wire::PeerState {
             name: config.node.name.clone(),
-            mode: serde_json::to_value(config.failover.mode).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            mode: serde_json::to_value(config.failover.mode)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
             state,
             epoch,
             site_version: self.shared.store().site_version().unwrap_or(0),
@@ -636,7 +840,11 @@ impl Core {
         }
     }
 
-    fn peer_answer(&mut self, now: Instant, answer: Result<(PeerStatus, Option<crate::store::SiteSnapshot>), String>) {
+    fn peer_answer(
+        &mut self,
+        now: Instant,
+        answer: Result<(PeerStatus, Option<crate::store::SiteSnapshot>), String>,
+    ) {
         let Some(s) = &mut self.server else { return };
         s.peer_poll_busy = false;
         match answer {
@@ -644,7 +852,8 @@ impl Core {
                 if let Some(site) = site {
                     if !s.engine.is_acting() {
                         // HS-3: the site configuration as the ACTIVE server holds it.
-                        s.engine.replace_agents(site.agents.iter().map(agent_entry).collect());
+                        s.engine
+                            .replace_agents(site.agents.iter().map(agent_entry).collect());
                         for (name, doc) in &site.pairs {
                             if let Some((c, st)) = pair_config_from_doc(name, doc) {
                                 let _ = s.engine.put_pair(now, c, Some(st));
@@ -679,7 +888,11 @@ impl Core {
                 a.links.remove(&server);
                 a.engine.handle_refused(now, server, reason, capacity);
             }
-            LinkEvent::Redirect { to, fingerprint, welcome } => {
+            LinkEvent::Redirect {
+                to,
+                fingerprint,
+                welcome,
+            } => {
                 a.links.remove(&server);
                 if let Some(fp) = &fingerprint {
                     self.shared.pins.add(fp);
@@ -698,7 +911,9 @@ impl Core {
                 a.links.remove(&server);
                 a.engine.handle_disconnected(now, server, why);
             }
-            LinkEvent::HeartbeatAck { id, views } => a.engine.handle_heartbeat_ack(now, server, id, &views),
+            LinkEvent::HeartbeatAck { id, views } => {
+                a.engine.handle_heartbeat_ack(now, server, id, &views)
+            }
             LinkEvent::Views(views) => a.engine.handle_pair_views(now, server, &views),
             LinkEvent::Ack(upto) => a.engine.handle_ack(now, server, upto),
             LinkEvent::Recall => a.engine.handle_recall(now, server),
@@ -754,7 +969,9 @@ impl Core {
                 .members()
                 .iter()
                 .filter_map(|(p, m)| match m {
-                    engine::MemberState::Active { lease_until, .. } => Some((p.clone(), *lease_until)),
+                    engine::MemberState::Active { lease_until, .. } => {
+                        Some((p.clone(), *lease_until))
+                    }
                     engine::MemberState::Idle { .. } => None,
                 })
                 .collect(),
@@ -811,13 +1028,21 @@ impl Core {
                     .engine
                     .member_reports()
                     .into_iter()
-                    .map(|(pair, epoch, active)| crate::wire::MemberReport { pair, epoch: epoch.into(), active })
+                    .map(|(pair, epoch, active)| crate::wire::MemberReport {
+                        pair,
+                        epoch: epoch.into(),
+                        active,
+                    })
                     .collect();
                 if let Some((_, tx)) = a.links.get(&server) {
                     let _ = tx.send(LinkCmd::Heartbeat { id, pairs });
                 }
             }
-            AgentAction::Send { server, after, upto } => {
+            AgentAction::Send {
+                server,
+                after,
+                upto,
+            } => {
                 if let Some((_, tx)) = a.links.get(&server) {
                     let _ = tx.send(LinkCmd::Send { after, upto });
                 }
@@ -830,7 +1055,10 @@ impl Core {
                     return;
                 }
                 let mut store = shared.store();
-                match store.cache_ack(upto).and_then(|_| store.state_set("agent.acked", &json!(upto))) {
+                match store
+                    .cache_ack(upto)
+                    .and_then(|_| store.state_set("agent.acked", &json!(upto)))
+                {
                     Ok(()) => a.deleted_upto = upto,
                     // Tried again at the next acknowledgement; until then the records stay
                     // cached (sent again after a restart, stored once).
@@ -841,7 +1069,11 @@ impl Core {
                 let argv = shared.config().agent.on_activate.clone();
                 hooks::spawn(shared.clone(), pair, "on_activate", epoch, argv);
             }
-            AgentAction::Deactivate { pair, epoch, reason } => {
+            AgentAction::Deactivate {
+                pair,
+                epoch,
+                reason,
+            } => {
                 tracing::info!(%pair, "standing by: {reason}");
                 let argv = shared.config().agent.on_deactivate.clone();
                 hooks::spawn(shared.clone(), pair, "on_deactivate", epoch, argv);
@@ -861,7 +1093,9 @@ impl Core {
         match action {
             ServerAction::PushViews { agent, views } => {
                 if let Some((_, _, tx)) = s.conns.get(&agent) {
-                    let _ = tx.send(crate::wire::ToAgent::Views { views: views.iter().map(Into::into).collect() });
+                    let _ = tx.send(crate::wire::ToAgent::Views {
+                        views: views.iter().map(Into::into).collect(),
+                    });
                 }
             }
             ServerAction::PersistPair { name, state } => {
@@ -875,7 +1109,11 @@ impl Core {
             ServerAction::PersistAgents(entries) => {
                 let mut store = shared.store();
                 for e in entries {
-                    let first_seen_ms = store.agent_get(&e.id).ok().flatten().map_or(now_ms(), |r| r.first_seen_ms);
+                    let first_seen_ms = store
+                        .agent_get(&e.id)
+                        .ok()
+                        .flatten()
+                        .map_or(now_ms(), |r| r.first_seen_ms);
                     let row = AgentRow {
                         id: e.id,
                         name: e.name,
@@ -901,7 +1139,12 @@ impl Core {
                 let to = redirect_target(&shared, to);
                 let epoch = s.engine.ha().epoch();
                 let cluster = s.engine.config().cluster.clone();
-                let fingerprint = shared.config().peer().ok().flatten().and_then(|p| p.fingerprint);
+                let fingerprint = shared
+                    .config()
+                    .peer()
+                    .ok()
+                    .flatten()
+                    .and_then(|p| p.fingerprint);
                 for (_, (_, _, tx)) in s.conns.drain() {
                     let _ = tx.send(crate::wire::ToAgent::Redirect {
                         to: to.clone(),
@@ -917,7 +1160,11 @@ impl Core {
                 }
                 if let Some(addr) = s.peer_addr.clone() {
                     s.peer_poll_busy = true;
-                    let timeout = shared.config().failover.sync_interval.max(Duration::from_millis(200));
+                    let timeout = shared
+                        .config()
+                        .failover
+                        .sync_interval
+                        .max(Duration::from_millis(200));
                     tokio::spawn(net::peer_poll(shared, addr, replicate, timeout));
                 }
             }
@@ -949,11 +1196,24 @@ impl Core {
     pub(crate) fn server_engine_mut(&mut self) -> Option<&mut Server> {
         self.server.as_mut().map(|s| &mut s.engine)
     }
-    pub(crate) fn server_conns(&self) -> Vec<(String, mpsc::UnboundedSender<crate::wire::ToAgent>)> {
-        self.server.as_ref().map(|s| s.conns.iter().map(|(n, (_, _, tx))| (n.clone(), tx.clone())).collect()).unwrap_or_default()
+    pub(crate) fn server_conns(
+        &self,
+    ) -> Vec<(String, mpsc::UnboundedSender<crate::wire::ToAgent>)> {
+        self.server
+            .as_ref()
+            .map(|s| {
+                s.conns
+                    .iter()
+                    .map(|(n, (_, _, tx))| (n.clone(), tx.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
     pub(crate) fn agent_links(&self) -> Vec<mpsc::UnboundedSender<LinkCmd>> {
-        self.agent.as_ref().map(|a| a.links.values().map(|(_, tx)| tx.clone()).collect()).unwrap_or_default()
+        self.agent
+            .as_ref()
+            .map(|a| a.links.values().map(|(_, tx)| tx.clone()).collect())
+            .unwrap_or_default()
     }
     pub(crate) fn stop_agent(&mut self) {
         self.checks.stop_all();

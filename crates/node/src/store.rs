@@ -139,15 +139,31 @@ impl StoreError {
     fn sqlite(path: &Path, doing: &'static str, source: rusqlite::Error) -> StoreError {
         let path = path.to_path_buf();
         match source.sqlite_error_code() {
-            Some(ErrorCode::DiskFull) => StoreError::DiskFull { path, doing, source },
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-                StoreError::Busy { path, doing, source }
-            }
-            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
-                StoreError::Corrupt { path, doing, source }
-            }
-            Some(ErrorCode::ConstraintViolation) => StoreError::Conflict { path, doing, source },
-            _ => StoreError::Other { path, doing, source },
+            Some(ErrorCode::DiskFull) => StoreError::DiskFull {
+                path,
+                doing,
+                source,
+            },
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy {
+                path,
+                doing,
+                source,
+            },
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
+                path,
+                doing,
+                source,
+            },
+            Some(ErrorCode::ConstraintViolation) => StoreError::Conflict {
+                path,
+                doing,
+                source,
+            },
+            _ => StoreError::Other {
+                path,
+                doing,
+                source,
+            },
         }
     }
 }
@@ -504,7 +520,11 @@ impl Store {
         }
         set_counter(&tx, CACHE_SEQ, seq).map_err(err)?;
         tx.commit().map_err(err)?;
-        if !self.reserve_ready && self.reserve_failed_at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+        if !self.reserve_ready
+            && self
+                .reserve_failed_at
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60))
+        {
             self.reserve_ready = self.make_reserve();
             self.reserve_failed_at = (!self.reserve_ready).then(std::time::Instant::now);
         }
@@ -523,7 +543,8 @@ impl Store {
             return true;
         }
         // Written out, not sparse: the space must really be taken.
-        let made = std::fs::write(&path, vec![0u8; RESERVE_BYTES]).and_then(|()| std::fs::File::open(&path)?.sync_all());
+        let made = std::fs::write(&path, vec![0u8; RESERVE_BYTES])
+            .and_then(|()| std::fs::File::open(&path)?.sync_all());
         if let Err(e) = made {
             let _ = std::fs::remove_file(&path);
             tracing::warn!(path = %path.display(), "no room for the disk-full reserve ({e}); retrying later");
@@ -614,7 +635,10 @@ impl Store {
 
     /// A best-effort WAL checkpoint that resets the WAL for reuse (it keeps its file size).
     fn checkpoint(&self) {
-        if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+        {
             tracing::warn!(path = %self.path.display(), "checkpoint: {e}");
         }
     }
@@ -750,14 +774,18 @@ impl Store {
     /// The highest local rowid (0 when empty): the cursor of what this store holds.
     pub fn records_max_rowid(&self) -> Result<u64> {
         self.conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM records", [], |row| row.get::<_, i64>(0))
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM records", [], |row| {
+                row.get::<_, i64>(0)
+            })
             .map(to_u64)
             .map_err(|e| self.err("reading the highest record id", e))
     }
 
     pub fn records_count(&self) -> Result<u64> {
         self.conn
-            .query_row("SELECT count(*) FROM records", [], |row| row.get::<_, i64>(0))
+            .query_row("SELECT count(*) FROM records", [], |row| {
+                row.get::<_, i64>(0)
+            })
             .map(to_u64)
             .map_err(|e| self.err("counting records", e))
     }
@@ -788,7 +816,14 @@ impl Store {
         tx.execute(
             "INSERT INTO events (origin, origin_id, time_ms, code, subject, detail, data)
              VALUES (?1, -1, ?2, ?3, ?4, ?5, ?6)",
-            params![origin, event.time_ms, event.code, event.subject, event.detail, data],
+            params![
+                origin,
+                event.time_ms,
+                event.code,
+                event.subject,
+                event.detail,
+                data
+            ],
         )
         .map_err(err)?;
         let id = tx.last_insert_rowid();
@@ -815,23 +850,26 @@ impl Store {
             )
             .map_err(err)?;
         let rows = stmt
-            .query_map(params![to_i64(since_id), code, to_i64(limit as u64)], |row| {
-                Ok((
-                    StoredEvent {
-                        id: to_u64(row.get(0)?),
-                        origin: row.get(1)?,
-                        origin_id: to_u64(row.get(2)?),
-                        event: EventRow {
-                            time_ms: row.get(3)?,
-                            code: row.get(4)?,
-                            subject: row.get(5)?,
-                            detail: row.get(6)?,
-                            data: Value::Null,
+            .query_map(
+                params![to_i64(since_id), code, to_i64(limit as u64)],
+                |row| {
+                    Ok((
+                        StoredEvent {
+                            id: to_u64(row.get(0)?),
+                            origin: row.get(1)?,
+                            origin_id: to_u64(row.get(2)?),
+                            event: EventRow {
+                                time_ms: row.get(3)?,
+                                code: row.get(4)?,
+                                subject: row.get(5)?,
+                                detail: row.get(6)?,
+                                data: Value::Null,
+                            },
                         },
-                    },
-                    row.get::<_, String>(7)?,
-                ))
-            })
+                        row.get::<_, String>(7)?,
+                    ))
+                },
+            )
             .map_err(err)?;
         let mut events = Vec::new();
         for row in rows {
@@ -1018,7 +1056,9 @@ impl Store {
         let err = |e| self.err(DOING, e);
         let mut stmt = self.conn.prepare_cached(table.select_all()).map_err(err)?;
         let rows = stmt
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
             .map_err(err)?;
         let mut out = BTreeMap::new();
         for row in rows {
@@ -1111,7 +1151,13 @@ impl Store {
             tx.execute(
                 "INSERT INTO agents (id, name, fingerprint, status, first_seen_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![a.id, a.name, a.fingerprint, a.status.as_str(), a.first_seen_ms],
+                params![
+                    a.id,
+                    a.name,
+                    a.fingerprint,
+                    a.status.as_str(),
+                    a.first_seen_ms
+                ],
             )
             .map_err(err)?;
         }
@@ -1135,9 +1181,11 @@ impl Store {
         const DOING: &str = "reading node state";
         let text: Option<String> = self
             .conn
-            .query_row("SELECT value FROM node_state WHERE key = ?1", [key], |row| {
-                row.get(0)
-            })
+            .query_row(
+                "SELECT value FROM node_state WHERE key = ?1",
+                [key],
+                |row| row.get(0),
+            )
             .optional()
             .map_err(|e| self.err(DOING, e))?;
         text.map(|t| {
@@ -1184,9 +1232,11 @@ fn stored_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
 }
 
 fn counter(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
-    conn.query_row("SELECT value FROM counters WHERE name = ?1", [name], |row| {
-        row.get::<_, i64>(0)
-    })
+    conn.query_row(
+        "SELECT value FROM counters WHERE name = ?1",
+        [name],
+        |row| row.get::<_, i64>(0),
+    )
     .optional()
     .map(|v| v.map(to_u64).unwrap_or(0))
 }
@@ -1225,16 +1275,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = open(dir.path());
         let reserve = dir.path().join(STORE_FILE).with_extension("reserve");
-        assert!(!reserve.exists(), "a store without cache writes (a server) keeps no reserve");
+        assert!(
+            !reserve.exists(),
+            "a store without cache writes (a server) keeps no reserve"
+        );
         let batch: Vec<NewRecord> = (0..2_000).map(|i| rec("m", i as f64)).collect();
         let seqs = s.cache_append(&batch).unwrap();
-        assert_eq!(std::fs::metadata(&reserve).unwrap().len(), RESERVE_BYTES as u64);
+        assert_eq!(
+            std::fs::metadata(&reserve).unwrap().len(),
+            RESERVE_BYTES as u64
+        );
         // The full-disk path: the reserve goes back to the disk, records leave in steps.
         assert!(s.release_reserve());
         assert!(!reserve.exists());
         assert!(!s.release_reserve(), "nothing left to release");
         assert_eq!(s.cache_ack_in_steps(seqs[1_499]).unwrap(), 1_500);
-        assert_eq!(s.cache_first_seq().unwrap(), Some(seqs[1_500]), "only acknowledged records left");
+        assert_eq!(
+            s.cache_first_seq().unwrap(),
+            Some(seqs[1_500]),
+            "only acknowledged records left"
+        );
         assert_eq!(s.cache_ack_in_steps(*seqs.last().unwrap()).unwrap(), 500);
         assert_eq!(s.cache_len().unwrap(), 0);
         // The next write puts the reserve back when there is room.
@@ -1247,7 +1307,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let mut s = open(dir.path());
-            assert_eq!(s.cache_append(&[rec("a", 1.0), rec("b", 2.0)]).expect("append"), [1, 2]);
+            assert_eq!(
+                s.cache_append(&[rec("a", 1.0), rec("b", 2.0)])
+                    .expect("append"),
+                [1, 2]
+            );
             assert_eq!(s.cache_len().expect("len"), 2);
             assert_eq!(s.cache_first_seq().expect("first"), Some(1));
             assert_eq!(s.cache_ack(2).expect("ack"), 2);
@@ -1258,13 +1322,24 @@ mod tests {
         // A restart with an empty-then-refilled cache continues the numbering.
         let mut s = open(dir.path());
         s.cache_ack(3).expect("ack");
-        assert_eq!(s.cache_append(&[rec("d", 4.0), rec("e", 5.0)]).expect("append"), [4, 5]);
+        assert_eq!(
+            s.cache_append(&[rec("d", 4.0), rec("e", 5.0)])
+                .expect("append"),
+            [4, 5]
+        );
         let batch = s.cache_batch(4, 10).expect("batch");
         assert_eq!(batch.len(), 1);
-        assert_eq!((batch[0].seq, batch[0].name.as_str(), batch[0].value), (5, "e", 5.0));
+        assert_eq!(
+            (batch[0].seq, batch[0].name.as_str(), batch[0].value),
+            (5, "e", 5.0)
+        );
         assert_eq!(s.cache_batch(0, 1).expect("batch")[0].seq, 4);
         assert!(s.cache_append(&[rec("nan", f64::NAN)]).is_err());
-        assert_eq!(s.cache_len().expect("len"), 2, "a refused append adds nothing");
+        assert_eq!(
+            s.cache_len().expect("len"),
+            2,
+            "a refused append adds nothing"
+        );
     }
 
     #[test]
@@ -1280,9 +1355,19 @@ mod tests {
                 Record::new(i, r)
             })
             .collect();
-        assert_eq!(s.records_insert("id-1", "agent1", &batch).expect("insert"), 3);
-        assert_eq!(s.records_insert("id-1", "agent1", &batch).expect("resend"), 0);
-        assert_eq!(s.records_insert("id-2", "agent2", &batch[..1]).expect("other"), 1);
+        assert_eq!(
+            s.records_insert("id-1", "agent1", &batch).expect("insert"),
+            3
+        );
+        assert_eq!(
+            s.records_insert("id-1", "agent1", &batch).expect("resend"),
+            0
+        );
+        assert_eq!(
+            s.records_insert("id-2", "agent2", &batch[..1])
+                .expect("other"),
+            1
+        );
         assert_eq!(s.records_count().expect("count"), 4);
         assert_eq!(s.records_max_seq("id-1").expect("max"), Some(3));
         assert_eq!(s.records_max_seq("nobody").expect("max"), None);
@@ -1305,7 +1390,10 @@ mod tests {
             })
             .expect("list");
         assert_eq!(
-            newest.iter().map(|r| (r.agent_id.as_str(), r.record.seq)).collect::<Vec<_>>(),
+            newest
+                .iter()
+                .map(|r| (r.agent_id.as_str(), r.record.seq))
+                .collect::<Vec<_>>(),
             [("id-1", 3), ("id-2", 1)]
         );
         let json = serde_json::to_value(&newest[0]).expect("json");
@@ -1371,18 +1459,38 @@ mod tests {
             id: "id-2".into(),
             ..agent.clone()
         };
-        assert!(matches!(s.agent_put(&clash), Err(StoreError::Conflict { .. })));
-        assert_eq!(s.site_version().expect("version"), 1, "a refused change bumps nothing");
-        assert_eq!(s.agent_set_status("id-1", AgentStatus::Accepted).expect("status"), Some(2));
-        assert_eq!(s.agent_set_status("nobody", AgentStatus::Accepted).expect("status"), None);
+        assert!(matches!(
+            s.agent_put(&clash),
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(
+            s.site_version().expect("version"),
+            1,
+            "a refused change bumps nothing"
+        );
+        assert_eq!(
+            s.agent_set_status("id-1", AgentStatus::Accepted)
+                .expect("status"),
+            Some(2)
+        );
+        assert_eq!(
+            s.agent_set_status("nobody", AgentStatus::Accepted)
+                .expect("status"),
+            None
+        );
         assert_eq!(
             s.agent_by_name("agent1").expect("get").map(|a| a.status),
             Some(AgentStatus::Accepted)
         );
-        s.pair_put("web", &json!({"primary": "agent1", "secondary": "agent2"})).expect("pair");
-        s.check_put("http", &json!({"kind": "http"})).expect("check");
+        s.pair_put("web", &json!({"primary": "agent1", "secondary": "agent2"}))
+            .expect("pair");
+        s.check_put("http", &json!({"kind": "http"}))
+            .expect("check");
         s.setting_put("theme", &json!("dark")).expect("setting");
-        assert_eq!(s.pair_get("web").expect("get").expect("some")["primary"], "agent1");
+        assert_eq!(
+            s.pair_get("web").expect("get").expect("some")["primary"],
+            "agent1"
+        );
         assert_eq!(s.pair_remove("nope").expect("remove"), None);
 
         let snap = s.site_snapshot().expect("snapshot");
@@ -1410,7 +1518,8 @@ mod tests {
         {
             let mut s = open(dir.path());
             s.cache_append(&[rec("a", 1.0)]).expect("append");
-            s.records_insert("id-1", "agent1", &[Record::new(7, rec("b", 2.0))]).expect("insert");
+            s.records_insert("id-1", "agent1", &[Record::new(7, rec("b", 2.0))])
+                .expect("insert");
             s.event_append(&EventRow {
                 time_ms: 1,
                 code: "BLACKOUT".into(),
@@ -1450,28 +1559,52 @@ mod tests {
         assert!(err.to_string().contains("migrating the schema"), "{err}");
         // Migration 2 committed on its own; migration 3 rolled back entirely.
         let conn = Connection::open(&path).expect("raw open");
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("v");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("v");
         assert_eq!(version, 2);
-        let note: String =
-            conn.query_row("SELECT note FROM cache", [], |r| r.get(0)).expect("note");
+        let note: String = conn
+            .query_row("SELECT note FROM cache", [], |r| r.get(0))
+            .expect("note");
         assert_eq!(note, "migrated");
         let extra: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'extra'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'extra'",
+                [],
+                |r| r.get(0),
+            )
             .expect("extra");
         assert_eq!(extra, 0);
         drop(conn);
         // A program that knows fewer migrations than the file has refuses it.
-        let too_new = Store::open_with(&path, "n", &MIGRATIONS[..1]).err().expect("too new");
-        assert!(matches!(too_new, StoreError::TooNew { found: 2, known: 1, .. }), "{too_new}");
+        let too_new = Store::open_with(&path, "n", &MIGRATIONS[..1])
+            .err()
+            .expect("too new");
+        assert!(
+            matches!(
+                too_new,
+                StoreError::TooNew {
+                    found: 2,
+                    known: 1,
+                    ..
+                }
+            ),
+            "{too_new}"
+        );
     }
 
     #[test]
     fn a_corrupt_file_is_reported_as_corrupt() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(STORE_FILE);
-        std::fs::write(&path, b"this is not a database, just garbage bytes ".repeat(100))
-            .expect("write garbage");
-        let err = Store::open(&path, "n").err().expect("corrupt store refused");
+        std::fs::write(
+            &path,
+            b"this is not a database, just garbage bytes ".repeat(100),
+        )
+        .expect("write garbage");
+        let err = Store::open(&path, "n")
+            .err()
+            .expect("corrupt store refused");
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains(STORE_FILE) && msg.contains("corrupt"), "{msg}");
@@ -1483,14 +1616,19 @@ mod tests {
         let path = dir.path().join(STORE_FILE);
         let mut s = open(dir.path());
         let mut other = Connection::open(&path).expect("raw open");
-        other.busy_timeout(std::time::Duration::ZERO).expect("timeout");
+        other
+            .busy_timeout(std::time::Duration::ZERO)
+            .expect("timeout");
         let tx = other
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .expect("lock");
-        s.conn.busy_timeout(std::time::Duration::from_millis(50)).expect("timeout");
+        s.conn
+            .busy_timeout(std::time::Duration::from_millis(50))
+            .expect("timeout");
         let err = s.cache_append(&[rec("a", 1.0)]).expect_err("busy");
         assert!(matches!(err, StoreError::Busy { .. }), "{err:?}");
         drop(tx);
-        s.cache_append(&[rec("a", 1.0)]).expect("after the lock is gone");
+        s.cache_append(&[rec("a", 1.0)])
+            .expect("after the lock is gone");
     }
 }

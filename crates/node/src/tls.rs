@@ -158,7 +158,11 @@ pub fn generate_certificate(
     let mut names: Vec<String> = Vec::new();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     // A host name that is not a valid DNS name would make rcgen refuse the whole certificate.
-    if !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || "-.".contains(c)) {
+    if !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.".contains(c))
+    {
         names.push(host);
     }
     names.push("localhost".to_string());
@@ -448,7 +452,10 @@ pub struct Pins(Arc<RwLock<HashSet<String>>>);
 impl Pins {
     pub fn new<I: IntoIterator<Item = String>>(fingerprints: I) -> Pins {
         Pins(Arc::new(RwLock::new(
-            fingerprints.into_iter().map(|f| f.to_ascii_lowercase()).collect(),
+            fingerprints
+                .into_iter()
+                .map(|f| f.to_ascii_lowercase())
+                .collect(),
         )))
     }
 
@@ -659,7 +666,9 @@ mod tests {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     let who = peer_fingerprint(tls.get_ref().1).unwrap_or_else(|| "-".into());
                     if tls.write_all(format!("{who}\n").as_bytes()).await.is_err() {
                         return;
@@ -703,14 +712,26 @@ mod tests {
         .expect("generate");
         assert_eq!(info.fingerprint.len(), 64);
         for san in ["127.0.0.1", "localhost", "192.0.2.7", "monitor.example"] {
-            assert!(info.sans.iter().any(|s| s == san), "{san} missing from {:?}", info.sans);
+            assert!(
+                info.sans.iter().any(|s| s == san),
+                "{san} missing from {:?}",
+                info.sans
+            );
         }
-        assert!(info.not_after.starts_with(|c: char| c.is_ascii_digit()), "{}", info.not_after);
+        assert!(
+            info.not_after.starts_with(|c: char| c.is_ascii_digit()),
+            "{}",
+            info.not_after
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = |f| {
-                std::fs::metadata(dir.path().join(f)).expect("stat").permissions().mode() & 0o777
+                std::fs::metadata(dir.path().join(f))
+                    .expect("stat")
+                    .permissions()
+                    .mode()
+                    & 0o777
             };
             assert_eq!(mode(KEY_FILE), 0o600);
             assert_eq!(mode(CERT_FILE), 0o644);
@@ -730,19 +751,36 @@ mod tests {
         let addr = echo_server(identity.clone()).await;
         let pins = Pins::new([old.fingerprint.clone()]);
 
-        let mut first = connect(&addr, &pins, None, &[ALPN_WIRE]).await.expect("connect");
-        assert_eq!(read_line(&mut first).await, "-", "no client certificate was sent");
-        assert_eq!(peer_fingerprint(first.get_ref().1), Some(old.fingerprint.clone()));
-        assert_eq!(first.get_ref().1.alpn_protocol(), Some(ALPN_WIRE.as_bytes()));
+        let mut first = connect(&addr, &pins, None, &[ALPN_WIRE])
+            .await
+            .expect("connect");
+        assert_eq!(
+            read_line(&mut first).await,
+            "-",
+            "no client certificate was sent"
+        );
+        assert_eq!(
+            peer_fingerprint(first.get_ref().1),
+            Some(old.fingerprint.clone())
+        );
+        assert_eq!(
+            first.get_ref().1.alpn_protocol(),
+            Some(ALPN_WIRE.as_bytes())
+        );
         echo(&mut first, b"before").await;
 
         let new = generate_certificate(dir.path(), &[], &[]).expect("rotate");
         assert_ne!(new.fingerprint, old.fingerprint);
-        assert_eq!(identity.reload(dir.path()).expect("reload"), new.fingerprint);
+        assert_eq!(
+            identity.reload(dir.path()).expect("reload"),
+            new.fingerprint
+        );
         assert_eq!(identity.fingerprint(), new.fingerprint);
 
         // Until the new fingerprint is pinned, the client refuses it and says which one it saw.
-        let err = connect(&addr, &pins, None, &[ALPN_WIRE]).await.expect_err("not pinned");
+        let err = connect(&addr, &pins, None, &[ALPN_WIRE])
+            .await
+            .expect_err("not pinned");
         let msg = err.to_string();
         assert!(
             msg.contains(&format!(
@@ -757,9 +795,14 @@ mod tests {
         }
 
         pins.add(&new.fingerprint);
-        let mut second = connect(&addr, &pins, None, &[ALPN_WIRE]).await.expect("connect");
+        let mut second = connect(&addr, &pins, None, &[ALPN_WIRE])
+            .await
+            .expect("connect");
         read_line(&mut second).await;
-        assert_eq!(peer_fingerprint(second.get_ref().1), Some(new.fingerprint.clone()));
+        assert_eq!(
+            peer_fingerprint(second.get_ref().1),
+            Some(new.fingerprint.clone())
+        );
         echo(&mut second, b"after").await;
         // The connection made before the rotation is untouched.
         echo(&mut first, b"still here").await;

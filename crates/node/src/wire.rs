@@ -19,7 +19,10 @@ impl From<PairEpoch> for WireEpoch {
 
 impl From<WireEpoch> for PairEpoch {
     fn from(e: WireEpoch) -> Self {
-        PairEpoch { server: e.0, pair: e.1 }
+        PairEpoch {
+            server: e.0,
+            pair: e.1,
+        }
     }
 }
 
@@ -33,7 +36,12 @@ pub struct WireView {
 
 impl From<&PairView> for WireView {
     fn from(v: &PairView) -> Self {
-        WireView { pair: v.pair.clone(), epoch: v.epoch.into(), active: v.active, lease_ms: v.lease.as_millis() as u64 }
+        WireView {
+            pair: v.pair.clone(),
+            epoch: v.epoch.into(),
+            active: v.active,
+            lease_ms: v.lease.as_millis() as u64,
+        }
     }
 }
 
@@ -76,20 +84,47 @@ pub struct PeerState {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToServer {
     /// The first frame of an agent link. The identity is the TLS client certificate.
-    Hello { id: String, name: String, home: bool, token: String, probe: bool },
-    Heartbeat { id: u64, pairs: Vec<MemberReport> },
-    Records { records: Vec<Record> },
+    Hello {
+        id: String,
+        name: String,
+        home: bool,
+        token: String,
+        probe: bool,
+    },
+    Heartbeat {
+        id: u64,
+        pairs: Vec<MemberReport>,
+    },
+    Records {
+        records: Vec<Record>,
+    },
     /// AG-6: the agent is leaving this server (it frees the standby slot).
     Leave,
-    HookResult { pair: String, hook: String, epoch: u64, error: Option<String> },
+    HookResult {
+        pair: String,
+        hook: String,
+        epoch: u64,
+        error: Option<String>,
+    },
     /// The agent's own certificate was rotated (CT-2): remember the new fingerprint.
-    CertRotated { fingerprint: String },
+    CertRotated {
+        fingerprint: String,
+    },
     /// HS-3: a peer server polls; with `replicate`, it wants what changed since its cursors.
-    PeerPoll { replicate: bool, site_version: u64, records_after: u64, events_after: u64 },
+    PeerPoll {
+        replicate: bool,
+        site_version: u64,
+        records_after: u64,
+        events_after: u64,
+    },
     /// CT-2: the peer's certificate is about to change; sent over the old one, so it is trusted.
-    PeerCertRotated { fingerprint: String },
+    PeerCertRotated {
+        fingerprint: String,
+    },
     /// HS-6: a server that stepped down hands over records the acting one may lack.
-    Merge { records: Vec<StoredRecord> },
+    Merge {
+        records: Vec<StoredRecord>,
+    },
 }
 
 /// What a server sends to an agent (or to a polling peer).
@@ -98,26 +133,56 @@ pub enum ToServer {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToAgent {
-    Welcome { cluster: Option<String>, epoch: u64, checks: serde_json::Value },
-    Refused { reason: String, capacity: bool },
-    Redirect { to: String, fingerprint: Option<String>, cluster: Option<String>, epoch: u64 },
-    ProbeResult { result: String, reason: String },
-    HeartbeatAck { id: u64, views: Vec<WireView> },
+    Welcome {
+        cluster: Option<String>,
+        epoch: u64,
+        checks: serde_json::Value,
+    },
+    Refused {
+        reason: String,
+        capacity: bool,
+    },
+    Redirect {
+        to: String,
+        fingerprint: Option<String>,
+        cluster: Option<String>,
+        epoch: u64,
+    },
+    ProbeResult {
+        result: String,
+        reason: String,
+    },
+    HeartbeatAck {
+        id: u64,
+        views: Vec<WireView>,
+    },
     /// Records up to this sequence are durable on the server (AG-2).
-    Ack { upto: u64 },
-    Views { views: Vec<WireView> },
+    Ack {
+        upto: u64,
+    },
+    Views {
+        views: Vec<WireView>,
+    },
     Recall,
     /// The server's certificate changed (CT-2): pin this fingerprint too.
-    CertRotated { fingerprint: String },
+    CertRotated {
+        fingerprint: String,
+    },
     /// The site's checks for this agent changed (CK-2).
-    Checks { checks: serde_json::Value },
+    Checks {
+        checks: serde_json::Value,
+    },
     PeerReply {
         state: PeerState,
         site: Option<SiteSnapshot>,
         records: Vec<StoredRecord>,
         events: Vec<StoredEvent>,
     },
-    MergeDone { inserted: usize },
+    MergeDone {
+        inserted: usize,
+    },
     /// A protocol error: the connection is closed after this.
-    Error { reason: String },
+    Error {
+        reason: String,
+    },
 }

@@ -7,10 +7,17 @@ use serde_json::{json, Value};
 use understudy_node::{init, InitOptions, Node, Role};
 
 fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind(format!("{ip}:0"))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
-async fn wait_for(what: &str, mut f: impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>) {
+async fn wait_for(
+    what: &str,
+    mut f: impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>,
+) {
     for _ in 0..300 {
         if f().await {
             return;
@@ -21,15 +28,28 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> std::pin::Pin<Box<dyn std::
 }
 
 fn fast() -> Vec<String> {
-    ["agent.heartbeat=200ms", "agent.switchover_after=600ms", "server.enroll_token=t0k", "agent.enroll_token=t0k"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "agent.heartbeat=200ms",
+        "agent.switchover_after=600ms",
+        "server.enroll_token=t0k",
+        "agent.enroll_token=t0k",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 async fn start(dir: &Path, name: &str, ip: &str, role: Role, servers: Vec<String>) -> Node {
     let listen = format!("{ip}:{}", free_port(ip));
-    init(&InitOptions { data_dir: dir.join(name), name: name.into(), listen, role, servers, sets: fast() }).unwrap();
+    init(&InitOptions {
+        data_dir: dir.join(name),
+        name: name.into(),
+        listen,
+        role,
+        servers,
+        sets: fast(),
+    })
+    .unwrap();
     Node::start(&dir.join(name)).await.unwrap()
 }
 
@@ -43,14 +63,26 @@ async fn get(node: &Node, path: &str) -> Value {
 async fn ag2_standalone_node_stores_what_its_agent_sends() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path(), "solo", "127.0.3.1", Role::Standalone, vec![]).await;
-    let records: Vec<Value> = (0..300).map(|i| json!({ "name": "m", "value": i })).collect();
-    let (status, sent) = node.admin("POST", "/api/send", Some(json!({ "records": records }))).await;
+    let records: Vec<Value> = (0..300)
+        .map(|i| json!({ "name": "m", "value": i }))
+        .collect();
+    let (status, sent) = node
+        .admin("POST", "/api/send", Some(json!({ "records": records })))
+        .await;
     assert_eq!(status, 200, "{sent}");
-    assert_eq!((sent["first_seq"].as_u64(), sent["last_seq"].as_u64()), (Some(1), Some(300)));
+    assert_eq!(
+        (sent["first_seq"].as_u64(), sent["last_seq"].as_u64()),
+        (Some(1), Some(300))
+    );
     let n = node.clone();
     wait_for("300 records stored", move || {
         let n = n.clone();
-        Box::pin(async move { get(&n, "/api/records").await["records"].as_array().map_or(0, |r| r.len()) == 300 })
+        Box::pin(async move {
+            get(&n, "/api/records").await["records"]
+                .as_array()
+                .map_or(0, |r| r.len())
+                == 300
+        })
     })
     .await;
     let status = get(&node, "/api/status").await;
@@ -63,17 +95,27 @@ async fn ag2_standalone_node_stores_what_its_agent_sends() {
 async fn ct2_rotation_keeps_agents_connected_and_new_links_pin_the_new_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), "srv", "127.0.3.2", Role::Server, vec![]).await;
-    let fp = get(&server, "/api/cert").await["fingerprint"].as_str().unwrap().to_string();
+    let fp = get(&server, "/api/cert").await["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let url = format!("https://{}#{fp}", server.listen_addr());
     let agent = start(dir.path(), "agt", "127.0.3.3", Role::Agent, vec![url]).await;
     let a = agent.clone();
     let connected = move || {
         let a = a.clone();
-        Box::pin(async move { get(&a, "/api/status").await["link"]["state"] == "home" }) as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        Box::pin(async move { get(&a, "/api/status").await["link"]["state"] == "home" })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
     };
     wait_for("the agent at home", connected.clone()).await;
 
-    let (status, rotated) = server.admin("POST", "/api/cert/generate", Some(json!({ "ips": ["127.0.3.2"] }))).await;
+    let (status, rotated) = server
+        .admin(
+            "POST",
+            "/api/cert/generate",
+            Some(json!({ "ips": ["127.0.3.2"] })),
+        )
+        .await;
     assert_eq!(status, 200, "{rotated}");
     let new_fp = rotated["fingerprint"].as_str().unwrap().to_string();
     assert_ne!(new_fp, fp);
@@ -81,11 +123,22 @@ async fn ct2_rotation_keeps_agents_connected_and_new_links_pin_the_new_certifica
     assert_eq!(events["events"].as_array().unwrap().len(), 1);
 
     // Still connected over the old certificate, and records flow.
-    agent.admin("POST", "/api/send", Some(json!({ "records": [{ "name": "after", "value": 1 }] }))).await;
+    agent
+        .admin(
+            "POST",
+            "/api/send",
+            Some(json!({ "records": [{ "name": "after", "value": 1 }] })),
+        )
+        .await;
     let s = server.clone();
     wait_for("the record after the rotation", move || {
         let s = s.clone();
-        Box::pin(async move { !get(&s, "/api/records?agent=agt").await["records"].as_array().unwrap().is_empty() })
+        Box::pin(async move {
+            !get(&s, "/api/records?agent=agt").await["records"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        })
     })
     .await;
 
@@ -107,12 +160,27 @@ async fn ct2_rotation_keeps_agents_connected_and_new_links_pin_the_new_certifica
 async fn ui4_console_is_served_and_the_api_needs_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path(), "web", "127.0.3.4", Role::Server, vec![]).await;
-    let fp = get(&node, "/api/cert").await["fingerprint"].as_str().unwrap().to_string();
+    let fp = get(&node, "/api/cert").await["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let base = format!("https://{}", node.listen_addr());
-    let bad = understudy_node::http_client::AdminClient::new(&base, "wrong", understudy_node::tls::Pins::new([fp.clone()])).unwrap();
-    let (status, body) = bad.call("POST", "/api/role", Some(&json!({ "server": false }))).await.unwrap();
+    let bad = understudy_node::http_client::AdminClient::new(
+        &base,
+        "wrong",
+        understudy_node::tls::Pins::new([fp.clone()]),
+    )
+    .unwrap();
+    let (status, body) = bad
+        .call("POST", "/api/role", Some(&json!({ "server": false })))
+        .await
+        .unwrap();
     assert_eq!(status, 401, "{body}");
-    assert_eq!(get(&node, "/api/status").await["node"]["roles"]["server"], true, "no action taken");
+    assert_eq!(
+        get(&node, "/api/status").await["node"]["roles"]["server"],
+        true,
+        "no action taken"
+    );
     let good = understudy_node::admin_client(&dir.path().join("web")).unwrap();
     let (status, _) = good.call("GET", "/api/status", None).await.unwrap();
     assert_eq!(status, 200);
@@ -123,20 +191,46 @@ async fn ui4_console_is_served_and_the_api_needs_the_token() {
 async fn ct2_a_server_certificate_is_accepted_on_first_contact_by_the_operator() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), "srv", "127.0.3.5", Role::Server, vec![]).await;
-    let fp = get(&server, "/api/cert").await["fingerprint"].as_str().unwrap().to_string();
+    let fp = get(&server, "/api/cert").await["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // No fingerprint given at set-up: the agent refuses the server until an operator accepts it.
-    let agent = start(dir.path(), "agt", "127.0.3.6", Role::Agent, vec![format!("https://{}", server.listen_addr())]).await;
+    let agent = start(
+        dir.path(),
+        "agt",
+        "127.0.3.6",
+        Role::Agent,
+        vec![format!("https://{}", server.listen_addr())],
+    )
+    .await;
     let a = agent.clone();
     let f = fp.clone();
     wait_for("the presented certificate listed", move || {
         let (a, f) = (a.clone(), f.clone());
-        Box::pin(async move { get(&a, "/api/status").await["link"]["untrusted"].as_array().is_some_and(|u| u.iter().any(|x| x["fingerprint"] == f.as_str())) })
+        Box::pin(async move {
+            get(&a, "/api/status").await["link"]["untrusted"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|x| x["fingerprint"] == f.as_str()))
+        })
     })
     .await;
     assert_ne!(get(&agent, "/api/status").await["link"]["state"], "home");
-    let (status, wrong) = agent.admin("POST", "/api/link/trust", Some(json!({ "fingerprint": "ab".repeat(32) }))).await;
+    let (status, wrong) = agent
+        .admin(
+            "POST",
+            "/api/link/trust",
+            Some(json!({ "fingerprint": "ab".repeat(32) })),
+        )
+        .await;
     assert_eq!(status, 404, "{wrong}");
-    let (status, ok) = agent.admin("POST", "/api/link/trust", Some(json!({ "fingerprint": fp }))).await;
+    let (status, ok) = agent
+        .admin(
+            "POST",
+            "/api/link/trust",
+            Some(json!({ "fingerprint": fp })),
+        )
+        .await;
     assert_eq!(status, 200, "{ok}");
     let a = agent.clone();
     wait_for("the agent at home", move || {

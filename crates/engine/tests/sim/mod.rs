@@ -24,33 +24,100 @@ pub enum Node {
 #[derive(Clone, Debug)]
 enum Msg {
     // agent -> server
-    Hello { conn: u64, agent: usize, probe: bool, ix: usize },
-    Heartbeat { conn: u64, id: u64, reports: Vec<(String, PairEpoch, bool)> },
-    Records { conn: u64, seqs: Vec<u64> },
-    Leave { conn: u64 },
-    Close { conn: u64 },
-    HookResult { conn: u64, pair: String, hook: String, epoch: u64, ok: bool },
+    Hello {
+        conn: u64,
+        agent: usize,
+        probe: bool,
+        ix: usize,
+    },
+    Heartbeat {
+        conn: u64,
+        id: u64,
+        reports: Vec<(String, PairEpoch, bool)>,
+    },
+    Records {
+        conn: u64,
+        seqs: Vec<u64>,
+    },
+    Leave {
+        conn: u64,
+    },
+    Close {
+        conn: u64,
+    },
+    HookResult {
+        conn: u64,
+        pair: String,
+        hook: String,
+        epoch: u64,
+        ok: bool,
+    },
     // server -> agent
-    Admission { conn: u64, server: usize, admission: Admission },
-    ProbeAnswer { server: usize, result: ProbeResult },
-    HeartbeatAck { conn: u64, server: usize, id: u64, views: Vec<PairView> },
-    Ack { conn: u64, server: usize, upto: u64 },
-    Views { conn: u64, server: usize, views: Vec<PairView> },
-    Recall { conn: u64, server: usize },
-    Redirect { conn: u64, server: usize, to: String, welcome: Welcome },
-    Reset { conn: u64, server: usize },
-    ConnectRefused { server: usize },
+    Admission {
+        conn: u64,
+        server: usize,
+        admission: Admission,
+    },
+    ProbeAnswer {
+        server: usize,
+        result: ProbeResult,
+    },
+    HeartbeatAck {
+        conn: u64,
+        server: usize,
+        id: u64,
+        views: Vec<PairView>,
+    },
+    Ack {
+        conn: u64,
+        server: usize,
+        upto: u64,
+    },
+    Views {
+        conn: u64,
+        server: usize,
+        views: Vec<PairView>,
+    },
+    Recall {
+        conn: u64,
+        server: usize,
+    },
+    Redirect {
+        conn: u64,
+        server: usize,
+        to: String,
+        welcome: Welcome,
+    },
+    Reset {
+        conn: u64,
+        server: usize,
+    },
+    ConnectRefused {
+        server: usize,
+    },
     // server <-> server
-    PeerPoll { from: usize, id: u64, replicate: bool },
-    PeerReply { id: u64, status: PeerStatus, snapshot: Option<Snapshot> },
-    Merge { records: BTreeSet<(usize, u64)> },
+    PeerPoll {
+        from: usize,
+        id: u64,
+        replicate: bool,
+    },
+    PeerReply {
+        id: u64,
+        status: PeerStatus,
+        snapshot: Option<Snapshot>,
+    },
+    Merge {
+        records: BTreeSet<(usize, u64)>,
+    },
 }
 
 impl Msg {
     /// The connection a message travels on, if any.
     fn conn(&self) -> Option<u64> {
         match self {
-            Msg::Hello { conn, probe: false, .. }
+            Msg::Hello {
+                conn, probe: false, ..
+            }
             | Msg::Heartbeat { conn, .. }
             | Msg::Records { conn, .. }
             | Msg::Leave { conn }
@@ -84,7 +151,12 @@ pub struct LinkCfg {
 
 impl Default for LinkCfg {
     fn default() -> Self {
-        LinkCfg { up: true, delay: Duration::from_millis(2), jitter: Duration::ZERO, loss: 0 }
+        LinkCfg {
+            up: true,
+            delay: Duration::from_millis(2),
+            jitter: Duration::ZERO,
+            loss: 0,
+        }
     }
 }
 
@@ -196,7 +268,10 @@ impl Site {
             queue: BinaryHeap::new(),
             messages: HashMap::new(),
             next_id: 1,
-            rng: seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1,
+            rng: seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407)
+                | 1,
             max_server_epoch: Vec::new(),
             max_pair_epoch: BTreeMap::new(),
             active_servers_by_epoch: BTreeMap::new(),
@@ -255,7 +330,10 @@ impl Site {
     /// Makes two servers a hot-standby pair: `a` primary, `b` secondary.
     pub fn pair_servers(&mut self, a: usize, b: usize, failback: FailbackPolicy) {
         let cluster = format!("{}+{}", self.servers[a].name, self.servers[b].name);
-        for (me, peer, mode) in [(a, b, FailoverMode::Primary), (b, a, FailoverMode::Secondary)] {
+        for (me, peer, mode) in [
+            (a, b, FailoverMode::Primary),
+            (b, a, FailoverMode::Secondary),
+        ] {
             let peer_url = self.servers[peer].url.clone();
             let s = &mut self.servers[me];
             s.config.ha.mode = mode;
@@ -270,7 +348,10 @@ impl Site {
         let ix = self.agents.len();
         let config = AgentConfig {
             name: name.into(),
-            servers: servers.iter().map(|s| self.servers[*s].url.clone()).collect(),
+            servers: servers
+                .iter()
+                .map(|s| self.servers[*s].url.clone())
+                .collect(),
             heartbeat: t.heartbeat,
             switchover_after: t.switchover_after,
             switchback_interval: t.switchback_interval,
@@ -280,7 +361,10 @@ impl Site {
             id: format!("id-{name}"),
             config,
             engine: None,
-            disk: AgentDisk { next_seq: 1, ..Default::default() },
+            disk: AgentDisk {
+                next_seq: 1,
+                ..Default::default()
+            },
             conn: None,
             token: TokenCheck::Valid,
             failing_hook: false,
@@ -291,7 +375,15 @@ impl Site {
     }
 
     /// Defines a pair on a server's disk (site configuration), before or after start.
-    pub fn define_pair(&mut self, server: usize, name: &str, primary: usize, secondary: usize, failover_after: Duration, switchback: SwitchbackPolicy) {
+    pub fn define_pair(
+        &mut self,
+        server: usize,
+        name: &str,
+        primary: usize,
+        secondary: usize,
+        failover_after: Duration,
+        switchback: SwitchbackPolicy,
+    ) {
         let config = PairConfig {
             name: name.into(),
             primary: self.agents[primary].name.clone(),
@@ -300,7 +392,10 @@ impl Site {
             switchback,
         };
         let now = self.now;
-        self.servers[server].disk.pairs.insert(name.into(), (config.clone(), PairState::default()));
+        self.servers[server]
+            .disk
+            .pairs
+            .insert(name.into(), (config.clone(), PairState::default()));
         if let Some(engine) = &mut self.servers[server].engine {
             engine.put_pair(now, config, None).expect("pair");
         }
@@ -337,7 +432,13 @@ impl Site {
         let ag = &mut self.agents[a];
         let restored = Restored {
             acked_upto: ag.disk.acked_upto,
-            cached_upto: ag.disk.cache.iter().next_back().copied().unwrap_or(ag.disk.acked_upto),
+            cached_upto: ag
+                .disk
+                .cache
+                .iter()
+                .next_back()
+                .copied()
+                .unwrap_or(ag.disk.acked_upto),
             epochs: ag.disk.epochs.clone(),
         };
         ag.engine = Some(Agent::new(ag.config.clone(), restored, now));
@@ -431,9 +532,14 @@ impl Site {
             }
             return;
         }
-        let jitter = if cfg.jitter.is_zero() { Duration::ZERO } else { Duration::from_micros(self.rand() % cfg.jitter.as_micros() as u64) };
+        let jitter = if cfg.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(self.rand() % cfg.jitter.as_micros() as u64)
+        };
         // Links are FIFO, like the TCP streams they stand for: jitter never reorders.
-        let at = (self.now + cfg.delay + jitter).max(self.fifo.get(&(from, to)).copied().unwrap_or(self.now));
+        let at = (self.now + cfg.delay + jitter)
+            .max(self.fifo.get(&(from, to)).copied().unwrap_or(self.now));
         self.fifo.insert((from, to), at);
         let id = self.next_id;
         self.next_id += 1;
@@ -483,7 +589,11 @@ impl Site {
     }
 
     /// Runs until `pred` holds (checked after each step) or `limit` passes; returns the time taken.
-    pub fn run_until_pred(&mut self, limit: Duration, mut pred: impl FnMut(&Site) -> bool) -> Option<Duration> {
+    pub fn run_until_pred(
+        &mut self,
+        limit: Duration,
+        mut pred: impl FnMut(&Site) -> bool,
+    ) -> Option<Duration> {
         let from = self.now;
         let until = self.now + limit;
         loop {
@@ -494,7 +604,11 @@ impl Site {
                 Some(t) if t <= until => t,
                 _ => {
                     self.now = until;
-                    return if pred(self) { Some(self.now - from) } else { None };
+                    return if pred(self) {
+                        Some(self.now - from)
+                    } else {
+                        None
+                    };
                 }
             };
             self.now = self.now.max(next);
@@ -508,7 +622,11 @@ impl Site {
         // A deadline that never clears would spin here forever: fail loudly instead.
         if self.last_step_at == Some(now) {
             self.steps_at_now += 1;
-            assert!(self.steps_at_now < 10_000, "busy loop at {:?}: a deadline is not cleared", now - self.start);
+            assert!(
+                self.steps_at_now < 10_000,
+                "busy loop at {:?}: a deadline is not cleared",
+                now - self.start
+            );
         } else {
             self.last_step_at = Some(now);
             self.steps_at_now = 0;
@@ -587,7 +705,11 @@ impl Site {
                 let cur = self.agents[a].conn;
                 let engine = self.agents[a].engine.as_mut().unwrap();
                 match msg {
-                    Msg::Admission { conn, server, admission } => {
+                    Msg::Admission {
+                        conn,
+                        server,
+                        admission,
+                    } => {
                         if cur != Some((server, conn)) {
                             return;
                         }
@@ -605,14 +727,36 @@ impl Site {
                             }
                         }
                     }
-                    Msg::ProbeAnswer { server, result } => engine.handle_probe_result(now, server, result),
-                    Msg::HeartbeatAck { conn, server, id, views } if cur == Some((server, conn)) => {
+                    Msg::ProbeAnswer { server, result } => {
+                        engine.handle_probe_result(now, server, result)
+                    }
+                    Msg::HeartbeatAck {
+                        conn,
+                        server,
+                        id,
+                        views,
+                    } if cur == Some((server, conn)) => {
                         engine.handle_heartbeat_ack(now, server, id, &views)
                     }
-                    Msg::Ack { conn, server, upto } if cur == Some((server, conn)) => engine.handle_ack(now, server, upto),
-                    Msg::Views { conn, server, views } if cur == Some((server, conn)) => engine.handle_pair_views(now, server, &views),
-                    Msg::Recall { conn, server } if cur == Some((server, conn)) => engine.handle_recall(now, server),
-                    Msg::Redirect { conn, server, to, welcome } if cur == Some((server, conn)) => {
+                    Msg::Ack { conn, server, upto } if cur == Some((server, conn)) => {
+                        engine.handle_ack(now, server, upto)
+                    }
+                    Msg::Views {
+                        conn,
+                        server,
+                        views,
+                    } if cur == Some((server, conn)) => {
+                        engine.handle_pair_views(now, server, &views)
+                    }
+                    Msg::Recall { conn, server } if cur == Some((server, conn)) => {
+                        engine.handle_recall(now, server)
+                    }
+                    Msg::Redirect {
+                        conn,
+                        server,
+                        to,
+                        welcome,
+                    } if cur == Some((server, conn)) => {
                         self.agents[a].conn = None;
                         let engine = self.agents[a].engine.as_mut().unwrap();
                         engine.handle_redirect(now, server, &to, welcome)
@@ -628,7 +772,11 @@ impl Site {
                         }
                         let engine = self.agents[a].engine.as_mut().unwrap();
                         engine.handle_connect_failed(now, server, "connection refused".into());
-                        engine.handle_probe_result(now, server, ProbeResult::Unreachable("connection refused".into()));
+                        engine.handle_probe_result(
+                            now,
+                            server,
+                            ProbeResult::Unreachable("connection refused".into()),
+                        );
                     }
                     _ => {}
                 }
@@ -641,28 +789,62 @@ impl Site {
         let now = self.now;
         let me = Node::Server(s);
         match msg {
-            Msg::Hello { conn, agent, probe, ix } => {
+            Msg::Hello {
+                conn,
+                agent,
+                probe,
+                ix,
+            } => {
                 let hello = self.hello(agent, s);
                 let engine = self.servers[s].engine.as_mut().unwrap();
                 if probe {
                     let result = engine.handle_probe(now, &hello);
-                    self.send(me, Node::Agent(agent), Msg::ProbeAnswer { server: ix, result });
+                    self.send(
+                        me,
+                        Node::Agent(agent),
+                        Msg::ProbeAnswer { server: ix, result },
+                    );
                     return;
                 }
                 let admission = engine.handle_hello(now, &hello);
                 if matches!(admission, Admission::Accepted(_)) {
                     self.servers[s].conns.insert(conn, (agent, ix));
                 }
-                self.send(me, Node::Agent(agent), Msg::Admission { conn, server: ix, admission });
+                self.send(
+                    me,
+                    Node::Agent(agent),
+                    Msg::Admission {
+                        conn,
+                        server: ix,
+                        admission,
+                    },
+                );
             }
             Msg::Heartbeat { conn, id, reports } => {
-                let Some(&(a, ix)) = self.servers[s].conns.get(&conn) else { return };
+                let Some(&(a, ix)) = self.servers[s].conns.get(&conn) else {
+                    return;
+                };
                 let name = self.agents[a].name.clone();
-                let views = self.servers[s].engine.as_mut().unwrap().handle_heartbeat(now, &name, &reports);
-                self.send(me, Node::Agent(a), Msg::HeartbeatAck { conn, server: ix, id, views });
+                let views = self.servers[s]
+                    .engine
+                    .as_mut()
+                    .unwrap()
+                    .handle_heartbeat(now, &name, &reports);
+                self.send(
+                    me,
+                    Node::Agent(a),
+                    Msg::HeartbeatAck {
+                        conn,
+                        server: ix,
+                        id,
+                        views,
+                    },
+                );
             }
             Msg::Records { conn, seqs } => {
-                let Some(&(a, ix)) = self.servers[s].conns.get(&conn) else { return };
+                let Some(&(a, ix)) = self.servers[s].conns.get(&conn) else {
+                    return;
+                };
                 let disk = &mut self.servers[s].disk;
                 for seq in &seqs {
                     if !disk.records.insert((a, *seq)) {
@@ -670,22 +852,54 @@ impl Site {
                     }
                 }
                 if let Some(upto) = seqs.last() {
-                    self.send(me, Node::Agent(a), Msg::Ack { conn, server: ix, upto: *upto });
+                    self.send(
+                        me,
+                        Node::Agent(a),
+                        Msg::Ack {
+                            conn,
+                            server: ix,
+                            upto: *upto,
+                        },
+                    );
                 }
             }
             Msg::Leave { conn } | Msg::Close { conn } => {
                 if let Some((a, _)) = self.servers[s].conns.remove(&conn) {
                     let (id, name) = (self.agents[a].id.clone(), self.agents[a].name.clone());
-                    self.servers[s].engine.as_mut().unwrap().handle_agent_gone(now, &id, &name);
+                    self.servers[s]
+                        .engine
+                        .as_mut()
+                        .unwrap()
+                        .handle_agent_gone(now, &id, &name);
                 }
             }
-            Msg::HookResult { conn, pair, hook, epoch, ok } => {
-                let Some(&(a, _)) = self.servers[s].conns.get(&conn) else { return };
+            Msg::HookResult {
+                conn,
+                pair,
+                hook,
+                epoch,
+                ok,
+            } => {
+                let Some(&(a, _)) = self.servers[s].conns.get(&conn) else {
+                    return;
+                };
                 let name = self.agents[a].name.clone();
-                let result = if ok { Ok(()) } else { Err("exit status 1".to_string()) };
-                self.servers[s].engine.as_mut().unwrap().handle_hook_result(now, &name, &pair, &hook, epoch, result);
+                let result = if ok {
+                    Ok(())
+                } else {
+                    Err("exit status 1".to_string())
+                };
+                self.servers[s]
+                    .engine
+                    .as_mut()
+                    .unwrap()
+                    .handle_hook_result(now, &name, &pair, &hook, epoch, result);
             }
-            Msg::PeerPoll { from, id, replicate } => {
+            Msg::PeerPoll {
+                from,
+                id,
+                replicate,
+            } => {
                 let engine = self.servers[s].engine.as_ref().unwrap();
                 let status = PeerStatus {
                     name: self.servers[s].name.clone(),
@@ -699,9 +913,21 @@ impl Site {
                     pairs: self.servers[s].disk.pairs.values().cloned().collect(),
                     records: self.servers[s].disk.records.clone(),
                 });
-                self.send(me, Node::Server(from), Msg::PeerReply { id, status, snapshot });
+                self.send(
+                    me,
+                    Node::Server(from),
+                    Msg::PeerReply {
+                        id,
+                        status,
+                        snapshot,
+                    },
+                );
             }
-            Msg::PeerReply { id, status, snapshot } => {
+            Msg::PeerReply {
+                id,
+                status,
+                snapshot,
+            } => {
                 if self.servers[s].pending_poll.map(|p| p.0) != Some(id) {
                     return;
                 }
@@ -711,12 +937,23 @@ impl Site {
                 if let Some(snap) = snapshot {
                     if !engine.is_acting() {
                         srv.disk.records.extend(snap.records);
-                        srv.disk.agents = snap.agents.iter().map(|a| (a.id.clone(), a.clone())).collect();
+                        srv.disk.agents = snap
+                            .agents
+                            .iter()
+                            .map(|a| (a.id.clone(), a.clone()))
+                            .collect();
                         engine.replace_agents(snap.agents);
                         for (config, state) in snap.pairs {
-                            let keep = srv.disk.pairs.get(&config.name).map(|p| p.1.epoch).unwrap_or(0);
+                            let keep = srv
+                                .disk
+                                .pairs
+                                .get(&config.name)
+                                .map(|p| p.1.epoch)
+                                .unwrap_or(0);
                             if state.epoch >= keep {
-                                srv.disk.pairs.insert(config.name.clone(), (config.clone(), state.clone()));
+                                srv.disk
+                                    .pairs
+                                    .insert(config.name.clone(), (config.clone(), state.clone()));
                                 let _ = engine.put_pair(now, config, Some(state));
                             }
                         }
@@ -735,16 +972,32 @@ impl Site {
         let me = Node::Server(s);
         loop {
             let now = self.now;
-            let Some(engine) = self.servers[s].engine.as_mut() else { return };
+            let Some(engine) = self.servers[s].engine.as_mut() else {
+                return;
+            };
             if let Some(e) = engine.poll_event() {
                 self.servers[s].events.push((now, e));
                 continue;
             }
-            let Some(action) = engine.poll_action() else { return };
+            let Some(action) = engine.poll_action() else {
+                return;
+            };
             match action {
                 ServerAction::PushViews { agent, views } => {
-                    if let Some((&conn, &(a, ix))) = self.servers[s].conns.iter().find(|(_, a)| self.agents[a.0].name == agent) {
-                        self.send(me, Node::Agent(a), Msg::Views { conn, server: ix, views });
+                    if let Some((&conn, &(a, ix))) = self.servers[s]
+                        .conns
+                        .iter()
+                        .find(|(_, a)| self.agents[a.0].name == agent)
+                    {
+                        self.send(
+                            me,
+                            Node::Agent(a),
+                            Msg::Views {
+                                conn,
+                                server: ix,
+                                views,
+                            },
+                        );
                     }
                 }
                 ServerAction::PersistPair { name, state } => {
@@ -758,18 +1011,34 @@ impl Site {
                     }
                 }
                 ServerAction::Recall { agent } => {
-                    if let Some((&conn, &(a, ix))) = self.servers[s].conns.iter().find(|(_, a)| self.agents[a.0].name == agent) {
+                    if let Some((&conn, &(a, ix))) = self.servers[s]
+                        .conns
+                        .iter()
+                        .find(|(_, a)| self.agents[a.0].name == agent)
+                    {
                         self.send(me, Node::Agent(a), Msg::Recall { conn, server: ix });
                     }
                 }
                 ServerAction::RedirectAll { to } => {
                     let welcome = {
                         let e = self.servers[s].engine.as_ref().unwrap();
-                        Welcome { cluster: self.servers[s].config.cluster.clone(), epoch: e.ha().epoch() }
+                        Welcome {
+                            cluster: self.servers[s].config.cluster.clone(),
+                            epoch: e.ha().epoch(),
+                        }
                     };
                     let conns: Vec<(u64, (usize, usize))> = self.servers[s].conns.drain().collect();
                     for (conn, (a, ix)) in conns {
-                        self.send(me, Node::Agent(a), Msg::Redirect { conn, server: ix, to: to.clone(), welcome: welcome.clone() });
+                        self.send(
+                            me,
+                            Node::Agent(a),
+                            Msg::Redirect {
+                                conn,
+                                server: ix,
+                                to: to.clone(),
+                                welcome: welcome.clone(),
+                            },
+                        );
                     }
                 }
                 ServerAction::Ha(HaAction::PollPeer { replicate }) => {
@@ -778,7 +1047,15 @@ impl Site {
                         self.next_id += 1;
                         let timeout = self.servers[s].config.ha.sync_interval;
                         self.servers[s].pending_poll = Some((id, now + timeout));
-                        self.send(me, Node::Server(peer), Msg::PeerPoll { from: s, id, replicate });
+                        self.send(
+                            me,
+                            Node::Server(peer),
+                            Msg::PeerPoll {
+                                from: s,
+                                id,
+                                replicate,
+                            },
+                        );
                     }
                 }
                 ServerAction::Ha(HaAction::SaveEpoch { epoch }) => {
@@ -798,13 +1075,19 @@ impl Site {
         let me = Node::Agent(a);
         loop {
             let now = self.now;
-            let Some(engine) = self.agents[a].engine.as_mut() else { return };
+            let Some(engine) = self.agents[a].engine.as_mut() else {
+                return;
+            };
             if let Some(e) = engine.poll_event() {
                 self.agents[a].events.push((now, e));
                 continue;
             }
-            let Some(action) = engine.poll_action() else { return };
-            let urls: Vec<String> = (0..).map_while(|i| engine.server_url(i).map(String::from)).collect();
+            let Some(action) = engine.poll_action() else {
+                return;
+            };
+            let urls: Vec<String> = (0..)
+                .map_while(|i| engine.server_url(i).map(String::from))
+                .collect();
             let reports = engine.member_reports();
             let servers = &self.servers;
             let server_ix = |server: usize| -> Option<usize> {
@@ -822,11 +1105,29 @@ impl Site {
                             self.send(me, Node::Server(os), Msg::Close { conn: old });
                         }
                     }
-                    self.send(me, Node::Server(s), Msg::Hello { conn, agent: a, probe: false, ix: server });
+                    self.send(
+                        me,
+                        Node::Server(s),
+                        Msg::Hello {
+                            conn,
+                            agent: a,
+                            probe: false,
+                            ix: server,
+                        },
+                    );
                 }
                 AgentAction::Probe { server } => {
                     let Some(s) = server_ix(server) else { continue };
-                    self.send(me, Node::Server(s), Msg::Hello { conn: 0, agent: a, probe: true, ix: server });
+                    self.send(
+                        me,
+                        Node::Server(s),
+                        Msg::Hello {
+                            conn: 0,
+                            agent: a,
+                            probe: true,
+                            ix: server,
+                        },
+                    );
                 }
                 AgentAction::Disconnect { server } | AgentAction::Leave { server } => {
                     let leave = matches!(action, AgentAction::Leave { .. });
@@ -834,7 +1135,11 @@ impl Site {
                         if cs == server {
                             self.agents[a].conn = None;
                             if let Some(s) = server_ix(server) {
-                                let msg = if leave { Msg::Leave { conn } } else { Msg::Close { conn } };
+                                let msg = if leave {
+                                    Msg::Leave { conn }
+                                } else {
+                                    Msg::Close { conn }
+                                };
                                 self.send(me, Node::Server(s), msg);
                             }
                         }
@@ -847,10 +1152,19 @@ impl Site {
                         }
                     }
                 }
-                AgentAction::Send { server, after, upto } => {
+                AgentAction::Send {
+                    server,
+                    after,
+                    upto,
+                } => {
                     if let (Some((cs, conn)), Some(s)) = (self.agents[a].conn, server_ix(server)) {
                         if cs == server {
-                            let seqs: Vec<u64> = self.agents[a].disk.cache.range(after + 1..=upto).copied().collect();
+                            let seqs: Vec<u64> = self.agents[a]
+                                .disk
+                                .cache
+                                .range(after + 1..=upto)
+                                .copied()
+                                .collect();
                             self.send(me, Node::Server(s), Msg::Records { conn, seqs });
                         }
                     }
@@ -861,7 +1175,9 @@ impl Site {
                     let gone: Vec<u64> = disk.cache.range(..=upto).copied().collect();
                     for seq in gone {
                         assert!(
-                            self.servers.iter().any(|s| s.disk.records.contains(&(a, seq))),
+                            self.servers
+                                .iter()
+                                .any(|s| s.disk.records.contains(&(a, seq))),
                             "agent {} deleted record {seq} that no server holds",
                             self.agents[a].name
                         );
@@ -894,7 +1210,17 @@ impl Site {
         if let Some((server, conn)) = self.agents[a].conn {
             let url = self.agents[a].config.servers.get(server).cloned();
             if let Some(s) = url.and_then(|u| self.servers.iter().position(|x| x.url == u)) {
-                self.send(Node::Agent(a), Node::Server(s), Msg::HookResult { conn, pair: pair.into(), hook: hook.into(), epoch: epoch.pair, ok });
+                self.send(
+                    Node::Agent(a),
+                    Node::Server(s),
+                    Msg::HookResult {
+                        conn,
+                        pair: pair.into(),
+                        hook: hook.into(),
+                        epoch: epoch.pair,
+                        ok,
+                    },
+                );
             }
         }
     }
@@ -904,15 +1230,28 @@ impl Site {
     fn check_invariants(&mut self) {
         // Epochs never decrease; at most one ACTIVE server per epoch.
         for s in 0..self.servers.len() {
-            let Some(e) = &self.servers[s].engine else { continue };
+            let Some(e) = &self.servers[s].engine else {
+                continue;
+            };
             let epoch = e.ha().epoch();
-            assert!(epoch >= self.servers[s].disk.epoch.min(self.max_server_epoch[s]), "server epoch went back");
-            assert!(epoch >= self.max_server_epoch[s], "server {} epoch went back from {} to {epoch}", self.servers[s].name, self.max_server_epoch[s]);
+            assert!(
+                epoch >= self.servers[s].disk.epoch.min(self.max_server_epoch[s]),
+                "server epoch went back"
+            );
+            assert!(
+                epoch >= self.max_server_epoch[s],
+                "server {} epoch went back from {} to {epoch}",
+                self.servers[s].name,
+                self.max_server_epoch[s]
+            );
             self.max_server_epoch[s] = epoch;
             if e.is_acting() && e.ha().mode() != FailoverMode::Off {
                 let set = self.active_servers_by_epoch.entry(epoch).or_default();
                 set.insert(s);
-                assert!(set.len() <= 1, "two ACTIVE servers under epoch {epoch}: {set:?}");
+                assert!(
+                    set.len() <= 1,
+                    "two ACTIVE servers under epoch {epoch}: {set:?}"
+                );
             }
         }
         // Never two active members of a pair under the same pair epoch; pair epochs never decrease.
@@ -921,18 +1260,32 @@ impl Site {
             let Some(e) = &ag.engine else { continue };
             for (pair, m) in e.members() {
                 if let MemberState::Active { epoch, .. } = m {
-                    holders.entry((pair.clone(), *epoch)).or_default().push(ag.name.clone());
+                    holders
+                        .entry((pair.clone(), *epoch))
+                        .or_default()
+                        .push(ag.name.clone());
                 }
             }
         }
         for ((pair, epoch), names) in &holders {
-            assert!(names.len() <= 1, "pair {pair} has two active members under epoch {epoch}: {names:?}");
+            assert!(
+                names.len() <= 1,
+                "pair {pair} has two active members under epoch {epoch}: {names:?}"
+            );
         }
         for s in &self.servers {
             let Some(e) = &s.engine else { continue };
             for p in e.pairs() {
-                let max = self.max_pair_epoch.entry(format!("{}/{}", s.name, p.name())).or_default();
-                assert!(p.epoch() >= *max, "pair {} epoch went back on {}", p.name(), s.name);
+                let max = self
+                    .max_pair_epoch
+                    .entry(format!("{}/{}", s.name, p.name()))
+                    .or_default();
+                assert!(
+                    p.epoch() >= *max,
+                    "pair {} epoch went back on {}",
+                    p.name(),
+                    s.name
+                );
                 *max = p.epoch();
             }
         }
@@ -995,11 +1348,21 @@ impl Site {
     }
 
     pub fn agent_events(&self, a: usize, code: EventCode) -> Vec<&Event> {
-        self.agents[a].events.iter().filter(|(_, e)| e.code == code).map(|(_, e)| e).collect()
+        self.agents[a]
+            .events
+            .iter()
+            .filter(|(_, e)| e.code == code)
+            .map(|(_, e)| e)
+            .collect()
     }
 
     pub fn server_events(&self, s: usize, code: EventCode) -> Vec<&Event> {
-        self.servers[s].events.iter().filter(|(_, e)| e.code == code).map(|(_, e)| e).collect()
+        self.servers[s]
+            .events
+            .iter()
+            .filter(|(_, e)| e.code == code)
+            .map(|(_, e)| e)
+            .collect()
     }
 
     /// The active member's agent name of a pair on a server.
@@ -1013,7 +1376,10 @@ impl Site {
         let produced = self.agents[a].disk.next_seq - 1;
         let mut missing = 0;
         for seq in 1..=produced {
-            let held = self.servers.iter().any(|s| s.disk.records.contains(&(a, seq)));
+            let held = self
+                .servers
+                .iter()
+                .any(|s| s.disk.records.contains(&(a, seq)));
             if !held && !self.agents[a].disk.cache.contains(&seq) {
                 missing += 1;
             }
