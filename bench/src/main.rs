@@ -6,6 +6,7 @@
 
 mod checkgap;
 mod checks;
+mod homecomplete;
 mod idle;
 mod jitter;
 mod scale;
@@ -67,6 +68,9 @@ enum Cmd {
     Checks(checks::Opts),
     /// The gap in a pair's check series at planned and unplanned handovers (CK-3).
     CheckGap(checkgap::Opts),
+    /// Home complete after a switchback with 100,000 records held by a standby (AG-2), and
+    /// the agent's cache size during the outage.
+    HomeComplete(homecomplete::Opts),
     /// Everything, then rewrite BENCHMARKS.md.
     All(AllOpts),
 }
@@ -198,6 +202,7 @@ fn main() {
             Cmd::Scale(o) => vec![scale::run(&env, &o, &stamp(&command)).await],
             Cmd::Checks(o) => vec![checks::run(&env, &o, &stamp(&command)).await],
             Cmd::CheckGap(o) => vec![checkgap::run(&env, &o, &stamp(&command)).await],
+            Cmd::HomeComplete(o) => vec![homecomplete::run(&env, &o, &stamp(&command)).await],
             Cmd::All(a) => {
                 write = true;
                 let want = |k: &str| a.only.is_empty() || a.only.iter().any(|o| o == k);
@@ -293,6 +298,16 @@ fn main() {
                             &env,
                             &checkgap::Opts::for_all(q),
                             &stamp(&format!("{command} (checkgap)")),
+                        )
+                        .await,
+                    );
+                }
+                if want("homecomplete") {
+                    push(
+                        homecomplete::run(
+                            &env,
+                            &homecomplete::Opts::for_all(q),
+                            &stamp(&format!("{command} (homecomplete)")),
                         )
                         .await,
                     );

@@ -824,6 +824,44 @@ impl NodeRef {
 // ---------------------------------------------------------------------------------------------
 // The record checker (AG-2: every record stored exactly once).
 
+/// The `(agent, seq)`s one store holds, by agent; `DUPLICATE` when it holds one twice (every
+/// store holds each at most once, AG-2).
+fn store_seqs(store: &Node) -> Result<BTreeMap<String, BTreeSet<u64>>, String> {
+    let records = store
+        .records()
+        .ok_or_else(|| format!("{} did not list its records", store.name))?;
+    let mut by_agent: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for r in &records {
+        let agent = r["agent"].as_str().unwrap_or("?").to_string();
+        let seq = r["seq"]
+            .as_u64()
+            .ok_or_else(|| format!("record without seq: {r}"))?;
+        if !by_agent.entry(agent.clone()).or_default().insert(seq) {
+            return Err(format!(
+                "DUPLICATE: {} stores ({agent}, {seq}) twice",
+                store.name
+            ));
+        }
+    }
+    Ok(by_agent)
+}
+
+/// Whether `have` is exactly `1..=n`.
+fn exactly(agent: &str, have: &BTreeSet<u64>, n: u64, whose: &str) -> Result<(), String> {
+    let missing: Vec<u64> = (1..=n).filter(|s| !have.contains(s)).collect();
+    let extra: Vec<u64> = have.iter().copied().filter(|s| *s > n || *s == 0).collect();
+    if missing.is_empty() && extra.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{agent}: {} of 1..={n} stored {whose}; missing {} (first {:?}); unexpected {:?}",
+        have.len(),
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        &extra[..extra.len().min(10)]
+    ))
+}
+
 /// Checks, for each `(agent, n)`, that the sequence numbers `1..=n` are stored exactly once
 /// across `stores`: each store holds an `(agent, seq)` at most once, the union holds every one of
 /// `1..=n` and nothing beyond. Pass the acting server alone for a hot-standby pair (it holds
@@ -831,43 +869,60 @@ impl NodeRef {
 pub fn check_records(stores: &[&Node], expected: &[(&str, u64)]) -> Result<(), String> {
     let mut union: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     for store in stores {
-        let records = store
-            .records()
-            .ok_or_else(|| format!("{} did not list its records", store.name))?;
-        let mut seen: BTreeSet<(String, u64)> = BTreeSet::new();
-        for r in &records {
-            let agent = r["agent"].as_str().unwrap_or("?").to_string();
-            let seq = r["seq"]
-                .as_u64()
-                .ok_or_else(|| format!("record without seq: {r}"))?;
-            if !seen.insert((agent.clone(), seq)) {
-                return Err(format!(
-                    "DUPLICATE: {} stores ({agent}, {seq}) twice",
-                    store.name
-                ));
-            }
-            union.entry(agent).or_default().insert(seq);
+        for (agent, seqs) in store_seqs(store)? {
+            union.entry(agent).or_default().extend(seqs);
         }
     }
     for (agent, n) in expected {
         let have = union.get(*agent).cloned().unwrap_or_default();
-        let missing: Vec<u64> = (1..=*n).filter(|s| !have.contains(s)).collect();
-        let extra: Vec<u64> = have
-            .iter()
-            .copied()
-            .filter(|s| *s > *n || *s == 0)
-            .collect();
-        if !missing.is_empty() || !extra.is_empty() {
-            return Err(format!(
-                "{agent}: {} of 1..={n} stored; missing {} (first {:?}); unexpected {:?}",
-                have.len(),
-                missing.len(),
-                &missing[..missing.len().min(10)],
-                &extra[..extra.len().min(10)]
-            ));
-        }
+        exactly(agent, &have, *n, "across the stores")?;
     }
     Ok(())
+}
+
+/// AG-2 across independent servers: `home` (the agents' home server) holds every one of `1..=n`
+/// of each `(agent, n)` exactly once by itself; every store in `home` and `standbys` holds each
+/// `(agent, seq)` at most once; and what a standby of another site holds of these agents is
+/// marked `taken_for` (their home's URL as the agent names it). Returns how many records each standby holds for them.
+pub fn check_home_records(
+    home: &Node,
+    standbys: &[&Node],
+    expected: &[(&str, u64)],
+) -> Result<Vec<u64>, String> {
+    let at_home = store_seqs(home)?;
+    for (agent, n) in expected {
+        let have = at_home.get(*agent).cloned().unwrap_or_default();
+        exactly(agent, &have, *n, &format!("at home on {}", home.name))?;
+    }
+    let mut taken = Vec::new();
+    for standby in standbys {
+        store_seqs(standby)?;
+        let records = standby
+            .records()
+            .ok_or_else(|| format!("{} did not list its records", standby.name))?;
+        let mut n = 0;
+        for r in &records {
+            if !expected.iter().any(|(a, _)| r["agent"] == *a) {
+                continue;
+            }
+            n += 1;
+            if !r["taken_for"].as_str().is_some_and(|h| !h.is_empty()) {
+                return Err(format!(
+                    "{} holds a record not marked as taken for its home: {r}",
+                    standby.name
+                ));
+            }
+        }
+        taken.push(n);
+    }
+    Ok(taken)
+}
+
+/// Waits until [`check_home_records`] holds.
+pub fn wait_home_records(home: &Node, standbys: &[&Node], expected: &[(&str, u64)]) -> Vec<u64> {
+    wait_ok(WAIT, "home complete, every record exactly once", || {
+        check_home_records(home, standbys, expected)
+    })
 }
 
 /// Waits (the agents flush their caches) until [`check_records`] holds.

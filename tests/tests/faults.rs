@@ -18,7 +18,8 @@
 //!
 //! Afterwards everything is healed and restarted, the site must converge (s1 ACTIVE since
 //! failback is auto, s2 STANDBY, every agent on s1 with an empty cache, the pair on its primary),
-//! and the checker counts every record sent against every record stored on the acting server.
+//! and the checker counts every record sent against every record stored, per home store: s1 (the
+//! acting server) and s2 (its peer, a3's home) must each hold every record exactly once (AG-2).
 //!
 //! Replay: `UNDERSTUDY_FAULT_SEED=<seed>`; number of faults: `UNDERSTUDY_FAULTS=<n>` (quick
 //! profiles 8 and 10, in CI). The long profiles, on demand: `cargo test -p
@@ -787,27 +788,38 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
     report.log(start, "converged".into());
     let (samples, (violations, notes)) = samplers.finish();
 
-    // Count everything, waiting a little for the last flushes.
-    let deadline = Instant::now() + WAIT;
-    let count = loop {
-        let c = count_records(s1, &expected);
-        if let Some(c) = c.filter(|c| c.lost == 0) {
-            break c;
+    // Count everything per home store (AG-2: the home cluster ends up holding every record of
+    // its agents exactly once): s1, the ACTIVE, and s2, which replicates it, are the home
+    // cluster of every agent here (a3's home is s2). Waiting a little for the last flushes and
+    // for s2's replication.
+    let count_at = |store: &Node| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let c = count_records(store, &expected);
+            if let Some(c) = c.filter(|c| c.lost == 0) {
+                break c;
+            }
+            if Instant::now() > deadline {
+                // Never a count of nothing: a checker that cannot list the records must fail.
+                break c.unwrap_or_else(|| {
+                    panic!(
+                        "{} did not list its records (records --json) within {}s",
+                        store.name,
+                        WAIT.as_secs()
+                    )
+                });
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
-        if Instant::now() > deadline {
-            // Never a count of nothing: a checker that cannot list the records must fail.
-            break c.unwrap_or_else(|| {
-                panic!(
-                    "{} did not list its records (records --json) within {}s",
-                    s1.name,
-                    WAIT.as_secs()
-                )
-            });
-        }
-        std::thread::sleep(Duration::from_millis(500));
     };
+    let count = count_at(s1);
+    let count_s2 = count_at(s2);
     let sends: u64 = stats.iter().map(|s| s.ok_calls).sum();
     let failed: u64 = stats.iter().map(|s| s.failed_calls).sum();
+    eprintln!(
+        "[faults] RESULT s2 (home of a3, peer of s1): sent={} stored={} lost={} duplicated={} unexpected={}",
+        count_s2.sent, count_s2.stored, count_s2.lost, count_s2.duplicated, count_s2.unexpected
+    );
     eprintln!(
         "[faults] RESULT topology={topology:?} seed={seed} faults={applied} kinds={kinds:?} sent={} stored={} lost={} duplicated={} unexpected={} \
          violations={} notes={} samples={samples} send_calls_ok={sends} send_calls_failed={failed} schedule_and_convergence={:.1}s wall={:.1}s",
@@ -837,7 +849,11 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
     );
     assert!(
         count.lost == 0 && count.duplicated == 0 && count.unexpected == 0,
-        "records (seed {seed}): {count:?} (expected {expected:?})"
+        "records on s1 (seed {seed}): {count:?} (expected {expected:?})"
+    );
+    assert!(
+        count_s2.lost == 0 && count_s2.duplicated == 0 && count_s2.unexpected == 0,
+        "records on s2 (seed {seed}): {count_s2:?} (expected {expected:?})"
     );
     drop(report);
 }

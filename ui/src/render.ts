@@ -129,6 +129,7 @@ export function renderLink(s: Status): string {
   <dt>server</dt><dd class="mono" data-testid="link-server">${esc(l.server)}</dd>
   <dt>state</dt><dd>${badge(l.state, tone(l.state), 'link-state')}</dd>
   <dt>cached</dt><dd class="mono" data-testid="link-cached">${esc(l.cached)}</dd>
+  <dt>held for home</dt><dd class="mono" data-testid="link-held" title="acknowledged by a standby of another site; delivered home after the switchback">${esc(l.held ?? 0)}${(l.held_by ?? []).map((h) => ` <span class="small">(${esc(h.records)} by ${esc(h.server)})</span>`).join('')}</dd>
 </dl>`;
 }
 
@@ -264,7 +265,7 @@ export function renderChecks(s: Status, records: RecordItem[]): string {
   <td>${badge(result, t, `check-status-${name}`)}</td>
   <td class="mono num" data-testid="check-value-${esc(name)}">${r ? esc(fmtValue(r.value)) : ''}</td>
   <td class="small detail" title="${esc(detail)}">${esc(detail)}</td>
-  <td>${r ? esc(r.agent) : ''}</td>
+  <td>${r ? esc(r.agent) : ''}${r && r.taken_for ? ` <span class="badge tone-info small" data-testid="check-taken-for-${esc(name)}" title="stored here as a standby; the agent's home is ${esc(r.taken_for)}">taken for ${esc(r.taken_for)}</span>` : ''}</td>
   <td class="mono small" data-testid="check-time-${esc(name)}">${r ? esc(fmtTime(r.time_ms)) : ''}</td>
 </tr>`);
   };

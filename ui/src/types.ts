@@ -15,6 +15,9 @@ export interface LinkInfo {
   server: string;
   state: string; // home | standby | staged | blackout | connecting
   cached: number;
+  /** AG-2: records a standby of another site acknowledged, kept until home has them. */
+  held?: number;
+  held_by?: { server: string; records: number }[];
 }
 
 export interface ServerEntry {
@@ -83,6 +86,8 @@ export interface RecordItem {
   time_ms: number;
   kind: string;
   detail: unknown;
+  /** AG-2: set on a standby server that stored the record for an agent whose home is elsewhere. */
+  taken_for?: string | null;
 }
 
 export interface CertInfo {

@@ -55,7 +55,9 @@ pub async fn send(target: &Target, records: &[(String, f64)]) -> Result<(), Fail
 
 #[derive(Args)]
 pub struct RecordsArgs {
-    /// Print the admin API's JSON: {records:[{agent, seq, pair, name, value, time_ms, kind, detail}]}
+    /// Print the admin API's JSON: {records:[{agent, seq, pair, name, value, time_ms, kind, detail,
+    /// taken_for}]}; `taken_for` is the agent's home server when this server stored the record as
+    /// a standby of another site (AG-2), else null
     #[arg(long)]
     json: bool,
     /// Only this agent's records
@@ -99,6 +101,7 @@ pub async fn list(target: &Target, args: &RecordsArgs) -> Result<(), Failure> {
                 field(r, "value"),
                 field(r, "kind"),
                 field(r, "detail"),
+                field(r, "taken_for"),
             ]
         })
         .collect();
@@ -107,7 +110,15 @@ pub async fn list(target: &Target, args: &RecordsArgs) -> Result<(), Failure> {
     } else {
         table(
             &[
-                "TIME", "AGENT", "SEQ", "PAIR", "NAME", "VALUE", "KIND", "DETAIL",
+                "TIME",
+                "AGENT",
+                "SEQ",
+                "PAIR",
+                "NAME",
+                "VALUE",
+                "KIND",
+                "DETAIL",
+                "TAKEN FOR",
             ],
             &rows,
         );

@@ -63,12 +63,22 @@ pub fn human(status: &Value) -> String {
         }
     }
     match status.get("link") {
-        Some(link) if !link.is_null() => out.push_str(&format!(
-            "link    {}  {}  cached {}\n",
-            field(link, "state"),
-            short(&field(link, "server"), 40),
-            field(link, "cached"),
-        )),
+        Some(link) if !link.is_null() => {
+            out.push_str(&format!(
+                "link    {}  {}  cached {}\n",
+                field(link, "state"),
+                short(&field(link, "server"), 40),
+                field(link, "cached"),
+            ));
+            // AG-2: records a standby of another site holds, waiting to go home.
+            for h in items(link, "held_by") {
+                out.push_str(&format!(
+                    "        held {} by {} (delivered home after the switchback)\n",
+                    field(h, "records"),
+                    field(h, "server")
+                ));
+            }
+        }
         _ => {}
     }
     let servers: Vec<Vec<String>> = items(status, "servers")

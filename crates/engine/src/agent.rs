@@ -23,6 +23,20 @@
 //! | Connected(standby) | Leaving | home answered a probe, or the agent was recalled | AG-6 |
 //! | any | same | redirect to the ACTIVE server: no failure, no switchover | AG-7 |
 //! | any | ShutDown | shutting down: no more switching | AG-8 |
+//!
+//! **Which records may leave the cache (AG-2).** The cache is one sequence range in three parts:
+//!
+//! ```text
+//!   deleted ≤ acked_upto < held ≤ held_upto < pending ≤ cached_upto
+//! ```
+//!
+//! A server of the home cluster (home, or a server whose welcome names home's hot-standby
+//! cluster) acknowledging a record deletes it. A server outside it (a standby of another site)
+//! acknowledging a record makes it *held by* that server: it stays cached, is not sent to any other
+//! standby and does not count against the send window, and is delivered home, in sequence order
+//! with what follows, once the agent is home again (home stores each `(agent, seq)` once, so a
+//! record home already had costs nothing). Held records beyond `held_limit` are dropped from the
+//! cache, oldest first, with HELD_DROPPED: they are safe on the standby, only missing at home.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -54,6 +68,8 @@ pub struct AgentConfig {
     pub switchover_after: Duration,
     /// How often to probe home while on a standby; zero means never (wait for a recall).
     pub switchback_interval: Duration,
+    /// AG-2: the most records kept for home that a server outside the home cluster holds.
+    pub held_limit: u64,
 }
 
 impl AgentConfig {
@@ -186,15 +202,34 @@ pub enum AgentAction {
         server: usize,
         id: u64,
     },
-    /// Send the cached records with `after < seq <= upto`, in order.
+    /// Send the cached records with `after < seq <= upto`, in order. `taken_for` is the home
+    /// server's URL when `server` is outside the home cluster: it stores them marked as taken for
+    /// that home (AG-2).
     Send {
         server: usize,
         after: u64,
         upto: u64,
+        taken_for: Option<String>,
     },
-    /// The server made these durable: delete cached records with `seq <= upto` (AG-2).
+    /// The home cluster made these durable: delete cached records with `seq <= upto` (AG-2).
     DeleteCached {
         upto: u64,
+    },
+    /// A server outside the home cluster made these durable: keep the cached records with
+    /// `after < seq <= upto`, marked as held by `server`, to be delivered home (AG-2).
+    HoldCached {
+        after: u64,
+        upto: u64,
+        server: String,
+    },
+    /// `held_limit` reached: delete held records with `seq <= upto` now (they stay on the
+    /// standby that holds them; HELD_DROPPED says so).
+    DropHeld {
+        upto: u64,
+    },
+    /// Remember (durably) which hot-standby cluster home belongs to: its peer counts as home.
+    SaveHomeCluster {
+        cluster: String,
     },
     /// Start the pair's duty: run `on_activate`, start its checks.
     Activate {
@@ -269,10 +304,20 @@ pub struct Agent {
     /// The server a connection attempt is under way to, and redirects followed for it.
     attempt: Option<(usize, u32)>,
     probing: Option<usize>,
-    /// Highest sequence written to the cache, highest acknowledged, highest sent on this link.
+    /// Highest sequence written to the cache, highest gone from it (acknowledged by the home
+    /// cluster, or dropped beyond `held_limit`), highest held by servers outside the home cluster,
+    /// highest sent on this link.
     cached_upto: u64,
     acked_upto: u64,
+    held_upto: u64,
     sent_upto: u64,
+    /// Who holds the held records: `(upto, server URL)`, ascending; a range starts after the
+    /// previous one's `upto` (or after `acked_upto`).
+    holders: VecDeque<(u64, String)>,
+    /// The hot-standby cluster home belongs to, once home said so.
+    home_cluster: Option<String>,
+    /// Whether the server of the current link is in the home cluster.
+    on_home: bool,
     next_heartbeat_id: u64,
     heartbeats_sent: VecDeque<(u64, Instant)>,
     /// Send time of the newest heartbeat the server answered: leases count from it.
@@ -295,6 +340,10 @@ pub struct Restored {
     pub cached_upto: u64,
     /// Highest epoch seen from each hot-standby pair of servers.
     pub epochs: BTreeMap<String, u64>,
+    /// Held records (AG-2) as `(upto, server URL)` ranges, ascending, from `acked_upto + 1`.
+    pub held: Vec<(u64, String)>,
+    /// The hot-standby cluster home belongs to, if known.
+    pub home_cluster: Option<String>,
 }
 
 impl Agent {
@@ -304,6 +353,11 @@ impl Agent {
             !config.servers.is_empty(),
             "an agent needs at least one server"
         );
+        let held_upto = restored
+            .held
+            .last()
+            .map_or(restored.acked_upto, |(upto, _)| *upto)
+            .max(restored.acked_upto);
         let mut agent = Agent {
             config,
             link: Link::Connecting {
@@ -311,9 +365,17 @@ impl Agent {
             },
             attempt: None,
             probing: None,
-            cached_upto: restored.cached_upto.max(restored.acked_upto),
+            cached_upto: restored.cached_upto.max(held_upto),
             acked_upto: restored.acked_upto,
+            held_upto,
             sent_upto: restored.acked_upto,
+            holders: restored
+                .held
+                .into_iter()
+                .filter(|(upto, _)| *upto > restored.acked_upto)
+                .collect(),
+            home_cluster: restored.home_cluster,
+            on_home: false,
             next_heartbeat_id: 1,
             heartbeats_sent: VecDeque::new(),
             last_answered_heartbeat: None,
@@ -325,6 +387,7 @@ impl Agent {
             actions: VecDeque::new(),
             events: VecDeque::new(),
         };
+        agent.enforce_held_limit();
         agent.connect(0, now);
         agent
     }
@@ -361,9 +424,35 @@ impl Agent {
         self.config.servers.get(server).map(String::as_str)
     }
 
-    /// Records in the cache (written, not yet acknowledged by any server).
+    /// Records in the cache that no server has acknowledged yet.
     pub fn cached(&self) -> u64 {
-        self.cached_upto - self.acked_upto
+        self.cached_upto - self.held_upto
+    }
+
+    /// Records in the cache that a server outside the home cluster holds, waiting to go home.
+    pub fn held(&self) -> u64 {
+        self.held_upto - self.acked_upto
+    }
+
+    /// Held records by the server that holds them: `(server URL, records)`, oldest first.
+    pub fn held_by(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = Vec::new();
+        let mut from = self.acked_upto;
+        for (upto, server) in &self.holders {
+            let n = upto.saturating_sub(from);
+            from = from.max(*upto);
+            match out.iter_mut().find(|(s, _)| s == server) {
+                Some((_, total)) => *total += n,
+                None if n > 0 => out.push((server.clone(), n)),
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// The hot-standby cluster home belongs to, once known.
+    pub fn home_cluster(&self) -> Option<&str> {
+        self.home_cluster.as_deref()
     }
 
     pub fn acked_upto(&self) -> u64 {
@@ -440,6 +529,12 @@ impl Agent {
                 });
             }
         }
+        if server == 0 {
+            self.learn_home_cluster(welcome.cluster.as_deref());
+        }
+        // AG-2: home, or its hot-standby peer, takes records for good; anyone else holds them.
+        self.on_home =
+            server == 0 || (welcome.cluster.is_some() && welcome.cluster == self.home_cluster);
         let url = self.config.servers[server].clone();
         match std::mem::replace(&mut self.link, Link::Connected { server }) {
             Link::Failing(ep) => {
@@ -475,7 +570,7 @@ impl Agent {
         }
         self.last_error = None;
         self.last_heard = now;
-        self.sent_upto = self.acked_upto;
+        self.sent_upto = self.link_acked();
         self.heartbeats_sent.clear();
         self.timers.stop(Timer::Retry);
         self.timers.set(Timer::Heartbeat, now);
@@ -519,6 +614,9 @@ impl Agent {
             return;
         }
         let redirects = self.attempt.map(|(_, r)| r).unwrap_or(0) + 1;
+        if server == 0 {
+            self.learn_home_cluster(welcome.cluster.as_deref());
+        }
         if let Some(cluster) = &welcome.cluster {
             let seen = self.epochs.get(cluster).copied().unwrap_or(0);
             if welcome.epoch < seen {
@@ -622,7 +720,8 @@ impl Agent {
         self.apply_views(now, views);
     }
 
-    /// The server made records durable up to `upto` (AG-2): only now may they leave the cache.
+    /// The server made records durable up to `upto` (AG-2): a server of the home cluster lets
+    /// them leave the cache; any other server holds them until they are delivered home.
     pub fn handle_ack(&mut self, now: Instant, server: usize, upto: u64) {
         if self.server() != Some(server) {
             return;
@@ -631,11 +730,31 @@ impl Agent {
         // Never acknowledge beyond what was sent on this link: a confused server cannot make
         // the agent delete records it never received.
         let upto = upto.min(self.sent_upto);
-        if upto > self.acked_upto {
-            self.acked_upto = upto;
-            self.actions.push_back(AgentAction::DeleteCached { upto });
+        if self.on_home {
+            if upto > self.acked_upto {
+                self.acked_upto = upto;
+                self.held_upto = self.held_upto.max(upto);
+                while self.holders.front().is_some_and(|(u, _)| *u <= upto) {
+                    self.holders.pop_front();
+                }
+                self.actions.push_back(AgentAction::DeleteCached { upto });
+            }
+        } else if upto > self.held_upto {
+            let url = self.config.servers[server].clone();
+            match self.holders.back_mut() {
+                Some((last, s)) if *s == url => *last = upto,
+                _ => self.holders.push_back((upto, url.clone())),
+            }
+            let after = self.held_upto;
+            self.held_upto = upto;
+            self.actions.push_back(AgentAction::HoldCached {
+                after,
+                upto,
+                server: url,
+            });
+            self.enforce_held_limit();
         }
-        if matches!(self.link, Link::Leaving { .. }) && self.acked_upto >= self.sent_upto {
+        if matches!(self.link, Link::Leaving { .. }) && self.link_acked() >= self.sent_upto {
             self.finish_leaving(now);
             return;
         }
@@ -798,21 +917,89 @@ impl Agent {
             .set(Timer::Attempt, now + self.config.attempt_timeout());
     }
 
-    /// Sends what the window allows when the link is up.
+    /// Sends what the window allows when the link is up: home gets everything still cached, in
+    /// sequence order (held records first); a server outside the home cluster only what nobody
+    /// holds yet, so held records never block new ones (AG-2).
     fn pump(&mut self, _now: Instant) {
         let Link::Connected { server } = self.link else {
             return;
         };
-        let limit = self.acked_upto + SEND_WINDOW;
+        let limit = self.link_acked() + SEND_WINDOW;
         let upto = self.cached_upto.min(limit);
         if upto > self.sent_upto {
             self.actions.push_back(AgentAction::Send {
                 server,
                 after: self.sent_upto,
                 upto,
+                taken_for: (!self.on_home).then(|| self.config.servers[0].clone()),
             });
             self.sent_upto = upto;
         }
+    }
+
+    /// What the current link's server has acknowledged: everything gone from the cache for the
+    /// home cluster, everything held or gone for any other server.
+    fn link_acked(&self) -> u64 {
+        if self.on_home {
+            self.acked_upto
+        } else {
+            self.held_upto
+        }
+    }
+
+    fn learn_home_cluster(&mut self, cluster: Option<&str>) {
+        if let Some(cluster) = cluster {
+            if self.home_cluster.as_deref() != Some(cluster) {
+                self.home_cluster = Some(cluster.to_string());
+                self.actions.push_back(AgentAction::SaveHomeCluster {
+                    cluster: cluster.to_string(),
+                });
+            }
+        }
+    }
+
+    /// AG-2: beyond `held_limit`, the oldest held records leave the cache (a home that never
+    /// returns must not fill the disk); they stay on the standby that holds them.
+    fn enforce_held_limit(&mut self) {
+        let held = self.held();
+        if held <= self.config.held_limit {
+            return;
+        }
+        let floor = self.held_upto - self.config.held_limit;
+        let mut dropped: Vec<(String, u64)> = Vec::new();
+        let mut from = self.acked_upto;
+        while let Some((upto, server)) = self.holders.front().cloned() {
+            let n = upto.min(floor).saturating_sub(from);
+            if n > 0 {
+                match dropped.iter_mut().find(|(s, _)| *s == server) {
+                    Some((_, total)) => *total += n,
+                    None => dropped.push((server.clone(), n)),
+                }
+            }
+            if upto > floor {
+                break;
+            }
+            from = upto;
+            self.holders.pop_front();
+        }
+        self.acked_upto = floor;
+        self.sent_upto = self.sent_upto.max(floor);
+        self.actions
+            .push_back(AgentAction::DropHeld { upto: floor });
+        let by = dropped
+            .iter()
+            .map(|(s, n)| format!("{n} held by {s}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.event(
+            EventCode::HeldDropped,
+            format!(
+                "held_limit {} reached: dropped the oldest {} held records from the cache up to seq {floor} ({by}); they stay there and will be missing at home {}",
+                self.config.held_limit,
+                held - self.config.held_limit,
+                self.config.servers[0]
+            ),
+        );
     }
 
     fn link_failed(&mut self, now: Instant, server: usize, reason: String) {
@@ -938,7 +1125,7 @@ impl Agent {
         }
         self.stop_link_timers();
         self.link = Link::Leaving { from: server };
-        if self.acked_upto >= self.sent_upto {
+        if self.link_acked() >= self.sent_upto {
             self.finish_leaving(now);
         } else {
             // Let the standby acknowledge what it was sent, so nothing is stored twice.

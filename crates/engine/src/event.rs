@@ -58,6 +58,7 @@ event_codes! {
     BlackoutEnd => "BLACKOUT_END", "AG-5", true;
     Switchback => "SWITCHBACK", "AG-6", true;
     Recalled => "RECALLED", "AG-6", false;
+    HeldDropped => "HELD_DROPPED", "AG-2", true;
     Redirected => "REDIRECTED", "AG-7", false;
     StaleEpoch => "STALE_EPOCH", "AG-8", false;
     AgentPending => "AGENT_PENDING", "AG-9", true;

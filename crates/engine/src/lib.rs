@@ -25,6 +25,7 @@
 //!
 //! | code | rule | notify | meaning |
 //! |---|---|---|---|
+//! | `HELD_DROPPED` | AG-2 | yes | `agent.held_limit` reached: the oldest records a standby of another site holds left the agent's cache (they stay on that standby, not at home) |
 //! | `SWITCHOVER` | AG-3 | yes | an agent moved from its server to the next one in its list |
 //! | `STAGED` | AG-4 | no | a standby server refused an agent for capacity; it stays on cache |
 //! | `BLACKOUT` | AG-5 | yes | an agent reaches no server at all |

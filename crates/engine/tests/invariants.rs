@@ -3,7 +3,9 @@
 //! that no record leaves an agent's cache before a server holds it, and that no two servers are
 //! ACTIVE under one epoch. After the schedule the network is made stable and every node
 //! restarted; then, within [`CONVERGENCE_BOUND`], every record is delivered, one server acts,
-//! every pair is on its primary and every agent on its preferred server (auto policies).
+//! every pair is on its primary and every agent on its preferred server (auto policies), and every
+//! agent's home (with its hot-standby peer) holds each of its records exactly once (AG-2), including
+//! those a standby of another site took while standing in.
 
 mod sim;
 
@@ -187,13 +189,16 @@ fn converged(site: &Site, ha: bool) -> Result<(), String> {
                 site.agent(a).last_error()
             ));
         }
-        if site.agent(a).cached() != 0 {
+        if site.agent(a).cached() != 0 || site.agent(a).held() != 0 {
             return Err(format!(
-                "agent {} still caches {}",
+                "agent {} still caches {} and holds {}",
                 site.agents[a].name,
-                site.agent(a).cached()
+                site.agent(a).cached(),
+                site.agent(a).held()
             ));
         }
+        // AG-2: home complete and exactly once; no store holds a sequence twice.
+        site.home_complete(a)?;
         let (missing, _) = site.count_records(a);
         if missing != 0 {
             return Err(format!(

@@ -50,6 +50,7 @@ fn ag1_agent_connects_out_to_its_home_first() {
         heartbeat: SEC,
         switchover_after: 3 * SEC,
         switchback_interval: 5 * SEC,
+        held_limit: u64::MAX,
     };
     let mut agent = Agent::new(config, Restored::default(), std::time::Instant::now());
     assert_eq!(
@@ -70,6 +71,7 @@ fn ag2_records_leave_the_cache_only_after_the_server_acknowledges() {
         heartbeat: SEC,
         switchover_after: 3 * SEC,
         switchback_interval: 5 * SEC,
+        held_limit: u64::MAX,
     };
     let now = std::time::Instant::now();
     let mut agent = Agent::new(config, Restored::default(), now);
@@ -93,7 +95,8 @@ fn ag2_records_leave_the_cache_only_after_the_server_acknowledges() {
         actions.contains(&AgentAction::Send {
             server: 0,
             after: 0,
-            upto: 10
+            upto: 10,
+            taken_for: None,
         }),
         "{actions:?}"
     );
@@ -129,6 +132,264 @@ fn ag2_records_leave_the_cache_only_after_the_server_acknowledges() {
     site.run_for(30 * SEC);
     assert_eq!(site.count_records(0).0, 0, "records lost");
     assert_eq!(site.agent(0).cached(), 0, "everything delivered");
+}
+
+fn welcome() -> Welcome {
+    Welcome {
+        cluster: None,
+        epoch: 0,
+    }
+}
+
+/// An agent with a home and a standby of another site, `held_limit` as given, on the standby
+/// with nothing sent yet.
+fn agent_on_standby(held_limit: u64) -> (Agent, std::time::Instant) {
+    let config = AgentConfig {
+        name: "x".into(),
+        servers: vec!["https://home".into(), "https://standby".into()],
+        heartbeat: SEC,
+        switchover_after: Duration::ZERO,
+        switchback_interval: Duration::ZERO,
+        held_limit,
+    };
+    let now = std::time::Instant::now();
+    let mut agent = Agent::new(config, Restored::default(), now);
+    agent.handle_connected(now, 0, welcome());
+    agent.handle_disconnected(now, 0, "home killed".into());
+    agent.handle_connect_failed(now, 0, "refused".into());
+    agent.handle_connected(now, 1, welcome());
+    assert_eq!(agent.state(), LinkState::Standby);
+    while agent.poll_action().is_some() {}
+    while agent.poll_event().is_some() {}
+    (agent, now)
+}
+
+#[test]
+fn ag2_records_a_standby_of_another_site_acknowledged_are_held_then_delivered_home() {
+    let (mut agent, now) = agent_on_standby(u64::MAX);
+    agent.handle_cached(now, 10);
+    assert_eq!(
+        agent.poll_action(),
+        Some(AgentAction::Send {
+            server: 1,
+            after: 0,
+            upto: 10,
+            taken_for: Some("https://home".into()),
+        }),
+        "the standby stores them marked as taken for home"
+    );
+    agent.handle_ack(now, 1, 10);
+    assert_eq!(
+        agent.poll_action(),
+        Some(AgentAction::HoldCached {
+            after: 0,
+            upto: 10,
+            server: "https://standby".into()
+        }),
+        "kept, marked as held by the standby, not deleted"
+    );
+    assert_eq!((agent.cached(), agent.held()), (0, 10));
+    assert_eq!(agent.held_by(), vec![("https://standby".to_string(), 10)]);
+    // Held records do not block new ones: the standby gets only what nobody holds.
+    agent.handle_cached(now, 15);
+    assert_eq!(
+        agent.poll_action(),
+        Some(AgentAction::Send {
+            server: 1,
+            after: 10,
+            upto: 15,
+            taken_for: Some("https://home".into()),
+        })
+    );
+    agent.handle_ack(now, 1, 15);
+    while agent.poll_action().is_some() {}
+    // Switchback: home gets everything still cached, in sequence order, held records first.
+    agent.handle_recall(now, 1);
+    let actions: Vec<_> = std::iter::from_fn(|| agent.poll_action()).collect();
+    assert!(
+        actions.contains(&AgentAction::Leave { server: 1 }),
+        "{actions:?}"
+    );
+    agent.handle_connected(now, 0, welcome());
+    let actions: Vec<_> = std::iter::from_fn(|| agent.poll_action()).collect();
+    assert!(
+        actions.contains(&AgentAction::Send {
+            server: 0,
+            after: 0,
+            upto: 15,
+            taken_for: None,
+        }),
+        "{actions:?}"
+    );
+    // Deleted only on home's acknowledgement.
+    agent.handle_ack(now, 0, 6);
+    assert_eq!(
+        agent.poll_action(),
+        Some(AgentAction::DeleteCached { upto: 6 })
+    );
+    assert_eq!(agent.held(), 9);
+    agent.handle_ack(now, 0, 15);
+    assert_eq!(
+        agent.poll_action(),
+        Some(AgentAction::DeleteCached { upto: 15 })
+    );
+    assert_eq!((agent.cached(), agent.held()), (0, 0));
+}
+
+#[test]
+fn ag2_held_limit_drops_the_oldest_held_records_with_an_event() {
+    let (mut agent, now) = agent_on_standby(4);
+    agent.handle_cached(now, 10);
+    while agent.poll_action().is_some() {}
+    agent.handle_ack(now, 1, 10);
+    let actions: Vec<_> = std::iter::from_fn(|| agent.poll_action()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            AgentAction::HoldCached {
+                after: 0,
+                upto: 10,
+                server: "https://standby".into()
+            },
+            AgentAction::DropHeld { upto: 6 },
+        ]
+    );
+    assert_eq!(agent.held(), 4);
+    let ev = agent.poll_event().expect("HELD_DROPPED");
+    assert_eq!(ev.code, EventCode::HeldDropped);
+    assert_eq!(
+        ev.reason,
+        "held_limit 4 reached: dropped the oldest 6 held records from the cache up to seq 6 \
+         (6 held by https://standby); they stay there and will be missing at home https://home"
+    );
+    // Home later gets what is still held, from seq 7.
+    agent.handle_recall(now, 1);
+    agent.handle_connected(now, 0, welcome());
+    let actions: Vec<_> = std::iter::from_fn(|| agent.poll_action()).collect();
+    assert!(
+        actions.contains(&AgentAction::Send {
+            server: 0,
+            after: 6,
+            upto: 10,
+            taken_for: None,
+        }),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn ag2_held_records_survive_a_restart_of_the_agent() {
+    let config = AgentConfig {
+        name: "x".into(),
+        servers: vec!["https://home".into(), "https://standby".into()],
+        heartbeat: SEC,
+        switchover_after: Duration::ZERO,
+        switchback_interval: Duration::ZERO,
+        held_limit: u64::MAX,
+    };
+    let now = std::time::Instant::now();
+    let restored = Restored {
+        acked_upto: 3,
+        cached_upto: 20,
+        held: vec![(12, "https://standby".into())],
+        ..Restored::default()
+    };
+    let mut agent = Agent::new(config, restored, now);
+    assert_eq!((agent.cached(), agent.held()), (8, 9));
+    agent.handle_connect_failed(now, 0, "refused".into());
+    agent.handle_connect_failed(now, 0, "refused".into());
+    agent.handle_connected(now, 1, welcome());
+    let actions: Vec<_> = std::iter::from_fn(|| agent.poll_action()).collect();
+    assert!(
+        actions.contains(&AgentAction::Send {
+            server: 1,
+            after: 12,
+            upto: 20,
+            taken_for: Some("https://home".into()),
+        }),
+        "held records are not sent to a standby again: {actions:?}"
+    );
+}
+
+#[test]
+fn ag2_home_complete_and_exactly_once_after_switchover_blackout_and_crashes() {
+    let mut site = home_and_standby(10);
+    settle(&mut site);
+    site.produce(0, 300);
+    site.run_for(2 * MS);
+    site.kill(Node::Server(0)); // mid-stream
+    site.produce(0, 300);
+    site.run_for(10 * SEC);
+    assert_eq!(site.agent_server(0), Some(1), "switched over");
+    site.produce(0, 300);
+    site.run_for(SEC);
+    assert!(site.agent(0).held() > 0, "the standby's records are held");
+    site.kill(Node::Server(1)); // blackout
+    site.produce(0, 100);
+    site.run_for(10 * SEC);
+    assert_eq!(site.agent(0).state(), LinkState::Blackout);
+    site.kill(Node::Agent(0));
+    site.start_server(1);
+    site.start_server(0);
+    site.start_agent(0);
+    site.produce(0, 100);
+    site.run_for(30 * SEC);
+    assert_eq!(site.agent_server(0), Some(0), "back home");
+    assert_eq!((site.agent(0).cached(), site.agent(0).held()), (0, 0));
+    site.home_complete(0).expect("home complete");
+    assert!(
+        site.servers[1].disk.records.iter().any(|(a, _)| *a == 0),
+        "the standby keeps its copy"
+    );
+}
+
+#[test]
+fn ag2_a_record_home_committed_whose_ack_was_lost_is_already_complete_at_home() {
+    let mut site = home_and_standby(10);
+    settle(&mut site);
+    // Home commits and its acknowledgements die with it.
+    site.link(Node::Server(0), Node::Agent(0)).up = false;
+    site.produce(0, 20);
+    site.run_for(50 * MS);
+    assert!(
+        (1..=20).all(|seq| site.servers[0].disk.records.contains(&(0, seq))),
+        "home committed"
+    );
+    site.kill(Node::Server(0));
+    site.heal_all();
+    site.run_for(10 * SEC);
+    assert_eq!(site.agent_server(0), Some(1));
+    assert!(
+        (1..=20).all(|seq| site.servers[1].disk.records.contains(&(0, seq))),
+        "the standby took them too"
+    );
+    assert_eq!(site.agent(0).held(), 20);
+    site.start_server(0);
+    site.run_for(20 * SEC);
+    assert_eq!(site.agent_server(0), Some(0));
+    assert_eq!(site.agent(0).held(), 0);
+    site.home_complete(0)
+        .expect("home complete, each record once");
+    assert_eq!(
+        site.servers[0].disk.duplicates, 20,
+        "the resend home stored nothing twice"
+    );
+}
+
+#[test]
+fn ag2_the_home_servers_hot_standby_peer_counts_as_home() {
+    let mut site = hot_standby(1, FailbackPolicy::Manual);
+    settle(&mut site);
+    site.kill(Node::Server(0));
+    site.run_for(20 * SEC);
+    assert_eq!(site.agent_server(0), Some(1));
+    site.produce(0, 50);
+    site.run_for(SEC);
+    assert_eq!(
+        (site.agent(0).cached(), site.agent(0).held()),
+        (0, 0),
+        "acknowledged by home's peer: deleted, not held"
+    );
 }
 
 #[test]
@@ -302,6 +563,7 @@ fn ag6_switchback_interval_has_an_enforced_minimum() {
         heartbeat: SEC,
         switchover_after: SEC,
         switchback_interval: Duration::from_millis(10),
+        held_limit: u64::MAX,
     };
     let (every, why) = config.effective_switchback_interval();
     assert_eq!(every, Some(MIN_SWITCHBACK_INTERVAL));
@@ -372,6 +634,7 @@ fn ag8_never_follows_a_lower_epoch_and_does_not_switch_while_shutting_down() {
         heartbeat: SEC,
         switchover_after: Duration::ZERO,
         switchback_interval: 5 * SEC,
+        held_limit: u64::MAX,
     };
     let now = std::time::Instant::now();
     let mut restored = Restored::default();

@@ -243,7 +243,7 @@ fn records(shared: &Shared, q: &[(String, String)]) -> (u16, Value) {
                     json!({
                         "agent": r.agent_name, "agent_id": r.agent_id, "seq": r.record.seq, "pair": r.record.pair,
                         "name": r.record.name, "value": r.record.value, "time_ms": r.record.time_ms,
-                        "kind": r.record.kind, "detail": r.record.detail,
+                        "kind": r.record.kind, "detail": r.record.detail, "taken_for": r.taken_for,
                     })
                 })
                 .collect();
@@ -899,6 +899,8 @@ fn status(core: &Core) -> Value {
             "server": a.server().and_then(|s| a.server_url(s)),
             "state": a.state().as_str(),
             "cached": a.cached(),
+            "held": a.held(),
+            "held_by": a.held_by().into_iter().map(|(server, records)| json!({ "server": server, "records": records })).collect::<Vec<_>>(),
             "error": a.last_error(),
             "untrusted": core.shared().untrusted.lock().unwrap_or_else(|p| p.into_inner()).iter()
                 .map(|(addr, fp)| json!({ "address": addr, "fingerprint": fp })).collect::<Vec<_>>(),

@@ -97,6 +97,9 @@ pub struct AgentConfig {
     pub on_deactivate: Vec<String>,
     #[serde(with = "duration_str")]
     pub hook_timeout: Duration,
+    /// AG-2: the most records the agent keeps for home that a standby of another site holds;
+    /// beyond it the oldest leave the cache (HELD_DROPPED) and remain only on that standby.
+    pub held_limit: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +167,7 @@ impl Default for AgentConfig {
             on_activate: Vec::new(),
             on_deactivate: Vec::new(),
             hook_timeout: Duration::from_secs(10),
+            held_limit: 1_000_000,
         }
     }
 }
@@ -730,6 +734,7 @@ mod tests {
         assert_eq!(c.agent.switchover_after, Duration::from_secs(10));
         assert_eq!(c.agent.switchback_interval, Duration::from_secs(60));
         assert_eq!(c.agent.hook_timeout, Duration::from_secs(10));
+        assert_eq!(c.agent.held_limit, 1_000_000);
         assert_eq!(c.server.standby_capacity, 100);
         assert_eq!(c.failover.mode, FailoverMode::Off);
         assert_eq!(c.failover.sync_interval, Duration::from_secs(5));

@@ -366,11 +366,11 @@ async fn agent_connection<R, W>(
                     let reports = pairs.into_iter().map(|r: MemberReport| (r.pair, r.epoch.into(), r.active)).collect();
                     let _ = shared.core.send(Input::Heartbeat { conn, agent: name.to_string(), id: hb, reports });
                 }
-                Ok(Some(ToServer::Records { records })) => {
+                Ok(Some(ToServer::Records { records, taken_for })) => {
                     let Some(upto) = records.iter().map(|r| r.seq).max() else { continue };
                     let store_shared = shared.clone();
                     let (aid, aname) = (id.to_string(), name.to_string());
-                    let stored = tokio::task::spawn_blocking(move || store_shared.store().records_insert(&aid, &aname, &records)).await;
+                    let stored = tokio::task::spawn_blocking(move || store_shared.store().records_insert(&aid, &aname, &records, taken_for.as_deref())).await;
                     match stored {
                         // AG-2: acknowledged only once the records are durable here.
                         Ok(Ok(_)) => reply(wr, &ToAgent::Ack { upto }).await,
@@ -642,7 +642,11 @@ pub(crate) async fn agent_link(
             LinkCmd::Heartbeat { id, pairs } => {
                 write_frame(&mut wr, &ToServer::Heartbeat { id, pairs }).await
             }
-            LinkCmd::Send { after, upto } => send_records(&shared, &mut wr, after, upto).await,
+            LinkCmd::Send {
+                after,
+                upto,
+                taken_for,
+            } => send_records(&shared, &mut wr, after, upto, taken_for).await,
             LinkCmd::Leave => {
                 let _ = write_frame(&mut wr, &ToServer::Leave).await;
                 let _ = wr.shutdown().await;
@@ -687,6 +691,7 @@ async fn send_records<W: AsyncWrite + Unpin>(
     wr: &mut W,
     after: u64,
     upto: u64,
+    taken_for: Option<String>,
 ) -> Result<(), crate::frame::FrameError> {
     let mut after = after;
     while after < upto {
@@ -704,7 +709,11 @@ async fn send_records<W: AsyncWrite + Unpin>(
         let Some(last) = batch.last().map(|r| r.seq) else {
             return Ok(());
         };
-        write_frame(wr, &ToServer::Records { records: batch }).await?;
+        let frame = ToServer::Records {
+            records: batch,
+            taken_for: taken_for.clone(),
+        };
+        write_frame(wr, &frame).await?;
         after = last;
     }
     Ok(())

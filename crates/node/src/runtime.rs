@@ -238,6 +238,7 @@ pub(crate) enum LinkCmd {
     Send {
         after: u64,
         upto: u64,
+        taken_for: Option<String>,
     },
     Leave,
     HookResult {
@@ -594,12 +595,18 @@ impl Core {
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();
         let checks = store.state_get("agent.checks")?.unwrap_or(json!([]));
+        let held = store.cache_held()?;
+        let home_cluster = store
+            .state_get("agent.home_cluster")?
+            .and_then(|v| v.as_str().map(String::from));
         drop(store);
         let acked_upto = first.map(|f| f - 1).unwrap_or(acked);
         let restored = Restored {
             acked_upto,
             cached_upto: acked_upto + len,
             epochs,
+            held,
+            home_cluster,
         };
         let engine = Agent::new(
             engine::AgentConfig {
@@ -611,6 +618,7 @@ impl Core {
                 heartbeat: config.agent.heartbeat,
                 switchover_after: config.agent.switchover_after,
                 switchback_interval: config.agent.switchback_interval,
+                held_limit: config.agent.held_limit,
             },
             restored,
             Instant::now(),
@@ -1042,16 +1050,50 @@ impl Core {
                 server,
                 after,
                 upto,
+                taken_for,
             } => {
                 if let Some((_, tx)) = a.links.get(&server) {
-                    let _ = tx.send(LinkCmd::Send { after, upto });
+                    let _ = tx.send(LinkCmd::Send {
+                        after,
+                        upto,
+                        taken_for,
+                    });
+                }
+            }
+            AgentAction::HoldCached {
+                after,
+                upto,
+                server,
+            } => {
+                // Unmarked after a failure means only that, after a restart, these are sent to a
+                // standby again (stored there once) before they go home: nothing is lost.
+                if let Err(e) = shared.store().cache_hold(after, upto, &server) {
+                    tracing::error!("marking records held by {server}: {e}");
+                }
+            }
+            AgentAction::DropHeld { upto } => {
+                let mut store = shared.store();
+                match store
+                    .cache_ack(upto)
+                    .and_then(|_| store.state_set("agent.acked", &json!(upto)))
+                {
+                    Ok(_) => a.deleted_upto = a.deleted_upto.max(upto),
+                    Err(e) => tracing::error!("dropping held records beyond held_limit: {e}"),
+                }
+            }
+            AgentAction::SaveHomeCluster { cluster } => {
+                if let Err(e) = shared
+                    .store()
+                    .state_set("agent.home_cluster", &json!(cluster))
+                {
+                    tracing::error!("saving the home cluster: {e}");
                 }
             }
             AgentAction::DeleteCached { upto } => {
                 // Acknowledged records leave the cache in steps of DELETE_STEP (or when it is
                 // empty): each delete is a durable commit, and a record acknowledged but not yet
                 // deleted is at worst sent again after a crash, where the server stores it once.
-                if a.engine.cached() > 0 && upto < a.deleted_upto + DELETE_STEP {
+                if a.engine.cached() + a.engine.held() > 0 && upto < a.deleted_upto + DELETE_STEP {
                     return;
                 }
                 let mut store = shared.store();

@@ -76,6 +76,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE settings (key  TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE node_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     "#,
+    // 2: AG-2 across independent servers. `cache.held_by`: the server outside the home cluster
+    // that acknowledged a cached record (NULL: nobody yet); it stays cached until home has it.
+    // `records.taken_for`: the home server of an agent whose record a standby of another site
+    // stored while standing in (NULL: this server is the agent's home cluster).
+    r#"
+    ALTER TABLE cache ADD COLUMN held_by TEXT;
+    ALTER TABLE records ADD COLUMN taken_for TEXT;
+    "#,
 ];
 
 const CACHE_SEQ: &str = "cache_seq";
@@ -218,6 +226,9 @@ pub struct StoredRecord {
     pub agent_name: String,
     #[serde(flatten)]
     pub record: Record,
+    /// The agent's home server when this store took the record as a standby of another site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_for: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -643,6 +654,49 @@ impl Store {
         }
     }
 
+    /// Marks the cached records with `after_seq < seq <= upto_seq` as held by `server` (a server
+    /// outside the home cluster made them durable; AG-2). Returns how many.
+    pub fn cache_hold(&mut self, after_seq: u64, upto_seq: u64, server: &str) -> Result<usize> {
+        self.conn
+            .prepare_cached("UPDATE cache SET held_by = ?3 WHERE seq > ?1 AND seq <= ?2")
+            .and_then(|mut s| s.execute(params![to_i64(after_seq), to_i64(upto_seq), server]))
+            .map_err(|e| self.err("marking records held by a standby", e))
+    }
+
+    /// The held records as `(upto, server)` ranges, ascending (consecutive records held by the
+    /// same server form one range).
+    pub fn cache_held(&self) -> Result<Vec<(u64, String)>> {
+        let err = |e| self.err("reading held records", e);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, held_by FROM cache WHERE held_by IS NOT NULL ORDER BY seq")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((to_u64(row.get(0)?), row.get::<_, String>(1)?))
+            })
+            .map_err(err)?;
+        let mut ranges: Vec<(u64, String)> = Vec::new();
+        for row in rows {
+            let (seq, server) = row.map_err(err)?;
+            match ranges.last_mut() {
+                Some((upto, s)) if *s == server => *upto = seq,
+                _ => ranges.push((seq, server)),
+            }
+        }
+        Ok(ranges)
+    }
+
+    /// The size of the store's files (database and WAL), in bytes.
+    pub fn disk_bytes(&self) -> u64 {
+        let wal = self.path.with_extension("db-wal");
+        [self.path.as_path(), wal.as_path()]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     pub fn cache_len(&self) -> Result<u64> {
         self.conn
             .query_row("SELECT count(*) FROM cache", [], |row| row.get::<_, i64>(0))
@@ -664,11 +718,13 @@ impl Store {
     /// Stores records from one agent in one transaction. A record already stored (same agent id
     /// and sequence number) is skipped, so a resend after a lost acknowledgement stores nothing
     /// twice. Returns how many were newly stored.
+    /// `taken_for` is the agent's home server when this server stands in for it (AG-2).
     pub fn records_insert(
         &mut self,
         agent_id: &str,
         agent_name: &str,
         records: &[Record],
+        taken_for: Option<&str>,
     ) -> Result<usize> {
         const DOING: &str = "storing records";
         if let Some(r) = records.iter().find(|r| !r.value.is_finite()) {
@@ -691,7 +747,8 @@ impl Store {
                         r.time_ms,
                         r.pair,
                         r.kind,
-                        r.detail
+                        r.detail,
+                        taken_for
                     ])
                     .map_err(err)?;
             }
@@ -762,7 +819,8 @@ impl Store {
                         r.time_ms,
                         r.pair,
                         r.kind,
-                        r.detail
+                        r.detail,
+                        s.taken_for
                     ])
                     .map_err(err)?;
             }
@@ -1208,11 +1266,11 @@ impl Store {
 }
 
 const RECORD_COLUMNS: &str =
-    "id, agent_id, agent_name, seq, name, value, time_ms, pair, kind, detail";
+    "id, agent_id, agent_name, seq, name, value, time_ms, pair, kind, detail, taken_for";
 
 const INSERT_RECORD: &str = "INSERT OR IGNORE INTO records
-    (agent_id, agent_name, seq, name, value, time_ms, pair, kind, detail)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    (agent_id, agent_name, seq, name, value, time_ms, pair, kind, detail, taken_for)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 fn stored_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
     Ok(StoredRecord {
@@ -1228,6 +1286,7 @@ fn stored_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
             kind: row.get(8)?,
             detail: row.get(9)?,
         },
+        taken_for: row.get(10)?,
     })
 }
 
@@ -1356,15 +1415,17 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            s.records_insert("id-1", "agent1", &batch).expect("insert"),
+            s.records_insert("id-1", "agent1", &batch, None)
+                .expect("insert"),
             3
         );
         assert_eq!(
-            s.records_insert("id-1", "agent1", &batch).expect("resend"),
+            s.records_insert("id-1", "agent1", &batch, None)
+                .expect("resend"),
             0
         );
         assert_eq!(
-            s.records_insert("id-2", "agent2", &batch[..1])
+            s.records_insert("id-2", "agent2", &batch[..1], None)
                 .expect("other"),
             1
         );
@@ -1518,7 +1579,7 @@ mod tests {
         {
             let mut s = open(dir.path());
             s.cache_append(&[rec("a", 1.0)]).expect("append");
-            s.records_insert("id-1", "agent1", &[Record::new(7, rec("b", 2.0))])
+            s.records_insert("id-1", "agent1", &[Record::new(7, rec("b", 2.0))], None)
                 .expect("insert");
             s.event_append(&EventRow {
                 time_ms: 1,
@@ -1591,6 +1652,41 @@ mod tests {
             ),
             "{too_new}"
         );
+    }
+
+    #[test]
+    fn ag2_a_cache_from_before_held_records_keeps_its_records_and_can_hold_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STORE_FILE);
+        {
+            let mut old = Store::open_with(&path, "n", &MIGRATIONS[..1]).expect("v1");
+            old.cache_append(&[rec("a", 1.0), rec("b", 2.0), rec("c", 3.0), rec("d", 4.0)])
+                .expect("append");
+        }
+        let mut s = Store::open_with(&path, "n", MIGRATIONS).expect("migrated");
+        assert_eq!(s.cache_len().expect("len"), 4, "the old cache is kept");
+        assert_eq!(s.cache_held().expect("held"), vec![]);
+        assert_eq!(s.cache_hold(0, 2, "https://b").expect("hold"), 2);
+        assert_eq!(s.cache_hold(2, 3, "https://c").expect("hold"), 1);
+        assert_eq!(
+            s.cache_held().expect("held"),
+            vec![(2, "https://b".to_string()), (3, "https://c".to_string())]
+        );
+        assert_eq!(
+            s.cache_batch(0, 10).expect("batch").len(),
+            4,
+            "held records stay cached"
+        );
+        // The standby's side: the mark of a record taken for another home.
+        s.records_insert(
+            "id-1",
+            "x",
+            &[Record::new(1, rec("a", 1.0))],
+            Some("https://home"),
+        )
+        .expect("insert");
+        let listed = s.records_list(&RecordFilter::default()).expect("list");
+        assert_eq!(listed[0].taken_for.as_deref(), Some("https://home"));
     }
 
     #[test]

@@ -97,6 +97,10 @@ pub enum ToServer {
     },
     Records {
         records: Vec<Record>,
+        /// AG-2: the agent's home server, when this server is outside the home cluster and
+        /// stores them as taken for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        taken_for: Option<String>,
     },
     /// AG-6: the agent is leaving this server (it frees the standby slot).
     Leave,

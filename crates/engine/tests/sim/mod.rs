@@ -190,6 +190,9 @@ pub struct AgentDisk {
     pub next_seq: u64,
     pub acked_upto: u64,
     pub epochs: BTreeMap<String, u64>,
+    /// Cached records held by a server outside the home cluster: seq -> server URL (AG-2).
+    pub held: BTreeMap<u64, String>,
+    pub home_cluster: Option<String>,
 }
 
 pub struct SimAgent {
@@ -240,6 +243,7 @@ pub struct Timings {
     pub failover_timeout: Duration,
     pub failover_after: Duration,
     pub hold_down: Duration,
+    pub held_limit: u64,
 }
 
 impl Default for Timings {
@@ -252,6 +256,7 @@ impl Default for Timings {
             failover_timeout: 4 * SEC,
             failover_after: 4 * SEC,
             hold_down: 6 * SEC,
+            held_limit: u64::MAX,
         }
     }
 }
@@ -355,6 +360,7 @@ impl Site {
             heartbeat: t.heartbeat,
             switchover_after: t.switchover_after,
             switchback_interval: t.switchback_interval,
+            held_limit: t.held_limit,
         };
         self.agents.push(SimAgent {
             name: name.into(),
@@ -440,6 +446,8 @@ impl Site {
                 .copied()
                 .unwrap_or(ag.disk.acked_upto),
             epochs: ag.disk.epochs.clone(),
+            held: held_ranges(&ag.disk.held),
+            home_cluster: ag.disk.home_cluster.clone(),
         };
         ag.engine = Some(Agent::new(ag.config.clone(), restored, now));
         ag.conn = None;
@@ -1156,6 +1164,7 @@ impl Site {
                     server,
                     after,
                     upto,
+                    ..
                 } => {
                     if let (Some((cs, conn)), Some(s)) = (self.agents[a].conn, server_ix(server)) {
                         if cs == server {
@@ -1170,21 +1179,67 @@ impl Site {
                     }
                 }
                 AgentAction::DeleteCached { upto } => {
-                    // Invariant: a record leaves the cache only once a server holds it durably.
+                    // Invariant (AG-2): a record leaves the cache only once its home cluster
+                    // (home or home's hot-standby peer) holds it durably.
+                    let home = self.home_cluster_of(a);
                     let disk = &mut self.agents[a].disk;
                     let gone: Vec<u64> = disk.cache.range(..=upto).copied().collect();
                     for seq in gone {
                         assert!(
-                            self.servers
-                                .iter()
-                                .any(|s| s.disk.records.contains(&(a, seq))),
-                            "agent {} deleted record {seq} that no server holds",
+                            home.iter()
+                                .any(|s| self.servers[*s].disk.records.contains(&(a, seq))),
+                            "agent {} deleted record {seq} that its home cluster does not hold",
                             self.agents[a].name
                         );
                         self.agents[a].disk.cache.remove(&seq);
+                        self.agents[a].disk.held.remove(&seq);
                     }
                     let disk = &mut self.agents[a].disk;
                     disk.acked_upto = disk.acked_upto.max(upto);
+                }
+                AgentAction::HoldCached {
+                    after,
+                    upto,
+                    server,
+                } => {
+                    // Invariant: a record is marked held only when that server holds it.
+                    let s = self
+                        .servers
+                        .iter()
+                        .position(|x| x.url == server)
+                        .expect("a known server");
+                    let marked: Vec<u64> = self.agents[a]
+                        .disk
+                        .cache
+                        .range(after + 1..=upto)
+                        .copied()
+                        .collect();
+                    for seq in marked {
+                        assert!(
+                            self.servers[s].disk.records.contains(&(a, seq)),
+                            "agent {} marked record {seq} held by {server}, which does not hold it",
+                            self.agents[a].name
+                        );
+                        self.agents[a].disk.held.insert(seq, server.clone());
+                    }
+                }
+                AgentAction::DropHeld { upto } => {
+                    let disk = &mut self.agents[a].disk;
+                    let gone: Vec<u64> = disk.cache.range(..=upto).copied().collect();
+                    for seq in gone {
+                        assert!(
+                            self.agents[a].disk.held.contains_key(&seq),
+                            "agent {} dropped record {seq}, which nobody holds",
+                            self.agents[a].name
+                        );
+                        self.agents[a].disk.cache.remove(&seq);
+                        self.agents[a].disk.held.remove(&seq);
+                    }
+                    let disk = &mut self.agents[a].disk;
+                    disk.acked_upto = disk.acked_upto.max(upto);
+                }
+                AgentAction::SaveHomeCluster { cluster } => {
+                    self.agents[a].disk.home_cluster = Some(cluster);
                 }
                 AgentAction::Activate { pair, epoch } => {
                     self.agents[a].duty.push((pair.clone(), epoch, now, None));
@@ -1371,6 +1426,60 @@ impl Site {
         p.active().map(|m| p.agent(m).to_string())
     }
 
+    /// The servers of an agent's home cluster: its home and home's hot-standby peer.
+    pub fn home_cluster_of(&self, a: usize) -> Vec<usize> {
+        let url = &self.agents[a].config.servers[0];
+        let Some(home) = self.servers.iter().position(|s| &s.url == url) else {
+            return Vec::new();
+        };
+        std::iter::once(home)
+            .chain(self.servers[home].peer)
+            .collect()
+    }
+
+    /// AG-2 across independent servers: the agent's home cluster holds every record it produced
+    /// exactly once, and no store holds one twice. Records dropped beyond `held_limit` are
+    /// excused only when the standby that held them still holds them.
+    pub fn home_complete(&self, a: usize) -> Result<(), String> {
+        let produced = self.agents[a].disk.next_seq - 1;
+        let home = self.home_cluster_of(a);
+        let missing: Vec<u64> = (1..=produced)
+            .filter(|seq| {
+                !home
+                    .iter()
+                    .any(|s| self.servers[*s].disk.records.contains(&(a, *seq)))
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "home of {} misses {} of {produced} records (first {:?})",
+                self.agents[a].name,
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            ));
+        }
+        for s in &self.servers {
+            // A store is a set keyed by (agent, seq), like UNIQUE(agent_id, seq): count per key.
+            let mut count: BTreeMap<u64, u32> = BTreeMap::new();
+            for (_, seq) in s.disk.records.iter().filter(|(x, _)| *x == a) {
+                *count.entry(*seq).or_default() += 1;
+            }
+            if let Some((seq, n)) = count.iter().find(|(_, n)| **n > 1) {
+                return Err(format!(
+                    "{} holds seq {seq} of {} {n} times",
+                    s.name, self.agents[a].name
+                ));
+            }
+            if let Some(seq) = count.keys().find(|seq| **seq > produced || **seq == 0) {
+                return Err(format!(
+                    "{} holds seq {seq} that {} never produced",
+                    s.name, self.agents[a].name
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Records produced by an agent that no server holds (lost so far) and extra copies.
     pub fn count_records(&self, a: usize) -> (u64, u64) {
         let produced = self.agents[a].disk.next_seq - 1;
@@ -1387,4 +1496,16 @@ impl Site {
         let dups = self.servers.iter().map(|s| s.disk.duplicates).sum();
         (missing, dups)
     }
+}
+
+/// Held records as the ranges [`Restored::held`] wants: `(upto, server)`, ascending.
+fn held_ranges(held: &BTreeMap<u64, String>) -> Vec<(u64, String)> {
+    let mut out: Vec<(u64, String)> = Vec::new();
+    for (seq, server) in held {
+        match out.last_mut() {
+            Some((upto, s)) if s == server => *upto = *seq,
+            _ => out.push((*seq, server.clone())),
+        }
+    }
+    out
 }
