@@ -79,6 +79,7 @@ fn group_commit(dir: &std::path::Path, batch: usize, seconds: f64) -> (f64, f64)
                 "00000000-0000-4000-8000-000000000001",
                 "bench-agent",
                 &records,
+                None,
             )
             .expect("records_insert");
         commits += 1;

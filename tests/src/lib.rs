@@ -906,7 +906,7 @@ pub fn check_home_records(
                 continue;
             }
             n += 1;
-            if !r["taken_for"].as_str().is_some_and(|h| !h.is_empty()) {
+            if r["taken_for"].as_str().is_none_or(str::is_empty) {
                 return Err(format!(
                     "{} holds a record not marked as taken for its home: {r}",
                     standby.name

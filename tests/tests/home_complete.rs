@@ -176,6 +176,8 @@ fn ag2_a_long_stretch_on_a_standby_of_another_site_then_home_complete() {
     agent.start();
     agent.wait_link("home", Some(&home));
     agent.send(500);
+    wait_records(&[&home], &[("a1", 500)]);
+    wait_home_and_empty(&agent, &home);
     home.kill9();
     agent.wait_link("standby", Some(&standby));
     let mut n = 0;
