@@ -141,17 +141,23 @@ fn welcome() -> Welcome {
     }
 }
 
-/// An agent with a home and a standby of another site, `held_limit` as given, on the standby
-/// with nothing sent yet.
-fn agent_on_standby(held_limit: u64) -> (Agent, std::time::Instant) {
-    let config = AgentConfig {
+/// An agent of home `https://home` with a standby of another site, moving at once and never
+/// going home on its own.
+fn home_and_standby_config(held_limit: u64) -> AgentConfig {
+    AgentConfig {
         name: "x".into(),
         servers: vec!["https://home".into(), "https://standby".into()],
         heartbeat: SEC,
         switchover_after: Duration::ZERO,
         switchback_interval: Duration::ZERO,
         held_limit,
-    };
+    }
+}
+
+/// An agent with a home and a standby of another site, `held_limit` as given, on the standby
+/// with nothing sent yet.
+fn agent_on_standby(held_limit: u64) -> (Agent, std::time::Instant) {
+    let config = home_and_standby_config(held_limit);
     let now = std::time::Instant::now();
     let mut agent = Agent::new(config, Restored::default(), now);
     agent.handle_connected(now, 0, welcome());
@@ -279,14 +285,7 @@ fn ag2_held_limit_drops_the_oldest_held_records_with_an_event() {
 
 #[test]
 fn ag2_held_records_survive_a_restart_of_the_agent() {
-    let config = AgentConfig {
-        name: "x".into(),
-        servers: vec!["https://home".into(), "https://standby".into()],
-        heartbeat: SEC,
-        switchover_after: Duration::ZERO,
-        switchback_interval: Duration::ZERO,
-        held_limit: u64::MAX,
-    };
+    let config = home_and_standby_config(u64::MAX);
     let now = std::time::Instant::now();
     let restored = Restored {
         acked_upto: 3,
