@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { App } from '../src/app';
-import { byTestId, makeStatus, standardTransport } from './fixtures';
+import { byTestId, makeStatus, RECORDS, standardTransport } from './fixtures';
 
 let root: HTMLElement;
 
@@ -116,6 +116,27 @@ describe('status rendering', () => {
     expect(http.dataset.result).toBe('down'); // the newer record (web-2) is down
     expect(byTestId(root, 'check-value-http-home').textContent).toBe('40');
     expect(byTestId(root, 'check-row-ssh').dataset.result).toBe('up');
+  });
+
+  it('AG-2: shows records held for home and records taken for another home', async () => {
+    const s = makeStatus({
+      link: {
+        server: 'https://127.0.0.2:7443',
+        state: 'standby',
+        cached: 0,
+        held: 1200,
+        held_by: [{ server: 'https://127.0.0.2:7443', records: 1200 }],
+      },
+    });
+    const t = standardTransport(s).on('GET /api/records', () => ({
+      records: [{ ...RECORDS[2], taken_for: 'https://10.0.0.5:7400' }],
+    }));
+    const app = new App({ root, transport: t });
+    await app.refresh();
+    const held = byTestId(root, 'link-held').textContent ?? '';
+    expect(held).toContain('1200');
+    expect(held).toContain('1200 by https://127.0.0.2:7443');
+    expect(byTestId(root, 'check-taken-for-ssh').textContent).toBe('taken for https://10.0.0.5:7400');
   });
 
   it('shows the certificate', async () => {
