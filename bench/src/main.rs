@@ -4,6 +4,7 @@
 //!
 //! Timings are measured here and written down; nothing asserts on them.
 
+mod abuse;
 mod checkgap;
 mod checks;
 mod homecomplete;
@@ -71,6 +72,8 @@ enum Cmd {
     /// Home complete after a switchback with 100,000 records held by a standby (AG-2), and
     /// the agent's cache size during the outage.
     HomeComplete(homecomplete::Opts),
+    /// A server with agents delivering while strangers hold idle and slow-handshake connections.
+    Abuse(abuse::Opts),
     /// Everything, then rewrite BENCHMARKS.md.
     All(AllOpts),
 }
@@ -203,6 +206,7 @@ fn main() {
             Cmd::Checks(o) => vec![checks::run(&env, &o, &stamp(&command)).await],
             Cmd::CheckGap(o) => vec![checkgap::run(&env, &o, &stamp(&command)).await],
             Cmd::HomeComplete(o) => vec![homecomplete::run(&env, &o, &stamp(&command)).await],
+            Cmd::Abuse(o) => vec![abuse::run(&env, &o, &stamp(&command)).await],
             Cmd::All(a) => {
                 write = true;
                 let want = |k: &str| a.only.is_empty() || a.only.iter().any(|o| o == k);

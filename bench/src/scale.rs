@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use tokio::sync::{watch, Semaphore};
 use understudy_node::frame::{read_frame, write_frame};
+use understudy_node::store::Record;
 use understudy_node::tls::{self, NodeIdentity, Pins, ALPN_WIRE};
 use understudy_node::wire::{ToAgent, ToServer};
 
@@ -50,16 +51,19 @@ impl Opts {
 }
 
 #[derive(Default)]
-struct Counters {
-    connected: AtomicU64,
-    refused: AtomicU64,
-    failed: AtomicU64,
-    dropped: AtomicU64,
-    heartbeats: AtomicU64,
-    acks: AtomicU64,
+pub struct Counters {
+    pub connected: AtomicU64,
+    pub refused: AtomicU64,
+    pub failed: AtomicU64,
+    pub dropped: AtomicU64,
+    pub heartbeats: AtomicU64,
+    pub acks: AtomicU64,
+    /// Records sent with each heartbeat (when asked to) and acknowledged as stored.
+    pub records: AtomicU64,
+    pub records_acked: AtomicU64,
 }
 
-fn fake_uuid(rng: &mut Rng) -> String {
+pub fn fake_uuid(rng: &mut Rng) -> String {
     let (a, b) = (rng.next(), rng.next());
     format!(
         "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
@@ -71,8 +75,9 @@ fn fake_uuid(rng: &mut Rng) -> String {
     )
 }
 
+/// One simulated agent: Hello, then a heartbeat a second (and a record with it when `records`).
 #[allow(clippy::too_many_arguments)]
-async fn sim_agent(
+pub async fn sim_agent(
     i: usize,
     id: String,
     addr: String,
@@ -81,6 +86,7 @@ async fn sim_agent(
     gate: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     offset: Duration,
+    records: bool,
 ) {
     let stream = {
         let _permit = gate.acquire().await;
@@ -124,6 +130,9 @@ async fn sim_agent(
                 Ok(Some(ToAgent::HeartbeatAck { .. })) => {
                     c2.acks.fetch_add(1, Ordering::Relaxed);
                 }
+                Ok(Some(ToAgent::Ack { .. })) => {
+                    c2.records_acked.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(Some(_)) => {}
                 _ => {
                     c2.dropped.fetch_add(1, Ordering::Relaxed);
@@ -154,11 +163,29 @@ async fn sim_agent(
             break;
         }
         c.heartbeats.fetch_add(1, Ordering::Relaxed);
+        if records {
+            let record = Record {
+                seq: n,
+                name: "bench".into(),
+                value: n as f64,
+                time_ms: crate::stats::now_ms(),
+                pair: None,
+                kind: "metric".into(),
+                detail: None,
+            };
+            let sent = ToServer::Records {
+                records: vec![record],
+            };
+            if write_frame(&mut wr, &sent).await.is_err() {
+                break;
+            }
+            c.records.fetch_add(1, Ordering::Relaxed);
+        }
     }
     reader.abort();
 }
 
-fn identity(dir: &Path) -> Arc<NodeIdentity> {
+pub fn identity(dir: &Path) -> Arc<NodeIdentity> {
     std::fs::create_dir_all(dir).expect("cert dir");
     tls::generate_certificate(dir, &[], &[]).expect("generating a client certificate");
     NodeIdentity::load(dir).expect("loading it")
@@ -204,6 +231,7 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
                 gate.clone(),
                 stop_rx.clone(),
                 offset,
+                false,
             )));
             have += 1;
         }

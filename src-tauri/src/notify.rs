@@ -194,6 +194,22 @@ pub fn show_error(app: &AppHandle, summary: &str, reason: &str) {
     }
 }
 
+/// `text` with the characters the XDG notification markup gives meaning to escaped.
+pub fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(all(unix, not(target_os = "macos")))]
 fn send(
     app: &AppHandle,
@@ -202,10 +218,11 @@ fn send(
     critical: bool,
 ) -> Result<(), notify_rust::error::Error> {
     use notify_rust::{Notification, Urgency};
+    // XDG bodies are markup: a name or a reason must not become a link or an image.
     let handle = Notification::new()
         .appname("Understudy")
         .summary(summary)
-        .body(body)
+        .body(&escape_markup(body))
         .icon("network-server")
         .urgency(if critical {
             Urgency::Critical
@@ -251,6 +268,18 @@ fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notification_bodies_carry_no_markup_from_names() {
+        assert_eq!(
+            escape_markup("<a href=\"https://x\">web</a> & <img src=x>"),
+            "&lt;a href=&quot;https://x&quot;&gt;web&lt;/a&gt; &amp; &lt;img src=x&gt;"
+        );
+        assert_eq!(
+            escape_markup("web-1 did SWITCHOVER."),
+            "web-1 did SWITCHOVER."
+        );
+    }
 
     #[test]
     fn the_setting_is_found_however_it_is_nested() {

@@ -38,7 +38,7 @@ free_port() { node -e 'const s=require("net").createServer().listen(0,process.ar
 wait_for() { local end=$(( $(date +%s) + $1 )); shift
   until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.2; done; }
 
-ENROLL="console-$RANDOM$RANDOM"
+ENROLL="console-$RANDOM$RANDOM-$RANDOM$RANDOM-token"
 SRV="$WORK/srv"
 LISTEN="127.0.8.21:$(free_port 127.0.8.21)"
 "$CLI" init --data-dir "$SRV" --name srv --listen "$LISTEN" --role server --set server.enroll_token="$ENROLL" >"$WORK/init.log"

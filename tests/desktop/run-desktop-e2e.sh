@@ -121,7 +121,7 @@ wait_for 20 watcher_up || fail "tray host ($TRAY_HOST) on D-Bus"
 # -------------------------------------------------------------------------------- start it --
 # The app's node: a standalone server whose config is made beforehand with the CLI (the app finds
 # it and starts it), so that agents can enroll with a token.
-ENROLL=e2e-$RANDOM$RANDOM
+ENROLL=e2e-$RANDOM$RANDOM-$RANDOM$RANDOM-token
 SRV_IP=127.0.8.1
 export UNDERSTUDY_DATA_DIR="$WORK/data"
 export UNDERSTUDY_LISTEN="$SRV_IP:$(free_port $SRV_IP)"

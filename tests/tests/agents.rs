@@ -6,13 +6,13 @@ use std::time::Duration;
 use understudy_system_tests::*;
 
 fn server_sets(extra: &[&'static str]) -> Vec<&'static str> {
-    let mut v = vec!["server.enroll_token=s3cret-enroll"];
+    let mut v = vec!["server.enroll_token=s3cret-enroll-0123456789abcdef"];
     v.extend_from_slice(extra);
     v
 }
 
 fn agent_sets(extra: &[&'static str]) -> Vec<&'static str> {
-    let mut v = vec!["agent.enroll_token=s3cret-enroll"];
+    let mut v = vec!["agent.enroll_token=s3cret-enroll-0123456789abcdef"];
     v.extend_from_slice(FAST_AGENT);
     v.extend_from_slice(extra);
     v

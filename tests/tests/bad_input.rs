@@ -20,11 +20,11 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// A server with one connected agent whose records flow: what a bad connection must not disturb.
 fn server_with_agent(site: &Site) -> (Node, Node) {
-    let mut server = site.server("srv", &["server.enroll_token=tok"]);
+    let mut server = site.server("srv", &["server.enroll_token=tok-0123456789abcdef"]);
     let mut agent = site.agent(
         "a1",
         &[&server],
-        &[&["agent.enroll_token=tok"][..], FAST_AGENT].concat(),
+        &[&["agent.enroll_token=tok-0123456789abcdef"][..], FAST_AGENT].concat(),
     );
     server.start();
     agent.start();
@@ -121,7 +121,7 @@ fn bad_input_oversized_frame_closes_that_connection_only() {
 #[test]
 fn bad_input_wrong_fingerprint_never_connects() {
     let site = Site::new(23);
-    let mut server = site.server("srv", &["server.enroll_token=tok"]);
+    let mut server = site.server("srv", &["server.enroll_token=tok-0123456789abcdef"]);
     let other = site.server("other", &[]);
     // The agent pins another node's certificate for srv's address.
     let wrong = format!("https://{}#{}", server.listen, other.fingerprint);
@@ -129,7 +129,7 @@ fn bad_input_wrong_fingerprint_never_connects() {
         "a1",
         "agent",
         &[wrong],
-        &[&["agent.enroll_token=tok"][..], FAST_AGENT].concat(),
+        &[&["agent.enroll_token=tok-0123456789abcdef"][..], FAST_AGENT].concat(),
     );
     server.start();
     agent.start();
@@ -205,12 +205,16 @@ fn bad_input_unknown_agent_is_refused_with_its_reason_on_both_sides() {
 #[test]
 fn bad_input_wrong_enrollment_token_is_refused_with_its_reason_on_both_sides() {
     let site = Site::new(25);
-    let mut server = site.server("srv", &["server.enroll_token=right-token"]);
+    let mut server = site.server("srv", &["server.enroll_token=right-token-0123456789abcdef"]);
     let mut agent = site.init(
         "a1",
         "agent",
         &[server.url()],
-        &[&["agent.enroll_token=wrong-token"][..], FAST_AGENT].concat(),
+        &[
+            &["agent.enroll_token=wrong-token-0123456789abcdef"][..],
+            FAST_AGENT,
+        ]
+        .concat(),
     );
     server.start();
     agent.start();

@@ -9,8 +9,8 @@ use understudy_system_tests::*;
 const FAST: &[&str] = &[
     "agent.heartbeat=200ms",
     "agent.switchover_after=600ms",
-    "server.enroll_token=ck-token",
-    "agent.enroll_token=ck-token",
+    "server.enroll_token=ck-token-0123456789abcdef",
+    "agent.enroll_token=ck-token-0123456789abcdef",
 ];
 
 /// The pair's check records in time order, as (agent, time_ms).

@@ -8,8 +8,8 @@ use std::process::Command;
 use understudy_system_tests::*;
 
 const SETS: &[&str] = &[
-    "server.enroll_token=df-token",
-    "agent.enroll_token=df-token",
+    "server.enroll_token=df-token-0123456789abcdef",
+    "agent.enroll_token=df-token-0123456789abcdef",
 ];
 
 /// A tmpfs mounted at a directory for the test's lifetime; unmounted on drop, also on panic.

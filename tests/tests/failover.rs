@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use understudy_system_tests::*;
 
-const SERVER: &[&str] = &["server.enroll_token=tok"];
+const SERVER: &[&str] = &["server.enroll_token=tok-0123456789abcdef"];
 
 fn agent_sets(extra: &[&'static str]) -> Vec<&'static str> {
-    let mut v = vec!["agent.enroll_token=tok"];
+    let mut v = vec!["agent.enroll_token=tok-0123456789abcdef"];
     v.extend_from_slice(FAST_AGENT);
     v.extend_from_slice(extra);
     v
@@ -430,6 +430,46 @@ fn pr7_hanging_hook_is_killed_after_its_timeout_and_shows_the_pair_degraded() {
             .iter()
             .all(|c| !c.starts_with("/bin/sleep"))
             .then_some(())
+    });
+}
+
+/// Issue 12 item 6: a hung hook is killed with everything it started (its process group), not
+/// only the direct child: the `sleep` a shell script put in the background dies with it.
+#[test]
+fn pr7_hung_hook_is_killed_with_its_grandchildren() {
+    let site = Site::new(167);
+    let pidfile = site.dir().join("grandchild.pid");
+    let hook: &'static str = Box::leak(
+        format!(
+            r#"agent.on_activate=["/bin/sh","-c","sleep 37 & echo $! > {}; wait"]"#,
+            pidfile.display()
+        )
+        .into_boxed_str(),
+    );
+    let (server, _p, _q) = pair_site(
+        &site,
+        &[hook, "agent.hook_timeout=500ms"],
+        &["--switchback", "manual"],
+    );
+    let event = server.wait_event("HOOK_FAILED", |e| e["subject"] == "web");
+    assert!(
+        event["sentence"]
+            .as_str()
+            .unwrap_or("")
+            .contains("killed after hook_timeout"),
+        "{event}"
+    );
+    let pid = wait_ok(WAIT, "the grandchild's pid", || {
+        std::fs::read_to_string(&pidfile).map_err(|e| e.to_string())
+    });
+    let pid = pid.trim().to_string();
+    wait_ok(WAIT, "the hook's grandchild killed", || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        match state {
+            Some(s) if !s.starts_with('Z') => Err(format!("{pid} still runs: {stat}")),
+            _ => Ok(()),
+        }
     });
 }
 

@@ -387,14 +387,14 @@ fn count_records(store: &Node, expected: &[(&str, u64)]) -> Option<Count> {
 // The site and the schedule.
 
 fn agent_sets() -> Vec<&'static str> {
-    let mut v = vec!["agent.enroll_token=tok"];
+    let mut v = vec!["agent.enroll_token=tok-0123456789abcdef"];
     v.extend_from_slice(FAST_AGENT);
     v
 }
 
 fn server_sets() -> Vec<&'static str> {
     let mut v = vec![
-        "server.enroll_token=tok",
+        "server.enroll_token=tok-0123456789abcdef",
         "failover.failback=auto",
         "failover.hold_down=2s",
     ];
@@ -908,11 +908,15 @@ fn lossy_link_30_percent_loses_nothing_and_no_early_switchover() {
         "server",
         &format!("{}:7400", host.ip),
         &[],
-        &["server.enroll_token=tok"],
+        &["server.enroll_token=tok-0123456789abcdef"],
     );
     server.netns = Some(host.netns.clone());
-    let mut standby = site.server("standby", &["server.enroll_token=tok"]);
-    let mut agent = site.agent("a1", &[&server, &standby], &["agent.enroll_token=tok"]);
+    let mut standby = site.server("standby", &["server.enroll_token=tok-0123456789abcdef"]);
+    let mut agent = site.agent(
+        "a1",
+        &[&server, &standby],
+        &["agent.enroll_token=tok-0123456789abcdef"],
+    );
     server.start();
     standby.start();
     agent.start();

@@ -61,6 +61,24 @@ pub fn data_dir(target: &Target) -> Result<PathBuf, Failure> {
         })
 }
 
+/// The admin token for `--node`: `--token`, `--token-file` or, with `--node` only,
+/// `$UNDERSTUDY_TOKEN` (a token on the command line is visible in `ps`).
+fn token(target: &Target) -> Result<Option<String>, Failure> {
+    match (&target.token, &target.token_file) {
+        (Some(_), Some(_)) => Err(Failure::usage(
+            "give either --token or --token-file, not both",
+        )),
+        (Some(t), None) => Ok(Some(t.clone())),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map(|t| Some(t.trim().to_string()))
+            .map_err(|e| Failure::usage(format!("reading --token-file {}: {e}", file.display()))),
+        (None, None) if target.node.is_some() => Ok(std::env::var("UNDERSTUDY_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())),
+        (None, None) => Ok(None),
+    }
+}
+
 /// A connection to one node's admin API.
 pub struct Api {
     client: AdminClient,
@@ -75,7 +93,7 @@ pub struct Unreachable(pub Failure);
 
 impl Api {
     pub fn connect(target: &Target) -> Result<Api, Failure> {
-        match (&target.node, &target.token) {
+        match (&target.node, &token(target)?) {
             (Some(url), Some(token)) => {
                 if target.data_dir.is_some() {
                     return Err(Failure::usage(
@@ -90,8 +108,10 @@ impl Api {
                     data_dir: None,
                 })
             }
-            (Some(_), None) => Err(Failure::usage("--node needs --token T")),
-            (None, Some(_)) => Err(Failure::usage("--token needs --node URL")),
+            (Some(_), None) => Err(Failure::usage(
+                "--node needs a token: --token-file F, $UNDERSTUDY_TOKEN or --token T",
+            )),
+            (None, Some(_)) => Err(Failure::usage("--token and --token-file need --node URL")),
             (None, None) => {
                 let dir = data_dir(target)?;
                 Api::local(&dir)

@@ -29,7 +29,7 @@ use api::Failure;
     long_about = "Understudy: failover for small-site monitoring.\n\n\
         `init`, `serve` and `demo` work on data directories; every other command talks to a \
         running node through its admin API: the local one found by --data-dir (which holds its \
-        admin token), or --node URL --token T.\n\n\
+        admin token), or --node URL with --token-file F, $UNDERSTUDY_TOKEN or --token T.\n\n\
         Exit status: 0 done, 1 refused (the reason on stderr), 2 bad usage or bad configuration."
 )]
 struct Cli {
@@ -50,9 +50,13 @@ pub struct Target {
     /// https://IP:PORT[#FINGERPRINT] (needs --token)
     #[arg(long, global = true, value_name = "URL")]
     pub node: Option<String>,
-    /// The admin token for --node (the content of the node's admin.token)
+    /// The admin token for --node (the content of the node's admin.token). Visible to other
+    /// users in the process list: prefer --token-file or $UNDERSTUDY_TOKEN
     #[arg(long, global = true, value_name = "T")]
     pub token: Option<String>,
+    /// A file holding the admin token for --node
+    #[arg(long, global = true, value_name = "F")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -139,6 +143,8 @@ pub enum AgentCommand {
     Reject { name: String },
     /// Tell an agent of ours that is on a standby server to come home
     Recall { name: String },
+    /// Delete a pending or rejected agent's entry (after an enrollment flood, say)
+    Forget { name: String },
 }
 
 #[derive(Subcommand)]

@@ -76,6 +76,7 @@ pub async fn agent(target: &Target, cmd: AgentCommand) -> Result<(), Failure> {
         AgentCommand::Accept { name } => ("accept", name),
         AgentCommand::Reject { name } => ("reject", name),
         AgentCommand::Recall { name } => ("recall", name),
+        AgentCommand::Forget { name } => ("forget", name),
     };
     post_action(&api, &format!("/api/agents/{}/{action}", encode(&name))).await
 }

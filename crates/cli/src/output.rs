@@ -23,7 +23,10 @@ pub fn render(header: &[&str], rows: &[Vec<String>], indent: &str) -> String {
             if i + 1 == cells.len() {
                 out.push_str(cell);
             } else {
-                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+                // Padded by hand: a format width over 65,535 (a 65,536-character name) panics.
+                out.push_str(cell);
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                out.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.truncate(out.trim_end().len());
@@ -104,6 +107,21 @@ pub fn short(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_cell_does_not_panic_the_table() {
+        let name = "x".repeat(65_536);
+        let text = render(
+            &["NAME", "STATE"],
+            &[vec![name.clone(), "pending".into()]],
+            "",
+        );
+        assert!(text.contains(&format!("{name}  pending")), "aligned");
+        assert_eq!(
+            render(&["A", "B"], &[vec!["ab".into(), "c".into()]], ""),
+            "A   B\nab  c\n"
+        );
+    }
 
     #[test]
     fn times_are_utc_dates() {

@@ -61,6 +61,10 @@ pub struct Hello {
     pub home: bool,
 }
 
+/// At most this many agents wait for an operator at once: a flood of new identities (each a fresh
+/// certificate and id) fills this, not the store (issue 12 item 5).
+pub const MAX_PENDING: usize = 100;
+
 /// Why a server refused an agent. The sentence goes to both sides (PRODUCT.md §4).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -73,6 +77,8 @@ pub enum Refusal {
     NameTaken {
         by: String,
     },
+    /// [`MAX_PENDING`] agents already wait to be accepted.
+    TooManyPending,
     Capacity {
         capacity: u32,
     },
@@ -90,7 +96,12 @@ impl Refusal {
             Refusal::FingerprintMismatch { expected } => {
                 format!("certificate fingerprint does not match the accepted one ({expected})")
             }
-            Refusal::NameTaken { by } => format!("the name is taken by another agent ({by})"),
+            // The other agent's id stays on the server: a stranger learns no identity (issue 12).
+            Refusal::NameTaken { .. } => "the name is taken by another agent".into(),
+            Refusal::TooManyPending => format!(
+                "{MAX_PENDING} agents already wait to be accepted: an operator must accept, \
+                 reject or forget some first"
+            ),
             Refusal::Capacity { capacity } => format!("standby capacity full ({capacity} agents)"),
             Refusal::NotServing => "this node has no server role".into(),
             Refusal::NotActing => {
@@ -225,6 +236,15 @@ impl AgentRegistry {
             Some(_) => {}
             // 4. New: a valid token enrolls it; otherwise it waits for an operator (AG-9).
             None => {
+                let pending = self
+                    .agents
+                    .values()
+                    .filter(|a| a.status == AgentStatus::Pending)
+                    .count();
+                if hello.token != TokenCheck::Valid && pending >= MAX_PENDING {
+                    self.refused(hello, &Refusal::TooManyPending);
+                    return Err(Refusal::TooManyPending);
+                }
                 let entry = AgentEntry {
                     id: hello.id.clone(),
                     name: hello.name.clone(),
@@ -315,6 +335,20 @@ impl AgentRegistry {
         Ok(())
     }
 
+    /// An operator forgets a pending or rejected agent: its entry is gone (a new Hello from it
+    /// starts over). Returns its id, for the runtime to delete it from the store.
+    pub fn forget(&mut self, name: &str) -> Result<String, String> {
+        let Some(entry) = self.by_name(name).cloned() else {
+            return Err(format!("no agent named {name}"));
+        };
+        if entry.status == AgentStatus::Accepted {
+            return Err(format!("{name} is accepted: reject it first to forget it"));
+        }
+        self.agents.remove(&entry.id);
+        self.refusals.remove(&entry.id);
+        Ok(entry.id)
+    }
+
     fn accept_entry(&mut self, id: &str, why: &str) {
         if let Some(entry) = self.agents.get_mut(id) {
             entry.status = AgentStatus::Accepted;
@@ -343,4 +377,58 @@ impl AgentRegistry {
 
 fn short(fingerprint: &str) -> &str {
     &fingerprint[..fingerprint.len().min(16)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(n: usize, token: TokenCheck) -> Hello {
+        Hello {
+            id: format!("id-{n}"),
+            name: format!("agent-{n}"),
+            fingerprint: format!("fp-{n}"),
+            token,
+            home: true,
+        }
+    }
+
+    #[test]
+    fn pending_agents_are_capped_and_forgotten_by_an_operator() {
+        let now = Instant::now();
+        let mut r = AgentRegistry::new(0, []);
+        for n in 0..MAX_PENDING {
+            assert_eq!(
+                r.handle_hello(now, &hello(n, TokenCheck::Absent)),
+                Err(Refusal::Pending)
+            );
+        }
+        let flood = hello(MAX_PENDING, TokenCheck::Absent);
+        assert_eq!(r.handle_hello(now, &flood), Err(Refusal::TooManyPending));
+        assert!(r.by_name(&flood.name).is_none(), "not stored");
+        // A valid token still enrolls; a pending one retrying is still pending.
+        assert_eq!(
+            r.handle_hello(now, &hello(MAX_PENDING + 1, TokenCheck::Valid)),
+            Ok(())
+        );
+        assert_eq!(
+            r.handle_hello(now, &hello(0, TokenCheck::Absent)),
+            Err(Refusal::Pending)
+        );
+        assert_eq!(r.forget("agent-0"), Ok("id-0".to_string()));
+        assert_eq!(r.handle_hello(now, &flood), Err(Refusal::Pending));
+        assert!(r.forget(&format!("agent-{}", MAX_PENDING + 1)).is_err());
+        assert!(r.forget("nobody").is_err());
+    }
+
+    #[test]
+    fn a_taken_name_does_not_reveal_the_holder() {
+        let now = Instant::now();
+        let mut r = AgentRegistry::new(0, []);
+        assert_eq!(r.handle_hello(now, &hello(1, TokenCheck::Valid)), Ok(()));
+        let mut thief = hello(2, TokenCheck::Absent);
+        thief.name = "agent-1".into();
+        let refusal = r.handle_hello(now, &thief).expect_err("taken");
+        assert!(!refusal.reason().contains("id-1"), "{}", refusal.reason());
+    }
 }

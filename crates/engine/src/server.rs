@@ -44,6 +44,10 @@ pub enum ServerAction {
     },
     /// Agent entries changed (enrollment): persist and replicate them.
     PersistAgents(Vec<AgentEntry>),
+    /// An operator forgot this agent: delete its entry (and replicate that).
+    ForgetAgent {
+        id: String,
+    },
     /// Tell a connected agent to go back to its home server (AG-6 recall).
     Recall {
         agent: String,
@@ -249,6 +253,14 @@ impl Server {
         self.registry.reject(name)?;
         self.collect(now);
         Ok(format!("{name} rejected"))
+    }
+
+    /// Forgets a pending or rejected agent (issue 12 item 5: the way out of an enrollment flood).
+    pub fn forget_agent(&mut self, now: Instant, name: &str) -> Result<String, String> {
+        let id = self.registry.forget(name)?;
+        self.actions.push_back(ServerAction::ForgetAgent { id });
+        self.collect(now);
+        Ok(format!("{name} forgotten"))
     }
 
     /// AG-6 with `switchback_interval = 0`: send a foreign agent back to its home server.

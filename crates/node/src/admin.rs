@@ -3,7 +3,7 @@
 //! change what the engine decides go through the core; store-only reads are answered here.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -28,21 +28,53 @@ mod assets {
 
 const MAX_BODY: usize = 1024 * 1024;
 
-/// Serves HTTP/1.1 on an accepted TLS connection.
+/// The console's Content-Security-Policy (issue 12 item 6): its own scripts, styles and API only,
+/// never framed. The desktop window has the same in `src-tauri/tauri.conf.json`.
+pub const CONSOLE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+/// How long an admin client may take to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an admin connection may sit with no request in progress and nothing moving.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves HTTP/1.1 on an accepted TLS connection, closing it when idle (issue 12 item 4).
 pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     shared: Arc<Shared>,
     stream: S,
 ) {
+    let activity = crate::limits::Activity::new();
+    let busy = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let shared = shared.clone();
-        async move { Ok::<_, std::convert::Infallible>(http_request(shared, req).await) }
+        let busy = busy.clone();
+        async move {
+            let _request = busy.request();
+            Ok::<_, std::convert::Infallible>(http_request(shared, req).await)
+        }
     });
-    let io = hyper_util::rt::TokioIo::new(stream);
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, service)
-        .await
-    {
-        tracing::debug!("admin connection: {e}");
+    let io = hyper_util::rt::TokioIo::new(crate::limits::Tracked::new(stream, activity.clone()));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    loop {
+        let idle = activity.idle_for();
+        if idle >= IDLE_TIMEOUT {
+            tracing::debug!("closing an admin connection idle for {IDLE_TIMEOUT:?}");
+            return;
+        }
+        tokio::select! {
+            done = &mut conn => {
+                if let Err(e) = done {
+                    tracing::debug!("admin connection: {e}");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(IDLE_TIMEOUT - idle) => {}
+        }
     }
 }
 
@@ -51,6 +83,8 @@ fn response(status: u16, content_type: &str, body: Vec<u8>) -> hyper::Response<F
         .status(status)
         .header("content-type", content_type)
         .header("cache-control", "no-store")
+        .header("content-security-policy", CONSOLE_CSP)
+        .header("x-content-type-options", "nosniff")
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
 }
@@ -174,6 +208,19 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The route's segments, each percent-decoded (a name with a space arrives as `web%201`).
+fn path_segments(route: &str) -> Vec<String> {
+    route
+        .trim_matches('/')
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
 fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
@@ -186,7 +233,8 @@ pub(crate) async fn handle(
     body: Option<Value>,
 ) -> (u16, Value) {
     let (route, q) = query(path);
-    let segments: Vec<&str> = route.trim_matches('/').split('/').collect();
+    let segments = path_segments(&route);
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (method, segments.as_slice()) {
         ("GET", ["api", "records"]) => records(shared, &q),
         ("GET", ["api", "events"]) => events(shared, &q),
@@ -480,7 +528,8 @@ pub(crate) fn core_request(
     body: Option<Value>,
 ) -> (u16, Value) {
     let (route, _q) = query(path);
-    let segments: Vec<&str> = route.trim_matches('/').split('/').collect();
+    let segments = path_segments(&route);
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let r = match (method, segments.as_slice()) {
         ("GET", ["api", "status"]) => (200, status(core)),
         ("GET", ["api", "pairs"]) => (200, json!({ "pairs": status(core)["pairs"] })),
@@ -502,6 +551,9 @@ pub(crate) fn core_request(
         }
         ("POST", ["api", "agents", name, "reject"]) => {
             with_server(core, |s| s.reject_agent(now, name)).into()
+        }
+        ("POST", ["api", "agents", name, "forget"]) => {
+            with_server(core, |s| s.forget_agent(now, name)).into()
         }
         ("POST", ["api", "agents", name, "recall"]) => {
             with_server(core, |s| s.recall(now, name)).into()
@@ -1001,5 +1053,18 @@ mod tests {
         assert_eq!(param(&q, "limit"), Some("5"));
         assert_eq!(param(&q, "pair"), Some("a b"));
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(
+            path_segments("/api/agents/web%201/accept"),
+            ["api", "agents", "web 1", "accept"]
+        );
+        // An encoded slash stays inside its segment; a plus is a plus in a path.
+        assert_eq!(
+            path_segments("/api/checks/a%2Fb+c"),
+            ["api", "checks", "a/b+c"]
+        );
     }
 }

@@ -183,14 +183,15 @@ async fn command(check: &Check) -> Result<Option<f64>, String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("a command target is an argv list".into());
     };
-    let mut child = tokio::process::Command::new(program)
+    let mut child = crate::procgroup::command(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start {program}: {e}"))?;
+    // Dropped with this future when the check times out: the whole group is killed.
+    let mut group = crate::procgroup::GroupGuard::new(&child);
     let mut stdout = child.stdout.take().ok_or("no stdout")?;
     let mut out = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -207,6 +208,7 @@ async fn command(check: &Check) -> Result<Option<f64>, String> {
         }
     }
     let status = child.wait().await.map_err(|e| e.to_string())?;
+    group.disarm();
     if !status.success() {
         return Err(match status.code() {
             Some(c) => format!("exit status {c}"),
@@ -401,5 +403,23 @@ mod tests {
         );
         let unknown = run_once(&check("smtp", json!("x"), 300)).await;
         assert_eq!(unknown.detail, "down: unknown check kind smtp");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn ck1_a_hung_command_check_is_killed_with_everything_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild");
+        let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
+        let hang = run_once(&check("command", json!(["/bin/sh", "-c", script]), 500)).await;
+        assert_eq!(hang.detail, "down: timeout after 500ms");
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let pid = pid.trim();
+        let alive = crate::procgroup::alive;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!alive(pid), "the check's own child {pid} was killed too");
     }
 }

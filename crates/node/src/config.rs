@@ -63,6 +63,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
+    #[serde(deserialize_with = "de_name")]
     pub name: String,
     /// `IP:PORT` the node listens on for agents, its peer and the admin API.
     #[serde(default = "default_listen", deserialize_with = "de_listen")]
@@ -92,6 +93,7 @@ pub struct AgentConfig {
     /// 0 means the agent never goes home on its own (AG-6).
     #[serde(with = "duration_str")]
     pub switchback_interval: Duration,
+    #[serde(deserialize_with = "de_token")]
     pub enroll_token: String,
     pub on_activate: Vec<String>,
     pub on_deactivate: Vec<String>,
@@ -106,6 +108,7 @@ pub struct AgentConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub standby_capacity: u32,
+    #[serde(deserialize_with = "de_token")]
     pub enroll_token: String,
 }
 
@@ -265,8 +268,8 @@ impl Config {
     /// and [`Config::apply_set`] call it; call it yourself after building a `Config` in code.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let fail = |key: &str, message: String| Err((key.to_string(), message));
-        if self.node.name.trim().is_empty() {
-            return fail("node.name", "must not be empty".into());
+        if let Err(message) = validate_name(&self.node.name) {
+            return fail("node.name", message);
         }
         if let Err(message) = parse_listen(&self.node.listen) {
             return fail("node.listen", message);
@@ -294,6 +297,14 @@ impl Config {
                  (https://HOST:PORT[#FINGERPRINT])"
                     .into(),
             );
+        }
+        for (key, token) in [
+            ("server.enroll_token", &self.server.enroll_token),
+            ("agent.enroll_token", &self.agent.enroll_token),
+        ] {
+            if let Err(message) = validate_token(token) {
+                return fail(key, message);
+            }
         }
         if self.agent.heartbeat.is_zero() {
             return fail("agent.heartbeat", "must be greater than 0".into());
@@ -413,7 +424,7 @@ impl Config {
             key: "(whole file)".into(),
             message: e.to_string(),
         })?;
-        fsutil::write_atomic(path, text.as_bytes(), 0o644).map_err(|source| ConfigError::Io {
+        fsutil::write_atomic(path, text.as_bytes(), 0o600).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             doing: "writing the configuration",
             source,
@@ -457,6 +468,54 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>()
         .map_err(|_| format!("`{s}` is not IP:PORT (for example 127.0.0.1:7400 or [::1]:7400)"))
+}
+
+/// The longest node (agent) name.
+pub const MAX_NAME: usize = 64;
+/// The shortest enrollment token: long enough that guessing it online is hopeless even at the
+/// rate the server allows attempts.
+pub const MIN_TOKEN: usize = 16;
+
+/// A node's name, which agents announce and operators type: 1 to [`MAX_NAME`] letters, digits,
+/// spaces, `.`, `_` or `-`, not starting or ending with a space.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let len = name.chars().count();
+    if len == 0 {
+        return Err("must not be empty".into());
+    }
+    if len > MAX_NAME {
+        return Err(format!("is {len} characters, longer than {MAX_NAME}"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "contains {:?}: a name is letters, digits, spaces, '.', '_' and '-'",
+            c
+        ));
+    }
+    if name.starts_with(' ') || name.ends_with(' ') {
+        return Err("must not start or end with a space".into());
+    }
+    Ok(())
+}
+
+/// An enrollment token: empty (none) or at least [`MIN_TOKEN`] characters.
+pub fn validate_token(token: &str) -> Result<(), String> {
+    let len = token.trim().chars().count();
+    if len > 0 && len < MIN_TOKEN {
+        return Err(format!(
+            "is {len} characters: an enrollment token needs at least {MIN_TOKEN} \
+             (for example the output of `openssl rand -hex 16`)"
+        ));
+    }
+    Ok(())
+}
+
+/// An agent's id as announced in its Hello: a UUID.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    parse_node_id(id)
 }
 
 fn parse_node_id(s: &str) -> Result<(), String> {
@@ -639,6 +698,18 @@ fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(s)
 }
 
+fn de_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    validate_name(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+fn de_token<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    validate_token(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
 fn de_node_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     if !s.is_empty() {
@@ -804,6 +875,29 @@ mod tests {
 
         let msg = load_err("[node]\nname = \"n1\"\nid = \"not-a-uuid\"\n");
         assert!(msg.contains(":3:") && msg.contains("not a UUID"), "{msg}");
+    }
+
+    #[test]
+    fn names_are_short_and_plain() {
+        for good in ["web-1", "db 2", "Küche.lan", "a_b"] {
+            assert_eq!(validate_name(good), Ok(()), "{good}");
+        }
+        let long = "x".repeat(MAX_NAME + 1);
+        for bad in ["", " web", "web ", "a\nb", "<b>x</b>", "a/b", long.as_str()] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        let msg = load_err(&format!("[node]\nname = \"{}\"\n", "x".repeat(65_536)));
+        assert!(
+            msg.contains(":2:") && msg.contains("longer than 64"),
+            "{}",
+            &msg[..200.min(msg.len())]
+        );
+    }
+
+    #[test]
+    fn a_short_enrollment_token_is_refused_with_its_line() {
+        let msg = load_err("[node]\nname = \"n1\"\n[server]\nenroll_token = \"tok\"\n");
+        assert!(msg.contains(":4:") && msg.contains("at least 16"), "{msg}");
     }
 
     #[test]

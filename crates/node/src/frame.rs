@@ -27,6 +27,16 @@ where
     T: DeserializeOwned,
     R: AsyncRead + Unpin,
 {
+    read_frame_max(r, MAX_FRAME).await
+}
+
+/// Reads one frame of at most `max` bytes (a first frame from an unauthenticated peer is held
+/// to much less than [`MAX_FRAME`]); a longer one is refused before its payload is read.
+pub async fn read_frame_max<T, R>(r: &mut R, max: usize) -> Result<Option<T>, FrameError>
+where
+    T: DeserializeOwned,
+    R: AsyncRead + Unpin,
+{
     let mut header = [0u8; 4];
     let mut filled = 0;
     while filled < header.len() {
@@ -37,10 +47,10 @@ where
         }
     }
     let len = u32::from_be_bytes(header);
-    if len as usize > MAX_FRAME {
+    if len as usize > max.min(MAX_FRAME) {
         return Err(FrameError::Oversized {
             len: u64::from(len),
-            max: MAX_FRAME,
+            max: max.min(MAX_FRAME),
         });
     }
     let mut payload = vec![0u8; len as usize];

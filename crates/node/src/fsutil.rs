@@ -85,6 +85,47 @@ fn sync_parent(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Files in a data directory that anyone else may read: the certificate, nothing more. The
+/// configuration (enrollment tokens), the store and its WAL (records, site configuration), the
+/// admin token and the key are the node's alone.
+const PUBLIC_FILES: &[&str] = &["cert.pem"];
+
+/// Makes `dir` 0700 and every file directly in it (but the certificate) 0600, returning one
+/// sentence for each that was looser, to log as a warning (issue 12 item 6). On systems without
+/// Unix permissions it does nothing.
+pub fn secure_data_dir(dir: &Path) -> io::Result<Vec<String>> {
+    let mut fixed = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut tighten = |path: &Path, mode: u32| -> io::Result<()> {
+            let meta = fs::symlink_metadata(path)?;
+            let was = meta.permissions().mode() & 0o777;
+            if was & !mode != 0 {
+                fs::set_permissions(path, fs::Permissions::from_mode(was & mode))?;
+                fixed.push(format!(
+                    "{} was {was:o}, readable by others: now {:o}",
+                    path.display(),
+                    was & mode
+                ));
+            }
+            Ok(())
+        };
+        tighten(dir, 0o700)?;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !entry.file_type()?.is_file() || PUBLIC_FILES.iter().any(|p| name == *p) {
+                continue;
+            }
+            tighten(&entry.path(), 0o600)?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(fixed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +149,31 @@ mod tests {
             let mode = fs::metadata(&q).expect("stat").permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_loose_data_directory_is_tightened_and_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        for (name, m) in [
+            ("config.toml", 0o644),
+            ("store.db-wal", 0o640),
+            ("cert.pem", 0o644),
+            ("admin.token", 0o600),
+        ] {
+            let p = dir.path().join(name);
+            fs::write(&p, b"x").expect("write");
+            fs::set_permissions(&p, fs::Permissions::from_mode(m)).expect("chmod");
+        }
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let fixed = secure_data_dir(dir.path()).expect("secure");
+        assert_eq!(fixed.len(), 3, "{fixed:?}");
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&dir.path().join("config.toml")), 0o600);
+        assert_eq!(mode(&dir.path().join("store.db-wal")), 0o600);
+        assert_eq!(mode(&dir.path().join("cert.pem")), 0o644);
+        assert!(secure_data_dir(dir.path()).expect("again").is_empty());
     }
 }

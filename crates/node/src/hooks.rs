@@ -53,7 +53,7 @@ pub async fn run(
     let Some((program, args)) = argv.split_first() else {
         return Ok(());
     };
-    let mut child = tokio::process::Command::new(program)
+    let mut child = crate::procgroup::command(program)
         .args(args)
         .env("UNDERSTUDY_HOOK", hook)
         .env("UNDERSTUDY_PAIR", pair)
@@ -63,10 +63,15 @@ pub async fn run(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start {program}: {e}"))?;
-    match tokio::time::timeout(timeout, child.wait()).await {
+    let mut group = crate::procgroup::GroupGuard::new(&child);
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    if matches!(waited, Ok(Ok(_))) {
+        group.disarm();
+    }
+    drop(group);
+    match waited {
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(match status.code() {
             Some(code) => format!("exit status {code}"),
@@ -155,5 +160,33 @@ mod tests {
         .await
         .unwrap_err()
         .starts_with("cannot start /nonexistent/hook"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn pr7_a_hung_hook_is_killed_with_everything_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild");
+        let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
+        let argv = vec!["/bin/sh".to_string(), "-c".to_string(), script];
+        let err = run(
+            &argv,
+            "p",
+            "on_activate",
+            e(),
+            "n",
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err, "hung: killed after hook_timeout 500ms");
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let pid = pid.trim();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let alive = crate::procgroup::alive;
+        while alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!alive(pid), "the hook's own child {pid} was killed too");
     }
 }

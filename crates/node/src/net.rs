@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use understudy_engine::{Admission, Hello, PeerStatus, ProbeResult, TokenCheck, Welcome};
 
-use crate::frame::{read_frame, write_frame};
+use crate::frame::{read_frame, read_frame_max, write_frame};
+use crate::limits::{ConnLimits, Permit, HANDSHAKE_TIMEOUT};
+use crate::logsafe;
 use crate::runtime::{Input, LinkCmd, LinkEvent, Shared};
 use crate::store::StoredRecord;
 use crate::tls::{self, ALPN_HTTP, ALPN_WIRE};
@@ -21,17 +23,30 @@ use crate::wire::{MemberReport, PeerState, ToAgent, ToServer};
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 /// How long a new link may take to say what it is.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest first frame from anyone but the peer: a Hello fits in a few KiB (the peer's first
+/// frame may be a Merge of records, up to [`crate::frame::MAX_FRAME`]).
+pub const MAX_FIRST_FRAME: usize = 16 * 1024;
 /// Records per frame (well under the 1 MiB frame limit).
 const BATCH: usize = 500;
 
-/// Accepts connections until the node shuts down.
+/// Accepts connections until the node shuts down. Each holds a [`Permit`] until it shows who it
+/// is (issue 12 item 4): connections over the per-address or total limit are closed at once.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
+    limits: Arc<ConnLimits>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let mut shutdown = shared.shutdown.subscribe();
+    // This machine's own CLI and desktop app are never strangers.
+    for ip in [
+        shared.listen.ip(),
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::Ipv6Addr::LOCALHOST.into(),
+    ] {
+        limits.mark_known(ip);
+    }
     loop {
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -44,32 +59,63 @@ pub(crate) async fn serve(
             },
             _ = shutdown.changed() => return,
         };
+        let Ok(permit) = limits.acquire(remote.ip(), Instant::now()) else {
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let shared = shared.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%remote, "TLS handshake failed: {e}");
                     return;
                 }
-                Err(_) => return,
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
             };
             let (_, conn) = tls.get_ref();
             let alpn = conn.alpn_protocol().map(|p| p.to_vec());
             let fingerprint = tls::peer_fingerprint(conn);
+            let link = Unauthenticated {
+                remote,
+                permit,
+                limits,
+            };
             match alpn.as_deref() {
                 Some(p) if p == ALPN_WIRE.as_bytes() => {
-                    wire_connection(shared, tls, fingerprint, remote).await
+                    wire_connection(shared, tls, fingerprint, link).await
                 }
+                // An admin connection keeps its permit: its timeouts keep it short.
                 Some(p) if p == ALPN_HTTP.as_bytes() => crate::admin::serve_http(shared, tls).await,
                 None => crate::admin::serve_http(shared, tls).await,
                 Some(other) => {
-                    tracing::warn!(%remote, "unknown ALPN protocol {:?}", String::from_utf8_lossy(other))
+                    tracing::warn!(%remote, "unknown ALPN protocol {}", logsafe::text(&String::from_utf8_lossy(other)))
                 }
             }
         });
+    }
+}
+
+/// A wire connection not yet known to be an agent or the peer: where it comes from, and its place
+/// among the unauthenticated connections, given back once it is.
+struct Unauthenticated {
+    remote: std::net::SocketAddr,
+    permit: Permit,
+    limits: Arc<ConnLimits>,
+}
+
+impl Unauthenticated {
+    /// An agent was admitted or the peer recognised on this connection: its address is the
+    /// site's own from now on, and the connection no longer counts against the limits.
+    fn authenticated(self) {
+        self.limits.mark_known(self.remote.ip());
+        drop(self.permit);
     }
 }
 
@@ -84,26 +130,11 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     stream: S,
     fingerprint: Option<String>,
-    remote: std::net::SocketAddr,
+    link: Unauthenticated,
 ) {
+    let remote = link.remote;
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let first = match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<ToServer, _>(&mut rd)).await
-    {
-        Ok(Ok(Some(m))) => m,
-        Ok(Ok(None)) | Err(_) => return,
-        Ok(Err(e)) => {
-            // PRODUCT.md §4: a malformed or oversized message closes that connection, nothing else.
-            tracing::warn!(%remote, "closing connection: {e}");
-            reply(
-                &mut wr,
-                &ToAgent::Error {
-                    reason: e.to_string(),
-                },
-            )
-            .await;
-            return;
-        }
-    };
+    // The client certificate is checked before anything it sends is read.
     let Some(fingerprint) = fingerprint else {
         tracing::warn!(%remote, "refused: no client certificate");
         reply(
@@ -114,6 +145,32 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
         )
         .await;
         return;
+    };
+    let max = if is_peer(&shared, &fingerprint) {
+        crate::frame::MAX_FRAME
+    } else {
+        MAX_FIRST_FRAME
+    };
+    let first = match tokio::time::timeout(
+        HELLO_TIMEOUT,
+        read_frame_max::<ToServer, _>(&mut rd, max),
+    )
+    .await
+    {
+        Ok(Ok(Some(m))) => m,
+        Ok(Ok(None)) | Err(_) => return,
+        Ok(Err(e)) => {
+            // PRODUCT.md §4: a malformed or oversized message closes that connection, nothing else.
+            tracing::warn!(%remote, "closing connection: {}", logsafe::text(&e.to_string()));
+            reply(
+                &mut wr,
+                &ToAgent::Error {
+                    reason: e.to_string(),
+                },
+            )
+            .await;
+            return;
+        }
     };
     match first {
         ToServer::Hello {
@@ -135,6 +192,27 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 .await;
                 return;
             }
+            // Issue 12 item 5: an id is a UUID, a name short and plain; the rest is refused
+            // before the engine sees it, and the refusal does not echo what was sent.
+            let invalid = if crate::config::validate_id(&id).is_err() {
+                Some("the agent id is not a UUID".to_string())
+            } else {
+                crate::config::validate_name(&name)
+                    .err()
+                    .map(|m| format!("the agent name {m}"))
+            };
+            if let Some(why) = invalid {
+                tracing::warn!(%remote, name = %logsafe::text(&name), "refused a hello: {why}");
+                reply(
+                    &mut wr,
+                    &ToAgent::Refused {
+                        reason: why,
+                        capacity: false,
+                    },
+                )
+                .await;
+                return;
+            }
             let expected = config.server.enroll_token.trim();
             let token = if token.is_empty() || expected.is_empty() {
                 TokenCheck::Absent
@@ -146,6 +224,35 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             // A standalone node's own agent is this node: it needs no operator to accept it.
             let own = id == config.node.id && fingerprint == shared.identity.fingerprint();
             let token = if own { TokenCheck::Valid } else { token };
+            // An enrollment attempt: a wrong token, or an unknown agent without a valid one.
+            // Each address gets a burst of them, then a trickle; every wrong token is logged.
+            let known = || shared.store().agent_get(&id).ok().flatten().is_some();
+            let attempt = token == TokenCheck::Invalid || (token != TokenCheck::Valid && !known());
+            if attempt {
+                if let Err(wait) = link.limits.enroll.take(remote.ip(), Instant::now()) {
+                    tracing::debug!(%remote, "refused an enrollment attempt: too many from this address");
+                    reply(
+                        &mut wr,
+                        &ToAgent::Refused {
+                            reason: format!(
+                                "too many enrollment attempts from this address: try again in {} s",
+                                wait.as_secs() + 1
+                            ),
+                            capacity: false,
+                        },
+                    )
+                    .await;
+                    return;
+                }
+            }
+            if token == TokenCheck::Invalid {
+                let n = link.limits.bad_tokens.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    %remote,
+                    agent = %logsafe::text(&name),
+                    "wrong enrollment token ({n} since the node started)"
+                );
+            }
             let hello = Hello {
                 id: id.clone(),
                 name: name.clone(),
@@ -187,6 +294,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             };
             match admission {
                 Admission::Accepted(w) => {
+                    link.authenticated();
                     let checks = crate::admin::checks_for(&shared, &name);
                     // CK-2: an agent that changes server keeps the checks it was given. A server
                     // that is not its home and has none for it (a standby server of another site)
@@ -255,6 +363,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 .await;
                 return;
             }
+            link.authenticated();
             let (tx, rx) = oneshot::channel();
             let _ = shared.core.send(Input::PeerState { reply: tx });
             let Ok(state) = rx.await else { return };
@@ -299,6 +408,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 .await;
                 return;
             }
+            link.authenticated();
             let mut batch = records;
             loop {
                 let inserted = shared.store().records_merge(&batch).unwrap_or(0);
@@ -325,7 +435,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             reply(&mut wr, &ToAgent::MergeDone { inserted: 0 }).await;
         }
         other => {
-            tracing::warn!(%remote, "closing connection: unexpected first message {other:?}");
+            tracing::warn!(%remote, "closing connection: unexpected first message {}", logsafe::text(&format!("{other:?}")));
             reply(
                 &mut wr,
                 &ToAgent::Error {
@@ -390,12 +500,12 @@ async fn agent_connection<R, W>(
                     let _ = shared.core.send(Input::AgentCertRotated { id: id.to_string(), fingerprint });
                 }
                 Ok(Some(other)) => {
-                    tracing::warn!(agent = %name, "closing connection: unexpected message {other:?}");
+                    tracing::warn!(agent = %name, "closing connection: unexpected message {}", logsafe::text(&format!("{other:?}")));
                     return;
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    tracing::warn!(agent = %name, "closing connection: {e}");
+                    tracing::warn!(agent = %name, "closing connection: {}", logsafe::text(&e.to_string()));
                     reply(wr, &ToAgent::Error { reason: e.to_string() }).await;
                     return;
                 }

@@ -90,6 +90,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, NodeError> {
         .data_dir
         .canonicalize()
         .unwrap_or_else(|_| opts.data_dir.clone());
+    secure_data_dir(&data_dir)?;
     let cert = tls::load_or_generate(&data_dir)?;
     admin_auth::load_or_create_token(&data_dir).map_err(|e| NodeError::Refused(e.to_string()))?;
     let mut config = Config::new(&opts.name, &data_dir);
@@ -118,6 +119,18 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, NodeError> {
         fingerprint: cert.fingerprint,
         admin_url: format!("https://{}", opts.listen),
     })
+}
+
+/// Makes the data directory 0700 and its secrets 0600, warning for each that was looser.
+fn secure_data_dir(data_dir: &Path) -> Result<(), NodeError> {
+    let fixed = crate::fsutil::secure_data_dir(data_dir).map_err(|source| NodeError::Io {
+        doing: format!("checking the permissions in {}", data_dir.display()),
+        source,
+    })?;
+    for sentence in fixed {
+        tracing::warn!("{sentence}");
+    }
+    Ok(())
 }
 
 /// An admin API client for the node whose data directory this is.
@@ -296,7 +309,11 @@ impl Node {
     pub async fn start(data_dir: &Path) -> Result<Node, NodeError> {
         let config = Config::load(&data_dir.join(CONFIG_FILE))?;
         let data_dir = config.node.data_dir.clone();
+        // Re-checked at every start: a copy or an old install may have left them readable.
+        secure_data_dir(&data_dir)?;
         let store = Store::open(&data_dir.join("store.db"), &config.node.id)?;
+        // The store may have been created just now (with the umask's mode), its WAL with it.
+        secure_data_dir(&data_dir)?;
         tls::load_or_generate(&data_dir)?;
         let identity = NodeIdentity::load(&data_dir)?;
         let token = admin_auth::load_or_create_token(&data_dir)
@@ -352,7 +369,12 @@ impl Node {
         let core = Core::new(shared.clone())?;
         tokio::spawn(core.run(core_rx));
         let server_config = tls::server_config(shared.identity.clone())?;
-        tokio::spawn(net::serve(shared.clone(), listener, server_config));
+        let nofile = crate::limits::raise_nofile();
+        let limits = crate::limits::ConnLimits::new(
+            crate::limits::PER_ADDRESS,
+            crate::limits::global_limit(nofile),
+        );
+        tokio::spawn(net::serve(shared.clone(), listener, server_config, limits));
         tracing::info!(%listen, "node started");
         Ok(Node { shared })
     }
@@ -1148,6 +1170,11 @@ impl Core {
                     }
                 }
             }
+            ServerAction::ForgetAgent { id } => {
+                if let Err(e) = shared.store().agent_remove(&id) {
+                    tracing::error!("forgetting agent {id}: {e}");
+                }
+            }
             ServerAction::PersistAgents(entries) => {
                 let mut store = shared.store();
                 for e in entries {
@@ -1286,7 +1313,13 @@ pub(crate) fn redirect_target(shared: &Shared, to: String) -> String {
 
 /// Stores an event, logs it and wakes whoever follows events (UI-1).
 pub(crate) fn record_event(shared: &Shared, e: &Event) {
-    tracing::info!(code = e.code.as_str(), subject = %e.subject, "{}", e.reason);
+    // Subjects and reasons carry text agents and servers chose (names, hook errors, refusals).
+    tracing::info!(
+        code = e.code.as_str(),
+        subject = %crate::logsafe::text(&e.subject),
+        "{}",
+        crate::logsafe::text(&e.reason)
+    );
     let row = EventRow {
         time_ms: now_ms(),
         code: e.code.as_str().to_string(),

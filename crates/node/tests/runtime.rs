@@ -31,8 +31,8 @@ fn fast() -> Vec<String> {
     [
         "agent.heartbeat=200ms",
         "agent.switchover_after=600ms",
-        "server.enroll_token=t0k",
-        "agent.enroll_token=t0k",
+        "server.enroll_token=t0k-0123456789abcdef",
+        "agent.enroll_token=t0k-0123456789abcdef",
     ]
     .iter()
     .map(|s| s.to_string())

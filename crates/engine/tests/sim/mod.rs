@@ -1018,6 +1018,9 @@ impl Site {
                         self.servers[s].disk.agents.insert(e.id.clone(), e);
                     }
                 }
+                ServerAction::ForgetAgent { id } => {
+                    self.servers[s].disk.agents.remove(&id);
+                }
                 ServerAction::Recall { agent } => {
                     if let Some((&conn, &(a, ix))) = self.servers[s]
                         .conns
