@@ -175,6 +175,7 @@ pub async fn sim_agent(
             };
             let sent = ToServer::Records {
                 records: vec![record],
+                taken_for: None,
             };
             if write_frame(&mut wr, &sent).await.is_err() {
                 break;

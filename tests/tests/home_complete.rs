@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use understudy_system_tests::*;
 
-const TOKEN_SERVER: &str = "server.enroll_token=tok19";
-const TOKEN_AGENT: &str = "agent.enroll_token=tok19";
+const TOKEN_SERVER: &str = "server.enroll_token=tok19-0123456789abcdef";
+const TOKEN_AGENT: &str = "agent.enroll_token=tok19-0123456789abcdef";
 
 fn agent_sets(extra: &[&'static str]) -> Vec<&'static str> {
     let mut v = vec![TOKEN_AGENT];
