@@ -441,7 +441,7 @@ fn pr7_hung_hook_is_killed_with_its_grandchildren() {
     let pidfile = site.dir().join("grandchild.pid");
     let hook: &'static str = Box::leak(
         format!(
-            r#"agent.on_activate=["/bin/sh","-c","sleep 37 & echo $! > {}; wait"]"#,
+            r#"agent.on_activate=["/bin/sh","-c","sleep 600 & echo $! > {}; wait"]"#,
             pidfile.display()
         )
         .into_boxed_str(),
