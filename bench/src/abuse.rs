@@ -268,7 +268,7 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     );
     md.push_str(stamp);
     md.push_str(&format!(
-        "**Method.** One `understudy serve` server (release binary, default settings, an enrollment \
+        "**Method.** One `understudy serve` server (the `--bin` given, default settings, an enrollment \
          token) with {} simulated agents (the `scale` agents, each its own certificate, sending a record \
          with its heartbeat every second and counting the acknowledgements). Strangers then hold {} idle \
          connections (TLS handshake done, ALPN `http/1.1`, nothing sent) and {} slow-handshake \
