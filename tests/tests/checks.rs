@@ -339,7 +339,15 @@ fn ck1_agent_check_results_including_bad_targets_never_stall_the_agent() {
     let site = Site::new(62);
     let mut s = site.server("s", FAST);
     s.start();
-    let mut a = site.agent("a", &[&s], FAST);
+    let mut a = site.agent(
+        "a",
+        &[&s],
+        &[
+            FAST,
+            &[r#"agent.allow_commands=["/bin/sleep *", "/bin/echo *"]"#],
+        ]
+        .concat(),
+    );
     a.start();
     a.wait_link("home", Some(&s));
     s.cli_ok(&[

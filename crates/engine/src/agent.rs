@@ -38,7 +38,7 @@
 //! record home already had costs nothing). Held records beyond `held_limit` are dropped from the
 //! cache, oldest first, with HELD_DROPPED: they are safe on the standby, only missing at home.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::event::{Event, EventCode};
@@ -324,6 +324,9 @@ pub struct Agent {
     last_answered_heartbeat: Option<Instant>,
     last_heard: Instant,
     epochs: BTreeMap<String, u64>,
+    /// Fingerprints of the home server's hot-standby peer, as the home server (or a redirect
+    /// from it) named them: the only server besides home that may direct this agent.
+    home_peer: BTreeSet<String>,
     members: BTreeMap<String, MemberState>,
     last_error: Option<String>,
     timers: Timers<Timer>,
@@ -344,6 +347,8 @@ pub struct Restored {
     pub held: Vec<(u64, String)>,
     /// The hot-standby cluster home belongs to, if known.
     pub home_cluster: Option<String>,
+    /// The certificate fingerprints the home server named for its hot-standby peer.
+    pub home_peer: BTreeSet<String>,
 }
 
 impl Agent {
@@ -381,6 +386,7 @@ impl Agent {
             last_answered_heartbeat: None,
             last_heard: now,
             epochs: restored.epochs,
+            home_peer: restored.home_peer,
             members: BTreeMap::new(),
             last_error: None,
             timers: Timers::default(),
@@ -477,6 +483,49 @@ impl Agent {
 
     pub fn epochs(&self) -> &BTreeMap<String, u64> {
         &self.epochs
+    }
+
+    pub fn home_peer(&self) -> &BTreeSet<String> {
+        &self.home_peer
+    }
+
+    /// SECURITY.md: whether the server this agent reached as `servers[server]`, presenting the
+    /// certificate `fingerprint`, may direct it — send checks, pair views, redirects and
+    /// certificate rotations. Only its home server and the hot-standby peer the home server
+    /// named may; a standby server of another site stores records and answers heartbeats, and
+    /// the agent keeps its current checks and pair duties there.
+    pub fn may_direct(&self, server: usize, fingerprint: &str) -> Result<(), String> {
+        if server == 0 {
+            return Ok(());
+        }
+        if self.home_peer.contains(&fingerprint.to_ascii_lowercase()) {
+            return Ok(());
+        }
+        let url = self.server_url(server).unwrap_or("this server");
+        Err(format!(
+            "{url} is not the home server nor its hot-standby peer: it may not direct this agent"
+        ))
+    }
+
+    /// The home server (or its peer, when it directs this agent) named the hot-standby peer's
+    /// fingerprints. Returns whether the set changed (the runtime persists it).
+    pub fn handle_home_peer(&mut self, server: usize, from: &str, named: &[String]) -> bool {
+        if self.may_direct(server, from).is_err() {
+            return false;
+        }
+        let before = self.home_peer.len();
+        if server == 0 && !named.is_empty() {
+            // Home says who its peer is now; its word replaces the old one.
+            let named: BTreeSet<String> = named.iter().map(|f| f.to_ascii_lowercase()).collect();
+            if named != self.home_peer {
+                self.home_peer = named;
+                return true;
+            }
+            return false;
+        }
+        self.home_peer
+            .extend(named.iter().map(|f| f.to_ascii_lowercase()));
+        self.home_peer.len() != before
     }
 
     // ----- polls -----

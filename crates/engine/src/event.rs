@@ -79,6 +79,7 @@ event_codes! {
     SplitBrain => "SPLIT_BRAIN", "HS-6", true;
     RoleChanged => "ROLE_CHANGED", "HS-7", false;
     CertGenerated => "CERT_GENERATED", "CT-1", true;
+    CheckRefused => "CHECK_REFUSED", "CK-1", true;
 }
 
 impl std::fmt::Display for EventCode {

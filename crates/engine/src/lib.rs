@@ -52,6 +52,7 @@
 //! | `SPLIT_BRAIN` | HS-6 | yes | both servers were ACTIVE; the lower epoch steps down |
 //! | `ROLE_CHANGED` | HS-7 | no | server role, agent role or failover mode changed at run time |
 //! | `CERT_GENERATED` | CT-1 | yes | a new certificate was generated and taken into use |
+//! | `CHECK_REFUSED` | CK-1 | yes | an agent refused a `command` check its `agent.allow_commands` does not allow |
 
 pub mod agent;
 pub mod event;

@@ -68,6 +68,8 @@ pub struct Server {
     acting: bool,
     actions: VecDeque<ServerAction>,
     events: VecDeque<Event>,
+    /// The last refusal each agent reported for each of its checks: told once (CHECK_REFUSED).
+    check_refusals: BTreeMap<(String, String), String>,
 }
 
 impl Server {
@@ -90,6 +92,7 @@ impl Server {
             acting: false,
             actions: VecDeque::new(),
             events: VecDeque::new(),
+            check_refusals: BTreeMap::new(),
         };
         server.collect(now);
         server
@@ -240,6 +243,23 @@ impl Server {
         if let Some(p) = self.pairs.get_mut(pair) {
             p.handle_hook_result(now, agent, hook, epoch, result);
         }
+        self.collect(now);
+    }
+
+    /// CK-1, SECURITY.md: a connected agent refused a `command` check its own configuration does
+    /// not allow. Raised once per agent, check and reason, so a check refused every interval
+    /// makes one event.
+    pub fn handle_check_refused(&mut self, now: Instant, agent: &str, check: &str, reason: &str) {
+        let key = (agent.to_string(), check.to_string());
+        if self.check_refusals.get(&key).map(String::as_str) == Some(reason) {
+            return;
+        }
+        self.check_refusals.insert(key, reason.to_string());
+        self.events.push_back(Event::new(
+            crate::EventCode::CheckRefused,
+            agent,
+            format!("{agent} refused check {check}: {reason}"),
+        ));
         self.collect(now);
     }
 

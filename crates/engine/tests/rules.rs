@@ -1219,3 +1219,92 @@ fn hs7_failover_mode_changes_at_run_time() {
         "failover mode set to off: this server acts alone (epoch 2)"
     );
 }
+
+/// SECURITY.md: only the home server and the hot-standby peer it named direct an agent; a
+/// standby server of another site does not, whatever it claims.
+#[test]
+fn security_only_home_and_its_named_peer_direct_an_agent() {
+    let config = AgentConfig {
+        name: "x".into(),
+        servers: vec![
+            "https://home".into(),
+            "https://peer".into(),
+            "https://foreign".into(),
+        ],
+        heartbeat: SEC,
+        switchover_after: Duration::ZERO,
+        switchback_interval: 5 * SEC,
+    };
+    let now = std::time::Instant::now();
+    let mut agent = Agent::new(config.clone(), Restored::default(), now);
+    assert_eq!(agent.may_direct(0, "h0me"), Ok(()));
+    let refused = agent.may_direct(1, "peerfp").unwrap_err();
+    assert_eq!(
+        refused,
+        "https://peer is not the home server nor its hot-standby peer: it may not direct this agent"
+    );
+    // A foreign server cannot name a peer (nor itself).
+    assert!(!agent.handle_home_peer(2, "foreignfp", &["foreignfp".into()]));
+    assert!(agent.may_direct(2, "foreignfp").is_err());
+    // Home names its peer; then the peer directs, and the foreign standby still does not.
+    assert!(agent.handle_home_peer(0, "h0me", &["PEERFP".into()]));
+    assert_eq!(agent.may_direct(1, "peerfp"), Ok(()));
+    assert!(agent.may_direct(2, "foreignfp").is_err());
+    // The peer announces its rotation: the new certificate directs too.
+    assert!(agent.handle_home_peer(1, "peerfp", &["newpeerfp".into()]));
+    assert_eq!(agent.may_direct(1, "newpeerfp"), Ok(()));
+    // Home's word replaces the old set (a peer replaced by the operator is no longer trusted).
+    assert!(agent.handle_home_peer(0, "h0me", &["otherpeer".into()]));
+    assert!(agent.may_direct(1, "peerfp").is_err());
+    // Kept across a restart.
+    let restored = Restored {
+        home_peer: agent.home_peer().clone(),
+        ..Restored::default()
+    };
+    let agent = Agent::new(config, restored, now);
+    assert_eq!(agent.may_direct(1, "otherpeer"), Ok(()));
+}
+
+/// CK-1, SECURITY.md: a check refused by an agent raises CHECK_REFUSED once per reason.
+#[test]
+fn ck1_a_refused_command_check_raises_one_event_per_agent_check_and_reason() {
+    let now = std::time::Instant::now();
+    let mut server = Server::new(
+        ServerConfig {
+            name: "s".into(),
+            standby_capacity: 1,
+            ha: HotStandbyConfig {
+                name: "s".into(),
+                mode: FailoverMode::Off,
+                sync_interval: SEC,
+                failover_timeout: 3 * SEC,
+                failback: FailbackPolicy::Manual,
+            },
+            peer_url: None,
+            cluster: None,
+        },
+        Vec::new(),
+        Vec::new(),
+        0,
+        now,
+    );
+    while server.poll_event().is_some() {}
+    for _ in 0..3 {
+        server.handle_check_refused(now, "a", "load", "not allowed on this agent: off");
+    }
+    let ev = server.poll_event().expect("CHECK_REFUSED");
+    assert_eq!(ev.code, EventCode::CheckRefused);
+    assert_eq!(ev.subject, "a");
+    assert_eq!(
+        ev.reason,
+        "a refused check load: not allowed on this agent: off"
+    );
+    assert_eq!(server.poll_event(), None, "told once");
+    server.handle_check_refused(now, "b", "load", "not allowed on this agent: off");
+    server.handle_check_refused(now, "a", "load", "another reason");
+    assert_eq!(server.poll_event().map(|e| e.subject), Some("b".into()));
+    assert_eq!(
+        server.poll_event().map(|e| e.reason),
+        Some("a refused check load: another reason".into())
+    );
+}

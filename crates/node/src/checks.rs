@@ -17,6 +17,102 @@ use crate::store::NewRecord;
 /// At most this much of a command's stdout is read; the rest is discarded (a flood never stalls).
 const MAX_STDOUT: usize = 64 * 1024;
 
+/// One entry of `agent.allow_commands` (SECURITY.md, "Command checks are off by default"): words
+/// separated by spaces; the first matches the program (an absolute path, `*` not crossing `/`);
+/// one word allows any arguments, more words match the arguments one for one.
+#[derive(Clone, Debug)]
+pub struct ArgvPattern {
+    program: glob::Pattern,
+    args: Option<Vec<glob::Pattern>>,
+}
+
+const PATH_MATCH: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
+
+impl ArgvPattern {
+    pub fn parse(pattern: &str) -> Result<ArgvPattern, String> {
+        let words: Vec<&str> = pattern.split_whitespace().collect();
+        let Some((program, args)) = words.split_first() else {
+            return Err("an empty pattern allows nothing; remove it".into());
+        };
+        if !program.starts_with('/') {
+            return Err(format!(
+                "`{program}` is not an absolute path (a pattern names the program by its full path)"
+            ));
+        }
+        let glob = |w: &str| {
+            glob::Pattern::new(w).map_err(|e| format!("`{w}` is not a valid pattern: {e}"))
+        };
+        Ok(ArgvPattern {
+            program: glob(program)?,
+            args: if args.is_empty() {
+                None
+            } else {
+                Some(args.iter().map(|w| glob(w)).collect::<Result<_, _>>()?)
+            },
+        })
+    }
+
+    fn matches(&self, program: &str, args: &[String]) -> bool {
+        self.program.matches_with(program, PATH_MATCH)
+            && match &self.args {
+                None => true,
+                Some(words) => {
+                    words.len() == args.len() && words.iter().zip(args).all(|(w, a)| w.matches(a))
+                }
+            }
+    }
+}
+
+/// Whether this agent's configuration lets it run `argv` as a command check; the reason when not.
+pub fn command_allowed(argv: &[String], allow: &[String]) -> Result<(), String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err("a command target is an argv list".into());
+    };
+    let shown = argv.join(" ");
+    if allow.is_empty() {
+        return Err(format!(
+            "not allowed on this agent: command checks are off (agent.allow_commands is empty), refused `{shown}`"
+        ));
+    }
+    let path = std::path::Path::new(program);
+    if !path.is_absolute()
+        || path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "not allowed on this agent: `{program}` is not an absolute path without `..`"
+        ));
+    }
+    let allowed = allow
+        .iter()
+        .filter_map(|p| ArgvPattern::parse(p).ok())
+        .any(|p| p.matches(program, args));
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "not allowed on this agent: `{shown}` matches no agent.allow_commands pattern"
+        ))
+    }
+}
+
+/// The argv of a command check's target: a JSON list, or a string split on spaces.
+fn argv_of(target: &Value) -> Vec<String> {
+    match target {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        Value::String(s) => s.split_whitespace().map(String::from).collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Check {
     pub name: String,
@@ -58,8 +154,23 @@ pub struct Outcome {
     pub detail: String,
 }
 
-/// Runs one probe to completion or its timeout.
-pub async fn run_once(check: &Check) -> Outcome {
+/// The reason this agent refuses to run `check` at all (a command its configuration does not
+/// allow), or `None` when it may run it.
+pub fn refusal(check: &Check, allow: &[String]) -> Option<String> {
+    (check.kind == "command")
+        .then(|| command_allowed(&argv_of(&check.target), allow).err())
+        .flatten()
+}
+
+/// Runs one probe to completion or its timeout; `allow` is `agent.allow_commands`.
+pub async fn run_once(check: &Check, allow: &[String]) -> Outcome {
+    if let Some(why) = refusal(check, allow) {
+        return Outcome {
+            up: false,
+            value: 0.0,
+            detail: format!("down: {why}"),
+        };
+    }
     let started = Instant::now();
     let result = tokio::time::timeout(check.timeout, probe(check)).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -172,14 +283,7 @@ async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<String,
 }
 
 async fn command(check: &Check) -> Result<Option<f64>, String> {
-    let argv: Vec<String> = match &check.target {
-        Value::Array(a) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect(),
-        Value::String(s) => s.split_whitespace().map(String::from).collect(),
-        _ => Vec::new(),
-    };
+    let argv = argv_of(&check.target);
     let Some((program, args)) = argv.split_first() else {
         return Err("a command target is an argv list".into());
     };
@@ -273,7 +377,15 @@ async fn run_forever(shared: Arc<Shared>, check: Check) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let outcome = run_once(&check).await;
+        let allow = shared.config().agent.allow_commands;
+        if let Some(why) = refusal(&check, &allow) {
+            // Told to the server once per check and reason (it raises CHECK_REFUSED).
+            let _ = shared.core.send(Input::CheckRefused {
+                check: check.name.clone(),
+                reason: why,
+            });
+        }
+        let outcome = run_once(&check, &allow).await;
         if let Some(pair) = &check.pair {
             let holds = shared
                 .leases
@@ -348,10 +460,10 @@ mod tests {
     async fn ck1_tcp_up_and_down() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        assert!(run_once(&check("tcp", json!(addr), 2000)).await.up);
+        assert!(run_once(&check("tcp", json!(addr), 2000), &[]).await.up);
         drop(listener);
         // Port 1 on loopback: nothing listens there (a freed port could be reused by a parallel test).
-        let down = run_once(&check("tcp", json!("127.0.0.1:1"), 2000)).await;
+        let down = run_once(&check("tcp", json!("127.0.0.1:1"), 2000), &[]).await;
         assert!(!down.up);
         assert!(down.detail.starts_with("down: "), "{}", down.detail);
     }
@@ -371,37 +483,45 @@ mod tests {
             }
         });
         let c = check("http", json!(format!("http://{addr}/health")), 2000);
-        assert!(run_once(&c).await.up);
-        let down = run_once(&c).await;
+        assert!(run_once(&c, &[]).await.up);
+        let down = run_once(&c, &[]).await;
         assert_eq!(down.detail, "down: status 503, expected 200");
     }
 
     #[tokio::test]
     async fn ck1_command_value_exit_status_hang_and_flood() {
+        let allow = vec!["/bin/sh -c *".to_string(), "/bin/sleep *".to_string()];
         let c = check("command", json!(["/bin/sh", "-c", "echo 42.5"]), 2000);
         assert_eq!(
-            run_once(&c).await,
+            run_once(&c, &allow).await,
             Outcome {
                 up: true,
                 value: 42.5,
                 detail: "up".into()
             }
         );
-        let fail = run_once(&check("command", json!(["/bin/sh", "-c", "exit 2"]), 2000)).await;
+        let fail = run_once(
+            &check("command", json!(["/bin/sh", "-c", "exit 2"]), 2000),
+            &allow,
+        )
+        .await;
         assert_eq!(fail.detail, "down: exit status 2");
-        let hang = run_once(&check("command", json!(["/bin/sleep", "30"]), 300)).await;
+        let hang = run_once(&check("command", json!(["/bin/sleep", "30"]), 300), &allow).await;
         assert_eq!(hang.detail, "down: timeout after 300ms");
-        let flood = run_once(&check(
-            "command",
-            json!(["/bin/sh", "-c", "yes x | head -c 1000000"]),
-            5000,
-        ))
+        let flood = run_once(
+            &check(
+                "command",
+                json!(["/bin/sh", "-c", "yes x | head -c 1000000"]),
+                5000,
+            ),
+            &allow,
+        )
         .await;
         assert_eq!(
             flood.detail,
             format!("down: stdout truncated at {MAX_STDOUT} bytes")
         );
-        let unknown = run_once(&check("smtp", json!("x"), 300)).await;
+        let unknown = run_once(&check("smtp", json!("x"), 300), &[]).await;
         assert_eq!(unknown.detail, "down: unknown check kind smtp");
     }
 
@@ -411,7 +531,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("grandchild");
         let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
-        let hang = run_once(&check("command", json!(["/bin/sh", "-c", script]), 500)).await;
+        let allow = vec!["/bin/sh -c *".to_string()];
+        let hang = run_once(
+            &check("command", json!(["/bin/sh", "-c", script]), 500),
+            &allow,
+        )
+        .await;
         assert_eq!(hang.detail, "down: timeout after 500ms");
         let pid = std::fs::read_to_string(&pidfile).unwrap();
         let pid = pid.trim();
@@ -421,5 +546,48 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(!alive(pid), "the check's own child {pid} was killed too");
+    }
+
+    /// SECURITY.md: command checks are off unless the agent's own configuration allows them.
+    #[tokio::test]
+    async fn command_checks_are_refused_unless_allow_commands_matches() {
+        let sh = check("command", json!(["/bin/sh", "-c", "echo 1"]), 2000);
+        let off = run_once(&sh, &[]).await;
+        assert!(!off.up);
+        assert_eq!(
+            off.detail,
+            "down: not allowed on this agent: command checks are off (agent.allow_commands is empty), refused `/bin/sh -c echo 1`"
+        );
+        let allow = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(run_once(&sh, &allow(&["/bin/sh -c *"])).await.up);
+        assert!(
+            run_once(&sh, &allow(&["/bin/*"])).await.up,
+            "one word allows any arguments"
+        );
+        let argv = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        let plugins = allow(&["/usr/lib/nagios/plugins/*"]);
+        assert!(
+            command_allowed(&argv("/usr/lib/nagios/plugins/check_load -w 1"), &plugins).is_ok()
+        );
+        for refused in [
+            "/usr/lib/nagios/plugins/../../../bin/sh -c id",
+            "/usr/lib/nagios/plugins/sub/check_x",
+            "/bin/sh -c id",
+            "check_load",
+        ] {
+            let why = command_allowed(&argv(refused), &plugins).expect_err(refused);
+            assert!(why.starts_with("not allowed on this agent: "), "{why}");
+        }
+        // More words: the arguments match one for one, and their number must be the same.
+        let exact = allow(&["/bin/echo 7"]);
+        assert!(command_allowed(&argv("/bin/echo 7"), &exact).is_ok());
+        assert!(command_allowed(&argv("/bin/echo 7 8"), &exact).is_err());
+        assert!(command_allowed(&argv("/bin/echo"), &exact).is_err());
+        assert!(
+            ArgvPattern::parse("sh -c *").is_err(),
+            "a pattern names an absolute path"
+        );
+        // tcp and http checks are never refused.
+        assert_eq!(refusal(&check("tcp", json!("127.0.0.1:1"), 100), &[]), None);
     }
 }

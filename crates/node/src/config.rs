@@ -102,6 +102,8 @@ pub struct AgentConfig {
     /// AG-2: the most records the agent keeps for home that a standby of another site holds;
     /// beyond it the oldest leave the cache (HELD_DROPPED) and remain only on that standby.
     pub held_limit: u64,
+    /// Argv patterns of the `command` checks this agent may run (SECURITY.md); empty: none.
+    pub allow_commands: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +173,7 @@ impl Default for AgentConfig {
             on_deactivate: Vec::new(),
             hook_timeout: Duration::from_secs(10),
             held_limit: 1_000_000,
+            allow_commands: Vec::new(),
         }
     }
 }
@@ -311,6 +314,11 @@ impl Config {
         }
         if self.agent.hook_timeout.is_zero() {
             return fail("agent.hook_timeout", "must be greater than 0".into());
+        }
+        for (i, pattern) in self.agent.allow_commands.iter().enumerate() {
+            if let Err(message) = crate::checks::ArgvPattern::parse(pattern) {
+                return fail(&format!("agent.allow_commands[{i}]"), message);
+            }
         }
         if !self.failover.peer.is_empty() {
             if let Err(message) = ServerUrl::parse(&self.failover.peer) {

@@ -311,6 +311,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                             cluster: w.cluster,
                             epoch: w.epoch,
                             checks,
+                            peer: crate::runtime::peer_fingerprints(&shared),
                         },
                     )
                     .await;
@@ -431,7 +432,11 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 return;
             }
             shared.pins.add(&fp);
+            shared.peer_pins.add(&fp);
             let _ = shared.store().state_set("pins", &json!(shared.pins.list()));
+            let _ = shared
+                .store()
+                .state_set("peer.pins", &json!(shared.peer_pins.list()));
             reply(&mut wr, &ToAgent::MergeDone { inserted: 0 }).await;
         }
         other => {
@@ -498,6 +503,9 @@ async fn agent_connection<R, W>(
                 }
                 Ok(Some(ToServer::CertRotated { fingerprint })) => {
                     let _ = shared.core.send(Input::AgentCertRotated { id: id.to_string(), fingerprint });
+                }
+                Ok(Some(ToServer::CheckRefused { check, reason })) => {
+                    let _ = shared.core.send(Input::AgentCheckRefused { agent: name.to_string(), check, reason });
                 }
                 Ok(Some(other)) => {
                     tracing::warn!(agent = %name, "closing connection: unexpected message {}", logsafe::text(&format!("{other:?}")));
@@ -584,6 +592,8 @@ pub(crate) async fn agent_link(
             );
         }
     };
+    // Who answered: the agent lets only its home server and that server's peer direct it.
+    let presented = tls::peer_fingerprint(stream.get_ref().1).unwrap_or_default();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let hello = ToServer::Hello {
         id: config.node.id.clone(),
@@ -605,11 +615,17 @@ pub(crate) async fn agent_link(
             cluster,
             epoch,
             checks,
+            peer,
         }))) => report(
             &shared,
             server,
             conn,
-            LinkEvent::Connected(Welcome { cluster, epoch }, checks),
+            LinkEvent::Connected {
+                welcome: Welcome { cluster, epoch },
+                checks,
+                presented: presented.clone(),
+                peer,
+            },
         ),
         Ok(Ok(Some(ToAgent::Refused { reason, capacity }))) => {
             return report(
@@ -633,6 +649,7 @@ pub(crate) async fn agent_link(
                     to,
                     fingerprint,
                     welcome: Welcome { cluster, epoch },
+                    presented,
                 },
             )
         }
@@ -703,6 +720,7 @@ pub(crate) async fn agent_link(
                             to,
                             fingerprint,
                             welcome: Welcome { cluster, epoch },
+                            presented,
                         },
                     );
                     return;
@@ -781,6 +799,9 @@ pub(crate) async fn agent_link(
             }
             LinkCmd::CertRotated(fingerprint) => {
                 write_frame(&mut wr, &ToServer::CertRotated { fingerprint }).await
+            }
+            LinkCmd::CheckRefused { check, reason } => {
+                write_frame(&mut wr, &ToServer::CheckRefused { check, reason }).await
             }
         };
         if let Err(e) = result {

@@ -166,6 +166,11 @@ pub(crate) enum Input {
         result: ProbeResult,
     },
     Cached(u64),
+    /// A check this agent refuses to run (SECURITY.md): told to the server once per reason.
+    CheckRefused {
+        check: String,
+        reason: String,
+    },
     HookDone {
         pair: String,
         hook: &'static str,
@@ -205,6 +210,11 @@ pub(crate) enum Input {
         id: String,
         fingerprint: String,
     },
+    AgentCheckRefused {
+        agent: String,
+        check: String,
+        reason: String,
+    },
     PeerState {
         reply: oneshot::Sender<crate::wire::PeerState>,
     },
@@ -219,7 +229,14 @@ pub(crate) enum Input {
 }
 
 pub(crate) enum LinkEvent {
-    Connected(Welcome, Value),
+    Connected {
+        welcome: Welcome,
+        checks: Value,
+        /// The fingerprint of the certificate the server presented.
+        presented: String,
+        /// The fingerprints the server named for its hot-standby peer.
+        peer: Vec<String>,
+    },
     Refused {
         reason: String,
         capacity: bool,
@@ -228,6 +245,7 @@ pub(crate) enum LinkEvent {
         to: String,
         fingerprint: Option<String>,
         welcome: Welcome,
+        presented: String,
     },
     ConnectFailed(String),
     Disconnected(String),
@@ -261,6 +279,10 @@ pub(crate) enum LinkCmd {
         error: Option<String>,
     },
     CertRotated(String),
+    CheckRefused {
+        check: String,
+        reason: String,
+    },
 }
 
 /// Shared by every task of a node.
@@ -274,6 +296,8 @@ pub(crate) struct Shared {
     pub core: mpsc::UnboundedSender<Input>,
     /// Pins for the agent's servers and the peer (CT-2: grows on rotation).
     pub pins: Pins,
+    /// The hot-standby peer's fingerprints: `failover.peer`'s, and the rotations it announced.
+    pub peer_pins: Pins,
     pub events: broadcast::Sender<u64>,
     pub shutdown: watch::Sender<bool>,
     /// The lease of each pair whose duty this agent holds: a check run after it is not recorded
@@ -331,6 +355,12 @@ impl Node {
             })?;
         let listen = listener.local_addr().unwrap_or(listen);
         let pins = Pins::new(Vec::<String>::new());
+        let peer_pins = Pins::new(config.peer().ok().flatten().and_then(|p| p.fingerprint));
+        if let Ok(Some(Value::Array(learned))) = store.state_get("peer.pins") {
+            for fp in learned.iter().filter_map(Value::as_str) {
+                peer_pins.add(fp);
+            }
+        }
         for url in config
             .servers()
             .unwrap_or_default()
@@ -359,6 +389,7 @@ impl Node {
             listen,
             core: core_tx,
             pins,
+            peer_pins,
             events,
             shutdown,
             leases: Mutex::new(HashMap::new()),
@@ -425,6 +456,10 @@ struct AgentSide {
     checks: Value,
     /// Highest sequence deleted from the cache (deletes lag acknowledgements by up to DELETE_STEP).
     deleted_upto: u64,
+    /// The link (server, conn) that may direct this agent: home or its peer (SECURITY.md).
+    directing: Option<(usize, u64)>,
+    /// Checks this agent refuses, with the reason told to the servers it connects to.
+    refused_checks: std::collections::BTreeMap<String, String>,
 }
 
 const DELETE_STEP: u64 = 4096;
@@ -621,6 +656,10 @@ impl Core {
         let home_cluster = store
             .state_get("agent.home_cluster")?
             .and_then(|v| v.as_str().map(String::from));
+        let home_peer = store
+            .state_get("agent.home_peer")?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
         drop(store);
         let acked_upto = first.map(|f| f - 1).unwrap_or(acked);
         let restored = Restored {
@@ -629,6 +668,7 @@ impl Core {
             epochs,
             held,
             home_cluster,
+            home_peer,
         };
         let engine = Agent::new(
             engine::AgentConfig {
@@ -654,6 +694,8 @@ impl Core {
             links: HashMap::new(),
             checks,
             deleted_upto: acked_upto,
+            directing: None,
+            refused_checks: Default::default(),
         });
         Ok(())
     }
@@ -722,6 +764,17 @@ impl Core {
             Input::Cached(upto) => {
                 if let Some(a) = &mut self.agent {
                     a.engine.handle_cached(now, upto);
+                }
+            }
+            Input::CheckRefused { check, reason } => {
+                let Some(a) = &mut self.agent else { return };
+                if a.refused_checks.get(&check) == Some(&reason) {
+                    return;
+                }
+                tracing::warn!(%check, "check refused: {reason}");
+                a.refused_checks.insert(check.clone(), reason.clone());
+                if let Some((_, tx)) = a.engine.server().and_then(|s| a.links.get(&s)) {
+                    let _ = tx.send(LinkCmd::CheckRefused { check, reason });
                 }
             }
             Input::HookDone {
@@ -830,6 +883,15 @@ impl Core {
                     }
                 }
             }
+            Input::AgentCheckRefused {
+                agent,
+                check,
+                reason,
+            } => {
+                if let Some(s) = &mut self.server {
+                    s.engine.handle_check_refused(now, &agent, &check, &reason);
+                }
+            }
             Input::PeerState { reply } => {
                 let _ = reply.send(self.peer_state());
             }
@@ -907,11 +969,43 @@ impl Core {
             return; // a task of a link the engine already gave up on
         }
         match event {
-            LinkEvent::Connected(welcome, checks) => {
+            LinkEvent::Connected {
+                welcome,
+                checks,
+                presented,
+                peer,
+            } => {
                 a.engine.handle_connected(now, server, welcome);
-                if a.checks != checks && !checks.is_null() {
-                    a.checks = checks.clone();
-                    let _ = self.shared.store().state_set("agent.checks", &checks);
+                if a.engine.server() != Some(server) {
+                    return; // not followed (AG-8)
+                }
+                // SECURITY.md: only home and its peer direct this agent; a standby server of
+                // another site keeps the agent's checks and pair duties as they are.
+                match a.engine.may_direct(server, &presented) {
+                    Ok(()) => {
+                        a.directing = Some((server, conn));
+                        if a.engine.handle_home_peer(server, &presented, &peer) {
+                            let home_peer = json!(a.engine.home_peer());
+                            let _ = self.shared.store().state_set("agent.home_peer", &home_peer);
+                        }
+                        if a.checks != checks && !checks.is_null() {
+                            a.checks = checks.clone();
+                            a.refused_checks.clear();
+                            let _ = self.shared.store().state_set("agent.checks", &checks);
+                        }
+                    }
+                    Err(why) => {
+                        a.directing = None;
+                        tracing::info!("{why}; keeping this agent's checks");
+                    }
+                }
+                if let Some((_, tx)) = a.links.get(&server) {
+                    for (check, reason) in &a.refused_checks {
+                        let _ = tx.send(LinkCmd::CheckRefused {
+                            check: check.clone(),
+                            reason: reason.clone(),
+                        });
+                    }
                 }
             }
             LinkEvent::Refused { reason, capacity } => {
@@ -922,10 +1016,26 @@ impl Core {
                 to,
                 fingerprint,
                 welcome,
+                presented,
             } => {
                 a.links.remove(&server);
+                if let Err(why) = a.engine.may_direct(server, &presented) {
+                    // SECURITY.md: a foreign standby cannot send the agent (and a pin) elsewhere.
+                    let why = format!("redirect refused: {why}");
+                    tracing::warn!("{why}");
+                    a.engine.handle_connect_failed(now, server, why.clone());
+                    a.engine.handle_disconnected(now, server, why);
+                    return;
+                }
                 if let Some(fp) = &fingerprint {
                     self.shared.pins.add(fp);
+                    // Home (or its peer) named where to go: that server may direct this agent.
+                    if a.engine
+                        .handle_home_peer(server, &presented, std::slice::from_ref(fp))
+                    {
+                        let home_peer = json!(a.engine.home_peer());
+                        let _ = self.shared.store().state_set("agent.home_peer", &home_peer);
+                    }
                 }
                 let addr = to.trim_start_matches("https://").to_string();
                 if !a.addrs.contains(&addr) {
@@ -942,18 +1052,50 @@ impl Core {
                 a.engine.handle_disconnected(now, server, why);
             }
             LinkEvent::HeartbeatAck { id, views } => {
+                // A server that may not direct this agent gives no word on its pairs.
+                let views = if a.directing == Some((server, conn)) {
+                    views
+                } else {
+                    Vec::new()
+                };
                 a.engine.handle_heartbeat_ack(now, server, id, &views)
             }
-            LinkEvent::Views(views) => a.engine.handle_pair_views(now, server, &views),
+            LinkEvent::Views(views) => {
+                let views = if a.directing == Some((server, conn)) {
+                    views
+                } else {
+                    tracing::warn!(
+                        "ignored pair views from a server that may not direct this agent"
+                    );
+                    Vec::new()
+                };
+                a.engine.handle_pair_views(now, server, &views)
+            }
             LinkEvent::Ack(upto) => a.engine.handle_ack(now, server, upto),
             LinkEvent::Recall => a.engine.handle_recall(now, server),
             LinkEvent::CertRotated(fp) => {
+                if a.directing != Some((server, conn)) {
+                    tracing::warn!(%fp, "ignored a certificate rotation from a server that may not direct this agent");
+                    return;
+                }
                 self.shared.pins.add(&fp);
                 let pins = self.shared.pins.list();
                 let _ = self.shared.store().state_set("pins", &json!(pins));
+                if server != 0
+                    && a.engine
+                        .handle_home_peer(server, &fp, std::slice::from_ref(&fp))
+                {
+                    let home_peer = json!(a.engine.home_peer());
+                    let _ = self.shared.store().state_set("agent.home_peer", &home_peer);
+                }
             }
             LinkEvent::Checks(checks) => {
+                if a.directing != Some((server, conn)) {
+                    tracing::warn!("ignored checks from a server that may not direct this agent");
+                    return;
+                }
                 a.checks = checks.clone();
+                a.refused_checks.clear();
                 let _ = self.shared.store().state_set("agent.checks", &checks);
             }
         }
@@ -1301,6 +1443,16 @@ impl Core {
     pub(crate) fn drain_now(&mut self) {
         self.drain();
     }
+}
+
+/// The fingerprints of this server's hot-standby peer that agents may trust as their home's
+/// peer (SECURITY.md): empty without hot standby.
+pub(crate) fn peer_fingerprints(shared: &Shared) -> Vec<String> {
+    let config = shared.config();
+    if config.failover.mode == config::FailoverMode::Off || config.peer().ok().flatten().is_none() {
+        return Vec::new();
+    }
+    shared.peer_pins.list()
 }
 
 /// AG-7: where to send agents: the peer's own listen address when it told us, else its URL.

@@ -114,6 +114,12 @@ pub enum ToServer {
     CertRotated {
         fingerprint: String,
     },
+    /// CK-1, SECURITY.md: the agent refuses this `command` check (its `agent.allow_commands`
+    /// does not allow it).
+    CheckRefused {
+        check: String,
+        reason: String,
+    },
     /// HS-3: a peer server polls; with `replicate`, it wants what changed since its cursors.
     PeerPoll {
         replicate: bool,
@@ -141,6 +147,10 @@ pub enum ToAgent {
         cluster: Option<String>,
         epoch: u64,
         checks: serde_json::Value,
+        /// The fingerprints of this server's hot-standby peer: the one other server the agent
+        /// lets direct it (SECURITY.md). Empty without hot standby.
+        #[serde(default)]
+        peer: Vec<String>,
     },
     Refused {
         reason: String,

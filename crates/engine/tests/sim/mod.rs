@@ -448,6 +448,7 @@ impl Site {
             epochs: ag.disk.epochs.clone(),
             held: held_ranges(&ag.disk.held),
             home_cluster: ag.disk.home_cluster.clone(),
+            home_peer: Default::default(),
         };
         ag.engine = Some(Agent::new(ag.config.clone(), restored, now));
         ag.conn = None;
