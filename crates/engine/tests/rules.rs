@@ -1234,6 +1234,7 @@ fn security_only_home_and_its_named_peer_direct_an_agent() {
         heartbeat: SEC,
         switchover_after: Duration::ZERO,
         switchback_interval: 5 * SEC,
+        held_limit: u64::MAX,
     };
     let now = std::time::Instant::now();
     let mut agent = Agent::new(config.clone(), Restored::default(), now);
