@@ -7,8 +7,8 @@ use understudy_system_tests::*;
 const TOKEN: &[&str] = &[
     "agent.heartbeat=200ms",
     "agent.switchover_after=600ms",
-    "server.enroll_token=sec-token",
-    "agent.enroll_token=sec-token",
+    "server.enroll_token=security-test-token",
+    "agent.enroll_token=security-test-token",
 ];
 
 /// The newest stored record named `name` from agent `agent`: its detail.
