@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, then runs every test: the console's unit tests, clippy, every Rust
 # test (engine simulation and property tests, runtime, CLI, whole-system tests with real
-# processes, desktop shell), and the desktop app end to end under Xvfb + D-Bus.
+# processes, desktop shell), a short fuzzing run of every decoder, and the desktop app end to
+# end under Xvfb + D-Bus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -24,6 +25,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "rust tests"
 cargo test --workspace -- --test-threads 2
+
+step "fuzz every decoder (20 s per target)"
+scripts/fuzz.sh --quick
 
 step "console in a browser"
 tests/console/run.sh

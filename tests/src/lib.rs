@@ -303,6 +303,7 @@ impl Site {
             log,
             child: None,
             netns: None,
+            env: Vec::new(),
         }
     }
 
@@ -372,6 +373,8 @@ pub struct Node {
     child: Option<Child>,
     /// The network namespace `serve` runs in (`ip netns exec`), if any.
     pub netns: Option<String>,
+    /// Extra environment for `serve` (a faked wall clock, [`Node::fake_clock`]).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -440,6 +443,7 @@ impl Node {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -490,6 +494,28 @@ impl Node {
         let _ = child.kill();
         let _ = child.wait();
         panic!("{} did not stop within 20s of SIGTERM", self.name);
+    }
+
+    /// Runs `serve` (from its next start) under libfaketime with its wall clock offset by what
+    /// `offset_file` says (`+0`, `+1h`, `-1h`; re-read every second), its monotonic clock left
+    /// alone: the step of an NTP correction or an operator's `date -s`, for this process only.
+    /// Needs the `faketime` package (scripts/packages.txt).
+    pub fn fake_clock(&mut self, offset_file: &Path) {
+        const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+        assert!(
+            Path::new(LIB).exists(),
+            "{LIB} is missing: install the faketime package (scripts/setup.sh)"
+        );
+        self.env = vec![
+            ("LD_PRELOAD".into(), LIB.into()),
+            (
+                "FAKETIME_TIMESTAMP_FILE".into(),
+                offset_file.display().to_string(),
+            ),
+            ("FAKETIME_CACHE_DURATION".into(), "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+            ("FAKETIME_DONT_RESET".into(), "1".into()),
+        ];
     }
 
     /// SIGSTOP: the process is frozen, its sockets stay open (a hung machine).

@@ -3,7 +3,8 @@
 //! `--set SECTION.KEY=VALUE`, and atomic saving.
 //!
 //! Checks that concern one value (a duration, a server URL, `listen`) run while deserializing, so
-//! toml can point at the exact line; checks across keys run in [`Config::validate`] and name the key.
+//! toml can point at the exact line; checks across keys run in [`Config::validate`], which names
+//! the key, and [`Config::from_text`] finds that key's line in the file (§4).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -34,7 +35,16 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
-    /// A value that is well-formed on its own but not acceptable with the rest of the file.
+    /// A cross-key error found in a file: `line` is where `key` (or what it depends on) is written.
+    #[error("{path}:{line}: {key}: {message}")]
+    InvalidAt {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    /// A value that is well-formed on its own but not acceptable with the rest of the
+    /// configuration, when there is no file to point into (`init`, a role change).
     #[error("{path}: {key}: {message}")]
     Invalid {
         path: PathBuf,
@@ -235,10 +245,16 @@ impl Config {
             doing: "reading the configuration",
             source,
         })?;
-        let mut config = Config::parse(&text).map_err(|e| {
+        Config::from_text(&text, path)
+    }
+
+    /// Parses and validates the text of the file at `path` (which is only used in errors and to
+    /// fill in an empty `node.data_dir`). Every error gives the line.
+    pub fn from_text(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config = Config::parse(text).map_err(|e| {
             let (line, column) = e
                 .span()
-                .map(|span| line_col(&text, span.start))
+                .map(|span| line_col(text, span.start))
                 .unwrap_or((1, 1));
             ConfigError::Parse {
                 path: path.to_path_buf(),
@@ -255,8 +271,9 @@ impl Config {
         }
         config
             .validate()
-            .map_err(|(key, message)| ConfigError::Invalid {
+            .map_err(|(key, message)| ConfigError::InvalidAt {
                 path: path.to_path_buf(),
+                line: key_line(text, &key),
                 key,
                 message,
             })?;
@@ -463,6 +480,41 @@ impl Config {
     }
 }
 
+/// The 1-based line of a key named by [`Config::validate`] (`agent.servers[1]`, `failover.peer`,
+/// `node`). A key that is not written in the file is located by what made it necessary (a peer is
+/// needed because of `failover.mode`, a server because of `node.server`), then by its section;
+/// the message names the key either way.
+fn key_line(text: &str, key: &str) -> usize {
+    use std::collections::BTreeMap;
+    use toml::Spanned;
+    type Sections = BTreeMap<String, Spanned<BTreeMap<String, Spanned<toml::Value>>>>;
+    let Ok(sections) = toml::from_str::<Sections>(text) else {
+        return 1;
+    };
+    let key = key.split('[').next().unwrap_or(key);
+    let because = match key {
+        "failover.peer" => Some("failover.mode"),
+        "agent.servers" | "failover.mode" | "node" => Some("node.server"),
+        _ => None,
+    };
+    let find = |key: &str| -> Option<usize> {
+        let (section, name) = key.split_once('.').unwrap_or((key, ""));
+        let table = sections.get(section)?;
+        let span = if name.is_empty() {
+            table.span()
+        } else {
+            table.get_ref().get(name)?.span()
+        };
+        Some(line_col(text, span.start).0)
+    };
+    let section = key.split('.').next().unwrap_or(key);
+    let exact = if key.contains('.') { find(key) } else { None };
+    exact
+        .or_else(|| because.and_then(find))
+        .or_else(|| find(section))
+        .unwrap_or(1)
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -569,10 +621,15 @@ impl ServerUrl {
                 .rsplit_once(':')
                 .ok_or_else(|| format!("`{s}` needs a port, like https://10.0.0.5:7400"))?
         };
+        // An IPv6 address is bracketed (checked above); anything else is an IPv4 address or a
+        // host name. A colon outside brackets would be written back as a bracketed "IPv6" that
+        // does not parse; control characters and punctuation have no place in a host name.
+        let bracketed = address.starts_with('[');
         if host.is_empty()
-            || host
-                .chars()
-                .any(|c| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '[' | ']'))
+            || (!bracketed
+                && !host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
         {
             return Err(format!("`{s}` has no valid host"));
         }
@@ -796,6 +853,12 @@ mod tests {
             "https://:7400",
             "https://a:7400#abc",
             "https://[zz]:7400",
+            // Found by fuzzing (fuzz/fuzz_targets/server_url.rs): a colon in an unbracketed
+            // host was accepted, then written back as `https://[a:b]:74`, which does not parse.
+            "https://a:b:74",
+            "https://host\0name:74",
+            "https://a,b:74",
+            "https://a b:74",
         ] {
             assert!(ServerUrl::parse(bad).is_err(), "{bad:?} should be refused");
         }
@@ -869,9 +932,29 @@ mod tests {
             "{msg}"
         );
 
+        // Cross-key errors give the line too (§4): where the key is written, or what needs it.
         let msg = load_err("[node]\nname = \"n1\"\n[failover]\nmode = \"primary\"\n");
         assert!(
-            msg.contains("failover.peer") && msg.contains("needs a peer"),
+            msg.contains("config.toml:4: failover.peer") && msg.contains("needs a peer"),
+            "{msg}"
+        );
+        let msg = load_err("[node]\nname = \"n1\"\n\n[agent]\nheartbeat = \"0\"\n");
+        assert!(
+            msg.contains("config.toml:5: agent.heartbeat: must be greater than 0"),
+            "{msg}"
+        );
+        let msg = load_err(
+            "[node]\nname = \"n1\"\n[failover]\nsync_interval = \"5s\"\nfailover_timeout = 0\n",
+        );
+        assert!(
+            msg.contains("config.toml:5: failover.failover_timeout"),
+            "{msg}"
+        );
+        let msg = load_err("[node]\nname = \"  \"\n");
+        assert!(msg.contains("config.toml:2: node.name"), "{msg}");
+        let msg = load_err("[node]\nname = \"n1\"\nagent = false\nserver = false\n");
+        assert!(
+            msg.contains("config.toml:4: node: at least one role"),
             "{msg}"
         );
 
@@ -879,7 +962,7 @@ mod tests {
         assert!(msg.contains(":4:") && msg.contains("tertiary"), "{msg}");
 
         let msg = load_err("[node]\nname = \"n1\"\nserver = false\n");
-        assert!(msg.contains("agent.servers"), "{msg}");
+        assert!(msg.contains("config.toml:3: agent.servers"), "{msg}");
 
         let msg = load_err("[node]\nname = \"n1\"\nid = \"not-a-uuid\"\n");
         assert!(msg.contains(":3:") && msg.contains("not a UUID"), "{msg}");

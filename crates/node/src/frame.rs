@@ -66,6 +66,54 @@ where
         .map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
+/// Reads frames from one stream, keeping a partly received frame between calls, so that
+/// [`FrameReader::read`] may be cancelled (a `tokio::select!` branch that lost) without losing
+/// bytes: a plain [`read_frame`] dropped halfway through a frame would leave the stream in the
+/// middle of it, and the next read would take payload bytes for a length.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> FrameReader<R> {
+        FrameReader {
+            inner,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Like [`read_frame`], and cancel-safe.
+    pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        loop {
+            if let Some(header) = self.buf.get(..4) {
+                let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+                if len as usize > MAX_FRAME {
+                    return Err(FrameError::Oversized {
+                        len: u64::from(len),
+                        max: MAX_FRAME,
+                    });
+                }
+                let end = 4 + len as usize;
+                if self.buf.len() >= end {
+                    let parsed = serde_json::from_slice(&self.buf[4..end])
+                        .map(Some)
+                        .map_err(|e| FrameError::Malformed(e.to_string()));
+                    self.buf.drain(..end);
+                    return parsed;
+                }
+            }
+            // `read` is cancel-safe: bytes are either in `buf` or still in the stream.
+            let mut chunk = [0u8; 16 * 1024];
+            match self.inner.read(&mut chunk).await? {
+                0 if self.buf.is_empty() => return Ok(None),
+                0 => return Err(FrameError::Truncated),
+                n => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
 /// Writes one frame and flushes it.
 pub async fn write_frame<T, W>(w: &mut W, message: &T) -> Result<(), FrameError>
 where
@@ -153,6 +201,36 @@ mod tests {
                 .contains("larger than the 1048576-byte limit"),
             "{err}"
         );
+    }
+
+    /// A frame read that loses a `select!` halfway through (the server side of an agent link
+    /// answers a heartbeat while a large records frame arrives) resumes where it stopped.
+    #[tokio::test]
+    async fn frame_reader_survives_cancellation_mid_frame() {
+        let (mut a, b) = socket_pair().await;
+        let mut reader = FrameReader::new(b);
+        let sent = Hello {
+            agent: "a".repeat(1000),
+            seq: 7,
+        };
+        let mut bytes = Vec::new();
+        let payload = serde_json::to_vec(&sent).expect("json");
+        bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&payload);
+        let (head, tail) = bytes.split_at(600);
+        a.write_all(head).await.expect("write");
+        let cancelled = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            reader.read::<Hello>(),
+        )
+        .await;
+        assert!(cancelled.is_err(), "half a frame is not a frame");
+        a.write_all(tail).await.expect("write");
+        write_frame(&mut a, &sent).await.expect("write");
+        drop(a);
+        assert_eq!(reader.read::<Hello>().await.expect("read"), Some(sent));
+        assert!(reader.read::<Hello>().await.expect("second").is_some());
+        assert_eq!(reader.read::<Hello>().await.expect("eof"), None);
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use understudy_engine::{Admission, Hello, PeerStatus, ProbeResult, TokenCheck, Welcome};
 
-use crate::frame::{read_frame, read_frame_max, write_frame};
+use crate::frame::{read_frame, read_frame_max, write_frame, FrameReader};
 use crate::limits::{ConnLimits, Permit, HANDSHAKE_TIMEOUT};
 use crate::logsafe;
 use crate::runtime::{Input, LinkCmd, LinkEvent, Shared};
@@ -474,9 +474,11 @@ async fn agent_connection<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    // Cancel-safe: the select below may drop a read halfway through a frame.
+    let mut frames = FrameReader::new(rd);
     loop {
         tokio::select! {
-            frame = read_frame::<ToServer, _>(rd) => match frame {
+            frame = frames.read::<ToServer>() => match frame {
                 Ok(Some(ToServer::Heartbeat { id: hb, pairs })) => {
                     let reports = pairs.into_iter().map(|r: MemberReport| (r.pair, r.epoch.into(), r.active)).collect();
                     let _ = shared.core.send(Input::Heartbeat { conn, agent: name.to_string(), id: hb, reports });

@@ -1,0 +1,662 @@
+//! PRODUCT.md §4 rows that a hostile or broken client reaches through the port, against real
+//! processes (issue 12, "Also"): bad frames after the Hello on an accepted link, frames and a
+//! Hello trickled byte by byte, a client without a certificate, the admin API without
+//! `Authorization` or with another scheme on every route, and cross-key configuration errors.
+//! Each time the bad connection is closed or refused, the node keeps serving its agents, and
+//! nothing is stored or changed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use understudy_node::frame::{read_frame, write_frame, MAX_FRAME};
+use understudy_node::store::Record;
+use understudy_node::tls::{self, NodeIdentity, Pins, ALPN_HTTP, ALPN_WIRE};
+use understudy_node::wire::{ToAgent, ToServer};
+use understudy_system_tests::*;
+
+const TOKEN: &str = "enroll-token-12c";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// A server with one connected agent whose records flow: what a bad connection must not disturb.
+fn server_with_agent(site: &Site) -> (Node, Node) {
+    let token = format!("server.enroll_token={TOKEN}");
+    let agent_token = format!("agent.enroll_token={TOKEN}");
+    let mut server = site.server("srv", &[&token]);
+    let mut agent = site.agent(
+        "a1",
+        &[&server],
+        &[&[&agent_token[..]][..], FAST_AGENT].concat(),
+    );
+    server.start();
+    agent.start();
+    agent.wait_link("home", Some(&server));
+    (server, agent)
+}
+
+fn assert_still_serving(server: &Node, agent: &Node, sent_before: u64) {
+    assert!(server.status().is_some(), "the node answers its admin API");
+    assert_eq!(
+        agent.link_state().as_deref(),
+        Some("home"),
+        "the other agent is unaffected"
+    );
+    let (_, last) = agent.send(20);
+    assert!(last > sent_before);
+    wait_records(&[server], &[("a1", last)]);
+}
+
+/// A client certificate of its own, made in `dir` (an agent nobody configured).
+fn identity(site: &Site, name: &str) -> Arc<NodeIdentity> {
+    let dir = site.dir().join(name);
+    std::fs::create_dir_all(&dir).expect("client dir");
+    tls::load_or_generate(&dir).expect("a client certificate");
+    NodeIdentity::load(&dir).expect("the client identity")
+}
+
+fn hello(id: &str, name: &str) -> ToServer {
+    ToServer::Hello {
+        id: id.into(),
+        name: name.into(),
+        home: true,
+        token: TOKEN.into(),
+        probe: false,
+    }
+}
+
+fn frame_bytes(message: &ToServer) -> Vec<u8> {
+    let payload = serde_json::to_vec(message).expect("json");
+    let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&payload);
+    bytes
+}
+
+fn records(from: u64, n: u64) -> ToServer {
+    ToServer::Records {
+        records: (from..from + n)
+            .map(|seq| Record {
+                seq,
+                name: format!("raw{}", seq % 3),
+                value: seq as f64,
+                time_ms: 1_700_000_000_000 + seq as i64,
+                pair: None,
+                kind: "metric".into(),
+                detail: None,
+            })
+            .collect(),
+    }
+}
+
+/// Reads frames until one satisfies `want` (skipping views, acks of heartbeats, checks), the
+/// connection ends, or 20 s pass.
+async fn read_until<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    want: impl Fn(&ToAgent) -> bool,
+) -> Option<ToAgent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, read_frame::<ToAgent, _>(stream)).await {
+            Ok(Ok(Some(m))) if want(&m) => return Some(m),
+            Ok(Ok(Some(ToAgent::Error { reason }))) => return Some(ToAgent::Error { reason }),
+            Ok(Ok(Some(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// Whether the server closes the connection (EOF or reset) within 30 s.
+async fn closed_by_server<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A raw `understudy/1` link that enrolled with the token and got its Welcome.
+async fn enrolled_link(
+    server: &Node,
+    identity: Arc<NodeIdentity>,
+    id: &str,
+    name: &str,
+) -> impl AsyncRead + AsyncWrite + Unpin {
+    let pins = Pins::new([server.fingerprint.clone()]);
+    let mut stream = tls::connect(&server.listen, &pins, Some(identity), &[ALPN_WIRE])
+        .await
+        .expect("TLS connection");
+    write_frame(&mut stream, &hello(id, name))
+        .await
+        .expect("hello");
+    match read_until(&mut stream, |m| matches!(m, ToAgent::Welcome { .. })).await {
+        Some(ToAgent::Welcome { .. }) => stream,
+        other => panic!("expected a welcome for {name}, got {other:?}"),
+    }
+}
+
+const RAW_ID: &str = "6f1c1d0e-8f9a-4c2b-9d7e-3a5b6c7d8e9f";
+
+#[test]
+fn bad_input_bad_frames_after_the_hello_close_that_link_only() {
+    let site = Site::new(121);
+    let (server, agent) = server_with_agent(&site);
+    let (_, sent) = agent.send(5);
+    let raw = identity(&site, "raw");
+    let garbage = {
+        let g = b"{\"type\": \"records\", \"records\": [{\"seq\": \"one\"}]}".to_vec();
+        let mut f = (g.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&g);
+        f
+    };
+    let oversized = {
+        let mut f = ((MAX_FRAME as u32) + 1).to_be_bytes().to_vec();
+        f.extend(std::iter::repeat_n(b'x', 4096));
+        f
+    };
+    let not_json = {
+        let mut f = 9u32.to_be_bytes().to_vec();
+        f.extend_from_slice(b"not json!");
+        f
+    };
+    for (what, bytes, expect) in [
+        ("a records frame of the wrong shape", garbage, "malformed"),
+        ("an oversized frame", oversized, "larger than"),
+        ("a frame that is not JSON", not_json, "malformed"),
+    ] {
+        let (answer, closed) = rt().block_on(async {
+            let mut link = enrolled_link(&server, raw.clone(), RAW_ID, "raw").await;
+            // One good batch first: the link works until the bad frame.
+            let _ = link.write_all(&bytes).await;
+            let _ = link.flush().await;
+            let answer = read_until(&mut link, |m| matches!(m, ToAgent::Error { .. })).await;
+            (answer, closed_by_server(&mut link).await)
+        });
+        match answer {
+            Some(ToAgent::Error { reason }) => {
+                assert!(reason.contains(expect), "{what}: {reason}")
+            }
+            other => panic!("{what}: expected an error frame, got {other:?}"),
+        }
+        assert!(closed, "{what}: the connection is closed");
+    }
+    wait_until(WAIT, "the closed links in the log", || {
+        (server.log_text().matches("closing connection").count() >= 3).then_some(())
+    });
+    assert_still_serving(&server, &agent, sent);
+    let stored: Vec<Value> = server.records().expect("records");
+    assert!(
+        stored.iter().all(|r| r["agent"] == "a1"),
+        "nothing of the bad links was stored"
+    );
+    assert_eq!(
+        server.agent_entry("raw").expect("enrolled by token")["state"],
+        "disconnected",
+        "the bad link is gone"
+    );
+}
+
+#[test]
+fn bad_input_frames_trickled_after_the_hello_are_read_whole() {
+    let site = Site::new(122);
+    let (server, agent) = server_with_agent(&site);
+    let raw = identity(&site, "trickler");
+    let acked = rt().block_on(async {
+        let mut link = enrolled_link(&server, raw, RAW_ID, "trickler").await;
+        let mut upto = 0;
+        for batch in 0..3u64 {
+            // A heartbeat the server answers while the next frame is still arriving: its
+            // answer must not cost the half-read frame (a select that drops a read would).
+            let heartbeat = frame_bytes(&ToServer::Heartbeat {
+                id: batch + 1,
+                pairs: vec![],
+            });
+            link.write_all(&heartbeat).await.expect("heartbeat");
+            for byte in frame_bytes(&records(batch * 10 + 1, 10)) {
+                link.write_all(&[byte]).await.expect("a byte");
+                link.flush().await.expect("flush");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            match read_until(&mut link, |m| matches!(m, ToAgent::Ack { .. })).await {
+                Some(ToAgent::Ack { upto: u }) => upto = u,
+                other => panic!("batch {batch}: expected an ack, got {other:?}"),
+            }
+        }
+        upto
+    });
+    assert_eq!(acked, 30, "every trickled record acknowledged");
+    wait_records(&[&server], &[("trickler", 30)]);
+    assert_still_serving(&server, &agent, 0);
+}
+
+#[test]
+fn bad_input_hello_trickled_byte_by_byte_completes_or_is_closed_in_bounded_time() {
+    let site = Site::new(123);
+    let (server, agent) = server_with_agent(&site);
+    let pins = Pins::new([server.fingerprint.clone()]);
+    // A Hello sent a byte at a time, but within a few seconds: it completes.
+    let welcome = rt().block_on(async {
+        let mut stream = tls::connect(
+            &server.listen,
+            &pins,
+            Some(identity(&site, "slow")),
+            &[ALPN_WIRE],
+        )
+        .await
+        .expect("TLS connection");
+        for byte in frame_bytes(&hello(RAW_ID, "slow")) {
+            stream.write_all(&[byte]).await.expect("a byte");
+            stream.flush().await.expect("flush");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        read_until(&mut stream, |m| matches!(m, ToAgent::Welcome { .. })).await
+    });
+    assert!(
+        matches!(welcome, Some(ToAgent::Welcome { .. })),
+        "a slow but steady Hello is welcomed: {welcome:?}"
+    );
+    // A Hello that never ends (a byte every 500 ms, for ever) is closed by the server: the
+    // connection costs bounded time. The bound is the product's (a Hello timeout), far under 60 s.
+    let (closed_after, bytes_sent) = rt().block_on(async {
+        let stream = tls::connect(
+            &server.listen,
+            &pins,
+            Some(identity(&site, "endless")),
+            &[ALPN_WIRE],
+        )
+        .await
+        .expect("TLS connection");
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let started = Instant::now();
+        let writer = async {
+            let bytes = frame_bytes(&hello("7f1c1d0e-8f9a-4c2b-9d7e-3a5b6c7d8e90", "endless"));
+            let mut sent = 0;
+            // Never the last byte: the Hello is never complete.
+            for byte in bytes.iter().take(bytes.len() - 1).cycle().take(120) {
+                if wr.write_all(&[*byte]).await.is_err() || wr.flush().await.is_err() {
+                    break;
+                }
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            sent
+        };
+        let reader = async {
+            let mut buf = [0u8; 256];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => return started.elapsed(),
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::select! {
+            closed = reader => (Some(closed), 0),
+            sent = writer => (None, sent),
+        }
+    });
+    let closed_after = closed_after.unwrap_or_else(|| {
+        panic!("the endless Hello was still open after {bytes_sent} bytes (60 s)")
+    });
+    assert!(closed_after < Duration::from_secs(60));
+    assert!(
+        server.agent_entry("endless").is_none(),
+        "nothing known of it"
+    );
+    assert_still_serving(&server, &agent, 0);
+}
+
+#[test]
+fn bad_input_client_without_a_certificate_is_refused() {
+    let site = Site::new(124);
+    let (server, agent) = server_with_agent(&site);
+    let pins = Pins::new([server.fingerprint.clone()]);
+    for first in [
+        hello(RAW_ID, "anonymous"),
+        ToServer::PeerPoll {
+            replicate: true,
+            site_version: 0,
+            records_after: 0,
+            events_after: 0,
+        },
+        records(1, 5),
+    ] {
+        let (answer, closed) = rt().block_on(async {
+            // No client identity at all: only the server is authenticated.
+            let mut stream = match tls::connect(&server.listen, &pins, None, &[ALPN_WIRE]).await {
+                Ok(s) => s,
+                // Refused during the handshake: as good as refused after it.
+                Err(_) => return (None, true),
+            };
+            let _ = write_frame(&mut stream, &first).await;
+            let answer = read_until(&mut stream, |_| true).await;
+            (answer, closed_by_server(&mut stream).await)
+        });
+        match &answer {
+            None => {}
+            Some(ToAgent::Error { reason }) => {
+                assert!(reason.contains("certificate"), "{reason}")
+            }
+            Some(other) => panic!("a client without a certificate was answered {other:?}"),
+        }
+        assert!(closed, "the connection is closed");
+    }
+    assert!(
+        server.agent_entry("anonymous").is_none(),
+        "not even pending"
+    );
+    assert_still_serving(&server, &agent, 0);
+    assert!(
+        server
+            .records()
+            .expect("records")
+            .iter()
+            .all(|r| r["agent"] == "a1"),
+        "nothing stored"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The admin API without valid credentials: 401 on every route, no action taken.
+
+/// Every admin route with a body that would change something if it were authorized.
+fn every_route(agent: &str) -> Vec<(&'static str, String, Option<Value>)> {
+    vec![
+        ("GET", "/api/status".into(), None),
+        ("GET", "/api/records".into(), None),
+        ("GET", "/api/events".into(), None),
+        ("GET", "/api/cert".into(), None),
+        (
+            "POST",
+            "/api/cert/generate".into(),
+            Some(json!({"dns": ["x.example"]})),
+        ),
+        (
+            "POST",
+            "/api/send".into(),
+            Some(json!({"records": [{"name": "cpu", "value": 1.0}]})),
+        ),
+        (
+            "POST",
+            "/api/link/trust".into(),
+            Some(json!({"fingerprint": "ab".repeat(32)})),
+        ),
+        ("GET", "/api/settings".into(), None),
+        (
+            "POST",
+            "/api/settings".into(),
+            Some(json!({"ui.notifications": false})),
+        ),
+        ("GET", "/api/pairs".into(), None),
+        (
+            "POST",
+            "/api/pairs".into(),
+            Some(json!({"name": "new", "primary": agent, "secondary": "solo"})),
+        ),
+        ("DELETE", "/api/pairs/web".into(), None),
+        ("POST", "/api/pairs/web/force-failover".into(), None),
+        ("POST", "/api/pairs/web/revert".into(), None),
+        ("GET", "/api/agents".into(), None),
+        ("POST", format!("/api/agents/{agent}/accept"), None),
+        ("POST", format!("/api/agents/{agent}/reject"), None),
+        ("POST", format!("/api/agents/{agent}/recall"), None),
+        ("POST", "/api/ha/standby".into(), None),
+        ("POST", "/api/role".into(), Some(json!({"server": "off"}))),
+        ("GET", "/api/checks".into(), None),
+        (
+            "POST",
+            "/api/checks".into(),
+            Some(json!({"name": "new", "kind": "tcp", "target": "127.0.0.1:9", "agent": "solo"})),
+        ),
+        ("DELETE", "/api/checks/db".into(), None),
+        ("GET", "/api/nosuchroute".into(), None),
+    ]
+}
+
+/// One HTTP/1.1 request with exactly the `Authorization` header given (or none); the status.
+async fn raw_http(
+    addr: &str,
+    pins: &Pins,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, String) {
+    let mut stream = tls::connect(addr, pins, None, &[ALPN_HTTP])
+        .await
+        .expect("TLS connection");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(a) = authorization {
+        request.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn bad_input_admin_api_without_authorization_or_another_scheme_is_401_on_every_route() {
+    let site = Site::new(125);
+    let mut node = site.init("solo", "standalone", &[], &[]);
+    let mut other = site.init("stranger", "agent", &[node.url()], FAST_AGENT);
+    node.start();
+    other.start();
+    // Something every action could change: a pending agent, a pair, a check, the settings.
+    wait_until(WAIT, "stranger pending", || node.agent_entry("stranger"));
+    node.cli_ok(&[
+        "pair",
+        "add",
+        "web",
+        "--primary",
+        "solo",
+        "--secondary",
+        "stranger",
+    ]);
+    node.cli_ok(&[
+        "check",
+        "add",
+        "db",
+        "--kind",
+        "tcp",
+        "--target",
+        "127.0.0.1:9",
+        "--agent",
+        "solo",
+    ]);
+    let token = std::fs::read_to_string(node.dir.join("admin.token")).expect("admin token");
+    let token = token.trim();
+    let config_before = std::fs::read(node.dir.join("config.toml")).expect("config");
+    let cert_before = std::fs::read(node.dir.join("cert.pem")).ok();
+    let before = node.status_now();
+    let events_before = node.try_json(&["events", "--json"]).expect("events");
+
+    let basic = {
+        // base64("admin:" + token) without a dependency: the scheme is what matters.
+        fn b64(input: &[u8]) -> String {
+            const T: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut out = String::new();
+            for chunk in input.chunks(3) {
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
+                let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+                for i in 0..4 {
+                    if i <= chunk.len() {
+                        out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                    } else {
+                        out.push('=');
+                    }
+                }
+            }
+            out
+        }
+        format!("Basic {}", b64(format!("admin:{token}").as_bytes()))
+    };
+    let headers: Vec<Option<String>> = vec![
+        None,
+        Some(basic),
+        Some(format!("Basic {token}")),
+        Some(format!("Token {token}")),
+        Some(format!("Digest username=\"admin\", response=\"{token}\"")),
+        Some(token.to_string()),
+        Some("Bearer".into()),
+        Some("Bearer ".into()),
+        Some(format!("Bearer {}", "0".repeat(64))),
+        Some(format!("Bearer {token}x")),
+    ];
+    let pins = Pins::new([node.fingerprint.clone()]);
+    let mut answers = 0;
+    rt().block_on(async {
+        for (method, path, body) in every_route("stranger") {
+            for header in &headers {
+                let (status, text) = raw_http(
+                    &node.listen,
+                    &pins,
+                    method,
+                    &path,
+                    header.as_deref(),
+                    body.as_ref(),
+                )
+                .await;
+                assert_eq!(
+                    status, 401,
+                    "{method} {path} with Authorization {header:?}: {text}"
+                );
+                assert!(text.contains("token"), "{text}");
+                answers += 1;
+            }
+        }
+        // The right token works on the same connection code: the 401s were the credentials.
+        let (status, text) = raw_http(
+            &node.listen,
+            &pins,
+            "GET",
+            "/api/status",
+            Some(&format!("Bearer {token}")),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+    });
+    assert_eq!(answers, every_route("x").len() * headers.len());
+
+    // No action was taken.
+    assert_eq!(
+        std::fs::read(node.dir.join("config.toml")).expect("config"),
+        config_before,
+        "roles and settings unchanged"
+    );
+    assert_eq!(
+        std::fs::read(node.dir.join("cert.pem")).ok(),
+        cert_before,
+        "no certificate generated"
+    );
+    let after = node.status_now();
+    assert_eq!(after["node"], before["node"]);
+    assert_eq!(after["pairs"].as_array().map(Vec::len), Some(1));
+    assert_eq!(after["pairs"][0]["active"], before["pairs"][0]["active"]);
+    assert_eq!(
+        node.agent_entry("stranger").expect("listed")["pending"],
+        true,
+        "still pending"
+    );
+    assert_eq!(after["link"]["cached"], 0, "nothing handed to the agent");
+    let checks = node.cli_ok(&["check", "list"]);
+    assert!(checks.contains("db") && !checks.contains("new"), "{checks}");
+    let events_after = node.try_json(&["events", "--json"]).expect("events");
+    let codes = |v: &Value| -> Vec<String> {
+        v["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["code"].as_str().map(String::from))
+            .filter(|c| c != "AGENT_PENDING")
+            .collect()
+    };
+    assert_eq!(codes(&events_after), codes(&events_before), "no new events");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration errors across keys: exit 2 with file and line, nothing changed.
+
+#[test]
+fn bad_input_cross_key_config_errors_name_file_and_line() {
+    let site = Site::new(126);
+    let node = site.init("n1", "server", &[], &[]);
+    let path = node.dir.join("config.toml");
+    let good = std::fs::read_to_string(&path).expect("config");
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "failover.mode without a peer",
+            good.replace("mode = \"off\"", "mode = \"primary\""),
+            "peer = \"\"",
+        ),
+        (
+            "no role at all",
+            good.replace("server = true", "server = false"),
+            "server = false",
+        ),
+        (
+            "a zero heartbeat",
+            good.replace("heartbeat = \"1s\"", "heartbeat = \"0\""),
+            "heartbeat = \"0\"",
+        ),
+        (
+            "an empty name",
+            good.replace("name = \"n1\"", "name = \"  \""),
+            "name = \"  \"",
+        ),
+    ];
+    for (what, text, bad_line) in cases {
+        assert_ne!(text, good, "{what}: the file was changed");
+        std::fs::write(&path, &text).expect("write");
+        let line = text
+            .lines()
+            .position(|l| l.trim() == bad_line)
+            .unwrap_or_else(|| panic!("{what}: {bad_line:?} in\n{text}"))
+            + 1;
+        let out = node
+            .serve_once(Duration::from_secs(30))
+            .expect("serve exits");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{}:{line}:", path.display())),
+            "{what}: names the file and line {line}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("config"),
+            text,
+            "{what}: nothing is changed"
+        );
+    }
+    assert!(
+        !node.dir.join("store.db").exists(),
+        "a node with a bad config never started"
+    );
+}
