@@ -100,8 +100,7 @@ fn disk_full_on_a_server_keeps_records_on_the_agent_and_recovers_when_space_retu
         log.contains("full"),
         "the error says the disk is full: {}",
         log.lines()
-            .filter(|l| l.contains("not stored"))
-            .last()
+            .rfind(|l| l.contains("not stored"))
             .unwrap_or("")
     );
     assert!(
@@ -187,10 +186,10 @@ fn corrupt_store_on_a_server_is_a_clear_error_and_the_agent_keeps_its_records() 
     let (_, first) = a.send(500);
     wait_records(&[&s], &[("a", first)]);
 
-    // The store is damaged under the server (a bad disk, a stray write): every page after the
-    // first overwritten, the write-ahead log and its index dropped. The server is stopped with
-    // SIGKILL at that moment, as a crash on a failing disk would.
-    s.kill9();
+    // The store is damaged on disk (a bad disk, a stray write): every page after the first
+    // overwritten. The server was stopped (its log checkpointed into the file) and is started
+    // again on the damaged file.
+    s.stop();
     let db = s.dir.join("store.db");
     let _ = std::fs::remove_file(s.dir.join("store.db-wal"));
     let _ = std::fs::remove_file(s.dir.join("store.db-shm"));
@@ -200,7 +199,7 @@ fn corrupt_store_on_a_server_is_a_clear_error_and_the_agent_keeps_its_records() 
         *b = 0x5a;
     }
     std::fs::write(&db, &bytes).expect("corrupt");
-    assert_eq!(std::fs::metadata(&db).expect("store").len(), len);
+    assert!(len > 3 * 4096, "the records are in the file: {len} bytes");
 
     // The agent keeps its records while its server is gone.
     let (_, last) = a.send(300);

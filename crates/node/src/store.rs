@@ -418,6 +418,22 @@ impl Store {
                 message: format!("could not switch to WAL journal mode (got {mode})"),
             });
         }
+        // §4: a damaged file is refused at start with SQLite's words, rather than found page by
+        // page by later writes (the node would run on, refusing records it cannot store). The
+        // check reads the whole file once: seconds for a store of gigabytes.
+        let check: String = conn
+            .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+            .map_err(err("checking the store"))?;
+        if check != "ok" {
+            return Err(StoreError::BadData {
+                path: path.to_path_buf(),
+                doing: "checking the store",
+                message: format!(
+                    "the store is corrupt ({check}): move it aside and restore it from a backup \
+                     or the hot-standby peer"
+                ),
+            });
+        }
         // FULL: a commit is on disk when it returns, so an acknowledgement is never a lie.
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err("setting synchronous=FULL"))?;
