@@ -90,6 +90,7 @@ fn records(from: u64, n: u64) -> ToServer {
                 detail: None,
             })
             .collect(),
+        taken_for: None,
     }
 }
 
