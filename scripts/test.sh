@@ -17,6 +17,9 @@ step "web console unit tests"
 step "format"
 cargo fmt --all --check
 
+step "console types generated from crates/api are current"
+cargo test -p understudy-api --features ts typescript_bindings_are_current
+
 step "build"
 cargo build --workspace --all-targets
 

@@ -5,10 +5,9 @@
 import type { CertInfo, CheckDef, EventItem, Overall, RecordItem, Status } from './types';
 import {
   activeMemberName,
-  canForceFailover,
-  canRevert,
+  actionOf,
   checkUp,
-  eventTone,
+  severityTone,
   latestChecks,
   nodeStateTone,
   pairTone,
@@ -162,8 +161,8 @@ export function renderPairs(s: Status): string {
     ? s.pairs
         .map((p) => {
           const t = pairTone(p);
-          const ff = canForceFailover(s, p);
-          const rv = canRevert(s, p);
+          const ff = actionOf(p, 'force_failover');
+          const rv = actionOf(p, 'revert');
           const member = activeMemberName(p);
           const activeCls = p.active === 'secondary' ? ' on-secondary' : p.active === 'primary' ? '' : ' on-none';
           const stateText = t === 'warn' && tone(p.state) === 'ok' ? 'degraded' : p.state;
@@ -294,7 +293,7 @@ export function renderEvents(events: EventItem[], total: number): string {
       (e) => `
 <li class="event" data-testid="event-row-${esc(e.id)}" data-code="${esc(e.code)}" data-id="${esc(e.id)}">
   <span class="mono small time">${esc(fmtTime(e.time_ms))}</span>
-  <span class="badge tone-${eventTone(e.code)} code" data-testid="event-code">${esc(e.code)}</span>
+  <span class="badge tone-${severityTone(e.severity)} code" data-testid="event-code">${esc(e.code)}</span>
   <span class="subject">${esc(e.subject)}</span>
   <span class="sentence" data-testid="event-sentence">${esc(e.sentence)}</span>
 </li>`,

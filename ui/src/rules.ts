@@ -1,7 +1,8 @@
-// Pure decisions the console makes from the status: colours, which buttons are
-// allowed, the overall state, event merging/filtering, latest check results.
+// How the console renders the status: colours, the overall state, event merging/filtering,
+// latest check results. It keeps no policy: whether an action is allowed (and why not) is the
+// engine's answer in `pair.actions`, and an event's colour is its severity.
 
-import type { Agent, EventItem, Overall, Pair, RecordItem, Status } from './types';
+import type { EventItem, Overall, Pair, RecordItem, Severity, Status } from './types';
 
 export type Tone = 'ok' | 'warn' | 'bad' | 'off' | 'info';
 
@@ -59,33 +60,15 @@ export function pairTone(p: Pair): Tone {
   return t;
 }
 
-export function agentByName(status: Status, name: string): Agent | undefined {
-  return status.agents.find((a) => a.name === name);
-}
-
-export function isConnected(status: Status, name: string): boolean {
-  return agentByName(status, name)?.state === 'connected';
-}
-
 export interface Allowed {
   allowed: boolean;
-  reason: string; // why not, for the button's tooltip
+  reason: string; // why not (the engine's sentence), for the button's tooltip
 }
 
-/** Force failover: not when the secondary is already active or not connected. */
-export function canForceFailover(status: Status, p: Pair): Allowed {
-  if (p.active === 'secondary') return { allowed: false, reason: 'the secondary is already active' };
-  if (!isConnected(status, p.secondary))
-    return { allowed: false, reason: `secondary ${p.secondary} is not connected` };
-  return { allowed: true, reason: `move ${p.name} to ${p.secondary}` };
-}
-
-/** Revert: not when the primary is already active or not connected. */
-export function canRevert(status: Status, p: Pair): Allowed {
-  if (p.active === 'primary') return { allowed: false, reason: 'the primary is already active' };
-  if (!isConnected(status, p.primary))
-    return { allowed: false, reason: `primary ${p.primary} is not connected` };
-  return { allowed: true, reason: `move ${p.name} back to ${p.primary}` };
+/** PR-5: the engine's answer for an action, as `status` reports it. */
+export function actionOf(p: Pair, action: 'force_failover' | 'revert'): Allowed {
+  const a = p.actions[action];
+  return { allowed: a.allowed, reason: a.reason ?? '' };
 }
 
 export function activeMemberName(p: Pair): string | null {
@@ -128,32 +111,21 @@ export function maxEventId(events: EventItem[]): number | null {
   return events.length ? events.reduce((m, e) => Math.max(m, e.id), events[0].id) : null;
 }
 
-/** Codes every site will see (the filter lists these plus any code seen). */
-export const KNOWN_CODES = [
-  'SWITCHOVER',
-  'SWITCHBACK',
-  'STAGED',
-  'BLACKOUT',
-  'BLACKOUT_END',
-  'FAILOVER',
-  'PAIR_BLACKOUT',
-  'PROMOTED',
-  'DEMOTED',
-];
-
+/** The codes seen, for the filter. */
 export function eventCodes(events: EventItem[]): string[] {
-  const set = new Set(KNOWN_CODES);
-  for (const e of events) set.add(e.code);
-  return [...set].sort();
+  return [...new Set(events.map((e) => e.code))].sort();
 }
 
-export function eventTone(code: string): Tone {
-  const c = code.toUpperCase();
-  if (c.endsWith('_END') || c === 'SWITCHBACK' || c === 'PROMOTED' || c === 'ACCEPTED') return 'ok';
-  if (c.includes('BLACKOUT') || c.includes('FAIL') || c.includes('ERROR') || c.includes('SPLIT')) return 'bad';
-  if (c === 'SWITCHOVER' || c === 'STAGED' || c === 'DEMOTED' || c.includes('HOOK') || c.includes('PENDING'))
-    return 'warn';
-  return 'info';
+/** An event's colour: its severity, as the engine's table says. */
+export function severityTone(severity: Severity): Tone {
+  switch (severity) {
+    case 'critical':
+      return 'bad';
+    case 'warning':
+      return 'warn';
+    default:
+      return 'info';
+  }
 }
 
 // --------------------------------------------------------------- checks ----
@@ -173,7 +145,15 @@ export function latestChecks(records: RecordItem[]): RecordItem[] {
 
 /** up / down / null (unknown) from a check record's detail. */
 export function checkUp(r: RecordItem): boolean | null {
-  const d = r.detail;
+  // A check's detail is stored as JSON text ({"up": true, …}); other records' as plain text.
+  let d: unknown = r.detail;
+  if (typeof d === 'string' && d.trimStart().startsWith('{')) {
+    try {
+      d = JSON.parse(d);
+    } catch {
+      // not JSON after all: read it as text
+    }
+  }
   if (d && typeof d === 'object') {
     const o = d as Record<string, unknown>;
     if (typeof o.up === 'boolean') return o.up;

@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { App } from '../src/app';
 import { ApiError } from '../src/api';
-import { canForceFailover, canRevert } from '../src/rules';
+import { actionOf } from '../src/rules';
 import { byTestId, makeStatus, settle, standardTransport } from './fixtures';
 
 let root: HTMLElement;
@@ -10,57 +10,43 @@ beforeEach(() => {
   root = document.getElementById('app')!;
 });
 
-describe('pair button rules', () => {
-  it('force failover: allowed on a healthy pair on its primary with the secondary connected', () => {
+describe('pair buttons render the engine\'s answer', () => {
+  // The four causes the engine's guard refuses an action with (PR-5), in its own words.
+  const REFUSALS = [
+    'this server is not the acting server of the site',
+    'a handover of web is already under way',
+    'web is already active on the primary web-1',
+    'the secondary web-2 is not connected',
+  ];
+
+  it('allowed actions are enabled', () => {
     const s = makeStatus();
-    expect(canForceFailover(s, s.pairs[0]).allowed).toBe(true);
-  });
-  it('force failover: refused when the secondary is already active', () => {
-    const s = makeStatus();
-    expect(canForceFailover(s, s.pairs[1])).toEqual({ allowed: false, reason: 'the secondary is already active' });
-  });
-  it('force failover: refused when the secondary is not connected', () => {
-    const s = makeStatus();
-    s.agents.find((a) => a.name === 'web-2')!.state = 'disconnected';
-    const r = canForceFailover(s, s.pairs[0]);
-    expect(r.allowed).toBe(false);
-    expect(r.reason).toContain('web-2');
-  });
-  it('force failover: refused when the secondary is unknown', () => {
-    const s = makeStatus();
-    s.agents = s.agents.filter((a) => a.name !== 'web-2');
-    expect(canForceFailover(s, s.pairs[0]).allowed).toBe(false);
-  });
-  it('revert: refused when the primary is already active', () => {
-    const s = makeStatus();
-    expect(canRevert(s, s.pairs[0]).allowed).toBe(false);
-  });
-  it('revert: refused when the primary is not connected', () => {
-    const s = makeStatus(); // db is on db-2, db-1 disconnected
-    const r = canRevert(s, s.pairs[1]);
-    expect(r.allowed).toBe(false);
-    expect(r.reason).toContain('db-1');
-  });
-  it('revert: allowed when on the secondary and the primary is connected', () => {
-    const s = makeStatus();
-    s.agents.find((a) => a.name === 'db-1')!.state = 'connected';
-    expect(canRevert(s, s.pairs[1]).allowed).toBe(true);
-  });
-  it('pair blackout: both allowed only for connected members', () => {
-    const s = makeStatus();
-    s.pairs[0].active = 'none';
-    expect(canForceFailover(s, s.pairs[0]).allowed).toBe(true);
-    expect(canRevert(s, s.pairs[0]).allowed).toBe(true);
+    expect(actionOf(s.pairs[0], 'force_failover')).toEqual({ allowed: true, reason: '' });
   });
 
-  it('renders the rules onto the buttons', async () => {
+  for (const reason of REFUSALS) {
+    it(`a refused action is disabled with the engine's sentence: ${reason}`, async () => {
+      const s = makeStatus();
+      s.pairs[0].actions.force_failover = { allowed: false, reason };
+      s.pairs[0].actions.revert = { allowed: false, reason };
+      const app = new App({ root, transport: standardTransport().on('GET /api/status', () => s) });
+      await app.refresh();
+      for (const id of ['force-failover-web', 'revert-web']) {
+        const button = byTestId<HTMLButtonElement>(root, id);
+        expect(button.disabled).toBe(true);
+        expect(button.title).toBe(reason);
+      }
+    });
+  }
+
+  it('renders the status onto the buttons', async () => {
     const app = new App({ root, transport: standardTransport() });
     await app.refresh();
     expect(byTestId<HTMLButtonElement>(root, 'force-failover-web').disabled).toBe(false);
     expect(byTestId<HTMLButtonElement>(root, 'revert-web').disabled).toBe(true);
     expect(byTestId<HTMLButtonElement>(root, 'force-failover-db').disabled).toBe(true);
     expect(byTestId<HTMLButtonElement>(root, 'revert-db').disabled).toBe(true);
-    expect(byTestId(root, 'revert-db').title).toContain('db-1 is not connected');
+    expect(byTestId(root, 'revert-db').title).toBe('the primary db-1 is not connected');
   });
 });
 

@@ -9,9 +9,10 @@ export function makeStatus(over: Partial<Status> = {}): Status {
       roles: { server: true, agent: true },
       failover: { mode: 'primary', state: 'active', epoch: 3, peer: 'https://127.0.0.2:7443' },
       listen: '127.0.0.1:7443',
+      acting: true,
       cert: { fingerprint: 'AA:BB:CC' },
     },
-    link: { server: 'https://127.0.0.1:7443', state: 'home', cached: 0 },
+    link: { server: 'https://127.0.0.1:7443', state: 'home', cached: 0, held: 0, held_by: [], error: null, untrusted: [] },
     servers: [
       { url: 'https://127.0.0.1:7443', role: 'home', state: 'up' },
       { url: 'https://127.0.0.2:7443', role: 'standby', state: 'up' },
@@ -28,6 +29,13 @@ export function makeStatus(over: Partial<Status> = {}): Status {
         switchback: 'auto',
         failover_after: '3s',
         hold_down: '10s',
+        held: false,
+        primary_connected: true,
+        secondary_connected: true,
+        actions: {
+          force_failover: { allowed: true, reason: null },
+          revert: { allowed: false, reason: 'web is already active on the primary web-1' },
+        },
       },
       {
         name: 'db',
@@ -38,35 +46,44 @@ export function makeStatus(over: Partial<Status> = {}): Status {
         epoch: 4,
         degraded: 'on_activate hook timed out',
         switchback: 'manual',
-        failover_after: 500,
-        hold_down: 0,
+        failover_after: '500ms',
+        hold_down: '0s',
+        held: true,
+        primary_connected: false,
+        secondary_connected: true,
+        actions: {
+          force_failover: { allowed: false, reason: 'db is already active on the secondary db-2' },
+          revert: { allowed: false, reason: 'the primary db-1 is not connected' },
+        },
       },
     ],
     agents: [
-      { name: 'web-1', id: 'a1', state: 'connected', server: 'https://127.0.0.1:7443', pending: false, fingerprint: null },
-      { name: 'web-2', id: 'a2', state: 'connected', server: 'https://127.0.0.1:7443', pending: false, fingerprint: null },
-      { name: 'db-1', id: 'a3', state: 'disconnected', server: null, pending: false, fingerprint: null },
-      { name: 'db-2', id: 'a4', state: 'connected', server: 'https://127.0.0.1:7443', pending: false, fingerprint: null },
-      { name: 'new-box', id: 'a5', state: 'pending', server: 'https://127.0.0.1:7443', pending: true, fingerprint: 'DE:AD' },
+      { name: 'web-1', id: 'a1', state: 'connected', server: 'https://127.0.0.1:7443', pending: false, fingerprint: null, standby_slot: false },
+      { name: 'web-2', id: 'a2', state: 'connected', server: 'https://127.0.0.1:7443', pending: false, fingerprint: null, standby_slot: false },
+      { name: 'db-1', id: 'a3', state: 'disconnected', server: null, pending: false, fingerprint: null, standby_slot: false },
+      { name: 'db-2', id: 'a4', state: 'connected', server: 'https://127.0.0.1:7443', pending: false, fingerprint: null, standby_slot: false },
+      { name: 'new-box', id: 'a5', state: 'pending', server: 'https://127.0.0.1:7443', pending: true, fingerprint: 'DE:AD', standby_slot: false },
     ],
+    members: [],
+    agent_checks: [],
     checks: [
-      { name: 'http-home', kind: 'http', target: 'http://10.0.0.5/', every: '5s', timeout: '2s', pair: 'web' },
-      { name: 'ssh', kind: 'tcp', target: '10.0.0.6:22', every: '10s', timeout: '1s', agent: 'db-2' },
+      { name: 'http-home', kind: 'http', target: 'http://10.0.0.5/', every: '5s', timeout: '2s', agent: null, pair: 'web' },
+      { name: 'ssh', kind: 'tcp', target: '10.0.0.6:22', every: '10s', timeout: '1s', agent: 'db-2', pair: null },
     ],
     ...over,
   };
 }
 
 export const EVENTS: EventItem[] = [
-  { id: 1, time_ms: 1_700_000_000_000, code: 'SWITCHOVER', subject: 'web-1', sentence: 'web-1 switched over to srv-b.' },
-  { id: 2, time_ms: 1_700_000_001_000, code: 'FAILOVER', subject: 'db', sentence: 'Pair db failed over to db-2.' },
-  { id: 3, time_ms: 1_700_000_002_000, code: 'SWITCHBACK', subject: 'web-1', sentence: 'web-1 switched back home.' },
+  { id: 1, time_ms: 1_700_000_000_000, code: 'SWITCHOVER', subject: 'web-1', sentence: 'web-1 switched over to srv-b.', origin: null, notify: true, severity: 'warning', title: 'Switchover' },
+  { id: 2, time_ms: 1_700_000_001_000, code: 'FAILOVER', subject: 'db', sentence: 'Pair db failed over to db-2.', origin: null, notify: true, severity: 'critical', title: 'Pair failover' },
+  { id: 3, time_ms: 1_700_000_002_000, code: 'SWITCHBACK', subject: 'web-1', sentence: 'web-1 switched back home.', origin: null, notify: true, severity: 'info', title: 'Switchback' },
 ];
 
 export const RECORDS: RecordItem[] = [
-  { agent: 'web-1', seq: 10, pair: 'web', name: 'http-home', value: 12.5, time_ms: 1_700_000_000_000, kind: 'check', detail: { up: true } },
-  { agent: 'web-2', seq: 3, pair: 'web', name: 'http-home', value: 40, time_ms: 1_700_000_005_000, kind: 'check', detail: 'down: connection refused' },
-  { agent: 'db-2', seq: 7, pair: null, name: 'ssh', value: 1.2, time_ms: 1_700_000_001_000, kind: 'check', detail: { up: true } },
+  { agent: 'web-1', agent_id: 'a1', seq: 10, pair: 'web', name: 'http-home', value: 12.5, time_ms: 1_700_000_000_000, kind: 'check', detail: '{"up":true}', taken_for: null },
+  { agent: 'web-2', agent_id: 'a2', seq: 3, pair: 'web', name: 'http-home', value: 40, time_ms: 1_700_000_005_000, kind: 'check', detail: 'down: connection refused', taken_for: null },
+  { agent: 'db-2', agent_id: 'a4', seq: 7, pair: null, name: 'ssh', value: 1.2, time_ms: 1_700_000_001_000, kind: 'check', detail: '{"up":true}', taken_for: null },
 ];
 
 export interface Call {

@@ -28,7 +28,7 @@ describe('status rendering', () => {
   });
 
   it('shows the server link and its state colour', async () => {
-    const s = makeStatus({ link: { server: 'https://127.0.0.2:7443', state: 'standby', cached: 42 } });
+    const s = makeStatus({ link: { server: 'https://127.0.0.2:7443', state: 'standby', cached: 42, held: 0, held_by: [], error: null, untrusted: [] } });
     await mounted(s);
     const state = byTestId(root, 'link-state');
     expect(state.textContent).toBe('standby');
@@ -126,6 +126,8 @@ describe('status rendering', () => {
         cached: 0,
         held: 1200,
         held_by: [{ server: 'https://127.0.0.2:7443', records: 1200 }],
+        error: null,
+        untrusted: [],
       },
     });
     const t = standardTransport(s).on('GET /api/records', () => ({

@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use understudy_api::{Done, Refusal, RefusalKind, Request, Status};
 use understudy_node::http_client::{AdminClient, ClientError};
 use understudy_node::runtime::{self, NodeError};
 use understudy_node::tls::{Pins, TlsError};
@@ -134,37 +136,46 @@ impl Api {
         self
     }
 
-    /// One call; a refusal by the node is `Ok(Err(..))`, no answer at all is `Err(Unreachable)`.
-    pub async fn try_call(
+    /// One request through the route table; a refusal by the node is `Ok(Err(..))`, no
+    /// answer at all is `Err(Unreachable)`.
+    pub async fn try_request(
         &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
+        request: &Request,
     ) -> Result<Result<Value, Failure>, Unreachable> {
-        match self.client.call(method, path, body).await {
+        let call = request.to_http();
+        match self
+            .client
+            .call(call.method, &call.path, call.body.as_ref())
+            .await
+        {
             Ok((status, value)) => Ok(outcome(status, value)),
             Err(e) => Err(Unreachable(self.unreachable(e))),
         }
     }
 
-    pub async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, Failure> {
-        match self.try_call(method, path, body).await {
+    pub async fn request(&self, request: &Request) -> Result<Value, Failure> {
+        match self.try_request(request).await {
             Ok(result) => result,
             Err(Unreachable(failure)) => Err(failure),
         }
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, Failure> {
-        self.call("GET", path, None).await
+    /// A request whose answer is a typed document.
+    pub async fn fetch<T: DeserializeOwned>(&self, request: &Request) -> Result<T, Failure> {
+        let value = self.request(request).await?;
+        typed(value)
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
-        self.call("POST", path, Some(body)).await
+    pub async fn status(&self) -> Result<Status, Failure> {
+        self.fetch(&Request::Status).await
+    }
+
+    /// The node's status, or `None` when it does not answer one.
+    pub async fn try_status(&self) -> Option<Status> {
+        match self.try_request(&Request::Status).await {
+            Ok(Ok(value)) => typed(value).ok(),
+            _ => None,
+        }
     }
 
     fn unreachable(&self, e: ClientError) -> Failure {
@@ -182,63 +193,34 @@ impl Api {
     }
 }
 
-/// PRODUCT.md §3: 2xx done; 400 bad usage (2); anything else refused (1) with the API's reason.
+/// A document read into its type; a node that answers something else is refused (exit 1).
+pub fn typed<T: DeserializeOwned>(value: Value) -> Result<T, Failure> {
+    serde_json::from_value(value)
+        .map_err(|e| Failure::refused(format!("the node's answer was not understood: {e}")))
+}
+
+/// PRODUCT.md §3: 2xx done; an invalid request is bad usage (2); any other refusal 1, with the
+/// node's sentence.
 fn outcome(status: u16, value: Value) -> Result<Value, Failure> {
     if (200..300).contains(&status) {
         return Ok(value);
     }
-    let reason = reason_of(&value).unwrap_or_else(|| format!("the node answered HTTP {status}"));
-    match status {
-        400 => Err(Failure::usage(reason)),
-        401 => Err(Failure::refused(format!("unauthorized: {reason}"))),
-        _ => Err(Failure::refused(reason)),
+    let refusal = Refusal::from_http(status, &value);
+    match refusal.kind {
+        RefusalKind::Invalid => Err(Failure::usage(refusal.reason)),
+        RefusalKind::Unauthorized => Err(Failure::refused(format!(
+            "unauthorized: {}",
+            refusal.reason
+        ))),
+        _ => Err(Failure::refused(refusal.reason)),
     }
 }
 
-fn reason_of(value: &Value) -> Option<String> {
-    match value {
-        Value::Object(map) => map.get("error").or_else(|| map.get("message")).map(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string())
-        }),
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    }
-}
-
-/// Prints what a successful POST/DELETE said (`{ok, message}`).
-pub fn print_message(value: &Value, fallback: &str) {
-    match value.get("message").and_then(Value::as_str) {
-        Some(message) if !message.is_empty() => println!("{message}"),
+/// Prints what a request that changed something said (`{ok, message}`).
+pub fn print_done(value: Value, fallback: &str) {
+    match typed::<Done>(value) {
+        Ok(done) if !done.message.is_empty() => println!("{}", done.message),
         _ => println!("{fallback}"),
-    }
-}
-
-/// Percent-encodes one path segment or query value.
-pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// `path?k=v&…` with the present parameters, encoded.
-pub fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
-    let query: Vec<String> = params
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
-        .collect();
-    if query.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{}", query.join("&"))
     }
 }
 

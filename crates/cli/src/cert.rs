@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use serde_json::{json, Value};
+use understudy_api::{CertRequest, Request};
 use understudy_node::tls::{self, CERT_FILE, KEY_FILE};
 
 use crate::api::{print_json, Api, Failure, Unreachable};
@@ -14,7 +15,7 @@ pub async fn run(target: &Target, cmd: CertCommand) -> Result<(), Failure> {
     let api = Api::connect(target)?;
     match cmd {
         CertCommand::Show { json } => {
-            let info = match api.try_call("GET", "/api/cert", None).await {
+            let info = match api.try_request(&Request::Cert).await {
                 Ok(answer) => answer?,
                 Err(Unreachable(failure)) => match &api.data_dir {
                     Some(dir) => on_disk(dir)?,
@@ -29,14 +30,11 @@ pub async fn run(target: &Target, cmd: CertCommand) -> Result<(), Failure> {
             Ok(())
         }
         CertCommand::Generate { ips, dns } => {
-            let body = json!({
-                "ips": ips.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
-                "dns": dns,
+            let request = Request::GenerateCert(CertRequest {
+                ips: ips.iter().map(IpAddr::to_string).collect(),
+                dns: dns.clone(),
             });
-            let info = match api
-                .try_call("POST", "/api/cert/generate", Some(&body))
-                .await
-            {
+            let info = match api.try_request(&request).await {
                 Ok(answer) => answer?,
                 Err(Unreachable(failure)) => {
                     match &api.data_dir {

@@ -23,6 +23,9 @@ use understudy_node::config::{Config, CONFIG_FILE};
 use understudy_node::fsutil;
 use understudy_node::tls;
 
+use understudy_api::defaults::{self, fast};
+use understudy_api::{CheckSpec, PairSpec, RecordQuery, Request, Status, Switchback};
+
 use crate::api::{Api, Failure, Unreachable};
 use crate::node::Stop;
 use crate::output::{field, render};
@@ -93,20 +96,9 @@ const SITE: &[Spec] = &[
 ];
 
 /// `(name, primary, secondary, switchback)`.
-const PAIRS: &[(&str, &str, &str, &str)] = &[
-    ("web", "web-1", "web-2", "auto"),
-    ("db", "db-1", "db-2", "manual"),
-];
-
-const FAST_AGENT: &[&str] = &[
-    "agent.heartbeat=200ms",
-    "agent.switchover_after=600ms",
-    "agent.switchback_interval=1s",
-];
-const FAST_SERVER: &[&str] = &[
-    "failover.sync_interval=200ms",
-    "failover.failover_timeout=1s",
-    "failover.hold_down=3s",
+const PAIRS: &[(&str, &str, &str, Switchback)] = &[
+    ("web", "web-1", "web-2", Switchback::Auto),
+    ("db", "db-1", "db-2", Switchback::Manual),
 ];
 
 /// How long stopped nodes get between SIGTERM and SIGKILL.
@@ -275,7 +267,7 @@ async fn start_site(
     for spec in SITE.iter().filter(|s| s.kind != Kind::Agent) {
         let mut sets = vec![format!("server.enroll_token={enroll_token}")];
         if fast {
-            sets.extend(FAST_SERVER.iter().map(|s| s.to_string()));
+            sets.extend(fast::SERVER.iter().map(|s| s.to_string()));
         }
         let fp = init_node(exe, dir, spec, "server", &[], &sets).await?;
         fingerprints.insert(spec.name, fp);
@@ -312,7 +304,7 @@ async fn start_site(
     for spec in SITE.iter().filter(|s| s.kind == Kind::Agent) {
         let mut sets = vec![format!("agent.enroll_token={enroll_token}")];
         if fast {
-            sets.extend(FAST_AGENT.iter().map(|s| s.to_string()));
+            sets.extend(fast::AGENT.iter().map(|s| s.to_string()));
         }
         if spec.name == "solo" {
             // Its `load` check is a command: an agent runs only the commands it allows.
@@ -462,19 +454,19 @@ fn write_site(dir: &Path, nodes: &[DemoNode]) -> Result<(), Failure> {
 
 /// Adds the pairs through whichever server is ACTIVE (s1 first), retrying until both exist.
 async fn add_pairs(servers: Vec<Arc<Api>>, fast: bool, notes: Notes) {
-    let failover_after = if fast { "1s" } else { "10s" };
+    let failover_after = if fast {
+        fast::PAIR_FAILOVER_AFTER
+    } else {
+        defaults::PAIR_FAILOVER_AFTER
+    };
     let started = Instant::now();
     let mut complained = false;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut active: Option<(&Arc<Api>, Value)> = None;
+        let mut active: Option<(&Arc<Api>, Status)> = None;
         for api in &servers {
-            if let Ok(Ok(status)) = api.try_call("GET", "/api/status", None).await {
-                let state = status
-                    .pointer("/node/failover/state")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                if state.eq_ignore_ascii_case("active") {
+            if let Some(status) = api.try_status().await {
+                if is_active(&status) {
                     active = Some((api, status));
                     break;
                 }
@@ -483,24 +475,22 @@ async fn add_pairs(servers: Vec<Arc<Api>>, fast: bool, notes: Notes) {
         let Some((api, status)) = active else {
             continue;
         };
-        let existing: Vec<String> = crate::output::items(&status, "pairs")
-            .iter()
-            .map(|p| field(p, "name"))
-            .collect();
+        let existing: Vec<String> = status.pairs.iter().map(|p| p.name.clone()).collect();
         let mut missing = 0;
         for (name, primary, secondary, switchback) in PAIRS {
             if existing.iter().any(|e| e == name) {
                 continue;
             }
             missing += 1;
-            let mut body = json!({
-                "name": name, "primary": primary, "secondary": secondary,
-                "switchback": switchback, "failover_after": failover_after,
+            let request = Request::PutPair(PairSpec {
+                name: name.to_string(),
+                primary: primary.to_string(),
+                secondary: secondary.to_string(),
+                failover_after: Some(failover_after),
+                switchback: Some(*switchback),
+                hold_down: fast.then_some(fast::PAIR_HOLD_DOWN),
             });
-            if fast {
-                body["hold_down"] = json!("3s");
-            }
-            match api.try_call("POST", "/api/pairs", Some(&body)).await {
+            match api.try_request(&request).await {
                 Ok(Ok(answer)) => {
                     missing -= 1;
                     let message = answer
@@ -528,21 +518,52 @@ async fn add_pairs(servers: Vec<Arc<Api>>, fast: bool, notes: Notes) {
 /// CK-1…3: checks that give the demo live data: one per pair (run only by its active member,
 /// under the pair's alias) and one for the lone agent.
 async fn add_checks(api: &Arc<Api>, fast: bool, notes: &Notes) {
-    let every = if fast { "1s" } else { "5s" };
+    let every = if fast {
+        fast::CHECK_EVERY
+    } else {
+        Duration::from_secs(5)
+    };
+    let check = |name: &str, kind: &str, target: Value, timeout: u64| CheckSpec {
+        name: name.to_string(),
+        kind: kind.to_string(),
+        target,
+        every: Some(every),
+        timeout: Some(Duration::from_secs(timeout)),
+        ..CheckSpec::default()
+    };
     let checks = [
-        json!({ "name": "s1-port", "kind": "tcp", "target": "127.0.0.11:7401", "every": every, "timeout": "1s", "pair": "web" }),
-        json!({ "name": "s2-console", "kind": "http", "target": "https://127.0.0.12:7402/", "every": every, "timeout": "2s", "pair": "db" }),
-        json!({ "name": "load", "kind": "command", "target": ["/bin/sh", "-c", "cut -d' ' -f1 /proc/loadavg"], "every": every, "timeout": "2s", "agent": "solo" }),
+        CheckSpec {
+            pair: Some("web".into()),
+            ..check("s1-port", "tcp", json!("127.0.0.11:7401"), 1)
+        },
+        CheckSpec {
+            pair: Some("db".into()),
+            ..check("s2-console", "http", json!("https://127.0.0.12:7402/"), 2)
+        },
+        CheckSpec {
+            agent: Some("solo".into()),
+            ..check(
+                "load",
+                "command",
+                json!(["/bin/sh", "-c", "cut -d' ' -f1 /proc/loadavg"]),
+                2,
+            )
+        },
     ];
     for check in checks {
-        let name = field(&check, "name");
-        match api.try_call("POST", "/api/checks", Some(&check)).await {
+        let name = check.name.clone();
+        match api.try_request(&Request::PutCheck(check)).await {
             Ok(Ok(_)) => notes.add(format!("check {name} added")),
             Ok(Err(f)) | Err(Unreachable(f)) => {
                 notes.add(format!("check {name} not added: {}", f.message))
             }
         }
     }
+}
+
+/// Whether this server is the site's ACTIVE one.
+fn is_active(status: &Status) -> bool {
+    status.node.failover.state.eq_ignore_ascii_case("active")
 }
 
 /// One screen of the live table.
@@ -552,10 +573,7 @@ async fn frame(dir: &Path, nodes: &[DemoNode], notes: &Notes) -> String {
         let api = node.api.clone().filter(|_| node.child.is_some());
         asks.push(tokio::spawn(async move {
             match api {
-                Some(api) => match api.try_call("GET", "/api/status", None).await {
-                    Ok(Ok(status)) => Some(status),
-                    _ => None,
-                },
+                Some(api) => api.try_status().await,
                 None => None,
             }
         }));
@@ -592,26 +610,21 @@ async fn frame(dir: &Path, nodes: &[DemoNode], notes: &Notes) -> String {
             (_, false) => ("down".to_string(), "-".to_string(), "-".to_string()),
             (None, true) => ("no answer".to_string(), "-".to_string(), "-".to_string()),
             (Some(s), true) if node.is_server() => (
-                s.pointer("/node/failover/state")
-                    .map(|v| crate::output::cell(Some(v)))
-                    .unwrap_or("-".into()),
-                s.pointer("/node/failover/epoch")
-                    .map(|v| crate::output::cell(Some(v)))
-                    .unwrap_or("-".into()),
+                s.node.failover.state.clone(),
+                s.node.failover.epoch.to_string(),
                 "-".to_string(),
             ),
-            (Some(s), true) => {
-                let link = s.get("link").cloned().unwrap_or(Value::Null);
-                let mut state = field(&link, "state");
-                if let Some(cached) = link
-                    .get("cached")
-                    .and_then(Value::as_u64)
-                    .filter(|c| *c > 0)
-                {
-                    state.push_str(&format!(" ({cached} cached)"));
+            (Some(s), true) => match &s.link {
+                Some(link) => {
+                    let mut state = link.state.clone();
+                    if link.cached > 0 {
+                        state.push_str(&format!(" ({} cached)", link.cached));
+                    }
+                    let server = link.server.as_deref().map_or("-".into(), server_name);
+                    (state, "-".to_string(), server)
                 }
-                (state, "-".to_string(), server_name(&field(&link, "server")))
-            }
+                None => ("-".to_string(), "-".to_string(), "-".to_string()),
+            },
         };
         rows.push(vec![
             node.spec.name.to_string(),
@@ -628,19 +641,16 @@ async fn frame(dir: &Path, nodes: &[DemoNode], notes: &Notes) -> String {
         .zip(&statuses)
         .filter(|(n, _)| n.is_server())
         .filter_map(|(_, s)| s.as_ref())
-        .find(|s| {
-            s.pointer("/node/failover/state")
-                .and_then(Value::as_str)
-                .is_some_and(|st| st.eq_ignore_ascii_case("active"))
-        });
+        .find(|s| is_active(s));
     let pair_rows: Vec<Vec<String>> = match active_server {
-        Some(s) => crate::output::items(s, "pairs")
+        Some(s) => s
+            .pairs
             .iter()
             .map(|p| {
                 vec![
-                    field(p, "name"),
+                    p.name.clone(),
                     active_member(p),
-                    field(p, "epoch"),
+                    p.epoch.to_string(),
                     pair_state(p),
                 ]
             })
@@ -676,18 +686,15 @@ async fn frame(dir: &Path, nodes: &[DemoNode], notes: &Notes) -> String {
     if let Some(api) = nodes
         .iter()
         .zip(&statuses)
-        .find(|(n, s)| {
-            n.is_server()
-                && s.as_ref().is_some_and(|s| {
-                    s.pointer("/node/failover/state").and_then(Value::as_str) == Some("active")
-                })
-        })
+        .find(|(n, s)| n.is_server() && s.as_ref().is_some_and(is_active))
         .and_then(|(n, _)| n.api.clone())
     {
-        if let Ok(Ok(answer)) = api
-            .try_call("GET", "/api/records?kind=check&limit=50", None)
-            .await
-        {
+        let checks = Request::Records(RecordQuery {
+            kind: Some("check".into()),
+            limit: Some(50),
+            ..RecordQuery::default()
+        });
+        if let Ok(Ok(answer)) = api.try_request(&checks).await {
             let mut latest: Vec<(String, Value)> = Vec::new();
             for r in crate::output::items(&answer, "records").iter().rev() {
                 let name = field(r, "name");

@@ -6,7 +6,9 @@ use clap::Args;
 use serde_json::Value;
 use understudy_node::config::parse_duration;
 
-use crate::api::{print_json, with_query, Api, Failure, Unreachable};
+use understudy_api::{EventQuery, Request};
+
+use crate::api::{print_json, Api, Failure, Unreachable};
 use crate::output::{field, format_time_ms, items};
 use crate::Target;
 
@@ -55,15 +57,18 @@ fn now_ms() -> i64 {
 
 pub async fn run(target: &Target, args: &EventsArgs) -> Result<(), Failure> {
     let api = Api::connect(target)?;
-    let path = match &args.since {
-        None => "/api/events".to_string(),
-        Some(Since::Id(id)) => with_query("/api/events", &[("since", Some(id.to_string()))]),
-        Some(Since::Ago(ago)) => {
-            let ms = now_ms().saturating_sub(ago.as_millis() as i64).max(0);
-            with_query("/api/events", &[("since_ms", Some(ms.to_string()))])
-        }
+    let first = match &args.since {
+        None => EventQuery::default(),
+        Some(Since::Id(id)) => EventQuery {
+            since: *id,
+            ..EventQuery::default()
+        },
+        Some(Since::Ago(ago)) => EventQuery {
+            since_ms: now_ms().saturating_sub(ago.as_millis() as i64).max(0),
+            ..EventQuery::default()
+        },
     };
-    let answer = api.get(&path).await?;
+    let answer = api.request(&Request::Events(first.clone())).await?;
     if !args.follow {
         if args.json {
             print_json(&answer);
@@ -90,10 +95,13 @@ pub async fn run(target: &Target, args: &EventsArgs) -> Result<(), Failure> {
         tokio::time::sleep(FOLLOW_EVERY).await;
         // Until the first event is seen, ask again with the starting point the user gave.
         let next = match last_id {
-            Some(id) => with_query("/api/events", &[("since", Some(id.to_string()))]),
-            None => path.clone(),
+            Some(since) => EventQuery {
+                since,
+                ..EventQuery::default()
+            },
+            None => first.clone(),
         };
-        match api.try_call("GET", &next, None).await {
+        match api.try_request(&Request::Events(next)).await {
             Ok(answer) => {
                 let answer = answer?;
                 if lost {

@@ -119,13 +119,13 @@ pub enum PairCommand {
         secondary: String,
         /// How long the active primary may be silent before the secondary takes over (e.g. 10s)
         #[arg(long, value_name = "D", value_parser = parse_duration_arg)]
-        failover_after: Option<String>,
+        failover_after: Option<std::time::Duration>,
         /// Go back to the primary by itself after --hold-down (auto), or only when told (manual)
         #[arg(long, value_enum)]
         switchback: Option<Switchback>,
         /// How long the primary must be healthy before an automatic switchback (e.g. 60s)
         #[arg(long, value_name = "D", value_parser = parse_duration_arg)]
-        hold_down: Option<String>,
+        hold_down: Option<std::time::Duration>,
     },
     /// Move a healthy pair to its secondary
     ForceFailover { name: String },
@@ -201,10 +201,10 @@ pub enum CheckCommand {
         target: String,
         /// Interval between runs (e.g. 10s)
         #[arg(long, value_name = "D", value_parser = parse_duration_arg)]
-        every: Option<String>,
+        every: Option<std::time::Duration>,
         /// How long one run may take (e.g. 5s)
         #[arg(long, value_name = "D", value_parser = parse_duration_arg)]
-        timeout: Option<String>,
+        timeout: Option<std::time::Duration>,
         /// Run on this agent
         #[arg(long, value_name = "A")]
         agent: Option<String>,
@@ -258,8 +258,8 @@ pub fn choice<T: ValueEnum>(value: T) -> String {
 }
 
 /// Durations are checked here so a typo is bad usage (exit 2) before anything is sent.
-fn parse_duration_arg(s: &str) -> Result<String, String> {
-    understudy_node::config::parse_duration(s).map(|_| s.trim().to_string())
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    understudy_api::duration::parse(s)
 }
 
 fn main() -> ExitCode {

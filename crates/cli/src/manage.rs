@@ -1,26 +1,28 @@
-//! The operator's site commands, each one admin API call: `pair`, `agent`, `role`, `ha`, `check`.
+//! The operator's site commands, each one admin request: `pair`, `agent`, `role`, `ha`, `check`.
 
-use serde_json::{json, Map, Value};
+use understudy_api::status::Checks;
+use understudy_api::{CheckSpec, PairSpec, Request, RoleSpec};
 
-use crate::api::{encode, print_message, Api, Failure};
-use crate::output::{items, table};
+use crate::api::{print_done, Api, Failure};
+use crate::output::table;
 use crate::status::{agent_row, check_row, pair_row, AGENT_HEADER, CHECK_HEADER, PAIR_HEADER};
 use crate::{
-    choice, AgentCommand, CheckCommand, HaCommand, OnOff, PairCommand, RoleCommand, Target,
+    choice, AgentCommand, CheckCommand, HaCommand, OnOff, PairCommand, RoleCommand, Switchback,
+    Target,
 };
 
 pub async fn pair(target: &Target, cmd: PairCommand) -> Result<(), Failure> {
     let api = Api::connect(target)?;
-    match cmd {
+    let (request, fallback) = match cmd {
         PairCommand::List => {
-            let status = api.get("/api/status").await?;
-            let rows: Vec<Vec<String>> = items(&status, "pairs").iter().map(pair_row).collect();
+            let status = api.status().await?;
+            let rows: Vec<Vec<String>> = status.pairs.iter().map(pair_row).collect();
             if rows.is_empty() {
                 println!("no pairs");
             } else {
                 table(PAIR_HEADER, &rows);
             }
-            Ok(())
+            return Ok(());
         }
         PairCommand::Add {
             name,
@@ -29,43 +31,33 @@ pub async fn pair(target: &Target, cmd: PairCommand) -> Result<(), Failure> {
             failover_after,
             switchback,
             hold_down,
-        } => {
-            let mut body = Map::new();
-            body.insert("name".into(), json!(name));
-            body.insert("primary".into(), json!(primary));
-            body.insert("secondary".into(), json!(secondary));
-            if let Some(d) = failover_after {
-                body.insert("failover_after".into(), json!(d));
-            }
-            if let Some(s) = switchback {
-                body.insert("switchback".into(), json!(choice(s)));
-            }
-            if let Some(d) = hold_down {
-                body.insert("hold_down".into(), json!(d));
-            }
-            let answer = api.post("/api/pairs", &Value::Object(body)).await?;
-            print_message(&answer, &format!("pair {name} added"));
-            Ok(())
-        }
-        PairCommand::ForceFailover { name } => {
-            post_action(
-                &api,
-                &format!("/api/pairs/{}/force-failover", encode(&name)),
-            )
-            .await
-        }
-        PairCommand::Revert { name } => {
-            post_action(&api, &format!("/api/pairs/{}/revert", encode(&name))).await
-        }
-    }
+        } => (
+            Request::PutPair(PairSpec {
+                name: name.clone(),
+                primary,
+                secondary,
+                failover_after,
+                switchback: switchback.map(|s| match s {
+                    Switchback::Auto => understudy_api::Switchback::Auto,
+                    Switchback::Manual => understudy_api::Switchback::Manual,
+                }),
+                hold_down,
+            }),
+            format!("pair {name} added"),
+        ),
+        PairCommand::ForceFailover { name } => (Request::ForceFailover { name }, "done".into()),
+        PairCommand::Revert { name } => (Request::Revert { name }, "done".into()),
+    };
+    print_done(api.request(&request).await?, &fallback);
+    Ok(())
 }
 
 pub async fn agent(target: &Target, cmd: AgentCommand) -> Result<(), Failure> {
     let api = Api::connect(target)?;
-    let (action, name) = match cmd {
+    let request = match cmd {
         AgentCommand::List => {
-            let status = api.get("/api/status").await?;
-            let rows: Vec<Vec<String>> = items(&status, "agents").iter().map(agent_row).collect();
+            let status = api.status().await?;
+            let rows: Vec<Vec<String>> = status.agents.iter().map(agent_row).collect();
             if rows.is_empty() {
                 println!("no agents");
             } else {
@@ -73,12 +65,13 @@ pub async fn agent(target: &Target, cmd: AgentCommand) -> Result<(), Failure> {
             }
             return Ok(());
         }
-        AgentCommand::Accept { name } => ("accept", name),
-        AgentCommand::Reject { name } => ("reject", name),
-        AgentCommand::Recall { name } => ("recall", name),
-        AgentCommand::Forget { name } => ("forget", name),
+        AgentCommand::Accept { name } => Request::AcceptAgent { name },
+        AgentCommand::Reject { name } => Request::RejectAgent { name },
+        AgentCommand::Recall { name } => Request::RecallAgent { name },
+        AgentCommand::Forget { name } => Request::ForgetAgent { name },
     };
-    post_action(&api, &format!("/api/agents/{}/{action}", encode(&name))).await
+    print_done(api.request(&request).await?, "done");
+    Ok(())
 }
 
 pub async fn role(target: &Target, cmd: RoleCommand) -> Result<(), Failure> {
@@ -87,35 +80,30 @@ pub async fn role(target: &Target, cmd: RoleCommand) -> Result<(), Failure> {
         agent,
         failover,
     } = cmd;
-    let mut body = Map::new();
     let on = |v: OnOff| matches!(v, OnOff::On);
-    if let Some(v) = server {
-        body.insert("server".into(), json!(on(v)));
-    }
-    if let Some(v) = agent {
-        body.insert("agent".into(), json!(on(v)));
-    }
-    if let Some(v) = failover {
-        body.insert("failover".into(), json!(choice(v)));
-    }
+    let request = Request::SetRole(RoleSpec {
+        server: server.map(on),
+        agent: agent.map(on),
+        failover: failover.map(choice),
+    });
     let api = Api::connect(target)?;
-    let answer = api.post("/api/role", &Value::Object(body)).await?;
-    print_message(&answer, "roles changed");
+    print_done(api.request(&request).await?, "roles changed");
     Ok(())
 }
 
 pub async fn ha(target: &Target, cmd: HaCommand) -> Result<(), Failure> {
     let HaCommand::Standby = cmd;
     let api = Api::connect(target)?;
-    post_action(&api, "/api/ha/standby").await
+    print_done(api.request(&Request::HaStandby).await?, "done");
+    Ok(())
 }
 
 pub async fn check(target: &Target, cmd: CheckCommand) -> Result<(), Failure> {
     let api = Api::connect(target)?;
     match cmd {
         CheckCommand::List => {
-            let answer = api.get("/api/checks").await?;
-            let rows: Vec<Vec<String>> = items(&answer, "checks").iter().map(check_row).collect();
+            let answer: Checks = api.fetch(&Request::Checks).await?;
+            let rows: Vec<Vec<String>> = answer.checks.iter().map(check_row).collect();
             if rows.is_empty() {
                 println!("no checks");
             } else {
@@ -132,37 +120,25 @@ pub async fn check(target: &Target, cmd: CheckCommand) -> Result<(), Failure> {
             agent,
             pair,
         } => {
-            let mut body = Map::new();
-            body.insert("name".into(), json!(name));
-            body.insert("kind".into(), json!(choice(kind)));
-            body.insert("target".into(), json!(target));
-            for (key, value) in [
-                ("every", every),
-                ("timeout", timeout),
-                ("agent", agent),
-                ("pair", pair),
-            ] {
-                if let Some(v) = value {
-                    body.insert(key.into(), json!(v));
-                }
-            }
-            let answer = api.post("/api/checks", &Value::Object(body)).await?;
-            print_message(&answer, &format!("check {name} added"));
+            let request = Request::PutCheck(CheckSpec {
+                name: name.clone(),
+                kind: choice(kind),
+                target: target.into(),
+                every,
+                timeout,
+                agent,
+                pair,
+                more: Default::default(),
+            });
+            print_done(api.request(&request).await?, &format!("check {name} added"));
             Ok(())
         }
         CheckCommand::Remove { name } => {
             let answer = api
-                .call("DELETE", &format!("/api/checks/{}", encode(&name)), None)
+                .request(&Request::RemoveCheck { name: name.clone() })
                 .await?;
-            print_message(&answer, &format!("check {name} removed"));
+            print_done(answer, &format!("check {name} removed"));
             Ok(())
         }
     }
-}
-
-/// A POST without a body whose answer is `{ok, message}`.
-async fn post_action(api: &Api, path: &str) -> Result<(), Failure> {
-    let answer = api.post(path, &json!({})).await?;
-    print_message(&answer, "done");
-    Ok(())
 }

@@ -1,9 +1,10 @@
 //! `send` (records handed to the local agent, AG-2) and `records` (what this server has stored).
 
 use clap::Args;
-use serde_json::{json, Value};
+use serde_json::Value;
+use understudy_api::{NewRecord, RecordQuery, Request};
 
-use crate::api::{print_json, with_query, Api, Failure};
+use crate::api::{print_json, Api, Failure};
 use crate::output::{field, format_time_ms, items, table};
 use crate::Target;
 
@@ -35,13 +36,20 @@ pub fn parse_assignment(s: &str) -> Result<(String, f64), String> {
 
 pub async fn send(target: &Target, records: &[(String, f64)]) -> Result<(), Failure> {
     let api = Api::connect(target)?;
-    let body = json!({
-        "records": records
+    let request = Request::Send {
+        records: records
             .iter()
-            .map(|(name, value)| json!({ "name": name, "value": value }))
-            .collect::<Vec<_>>(),
-    });
-    let answer = api.post("/api/send", &body).await?;
+            .map(|(name, value)| NewRecord {
+                name: name.clone(),
+                value: *value,
+                time_ms: None,
+                pair: None,
+                kind: None,
+                detail: None,
+            })
+            .collect(),
+    };
+    let answer = api.request(&request).await?;
     let n = records.len();
     let plural = if n == 1 { "" } else { "s" };
     match (answer.get("first_seq"), answer.get("last_seq")) {
@@ -73,15 +81,14 @@ pub struct RecordsArgs {
 
 pub async fn list(target: &Target, args: &RecordsArgs) -> Result<(), Failure> {
     let api = Api::connect(target)?;
-    let path = with_query(
-        "/api/records",
-        &[
-            ("agent", args.agent.clone()),
-            ("pair", args.pair.clone()),
-            ("limit", args.limit.map(|n| n.to_string())),
-        ],
-    );
-    let answer = api.get(&path).await?;
+    let answer = api
+        .request(&Request::Records(RecordQuery {
+            agent: args.agent.clone(),
+            pair: args.pair.clone(),
+            kind: None,
+            limit: args.limit.map(|n| n as usize),
+        }))
+        .await?;
     if args.json {
         print_json(&answer);
         return Ok(());

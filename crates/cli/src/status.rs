@@ -1,93 +1,93 @@
 //! `status`: this node, its server link, the servers it knows, pairs, agents and checks.
 //! `--json` is the admin API's answer as it came.
 
-use serde_json::Value;
+use understudy_api::duration;
+use understudy_api::{AgentView, CheckSpec, PairStatus, Request, Status};
 
-use crate::api::{print_json, Api, Failure};
-use crate::output::{field, items, render, short};
+use crate::api::{print_json, typed, Api, Failure};
+use crate::output::{cell, render, short};
 use crate::Target;
 
 pub async fn run(target: &Target, json: bool) -> Result<(), Failure> {
     let api = Api::connect(target)?;
-    let status = api.get("/api/status").await?;
+    let status = api.request(&Request::Status).await?;
     if json {
         print_json(&status);
     } else {
-        print!("{}", human(&status));
+        print!("{}", human(&typed(status)?));
     }
     Ok(())
 }
 
+/// An optional text as a table cell.
+fn text(s: Option<&str>) -> String {
+    match s {
+        Some(s) if !s.is_empty() => s.to_string(),
+        _ => "-".to_string(),
+    }
+}
+
 /// The compact human form of `/api/status`.
-pub fn human(status: &Value) -> String {
-    let null = Value::Null;
-    let node = status.get("node").unwrap_or(&null);
+pub fn human(status: &Status) -> String {
+    let node = &status.node;
     let mut out = String::new();
-    let roles = node.get("roles").unwrap_or(&null);
     let mut role_names = Vec::new();
-    if roles.get("server").and_then(Value::as_bool) == Some(true) {
+    if node.roles.server {
         role_names.push("server");
     }
-    if roles.get("agent").and_then(Value::as_bool) == Some(true) {
+    if node.roles.agent {
         role_names.push("agent");
     }
     out.push_str(&format!(
         "node    {}  ({})  roles: {}  listen: {}\n",
-        field(node, "name"),
-        field(node, "id"),
+        text(Some(&node.name)),
+        text(Some(&node.id)),
         if role_names.is_empty() {
             "-".to_string()
         } else {
             role_names.join("+")
         },
-        field(node, "listen"),
+        text(Some(&node.listen)),
     ));
-    if let Some(fp) = node.pointer("/cert/fingerprint").and_then(Value::as_str) {
-        out.push_str(&format!("cert    {fp}\n"));
+    if let Some(cert) = &node.cert {
+        out.push_str(&format!("cert    {}\n", cert.fingerprint));
     }
-    let failover = node.get("failover").unwrap_or(&null);
-    if failover
-        .get("mode")
-        .and_then(Value::as_str)
-        .is_some_and(|m| m != "off")
-    {
+    let failover = &node.failover;
+    if failover.mode != "off" {
         out.push_str(&format!(
             "ha      {} {}  epoch {}  peer {}\n",
-            field(failover, "mode"),
-            field(failover, "state"),
-            field(failover, "epoch"),
-            short(&field(failover, "peer"), 40),
+            failover.mode,
+            failover.state,
+            failover.epoch,
+            short(&text(failover.peer.as_deref()), 40),
         ));
-        if let Some(reason) = failover.get("reason").and_then(Value::as_str) {
+        if let Some(reason) = failover.reason.as_deref().filter(|r| !r.is_empty()) {
             out.push_str(&format!("        {reason}\n"));
         }
     }
-    match status.get("link") {
-        Some(link) if !link.is_null() => {
+    if let Some(link) = &status.link {
+        out.push_str(&format!(
+            "link    {}  {}  cached {}\n",
+            link.state,
+            short(&text(link.server.as_deref()), 40),
+            link.cached,
+        ));
+        // AG-2: records a standby of another site holds, waiting to go home.
+        for h in &link.held_by {
             out.push_str(&format!(
-                "link    {}  {}  cached {}\n",
-                field(link, "state"),
-                short(&field(link, "server"), 40),
-                field(link, "cached"),
+                "        held {} by {} (delivered home after the switchback)\n",
+                h.records, h.server
             ));
-            // AG-2: records a standby of another site holds, waiting to go home.
-            for h in items(link, "held_by") {
-                out.push_str(&format!(
-                    "        held {} by {} (delivered home after the switchback)\n",
-                    field(h, "records"),
-                    field(h, "server")
-                ));
-            }
         }
-        _ => {}
     }
-    let servers: Vec<Vec<String>> = items(status, "servers")
+    let servers: Vec<Vec<String>> = status
+        .servers
         .iter()
         .map(|s| {
             vec![
-                short(&field(s, "url"), 40),
-                field(s, "role"),
-                field(s, "state"),
+                short(&text(s.url.as_deref()), 40),
+                s.role.clone(),
+                s.state.clone(),
             ]
         })
         .collect();
@@ -95,17 +95,17 @@ pub fn human(status: &Value) -> String {
         out.push_str("\nservers\n");
         out.push_str(&render(&["URL", "ROLE", "STATE"], &servers, "  "));
     }
-    let pairs: Vec<Vec<String>> = items(status, "pairs").iter().map(pair_row).collect();
+    let pairs: Vec<Vec<String>> = status.pairs.iter().map(pair_row).collect();
     if !pairs.is_empty() {
         out.push_str("\npairs\n");
         out.push_str(&render(PAIR_HEADER, &pairs, "  "));
     }
-    let agents: Vec<Vec<String>> = items(status, "agents").iter().map(agent_row).collect();
+    let agents: Vec<Vec<String>> = status.agents.iter().map(agent_row).collect();
     if !agents.is_empty() {
         out.push_str("\nagents\n");
         out.push_str(&render(AGENT_HEADER, &agents, "  "));
     }
-    let checks: Vec<Vec<String>> = items(status, "checks").iter().map(check_row).collect();
+    let checks: Vec<Vec<String>> = status.checks.iter().map(check_row).collect();
     if !checks.is_empty() {
         out.push_str("\nchecks\n");
         out.push_str(&render(CHECK_HEADER, &checks, "  "));
@@ -126,84 +126,77 @@ pub const PAIR_HEADER: &[&str] = &[
 ];
 
 /// The member's name when the pair has one active, else `none`.
-pub fn active_member(pair: &Value) -> String {
-    match pair.get("active").and_then(Value::as_str) {
-        Some("primary") => field(pair, "primary"),
-        Some("secondary") => field(pair, "secondary"),
-        Some(other) => other.to_string(),
-        None => "-".to_string(),
-    }
+pub fn active_member(pair: &PairStatus) -> String {
+    pair.active_member()
+        .map_or_else(|| pair.active.clone(), str::to_string)
 }
 
-pub fn pair_row(pair: &Value) -> Vec<String> {
-    let state = pair_state(pair);
-    let active = match pair.get("active").and_then(Value::as_str) {
-        Some(side @ ("primary" | "secondary")) => format!("{} ({side})", active_member(pair)),
-        _ => active_member(pair),
+pub fn pair_row(pair: &PairStatus) -> Vec<String> {
+    let active = match pair.active_member() {
+        Some(name) => format!("{name} ({})", pair.active),
+        None => pair.active.clone(),
     };
     vec![
-        field(pair, "name"),
-        field(pair, "primary"),
-        field(pair, "secondary"),
+        pair.name.clone(),
+        pair.primary.clone(),
+        pair.secondary.clone(),
         active,
-        state,
-        field(pair, "epoch"),
-        field(pair, "switchback"),
-        field(pair, "failover_after"),
-        field(pair, "hold_down"),
+        pair_state(pair),
+        pair.epoch.to_string(),
+        match pair.switchback {
+            understudy_api::Switchback::Auto => "auto",
+            understudy_api::Switchback::Manual => "manual",
+        }
+        .to_string(),
+        duration::format(pair.failover_after),
+        duration::format(pair.hold_down),
     ]
 }
 
 /// The pair's state, with why it is degraded when it is (PR-7).
-pub fn pair_state(pair: &Value) -> String {
-    let state = field(pair, "state");
-    match pair.get("degraded") {
-        Some(Value::Bool(true)) => format!("{state} (degraded)"),
-        Some(Value::String(reason)) if !reason.is_empty() => {
-            format!("{state} (degraded: {reason})")
-        }
-        _ => state,
+pub fn pair_state(pair: &PairStatus) -> String {
+    match pair.degraded.as_deref() {
+        Some(reason) if !reason.is_empty() => format!("{} (degraded: {reason})", pair.state),
+        _ => pair.state.clone(),
     }
 }
 
 pub const AGENT_HEADER: &[&str] = &["NAME", "STATE", "SERVER", "PENDING", "FINGERPRINT"];
 
-pub fn agent_row(agent: &Value) -> Vec<String> {
+pub fn agent_row(agent: &AgentView) -> Vec<String> {
     vec![
-        field(agent, "name"),
-        field(agent, "state"),
-        short(&field(agent, "server"), 40),
-        field(agent, "pending"),
-        short(&field(agent, "fingerprint"), 16),
+        agent.name.clone(),
+        agent.state.clone(),
+        short(&text(agent.server.as_deref()), 40),
+        if agent.pending { "yes" } else { "no" }.to_string(),
+        short(&text(agent.fingerprint.as_deref()), 16),
     ]
 }
 
 pub const CHECK_HEADER: &[&str] = &["NAME", "KIND", "TARGET", "EVERY", "TIMEOUT", "ON", "LAST"];
 
-pub fn check_row(check: &Value) -> Vec<String> {
-    let on = match (check.get("agent"), check.get("pair")) {
-        (_, Some(Value::String(p))) if !p.is_empty() => format!("pair {p}"),
-        (Some(Value::String(a)), _) if !a.is_empty() => format!("agent {a}"),
+pub fn check_row(check: &CheckSpec) -> Vec<String> {
+    let on = match (&check.agent, &check.pair) {
+        (_, Some(p)) if !p.is_empty() => format!("pair {p}"),
+        (Some(a), _) if !a.is_empty() => format!("agent {a}"),
         _ => "-".to_string(),
     };
-    let last = match check.get("last") {
-        Some(Value::Object(_)) => {
-            let last = &check["last"];
-            let mut text = field(last, "state");
+    let last = match check.more.get("last") {
+        Some(last @ serde_json::Value::Object(_)) => {
+            let mut text = cell(last.get("state"));
             if let Some(value) = last.get("value").filter(|v| !v.is_null()) {
                 text.push_str(&format!(" {value}"));
             }
             text
         }
-        Some(other) => crate::output::cell(Some(other)),
-        None => "-".to_string(),
+        other => cell(other),
     };
     vec![
-        field(check, "name"),
-        field(check, "kind"),
-        field(check, "target"),
-        field(check, "every"),
-        field(check, "timeout"),
+        check.name.clone(),
+        check.kind.clone(),
+        cell(Some(&check.target)),
+        check.every.map_or("-".into(), duration::format),
+        check.timeout.map_or("-".into(), duration::format),
         on,
         last,
     ]

@@ -381,6 +381,34 @@ fn standalone_node_stores_what_it_is_sent() {
     let out = understudy(&["agent", "accept", "no-such-agent", "--data-dir", &d]);
     assert_exit(&out, 1);
 
+    // PR-5: an action the engine's guard refuses exits 1 with exactly the sentence that
+    // `status --json` showed for it (`pairs[].actions.*.reason`).
+    let out = understudy(&[
+        "pair",
+        "add",
+        "web",
+        "--primary",
+        "alpha",
+        "--secondary",
+        "ghost",
+        "--switchback",
+        "manual",
+        "--data-dir",
+        &d,
+    ]);
+    assert_exit(&out, 0);
+    let actions = eventually("web active on alpha", || {
+        let status = json_of(&["status", "--json", "--data-dir", &d])?;
+        let pair = status["pairs"].as_array()?.first()?.clone();
+        (pair["active"] == "primary").then(|| pair["actions"].clone())
+    });
+    for (command, action) in [("force-failover", "force_failover"), ("revert", "revert")] {
+        let reason = actions[action]["reason"].as_str().expect("a reason");
+        let out = understudy(&["pair", command, "web", "--data-dir", &d]);
+        assert_exit(&out, 1);
+        assert_eq!(stderr(&out).trim(), format!("error: {reason}"));
+    }
+
     // A wrong token is refused as unauthorized.
     let fp = status["node"]["cert"]["fingerprint"]
         .as_str()

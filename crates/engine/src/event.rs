@@ -20,8 +20,26 @@ impl Event {
     }
 }
 
+/// How serious an event is (PRODUCT.md AL-1: `info`, `warning`, `critical`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 macro_rules! event_codes {
-    ($($variant:ident => $code:literal, $rule:literal, $notify:literal;)*) => {
+    ($($variant:ident => $code:literal, $rule:literal, $notify:literal, $severity:ident, $title:literal;)*) => {
         /// Stable event codes; see the table in the crate docs.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum EventCode { $($variant),* }
@@ -44,6 +62,16 @@ macro_rules! event_codes {
                 match self { $(EventCode::$variant => $notify),* }
             }
 
+            /// How serious it is: the colour of the event in every view (AL-1's severities).
+            pub fn severity(self) -> Severity {
+                match self { $(EventCode::$variant => Severity::$severity),* }
+            }
+
+            /// A short title, as a notification's or a list's heading.
+            pub fn title(self) -> &'static str {
+                match self { $(EventCode::$variant => $title),* }
+            }
+
             pub fn parse(code: &str) -> Option<EventCode> {
                 match code { $($code => Some(EventCode::$variant),)* _ => None }
             }
@@ -52,34 +80,34 @@ macro_rules! event_codes {
 }
 
 event_codes! {
-    Switchover => "SWITCHOVER", "AG-3", true;
-    Staged => "STAGED", "AG-4", false;
-    Blackout => "BLACKOUT", "AG-5", true;
-    BlackoutEnd => "BLACKOUT_END", "AG-5", true;
-    Switchback => "SWITCHBACK", "AG-6", true;
-    Recalled => "RECALLED", "AG-6", false;
-    HeldDropped => "HELD_DROPPED", "AG-2", true;
-    Redirected => "REDIRECTED", "AG-7", false;
-    StaleEpoch => "STALE_EPOCH", "AG-8", false;
-    AgentPending => "AGENT_PENDING", "AG-9", true;
-    AgentAccepted => "AGENT_ACCEPTED", "AG-9", false;
-    AgentRejected => "AGENT_REJECTED", "AG-9", false;
-    AgentRefused => "AGENT_REFUSED", "AG-9", false;
-    PairActive => "PAIR_ACTIVE", "PR-2", false;
-    Failover => "FAILOVER", "PR-3", true;
-    PairSwitchback => "PAIR_SWITCHBACK", "PR-4", true;
-    ForcedFailover => "FORCED_FAILOVER", "PR-5", true;
-    Reverted => "REVERTED", "PR-5", true;
-    PairBlackout => "PAIR_BLACKOUT", "PR-6", true;
-    PairBlackoutEnd => "PAIR_BLACKOUT_END", "PR-6", true;
-    HookFailed => "HOOK_FAILED", "PR-7", true;
-    LeaseExpired => "LEASE_EXPIRED", "PR-3", false;
-    Promoted => "PROMOTED", "HS-4", true;
-    Demoted => "DEMOTED", "HS-5", true;
-    SplitBrain => "SPLIT_BRAIN", "HS-6", true;
-    RoleChanged => "ROLE_CHANGED", "HS-7", false;
-    CertGenerated => "CERT_GENERATED", "CT-1", true;
-    CheckRefused => "CHECK_REFUSED", "CK-1", true;
+    Switchover => "SWITCHOVER", "AG-3", true, Warning, "Switchover";
+    Staged => "STAGED", "AG-4", false, Warning, "Agent staged";
+    Blackout => "BLACKOUT", "AG-5", true, Critical, "Blackout";
+    BlackoutEnd => "BLACKOUT_END", "AG-5", true, Info, "Blackout ended";
+    Switchback => "SWITCHBACK", "AG-6", true, Info, "Switchback";
+    Recalled => "RECALLED", "AG-6", false, Info, "Agent recalled";
+    HeldDropped => "HELD_DROPPED", "AG-2", true, Warning, "Held records let go";
+    Redirected => "REDIRECTED", "AG-7", false, Info, "Agent redirected";
+    StaleEpoch => "STALE_EPOCH", "AG-8", false, Warning, "Stale epoch refused";
+    AgentPending => "AGENT_PENDING", "AG-9", true, Warning, "New agent waiting";
+    AgentAccepted => "AGENT_ACCEPTED", "AG-9", false, Info, "Agent accepted";
+    AgentRejected => "AGENT_REJECTED", "AG-9", false, Info, "Agent rejected";
+    AgentRefused => "AGENT_REFUSED", "AG-9", false, Warning, "Agent refused";
+    PairActive => "PAIR_ACTIVE", "PR-2", false, Info, "Pair active";
+    Failover => "FAILOVER", "PR-3", true, Critical, "Pair failover";
+    PairSwitchback => "PAIR_SWITCHBACK", "PR-4", true, Info, "Pair switchback";
+    ForcedFailover => "FORCED_FAILOVER", "PR-5", true, Info, "Forced failover";
+    Reverted => "REVERTED", "PR-5", true, Info, "Pair reverted";
+    PairBlackout => "PAIR_BLACKOUT", "PR-6", true, Critical, "Pair blackout";
+    PairBlackoutEnd => "PAIR_BLACKOUT_END", "PR-6", true, Info, "Pair blackout ended";
+    HookFailed => "HOOK_FAILED", "PR-7", true, Warning, "Hook failed";
+    LeaseExpired => "LEASE_EXPIRED", "PR-3", false, Warning, "Lease expired";
+    Promoted => "PROMOTED", "HS-4", true, Warning, "Server promoted";
+    Demoted => "DEMOTED", "HS-5", true, Warning, "Server demoted";
+    SplitBrain => "SPLIT_BRAIN", "HS-6", true, Critical, "Split brain";
+    RoleChanged => "ROLE_CHANGED", "HS-7", false, Info, "Roles changed";
+    CertGenerated => "CERT_GENERATED", "CT-1", true, Info, "New certificate";
+    CheckRefused => "CHECK_REFUSED", "CK-1", true, Warning, "Check refused";
 }
 
 impl std::fmt::Display for EventCode {

@@ -67,7 +67,7 @@ pub use agent::{
     Agent, AgentAction, AgentConfig, LinkState, MemberState, PairView, ProbeResult, Restored,
     Welcome, MIN_SWITCHBACK_INTERVAL,
 };
-pub use event::{Event, EventCode};
+pub use event::{Event, EventCode, Severity};
 pub use ha::{
     FailbackPolicy, FailoverMode, HaAction, HaState, HotStandby, HotStandbyConfig, PeerStatus,
 };

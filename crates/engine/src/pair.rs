@@ -426,6 +426,18 @@ impl Pair {
         self.supervise(now);
     }
 
+    /// PR-5, dry run: whether [`Pair::force_failover`] would be allowed now, and if not the
+    /// sentence it would refuse with (the same guard decides both, so a button, its tooltip
+    /// and the refusal never differ).
+    pub fn can_force_failover(&self, now: Instant) -> Result<(), String> {
+        self.operator_guard(now, Member::Secondary)
+    }
+
+    /// PR-5, dry run of [`Pair::revert`].
+    pub fn can_revert(&self, now: Instant) -> Result<(), String> {
+        self.operator_guard(now, Member::Primary)
+    }
+
     // ----- internals -----
 
     fn operator_guard(&self, now: Instant, target: Member) -> Result<(), String> {

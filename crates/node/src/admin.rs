@@ -1,6 +1,6 @@
-//! The admin API: one request vocabulary (method, path, JSON body → status, JSON) shared by the
-//! HTTPS API, the CLI and the desktop app, plus the embedded web console. Requests that read or
-//! change what the engine decides go through the core; store-only reads are answered here.
+//! The admin API's edge: HTTPS requests become [`Request`]s through the route table of
+//! `understudy-api`, and answers become JSON there too. Requests that read or change what the
+//! engine decides go to the core as `Input::Admin`; store-only reads are answered here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,16 +10,33 @@ use hyper::body::{Bytes, Incoming};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
+use understudy_api::status::{Agents, CertInfo, Checks, Pairs, RecordView, Records, Settings};
+use understudy_api::{
+    defaults, AgentView, CertView, CheckSpec, Done, EventQuery, EventView, FailoverView, LinkView,
+    MemberView, NodeView, PairSpec, PairStatus, RecordQuery, Refusal, Request, RoleSpec,
+    Roles as RolesView, ServerView, Status, Switchback,
+};
 use understudy_engine::{
     self as engine, validate_role_change, PairConfig, RoleChange, RoleContext, Roles,
     SwitchbackPolicy,
 };
 
-use crate::config::{self, parse_duration, CONFIG_FILE};
-use crate::runtime::{self, error, ok, pair_doc, Core, Input, LinkCmd, Shared};
+use crate::config::{self, CONFIG_FILE};
+use crate::runtime::{self, pair_doc, Core, Input, Shared};
 use crate::store::{NewRecord, RecordFilter};
 use crate::tls;
 use crate::wire::ToAgent;
+
+/// What a request answers: a JSON document, or a typed refusal.
+type Answer = Result<Value, Refusal>;
+
+fn to_value(v: impl serde::Serialize) -> Answer {
+    serde_json::to_value(v).map_err(Refusal::failed)
+}
+
+fn done(message: impl Into<String>) -> Answer {
+    to_value(Done::new(message))
+}
 
 /// The console's files, embedded at build time from `ui/dist` (see build.rs).
 mod assets {
@@ -109,18 +126,14 @@ async fn http_request(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| crate::admin_auth::token_matches(&shared.token, v));
     if !authorized {
-        let (s, v) = error(
-            401,
+        return json_response(Err(Refusal::new(
+            understudy_api::RefusalKind::Unauthorized,
             "a valid admin token is required (Authorization: Bearer <token>)",
-        );
-        return response(s, "application/json", v.to_string().into_bytes());
+        )));
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => {
-            let (s, v) = error(400, format!("request body: {e}"));
-            return response(s, "application/json", v.to_string().into_bytes());
-        }
+        Err(e) => return json_response(Err(Refusal::invalid(format!("request body: {e}")))),
     };
     let body = if body.is_empty() {
         None
@@ -128,13 +141,29 @@ async fn http_request(
         match serde_json::from_slice::<Value>(&body) {
             Ok(v) => Some(v),
             Err(e) => {
-                let (s, v) = error(400, format!("the body is not JSON: {e}"));
-                return response(s, "application/json", v.to_string().into_bytes());
+                return json_response(Err(Refusal::invalid(format!("the body is not JSON: {e}"))))
             }
         }
     };
     let (status, value) = handle(&shared, &method, &path, body).await;
     response(status, "application/json", value.to_string().into_bytes())
+}
+
+fn json_response(answer: Answer) -> hyper::Response<Full<Bytes>> {
+    let (status, value) = http_answer(answer);
+    response(status, "application/json", value.to_string().into_bytes())
+}
+
+/// An answer as HTTP: 200 with the document, or the refusal's status (the one mapping is
+/// [`understudy_api::RefusalKind::http_status`]).
+fn http_answer(answer: Answer) -> (u16, Value) {
+    match answer {
+        Ok(v) => (200, v),
+        Err(r) => (
+            r.http_status(),
+            serde_json::to_value(&r).unwrap_or_else(|_| json!({ "error": r.reason })),
+        ),
+    }
 }
 
 fn static_file(path: &str) -> hyper::Response<Full<Bytes>> {
@@ -161,216 +190,138 @@ fn static_file(path: &str) -> hyper::Response<Full<Bytes>> {
     }
 }
 
-fn query(path: &str) -> (String, Vec<(String, String)>) {
-    let (p, q) = path.split_once('?').unwrap_or((path, ""));
-    let pairs = q
-        .split('&')
-        .filter(|s| !s.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k.to_string(), percent_decode(v))
-        })
-        .collect();
-    (p.to_string(), pairs)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 3 <= bytes.len() => {
-                match u8::from_str_radix(
-                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or(""),
-                    16,
-                ) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The route's segments, each percent-decoded (a name with a space arrives as `web%201`).
-fn path_segments(route: &str) -> Vec<String> {
-    route
-        .trim_matches('/')
-        .split('/')
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect()
-}
-
-fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-/// The one request handler.
+/// The one request handler, for callers that hold `(method, path, body)` (the HTTPS API, the
+/// desktop window's `admin` command): the route table turns them into a [`Request`].
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     method: &str,
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let (route, q) = query(path);
-    let segments = path_segments(&route);
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    match (method, segments.as_slice()) {
-        ("GET", ["api", "records"]) => records(shared, &q),
-        ("GET", ["api", "events"]) => events(shared, &q),
-        ("GET", ["api", "cert"]) => match tls::load_or_generate(&shared.data_dir) {
-            Ok(c) => (
-                200,
-                json!({ "fingerprint": c.fingerprint, "sans": c.sans, "not_after": c.not_after }),
-            ),
-            Err(e) => error(500, e.to_string()),
+    let answer = match Request::from_http(method, path, body) {
+        Ok(request) => answer(shared, request).await,
+        Err(refusal) => Err(refusal),
+    };
+    http_answer(answer)
+}
+
+/// Answers one request: store-only reads and local IO here, the rest in the core.
+pub(crate) async fn answer(shared: &Arc<Shared>, request: Request) -> Answer {
+    match request {
+        Request::Records(q) => records(shared, &q),
+        Request::Events(q) => events(shared, &q),
+        Request::Cert => match tls::load_or_generate(&shared.data_dir) {
+            Ok(c) => to_value(CertInfo {
+                fingerprint: c.fingerprint,
+                sans: c.sans,
+                not_after: c.not_after,
+            }),
+            Err(e) => Err(Refusal::failed(e)),
         },
-        ("POST", ["api", "cert", "generate"]) => generate_cert(shared, body).await,
-        ("POST", ["api", "send"]) => send(shared, body),
-        ("POST", ["api", "link", "trust"]) => trust(shared, body),
-        ("GET", ["api", "settings"]) => (
-            200,
-            json!({ "ui.notifications": shared.config().ui.notifications }),
-        ),
-        ("POST", ["api", "settings"]) => settings(shared, body),
-        _ => {
+        Request::GenerateCert(c) => generate_cert(shared, c).await,
+        Request::Send { records } => send(shared, records),
+        Request::Trust { fingerprint } => trust(shared, &fingerprint),
+        Request::Settings => to_value(Settings {
+            notifications: shared.config().ui.notifications,
+        }),
+        Request::SetSettings { notifications } => settings(shared, notifications),
+        request => {
             let (tx, rx) = oneshot::channel();
-            let input = Input::Admin {
-                method: method.to_string(),
-                path: path.to_string(),
-                body,
-                reply: tx,
+            let stopping = || {
+                Refusal::new(
+                    understudy_api::RefusalKind::Unavailable,
+                    "the node is stopping",
+                )
             };
-            if shared.core.send(input).is_err() {
-                return error(503, "the node is stopping");
+            if shared
+                .core
+                .send(Input::Admin { request, reply: tx })
+                .is_err()
+            {
+                return Err(stopping());
             }
-            rx.await
-                .unwrap_or_else(|_| error(503, "the node is stopping"))
+            rx.await.unwrap_or_else(|_| Err(stopping()))
         }
     }
 }
 
-fn records(shared: &Shared, q: &[(String, String)]) -> (u16, Value) {
-    let limit = match param(q, "limit").map(str::parse::<usize>) {
-        Some(Ok(n)) => Some(n),
-        Some(Err(_)) => return error(400, "limit must be a number"),
-        None => None,
-    };
+fn records(shared: &Shared, q: &RecordQuery) -> Answer {
     let filter = RecordFilter {
-        agent: param(q, "agent").map(String::from),
-        pair: param(q, "pair").map(String::from),
-        limit,
+        agent: q.agent.clone(),
+        pair: q.pair.clone(),
+        limit: q.limit,
     };
-    let kind = param(q, "kind");
-    match shared.store().records_list(&filter) {
-        Ok(list) => {
-            let records: Vec<Value> = list
-                .iter()
-                .filter(|r| kind.is_none_or(|k| r.record.kind == k))
-                .map(|r| {
-                    json!({
-                        "agent": r.agent_name, "agent_id": r.agent_id, "seq": r.record.seq, "pair": r.record.pair,
-                        "name": r.record.name, "value": r.record.value, "time_ms": r.record.time_ms,
-                        "kind": r.record.kind, "detail": r.record.detail, "taken_for": r.taken_for,
-                    })
-                })
-                .collect();
-            (200, json!({ "records": records }))
-        }
-        Err(e) => error(500, e.to_string()),
-    }
+    let list = shared
+        .store()
+        .records_list(&filter)
+        .map_err(Refusal::failed)?;
+    let records = list
+        .into_iter()
+        .filter(|r| q.kind.as_ref().is_none_or(|k| &r.record.kind == k))
+        .map(|r| RecordView {
+            agent: r.agent_name,
+            agent_id: r.agent_id,
+            seq: r.record.seq,
+            pair: r.record.pair,
+            name: r.record.name,
+            value: r.record.value,
+            time_ms: r.record.time_ms,
+            kind: r.record.kind,
+            detail: r.record.detail,
+            taken_for: r.taken_for,
+        })
+        .collect();
+    to_value(Records { records })
 }
 
-fn events(shared: &Shared, q: &[(String, String)]) -> (u16, Value) {
-    let since = param(q, "since")
-        .and_then(|s| s.trim_start_matches('#').parse().ok())
-        .unwrap_or(0);
-    let since_ms: i64 = param(q, "since_ms")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let limit = param(q, "limit")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000usize);
-    let code = param(q, "code").filter(|c| !c.is_empty());
-    match shared.store().events_list(since, code, limit) {
-        Ok(list) => {
-            let events: Vec<Value> = list
-                .iter()
-                .filter(|e| e.event.time_ms >= since_ms)
-                .map(|e| json!({ "id": e.id, "time_ms": e.event.time_ms, "code": e.event.code, "subject": e.event.subject, "sentence": e.event.detail, "origin": e.origin }))
-                .collect();
-            (200, json!({ "events": events }))
-        }
-        Err(e) => error(500, e.to_string()),
-    }
+fn events(shared: &Shared, q: &EventQuery) -> Answer {
+    let list = shared
+        .store()
+        .events_list(
+            q.since,
+            q.code.as_deref(),
+            q.limit.unwrap_or(defaults::EVENTS_LIMIT),
+        )
+        .map_err(Refusal::failed)?;
+    let events = list
+        .into_iter()
+        .filter(|e| e.event.time_ms >= q.since_ms)
+        .map(|e| {
+            EventView::new(
+                e.id,
+                e.event.time_ms,
+                &e.event.code,
+                e.event.subject,
+                e.event.detail,
+                Some(e.origin),
+            )
+        })
+        .collect();
+    to_value(understudy_api::event::Events { events })
 }
 
-fn send(shared: &Shared, body: Option<Value>) -> (u16, Value) {
+fn send(shared: &Shared, list: Vec<understudy_api::NewRecord>) -> Answer {
     if !shared.config().node.agent {
-        return error(
-            409,
+        return Err(Refusal::conflict(
             "this node has no agent role: records are handed to an agent",
-        );
+        ));
     }
-    let Some(list) = body
-        .as_ref()
-        .and_then(|b| b.get("records"))
-        .and_then(Value::as_array)
-    else {
-        return error(400, "expected {\"records\": [{\"name\": …, \"value\": …}]}");
-    };
+    if list.is_empty() {
+        return Err(Refusal::invalid("no records given"));
+    }
     let mut records = Vec::with_capacity(list.len());
     for r in list {
-        let (Some(name), Some(value)) = (
-            r.get("name").and_then(Value::as_str),
-            r.get("value").and_then(Value::as_f64),
-        ) else {
-            return error(
-                400,
-                format!("each record needs a name and a numeric value: {r}"),
-            );
-        };
-        if name.is_empty() {
-            return error(400, "a record name may not be empty");
+        if r.name.is_empty() {
+            return Err(Refusal::invalid("a record name may not be empty"));
         }
         records.push(NewRecord {
-            name: name.to_string(),
-            value,
-            time_ms: r
-                .get("time_ms")
-                .and_then(Value::as_i64)
-                .unwrap_or_else(runtime::now_ms),
-            pair: r.get("pair").and_then(Value::as_str).map(String::from),
-            kind: r
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("metric")
-                .to_string(),
-            detail: r.get("detail").and_then(Value::as_str).map(String::from),
+            name: r.name,
+            value: r.value,
+            time_ms: r.time_ms.unwrap_or_else(runtime::now_ms),
+            pair: r.pair,
+            kind: r.kind.unwrap_or_else(|| "metric".to_string()),
+            detail: r.detail,
         });
-    }
-    if records.is_empty() {
-        return error(400, "no records given");
     }
     // AG-2: durable in the cache before anything is sent.
     match shared.store().cache_append(&records) {
@@ -380,103 +331,80 @@ fn send(shared: &Shared, body: Option<Value>) -> (u16, Value) {
                 seqs.last().copied().unwrap_or(0),
             );
             let _ = shared.core.send(Input::Cached(last));
-            (
-                200,
-                json!({ "ok": true, "message": format!("{} records cached", seqs.len()), "first_seq": first, "last_seq": last }),
+            to_value(
+                Done::new(format!("{} records cached", seqs.len()))
+                    .with("first_seq", first)
+                    .with("last_seq", last),
             )
         }
-        Err(e) => error(507, format!("records not written: {e}")),
+        Err(e) => Err(Refusal::new(
+            understudy_api::RefusalKind::Full,
+            format!("records not written: {e}"),
+        )),
     }
 }
 
 /// CT-2: the operator accepts a server certificate seen on first contact (listed in
 /// `status.link.untrusted`); it is pinned from now on.
-fn trust(shared: &Shared, body: Option<Value>) -> (u16, Value) {
-    let Some(fp) = body
-        .as_ref()
-        .and_then(|b| b.get("fingerprint"))
-        .and_then(Value::as_str)
-    else {
-        return error(400, "expected {\"fingerprint\": \"<sha256 hex>\"}");
-    };
-    let fp = match config::normalize_fingerprint(fp) {
-        Ok(fp) => fp,
-        Err(m) => return error(400, m),
-    };
+fn trust(shared: &Shared, fp: &str) -> Answer {
+    let fp = config::normalize_fingerprint(fp).map_err(Refusal::invalid)?;
     let mut untrusted = shared.untrusted.lock().unwrap_or_else(|p| p.into_inner());
     let Some(addr) = untrusted
         .iter()
         .find(|(_, seen)| **seen == fp)
         .map(|(a, _)| a.clone())
     else {
-        return error(404, format!("no server presented {fp}: only a certificate seen on first contact can be accepted"));
+        return Err(Refusal::not_found(format!(
+            "no server presented {fp}: only a certificate seen on first contact can be accepted"
+        )));
     };
     untrusted.remove(&addr);
     shared.pins.add(&fp);
-    if let Err(e) = shared.store().state_set("pins", &json!(shared.pins.list())) {
-        return error(500, e.to_string());
-    }
-    ok(format!("{addr} trusted with certificate {fp}"))
+    shared
+        .store()
+        .state_set("pins", &json!(shared.pins.list()))
+        .map_err(Refusal::failed)?;
+    done(format!("{addr} trusted with certificate {fp}"))
 }
 
-fn settings(shared: &Shared, body: Option<Value>) -> (u16, Value) {
-    let Some(v) = body
-        .as_ref()
-        .and_then(|b| b.get("ui.notifications"))
-        .and_then(Value::as_bool)
-    else {
-        return error(400, "expected {\"ui.notifications\": true|false}");
-    };
+fn settings(shared: &Shared, notifications: bool) -> Answer {
     let mut config = shared.config.lock().unwrap_or_else(|p| p.into_inner());
-    config.ui.notifications = v;
-    if let Err(e) = config.save(&shared.data_dir.join(CONFIG_FILE)) {
-        return error(500, e.to_string());
-    }
-    ok(format!("notifications {}", if v { "on" } else { "muted" }))
+    config.ui.notifications = notifications;
+    config
+        .save(&shared.data_dir.join(CONFIG_FILE))
+        .map_err(Refusal::failed)?;
+    done(format!(
+        "notifications {}",
+        if notifications { "on" } else { "muted" }
+    ))
 }
 
 /// CT-1/CT-2: a new certificate, announced over the existing (old-certificate) links first, so
 /// agents and the peer pin it before it is taken into use.
-async fn generate_cert(shared: &Arc<Shared>, body: Option<Value>) -> (u16, Value) {
-    let body = body.unwrap_or(json!({}));
+async fn generate_cert(shared: &Arc<Shared>, request: understudy_api::CertRequest) -> Answer {
     let mut ips = Vec::new();
-    for ip in body
-        .get("ips")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        match ip.as_str().and_then(|s| s.parse().ok()) {
-            Some(ip) => ips.push(ip),
-            None => return error(400, format!("{ip} is not an IP address")),
+    for ip in &request.ips {
+        match ip.parse() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => return Err(Refusal::invalid(format!("{ip} is not an IP address"))),
         }
     }
-    let dns: Vec<String> = body
-        .get("dns")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d.as_str().map(String::from))
-        .collect();
-    let info = match tls::generate_certificate(&shared.data_dir, &ips, &dns) {
-        Ok(i) => i,
-        Err(e) => return error(500, e.to_string()),
-    };
+    let info =
+        tls::generate_certificate(&shared.data_dir, &ips, &request.dns).map_err(Refusal::failed)?;
     let fp = info.fingerprint.clone();
     shared.pins.add(&fp);
     let _ = shared.store().state_set("pins", &json!(shared.pins.list()));
     crate::net::announce_cert_to_peer(shared, &fp).await;
     let (tx, rx) = oneshot::channel();
-    let _ = shared.core.send(Input::Admin {
-        method: "POST".into(),
-        path: "/internal/cert-rotated".into(),
-        body: Some(json!({ "fingerprint": fp })),
-        reply: tx,
+    let _ = shared.core.send(Input::CertRotated {
+        fingerprint: fp.clone(),
+        done: tx,
     });
     let _ = rx.await;
-    if let Err(e) = shared.identity.reload(&shared.data_dir) {
-        return error(500, e.to_string());
-    }
+    shared
+        .identity
+        .reload(&shared.data_dir)
+        .map_err(Refusal::failed)?;
     runtime::record_event(
         shared,
         &engine::Event::new(
@@ -485,9 +413,11 @@ async fn generate_cert(shared: &Arc<Shared>, body: Option<Value>) -> (u16, Value
             format!("new certificate {fp} in use ({} names)", info.sans.len()),
         ),
     );
-    (
-        200,
-        json!({ "ok": true, "message": format!("certificate generated: {fp}"), "fingerprint": fp, "sans": info.sans, "not_after": info.not_after }),
+    to_value(
+        Done::new(format!("certificate generated: {fp}"))
+            .with("fingerprint", &fp)
+            .with("sans", &info.sans)
+            .with("not_after", &info.not_after),
     )
 }
 
@@ -520,253 +450,198 @@ pub(crate) fn checks_for(shared: &Shared, agent: &str) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Requests answered by the core (they read or change what the engine decides).
 
-pub(crate) fn core_request(
-    core: &mut Core,
-    now: Instant,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let (route, _q) = query(path);
-    let segments = path_segments(&route);
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let r = match (method, segments.as_slice()) {
-        ("GET", ["api", "status"]) => (200, status(core)),
-        ("GET", ["api", "pairs"]) => (200, json!({ "pairs": status(core)["pairs"] })),
-        ("POST", ["api", "pairs"]) => put_pair(core, now, body),
-        ("DELETE", ["api", "pairs", name]) => {
-            with_acting_server(core, |s| s.remove_pair(now, name)).and_then_persist(core, |c| {
-                let _ = c.shared().store().pair_remove(name);
-            })
+pub(crate) fn core_request(core: &mut Core, now: Instant, request: Request) -> Answer {
+    let r = match request {
+        Request::Status => to_value(status(core, now)),
+        Request::Pairs => to_value(Pairs {
+            pairs: status(core, now).pairs,
+        }),
+        Request::PutPair(spec) => put_pair(core, now, spec),
+        Request::RemovePair { name } => {
+            let r = with_server(core, Subject::Pair(&name), |s| s.remove_pair(now, &name));
+            if r.is_ok() {
+                let _ = core.shared().store().pair_remove(&name);
+            }
+            r
         }
-        ("POST", ["api", "pairs", name, "force-failover"]) => {
-            with_acting_server(core, |s| s.force_failover(now, name)).into()
+        // PR-5: the pair's own guard decides (the same one `status` dry-runs for `actions`).
+        Request::ForceFailover { name } => {
+            with_server(core, Subject::Pair(&name), |s| s.force_failover(now, &name))
         }
-        ("POST", ["api", "pairs", name, "revert"]) => {
-            with_acting_server(core, |s| s.revert(now, name)).into()
+        Request::Revert { name } => {
+            with_server(core, Subject::Pair(&name), |s| s.revert(now, &name))
         }
-        ("GET", ["api", "agents"]) => (200, json!({ "agents": status(core)["agents"] })),
-        ("POST", ["api", "agents", name, "accept"]) => {
-            with_server(core, |s| s.accept_agent(now, name)).into()
+        Request::Agents => to_value(Agents {
+            agents: status(core, now).agents,
+        }),
+        Request::AcceptAgent { name } => {
+            with_server(core, Subject::Agent(&name), |s| s.accept_agent(now, &name))
         }
-        ("POST", ["api", "agents", name, "reject"]) => {
-            with_server(core, |s| s.reject_agent(now, name)).into()
+        Request::RejectAgent { name } => {
+            with_server(core, Subject::Agent(&name), |s| s.reject_agent(now, &name))
         }
-        ("POST", ["api", "agents", name, "forget"]) => {
-            with_server(core, |s| s.forget_agent(now, name)).into()
+        Request::ForgetAgent { name } => {
+            with_server(core, Subject::Agent(&name), |s| s.forget_agent(now, &name))
         }
-        ("POST", ["api", "agents", name, "recall"]) => {
-            with_server(core, |s| s.recall(now, name)).into()
+        Request::RecallAgent { name } => {
+            with_server(core, Subject::Agent(&name), |s| s.recall(now, &name))
         }
-        ("POST", ["api", "ha", "standby"]) => with_server(core, |s| s.operator_standby(now)).into(),
-        ("POST", ["api", "role"]) => set_role(core, now, body),
-        ("GET", ["api", "checks"]) => {
-            let checks = core.shared().store().checks_list().unwrap_or_default();
-            let list: Vec<Value> = checks
-                .into_iter()
-                .map(|(n, mut c)| {
-                    c["name"] = json!(n);
-                    c
-                })
-                .collect();
-            (200, json!({ "checks": list }))
-        }
-        ("POST", ["api", "checks"]) => put_check(core, body),
-        ("DELETE", ["api", "checks", name]) => {
-            let removed = core.shared().store().check_remove(name);
+        Request::HaStandby => with_server(core, Subject::Node, |s| s.operator_standby(now)),
+        Request::SetRole(spec) => set_role(core, now, spec),
+        Request::Checks => to_value(Checks {
+            checks: check_list(core.shared()),
+        }),
+        Request::PutCheck(spec) => put_check(core, spec),
+        Request::RemoveCheck { name } => {
+            let removed = core.shared().store().check_remove(&name);
             match removed {
                 Ok(Some(_)) => {
                     push_checks(core);
-                    ok(format!("check {name} removed"))
+                    done(format!("check {name} removed"))
                 }
-                Ok(None) => error(404, format!("no check named {name}")),
-                Err(e) => error(500, e.to_string()),
+                Ok(None) => Err(Refusal::not_found(format!("no check named {name}"))),
+                Err(e) => Err(Refusal::failed(e)),
             }
         }
-        ("POST", ["internal", "cert-rotated"]) => {
-            let fp = body
-                .as_ref()
-                .and_then(|b| b.get("fingerprint"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            for (_, tx) in core.server_conns() {
-                let _ = tx.send(ToAgent::CertRotated {
-                    fingerprint: fp.clone(),
-                });
-            }
-            for tx in core.agent_links() {
-                let _ = tx.send(LinkCmd::CertRotated(fp.clone()));
-            }
-            ok("announced")
-        }
-        _ => error(404, format!("no such request: {method} {route}")),
+        // Answered at the edge (admin::answer); never sent to the core.
+        Request::Records(_)
+        | Request::Events(_)
+        | Request::Cert
+        | Request::GenerateCert(_)
+        | Request::Send { .. }
+        | Request::Trust { .. }
+        | Request::Settings
+        | Request::SetSettings { .. } => Err(Refusal::failed("not a request for the core")),
     };
     core.drain_now();
     r
 }
 
-/// An engine answer as an HTTP answer: refusals are 409 with their reason.
-struct Answer(Result<String, (u16, String)>);
-
-impl From<Answer> for (u16, Value) {
-    fn from(a: Answer) -> Self {
-        match a.0 {
-            Ok(m) => ok(m),
-            Err((s, m)) => error(s, m),
-        }
-    }
+/// What an engine request names, so that a missing one is told apart from a refused one.
+enum Subject<'a> {
+    Pair(&'a str),
+    Agent(&'a str),
+    Node,
 }
 
-impl Answer {
-    fn and_then_persist(self, core: &mut Core, f: impl FnOnce(&mut Core)) -> (u16, Value) {
-        if self.0.is_ok() {
-            f(core);
-        }
-        self.into()
-    }
-}
-
+/// Runs an engine operation: a missing subject is `NotFound`, the engine's refusal `Conflict`
+/// (with the engine's sentence), success `{ok, message}`.
 fn with_server(
     core: &mut Core,
+    subject: Subject<'_>,
     f: impl FnOnce(&mut engine::Server) -> Result<String, String>,
 ) -> Answer {
-    match core.server_engine_mut() {
-        Some(s) => Answer(f(s).map_err(|m| (if m.starts_with("no ") { 404 } else { 409 }, m))),
-        None => Answer(Err((409, "this node has no server role".into()))),
-    }
-}
-
-fn with_acting_server(
-    core: &mut Core,
-    f: impl FnOnce(&mut engine::Server) -> Result<String, String>,
-) -> Answer {
-    match core.server_engine_mut() {
-        Some(s) if !s.is_acting() => Answer(Err((
-            409,
-            "this server is not the acting server of the site".into(),
-        ))),
-        _ => with_server(core, f),
-    }
-}
-
-fn put_pair(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) {
-    let Some(b) = body else {
-        return error(400, "expected a pair definition");
+    let Some(s) = core.server_engine_mut() else {
+        return Err(Refusal::conflict("this node has no server role"));
     };
-    let text = |k: &str| b.get(k).and_then(Value::as_str).map(String::from);
-    let dur = |k: &str, d: &str| {
-        parse_duration(b.get(k).and_then(Value::as_str).unwrap_or(d))
-            .map_err(|m| format!("{k}: {m}"))
-    };
-    let (Some(name), Some(primary), Some(secondary)) =
-        (text("name"), text("primary"), text("secondary"))
-    else {
-        return error(400, "a pair needs name, primary and secondary");
-    };
-    let failover_after = match dur("failover_after", "10s") {
-        Ok(d) => d,
-        Err(m) => return error(400, m),
-    };
-    let hold_down = match dur("hold_down", "60s") {
-        Ok(d) => d,
-        Err(m) => return error(400, m),
-    };
-    let switchback = match text("switchback").as_deref() {
-        None | Some("auto") => SwitchbackPolicy::Auto { hold_down },
-        Some("manual") => SwitchbackPolicy::Manual,
-        Some(other) => {
-            return error(
-                400,
-                format!("switchback must be auto or manual, not {other}"),
-            )
+    match subject {
+        Subject::Pair(name) if s.pair(name).is_none() => {
+            return Err(Refusal::not_found(format!("no pair named {name}")))
         }
-    };
+        Subject::Agent(name) if !s.registry().entries().any(|e| e.name == name) => {
+            return Err(Refusal::not_found(format!("no agent named {name}")))
+        }
+        _ => {}
+    }
+    match f(s) {
+        Ok(message) => done(message),
+        Err(reason) => Err(Refusal::conflict(reason)),
+    }
+}
+
+fn put_pair(core: &mut Core, now: Instant, spec: PairSpec) -> Answer {
+    if spec.name.is_empty() || spec.primary.is_empty() || spec.secondary.is_empty() {
+        return Err(Refusal::invalid("a pair needs name, primary and secondary"));
+    }
     let config = PairConfig {
-        name: name.clone(),
-        primary,
-        secondary,
-        failover_after,
-        switchback,
+        name: spec.name.clone(),
+        primary: spec.primary.clone(),
+        secondary: spec.secondary.clone(),
+        failover_after: spec.failover_after(),
+        switchback: match spec.switchback.unwrap_or(Switchback::Auto) {
+            Switchback::Auto => SwitchbackPolicy::Auto {
+                hold_down: spec.hold_down(),
+            },
+            Switchback::Manual => SwitchbackPolicy::Manual,
+        },
     };
-    let answer = with_acting_server(core, |s| s.put_pair(now, config.clone(), None));
-    if answer.0.is_ok() {
+    if core.server_engine().is_some_and(|s| !s.is_acting()) {
+        return Err(Refusal::conflict(
+            "this server is not the acting server of the site",
+        ));
+    }
+    let answer = with_server(core, Subject::Node, |s| {
+        s.put_pair(now, config.clone(), None)
+    });
+    if answer.is_ok() {
         let state = core
             .server_engine()
-            .and_then(|s| s.pair(&name))
+            .and_then(|s| s.pair(&spec.name))
             .map(|p| p.state().clone())
             .unwrap_or_default();
-        if let Err(e) = core
-            .shared()
+        core.shared()
             .store()
-            .pair_put(&name, &pair_doc(&config, &state))
-        {
-            return error(500, e.to_string());
-        }
+            .pair_put(&spec.name, &pair_doc(&config, &state))
+            .map_err(Refusal::failed)?;
         push_checks(core);
     }
-    answer.into()
+    answer
 }
 
-fn put_check(core: &mut Core, body: Option<Value>) -> (u16, Value) {
-    let Some(b) = body else {
-        return error(400, "expected a check definition");
-    };
-    let Some(name) = b
-        .get("name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-    else {
-        return error(400, "a check needs a name");
-    };
-    match b.get("kind").and_then(Value::as_str) {
-        Some("tcp" | "http" | "command") => {}
-        Some(other) => {
-            return error(
-                400,
-                format!("unknown check kind {other}: expected tcp, http or command"),
-            )
+/// The site's checks as stored.
+fn check_list(shared: &Shared) -> Vec<CheckSpec> {
+    shared
+        .store()
+        .checks_list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, mut doc)| {
+            doc["name"] = json!(name);
+            serde_json::from_value(doc).ok()
+        })
+        .collect()
+}
+
+fn put_check(core: &mut Core, spec: CheckSpec) -> Answer {
+    if spec.name.is_empty() {
+        return Err(Refusal::invalid("a check needs a name"));
+    }
+    match spec.kind.as_str() {
+        "tcp" | "http" | "command" => {}
+        "" => {
+            return Err(Refusal::invalid(
+                "a check needs a kind: tcp, http or command",
+            ))
         }
-        None => return error(400, "a check needs a kind: tcp, http or command"),
-    }
-    if b.get("target").is_none() {
-        return error(400, "a check needs a target");
-    }
-    for k in ["every", "timeout"] {
-        if let Some(v) = b.get(k) {
-            if let Err(m) = v
-                .as_str()
-                .ok_or_else(|| "must be a duration".to_string())
-                .and_then(parse_duration)
-            {
-                return error(400, format!("{k}: {m}"));
-            }
+        other => {
+            return Err(Refusal::invalid(format!(
+                "unknown check kind {other}: expected tcp, http or command"
+            )))
         }
     }
-    let (agent, pair) = (
-        b.get("agent").and_then(Value::as_str),
-        b.get("pair").and_then(Value::as_str),
-    );
-    if agent.is_some() == pair.is_some() {
-        return error(
-            400,
+    if spec.target.is_null() {
+        return Err(Refusal::invalid("a check needs a target"));
+    }
+    if spec.agent.is_some() == spec.pair.is_some() {
+        return Err(Refusal::invalid(
             "a check is assigned to exactly one of --agent or --pair",
-        );
+        ));
     }
-    if let Some(p) = pair {
+    if let Some(p) = &spec.pair {
         if core.server_engine().and_then(|s| s.pair(p)).is_none() {
-            return error(404, format!("no pair named {p}"));
+            return Err(Refusal::not_found(format!("no pair named {p}")));
         }
     }
-    let mut doc = b.clone();
+    let mut doc = serde_json::to_value(&spec).map_err(Refusal::failed)?;
     if let Some(o) = doc.as_object_mut() {
         o.remove("name");
     }
-    if let Err(e) = core.shared().store().check_put(name, &doc) {
-        return error(500, e.to_string());
-    }
+    core.shared()
+        .store()
+        .check_put(&spec.name, &doc)
+        .map_err(Refusal::failed)?;
     push_checks(core);
-    ok(format!("check {name} defined"))
+    done(format!("check {} defined", spec.name))
 }
 
 /// CK-2: every connected agent gets its (possibly changed) list of checks.
@@ -777,33 +652,19 @@ fn push_checks(core: &mut Core) {
     }
 }
 
-fn set_role(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) {
-    let b = body.unwrap_or(json!({}));
-    let flag = |k: &str| -> Result<Option<bool>, String> {
-        match b.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(v)) => Ok(Some(*v)),
-            Some(Value::String(s)) if s == "on" => Ok(Some(true)),
-            Some(Value::String(s)) if s == "off" => Ok(Some(false)),
-            Some(other) => Err(format!("{k} must be on or off, not {other}")),
-        }
-    };
-    let (server, agent) = match (flag("server"), flag("agent")) {
-        (Ok(s), Ok(a)) => (s, a),
-        (Err(m), _) | (_, Err(m)) => return error(400, m),
-    };
-    let failover = match b.get("failover").and_then(Value::as_str) {
+fn set_role(core: &mut Core, now: Instant, spec: RoleSpec) -> Answer {
+    let failover = match spec.failover.as_deref() {
         None => None,
         Some(m) => match engine::FailoverMode::parse(m) {
             Some(m) => Some(m),
             None => {
-                return error(
-                    400,
-                    format!("failover must be off, primary or secondary, not {m}"),
-                )
+                return Err(Refusal::invalid(format!(
+                    "failover must be off, primary or secondary, not {m}"
+                )))
             }
         },
     };
+    let (server, agent) = (spec.server, spec.agent);
     let mut config = core.shared().config();
     let current = Roles {
         server: config.node.server,
@@ -843,7 +704,7 @@ fn set_role(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) 
         &ctx,
     ) {
         Ok(w) => w,
-        Err(reason) => return error(409, reason),
+        Err(reason) => return Err(Refusal::conflict(reason)),
     };
     config.node.server = wanted.server;
     config.node.agent = wanted.agent;
@@ -860,11 +721,11 @@ fn set_role(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) 
         )];
     }
     if let Err((key, message)) = config.validate() {
-        return error(409, format!("{key}: {message}"));
+        return Err(Refusal::conflict(format!("{key}: {message}")));
     }
     // Persisted first: a crash after this point restarts with the new roles.
     if let Err(e) = config.save(&core.shared().data_dir.join(CONFIG_FILE)) {
-        return error(500, e.to_string());
+        return Err(Refusal::failed(e));
     }
     *core
         .shared()
@@ -879,7 +740,7 @@ fn set_role(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) 
     }
     if !current.server && wanted.server {
         if let Err(e) = core.start_server(&config) {
-            return error(500, e.to_string());
+            return Err(Refusal::failed(e));
         }
     } else if wanted.server && current.failover != wanted.failover {
         if let Some(s) = core.server_engine_mut() {
@@ -893,7 +754,7 @@ fn set_role(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) 
     }
     if !current.agent && wanted.agent {
         if let Err(e) = core.start_agent(&config) {
-            return error(500, e.to_string());
+            return Err(Refusal::failed(e));
         }
     }
     let describe = |r: Roles| {
@@ -917,7 +778,7 @@ fn set_role(core: &mut Core, now: Instant, body: Option<Value>) -> (u16, Value) 
             reason.clone(),
         ),
     );
-    ok(reason)
+    done(reason)
 }
 
 fn on(b: bool) -> &'static str {
@@ -928,72 +789,87 @@ fn on(b: bool) -> &'static str {
     }
 }
 
-fn dur(d: std::time::Duration) -> String {
-    config::format_duration(d)
-}
-
 /// `status --json` (PRODUCT.md §3).
-fn status(core: &Core) -> Value {
+fn status(core: &Core, now: Instant) -> Status {
     let config = core.shared().config();
     let server = core.server_engine();
     let failover = match server {
-        Some(s) => json!({
-            "mode": s.ha().mode().as_str(), "state": s.ha().state().as_str(), "epoch": s.ha().epoch(),
-            "peer": if config.failover.peer.is_empty() { Value::Null } else { json!(config.failover.peer) },
-            "peer_state": s.ha().peer().map(|p| p.state.clone()), "reason": s.ha().reason(),
-            "replicated_version": s.ha().replicated_version(),
-        }),
-        None => json!({ "mode": "off", "state": "stopped", "epoch": 0, "peer": Value::Null }),
+        Some(s) => FailoverView {
+            mode: s.ha().mode().as_str().to_string(),
+            state: s.ha().state().as_str().to_string(),
+            epoch: s.ha().epoch(),
+            peer: Some(config.failover.peer.clone()).filter(|p| !p.is_empty()),
+            peer_state: s.ha().peer().map(|p| p.state.clone()),
+            reason: Some(s.ha().reason().to_string()),
+            replicated_version: Some(s.ha().replicated_version()),
+        },
+        None => FailoverView {
+            mode: "off".into(),
+            state: "stopped".into(),
+            epoch: 0,
+            peer: None,
+            peer_state: None,
+            reason: None,
+            replicated_version: None,
+        },
     };
     let agent = core.agent_engine();
-    let link = agent.map(|a| {
-        json!({
-            "server": a.server().and_then(|s| a.server_url(s)),
-            "state": a.state().as_str(),
-            "cached": a.cached(),
-            "held": a.held(),
-            "held_by": a.held_by().into_iter().map(|(server, records)| json!({ "server": server, "records": records })).collect::<Vec<_>>(),
-            "error": a.last_error(),
-            "untrusted": core.shared().untrusted.lock().unwrap_or_else(|p| p.into_inner()).iter()
-                .map(|(addr, fp)| json!({ "address": addr, "fingerprint": fp })).collect::<Vec<_>>(),
-        })
+    let link = agent.map(|a| LinkView {
+        server: a.server().and_then(|s| a.server_url(s)).map(str::to_string),
+        state: a.state().as_str().to_string(),
+        cached: a.cached(),
+        held: a.held(),
+        held_by: a
+            .held_by()
+            .into_iter()
+            .map(|(server, records)| understudy_api::status::HeldBy { server, records })
+            .collect(),
+        error: a.last_error().map(str::to_string),
+        untrusted: core
+            .shared()
+            .untrusted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(address, fingerprint)| understudy_api::status::Untrusted {
+                address: address.clone(),
+                fingerprint: fingerprint.clone(),
+            })
+            .collect(),
     });
-    let servers: Vec<Value> = agent
+    let servers = agent
         .map(|a| {
             (0..a.config().servers.len())
-                .map(|i| {
-                    json!({
-                        "url": a.server_url(i), "role": if i == 0 { "home" } else { "standby" },
-                        "state": if a.server() == Some(i) { "connected" } else { "idle" },
-                    })
+                .map(|i| ServerView {
+                    url: a.server_url(i).map(str::to_string),
+                    role: if i == 0 { "home" } else { "standby" }.to_string(),
+                    state: if a.server() == Some(i) {
+                        "connected"
+                    } else {
+                        "idle"
+                    }
+                    .to_string(),
                 })
                 .collect()
         })
         .unwrap_or_default();
-    let members: Vec<Value> = agent
-        .map(|a| a.members().iter().map(|(p, m)| json!({ "pair": p, "epoch": m.epoch().pair, "server_epoch": m.epoch().server, "active": m.is_active() })).collect())
-        .unwrap_or_default();
-    let pairs: Vec<Value> = server
-        .map(|s| {
-            s.pairs()
-                .map(|p| {
-                    let (switchback, hold_down) = match p.config().switchback {
-                        SwitchbackPolicy::Auto { hold_down } => ("auto", dur(hold_down)),
-                        SwitchbackPolicy::Manual => ("manual", "0s".into()),
-                    };
-                    json!({
-                        "name": p.name(), "primary": p.config().primary, "secondary": p.config().secondary,
-                        "active": p.active().map_or("none", |m| m.as_str()), "state": p.status(), "epoch": p.epoch(),
-                        "degraded": p.degraded(), "switchback": switchback, "failover_after": dur(p.config().failover_after),
-                        "hold_down": hold_down, "held": p.state().held,
-                        "primary_connected": p.is_connected(engine::Member::Primary),
-                        "secondary_connected": p.is_connected(engine::Member::Secondary),
-                    })
+    let members = agent
+        .map(|a| {
+            a.members()
+                .iter()
+                .map(|(p, m)| MemberView {
+                    pair: p.clone(),
+                    epoch: m.epoch().pair,
+                    server_epoch: m.epoch().server,
+                    active: m.is_active(),
                 })
                 .collect()
         })
         .unwrap_or_default();
-    let agents: Vec<Value> = server
+    let pairs = server
+        .map(|s| s.pairs().map(|p| PairStatus::from_engine(p, now)).collect())
+        .unwrap_or_default();
+    let agents = server
         .map(|s| {
             s.registry()
                 .entries()
@@ -1005,66 +881,43 @@ fn status(core: &Core) -> Value {
                         engine::AgentStatus::Accepted if connected => "connected",
                         engine::AgentStatus::Accepted => "disconnected",
                     };
-                    json!({
-                        "name": e.name, "id": e.id, "state": state,
-                        "server": if connected { json!(config.node.name) } else { Value::Null },
-                        "pending": e.status == engine::AgentStatus::Pending, "fingerprint": e.fingerprint,
-                        "standby_slot": s.registry().holds_slot(&e.id),
-                    })
+                    AgentView {
+                        name: e.name.clone(),
+                        id: e.id.clone(),
+                        state: state.to_string(),
+                        server: connected.then(|| config.node.name.clone()),
+                        pending: e.status == engine::AgentStatus::Pending,
+                        fingerprint: Some(e.fingerprint.clone()),
+                        standby_slot: s.registry().holds_slot(&e.id),
+                    }
                 })
                 .collect()
         })
         .unwrap_or_default();
-    let checks = core.shared().store().checks_list().unwrap_or_default();
-    let checks: Vec<Value> = checks
-        .into_iter()
-        .map(|(n, mut c)| {
-            c["name"] = json!(n);
-            c
-        })
-        .collect();
-    json!({
-        "node": {
-            "id": config.node.id, "name": config.node.name, "listen": config.node.listen,
-            "roles": { "server": config.node.server, "agent": config.node.agent },
-            "failover": failover,
-            "acting": server.is_some_and(|s| s.is_acting()),
-            "cert": { "fingerprint": core.shared().identity.fingerprint() },
+    Status {
+        node: NodeView {
+            id: config.node.id.clone(),
+            name: config.node.name.clone(),
+            listen: config.node.listen.clone(),
+            roles: RolesView {
+                server: config.node.server,
+                agent: config.node.agent,
+            },
+            failover,
+            acting: server.is_some_and(|s| s.is_acting()),
+            cert: Some(CertView {
+                fingerprint: core.shared().identity.fingerprint(),
+            }),
         },
-        "link": link,
-        "servers": servers,
-        "members": members,
-        "agent_checks": core.agent_checks().cloned().unwrap_or(json!([])),
-        "pairs": pairs,
-        "agents": agents,
-        "checks": checks,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_strings_are_split_and_decoded() {
-        let (p, q) = query("/api/records?agent=web%2D1&limit=5&pair=a+b");
-        assert_eq!(p, "/api/records");
-        assert_eq!(param(&q, "agent"), Some("web-1"));
-        assert_eq!(param(&q, "limit"), Some("5"));
-        assert_eq!(param(&q, "pair"), Some("a b"));
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-    }
-
-    #[test]
-    fn path_segments_are_percent_decoded() {
-        assert_eq!(
-            path_segments("/api/agents/web%201/accept"),
-            ["api", "agents", "web 1", "accept"]
-        );
-        // An encoded slash stays inside its segment; a plus is a plus in a path.
-        assert_eq!(
-            path_segments("/api/checks/a%2Fb+c"),
-            ["api", "checks", "a/b+c"]
-        );
+        link,
+        servers,
+        members,
+        agent_checks: core
+            .agent_checks()
+            .and_then(|c| c.as_array().cloned())
+            .unwrap_or_default(),
+        pairs,
+        agents,
+        checks: check_list(core.shared()),
     }
 }

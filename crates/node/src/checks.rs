@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
+use understudy_api::defaults;
+
 use crate::config::parse_duration;
 use crate::runtime::{now_ms, Input, Shared};
 use crate::store::NewRecord;
@@ -127,20 +129,23 @@ pub struct Check {
 
 impl Check {
     pub fn from_json(v: &Value) -> Option<Check> {
-        let dur = |k: &str, d: u64| {
+        let dur = |k: &str, d: Duration| {
             v.get(k)
                 .and_then(Value::as_str)
                 .and_then(|s| parse_duration(s).ok())
-                .unwrap_or(Duration::from_secs(d))
+                .unwrap_or(d)
         };
         Some(Check {
             name: v.get("name")?.as_str()?.to_string(),
             kind: v.get("kind")?.as_str()?.to_string(),
             target: v.get("target")?.clone(),
-            every: dur("every", 10).max(Duration::from_millis(100)),
-            timeout: dur("timeout", 5),
+            every: dur("every", defaults::CHECK_EVERY).max(defaults::CHECK_EVERY_MIN),
+            timeout: dur("timeout", defaults::CHECK_TIMEOUT),
             pair: v.get("pair").and_then(Value::as_str).map(String::from),
-            expect: v.get("expect").and_then(Value::as_u64).unwrap_or(200) as u16,
+            expect: v
+                .get("expect")
+                .and_then(Value::as_u64)
+                .map_or(defaults::CHECK_HTTP_EXPECT, |e| e as u16),
         })
     }
 }

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::fsutil;
 
@@ -677,85 +677,12 @@ pub fn normalize_fingerprint(s: &str) -> Result<String, String> {
     }
 }
 
-/// Parses `0`, `500ms`, `5s`, `2m`, `1h`, or a sum such as `1m30s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let text = s.trim();
-    let bad = || format!("`{s}` is not a duration (write it like 500ms, 5s, 2m or 1h)");
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if text.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("`{s}` has no unit (write it like 500ms, 5s, 2m or 1h)"))?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let millis_per = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        let millis = number.checked_mul(millis_per).ok_or_else(bad)?;
-        total = total
-            .checked_add(Duration::from_millis(millis))
-            .ok_or_else(bad)?;
-    }
-    Ok(total)
-}
-
-/// The inverse of [`parse_duration`], in the largest unit that is exact (`90s`, `2m`, `500ms`).
-/// Sub-millisecond parts are dropped: no setting is finer than a millisecond.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0".to_string();
-    }
-    for (unit, per) in [("h", 3_600_000u128), ("m", 60_000), ("s", 1_000)] {
-        if ms.checked_rem(per) == Some(0) {
-            return format!("{}{unit}", ms / per);
-        }
-    }
-    format!("{ms}ms")
-}
+/// Durations are written and read in one place, `understudy_api::duration`: `0`, `500ms`,
+/// `5s`, `2m`, `1h`, or a sum such as `1m30s`.
+pub use understudy_api::duration::{format as format_duration, parse as parse_duration};
 
 /// serde adapter: durations as `5s`-style strings (TOML integer `0` is accepted too).
-pub mod duration_str {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Number(i64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
-            Raw::Number(0) => Ok(Duration::ZERO),
-            Raw::Number(n) => Err(serde::de::Error::custom(format!(
-                "`{n}` has no unit: write a duration as a string like \"{n}s\" or \"{n}ms\""
-            ))),
-        }
-    }
-}
+pub use understudy_api::duration::text as duration_str;
 
 fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
@@ -830,7 +757,7 @@ mod tests {
         for bad in ["", "5", "s", "5x", "-1s", "1.5s", "5 s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
-        for d in ["0", "500ms", "5s", "2m", "1h", "90s", "1500ms"] {
+        for d in ["0s", "500ms", "5s", "2m", "1h", "90s", "1500ms"] {
             assert_eq!(format_duration(parse_duration(d).expect("parses")), d);
         }
     }

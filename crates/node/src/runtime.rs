@@ -219,11 +219,15 @@ pub(crate) enum Input {
         reply: oneshot::Sender<crate::wire::PeerState>,
     },
     PeerAnswer(Result<(PeerStatus, Option<crate::store::SiteSnapshot>), String>),
+    /// An admin request that reads or changes what the engine decides.
     Admin {
-        method: String,
-        path: String,
-        body: Option<Value>,
-        reply: oneshot::Sender<(u16, Value)>,
+        request: understudy_api::Request,
+        reply: oneshot::Sender<Result<Value, understudy_api::Refusal>>,
+    },
+    /// CT-2: this node has a new certificate; announce it over every link before it is used.
+    CertRotated {
+        fingerprint: String,
+        done: oneshot::Sender<()>,
     },
     Shutdown(oneshot::Sender<()>),
 }
@@ -419,6 +423,14 @@ impl Node {
         admin::handle(&self.shared, method, path, body).await
     }
 
+    /// One typed admin request, answered like the HTTPS API answers it.
+    pub async fn request(
+        &self,
+        request: understudy_api::Request,
+    ) -> Result<Value, understudy_api::Refusal> {
+        admin::answer(&self.shared, request).await
+    }
+
     /// Stops cleanly: the agent leaves its server, links close, the listener stops.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -435,14 +447,6 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-pub(crate) fn error(status: u16, reason: impl Into<String>) -> (u16, Value) {
-    (status, json!({ "error": reason.into() }))
-}
-
-pub(crate) fn ok(message: impl Into<String>) -> (u16, Value) {
-    (200, json!({ "ok": true, "message": message.into() }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,14 +499,17 @@ pub(crate) fn pair_config_from_doc(name: &str, doc: &Value) -> Option<(PairConfi
     let switchback = match doc.get("switchback").and_then(Value::as_str) {
         Some("manual") => SwitchbackPolicy::Manual,
         _ => SwitchbackPolicy::Auto {
-            hold_down: dur("hold_down", Duration::from_secs(60)),
+            hold_down: dur("hold_down", understudy_api::defaults::PAIR_HOLD_DOWN),
         },
     };
     let config = PairConfig {
         name: name.to_string(),
         primary: doc.get("primary")?.as_str()?.to_string(),
         secondary: doc.get("secondary")?.as_str()?.to_string(),
-        failover_after: dur("failover_after", Duration::from_secs(10)),
+        failover_after: dur(
+            "failover_after",
+            understudy_api::defaults::PAIR_FAILOVER_AFTER,
+        ),
         switchback,
     };
     let state = PairState {
@@ -896,16 +903,28 @@ impl Core {
                 let _ = reply.send(self.peer_state());
             }
             Input::PeerAnswer(answer) => self.peer_answer(now, answer),
-            Input::Admin {
-                method,
-                path,
-                body,
-                reply,
-            } => {
-                let r = admin::core_request(self, now, &method, &path, body);
+            Input::Admin { request, reply } => {
+                let r = admin::core_request(self, now, request);
                 let _ = reply.send(r);
             }
+            Input::CertRotated { fingerprint, done } => {
+                self.announce_cert(&fingerprint);
+                let _ = done.send(());
+            }
             Input::Shutdown(_) => {}
+        }
+    }
+
+    /// CT-2: every agent connected here and every link of this node's agent learn the new
+    /// fingerprint over the old certificate, before it is taken into use.
+    fn announce_cert(&self, fingerprint: &str) {
+        for (_, tx) in self.server_conns() {
+            let _ = tx.send(crate::wire::ToAgent::CertRotated {
+                fingerprint: fingerprint.to_string(),
+            });
+        }
+        for tx in self.agent_links() {
+            let _ = tx.send(LinkCmd::CertRotated(fingerprint.to_string()));
         }
     }
 

@@ -248,3 +248,73 @@ async fn ct2_a_server_certificate_is_accepted_on_first_contact_by_the_operator()
     agent.shutdown().await;
     server.shutdown().await;
 }
+
+/// PR-5 and the admin API's refusals: each kind has its HTTP status (404 unknown pair, 409 a
+/// state the engine's guard refuses, 400 invalid), and the sentence of a 409 is the one `status`
+/// showed for the action beforehand (`actions.*.reason`, a dry run of the same guard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr5_refusals_have_their_http_status_and_the_sentence_status_showed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), "solo", "127.0.3.4", Role::Standalone, vec![]).await;
+    let pair =
+        json!({ "name": "web", "primary": "solo", "secondary": "ghost", "switchback": "manual" });
+    let (status, v) = node.admin("POST", "/api/pairs", Some(pair)).await;
+    assert_eq!(status, 200, "{v}");
+    let n = node.clone();
+    wait_for("web active on its primary", move || {
+        let n = n.clone();
+        Box::pin(async move { get(&n, "/api/status").await["pairs"][0]["active"] == "primary" })
+    })
+    .await;
+
+    let actions = get(&node, "/api/status").await["pairs"][0]["actions"].clone();
+    assert_eq!(actions["force_failover"]["allowed"], false);
+    assert_eq!(
+        actions["force_failover"]["reason"],
+        "the secondary ghost is not connected"
+    );
+    assert_eq!(
+        actions["revert"]["reason"],
+        "web is already active on the primary solo"
+    );
+    // 409: the guard refuses, with exactly the sentence status showed.
+    for (path, action) in [
+        ("/api/pairs/web/force-failover", "force_failover"),
+        ("/api/pairs/web/revert", "revert"),
+    ] {
+        let (status, v) = node.admin("POST", path, None).await;
+        assert_eq!(status, 409, "{v}");
+        assert_eq!(v["kind"], "conflict");
+        assert_eq!(v["error"], actions[action]["reason"]);
+    }
+    // 404: no such pair, no such agent, no such route.
+    for path in [
+        "/api/pairs/nope/force-failover",
+        "/api/agents/nope/accept",
+        "/api/nothing",
+    ] {
+        let (status, v) = node.admin("POST", path, None).await;
+        assert_eq!(status, 404, "{path}: {v}");
+        assert_eq!(v["kind"], "not_found");
+    }
+    let (_, v) = node.admin("POST", "/api/pairs/nope/revert", None).await;
+    assert_eq!(v["error"], "no pair named nope");
+    // 400: a request that does not fit.
+    for (path, body) in [
+        ("/api/pairs", json!({ "name": "x" })),
+        (
+            "/api/pairs",
+            json!({ "name": "x", "primary": "a", "secondary": "b", "failover_after": "soon" }),
+        ),
+        ("/api/role", json!({ "failover": "sideways" })),
+        (
+            "/api/checks",
+            json!({ "name": "c", "kind": "smoke", "target": "x", "agent": "solo" }),
+        ),
+    ] {
+        let (status, v) = node.admin("POST", path, Some(body)).await;
+        assert_eq!(status, 400, "{path}: {v}");
+        assert_eq!(v["kind"], "invalid");
+    }
+    node.shutdown().await;
+}

@@ -1,0 +1,39 @@
+//! Every default of the site configuration, in one place: the node applies them, the CLI and
+//! the console show them, and the fast timing profile used by `demo --fast`, the benchmarks and
+//! the tests.
+
+use std::time::Duration;
+
+/// PR-1: how long an active primary may be silent before its secondary is activated.
+pub const PAIR_FAILOVER_AFTER: Duration = Duration::from_secs(10);
+/// PR-4: how long the primary must be healthy before an `auto` switchback.
+pub const PAIR_HOLD_DOWN: Duration = Duration::from_secs(60);
+/// CK-1: how often a check runs, and its floor.
+pub const CHECK_EVERY: Duration = Duration::from_secs(10);
+pub const CHECK_EVERY_MIN: Duration = Duration::from_millis(100);
+/// CK-1: how long one run of a check may take.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// CK-1: the HTTP status an `http` check expects.
+pub const CHECK_HTTP_EXPECT: u16 = 200;
+/// How many events `GET /api/events` answers at most when no limit is given.
+pub const EVENTS_LIMIT: usize = 1000;
+
+/// The fast timing profile (PRODUCT.md §3 `demo --fast`, §5 "sub-second settings"): `--set`
+/// arguments that make failover sub-second. The demo, the benchmarks and the tests all use it.
+pub mod fast {
+    /// Agent settings.
+    pub const AGENT: &[&str] = &[
+        "agent.heartbeat=200ms",
+        "agent.switchover_after=600ms",
+        "agent.switchback_interval=1s",
+    ];
+    /// Server settings (hot standby).
+    pub const SERVER: &[&str] = &[
+        "failover.sync_interval=200ms",
+        "failover.failover_timeout=1s",
+    ];
+    /// A pair's `failover_after` and `hold_down`, and a check's interval, at this pace.
+    pub const PAIR_FAILOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+    pub const PAIR_HOLD_DOWN: std::time::Duration = std::time::Duration::from_secs(3);
+    pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+}

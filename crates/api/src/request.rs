@@ -1,0 +1,736 @@
+//! What a shell may ask a node: one [`Request`] per operation of PRODUCT.md §3, and the one
+//! route table ([`ROUTES`]) that maps a request to `(method, path, body)` for the client and back
+//! for the server.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::defaults;
+use crate::refusal::Refusal;
+
+/// One operation of the admin API.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// `status`: this node, its link, servers, pairs, agents, checks, peer.
+    Status,
+    /// `pair list`.
+    Pairs,
+    /// `pair add` (PR-1).
+    PutPair(PairSpec),
+    RemovePair {
+        name: String,
+    },
+    /// `pair force-failover` (PR-5).
+    ForceFailover {
+        name: String,
+    },
+    /// `pair revert` (PR-5).
+    Revert {
+        name: String,
+    },
+    /// `agent list`.
+    Agents,
+    /// `agent accept` (AG-9).
+    AcceptAgent {
+        name: String,
+    },
+    RejectAgent {
+        name: String,
+    },
+    /// `agent forget`: an agent removed from the registry.
+    ForgetAgent {
+        name: String,
+    },
+    /// `agent recall` (AG-6).
+    RecallAgent {
+        name: String,
+    },
+    /// `ha standby` (HS-5).
+    HaStandby,
+    /// `role set` (HS-7).
+    SetRole(RoleSpec),
+    /// `check list`.
+    Checks,
+    /// `check add` (CK-1, CK-2).
+    PutCheck(CheckSpec),
+    RemoveCheck {
+        name: String,
+    },
+    /// `records`.
+    Records(RecordQuery),
+    /// `events`.
+    Events(EventQuery),
+    /// `cert show`.
+    Cert,
+    /// `cert generate` (CT-1).
+    GenerateCert(CertRequest),
+    /// `send`: records handed to the local agent (AG-2).
+    Send {
+        records: Vec<NewRecord>,
+    },
+    /// CT-2: accept a server certificate seen on first contact.
+    Trust {
+        fingerprint: String,
+    },
+    /// The desktop app's settings.
+    Settings,
+    SetSettings {
+        notifications: bool,
+    },
+}
+
+/// Which operation, without its arguments: the key of the route table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Status,
+    Pairs,
+    PutPair,
+    RemovePair,
+    ForceFailover,
+    Revert,
+    Agents,
+    AcceptAgent,
+    RejectAgent,
+    ForgetAgent,
+    RecallAgent,
+    HaStandby,
+    SetRole,
+    Checks,
+    PutCheck,
+    RemoveCheck,
+    Records,
+    Events,
+    Cert,
+    GenerateCert,
+    Send,
+    Trust,
+    Settings,
+    SetSettings,
+}
+
+/// The route table: `(method, path, operation)`; `{name}` is the one path parameter.
+pub const ROUTES: &[(&str, &str, Op)] = &[
+    ("GET", "/api/status", Op::Status),
+    ("GET", "/api/pairs", Op::Pairs),
+    ("POST", "/api/pairs", Op::PutPair),
+    ("DELETE", "/api/pairs/{name}", Op::RemovePair),
+    (
+        "POST",
+        "/api/pairs/{name}/force-failover",
+        Op::ForceFailover,
+    ),
+    ("POST", "/api/pairs/{name}/revert", Op::Revert),
+    ("GET", "/api/agents", Op::Agents),
+    ("POST", "/api/agents/{name}/accept", Op::AcceptAgent),
+    ("POST", "/api/agents/{name}/reject", Op::RejectAgent),
+    ("POST", "/api/agents/{name}/forget", Op::ForgetAgent),
+    ("POST", "/api/agents/{name}/recall", Op::RecallAgent),
+    ("POST", "/api/ha/standby", Op::HaStandby),
+    ("POST", "/api/role", Op::SetRole),
+    ("GET", "/api/checks", Op::Checks),
+    ("POST", "/api/checks", Op::PutCheck),
+    ("DELETE", "/api/checks/{name}", Op::RemoveCheck),
+    ("GET", "/api/records", Op::Records),
+    ("GET", "/api/events", Op::Events),
+    ("GET", "/api/cert", Op::Cert),
+    ("POST", "/api/cert/generate", Op::GenerateCert),
+    ("POST", "/api/send", Op::Send),
+    ("POST", "/api/link/trust", Op::Trust),
+    ("GET", "/api/settings", Op::Settings),
+    ("POST", "/api/settings", Op::SetSettings),
+];
+
+/// A request as HTTP: what the client sends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpCall {
+    pub method: &'static str,
+    /// Path and query, encoded.
+    pub path: String,
+    pub body: Option<Value>,
+}
+
+/// `pair add`: what an operator gives; the node fills in the defaults.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairSpec {
+    pub name: String,
+    pub primary: String,
+    pub secondary: String,
+    #[cfg_attr(feature = "ts", ts(type = "string", optional))]
+    #[serde(
+        default,
+        with = "crate::duration::opt_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub failover_after: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchback: Option<Switchback>,
+    #[cfg_attr(feature = "ts", ts(type = "string", optional))]
+    #[serde(
+        default,
+        with = "crate::duration::opt_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hold_down: Option<Duration>,
+}
+
+impl PairSpec {
+    pub fn failover_after(&self) -> Duration {
+        self.failover_after.unwrap_or(defaults::PAIR_FAILOVER_AFTER)
+    }
+    pub fn hold_down(&self) -> Duration {
+        self.hold_down.unwrap_or(defaults::PAIR_HOLD_DOWN)
+    }
+}
+
+/// PR-1's switchback policy.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switchback {
+    Auto,
+    Manual,
+}
+
+/// `role set`: only the given roles change.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoleSpec {
+    #[serde(
+        default,
+        deserialize_with = "on_off",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub server: Option<bool>,
+    #[serde(
+        default,
+        deserialize_with = "on_off",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub agent: Option<bool>,
+    /// `off`, `primary` or `secondary` (HS-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<String>,
+}
+
+/// `true`/`false` or `"on"`/`"off"`.
+fn on_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(b)),
+        Some(Value::String(s)) if s == "on" => Ok(Some(true)),
+        Some(Value::String(s)) if s == "off" => Ok(Some(false)),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "must be on or off, not {other}"
+        ))),
+    }
+}
+
+/// A check definition (CK-1), as given and as listed; fields this version does not know are
+/// kept as they came (`more`).
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckSpec {
+    pub name: String,
+    pub kind: String,
+    #[cfg_attr(feature = "ts", ts(type = "unknown"))]
+    pub target: Value,
+    #[cfg_attr(feature = "ts", ts(type = "string", optional))]
+    #[serde(
+        default,
+        with = "crate::duration::opt_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub every: Option<Duration>,
+    #[cfg_attr(feature = "ts", ts(type = "string", optional))]
+    #[serde(
+        default,
+        with = "crate::duration::opt_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair: Option<String>,
+    #[serde(flatten)]
+    #[cfg_attr(feature = "ts", ts(skip))]
+    pub more: Map<String, Value>,
+}
+
+/// `records` filters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordQuery {
+    pub agent: Option<String>,
+    pub pair: Option<String>,
+    pub kind: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// `events` filters: after event `since` (an id), not before `since_ms`, of `code`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    pub since: u64,
+    pub since_ms: i64,
+    pub code: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// `cert generate`: extra addresses and names for the certificate.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CertRequest {
+    #[serde(default)]
+    pub ips: Vec<String>,
+    #[serde(default)]
+    pub dns: Vec<String>,
+}
+
+/// One record handed to the local agent.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewRecord {
+    pub name: String,
+    pub value: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Request {
+    pub fn op(&self) -> Op {
+        match self {
+            Request::Status => Op::Status,
+            Request::Pairs => Op::Pairs,
+            Request::PutPair(_) => Op::PutPair,
+            Request::RemovePair { .. } => Op::RemovePair,
+            Request::ForceFailover { .. } => Op::ForceFailover,
+            Request::Revert { .. } => Op::Revert,
+            Request::Agents => Op::Agents,
+            Request::AcceptAgent { .. } => Op::AcceptAgent,
+            Request::RejectAgent { .. } => Op::RejectAgent,
+            Request::ForgetAgent { .. } => Op::ForgetAgent,
+            Request::RecallAgent { .. } => Op::RecallAgent,
+            Request::HaStandby => Op::HaStandby,
+            Request::SetRole(_) => Op::SetRole,
+            Request::Checks => Op::Checks,
+            Request::PutCheck(_) => Op::PutCheck,
+            Request::RemoveCheck { .. } => Op::RemoveCheck,
+            Request::Records(_) => Op::Records,
+            Request::Events(_) => Op::Events,
+            Request::Cert => Op::Cert,
+            Request::GenerateCert(_) => Op::GenerateCert,
+            Request::Send { .. } => Op::Send,
+            Request::Trust { .. } => Op::Trust,
+            Request::Settings => Op::Settings,
+            Request::SetSettings { .. } => Op::SetSettings,
+        }
+    }
+
+    /// The request as the client sends it (through [`ROUTES`]).
+    pub fn to_http(&self) -> HttpCall {
+        let op = self.op();
+        let (method, pattern) = ROUTES
+            .iter()
+            .find(|(_, _, o)| *o == op)
+            .map(|(m, p, _)| (*m, *p))
+            .unwrap_or(("GET", "/api/status"));
+        let name = match self {
+            Request::RemovePair { name }
+            | Request::ForceFailover { name }
+            | Request::Revert { name }
+            | Request::AcceptAgent { name }
+            | Request::RejectAgent { name }
+            | Request::ForgetAgent { name }
+            | Request::RecallAgent { name }
+            | Request::RemoveCheck { name } => encode(name),
+            _ => String::new(),
+        };
+        let mut path = pattern.replace("{name}", &name);
+        let query: Vec<(&str, String)> = match self {
+            Request::Records(q) => [
+                ("agent", q.agent.clone()),
+                ("pair", q.pair.clone()),
+                ("kind", q.kind.clone()),
+                ("limit", q.limit.map(|n| n.to_string())),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect(),
+            Request::Events(q) => [
+                ("since", (q.since > 0).then(|| q.since.to_string())),
+                ("since_ms", (q.since_ms > 0).then(|| q.since_ms.to_string())),
+                ("code", q.code.clone()),
+                ("limit", q.limit.map(|n| n.to_string())),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect(),
+            _ => Vec::new(),
+        };
+        if !query.is_empty() {
+            let q: Vec<String> = query
+                .iter()
+                .map(|(k, v)| format!("{k}={}", encode(v)))
+                .collect();
+            path = format!("{path}?{}", q.join("&"));
+        }
+        let to = |v: &dyn erased::Ser| v.value();
+        let body = match self {
+            Request::PutPair(p) => Some(to(p)),
+            Request::SetRole(r) => Some(to(r)),
+            Request::PutCheck(c) => Some(to(c)),
+            Request::GenerateCert(c) => Some(to(c)),
+            Request::Send { records } => Some(json!({ "records": to(records) })),
+            Request::Trust { fingerprint } => Some(json!({ "fingerprint": fingerprint })),
+            Request::SetSettings { notifications } => {
+                Some(json!({ "ui.notifications": notifications }))
+            }
+            _ if method == "POST" => Some(json!({})),
+            _ => None,
+        };
+        HttpCall { method, path, body }
+    }
+
+    /// The request a server received, through [`ROUTES`]: an unknown route is `NotFound`, a
+    /// body or query that does not fit is `Invalid`.
+    pub fn from_http(method: &str, path: &str, body: Option<Value>) -> Result<Request, Refusal> {
+        let (route, query) = split_query(path);
+        let segments: Vec<&str> = route.trim_matches('/').split('/').collect();
+        let matched = ROUTES.iter().find_map(|(m, pattern, op)| {
+            if *m != method {
+                return None;
+            }
+            let parts: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+            if parts.len() != segments.len() {
+                return None;
+            }
+            let mut name = None;
+            for (p, s) in parts.iter().zip(&segments) {
+                if *p == "{name}" {
+                    name = Some(percent_decode_path(s));
+                } else if p != s {
+                    return None;
+                }
+            }
+            Some((*op, name.unwrap_or_default()))
+        });
+        let Some((op, name)) = matched else {
+            return Err(Refusal::not_found(format!(
+                "no such request: {method} {route}"
+            )));
+        };
+        let param = |key: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        let number = |key: &str| -> Result<Option<usize>, Refusal> {
+            param(key)
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| Refusal::invalid(format!("{key} must be a number")))
+                })
+                .transpose()
+        };
+        fn body_of<T: serde::de::DeserializeOwned>(
+            body: Option<Value>,
+            what: &str,
+        ) -> Result<T, Refusal> {
+            serde_json::from_value(body.unwrap_or_else(|| json!({})))
+                .map_err(|e| Refusal::invalid(format!("{what}: {e}")))
+        }
+        Ok(match op {
+            Op::Status => Request::Status,
+            Op::Pairs => Request::Pairs,
+            Op::PutPair => Request::PutPair(body_of(body, "a pair definition")?),
+            Op::RemovePair => Request::RemovePair { name },
+            Op::ForceFailover => Request::ForceFailover { name },
+            Op::Revert => Request::Revert { name },
+            Op::Agents => Request::Agents,
+            Op::AcceptAgent => Request::AcceptAgent { name },
+            Op::RejectAgent => Request::RejectAgent { name },
+            Op::ForgetAgent => Request::ForgetAgent { name },
+            Op::RecallAgent => Request::RecallAgent { name },
+            Op::HaStandby => Request::HaStandby,
+            Op::SetRole => Request::SetRole(body_of(body, "a role change")?),
+            Op::Checks => Request::Checks,
+            Op::PutCheck => Request::PutCheck(body_of(body, "a check definition")?),
+            Op::RemoveCheck => Request::RemoveCheck { name },
+            Op::Records => Request::Records(RecordQuery {
+                agent: param("agent"),
+                pair: param("pair"),
+                kind: param("kind"),
+                limit: number("limit")?,
+            }),
+            Op::Events => Request::Events(EventQuery {
+                since: param("since")
+                    .and_then(|s| s.trim_start_matches('#').parse().ok())
+                    .unwrap_or(0),
+                since_ms: param("since_ms").and_then(|s| s.parse().ok()).unwrap_or(0),
+                code: param("code"),
+                limit: number("limit")?,
+            }),
+            Op::Cert => Request::Cert,
+            Op::GenerateCert => Request::GenerateCert(body_of(body, "a certificate request")?),
+            Op::Send => {
+                #[derive(Deserialize)]
+                struct Body {
+                    records: Vec<NewRecord>,
+                }
+                let b: Body = body_of(
+                    body,
+                    "expected {\"records\": [{\"name\": …, \"value\": …}]}",
+                )?;
+                Request::Send { records: b.records }
+            }
+            Op::Trust => {
+                #[derive(Deserialize)]
+                struct Body {
+                    fingerprint: String,
+                }
+                let b: Body = body_of(body, "expected {\"fingerprint\": \"<sha256 hex>\"}")?;
+                Request::Trust {
+                    fingerprint: b.fingerprint,
+                }
+            }
+            Op::Settings => Request::Settings,
+            Op::SetSettings => {
+                #[derive(Deserialize)]
+                struct Body {
+                    #[serde(rename = "ui.notifications")]
+                    notifications: bool,
+                }
+                let b: Body = body_of(body, "expected {\"ui.notifications\": true|false}")?;
+                Request::SetSettings {
+                    notifications: b.notifications,
+                }
+            }
+        })
+    }
+}
+
+mod erased {
+    use serde_json::Value;
+    /// Serializes to a JSON value (a body); our types always serialize.
+    pub trait Ser {
+        fn value(&self) -> Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn value(&self) -> Value {
+            serde_json::to_value(self).unwrap_or(Value::Null)
+        }
+    }
+}
+
+/// `path?k=v&…` split into the path and its decoded parameters.
+pub fn split_query(path: &str) -> (String, Vec<(String, String)>) {
+    let (p, q) = path.split_once('?').unwrap_or((path, ""));
+    let pairs = q
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_string(), percent_decode(v))
+        })
+        .collect();
+    (p.to_string(), pairs)
+}
+
+/// Percent-encodes one path segment or query value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A path segment: `%XX` decoded, a `+` kept (it means a space only in a query).
+fn percent_decode_path(s: &str) -> String {
+    percent_decode(&s.replace('+', "%2B"))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 3 <= bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_request() -> Vec<Request> {
+        let name = "web a/b".to_string();
+        vec![
+            Request::Status,
+            Request::Pairs,
+            Request::PutPair(PairSpec {
+                name: "web".into(),
+                primary: "p".into(),
+                secondary: "s".into(),
+                failover_after: Some(Duration::from_millis(500)),
+                switchback: Some(Switchback::Manual),
+                hold_down: None,
+            }),
+            Request::RemovePair { name: name.clone() },
+            Request::ForceFailover { name: name.clone() },
+            Request::Revert { name: name.clone() },
+            Request::Agents,
+            Request::AcceptAgent { name: name.clone() },
+            Request::RejectAgent { name: name.clone() },
+            Request::ForgetAgent { name: name.clone() },
+            Request::RecallAgent { name: name.clone() },
+            Request::HaStandby,
+            Request::SetRole(RoleSpec {
+                server: Some(true),
+                agent: None,
+                failover: Some("primary".into()),
+            }),
+            Request::Checks,
+            Request::PutCheck(CheckSpec {
+                name: "db".into(),
+                kind: "tcp".into(),
+                target: json!("10.0.0.5:5432"),
+                every: Some(Duration::from_secs(2)),
+                pair: Some("web".into()),
+                ..CheckSpec::default()
+            }),
+            Request::RemoveCheck { name: name.clone() },
+            Request::Records(RecordQuery {
+                agent: Some("a 1".into()),
+                limit: Some(5),
+                ..RecordQuery::default()
+            }),
+            Request::Events(EventQuery {
+                since: 7,
+                code: Some("FAILOVER".into()),
+                ..EventQuery::default()
+            }),
+            Request::Cert,
+            Request::GenerateCert(CertRequest {
+                ips: vec!["10.0.0.1".into()],
+                dns: vec![],
+            }),
+            Request::Send {
+                records: vec![NewRecord {
+                    name: "cpu".into(),
+                    value: 0.5,
+                    time_ms: None,
+                    pair: None,
+                    kind: None,
+                    detail: None,
+                }],
+            },
+            Request::Trust {
+                fingerprint: "ab".into(),
+            },
+            Request::Settings,
+            Request::SetSettings {
+                notifications: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_request_goes_through_the_route_table_and_back() {
+        let all = every_request();
+        assert_eq!(all.len(), ROUTES.len(), "one example per route");
+        for r in all {
+            let call = r.to_http();
+            let back = Request::from_http(call.method, &call.path, call.body.clone());
+            assert_eq!(back.as_ref(), Ok(&r), "{call:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_routes_are_not_found_and_bad_bodies_invalid() {
+        use crate::RefusalKind;
+        let e = Request::from_http("GET", "/api/nope", None).unwrap_err();
+        assert_eq!(e.kind, RefusalKind::NotFound);
+        assert_eq!(e.reason, "no such request: GET /api/nope");
+        let e = Request::from_http("POST", "/api/pairs", Some(json!({"name": "x"}))).unwrap_err();
+        assert_eq!(e.kind, RefusalKind::Invalid);
+        let e = Request::from_http(
+            "POST",
+            "/api/pairs",
+            Some(json!({"name": "x", "primary": "a", "secondary": "b", "failover_after": "5"})),
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("no unit"), "{}", e.reason);
+        let e = Request::from_http("GET", "/api/records?limit=x", None).unwrap_err();
+        assert_eq!(e.reason, "limit must be a number");
+        let e =
+            Request::from_http("POST", "/api/role", Some(json!({"server": "maybe"}))).unwrap_err();
+        assert!(e.reason.contains("must be on or off"), "{}", e.reason);
+    }
+
+    #[test]
+    fn query_strings_are_split_and_decoded() {
+        let (p, q) = split_query("/api/records?agent=web%2D1&limit=5&pair=a+b");
+        assert_eq!(p, "/api/records");
+        assert_eq!(q[0], ("agent".into(), "web-1".into()));
+        assert_eq!(q[2], ("pair".into(), "a b".into()));
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn path_names_are_percent_decoded_and_a_plus_stays_a_plus() {
+        let r = Request::from_http("POST", "/api/agents/web%201/accept", None);
+        assert_eq!(
+            r,
+            Ok(Request::AcceptAgent {
+                name: "web 1".into()
+            })
+        );
+        let r = Request::from_http("DELETE", "/api/checks/a%2Fb+c", None);
+        assert_eq!(
+            r,
+            Ok(Request::RemoveCheck {
+                name: "a/b+c".into()
+            })
+        );
+    }
+}

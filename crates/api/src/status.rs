@@ -1,0 +1,350 @@
+//! Typed answers: `status` (PRODUCT.md §3, fields may be added, never renamed) and the small
+//! answers of the other requests. A pair carries, for each operator action, what the engine's
+//! own guard says now ([`PairStatus::from_engine`]), so a button, its tooltip and the refusal
+//! cannot differ.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use understudy_engine::{Instant, Member, Pair, SwitchbackPolicy};
+
+use crate::request::{CheckSpec, Switchback};
+
+/// `GET /api/status`.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub node: NodeView,
+    /// The agent role's link to its server; `null` without the agent role.
+    pub link: Option<LinkView>,
+    /// The agent's servers, home first.
+    #[serde(default)]
+    pub servers: Vec<ServerView>,
+    /// The agent's memberships in pairs, as it holds them.
+    #[serde(default)]
+    pub members: Vec<MemberView>,
+    /// The checks this agent was given (CK-2).
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(type = "unknown[]"))]
+    pub agent_checks: Vec<Value>,
+    #[serde(default)]
+    pub pairs: Vec<PairStatus>,
+    #[serde(default)]
+    pub agents: Vec<AgentView>,
+    #[serde(default)]
+    pub checks: Vec<CheckSpec>,
+}
+
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub listen: String,
+    pub roles: Roles,
+    pub failover: FailoverView,
+    /// Whether this node is the acting server of its site.
+    #[serde(default)]
+    pub acting: bool,
+    #[serde(default)]
+    pub cert: Option<CertView>,
+}
+
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roles {
+    pub server: bool,
+    pub agent: bool,
+}
+
+/// Hot standby (HS-1…HS-6) as this server sees it.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailoverView {
+    /// `off`, `primary` or `secondary`.
+    pub mode: String,
+    /// `active`, `standby`, `starting`, or `stopped` without the server role.
+    pub state: String,
+    pub epoch: u64,
+    pub peer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_state: Option<String>,
+    /// Why the state is what it is (the engine's sentence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicated_version: Option<u64>,
+}
+
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertView {
+    pub fingerprint: String,
+}
+
+/// The agent's link (AG-3…AG-6).
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkView {
+    pub server: Option<String>,
+    /// `home`, `standby`, `staged`, `blackout` or `connecting`.
+    pub state: String,
+    pub cached: u64,
+    /// AG-2: records a standby of another site acknowledged, kept until home has them.
+    #[serde(default)]
+    pub held: u64,
+    #[serde(default)]
+    pub held_by: Vec<HeldBy>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Server certificates seen on first contact, waiting for the operator (CT-2).
+    #[serde(default)]
+    pub untrusted: Vec<Untrusted>,
+}
+
+/// Records held by one standby server of another site (AG-2).
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBy {
+    pub server: String,
+    pub records: u64,
+}
+
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Untrusted {
+    pub address: String,
+    pub fingerprint: String,
+}
+
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerView {
+    pub url: Option<String>,
+    /// `home` or `standby`.
+    pub role: String,
+    /// `connected` or `idle`.
+    pub state: String,
+}
+
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub pair: String,
+    pub epoch: u64,
+    pub server_epoch: u64,
+    pub active: bool,
+}
+
+/// A pair (PR-1…PR-7) as the acting server supervises it.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairStatus {
+    pub name: String,
+    pub primary: String,
+    pub secondary: String,
+    /// `primary`, `secondary` or `none`.
+    pub active: String,
+    /// `normal`, `failed-over`, `handing-over`, `degraded`, `blackout` or `waiting`.
+    pub state: String,
+    pub epoch: u64,
+    /// Why the pair is degraded (a hook failed, PR-7).
+    #[serde(default)]
+    pub degraded: Option<String>,
+    pub switchback: Switchback,
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    #[serde(with = "crate::duration::text")]
+    pub failover_after: Duration,
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    #[serde(with = "crate::duration::text")]
+    pub hold_down: Duration,
+    /// An operator holds the pair on its secondary (PR-5).
+    #[serde(default)]
+    pub held: bool,
+    #[serde(default)]
+    pub primary_connected: bool,
+    #[serde(default)]
+    pub secondary_connected: bool,
+    pub actions: PairActions,
+}
+
+/// PRODUCT.md §3: for each operator action, whether the engine would allow it now and why not.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairActions {
+    pub force_failover: Action,
+    pub revert: Action,
+}
+
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub allowed: bool,
+    /// Why not: the sentence the engine refuses with. `null` when allowed.
+    pub reason: Option<String>,
+}
+
+impl From<Result<(), String>> for Action {
+    fn from(r: Result<(), String>) -> Action {
+        match r {
+            Ok(()) => Action {
+                allowed: true,
+                reason: None,
+            },
+            Err(reason) => Action {
+                allowed: false,
+                reason: Some(reason),
+            },
+        }
+    }
+}
+
+impl PairStatus {
+    /// The pair as the engine holds it at `now`; `actions` is a dry run of the engine's guard.
+    pub fn from_engine(p: &Pair, now: Instant) -> PairStatus {
+        let (switchback, hold_down) = match p.config().switchback {
+            SwitchbackPolicy::Auto { hold_down } => (Switchback::Auto, hold_down),
+            SwitchbackPolicy::Manual => (Switchback::Manual, Duration::ZERO),
+        };
+        PairStatus {
+            name: p.name().to_string(),
+            primary: p.config().primary.clone(),
+            secondary: p.config().secondary.clone(),
+            active: p.active().map_or("none", |m| m.as_str()).to_string(),
+            state: p.status().to_string(),
+            epoch: p.epoch(),
+            degraded: p.degraded().map(str::to_string),
+            switchback,
+            failover_after: p.config().failover_after,
+            hold_down,
+            held: p.state().held,
+            primary_connected: p.is_connected(Member::Primary),
+            secondary_connected: p.is_connected(Member::Secondary),
+            actions: PairActions {
+                force_failover: p.can_force_failover(now).into(),
+                revert: p.can_revert(now).into(),
+            },
+        }
+    }
+
+    /// The name of the active member, if any.
+    pub fn active_member(&self) -> Option<&str> {
+        match self.active.as_str() {
+            "primary" => Some(&self.primary),
+            "secondary" => Some(&self.secondary),
+            _ => None,
+        }
+    }
+}
+
+/// An agent known to this server (AG-9).
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub name: String,
+    #[serde(default)]
+    pub id: String,
+    /// `connected`, `disconnected`, `pending` or `rejected`.
+    pub state: String,
+    /// The server it is connected to, when connected.
+    pub server: Option<String>,
+    pub pending: bool,
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    #[serde(default)]
+    pub standby_slot: bool,
+}
+
+/// What a request that changes something answers: `{ok, message}` (and, for some, more).
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    pub ok: bool,
+    pub message: String,
+    #[serde(flatten)]
+    #[cfg_attr(feature = "ts", ts(skip))]
+    pub more: Map<String, Value>,
+}
+
+impl Done {
+    pub fn new(message: impl Into<String>) -> Done {
+        Done {
+            ok: true,
+            message: message.into(),
+            more: Map::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Done {
+        self.more.insert(
+            key.to_string(),
+            serde_json::to_value(value).unwrap_or(Value::Null),
+        );
+        self
+    }
+}
+
+/// `GET /api/pairs`.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pairs {
+    pub pairs: Vec<PairStatus>,
+}
+
+/// `GET /api/agents`.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Agents {
+    pub agents: Vec<AgentView>,
+}
+
+/// `GET /api/checks`.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checks {
+    pub checks: Vec<CheckSpec>,
+}
+
+/// One stored record (`records --json`), enough for a checker to count every record.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordView {
+    pub agent: String,
+    pub agent_id: String,
+    pub seq: u64,
+    pub pair: Option<String>,
+    pub name: String,
+    pub value: f64,
+    pub time_ms: i64,
+    pub kind: String,
+    pub detail: Option<String>,
+    /// AG-2: set on a standby server that stored the record for an agent whose home is elsewhere.
+    #[serde(default)]
+    pub taken_for: Option<String>,
+}
+
+/// `GET /api/records`.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Records {
+    pub records: Vec<RecordView>,
+}
+
+/// `GET /api/cert`.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertInfo {
+    pub fingerprint: String,
+    pub sans: Vec<String>,
+    pub not_after: String,
+}
+
+/// `GET /api/settings`.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    #[serde(rename = "ui.notifications")]
+    pub notifications: bool,
+}

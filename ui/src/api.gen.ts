@@ -1,0 +1,161 @@
+// Generated from crates/api by `cargo test -p understudy-api --features ts` (UPDATE_BINDINGS=1 writes it). Do not edit.
+
+export type Status = { node: NodeView, 
+/**
+ * The agent role's link to its server; `null` without the agent role.
+ */
+link: LinkView | null, 
+/**
+ * The agent's servers, home first.
+ */
+servers: Array<ServerView>, 
+/**
+ * The agent's memberships in pairs, as it holds them.
+ */
+members: Array<MemberView>, 
+/**
+ * The checks this agent was given (CK-2).
+ */
+agent_checks: unknown[], pairs: Array<PairStatus>, agents: Array<AgentView>, checks: Array<CheckSpec>, };
+
+export type NodeView = { id: string, name: string, listen: string, roles: Roles, failover: FailoverView, 
+/**
+ * Whether this node is the acting server of its site.
+ */
+acting: boolean, cert: CertView | null, };
+
+export type Roles = { server: boolean, agent: boolean, };
+
+export type FailoverView = { 
+/**
+ * `off`, `primary` or `secondary`.
+ */
+mode: string, 
+/**
+ * `active`, `standby`, `starting`, or `stopped` without the server role.
+ */
+state: string, epoch: number, peer: string | null, peer_state?: string | null, 
+/**
+ * Why the state is what it is (the engine's sentence).
+ */
+reason?: string | null, replicated_version?: number | null, };
+
+export type CertView = { fingerprint: string, };
+
+export type LinkView = { server: string | null, 
+/**
+ * `home`, `standby`, `staged`, `blackout` or `connecting`.
+ */
+state: string, cached: number, 
+/**
+ * AG-2: records a standby of another site acknowledged, kept until home has them.
+ */
+held: number, held_by: Array<HeldBy>, error: string | null, 
+/**
+ * Server certificates seen on first contact, waiting for the operator (CT-2).
+ */
+untrusted: Array<Untrusted>, };
+
+export type Untrusted = { address: string, fingerprint: string, };
+
+export type HeldBy = { server: string, records: number, };
+
+export type ServerView = { url: string | null, 
+/**
+ * `home` or `standby`.
+ */
+role: string, 
+/**
+ * `connected` or `idle`.
+ */
+state: string, };
+
+export type MemberView = { pair: string, epoch: number, server_epoch: number, active: boolean, };
+
+export type PairStatus = { name: string, primary: string, secondary: string, 
+/**
+ * `primary`, `secondary` or `none`.
+ */
+active: string, 
+/**
+ * `normal`, `failed-over`, `handing-over`, `degraded`, `blackout` or `waiting`.
+ */
+state: string, epoch: number, 
+/**
+ * Why the pair is degraded (a hook failed, PR-7).
+ */
+degraded: string | null, switchback: Switchback, failover_after: string, hold_down: string, 
+/**
+ * An operator holds the pair on its secondary (PR-5).
+ */
+held: boolean, primary_connected: boolean, secondary_connected: boolean, actions: PairActions, };
+
+export type PairActions = { force_failover: Action, revert: Action, };
+
+export type Action = { allowed: boolean, 
+/**
+ * Why not: the sentence the engine refuses with. `null` when allowed.
+ */
+reason: string | null, };
+
+export type AgentView = { name: string, id: string, 
+/**
+ * `connected`, `disconnected`, `pending` or `rejected`.
+ */
+state: string, 
+/**
+ * The server it is connected to, when connected.
+ */
+server: string | null, pending: boolean, fingerprint: string | null, standby_slot: boolean, };
+
+export type CheckSpec = { name: string, kind: string, target: unknown, every?: string, timeout?: string, agent?: string | null, pair?: string | null, };
+
+export type Switchback = "auto" | "manual";
+
+export type EventView = { id: number, time_ms: number, code: string, subject: string, sentence: string, 
+/**
+ * Where the event was raised: this node, or the peer it was replicated from.
+ */
+origin: string | null, 
+/**
+ * Whether the desktop app raises a notification for it (the engine's flag, UI-2).
+ */
+notify: boolean, severity: Severity, 
+/**
+ * A short heading for a notification or a list.
+ */
+title: string, };
+
+export type Events = { events: Array<EventView>, };
+
+export type Severity = "info" | "warning" | "critical";
+
+export type RecordView = { agent: string, agent_id: string, seq: number, pair: string | null, name: string, value: number, time_ms: number, kind: string, detail: string | null, 
+/**
+ * AG-2: set on a standby server that stored the record for an agent whose home is elsewhere.
+ */
+taken_for: string | null, };
+
+export type Records = { records: Array<RecordView>, };
+
+export type CertInfo = { fingerprint: string, sans: Array<string>, not_after: string, };
+
+export type Settings = { "ui.notifications": boolean, };
+
+export type Done = { ok: boolean, message: string, };
+
+export type Refusal = { kind: RefusalKind, error: string, };
+
+export type RefusalKind = "invalid" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "failed" | "unavailable" | "full";
+
+export type PairSpec = { name: string, primary: string, secondary: string, failover_after?: string, switchback?: Switchback | null, hold_down?: string, };
+
+export type RoleSpec = { server?: boolean | null, agent?: boolean | null, 
+/**
+ * `off`, `primary` or `secondary` (HS-1).
+ */
+failover?: string | null, };
+
+export type CertRequest = { ips: Array<string>, dns: Array<string>, };
+
+export type NewRecord = { name: string, value: number, time_ms?: number | null, pair?: string | null, kind?: string | null, detail?: string | null, };
