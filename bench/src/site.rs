@@ -14,17 +14,8 @@ use understudy_node::config::{Config, CONFIG_FILE};
 use understudy_node::http_client::AdminClient;
 use understudy_node::{InitOptions, Role};
 
-/// Agent settings that make failover sub-second (as `understudy demo --fast` and the tests).
-pub const FAST_AGENT: &[&str] = &[
-    "agent.heartbeat=200ms",
-    "agent.switchover_after=600ms",
-    "agent.switchback_interval=1s",
-];
-/// Server settings that make hot-standby failover sub-second.
-pub const FAST_SERVER: &[&str] = &[
-    "failover.sync_interval=200ms",
-    "failover.failover_timeout=1s",
-];
+/// The fast timing profile (sub-second failover), the same one `demo --fast` uses.
+pub use understudy_api::defaults::fast::{AGENT as FAST_AGENT, SERVER as FAST_SERVER};
 pub const TOKEN: &str = "bench-enroll-token-0123456789";
 
 static NEXT_HOST: AtomicU32 = AtomicU32::new(2);
@@ -242,7 +233,8 @@ impl Node {
     }
 
     pub async fn status(&self) -> Option<Value> {
-        self.call("GET", "/api/status", None).await
+        let call = understudy_api::Request::Status.to_http();
+        self.call(call.method, &call.path, call.body).await
     }
 
     /// Hands records to this agent (returns once they are durable in its cache).
@@ -282,20 +274,19 @@ impl Node {
 
     /// `(link.state, link.server)` of an agent.
     pub async fn link(&self) -> Option<(String, String)> {
-        let s = self.status().await?;
-        Some((
-            s["link"]["state"].as_str()?.to_string(),
-            s["link"]["server"].as_str().unwrap_or("").to_string(),
-        ))
+        let link = self.typed_status().await?.link?;
+        Some((link.state, link.server.unwrap_or_default()))
+    }
+
+    /// The status read as the admin API's typed answer.
+    pub async fn typed_status(&self) -> Option<understudy_api::Status> {
+        serde_json::from_value(self.status().await?).ok()
     }
 
     /// `node.failover.state` and epoch of a server.
     pub async fn failover(&self) -> Option<(String, u64)> {
-        let s = self.status().await?;
-        Some((
-            s["node"]["failover"]["state"].as_str()?.to_string(),
-            s["node"]["failover"]["epoch"].as_u64()?,
-        ))
+        let f = self.typed_status().await?.node.failover;
+        Some((f.state, f.epoch))
     }
 
     pub async fn pair(&self, name: &str) -> Option<Value> {

@@ -28,17 +28,8 @@ use understudy_node::config::{Config, CONFIG_FILE};
 /// test whose product settings are sub-second.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// Agent settings that make failover sub-second (PRODUCT.md §5 "with sub-second settings").
-pub const FAST_AGENT: &[&str] = &[
-    "agent.heartbeat=200ms",
-    "agent.switchover_after=600ms",
-    "agent.switchback_interval=1s",
-];
-/// Server settings that make hot-standby failover sub-second.
-pub const FAST_SERVER: &[&str] = &[
-    "failover.sync_interval=200ms",
-    "failover.failover_timeout=1s",
-];
+/// The fast timing profile (sub-second failover), the same one `demo --fast` uses.
+pub use understudy_api::defaults::fast::{AGENT as FAST_AGENT, SERVER as FAST_SERVER};
 
 // ---------------------------------------------------------------------------------------------
 // The binary under test.
@@ -587,10 +578,14 @@ impl Node {
         wait_until(WAIT, &format!("{}'s status", self.name), || self.status())
     }
 
+    /// `status --json` read as the admin API's typed answer.
+    pub fn typed_status(&self) -> Option<understudy_api::Status> {
+        serde_json::from_value(self.status()?).ok()
+    }
+
     /// The agent link's state (`link.state`: home, standby, staged, blackout, connecting).
     pub fn link_state(&self) -> Option<String> {
-        self.status()
-            .and_then(|s| s["link"]["state"].as_str().map(String::from))
+        self.typed_status()?.link.map(|l| l.state)
     }
 
     /// Waits until `link.state` is `state` and, when given, `link.server` names `server`.
@@ -617,9 +612,8 @@ impl Node {
 
     /// `node.failover.state` (active, standby, …) and epoch.
     pub fn failover(&self) -> Option<(String, u64)> {
-        let s = self.status()?;
-        let f = &s["node"]["failover"];
-        Some((f["state"].as_str()?.to_string(), f["epoch"].as_u64()?))
+        let f = self.typed_status()?.node.failover;
+        Some((f.state, f.epoch))
     }
 
     pub fn wait_failover_state(&self, state: &str) -> u64 {
