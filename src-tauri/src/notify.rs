@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tauri::AppHandle;
 use tokio::time::Instant;
-use understudy_api::{EventQuery, Request};
 
 use crate::coalesce::{Coalescer, Event, Notice};
 use crate::host::Host;
@@ -43,7 +42,7 @@ impl Mute {
         if !self.node_has_settings.load(Ordering::Relaxed) {
             return;
         }
-        let (status, body) = host.request(&Request::Settings).await;
+        let (status, body) = host.admin("GET", "/api/settings", None).await;
         match status {
             200..=299 => {
                 if let Some(enabled) = notifications_setting(&body) {
@@ -64,9 +63,11 @@ impl Mute {
         self.muted.store(muted, Ordering::Relaxed);
         if self.node_has_settings.load(Ordering::Relaxed) {
             let (status, body) = host
-                .request(&Request::SetSettings {
-                    notifications: !muted,
-                })
+                .admin(
+                    "POST",
+                    "/api/settings",
+                    Some(json!({ "ui.notifications": !muted })),
+                )
                 .await;
             match status {
                 200..=299 => {}
@@ -106,10 +107,7 @@ pub fn parse_events(body: &Value) -> Vec<Event> {
 /// Fetches every event after `since`, in id order; `None` when the node cannot answer.
 async fn fetch_after(host: &Host, since: u64) -> Option<Vec<Event>> {
     let (status, body) = host
-        .request(&Request::Events(EventQuery {
-            since,
-            ..EventQuery::default()
-        }))
+        .admin("GET", &format!("/api/events?since={since}"), None)
         .await;
     if status != 200 {
         return None;
@@ -269,8 +267,6 @@ fn send(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
