@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use understudy_engine::{EventCode, Severity};
 
 /// How long a burst is collected before its notices go out.
 pub const WINDOW: Duration = Duration::from_secs(1);
@@ -35,92 +36,51 @@ pub struct Notice {
     pub critical: bool,
 }
 
-/// (code, title, how a burst of n is said, critical)
-const NOTIFIED: &[(&str, &str, &str, bool)] = &[
-    (
-        "SWITCHOVER",
-        "Switchover",
-        "{n} agents switched over to a standby server",
-        false,
-    ),
+/// How a burst of n events of a code is said. Wording only: which codes notify, their titles and
+/// whether they are critical come from the engine's event table ([`EventCode`]), so the tray
+/// cannot drift from it (it once left out SPLIT_BRAIN and PAIR_BLACKOUT_END).
+const BURSTS: &[(&str, &str)] = &[
+    ("SWITCHOVER", "{n} agents switched over to a standby server"),
     (
         "SWITCHBACK",
-        "Switchback",
         "{n} agents switched back to their home server",
-        false,
     ),
-    (
-        "BLACKOUT",
-        "Blackout",
-        "{n} agents reach no server (blackout)",
-        true,
-    ),
-    (
-        "BLACKOUT_END",
-        "Blackout ended",
-        "{n} agents reach a server again",
-        false,
-    ),
-    (
-        "FAILOVER",
-        "Pair failover",
-        "{n} pairs failed over to their secondary",
-        true,
-    ),
+    ("BLACKOUT", "{n} agents reach no server (blackout)"),
+    ("BLACKOUT_END", "{n} agents reach a server again"),
+    ("FAILOVER", "{n} pairs failed over to their secondary"),
     (
         "PAIR_SWITCHBACK",
-        "Pair switchback",
         "{n} pairs switched back to their primary",
-        false,
     ),
     (
         "FORCED_FAILOVER",
-        "Forced failover",
         "{n} pairs were forced to their secondary",
-        false,
+    ),
+    ("REVERTED", "{n} pairs were reverted to their primary"),
+    ("PAIR_BLACKOUT", "{n} pairs have no reachable member"),
+    ("PROMOTED", "{n} promotions to ACTIVE"),
+    ("DEMOTED", "{n} demotions to STANDBY"),
+    ("AGENT_PENDING", "{n} agents are waiting to be accepted"),
+    ("CERT_GENERATED", "{n} certificates were generated"),
+    ("HOOK_FAILED", "{n} hooks failed"),
+    (
+        "SPLIT_BRAIN",
+        "{n} split brains between the hot-standby servers",
     ),
     (
-        "REVERTED",
-        "Pair reverted",
-        "{n} pairs were reverted to their primary",
-        false,
+        "PAIR_BLACKOUT_END",
+        "{n} pairs have a reachable member again",
     ),
     (
-        "PAIR_BLACKOUT",
-        "Pair blackout",
-        "{n} pairs have no reachable member",
-        true,
+        "HELD_DROPPED",
+        "{n} agents let go of records held for their home server",
     ),
-    (
-        "PROMOTED",
-        "Server promoted",
-        "{n} promotions to ACTIVE",
-        false,
-    ),
-    (
-        "DEMOTED",
-        "Server demoted",
-        "{n} demotions to STANDBY",
-        false,
-    ),
-    (
-        "AGENT_PENDING",
-        "Agent waiting",
-        "{n} agents are waiting to be accepted",
-        false,
-    ),
-    (
-        "CERT_GENERATED",
-        "Certificate generated",
-        "{n} certificates were generated",
-        false,
-    ),
-    ("HOOK_FAILED", "Hook failed", "{n} hooks failed", true),
+    ("CHECK_REFUSED", "{n} checks were refused by their agents"),
 ];
 
-/// True for the codes that raise a notification (UI-2); every other code is only listed.
+/// True for the codes the engine marks as notifying (UI-2); every other code is only listed.
 pub fn is_notified(code: &str) -> bool {
-    NOTIFIED.iter().any(|(c, ..)| *c == code)
+    EventCode::parse(code).is_some_and(EventCode::notify)
 }
 
 /// How many subjects a burst's body names before "and N more".
@@ -177,11 +137,13 @@ impl Coalescer {
 }
 
 fn notice(code: &str, events: &[Event]) -> Notice {
-    let (title, burst, critical) = NOTIFIED
+    let known = EventCode::parse(code);
+    let title = known.map_or(code, EventCode::title);
+    let critical = known.is_some_and(|c| c.severity() == Severity::Critical);
+    let burst = BURSTS
         .iter()
-        .find(|(c, ..)| *c == code)
-        .map(|(_, t, b, crit)| (*t, *b, *crit))
-        .unwrap_or((code, "{n} events", false));
+        .find(|(c, _)| *c == code)
+        .map_or("{n} events", |(_, b)| *b);
     let count = events.len();
     let (summary, body) = if count == 1 {
         let e = &events[0];
@@ -278,7 +240,7 @@ mod tests {
             vec![Notice {
                 code: "CERT_GENERATED".into(),
                 count: 1,
-                summary: "Certificate generated".into(),
+                summary: "New certificate".into(),
                 body: "srv-a did CERT_GENERATED.".into(),
                 critical: false,
             }]
@@ -373,5 +335,34 @@ mod tests {
             t0,
         );
         assert_eq!(c.poll_notices(t0 + WINDOW)[0].body, "2 hooks failed: web");
+    }
+
+    #[test]
+    fn ui2_the_tray_notifies_exactly_the_codes_the_engine_marks_notify() {
+        for code in EventCode::ALL {
+            assert_eq!(
+                is_notified(code.as_str()),
+                code.notify(),
+                "{code}: the tray and the engine disagree"
+            );
+            if code.notify() {
+                assert!(
+                    BURSTS.iter().any(|(c, _)| *c == code.as_str()),
+                    "{code} notifies but has no burst wording"
+                );
+            }
+        }
+        assert!(!is_notified("NOT_A_CODE"));
+    }
+
+    #[test]
+    fn hs6_a_split_brain_raises_a_critical_notice() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new();
+        c.handle_events([ev(1, "SPLIT_BRAIN", "s1")], t0);
+        let n = c.poll_notices(t0 + WINDOW);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].summary, "Split brain");
+        assert!(n[0].critical);
     }
 }

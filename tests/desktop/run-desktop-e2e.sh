@@ -239,7 +239,7 @@ tray_menu_screenshot() {
 
 # 3. Clicking "Generate certificate" in the menu raises a CERT_GENERATED notification.
 if $CHECK click '^Generate certificate$'; then
-  if $CHECK wait-notification 'Certificate generated' "$WORK/notifications.log" 15; then
+  if $CHECK wait-notification 'New certificate' "$WORK/notifications.log" 15; then
     pass "Generate certificate → notification on D-Bus"
   else
     fail "Generate certificate → notification on D-Bus"
