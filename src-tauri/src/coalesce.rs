@@ -138,7 +138,10 @@ impl Coalescer {
 
 fn notice(code: &str, events: &[Event]) -> Notice {
     let known = EventCode::parse(code);
-    let title = known.map_or(code, EventCode::title);
+    let title: &str = match known {
+        Some(c) => c.title(),
+        None => code,
+    };
     let critical = known.is_some_and(|c| c.severity() == Severity::Critical);
     let burst = BURSTS
         .iter()
