@@ -10,7 +10,7 @@ pub fn format(d: Duration) -> String {
         return "0s".to_string();
     }
     for (unit, per) in [("h", 3_600_000u128), ("m", 60_000), ("s", 1_000)] {
-        if ms % per == 0 {
+        if ms.is_multiple_of(per) {
             return format!("{}{unit}", ms / per);
         }
     }
