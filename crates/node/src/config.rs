@@ -878,7 +878,10 @@ mod tests {
             "{msg}"
         );
         let msg = load_err("[node]\nname = \"  \"\n");
-        assert!(msg.contains("config.toml:2: node.name"), "{msg}");
+        assert!(
+            msg.contains("config.toml:2:") && msg.contains("space"),
+            "{msg}"
+        );
         let msg = load_err("[node]\nname = \"n1\"\nagent = false\nserver = false\n");
         assert!(
             msg.contains("config.toml:4: node: at least one role"),
