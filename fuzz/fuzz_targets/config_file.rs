@@ -1,5 +1,6 @@
 //! config.toml: any text is a configuration or an error with the line; an accepted
-//! configuration is saved and loaded back unchanged.
+//! configuration is saved and loaded back unchanged. An error at the end of the text may name
+//! the line after a final newline (TOML reports an unclosed array there).
 #![no_main]
 
 use std::path::Path;
@@ -20,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(ConfigError::Parse { line, .. }) | Err(ConfigError::InvalidAt { line, .. }) => {
             assert!(
-                line >= 1 && line <= text.lines().count().max(1),
+                line >= 1 && line <= text.matches('\n').count() + 1,
                 "line {line}"
             );
         }
