@@ -1115,3 +1115,96 @@ mod tests {
         assert_eq!(parse_seq_range("handed 1 record to the agent"), None);
     }
 }
+
+/// The enrollment token of the bad-input, abuse and hostile-input sites (16+ characters).
+pub const ENROLL_TOKEN: &str = "tok-0123456789abcdef";
+
+/// A current-thread tokio runtime for tests that speak the wire themselves.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// A server `srv` with one connected agent `a1` whose records flow: what a bad or hostile
+/// connection must not disturb.
+pub fn server_with_agent(site: &Site) -> (Node, Node) {
+    let token = format!("server.enroll_token={ENROLL_TOKEN}");
+    let agent_token = format!("agent.enroll_token={ENROLL_TOKEN}");
+    let mut server = site.server("srv", &[&token]);
+    let mut agent = site.agent(
+        "a1",
+        &[&server],
+        &[&[&agent_token[..]][..], FAST_AGENT].concat(),
+    );
+    server.start();
+    agent.start();
+    agent.wait_link("home", Some(&server));
+    (server, agent)
+}
+
+/// The node still answers its admin API and `agent` (of [`server_with_agent`]) is still home and
+/// delivering: 20 more records, past `sent_before`, stored.
+pub fn assert_still_serving(server: &Node, agent: &Node, sent_before: u64) {
+    assert!(server.status().is_some(), "the node answers its admin API");
+    assert_eq!(
+        agent.link_state().as_deref(),
+        Some("home"),
+        "the other agent is unaffected"
+    );
+    let (_, last) = agent.send(20);
+    assert!(last > sent_before);
+    wait_records(&[server], &[("a1", last)]);
+}
+
+/// A client certificate of its own, made in the site's directory `name` (an agent nobody
+/// configured), for tests that open raw connections.
+pub fn client_identity(site: &Site, name: &str) -> Arc<understudy_node::tls::NodeIdentity> {
+    let dir = site.dir().join(name);
+    std::fs::create_dir_all(&dir).expect("client dir");
+    understudy_node::tls::load_or_generate(&dir).expect("a client certificate");
+    understudy_node::tls::NodeIdentity::load(&dir).expect("the client identity")
+}
+
+/// A tmpfs mounted at a directory for the test's lifetime; unmounted on drop, also on panic
+/// (after its files are copied beside it, `<dir>.kept`, so a failed test leaves its evidence).
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "understudy-test",
+            ])
+            .arg(at)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "this test needs to mount a tmpfs (root, as in CI): mount said {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let kept = self.0.with_extension("kept");
+            let _ = Command::new("cp")
+                .arg("-a")
+                .arg(&self.0)
+                .arg(&kept)
+                .status();
+            eprintln!("---- the tmpfs's files are kept in {} ----", kept.display());
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

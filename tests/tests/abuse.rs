@@ -13,28 +13,6 @@ use understudy_node::tls::{self, NodeIdentity, Pins, ALPN_HTTP, ALPN_WIRE};
 use understudy_node::wire::{ToAgent, ToServer};
 use understudy_system_tests::*;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
-/// A server with one connected agent whose records flow.
-fn server_with_agent(site: &Site) -> (Node, Node) {
-    let mut server = site.server("srv", &["server.enroll_token=tok-0123456789abcdef"]);
-    let mut agent = site.agent(
-        "a1",
-        &[&server],
-        &[&["agent.enroll_token=tok-0123456789abcdef"][..], FAST_AGENT].concat(),
-    );
-    server.start();
-    agent.start();
-    agent.wait_link("home", Some(&server));
-    (server, agent)
-}
-
-/// A loopback address of the site's network that no node uses: where the stranger connects from.
 fn stranger_ip(site: &Site) -> std::net::IpAddr {
     let addr: SocketAddr = site.addr().parse().expect("an address");
     addr.ip()
@@ -78,19 +56,6 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
             Err(_) => return false,
         }
     }
-}
-
-fn client_identity(site: &Site) -> std::sync::Arc<NodeIdentity> {
-    let dir = site.dir().join("raw-client");
-    std::fs::create_dir_all(&dir).expect("client dir");
-    tls::load_or_generate(&dir).expect("a client certificate");
-    NodeIdentity::load(&dir).expect("the client identity")
-}
-
-fn assert_still_serving(server: &Node, agent: &Node) {
-    assert!(server.status().is_some(), "the node answers its admin API");
-    let (_, n) = agent.send(20);
-    wait_records(&[server], &[("a1", n)]);
 }
 
 /// Item 4: idle connections from one address are held only up to its limit; the rest are
@@ -146,7 +111,7 @@ fn abuse_slow_handshake_is_cut_by_its_timeout() {
             "the half-done handshake is cut"
         );
     });
-    assert_still_serving(&server, &agent);
+    assert_still_serving(&server, &agent, 0);
 }
 
 /// Item 4: an admin (HTTP) connection that sends half a request, or stays idle after one, is
@@ -184,7 +149,7 @@ fn abuse_admin_connection_without_headers_or_idle_is_closed() {
             }
         }
     });
-    assert_still_serving(&server, &agent);
+    assert_still_serving(&server, &agent, 0);
 }
 
 /// Item 4: a first frame announcing far more than a Hello is refused before it is read: the
@@ -193,7 +158,7 @@ fn abuse_admin_connection_without_headers_or_idle_is_closed() {
 fn abuse_huge_first_frame_is_refused_before_it_is_read() {
     let site = Site::new(154);
     let (server, agent) = server_with_agent(&site);
-    let identity = client_identity(&site);
+    let identity = client_identity(&site, "raw-client");
     let pins = Pins::new([server.fingerprint.clone()]);
     rt().block_on(async {
         let mut stream = tls::connect(&server.listen, &pins, Some(identity), &[ALPN_WIRE])
@@ -217,7 +182,7 @@ fn abuse_huge_first_frame_is_refused_before_it_is_read() {
             other => panic!("expected the first frame refused by its size, got {other:?}"),
         }
     });
-    assert_still_serving(&server, &agent);
+    assert_still_serving(&server, &agent, 0);
 }
 
 /// Item 4: a wire connection without a client certificate is refused right after the handshake,
@@ -243,7 +208,7 @@ fn abuse_no_client_certificate_is_refused_before_any_frame() {
             other => panic!("expected a refusal before any frame, got {other:?}"),
         }
     });
-    assert_still_serving(&server, &agent);
+    assert_still_serving(&server, &agent, 0);
 }
 
 /// Item 4: the node raises its soft open-file limit to the hard one at start.
@@ -344,7 +309,7 @@ fn raw_hello(site: &Site, server: &Node, id: &str, name: &str, token: &str) -> O
 
 /// Sends `payload` as the first frame of a fresh wire connection; returns the answer.
 fn raw_first_frame(site: &Site, server: &Node, payload: &[u8]) -> Option<ToAgent> {
-    let identity = client_identity(site);
+    let identity = client_identity(site, "raw-client");
     let pins = Pins::new([server.fingerprint.clone()]);
     let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(payload);
@@ -395,7 +360,7 @@ fn abuse_agent_ids_and_names_are_validated() {
         server.agent_entry("x1").is_none(),
         "nothing was stored for the refused hellos"
     );
-    assert_still_serving(&server, &agent);
+    assert_still_serving(&server, &agent, 0);
 }
 
 /// Item 5: a name with a space is a valid name, and the operator can accept it (admin path
@@ -451,7 +416,7 @@ fn abuse_enrollment_flood_is_rate_limited_and_can_be_forgotten() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
-    assert_still_serving(&server, &agent);
+    assert_still_serving(&server, &agent, 0);
 }
 
 /// Item 5: every wrong enrollment token is counted and logged, and an address gets only a burst
@@ -490,7 +455,7 @@ fn abuse_wrong_enrollment_tokens_are_counted_logged_and_rate_limited() {
             ))
             .then_some(())
     });
-    assert_still_serving(&server, &agent);
+    assert_still_serving(&server, &agent, 0);
 }
 
 /// Item 5: an enrollment token shorter than 16 characters is refused when the configuration is
@@ -565,7 +530,7 @@ fn abuse_peer_text_cannot_forge_log_lines() {
         log.contains("hello\\n2030-01-01"),
         "escaped, not dropped:\n{log}"
     );
-    assert_still_serving(&server, &agent);
+    assert_still_serving(&server, &agent, 0);
 }
 
 /// Item 6: the served console and the desktop window carry a Content-Security-Policy.

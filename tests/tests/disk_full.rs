@@ -12,48 +12,6 @@ const SETS: &[&str] = &[
     "agent.enroll_token=df-token-0123456789abcdef",
 ];
 
-/// A tmpfs mounted at a directory for the test's lifetime; unmounted on drop, also on panic.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).expect("mount point");
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "understudy-test",
-            ])
-            .arg(at)
-            .output()
-            .expect("running mount");
-        assert!(
-            out.status.success(),
-            "this test needs to mount a tmpfs (root, as in CI): mount said {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Keep what was on the disk (the agent's log and store) beside the kept site.
-            let kept = self.0.with_extension("kept");
-            let _ = Command::new("cp")
-                .arg("-a")
-                .arg(&self.0)
-                .arg(&kept)
-                .status();
-            eprintln!("---- the tmpfs's files are kept in {} ----", kept.display());
-        }
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// A server `s` and an agent `a` whose whole data directory (store, certificate, log) is a
 /// 12 MiB tmpfs, 6 MiB of it taken by a file the "operator" may delete to give space back (and
 /// 4 MiB by the agent's own reserve, `understudy_node::store::RESERVE_BYTES`). The

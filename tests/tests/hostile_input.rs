@@ -15,57 +15,12 @@ use understudy_node::tls::{self, NodeIdentity, Pins, ALPN_HTTP, ALPN_WIRE};
 use understudy_node::wire::{ToAgent, ToServer};
 use understudy_system_tests::*;
 
-const TOKEN: &str = "enroll-token-12c";
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
-/// A server with one connected agent whose records flow: what a bad connection must not disturb.
-fn server_with_agent(site: &Site) -> (Node, Node) {
-    let token = format!("server.enroll_token={TOKEN}");
-    let agent_token = format!("agent.enroll_token={TOKEN}");
-    let mut server = site.server("srv", &[&token]);
-    let mut agent = site.agent(
-        "a1",
-        &[&server],
-        &[&[&agent_token[..]][..], FAST_AGENT].concat(),
-    );
-    server.start();
-    agent.start();
-    agent.wait_link("home", Some(&server));
-    (server, agent)
-}
-
-fn assert_still_serving(server: &Node, agent: &Node, sent_before: u64) {
-    assert!(server.status().is_some(), "the node answers its admin API");
-    assert_eq!(
-        agent.link_state().as_deref(),
-        Some("home"),
-        "the other agent is unaffected"
-    );
-    let (_, last) = agent.send(20);
-    assert!(last > sent_before);
-    wait_records(&[server], &[("a1", last)]);
-}
-
-/// A client certificate of its own, made in `dir` (an agent nobody configured).
-fn identity(site: &Site, name: &str) -> Arc<NodeIdentity> {
-    let dir = site.dir().join(name);
-    std::fs::create_dir_all(&dir).expect("client dir");
-    tls::load_or_generate(&dir).expect("a client certificate");
-    NodeIdentity::load(&dir).expect("the client identity")
-}
-
 fn hello(id: &str, name: &str) -> ToServer {
     ToServer::Hello {
         id: id.into(),
         name: name.into(),
         home: true,
-        token: TOKEN.into(),
+        token: ENROLL_TOKEN.into(),
         probe: false,
     }
 }
@@ -151,7 +106,7 @@ fn bad_input_bad_frames_after_the_hello_close_that_link_only() {
     let site = Site::new(121);
     let (server, agent) = server_with_agent(&site);
     let (_, sent) = agent.send(5);
-    let raw = identity(&site, "raw");
+    let raw = client_identity(&site, "raw");
     let garbage = {
         let g = b"{\"type\": \"records\", \"records\": [{\"seq\": \"one\"}]}".to_vec();
         let mut f = (g.len() as u32).to_be_bytes().to_vec();
@@ -209,7 +164,7 @@ fn bad_input_bad_frames_after_the_hello_close_that_link_only() {
 fn bad_input_frames_trickled_after_the_hello_are_read_whole() {
     let site = Site::new(122);
     let (server, agent) = server_with_agent(&site);
-    let raw = identity(&site, "trickler");
+    let raw = client_identity(&site, "trickler");
     let acked = rt().block_on(async {
         let mut link = enrolled_link(&server, raw, RAW_ID, "trickler").await;
         let mut upto = 0;
@@ -248,7 +203,7 @@ fn bad_input_hello_trickled_byte_by_byte_completes_or_is_closed_in_bounded_time(
         let mut stream = tls::connect(
             &server.listen,
             &pins,
-            Some(identity(&site, "slow")),
+            Some(client_identity(&site, "slow")),
             &[ALPN_WIRE],
         )
         .await
@@ -270,7 +225,7 @@ fn bad_input_hello_trickled_byte_by_byte_completes_or_is_closed_in_bounded_time(
         let stream = tls::connect(
             &server.listen,
             &pins,
-            Some(identity(&site, "endless")),
+            Some(client_identity(&site, "endless")),
             &[ALPN_WIRE],
         )
         .await

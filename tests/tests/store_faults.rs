@@ -24,33 +24,6 @@ fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// A tmpfs mounted at a directory for the test's lifetime; unmounted on drop, also on panic.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).expect("mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("understudy-test")
-            .arg(at)
-            .output()
-            .expect("running mount");
-        assert!(
-            out.status.success(),
-            "this test needs to mount a tmpfs (root, as in CI): mount said {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// Fills the file system holding `path` with it, then gives back `leave` bytes.
 fn fill(path: &Path, leave: u64) {
     let mut f = std::fs::File::create(path).expect("filler");
