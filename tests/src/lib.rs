@@ -1102,20 +1102,6 @@ impl Drop for Relay {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seq_ranges_are_read_from_sends_answer() {
-        assert_eq!(
-            parse_seq_range("handed 5 records to the agent (seq 11..15)\n"),
-            Some((11, 15))
-        );
-        assert_eq!(parse_seq_range("handed 1 record to the agent"), None);
-    }
-}
-
 /// The enrollment token of the bad-input, abuse and hostile-input sites (16+ characters).
 pub const ENROLL_TOKEN: &str = "tok-0123456789abcdef";
 
@@ -1192,6 +1178,11 @@ impl Tmpfs {
         );
         Tmpfs(at.to_path_buf())
     }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
 }
 
 impl Drop for Tmpfs {
@@ -1206,5 +1197,19 @@ impl Drop for Tmpfs {
             eprintln!("---- the tmpfs's files are kept in {} ----", kept.display());
         }
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_ranges_are_read_from_sends_answer() {
+        assert_eq!(
+            parse_seq_range("handed 5 records to the agent (seq 11..15)\n"),
+            Some((11, 15))
+        );
+        assert_eq!(parse_seq_range("handed 1 record to the agent"), None);
     }
 }

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use understudy_node::frame::read_frame;
 use understudy_node::limits::PER_ADDRESS;
-use understudy_node::tls::{self, NodeIdentity, Pins, ALPN_HTTP, ALPN_WIRE};
+use understudy_node::tls::{self, Pins, ALPN_HTTP, ALPN_WIRE};
 use understudy_node::wire::{ToAgent, ToServer};
 use understudy_system_tests::*;
 

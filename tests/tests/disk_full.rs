@@ -2,8 +2,7 @@
 //! returns. The agent's data directory is a small tmpfs (issue 6: "a full disk under an agent's
 //! cache"); its server goes away, so every record sent stays in the cache until the disk is full.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use understudy_system_tests::*;
 

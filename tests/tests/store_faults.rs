@@ -3,7 +3,7 @@
 //! acknowledged record is lost, and delivery resumes when the fault is cleared.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -58,7 +58,7 @@ fn disk_full_on_a_server_keeps_records_on_the_agent_and_recovers_when_space_retu
     wait_records(&[&s], &[("a", first)]);
 
     // The server's disk fills up while records keep coming.
-    let filler = disk.0.join("filler");
+    let filler = disk.path().join("filler");
     fill(&filler, 512 << 10);
     let sender = Sender::start(&a, 200);
     wait_until(WAIT, "the server to refuse records: disk full", || {
