@@ -682,6 +682,15 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
             if pick < in_force.len() {
                 let i = in_force[pick];
                 match health[i] {
+                    // A node whose link is down cannot answer the harness until its network
+                    // heals: start its process now and let the convergence wait find it.
+                    Health::Dead if net[i].is_some() => {
+                        nodes[i].spawn();
+                        report.log(
+                            start,
+                            format!("heal: restarted {} (link impaired)", nodes[i].name),
+                        );
+                    }
                     Health::Dead => {
                         nodes[i].start();
                         report.log(start, format!("heal: restarted {}", nodes[i].name));
