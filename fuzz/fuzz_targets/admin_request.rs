@@ -11,11 +11,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    // Line 1: the method; line 2: the path and query; the rest: the body (none when empty).
+    // Line 1: the method; line 2: the path and query; the rest: the body, read as the node's
+    // edge reads it (none when empty, else JSON or refused).
     let mut parts = text.splitn(3, '\n');
     let method = parts.next().unwrap_or("");
     let path = parts.next().unwrap_or("");
-    let body = match parts.next().map(str::trim) {
+    let body = match parts.next() {
         None | Some("") => None,
         Some(json) => match serde_json::from_str(json) {
             Ok(value) => Some(value),

@@ -682,8 +682,8 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
             if pick < in_force.len() {
                 let i = in_force[pick];
                 match health[i] {
-                    // A node whose link is down cannot answer the harness until its network
-                    // heals: start its process now and let the convergence wait find it.
+                    // A node whose link is down (or lossy) may not answer the harness until its
+                    // network heals: start its process now and let the convergence wait find it.
                     Health::Dead if net[i].is_some() => {
                         nodes[i].spawn();
                         report.log(
