@@ -142,6 +142,45 @@ fn hs5_failback_auto_after_hold_down() {
     wait_records(&[&s1], &[("a1", n)]);
 }
 
+/// CT-2 between servers: the ACTIVE's new certificate is announced to its STANDBY over the old
+/// one before it is used, so the STANDBY's next polls (which pin the peer) go on succeeding and
+/// it never takes silence for a failure: no promotion, no split brain.
+#[test]
+fn ct2_a_rotated_certificate_is_announced_to_the_standby_which_stays_standby() {
+    let site = Site::new(34);
+    let (mut s1, mut s2) = site.hot_standby(&server_sets(&[]), None);
+    let epoch = start_hot_standby(&mut s1, &mut s2);
+    let fingerprint = |n: &Node| {
+        n.status_now()["node"]["cert"]["fingerprint"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let old = fingerprint(&s1);
+    s1.cli_ok(&["cert", "generate"]);
+    let new = fingerprint(&s1);
+    assert_ne!(old, new, "the certificate changed");
+    // Five failover timeouts (1 s each in the fast profile) of polls with the new certificate.
+    holds_for(
+        Duration::from_secs(5),
+        "s2 stays STANDBY under s1",
+        || match (s1.failover(), s2.failover()) {
+            (Some((a, e1)), Some((b, _))) if a == "active" && b == "standby" && e1 == epoch => {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // (s1's own PROMOTED from its start is replicated to s2: only s2's would be a failover.)
+    let failovers: Vec<_> = s2
+        .events("PROMOTED")
+        .into_iter()
+        .chain(s1.events("SPLIT_BRAIN"))
+        .filter(|e| e["subject"] != "s1" || e["code"] == "SPLIT_BRAIN")
+        .collect();
+    assert!(failovers.is_empty(), "no failover: {failovers:?}");
+}
+
 #[test]
 fn hs6_partition_both_active_then_lower_epoch_steps_down_and_nothing_is_lost() {
     let site = Site::new(33);

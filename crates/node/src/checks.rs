@@ -3,105 +3,25 @@
 //! while this agent holds the pair's duty, and are recorded under the pair's alias.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use understudy_api::defaults;
 
+use crate::allowlist::command_allowed;
 use crate::config::parse_duration;
-use crate::runtime::{now_ms, Input, Shared};
-use crate::store::NewRecord;
+use crate::config::Config;
+use crate::mailbox::{now_ms, CoreSender, Input, Shared};
+use crate::store::{NewRecord, Store};
 
 /// At most this much of a command's stdout is read; the rest is discarded (a flood never stalls).
 const MAX_STDOUT: usize = 64 * 1024;
-
-/// One entry of `agent.allow_commands` (SECURITY.md, "Command checks are off by default"): words
-/// separated by spaces; the first matches the program (an absolute path, `*` not crossing `/`);
-/// one word allows any arguments, more words match the arguments one for one.
-#[derive(Clone, Debug)]
-pub struct ArgvPattern {
-    program: glob::Pattern,
-    args: Option<Vec<glob::Pattern>>,
-}
-
-const PATH_MATCH: glob::MatchOptions = glob::MatchOptions {
-    case_sensitive: true,
-    require_literal_separator: true,
-    require_literal_leading_dot: false,
-};
-
-impl ArgvPattern {
-    pub fn parse(pattern: &str) -> Result<ArgvPattern, String> {
-        let words: Vec<&str> = pattern.split_whitespace().collect();
-        let Some((program, args)) = words.split_first() else {
-            return Err("an empty pattern allows nothing; remove it".into());
-        };
-        if !program.starts_with('/') {
-            return Err(format!(
-                "`{program}` is not an absolute path (a pattern names the program by its full path)"
-            ));
-        }
-        let glob = |w: &str| {
-            glob::Pattern::new(w).map_err(|e| format!("`{w}` is not a valid pattern: {e}"))
-        };
-        Ok(ArgvPattern {
-            program: glob(program)?,
-            args: if args.is_empty() {
-                None
-            } else {
-                Some(args.iter().map(|w| glob(w)).collect::<Result<_, _>>()?)
-            },
-        })
-    }
-
-    fn matches(&self, program: &str, args: &[String]) -> bool {
-        self.program.matches_with(program, PATH_MATCH)
-            && match &self.args {
-                None => true,
-                Some(words) => {
-                    words.len() == args.len() && words.iter().zip(args).all(|(w, a)| w.matches(a))
-                }
-            }
-    }
-}
-
-/// Whether this agent's configuration lets it run `argv` as a command check; the reason when not.
-pub fn command_allowed(argv: &[String], allow: &[String]) -> Result<(), String> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err("a command target is an argv list".into());
-    };
-    let shown = argv.join(" ");
-    if allow.is_empty() {
-        return Err(format!(
-            "not allowed on this agent: command checks are off (agent.allow_commands is empty), refused `{shown}`"
-        ));
-    }
-    let path = std::path::Path::new(program);
-    if !path.is_absolute()
-        || path
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(format!(
-            "not allowed on this agent: `{program}` is not an absolute path without `..`"
-        ));
-    }
-    let allowed = allow
-        .iter()
-        .filter_map(|p| ArgvPattern::parse(p).ok())
-        .any(|p| p.matches(program, args));
-    if allowed {
-        Ok(())
-    } else {
-        Err(format!(
-            "not allowed on this agent: `{shown}` matches no agent.allow_commands pattern"
-        ))
-    }
-}
 
 /// The argv of a command check's target: a JSON list, or a string split on spaces.
 fn argv_of(target: &Value) -> Vec<String> {
@@ -349,7 +269,7 @@ impl Runner {
 
     /// Starts and stops tasks so that exactly `wanted` run (CK-3: a pair check stops the moment
     /// its member stands down, and starts when it is activated).
-    pub fn reconcile(&mut self, shared: &Arc<Shared>, wanted: Vec<Check>) {
+    pub fn reconcile(&mut self, context: &CheckContext, wanted: Vec<Check>) {
         let keys: Vec<(String, Option<String>)> = wanted
             .iter()
             .map(|c| (c.name.clone(), c.pair.clone()))
@@ -364,7 +284,7 @@ impl Runner {
         for check in wanted {
             let key = (check.name.clone(), check.pair.clone());
             if let std::collections::btree_map::Entry::Vacant(slot) = self.running.entry(key) {
-                let task = tokio::spawn(run_forever(shared.clone(), check.clone()));
+                let task = tokio::spawn(run_forever(context.clone(), check.clone()));
                 slot.insert((check, task));
             }
         }
@@ -377,22 +297,49 @@ impl Runner {
     }
 }
 
-async fn run_forever(shared: Arc<Shared>, check: Check) {
+/// What a check's task needs of its node: the agent's configuration (`agent.allow_commands`),
+/// the leases of the pairs it holds (CK-3), where results go, and the core.
+#[derive(Clone)]
+pub(crate) struct CheckContext {
+    config: Arc<Mutex<Config>>,
+    leases: Arc<Mutex<HashMap<String, Instant>>>,
+    results: mpsc::UnboundedSender<NewRecord>,
+    core: CoreSender,
+}
+
+impl CheckContext {
+    pub(crate) fn of(shared: &Shared) -> CheckContext {
+        CheckContext {
+            config: shared.config.clone(),
+            leases: shared.leases.clone(),
+            results: shared.check_results.clone(),
+            core: shared.core.clone(),
+        }
+    }
+}
+
+async fn run_forever(context: CheckContext, check: Check) {
     let mut tick = tokio::time::interval(check.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let allow = shared.config().agent.allow_commands;
+        let allow = context
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .agent
+            .allow_commands
+            .clone();
         if let Some(why) = refusal(&check, &allow) {
             // Told to the server once per check and reason (it raises CHECK_REFUSED).
-            let _ = shared.core.send(Input::CheckRefused {
+            let _ = context.core.send(Input::CheckRefused {
                 check: check.name.clone(),
                 reason: why,
             });
         }
         let outcome = run_once(&check, &allow).await;
         if let Some(pair) = &check.pair {
-            let holds = shared
+            let holds = context
                 .leases
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -412,7 +359,7 @@ async fn run_forever(shared: Arc<Shared>, check: Check) {
             kind: "check".into(),
             detail: Some(json!({ "up": outcome.up, "detail": outcome.detail }).to_string()),
         };
-        if shared.check_results.send(record).is_err() {
+        if context.results.send(record).is_err() {
             return;
         }
     }
@@ -422,21 +369,27 @@ async fn run_forever(shared: Arc<Shared>, check: Check) {
 /// holds every result that arrived while the previous one was being written (AG-2 holds: a
 /// result is in the cache before it is sent).
 pub(crate) async fn write_results(
-    shared: Arc<Shared>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<NewRecord>,
+    store: Arc<Mutex<Store>>,
+    core: CoreSender,
+    mut rx: mpsc::UnboundedReceiver<NewRecord>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let writer = shared.clone();
-        let appended =
-            tokio::task::spawn_blocking(move || writer.store().cache_append(&batch)).await;
+        let store = store.clone();
+        let appended = tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .cache_append(&batch)
+        })
+        .await;
         match appended {
             Ok(Ok(seqs)) => {
                 if let Some(last) = seqs.last() {
-                    let _ = shared.core.send(Input::Cached(*last));
+                    let _ = core.send(Input::Cached(*last));
                 }
             }
             Ok(Err(e)) => tracing::error!("check results not written: {e}"),
@@ -552,6 +505,8 @@ mod tests {
         }
         assert!(!alive(pid), "the check's own child {pid} was killed too");
     }
+
+    use crate::allowlist::ArgvPattern;
 
     /// SECURITY.md: command checks are off unless the agent's own configuration allows them.
     #[tokio::test]

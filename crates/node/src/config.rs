@@ -333,7 +333,7 @@ impl Config {
             return fail("agent.hook_timeout", "must be greater than 0".into());
         }
         for (i, pattern) in self.agent.allow_commands.iter().enumerate() {
-            if let Err(message) = crate::checks::ArgvPattern::parse(pattern) {
+            if let Err(message) = crate::allowlist::ArgvPattern::parse(pattern) {
                 return fail(&format!("agent.allow_commands[{i}]"), message);
             }
         }

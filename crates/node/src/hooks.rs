@@ -1,38 +1,41 @@
 //! PR-7: `on_activate` / `on_deactivate` hooks, run on this member's host as an argv list (never
 //! through a shell), with the pair context in environment variables, killed after `hook_timeout`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use understudy_engine::PairEpoch;
 
 use crate::config::format_duration;
-use crate::runtime::{Input, Shared};
+use crate::mailbox::{CoreSender, Input};
+
+/// One hook to run: what it is for, and what runs it.
+pub(crate) struct Hook {
+    pub pair: String,
+    pub hook: &'static str,
+    pub epoch: PairEpoch,
+    pub argv: Vec<String>,
+    /// This node's name (`UNDERSTUDY_NODE`) and `agent.hook_timeout`.
+    pub node: String,
+    pub timeout: Duration,
+}
 
 /// Runs a hook in the background and reports its result to the core.
-pub(crate) fn spawn(
-    shared: Arc<Shared>,
-    pair: String,
-    hook: &'static str,
-    epoch: PairEpoch,
-    argv: Vec<String>,
-) {
+pub(crate) fn spawn(core: CoreSender, hook: Hook) {
+    let Hook {
+        pair,
+        hook,
+        epoch,
+        argv,
+        node,
+        timeout,
+    } = hook;
     tokio::spawn(async move {
-        let config = shared.config();
         let result = if argv.is_empty() {
             Ok(())
         } else {
-            run(
-                &argv,
-                &pair,
-                hook,
-                epoch,
-                &config.node.name,
-                config.agent.hook_timeout,
-            )
-            .await
+            run(&argv, &pair, hook, epoch, &node, timeout).await
         };
-        let _ = shared.core.send(Input::HookDone {
+        let _ = core.send(Input::HookDone {
             pair,
             hook,
             epoch,

@@ -4,14 +4,17 @@
 
 mod admin;
 pub mod admin_auth;
+mod allowlist;
 pub mod checks;
 pub mod config;
+mod docs;
 pub mod frame;
 pub mod fsutil;
 pub mod hooks;
 pub mod http_client;
 pub mod limits;
 pub mod logsafe;
+mod mailbox;
 mod net;
 mod procgroup;
 pub mod runtime;

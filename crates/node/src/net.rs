@@ -15,7 +15,7 @@ use understudy_engine::{Admission, Hello, PeerStatus, ProbeResult, TokenCheck, W
 use crate::frame::{read_frame, read_frame_max, write_frame, FrameReader};
 use crate::limits::{ConnLimits, Permit, HANDSHAKE_TIMEOUT};
 use crate::logsafe;
-use crate::runtime::{Input, LinkCmd, LinkEvent, Shared};
+use crate::mailbox::{Input, LinkCmd, LinkEvent, Shared};
 use crate::store::StoredRecord;
 use crate::tls::{self, ALPN_HTTP, ALPN_WIRE};
 use crate::wire::{MemberReport, PeerState, ToAgent, ToServer};
@@ -295,7 +295,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             match admission {
                 Admission::Accepted(w) => {
                     link.authenticated();
-                    let checks = crate::admin::checks_for(&shared, &name);
+                    let checks = crate::docs::checks_for(&shared, &name);
                     // CK-2: an agent that changes server keeps the checks it was given. A server
                     // that is not its home and has none for it (a standby server of another site)
                     // sends null, "keep yours"; its home, or a hot-standby peer holding the
@@ -311,13 +311,13 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                             cluster: w.cluster,
                             epoch: w.epoch,
                             checks,
-                            peer: crate::runtime::peer_fingerprints(&shared),
+                            peer: crate::mailbox::peer_fingerprints(&shared),
                         },
                     )
                     .await;
                 }
                 Admission::Redirect { to, welcome } => {
-                    let to = crate::runtime::redirect_target(&shared, to);
+                    let to = crate::mailbox::redirect_target(&shared, to);
                     let fingerprint = config.peer().ok().flatten().and_then(|p| p.fingerprint);
                     reply(
                         &mut wr,

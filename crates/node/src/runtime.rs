@@ -13,16 +13,18 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use understudy_engine as engine;
 use understudy_engine::agent::{AgentAction, Restored};
 use understudy_engine::{
-    Admission, Agent, AgentEntry, Event, FailbackPolicy, HaAction, Hello, HotStandbyConfig, Member,
-    PairConfig, PairEpoch, PairState, PeerStatus, ProbeResult, Server, ServerAction,
-    SwitchbackPolicy, Welcome,
+    Admission, Agent, HaAction, PeerStatus, ProbeResult, Server, ServerAction,
 };
 
 use crate::config::{self, Config, ConfigError, ServerUrl, CONFIG_FILE};
+use crate::docs::{agent_entry, ha_config, pair_config_from_doc, pair_doc};
 use crate::http_client::AdminClient;
-use crate::store::{AgentRow, AgentStatus, EventRow, Store, StoreError};
+use crate::mailbox::{now_ms, record_event, redirect_target, Input, LinkCmd, LinkEvent, Shared};
+use crate::store::{AgentRow, AgentStatus, Store, StoreError};
 use crate::tls::{self, NodeIdentity, Pins};
 use crate::{admin, admin_auth, hooks, net};
+
+mod requests;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -153,179 +155,6 @@ pub fn admin_client(data_dir: &Path) -> Result<AdminClient, NodeError> {
     Ok(client)
 }
 
-/// What IO tasks tell the core.
-pub(crate) enum Input {
-    /// Something happened on the agent's link number `conn` to its server `server`.
-    Link {
-        server: usize,
-        conn: u64,
-        event: LinkEvent,
-    },
-    Probe {
-        server: usize,
-        result: ProbeResult,
-    },
-    Cached(u64),
-    /// A check this agent refuses to run (SECURITY.md): told to the server once per reason.
-    CheckRefused {
-        check: String,
-        reason: String,
-    },
-    HookDone {
-        pair: String,
-        hook: &'static str,
-        epoch: PairEpoch,
-        result: Result<(), String>,
-    },
-    // --- server role ---
-    Hello {
-        hello: Hello,
-        conn: u64,
-        tx: mpsc::UnboundedSender<crate::wire::ToAgent>,
-        reply: oneshot::Sender<Admission>,
-    },
-    ProbeHello {
-        hello: Hello,
-        reply: oneshot::Sender<ProbeResult>,
-    },
-    Heartbeat {
-        conn: u64,
-        agent: String,
-        id: u64,
-        reports: Vec<(String, PairEpoch, bool)>,
-    },
-    AgentGone {
-        conn: u64,
-        id: String,
-        name: String,
-    },
-    HookResult {
-        agent: String,
-        pair: String,
-        hook: String,
-        epoch: u64,
-        error: Option<String>,
-    },
-    AgentCertRotated {
-        id: String,
-        fingerprint: String,
-    },
-    AgentCheckRefused {
-        agent: String,
-        check: String,
-        reason: String,
-    },
-    PeerState {
-        reply: oneshot::Sender<crate::wire::PeerState>,
-    },
-    PeerAnswer(Result<(PeerStatus, Option<crate::store::SiteSnapshot>), String>),
-    /// An admin request that reads or changes what the engine decides.
-    Admin {
-        request: understudy_api::Request,
-        reply: oneshot::Sender<Result<Value, understudy_api::Refusal>>,
-    },
-    /// CT-2: this node has a new certificate; announce it over every link before it is used.
-    CertRotated {
-        fingerprint: String,
-        done: oneshot::Sender<()>,
-    },
-    Shutdown(oneshot::Sender<()>),
-}
-
-pub(crate) enum LinkEvent {
-    Connected {
-        welcome: Welcome,
-        checks: Value,
-        /// The fingerprint of the certificate the server presented.
-        presented: String,
-        /// The fingerprints the server named for its hot-standby peer.
-        peer: Vec<String>,
-    },
-    Refused {
-        reason: String,
-        capacity: bool,
-    },
-    Redirect {
-        to: String,
-        fingerprint: Option<String>,
-        welcome: Welcome,
-        presented: String,
-    },
-    ConnectFailed(String),
-    Disconnected(String),
-    HeartbeatAck {
-        id: u64,
-        views: Vec<engine::PairView>,
-    },
-    Views(Vec<engine::PairView>),
-    Ack(u64),
-    Recall,
-    CertRotated(String),
-    Checks(Value),
-}
-
-/// What the core tells one agent link task.
-pub(crate) enum LinkCmd {
-    Heartbeat {
-        id: u64,
-        pairs: Vec<crate::wire::MemberReport>,
-    },
-    Send {
-        after: u64,
-        upto: u64,
-        taken_for: Option<String>,
-    },
-    Leave,
-    HookResult {
-        pair: String,
-        hook: String,
-        epoch: u64,
-        error: Option<String>,
-    },
-    CertRotated(String),
-    CheckRefused {
-        check: String,
-        reason: String,
-    },
-}
-
-/// Shared by every task of a node.
-pub(crate) struct Shared {
-    pub data_dir: PathBuf,
-    pub config: Mutex<Config>,
-    pub store: Mutex<Store>,
-    pub identity: Arc<NodeIdentity>,
-    pub token: String,
-    pub listen: SocketAddr,
-    pub core: mpsc::UnboundedSender<Input>,
-    /// Pins for the agent's servers and the peer (CT-2: grows on rotation).
-    pub pins: Pins,
-    /// The hot-standby peer's fingerprints: `failover.peer`'s, and the rotations it announced.
-    pub peer_pins: Pins,
-    pub events: broadcast::Sender<u64>,
-    pub shutdown: watch::Sender<bool>,
-    /// The lease of each pair whose duty this agent holds: a check run after it is not recorded
-    /// (CK-3), even if its task has not been stopped yet (a process resumed from SIGSTOP).
-    pub leases: Mutex<HashMap<String, Instant>>,
-    /// Check results on their way to the cache (written in batches by `checks::write_results`).
-    pub check_results: mpsc::UnboundedSender<crate::store::NewRecord>,
-    /// Server certificates an agent link was refused for, by address: the operator may accept
-    /// one on first contact (CT-2).
-    pub untrusted: Mutex<HashMap<String, String>>,
-}
-
-impl Shared {
-    pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    pub fn config(&self) -> Config {
-        self.config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
 /// A running node. Cheap to clone.
 #[derive(Clone)]
 pub struct Node {
@@ -386,8 +215,8 @@ impl Node {
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             data_dir: data_dir.clone(),
-            config: Mutex::new(config),
-            store: Mutex::new(store),
+            config: Arc::new(Mutex::new(config)),
+            store: Arc::new(Mutex::new(store)),
             identity,
             token,
             listen,
@@ -396,11 +225,15 @@ impl Node {
             peer_pins,
             events,
             shutdown,
-            leases: Mutex::new(HashMap::new()),
+            leases: Arc::new(Mutex::new(HashMap::new())),
             check_results: check_tx,
             untrusted: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(crate::checks::write_results(shared.clone(), check_rx));
+        tokio::spawn(crate::checks::write_results(
+            shared.store.clone(),
+            shared.core.clone(),
+            check_rx,
+        ));
         let core = Core::new(shared.clone())?;
         tokio::spawn(core.run(core_rx));
         let server_config = tls::server_config(shared.identity.clone())?;
@@ -442,13 +275,6 @@ impl Node {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The core task.
 
@@ -487,86 +313,6 @@ pub(crate) struct Core {
 
 fn std_to_tokio(t: Instant) -> tokio::time::Instant {
     tokio::time::Instant::from_std(t)
-}
-
-pub(crate) fn pair_config_from_doc(name: &str, doc: &Value) -> Option<(PairConfig, PairState)> {
-    let dur = |k: &str, d: Duration| {
-        doc.get(k)
-            .and_then(Value::as_str)
-            .and_then(|s| config::parse_duration(s).ok())
-            .unwrap_or(d)
-    };
-    let switchback = match doc.get("switchback").and_then(Value::as_str) {
-        Some("manual") => SwitchbackPolicy::Manual,
-        _ => SwitchbackPolicy::Auto {
-            hold_down: dur("hold_down", understudy_api::defaults::PAIR_HOLD_DOWN),
-        },
-    };
-    let config = PairConfig {
-        name: name.to_string(),
-        primary: doc.get("primary")?.as_str()?.to_string(),
-        secondary: doc.get("secondary")?.as_str()?.to_string(),
-        failover_after: dur(
-            "failover_after",
-            understudy_api::defaults::PAIR_FAILOVER_AFTER,
-        ),
-        switchback,
-    };
-    let state = PairState {
-        epoch: doc.get("epoch").and_then(Value::as_u64).unwrap_or(0),
-        active: match doc.get("active").and_then(Value::as_str) {
-            Some("primary") => Some(Member::Primary),
-            Some("secondary") => Some(Member::Secondary),
-            _ => None,
-        },
-        held: doc.get("held").and_then(Value::as_bool).unwrap_or(false),
-    };
-    Some((config, state))
-}
-
-pub(crate) fn pair_doc(config: &PairConfig, state: &PairState) -> Value {
-    let (switchback, hold_down) = match config.switchback {
-        SwitchbackPolicy::Auto { hold_down } => ("auto", config::format_duration(hold_down)),
-        SwitchbackPolicy::Manual => ("manual", "0s".to_string()),
-    };
-    json!({
-        "primary": config.primary, "secondary": config.secondary,
-        "failover_after": config::format_duration(config.failover_after),
-        "switchback": switchback, "hold_down": hold_down,
-        "epoch": state.epoch, "active": state.active.map(|m| m.as_str()), "held": state.held,
-    })
-}
-
-fn agent_entry(row: &AgentRow) -> AgentEntry {
-    AgentEntry {
-        id: row.id.clone(),
-        name: row.name.clone(),
-        fingerprint: row.fingerprint.clone(),
-        status: match row.status {
-            AgentStatus::Pending => engine::AgentStatus::Pending,
-            AgentStatus::Accepted => engine::AgentStatus::Accepted,
-            AgentStatus::Rejected => engine::AgentStatus::Rejected,
-        },
-    }
-}
-
-pub(crate) fn ha_config(config: &Config) -> HotStandbyConfig {
-    HotStandbyConfig {
-        name: config.node.name.clone(),
-        mode: match config.failover.mode {
-            config::FailoverMode::Off => engine::FailoverMode::Off,
-            config::FailoverMode::Primary => engine::FailoverMode::Primary,
-            config::FailoverMode::Secondary => engine::FailoverMode::Secondary,
-        },
-        sync_interval: config.failover.sync_interval,
-        failover_timeout: config.failover.failover_timeout,
-        failback: match config.failover.failback {
-            config::Failback::Manual => FailbackPolicy::Manual,
-            config::Failback::Auto => FailbackPolicy::Auto {
-                hold_down: config.failover.hold_down,
-            },
-        },
-    }
 }
 
 fn cluster_of(config: &Config) -> Option<(String, String)> {
@@ -904,12 +650,17 @@ impl Core {
             }
             Input::PeerAnswer(answer) => self.peer_answer(now, answer),
             Input::Admin { request, reply } => {
-                let r = admin::core_request(self, now, request);
+                let r = requests::core_request(self, now, request);
                 let _ = reply.send(r);
             }
             Input::CertRotated { fingerprint, done } => {
                 self.announce_cert(&fingerprint);
-                let _ = done.send(());
+                // The peer is told over its own connection; the rotation waits for it.
+                let shared = self.shared.clone();
+                tokio::spawn(async move {
+                    net::announce_cert_to_peer(&shared, &fingerprint).await;
+                    let _ = done.send(());
+                });
             }
             Input::Shutdown(_) => {}
         }
@@ -1183,7 +934,8 @@ impl Core {
                 .collect(),
             _ => Vec::new(),
         };
-        self.checks.reconcile(&self.shared, wanted);
+        self.checks
+            .reconcile(&crate::checks::CheckContext::of(&self.shared), wanted);
     }
 
     fn agent_action(&mut self, action: AgentAction) {
@@ -1291,8 +1043,8 @@ impl Core {
                 }
             }
             AgentAction::Activate { pair, epoch } => {
-                let argv = shared.config().agent.on_activate.clone();
-                hooks::spawn(shared.clone(), pair, "on_activate", epoch, argv);
+                let argv = shared.config().agent.on_activate;
+                spawn_hook(&shared, pair, "on_activate", epoch, argv);
             }
             AgentAction::Deactivate {
                 pair,
@@ -1300,8 +1052,8 @@ impl Core {
                 reason,
             } => {
                 tracing::info!(%pair, "standing by: {reason}");
-                let argv = shared.config().agent.on_deactivate.clone();
-                hooks::spawn(shared.clone(), pair, "on_deactivate", epoch, argv);
+                let argv = shared.config().agent.on_deactivate;
+                spawn_hook(&shared, pair, "on_deactivate", epoch, argv);
             }
             AgentAction::SaveEpoch { .. } => {
                 let epochs = json!(a.engine.epochs());
@@ -1464,44 +1216,24 @@ impl Core {
     }
 }
 
-/// The fingerprints of this server's hot-standby peer that agents may trust as their home's
-/// peer (SECURITY.md): empty without hot standby.
-pub(crate) fn peer_fingerprints(shared: &Shared) -> Vec<String> {
+/// PR-7: runs one of this member's hooks, with this node's name and `agent.hook_timeout`.
+fn spawn_hook(
+    shared: &Shared,
+    pair: String,
+    hook: &'static str,
+    epoch: engine::PairEpoch,
+    argv: Vec<String>,
+) {
     let config = shared.config();
-    if config.failover.mode == config::FailoverMode::Off || config.peer().ok().flatten().is_none() {
-        return Vec::new();
-    }
-    shared.peer_pins.list()
-}
-
-/// AG-7: where to send agents: the peer's own listen address when it told us, else its URL.
-pub(crate) fn redirect_target(shared: &Shared, to: String) -> String {
-    match shared.store().state_get("peer.listen") {
-        Ok(Some(Value::String(listen))) if !listen.is_empty() => format!("https://{listen}"),
-        _ => to,
-    }
-}
-
-/// Stores an event, logs it and wakes whoever follows events (UI-1).
-pub(crate) fn record_event(shared: &Shared, e: &Event) {
-    // Subjects and reasons carry text agents and servers chose (names, hook errors, refusals).
-    tracing::info!(
-        code = e.code.as_str(),
-        subject = %crate::logsafe::text(&e.subject),
-        "{}",
-        crate::logsafe::text(&e.reason)
+    hooks::spawn(
+        shared.core.clone(),
+        hooks::Hook {
+            pair,
+            hook,
+            epoch,
+            argv,
+            node: config.node.name,
+            timeout: config.agent.hook_timeout,
+        },
     );
-    let row = EventRow {
-        time_ms: now_ms(),
-        code: e.code.as_str().to_string(),
-        subject: e.subject.clone(),
-        detail: e.reason.clone(),
-        data: json!({ "rule": e.code.rule(), "notify": e.code.notify() }),
-    };
-    match shared.store().event_append(&row) {
-        Ok(id) => {
-            let _ = shared.events.send(id);
-        }
-        Err(err) => tracing::error!("storing event {}: {err}", e.code),
-    }
 }

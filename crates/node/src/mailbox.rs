@@ -1,0 +1,244 @@
+//! What a node's tasks share and tell each other: the core's inputs, the commands it gives agent
+//! links, and [`Shared`], the node's state that outlives any one task. Every task module (`net`,
+//! `admin`, `checks`, `hooks`) imports from here; this module imports none of them, so the tasks
+//! and the core (`runtime`) form no circle.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use understudy_engine as engine;
+use understudy_engine::{Admission, Event, Hello, PairEpoch, PeerStatus, ProbeResult, Welcome};
+
+use crate::config::{self, Config};
+use crate::store::{EventRow, Store};
+use crate::tls::{NodeIdentity, Pins};
+
+/// Where a task sends what it has to tell the core.
+pub(crate) type CoreSender = mpsc::UnboundedSender<Input>;
+
+/// What IO tasks tell the core.
+pub(crate) enum Input {
+    /// Something happened on the agent's link number `conn` to its server `server`.
+    Link {
+        server: usize,
+        conn: u64,
+        event: LinkEvent,
+    },
+    Probe {
+        server: usize,
+        result: ProbeResult,
+    },
+    Cached(u64),
+    /// A check this agent refuses to run (SECURITY.md): told to the server once per reason.
+    CheckRefused {
+        check: String,
+        reason: String,
+    },
+    HookDone {
+        pair: String,
+        hook: &'static str,
+        epoch: PairEpoch,
+        result: Result<(), String>,
+    },
+    // --- server role ---
+    Hello {
+        hello: Hello,
+        conn: u64,
+        tx: mpsc::UnboundedSender<crate::wire::ToAgent>,
+        reply: oneshot::Sender<Admission>,
+    },
+    ProbeHello {
+        hello: Hello,
+        reply: oneshot::Sender<ProbeResult>,
+    },
+    Heartbeat {
+        conn: u64,
+        agent: String,
+        id: u64,
+        reports: Vec<(String, PairEpoch, bool)>,
+    },
+    AgentGone {
+        conn: u64,
+        id: String,
+        name: String,
+    },
+    HookResult {
+        agent: String,
+        pair: String,
+        hook: String,
+        epoch: u64,
+        error: Option<String>,
+    },
+    AgentCertRotated {
+        id: String,
+        fingerprint: String,
+    },
+    AgentCheckRefused {
+        agent: String,
+        check: String,
+        reason: String,
+    },
+    PeerState {
+        reply: oneshot::Sender<crate::wire::PeerState>,
+    },
+    PeerAnswer(Result<(PeerStatus, Option<crate::store::SiteSnapshot>), String>),
+    /// An admin request that reads or changes what the engine decides.
+    Admin {
+        request: understudy_api::Request,
+        reply: oneshot::Sender<Result<Value, understudy_api::Refusal>>,
+    },
+    /// CT-2: this node has a new certificate; announce it over every link before it is used.
+    CertRotated {
+        fingerprint: String,
+        done: oneshot::Sender<()>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) enum LinkEvent {
+    Connected {
+        welcome: Welcome,
+        checks: Value,
+        /// The fingerprint of the certificate the server presented.
+        presented: String,
+        /// The fingerprints the server named for its hot-standby peer.
+        peer: Vec<String>,
+    },
+    Refused {
+        reason: String,
+        capacity: bool,
+    },
+    Redirect {
+        to: String,
+        fingerprint: Option<String>,
+        welcome: Welcome,
+        presented: String,
+    },
+    ConnectFailed(String),
+    Disconnected(String),
+    HeartbeatAck {
+        id: u64,
+        views: Vec<engine::PairView>,
+    },
+    Views(Vec<engine::PairView>),
+    Ack(u64),
+    Recall,
+    CertRotated(String),
+    Checks(Value),
+}
+
+/// What the core tells one agent link task.
+pub(crate) enum LinkCmd {
+    Heartbeat {
+        id: u64,
+        pairs: Vec<crate::wire::MemberReport>,
+    },
+    Send {
+        after: u64,
+        upto: u64,
+        taken_for: Option<String>,
+    },
+    Leave,
+    HookResult {
+        pair: String,
+        hook: String,
+        epoch: u64,
+        error: Option<String>,
+    },
+    CertRotated(String),
+    CheckRefused {
+        check: String,
+        reason: String,
+    },
+}
+
+/// Shared by every task of a node.
+pub(crate) struct Shared {
+    pub data_dir: PathBuf,
+    pub config: Arc<Mutex<Config>>,
+    pub store: Arc<Mutex<Store>>,
+    pub identity: Arc<NodeIdentity>,
+    pub token: String,
+    pub listen: SocketAddr,
+    pub core: CoreSender,
+    /// Pins for the agent's servers and the peer (CT-2: grows on rotation).
+    pub pins: Pins,
+    /// The hot-standby peer's fingerprints: `failover.peer`'s, and the rotations it announced.
+    pub peer_pins: Pins,
+    pub events: broadcast::Sender<u64>,
+    pub shutdown: watch::Sender<bool>,
+    /// The lease of each pair whose duty this agent holds: a check run after it is not recorded
+    /// (CK-3), even if its task has not been stopped yet (a process resumed from SIGSTOP).
+    pub leases: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Check results on their way to the cache (written in batches by `checks::write_results`).
+    pub check_results: mpsc::UnboundedSender<crate::store::NewRecord>,
+    /// Server certificates an agent link was refused for, by address: the operator may accept
+    /// one on first contact (CT-2).
+    pub untrusted: Mutex<HashMap<String, String>>,
+}
+
+impl Shared {
+    pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn config(&self) -> Config {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The fingerprints of this server's hot-standby peer that agents may trust as their home's
+/// peer (SECURITY.md): empty without hot standby.
+pub(crate) fn peer_fingerprints(shared: &Shared) -> Vec<String> {
+    let config = shared.config();
+    if config.failover.mode == config::FailoverMode::Off || config.peer().ok().flatten().is_none() {
+        return Vec::new();
+    }
+    shared.peer_pins.list()
+}
+
+/// AG-7: where to send agents: the peer's own listen address when it told us, else its URL.
+pub(crate) fn redirect_target(shared: &Shared, to: String) -> String {
+    match shared.store().state_get("peer.listen") {
+        Ok(Some(Value::String(listen))) if !listen.is_empty() => format!("https://{listen}"),
+        _ => to,
+    }
+}
+
+/// Stores an event, logs it and wakes whoever follows events (UI-1).
+pub(crate) fn record_event(shared: &Shared, e: &Event) {
+    // Subjects and reasons carry text agents and servers chose (names, hook errors, refusals).
+    tracing::info!(
+        code = e.code.as_str(),
+        subject = %crate::logsafe::text(&e.subject),
+        "{}",
+        crate::logsafe::text(&e.reason)
+    );
+    let row = EventRow {
+        time_ms: now_ms(),
+        code: e.code.as_str().to_string(),
+        subject: e.subject.clone(),
+        detail: e.reason.clone(),
+        data: json!({ "rule": e.code.rule(), "notify": e.code.notify() }),
+    };
+    match shared.store().event_append(&row) {
+        Ok(id) => {
+            let _ = shared.events.send(id);
+        }
+        Err(err) => tracing::error!("storing event {}: {err}", e.code),
+    }
+}
