@@ -57,14 +57,17 @@ fn dur(d: Duration) -> String {
 
 /// The pair's check runs stored on the server, oldest first: (member, time_ms).
 async fn series(server: &Node) -> Vec<(String, i64)> {
-    let v = server
-        .call("GET", "/api/records?pair=web&kind=check", None)
-        .await;
-    let mut out: Vec<(String, i64)> = v
-        .and_then(|v| v["records"].as_array().cloned())
+    let query = understudy_api::RecordQuery {
+        pair: Some("web".into()),
+        kind: Some("check".into()),
+        ..Default::default()
+    };
+    let mut out: Vec<(String, i64)> = server
+        .records_where(query)
+        .await
         .unwrap_or_default()
-        .iter()
-        .filter_map(|r| Some((r["agent"].as_str()?.to_string(), r["time_ms"].as_i64()?)))
+        .into_iter()
+        .map(|r| (r.agent, r.time_ms))
         .collect();
     out.sort_by_key(|r| r.1);
     out
@@ -86,8 +89,8 @@ async fn run_by(server: &Node, member: &str, since_ms: i64) -> Option<i64> {
 async fn pair_on(server: &Node, active: &str, both: bool) -> Option<()> {
     poll(LONG, Duration::from_millis(50), || async {
         let p = server.pair("web").await?;
-        let connected = p["primary_connected"] == true && p["secondary_connected"] == true;
-        (p["active"] == active && (!both || connected)).then_some(())
+        let connected = p.primary_connected && p.secondary_connected;
+        (p.active == active && (!both || connected)).then_some(())
     })
     .await
 }
@@ -241,7 +244,7 @@ async fn profile(env: &Env, p: &Profile, runs: usize) -> Outcome {
     tokio::time::sleep(settle).await;
     for m in &members {
         let _ = poll(LONG, Duration::from_millis(100), || async {
-            (m.status().await?["link"]["cached"].as_u64()? == 0).then_some(())
+            (m.status().await?.link?.cached == 0).then_some(())
         })
         .await;
     }

@@ -44,7 +44,7 @@ async fn stored(server: &Node, agent: &str) -> u64 {
     server
         .records(agent, 1)
         .await
-        .and_then(|r| r.first().and_then(|r| r["seq"].as_u64()))
+        .and_then(|r| r.first().map(|r| r.seq))
         .unwrap_or(0)
 }
 
@@ -52,7 +52,7 @@ async fn cached(agent: &Node) -> u64 {
     agent
         .status()
         .await
-        .and_then(|s| s["link"]["cached"].as_u64())
+        .and_then(|s| s.link.map(|l| l.cached))
         .unwrap_or(0)
 }
 
@@ -103,10 +103,7 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let recent = server.records("agent", 200).await.unwrap_or_default();
     let up = recent
         .iter()
-        .filter(|r| {
-            r["value"].as_f64().unwrap_or(0.0) > 0.0
-                || r["detail"].as_str().is_some_and(|d| d.contains("up"))
-        })
+        .filter(|r| r.value > 0.0 || r.detail.as_deref().is_some_and(|d| d.contains("up")))
         .count();
     let sample = recent.last().cloned();
     accepter.abort();
@@ -135,7 +132,9 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         "\n{up} of the last {} records were up results (a sample: `{}`).\n\nThe gap in a pair's series at a \
          handover is section 8.\n",
         recent.len(),
-        sample.map(|s| s.to_string()).unwrap_or_default()
+        sample
+            .and_then(|s| serde_json::to_string(&s).ok())
+            .unwrap_or_default()
     ));
     Section {
         key: "checks",

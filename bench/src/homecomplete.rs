@@ -45,13 +45,8 @@ fn cache_mib(dir: &Path) -> f64 {
 
 /// `(link.state, link.cached, link.held)` of an agent.
 async fn link_counts(agent: &Node) -> Option<(String, u64, u64)> {
-    let s = agent.status().await?;
-    let l = &s["link"];
-    Some((
-        l["state"].as_str()?.to_string(),
-        l["cached"].as_u64()?,
-        l["held"].as_u64()?,
-    ))
+    let l = agent.status().await?.link?;
+    Some((l.state, l.cached, l.held))
 }
 
 pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {

@@ -164,7 +164,7 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         Duration::from_millis(100),
         || async {
             let p = home.pair("web").await?;
-            (p["active"] == "primary").then_some(())
+            (p.active == "primary").then_some(())
         },
     )
     .await
@@ -185,14 +185,10 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let mut lines = Vec::new();
     for node in [&home, &standby].into_iter().chain(agents.iter()) {
         for e in node.events_since(since).await {
-            let code = e["code"].as_str().unwrap_or("").to_string();
+            let code = e.code.clone();
             if let Some(c) = counts.get_mut(&code) {
                 *c += 1;
-                lines.push(format!(
-                    "{}: {code} {}",
-                    node.name,
-                    e["sentence"].as_str().unwrap_or("")
-                ));
+                lines.push(format!("{}: {code} {}", node.name, e.sentence));
             }
         }
     }
@@ -237,7 +233,7 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
          with the extra {} ms. At the end the pair was {} and the agents' links were {}.\n",
         met(false_total == 0),
         o.retransmit_ms,
-        pair.map(|p| format!("active on {}", p["active"])).unwrap_or_else(|| "unknown".into()),
+        pair.map(|p| format!("active on {}", p.active)).unwrap_or_else(|| "unknown".into()),
         links.join(", ")
     ));
     if !lines.is_empty() {

@@ -267,12 +267,11 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         let status = server.status().await;
         let listed = status
             .as_ref()
-            .and_then(|s| {
-                s["agents"].as_array().map(|a| {
-                    a.iter()
-                        .filter(|x| x["state"] != "disconnected" && x["state"] != "gone")
-                        .count()
-                })
+            .map(|s| {
+                s.agents
+                    .iter()
+                    .filter(|x| x.state != "disconnected" && x.state != "gone")
+                    .count()
             })
             .unwrap_or(0);
         let connected = c.connected.load(Ordering::Relaxed);

@@ -9,7 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
+use understudy_api::event::Events;
+use understudy_api::status::{RecordView, Records};
+use understudy_api::{EventView, PairStatus};
 use understudy_node::config::{Config, CONFIG_FILE};
 use understudy_node::http_client::AdminClient;
 use understudy_node::{InitOptions, Role};
@@ -232,70 +235,97 @@ impl Node {
         }
     }
 
-    pub async fn status(&self) -> Option<Value> {
-        let call = understudy_api::Request::Status.to_http();
-        self.call(call.method, &call.path, call.body).await
+    /// One typed request, answered with its typed document (None when refused or unreachable).
+    async fn request<T: serde::de::DeserializeOwned>(
+        &self,
+        request: understudy_api::Request,
+    ) -> Option<T> {
+        let call = request.to_http();
+        serde_json::from_value(self.call(call.method, &call.path, call.body).await?).ok()
     }
 
-    /// Hands records to this agent (returns once they are durable in its cache).
-    pub async fn send(&self, records: &[(String, f64)]) -> Result<Value, String> {
-        let list: Vec<Value> = records
+    /// `status --json`, read as the admin API's typed answer.
+    pub async fn status(&self) -> Option<understudy_api::Status> {
+        self.request(understudy_api::Request::Status).await
+    }
+
+    /// Hands records to this agent (returns once they are durable in its cache) and answers the
+    /// last sequence number they were given.
+    pub async fn send(&self, records: &[(String, f64)]) -> Result<u64, String> {
+        let records = records
             .iter()
-            .map(|(n, v)| json!({"name": n, "value": v}))
+            .map(|(name, value)| understudy_api::NewRecord {
+                name: name.clone(),
+                value: *value,
+                time_ms: None,
+                pair: None,
+                kind: None,
+                detail: None,
+            })
             .collect();
-        self.call_ok("POST", "/api/send", Some(json!({ "records": list })))
-            .await
+        let call = understudy_api::Request::Send { records }.to_http();
+        let done: understudy_api::Done =
+            serde_json::from_value(self.call_ok(call.method, &call.path, call.body).await?)
+                .map_err(|e| format!("send on {}: {e}", self.name))?;
+        Ok(done
+            .more
+            .get("last_seq")
+            .and_then(Value::as_u64)
+            .unwrap_or(0))
+    }
+
+    /// The records this server stored that match `query`.
+    pub async fn records_where(
+        &self,
+        query: understudy_api::RecordQuery,
+    ) -> Option<Vec<RecordView>> {
+        let records: Records = self
+            .request(understudy_api::Request::Records(query))
+            .await?;
+        Some(records.records)
     }
 
     /// The newest `limit` records this server stored from `agent`.
-    pub async fn records(&self, agent: &str, limit: usize) -> Option<Vec<Value>> {
-        let v = self
-            .call(
-                "GET",
-                &format!("/api/records?agent={agent}&limit={limit}"),
-                None,
-            )
-            .await?;
-        v["records"].as_array().cloned()
+    pub async fn records(&self, agent: &str, limit: usize) -> Option<Vec<RecordView>> {
+        self.records_where(understudy_api::RecordQuery {
+            agent: Some(agent.to_string()),
+            limit: Some(limit),
+            ..Default::default()
+        })
+        .await
     }
 
     /// Events since `since_ms` (wall clock, Unix ms).
-    pub async fn events_since(&self, since_ms: i64) -> Vec<Value> {
-        let v = self
-            .call(
-                "GET",
-                &format!("/api/events?since_ms={since_ms}&limit=100000"),
-                None,
-            )
-            .await;
-        v.and_then(|v| v["events"].as_array().cloned())
+    pub async fn events_since(&self, since_ms: i64) -> Vec<EventView> {
+        let query = understudy_api::EventQuery {
+            since_ms,
+            limit: Some(100_000),
+            ..Default::default()
+        };
+        self.request::<Events>(understudy_api::Request::Events(query))
+            .await
+            .map(|e| e.events)
             .unwrap_or_default()
     }
 
     /// `(link.state, link.server)` of an agent.
     pub async fn link(&self) -> Option<(String, String)> {
-        let link = self.typed_status().await?.link?;
+        let link = self.status().await?.link?;
         Some((link.state, link.server.unwrap_or_default()))
-    }
-
-    /// The status read as the admin API's typed answer.
-    pub async fn typed_status(&self) -> Option<understudy_api::Status> {
-        serde_json::from_value(self.status().await?).ok()
     }
 
     /// `node.failover.state` and epoch of a server.
     pub async fn failover(&self) -> Option<(String, u64)> {
-        let f = self.typed_status().await?.node.failover;
+        let f = self.status().await?.node.failover;
         Some((f.state, f.epoch))
     }
 
-    pub async fn pair(&self, name: &str) -> Option<Value> {
-        let s = self.status().await?;
-        s["pairs"]
-            .as_array()?
-            .iter()
-            .find(|p| p["name"] == name)
-            .cloned()
+    pub async fn pair(&self, name: &str) -> Option<PairStatus> {
+        self.status()
+            .await?
+            .pairs
+            .into_iter()
+            .find(|p| p.name == name)
     }
 }
 
@@ -355,7 +385,7 @@ pub async fn newest_seq(server: &Node, agent: &str) -> u64 {
     server
         .records(agent, 1)
         .await
-        .and_then(|r| r.first().and_then(|r| r["seq"].as_u64()))
+        .and_then(|r| r.first().map(|r| r.seq))
         .unwrap_or(0)
 }
 
@@ -388,7 +418,7 @@ pub async fn seen(
 ) -> Result<Instant, String> {
     poll(timeout, every, || async {
         let recs = server.records(agent, 20).await?;
-        recs.iter().any(|r| r["name"] == name).then(Instant::now)
+        recs.iter().any(|r| r.name == name).then(Instant::now)
     })
     .await
     .ok_or_else(|| format!("record {name} from {agent} never reached {}", server.name))

@@ -142,7 +142,7 @@ async fn servers_series(
             for (i, a) in agents.iter().enumerate() {
                 if when[i].is_none() {
                     if let Some(recs) = s[other].records(&a.name, 20).await {
-                        if recs.iter().any(|r| r["name"] == probe.as_str()) {
+                        if recs.iter().any(|r| r.name == probe.as_str()) {
                             when[i] = Some(Instant::now());
                         }
                     }
@@ -238,10 +238,7 @@ async fn pair_series(env: &Env, label: &str, fast: bool, target: f64, runs: usiz
     for run in 0..runs {
         let ready = poll(LONG, Duration::from_millis(50), || async {
             let p = server.pair("web").await?;
-            (p["active"] == "primary"
-                && p["primary_connected"] == true
-                && p["secondary_connected"] == true)
-                .then_some(())
+            (p.active == "primary" && p.primary_connected && p.secondary_connected).then_some(())
         })
         .await;
         if ready.is_none() {
@@ -262,7 +259,7 @@ async fn pair_series(env: &Env, label: &str, fast: bool, target: f64, runs: usiz
         let t0 = p1.kill9();
         let t1 = poll(LONG, Duration::from_millis(20), || async {
             let p = server.pair("web").await?;
-            (p["active"] == "secondary").then(Instant::now)
+            (p.active == "secondary").then(Instant::now)
         })
         .await;
         match t1 {
@@ -279,10 +276,10 @@ async fn pair_series(env: &Env, label: &str, fast: bool, target: f64, runs: usiz
         p1.start().await;
         let back = poll(LONG, Duration::from_millis(100), || async {
             let p = server.pair("web").await?;
-            if p["active"] == "primary" {
+            if p.active == "primary" {
                 return Some(());
             }
-            if p["primary_connected"] == true {
+            if p.primary_connected {
                 let _ = server.call("POST", "/api/pairs/web/revert", None).await;
             }
             None

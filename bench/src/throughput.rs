@@ -130,9 +130,9 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
                 .collect();
             while Instant::now() < deadline {
                 match agent.send(&records).await {
-                    Ok(v) => {
+                    Ok(seq) => {
                         sent.fetch_add(batch as u64, Ordering::Relaxed);
-                        last_seq.fetch_max(v["last_seq"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                        last_seq.fetch_max(seq, Ordering::Relaxed);
                     }
                     Err(e) => {
                         eprintln!("send: {e}");
@@ -163,7 +163,7 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         Duration::from_millis(20),
         || async {
             let s = agent.status().await?;
-            let cached = s["link"]["cached"].as_u64()?;
+            let cached = s.link?.cached;
             (cached == 0 && newest_seq(&server, &aname).await >= last).then(Instant::now)
         },
     )
