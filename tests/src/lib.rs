@@ -1102,6 +1102,115 @@ impl Drop for Relay {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// A hostile or lying `understudy/1` server the test controls.
+
+/// A frame as the node writes it (4-byte big-endian length, then JSON): what [`FakeServer`]
+/// answers are made of, so a test can also answer bytes no real node would send.
+pub fn frame_of(message: &understudy_node::wire::ToAgent) -> Vec<u8> {
+    let payload = serde_json::to_vec(message).expect("json");
+    let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&payload);
+    bytes
+}
+
+/// A stand-in for a server (a fake hot-standby peer, a broken or hostile home) at `listen`,
+/// presenting `identity`'s certificate. Every frame a client sends goes to `answer` with the
+/// client's certificate fingerprint; the bytes it returns are written back as they are (an
+/// empty answer closes the connection). Stops on drop.
+pub struct FakeServer {
+    /// Frames received, over all connections.
+    pub received: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+type Answer = dyn Fn(&understudy_node::wire::ToServer, &str) -> Vec<u8> + Send + Sync;
+
+impl FakeServer {
+    pub fn start(
+        listen: &str,
+        identity: Arc<understudy_node::tls::NodeIdentity>,
+        answer: impl Fn(&understudy_node::wire::ToServer, &str) -> Vec<u8> + Send + Sync + 'static,
+    ) -> FakeServer {
+        let listener = TcpListener::bind(listen).expect("binding the fake server");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let config = understudy_node::tls::server_config(identity).expect("TLS server config");
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let answer: Arc<Answer> = Arc::new(answer);
+        let (stop2, received2) = (stop.clone(), received.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = rt();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                while !stop2.load(Ordering::Relaxed) {
+                    let Ok(Ok((tcp, _))) =
+                        tokio::time::timeout(Duration::from_millis(100), listener.accept()).await
+                    else {
+                        continue;
+                    };
+                    let (acceptor, answer, received) =
+                        (acceptor.clone(), answer.clone(), received2.clone());
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let Ok(Ok(mut tls)) =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                                .await
+                        else {
+                            return;
+                        };
+                        let client = understudy_node::tls::peer_fingerprint(tls.get_ref().1)
+                            .unwrap_or_default();
+                        while let Ok(Ok(Some(msg))) =
+                            tokio::time::timeout(
+                                Duration::from_secs(30),
+                                understudy_node::frame::read_frame::<
+                                    understudy_node::wire::ToServer,
+                                    _,
+                                >(&mut tls),
+                            )
+                            .await
+                        {
+                            received.fetch_add(1, Ordering::Relaxed);
+                            let bytes = answer(&msg, &client);
+                            if bytes.is_empty()
+                                || tls.write_all(&bytes).await.is_err()
+                                || tls.flush().await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                        let _ = tls.shutdown().await;
+                    });
+                }
+            });
+        });
+        FakeServer {
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until `n` more frames than `since` were received.
+    pub fn wait_received(&self, since: u64, n: u64, what: &str) {
+        wait_until(WAIT, what, || {
+            (self.received.load(Ordering::Relaxed) >= since + n).then_some(())
+        });
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The enrollment token of the bad-input, abuse and hostile-input sites (16+ characters).
 pub const ENROLL_TOKEN: &str = "tok-0123456789abcdef";
 

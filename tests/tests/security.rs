@@ -2,6 +2,12 @@
 //! its own configuration allows them; only the home server and its hot-standby peer direct an
 //! agent; the peer is only the peer; an enrolled agent acts only for itself.
 
+use std::sync::Arc;
+
+use understudy_node::frame::{read_frame, write_frame};
+use understudy_node::store::{AgentRow, AgentStatus, Record, SiteSnapshot, StoredRecord};
+use understudy_node::tls::{self, NodeIdentity, Pins, ALPN_WIRE};
+use understudy_node::wire::{PeerState, ToAgent, ToServer};
 use understudy_system_tests::*;
 
 const TOKEN: &[&str] = &[
@@ -127,4 +133,238 @@ fn a_foreign_standby_cannot_give_an_agent_checks() {
         newest_detail(&foreign, "a", "evil").is_none(),
         "no result of the foreign check either"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 12, item 2: the peer is really the peer.
+
+/// A record as a peer hands it over in a Merge.
+fn stored(agent: &str, seq: u64) -> StoredRecord {
+    StoredRecord {
+        rowid: seq,
+        agent_id: "6f1c1d0e-8f9a-4c2b-9d7e-3a5b6c7d8e9f".into(),
+        agent_name: agent.into(),
+        record: Record {
+            seq,
+            name: "forged".into(),
+            value: 1.0,
+            time_ms: 1_700_000_000_000 + seq as i64,
+            pair: None,
+            kind: "metric".into(),
+            detail: None,
+        },
+        taken_for: None,
+    }
+}
+
+/// Sends `message` as the first frame of a new `understudy/1` connection to `server`, made with
+/// the client certificate `identity`, and returns the first answer.
+fn ask(server: &Node, identity: &Arc<NodeIdentity>, message: &ToServer) -> Option<ToAgent> {
+    rt().block_on(async {
+        let pins = Pins::new([server.fingerprint.clone()]);
+        let mut tls = tls::connect(&server.listen, &pins, Some(identity.clone()), &[ALPN_WIRE])
+            .await
+            .expect("TLS connection");
+        write_frame(&mut tls, message).await.expect("write");
+        read_frame::<ToAgent, _>(&mut tls).await.ok().flatten()
+    })
+}
+
+fn is_not_the_peer(answer: &Option<ToAgent>) -> bool {
+    matches!(answer, Some(ToAgent::Error { reason }) if reason.contains("not the configured failover.peer"))
+}
+
+/// A certificate this server pins for something else (here: a server its own agent role reports
+/// to) is not the peer's: it cannot poll the site's records, merge records into the store or
+/// announce a "rotation" of the peer's certificate. Only `failover.peer`'s fingerprint can.
+#[test]
+fn security_a_pinned_certificate_that_is_not_the_peers_cannot_poll_merge_or_rotate() {
+    let site = Site::new(231);
+    let other = client_identity(&site, "other-server");
+    let peer = client_identity(&site, "real-peer");
+    // A standalone node (server + its own agent) whose agent role also reports to `other`, and
+    // whose failover.peer is `peer` (not running: the node acts alone).
+    let other_url = format!("https://{}#{}", site.addr(), other.fingerprint());
+    let mut s = site.init(
+        "s",
+        "standalone",
+        &[other_url],
+        &[
+            &format!(
+                "failover.peer=https://{}#{}",
+                site.addr(),
+                peer.fingerprint()
+            ),
+            "failover.mode=primary",
+            "failover.sync_interval=200ms",
+            "failover.failover_timeout=1s",
+        ],
+    );
+    s.start();
+    s.wait_failover_state("active");
+
+    let poll = ToServer::PeerPoll {
+        replicate: true,
+        site_version: 0,
+        records_after: 0,
+        events_after: 0,
+    };
+    let answer = ask(&s, &other, &poll);
+    assert!(
+        is_not_the_peer(&answer),
+        "a poll from a pinned non-peer: {answer:?}"
+    );
+    let merge = ToServer::Merge {
+        records: vec![stored("forged-agent", 1), stored("forged-agent", 2)],
+    };
+    let answer = ask(&s, &other, &merge);
+    assert!(
+        is_not_the_peer(&answer),
+        "a merge from a pinned non-peer: {answer:?}"
+    );
+    let rotate = ToServer::PeerCertRotated {
+        fingerprint: "ab".repeat(32),
+    };
+    let answer = ask(&s, &other, &rotate);
+    assert!(
+        is_not_the_peer(&answer),
+        "a rotation from a pinned non-peer: {answer:?}"
+    );
+    // A certificate nobody pinned (an agent's, a first contact) is refused the same way.
+    let stranger = client_identity(&site, "stranger");
+    assert!(is_not_the_peer(&ask(&s, &stranger, &poll)));
+
+    // The real peer's certificate is answered (so the refusals above are about the certificate).
+    let answer = ask(&s, &peer, &poll);
+    assert!(
+        matches!(answer, Some(ToAgent::PeerReply { .. })),
+        "the configured peer is answered: {answer:?}"
+    );
+    let records = s.records().expect("records");
+    assert!(
+        !records.iter().any(|r| r["agent"] == "forged-agent"),
+        "nothing merged from the fake peer: {records:?}"
+    );
+    let log = s.log_text();
+    assert!(
+        log.contains("refused a merge: the certificate is not the configured failover.peer"),
+        "the refusal is logged"
+    );
+    // The fake rotation did not make `other` (or its announced key) the peer after a restart.
+    s.stop();
+    s.start();
+    s.wait_failover_state("active");
+    assert!(is_not_the_peer(&ask(&s, &other, &poll)));
+}
+
+/// HS-3: an ACTIVE server keeps its own site configuration. A site snapshot in the reply to its
+/// status poll (a confused or lying peer that holds the peer's key) is not applied, in the
+/// engine or the store (seen after a restart, when the store is all there is).
+#[test]
+fn security_an_active_server_does_not_apply_a_site_snapshot_from_a_poll_reply() {
+    let site = Site::new(232);
+    let peer_identity = client_identity(&site, "peer");
+    let peer_addr = site.addr();
+    let mut s = site.server(
+        "s",
+        &[
+            &format!(
+                "failover.peer=https://{peer_addr}#{}",
+                peer_identity.fingerprint()
+            ),
+            "failover.mode=primary",
+            "failover.sync_interval=200ms",
+            "failover.failover_timeout=1s",
+        ],
+    );
+    let (peer_fp, listen) = (peer_identity.fingerprint(), peer_addr.clone());
+    let fake = FakeServer::start(&peer_addr, peer_identity, move |msg, _| {
+        let ToServer::PeerPoll { .. } = msg else {
+            return Vec::new();
+        };
+        let snapshot = SiteSnapshot {
+            version: 1000,
+            agents: vec![AgentRow {
+                id: "6f1c1d0e-8f9a-4c2b-9d7e-3a5b6c7d8e9f".into(),
+                name: "planted".into(),
+                fingerprint: "cd".repeat(32),
+                status: AgentStatus::Accepted,
+                first_seen_ms: 1_700_000_000_000,
+            }],
+            ..SiteSnapshot::default()
+        };
+        frame_of(&ToAgent::PeerReply {
+            state: PeerState {
+                name: "peer".into(),
+                mode: "secondary".into(),
+                state: "standby".into(),
+                epoch: 0,
+                site_version: 1000,
+                fingerprint: peer_fp.clone(),
+                listen: listen.clone(),
+            },
+            site: Some(snapshot),
+            records: Vec::new(),
+            events: Vec::new(),
+        })
+    });
+    s.start();
+    s.wait_failover_state("active");
+    let seen = fake.received.load(std::sync::atomic::Ordering::Relaxed);
+    fake.wait_received(seen, 5, "five status polls answered with a site snapshot");
+    assert!(s.agent_entry("planted").is_none(), "not in the engine");
+    s.stop();
+    drop(fake);
+    s.start();
+    assert!(
+        s.agent_entry("planted").is_none(),
+        "not in the store either: an ACTIVE keeps its own site configuration"
+    );
+}
+
+/// A server certificate is pinned for its server's address: an agent that pinned home's
+/// certificate does not accept it at its standby server's address (whoever holds home's key
+/// cannot pose as the other server), and lists it as untrusted there instead.
+#[test]
+fn security_a_pin_learned_for_one_server_is_refused_at_another_address() {
+    let site = Site::new(233);
+    let mut home = site.server("home", TOKEN);
+    home.start();
+    let standby_addr = site.addr();
+    let standby_fp = client_identity(&site, "standby").fingerprint();
+    let mut a = site.init(
+        "a",
+        "agent",
+        &[home.url(), format!("https://{standby_addr}#{standby_fp}")],
+        TOKEN,
+    );
+    a.start();
+    a.wait_link("home", Some(&home));
+    // Home's key, at the standby's address.
+    let home_identity = NodeIdentity::load(&home.dir).expect("home's identity");
+    let imposter = FakeServer::start(&standby_addr, home_identity, |msg, _| match msg {
+        ToServer::Hello { .. } => frame_of(&ToAgent::Welcome {
+            cluster: None,
+            epoch: 1,
+            checks: serde_json::Value::Null,
+            peer: Vec::new(),
+        }),
+        _ => frame_of(&ToAgent::Ack { upto: 0 }),
+    });
+    home.kill9();
+    let home_fp = home.fingerprint.clone();
+    wait_until(
+        WAIT,
+        "home's certificate listed as untrusted at the standby's address",
+        || {
+            let untrusted = a.status()?["link"]["untrusted"].to_string();
+            (untrusted.contains(&standby_addr) && untrusted.contains(&home_fp)).then_some(())
+        },
+    );
+    assert_eq!(
+        imposter.received.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the agent never completed a handshake with the imposter"
+    );
+    assert_ne!(a.link_state().as_deref(), Some("standby"));
 }

@@ -15,6 +15,9 @@ pub const CHECK_EVERY_MIN: Duration = Duration::from_millis(100);
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// CK-1: the HTTP status an `http` check expects.
 pub const CHECK_HTTP_EXPECT: u16 = 200;
+/// CT-2, issue 12 item 2: after a server announces a new certificate, how long an agent still
+/// accepts that server's older certificates (and a server its peer's older announced ones).
+pub const PIN_RETIRE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How many events `GET /api/events` answers at most when no limit is given.
 pub const EVENTS_LIMIT: usize = 1000;
 

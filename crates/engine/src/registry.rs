@@ -136,6 +136,9 @@ pub struct AgentRegistry {
     events: Vec<Event>,
     /// Set when an entry changed, so the runtime persists the site configuration.
     changed: Vec<AgentEntry>,
+    /// Certificates accepted agents announced over their link, by id: taken into use when the
+    /// agent connects with one (CT-2, issue 12 item 3).
+    rotations: BTreeMap<String, String>,
 }
 
 impl AgentRegistry {
@@ -213,6 +216,22 @@ impl AgentRegistry {
             self.refused(hello, &refusal);
             return Err(refusal);
         }
+        // 3a. A rotation the accepted agent announced over its old link: connecting with the
+        // new certificate proves it holds the key, and the new fingerprint replaces the old.
+        if let Some(entry) = self.agents.get(&hello.id).cloned() {
+            if entry.fingerprint != hello.fingerprint
+                && entry.status == AgentStatus::Accepted
+                && self.rotations.get(&hello.id) == Some(&hello.fingerprint)
+            {
+                self.rotations.remove(&hello.id);
+                let entry = AgentEntry {
+                    fingerprint: hello.fingerprint.clone(),
+                    ..entry
+                };
+                self.agents.insert(entry.id.clone(), entry.clone());
+                self.changed.push(entry);
+            }
+        }
         match self.agents.get(&hello.id).cloned() {
             // 3. Known: its certificate must be the one accepted.
             Some(entry) if entry.fingerprint != hello.fingerprint => {
@@ -289,6 +308,28 @@ impl AgentRegistry {
             },
         );
         Ok(())
+    }
+
+    /// CT-2: an accepted agent announced `fingerprint` over its link. Remembered, not taken:
+    /// the entry changes when the agent connects with it. Returns the reason, for the log.
+    pub fn announce_rotation(&mut self, id: &str, fingerprint: &str) -> String {
+        match self.agents.get(id) {
+            Some(entry) if entry.status == AgentStatus::Accepted => {
+                self.rotations
+                    .insert(id.to_string(), fingerprint.to_ascii_lowercase());
+                format!(
+                    "{} announced certificate {}: taken into use when it connects with it",
+                    entry.name,
+                    short(fingerprint)
+                )
+            }
+            _ => format!("ignored a certificate announcement for agent {id}: not accepted here"),
+        }
+    }
+
+    /// The certificate an agent announced and has not connected with yet.
+    pub fn announced_rotation(&self, id: &str) -> Option<&str> {
+        self.rotations.get(id).map(String::as_str)
     }
 
     /// The agent said it is leaving, or its link closed: its standby slot is freed (AG-4, AG-6).

@@ -239,11 +239,48 @@ impl Server {
         hook: &str,
         epoch: u64,
         result: Result<(), String>,
-    ) {
-        if let Some(p) = self.pairs.get_mut(pair) {
-            p.handle_hook_result(now, agent, hook, epoch, result);
+    ) -> Result<(), String> {
+        // Issue 12 item 3: only a member of the pair reports its hooks.
+        let p = self.pairs.get_mut(pair).ok_or_else(|| {
+            format!("refused a hook result from {agent} for pair {pair}: no such pair")
+        })?;
+        if p.member_of(agent).is_none() {
+            return Err(format!(
+                "refused a hook result from {agent} for pair {pair}: {agent} is not a member"
+            ));
         }
+        p.handle_hook_result(now, agent, hook, epoch, result);
         self.collect(now);
+        Ok(())
+    }
+
+    /// Issue 12 item 3: may `agent` send records under the alias of `pair`? Only a member of
+    /// the pair may (records are cached and may arrive after a handover, so holding the lease
+    /// *now* is not required: the member tagged them while it held it, CK-3). An alias no pair
+    /// of this site has (a pair removed since) speaks for nobody and is let through.
+    pub fn may_record_under(&self, agent: &str, pair: &str) -> Result<(), String> {
+        let Some(p) = self.pairs.get(pair) else {
+            return Ok(());
+        };
+        match p.member_of(agent) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "refused records from {agent} under pair {pair}: {agent} is not a member"
+            )),
+        }
+    }
+
+    /// CT-2, issue 12 item 3: an accepted agent announced a new certificate over its link. It is
+    /// taken into use only when the agent connects with it (proof that it holds the key).
+    pub fn handle_agent_cert_rotated(
+        &mut self,
+        now: Instant,
+        id: &str,
+        fingerprint: &str,
+    ) -> String {
+        let why = self.registry.announce_rotation(id, fingerprint);
+        self.collect(now);
+        why
     }
 
     /// CK-1, SECURITY.md: a connected agent refused a `command` check its own configuration does
@@ -385,6 +422,25 @@ impl Server {
     pub fn handle_peer_unreachable(&mut self, now: Instant) {
         self.ha.handle_peer_unreachable(now);
         self.collect(now);
+    }
+
+    /// HS-3, issue 12 item 2: may a site snapshot that came with the peer's reply replace this
+    /// server's site configuration? Only on a STANDBY (or a server not acting yet), and only
+    /// from a peer that says it is ACTIVE; the ACTIVE keeps its own.
+    pub fn may_apply_replicated_site(&self, from: &crate::ha::PeerStatus) -> Result<(), String> {
+        if self.acting {
+            return Err(format!(
+                "ignored a site snapshot from peer {}: this server is ACTIVE and keeps its own site configuration",
+                from.name
+            ));
+        }
+        if from.state != "active" {
+            return Err(format!(
+                "ignored a site snapshot from peer {}: it is {}, not ACTIVE",
+                from.name, from.state
+            ));
+        }
+        Ok(())
     }
 
     pub fn handle_replicated(&mut self, version: u64) {

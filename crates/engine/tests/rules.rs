@@ -1309,3 +1309,137 @@ fn ck1_a_refused_command_check_raises_one_event_per_agent_check_and_reason() {
         Some("a refused check load: another reason".into())
     );
 }
+
+// ----- issue 12: each party acts only within its role (SECURITY.md) -----
+
+/// Issue 12 item 3: a hook result for a pair the agent is not a member of is refused with its
+/// reason and changes nothing; a member's is taken.
+#[test]
+fn security_hook_results_only_from_a_member_of_the_pair() {
+    let mut site = pair_site(auto());
+    site.add_agent("outsider", &[0, 1], t());
+    let refused = site.operate(0, |s, now| {
+        s.handle_hook_result(
+            now,
+            "outsider",
+            "web",
+            "on_activate",
+            99,
+            Err("forged".into()),
+        )
+    });
+    assert_eq!(
+        refused,
+        Err("refused a hook result from outsider for pair web: outsider is not a member".into())
+    );
+    assert_eq!(site.server(0).pair("web").unwrap().status(), "normal");
+    assert!(site.server_events(0, EventCode::HookFailed).is_empty());
+    let unknown = site.operate(0, |s, now| {
+        s.handle_hook_result(now, "p", "nope", "on_activate", 1, Ok(()))
+    });
+    assert_eq!(
+        unknown,
+        Err("refused a hook result from p for pair nope: no such pair".into())
+    );
+    let member = site.operate(0, |s, now| {
+        s.handle_hook_result(now, "s", "web", "on_activate", 1, Err("exit 1".into()))
+    });
+    assert_eq!(member, Ok(()));
+    assert_eq!(site.server(0).pair("web").unwrap().status(), "degraded");
+}
+
+/// Issue 12 item 3: records under a pair's alias only from a member of that pair; an alias no
+/// pair of the site has speaks for nobody.
+#[test]
+fn security_records_under_a_pair_alias_only_from_a_member() {
+    let site = pair_site(auto());
+    let server = site.server(0);
+    assert_eq!(server.may_record_under("p", "web"), Ok(()));
+    assert_eq!(server.may_record_under("s", "web"), Ok(()));
+    assert_eq!(
+        server.may_record_under("outsider", "web"),
+        Err("refused records from outsider under pair web: outsider is not a member".into())
+    );
+    assert_eq!(server.may_record_under("outsider", "no-such-pair"), Ok(()));
+}
+
+/// Issue 12 item 3 (CT-2): an agent's announced certificate is taken into use only when the
+/// agent connects with it; an announcement alone changes nothing, and another certificate is
+/// still refused.
+#[test]
+fn security_an_agent_certificate_change_needs_proof_of_the_key() {
+    let mut reg = AgentRegistry::new(1, []);
+    let now = std::time::Instant::now();
+    let hello = Hello {
+        id: "i".into(),
+        name: "n".into(),
+        fingerprint: "old".into(),
+        token: TokenCheck::Valid,
+        home: true,
+    };
+    assert_eq!(reg.handle_hello(now, &hello), Ok(()));
+    reg.take_changed();
+    let why = reg.announce_rotation("i", "new");
+    assert_eq!(
+        why,
+        "n announced certificate new: taken into use when it connects with it"
+    );
+    assert_eq!(
+        reg.by_name("n").unwrap().fingerprint,
+        "old",
+        "not on the announcement alone"
+    );
+    assert!(reg.take_changed().is_empty());
+    let other = Hello {
+        fingerprint: "other".into(),
+        ..hello.clone()
+    };
+    assert_eq!(
+        reg.handle_hello(now, &other).unwrap_err().reason(),
+        "certificate fingerprint does not match the accepted one (old)"
+    );
+    let proven = Hello {
+        fingerprint: "new".into(),
+        ..hello.clone()
+    };
+    assert_eq!(reg.handle_hello(now, &proven), Ok(()));
+    assert_eq!(reg.by_name("n").unwrap().fingerprint, "new");
+    assert_eq!(reg.take_changed().len(), 1, "persisted and replicated");
+    assert_eq!(
+        reg.handle_hello(now, &hello).unwrap_err().reason(),
+        "certificate fingerprint does not match the accepted one (new)",
+        "the old certificate is retired"
+    );
+    assert_eq!(
+        reg.announce_rotation("unknown", "x"),
+        "ignored a certificate announcement for agent unknown: not accepted here"
+    );
+}
+
+/// Issue 12 item 2 (HS-3): a site snapshot from the peer is applied only by a server that does
+/// not act, and only from a peer that says it is ACTIVE.
+#[test]
+fn security_only_a_standby_applies_the_site_from_an_active_peer() {
+    let site = pair_site(auto());
+    let peer = |state: &str| PeerStatus {
+        name: "x".into(),
+        mode: FailoverMode::Secondary,
+        state: state.into(),
+        epoch: 1,
+        site_version: 1,
+    };
+    assert!(site.server(0).is_acting());
+    assert_eq!(
+        site.server(0).may_apply_replicated_site(&peer("active")),
+        Err("ignored a site snapshot from peer x: this server is ACTIVE and keeps its own site configuration".into())
+    );
+    assert!(!site.server(1).is_acting());
+    assert_eq!(
+        site.server(1).may_apply_replicated_site(&peer("active")),
+        Ok(())
+    );
+    assert_eq!(
+        site.server(1).may_apply_replicated_site(&peer("standby")),
+        Err("ignored a site snapshot from peer x: it is standby, not ACTIVE".into())
+    );
+}

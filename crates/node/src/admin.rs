@@ -351,11 +351,9 @@ fn trust(shared: &Shared, fp: &str) -> Answer {
         )));
     };
     untrusted.remove(&addr);
-    shared.pins.add(&fp);
-    shared
-        .store()
-        .state_set("pins", &json!(shared.pins.list()))
-        .map_err(Refusal::failed)?;
+    // Trusted for the address it was seen at only (issue 12 item 2).
+    shared.pins.add(&addr, &fp);
+    shared.save_pins();
     done(format!("{addr} trusted with certificate {fp}"))
 }
 
@@ -384,8 +382,14 @@ async fn generate_cert(shared: &Arc<Shared>, request: understudy_api::CertReques
     let info =
         tls::generate_certificate(&shared.data_dir, &ips, &request.dns).map_err(Refusal::failed)?;
     let fp = info.fingerprint.clone();
-    shared.pins.add(&fp);
-    let _ = shared.store().state_set("pins", &json!(shared.pins.list()));
+    // This node's own agent role (standalone) pins the new certificate where it pinned the old.
+    shared.pins.rotate_everywhere(
+        &shared.identity.fingerprint(),
+        &fp,
+        crate::mailbox::now_ms(),
+        understudy_api::defaults::PIN_RETIRE_AFTER,
+    );
+    shared.save_pins();
     let (tx, rx) = oneshot::channel();
     let _ = shared.core.send(Input::CertRotated {
         fingerprint: fp.clone(),

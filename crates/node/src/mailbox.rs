@@ -16,7 +16,7 @@ use understudy_engine::{Admission, Event, Hello, PairEpoch, PeerStatus, ProbeRes
 
 use crate::config::{self, Config};
 use crate::store::{EventRow, Store};
-use crate::tls::{NodeIdentity, Pins};
+use crate::tls::{NodeIdentity, PinBook, Pins};
 
 /// Where a task sends what it has to tell the core.
 pub(crate) type CoreSender = mpsc::UnboundedSender<Input>;
@@ -77,6 +77,13 @@ pub(crate) enum Input {
     AgentCertRotated {
         id: String,
         fingerprint: String,
+    },
+    /// Issue 12 item 3: which of these pair aliases may `agent` send records under? Answers the
+    /// refused ones with the reason.
+    MayRecordUnder {
+        agent: String,
+        pairs: Vec<String>,
+        reply: oneshot::Sender<Vec<(String, String)>>,
     },
     AgentCheckRefused {
         agent: String,
@@ -166,10 +173,11 @@ pub(crate) struct Shared {
     pub token: String,
     pub listen: SocketAddr,
     pub core: CoreSender,
-    /// Pins for the agent's servers and the peer (CT-2: grows on rotation).
-    pub pins: Pins,
-    /// The hot-standby peer's fingerprints: `failover.peer`'s, and the rotations it announced.
-    pub peer_pins: Pins,
+    /// The agent's server pins, per server address (CT-2: grows on rotation; issue 12 item 2).
+    pub pins: PinBook,
+    /// The rotations the hot-standby peer announced (besides `failover.peer`'s fingerprint),
+    /// under [`PEER_PINS`].
+    pub peer_pins: PinBook,
     pub events: broadcast::Sender<u64>,
     pub shutdown: watch::Sender<bool>,
     /// The lease of each pair whose duty this agent holds: a check run after it is not recorded
@@ -182,7 +190,38 @@ pub(crate) struct Shared {
     pub untrusted: Mutex<HashMap<String, String>>,
 }
 
+/// Where the peer's announced rotations are kept in [`Shared::peer_pins`].
+pub(crate) const PEER_PINS: &str = "peer";
+/// The store key of the agent's server pins ([`PinBook::to_json`]).
+pub(crate) const PINS_KEY: &str = "pins.by_address";
+
 impl Shared {
+    /// Persists both pin books (after a pin was added or rotated).
+    pub fn save_pins(&self) {
+        let mut store = self.store();
+        if let Err(e) = store
+            .state_set(PINS_KEY, &self.pins.to_json())
+            .and_then(|_| store.state_set("peer.pins", &self.peer_pins.to_json()))
+        {
+            tracing::error!("saving the certificate pins: {e}");
+        }
+    }
+
+    /// The fingerprints the peer link trusts: `failover.peer`'s and the rotations it announced.
+    pub fn peer_trust(&self) -> Pins {
+        let pins = self.peer_pins.pins_for(PEER_PINS, now_ms());
+        if let Some(fp) = self
+            .config()
+            .peer()
+            .ok()
+            .flatten()
+            .and_then(|p| p.fingerprint)
+        {
+            pins.add(&fp);
+        }
+        pins
+    }
+
     pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -208,7 +247,7 @@ pub(crate) fn peer_fingerprints(shared: &Shared) -> Vec<String> {
     if config.failover.mode == config::FailoverMode::Off || config.peer().ok().flatten().is_none() {
         return Vec::new();
     }
-    shared.peer_pins.list()
+    shared.peer_trust().list()
 }
 
 /// AG-7: where to send agents: the peer's own listen address when it told us, else its URL.

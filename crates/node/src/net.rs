@@ -354,15 +354,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             events_after,
         } => {
             if !is_peer(&shared, &fingerprint) {
-                tracing::warn!(%remote, "refused a peer poll from an unknown certificate");
-                reply(
-                    &mut wr,
-                    &ToAgent::Error {
-                        reason: "this certificate is not the configured failover.peer".into(),
-                    },
-                )
-                .await;
-                return;
+                return refuse_not_peer(&mut wr, remote, &fingerprint, "a peer poll").await;
             }
             link.authenticated();
             let (tx, rx) = oneshot::channel();
@@ -400,14 +392,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
         ToServer::Merge { records } => {
             if !is_peer(&shared, &fingerprint) {
-                reply(
-                    &mut wr,
-                    &ToAgent::Error {
-                        reason: "this certificate is not the configured failover.peer".into(),
-                    },
-                )
-                .await;
-                return;
+                return refuse_not_peer(&mut wr, remote, &fingerprint, "a merge").await;
             }
             link.authenticated();
             let mut batch = records;
@@ -422,21 +407,23 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
         ToServer::PeerCertRotated { fingerprint: fp } => {
             if !is_peer(&shared, &fingerprint) {
-                reply(
+                return refuse_not_peer(
                     &mut wr,
-                    &ToAgent::Error {
-                        reason: "this certificate is not the configured failover.peer".into(),
-                    },
+                    remote,
+                    &fingerprint,
+                    "a peer certificate rotation",
                 )
                 .await;
-                return;
             }
-            shared.pins.add(&fp);
-            shared.peer_pins.add(&fp);
-            let _ = shared.store().state_set("pins", &json!(shared.pins.list()));
-            let _ = shared
-                .store()
-                .state_set("peer.pins", &json!(shared.peer_pins.list()));
+            // Announced over a link made with the peer's current certificate: trusted for the
+            // peer link, and for this node's agent role wherever it pinned that certificate.
+            let now = crate::mailbox::now_ms();
+            let grace = understudy_api::defaults::PIN_RETIRE_AFTER;
+            shared
+                .peer_pins
+                .rotate(crate::mailbox::PEER_PINS, &fp, now, grace);
+            shared.pins.rotate_everywhere(&fingerprint, &fp, now, grace);
+            shared.save_pins();
             reply(&mut wr, &ToAgent::MergeDone { inserted: 0 }).await;
         }
         other => {
@@ -452,14 +439,33 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Issue 12 item 2: the peer is `failover.peer`'s fingerprint, or a rotation it announced over a
+/// link made with one of those (`Shared.peer_pins`); never any other pinned certificate (an
+/// agent's server, a first-contact one).
 fn is_peer(shared: &Shared, fingerprint: &str) -> bool {
     let config = shared.config();
-    match config.peer().ok().flatten() {
-        Some(peer) => {
-            peer.fingerprint.as_deref() == Some(fingerprint) || shared.pins.contains(fingerprint)
-        }
-        None => false,
-    }
+    config.peer().ok().flatten().is_some() && shared.peer_trust().contains(fingerprint)
+}
+
+/// Refuses a peer message from a certificate that is not the peer's: logged, answered, closed.
+async fn refuse_not_peer<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    remote: std::net::SocketAddr,
+    fingerprint: &str,
+    what: &str,
+) {
+    tracing::warn!(
+        %remote,
+        fingerprint = %logsafe::text(fingerprint),
+        "refused {what}: the certificate is not the configured failover.peer"
+    );
+    reply(
+        wr,
+        &ToAgent::Error {
+            reason: "this certificate is not the configured failover.peer".into(),
+        },
+    )
+    .await;
 }
 
 async fn agent_connection<R, W>(
@@ -483,8 +489,22 @@ async fn agent_connection<R, W>(
                     let reports = pairs.into_iter().map(|r: MemberReport| (r.pair, r.epoch.into(), r.active)).collect();
                     let _ = shared.core.send(Input::Heartbeat { conn, agent: name.to_string(), id: hb, reports });
                 }
-                Ok(Some(ToServer::Records { records, taken_for })) => {
+                Ok(Some(ToServer::Records { mut records, taken_for })) => {
                     let Some(upto) = records.iter().map(|r| r.seq).max() else { continue };
+                    let refused = refused_aliases(shared, name, &records).await;
+                    if !refused.is_empty() {
+                        // Issue 12 item 3: not stored, but acknowledged (sending them again
+                        // would not make them allowed).
+                        let before = records.len();
+                        records.retain(|r| r.pair.as_ref().is_none_or(|p| !refused.iter().any(|(q, _)| q == p)));
+                        for (_, why) in &refused {
+                            tracing::warn!(agent = %logsafe::text(name), "{} ({} records not stored)", logsafe::text(why), before - records.len());
+                        }
+                        if records.is_empty() {
+                            reply(wr, &ToAgent::Ack { upto }).await;
+                            continue;
+                        }
+                    }
                     let store_shared = shared.clone();
                     let (aid, aname) = (id.to_string(), name.to_string());
                     let stored = tokio::task::spawn_blocking(move || store_shared.store().records_insert(&aid, &aname, &records, taken_for.as_deref())).await;
@@ -533,6 +553,34 @@ async fn agent_connection<R, W>(
     }
 }
 
+/// The pair aliases among `records` that `agent` may not send records under, with the engine's
+/// reason (issue 12 item 3).
+async fn refused_aliases(
+    shared: &Shared,
+    agent: &str,
+    records: &[crate::store::Record],
+) -> Vec<(String, String)> {
+    let mut pairs: Vec<String> = records.iter().filter_map(|r| r.pair.clone()).collect();
+    if pairs.is_empty() {
+        return Vec::new();
+    }
+    pairs.sort();
+    pairs.dedup();
+    let (tx, rx) = oneshot::channel();
+    let _ = shared.core.send(Input::MayRecordUnder {
+        agent: agent.to_string(),
+        pairs: pairs.clone(),
+        reply: tx,
+    });
+    // A core that stopped answers nothing: refuse them all rather than store them unchecked.
+    rx.await.unwrap_or_else(|_| {
+        pairs
+            .into_iter()
+            .map(|p| (p, "the node is stopping".to_string()))
+            .collect()
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // The agent's side.
 
@@ -561,7 +609,7 @@ pub(crate) async fn agent_link(
 ) {
     let config = shared.config();
     let client = match tls::client_config(
-        shared.pins.clone(),
+        shared.pins.pins_for(&addr, crate::mailbox::now_ms()),
         Some(shared.identity.clone()),
         &[ALPN_WIRE],
     ) {
@@ -857,7 +905,7 @@ pub(crate) async fn agent_probe(shared: Arc<Shared>, server: usize, addr: String
     let config = shared.config();
     let result = async {
         let client = tls::client_config(
-            shared.pins.clone(),
+            shared.pins.pins_for(&addr, crate::mailbox::now_ms()),
             Some(shared.identity.clone()),
             &[ALPN_WIRE],
         )
@@ -895,9 +943,10 @@ pub(crate) async fn agent_probe(shared: Arc<Shared>, server: usize, addr: String
 // ---------------------------------------------------------------------------------------------
 // Servers in hot standby.
 
+/// The peer link trusts only the peer's fingerprints (issue 12 item 2), not the agent's pins.
 fn peer_client(shared: &Shared) -> Result<Arc<rustls::ClientConfig>, String> {
     tls::client_config(
-        shared.pins.clone(),
+        shared.peer_trust(),
         Some(shared.identity.clone()),
         &[ALPN_WIRE],
     )
@@ -960,7 +1009,21 @@ pub(crate) async fn peer_poll(
         else {
             return Err(format!("unexpected answer {reply:?}"));
         };
-        apply_replication(&shared, &state, site.as_ref(), &records, &events);
+        // Issue 12 item 2: records and events are taken only from a poll that asked for them (a
+        // STANDBY's); the site snapshot goes to the core, where the engine decides.
+        if !state.listen.is_empty() {
+            let _ = shared
+                .store()
+                .state_set("peer.listen", &json!(state.listen));
+        }
+        if replicate {
+            apply_replication(&shared, &records, &events);
+        } else if site.is_some() || !records.is_empty() || !events.is_empty() {
+            tracing::warn!(
+                "ignored replicated data in a peer reply to a status-only poll (this node acts)"
+            );
+        }
+        let site = if replicate { site } else { None };
         if replicate && state.state == "active" {
             push_local_records(&shared, &addr).await;
         }
@@ -983,21 +1046,10 @@ fn peer_status(state: &PeerState) -> PeerStatus {
 
 fn apply_replication(
     shared: &Shared,
-    state: &PeerState,
-    site: Option<&crate::store::SiteSnapshot>,
     records: &[StoredRecord],
     events: &[crate::store::StoredEvent],
 ) {
-    shared.pins.add(&state.fingerprint);
     let mut store = shared.store();
-    if !state.listen.is_empty() {
-        let _ = store.state_set("peer.listen", &json!(state.listen));
-    }
-    if let Some(site) = site {
-        if let Err(e) = store.site_replace(site) {
-            tracing::error!("replicating the site configuration: {e}");
-        }
-    }
     if let Some(last) = records.iter().map(|r| r.rowid).max() {
         let pushed = store
             .state_get("peer.pushed_upto")

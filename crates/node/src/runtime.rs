@@ -19,9 +19,11 @@ use understudy_engine::{
 use crate::config::{self, Config, ConfigError, ServerUrl, CONFIG_FILE};
 use crate::docs::{agent_entry, ha_config, pair_config_from_doc, pair_doc};
 use crate::http_client::AdminClient;
-use crate::mailbox::{now_ms, record_event, redirect_target, Input, LinkCmd, LinkEvent, Shared};
+use crate::mailbox::{
+    now_ms, record_event, redirect_target, Input, LinkCmd, LinkEvent, Shared, PEER_PINS, PINS_KEY,
+};
 use crate::store::{AgentRow, AgentStatus, Store, StoreError};
-use crate::tls::{self, NodeIdentity, Pins};
+use crate::tls::{self, NodeIdentity, PinBook, Pins};
 use crate::{admin, admin_auth, hooks, net};
 
 mod requests;
@@ -187,26 +189,30 @@ impl Node {
                 source,
             })?;
         let listen = listener.local_addr().unwrap_or(listen);
-        let pins = Pins::new(Vec::<String>::new());
-        let peer_pins = Pins::new(config.peer().ok().flatten().and_then(|p| p.fingerprint));
-        if let Ok(Some(Value::Array(learned))) = store.state_get("peer.pins") {
-            for fp in learned.iter().filter_map(Value::as_str) {
-                peer_pins.add(fp);
+        let peer_pins = match store.state_get("peer.pins") {
+            // Before issue 12 item 2: a plain list, all in use.
+            Ok(Some(Value::Array(learned))) => {
+                let book = PinBook::default();
+                for fp in learned.iter().filter_map(Value::as_str) {
+                    book.add(PEER_PINS, fp);
+                }
+                book
             }
-        }
+            Ok(Some(learned)) => PinBook::from_json(&learned),
+            _ => PinBook::default(),
+        };
+        let pins = match store.state_get(PINS_KEY) {
+            Ok(Some(learned)) => PinBook::from_json(&learned),
+            _ => PinBook::default(),
+        };
         for url in config
             .servers()
             .unwrap_or_default()
             .into_iter()
             .chain(config.peer().ok().flatten())
         {
-            if let Some(fp) = url.fingerprint {
-                pins.add(&fp);
-            }
-        }
-        if let Ok(Some(Value::Array(learned))) = store.state_get("pins") {
-            for fp in learned.iter().filter_map(Value::as_str) {
-                pins.add(fp);
+            if let Some(fp) = &url.fingerprint {
+                pins.add(&url.address(), fp);
             }
         }
         let (core_tx, core_rx) = mpsc::unbounded_channel();
@@ -613,27 +619,39 @@ impl Core {
                 error,
             } => {
                 if let Some(s) = &mut self.server {
-                    s.engine.handle_hook_result(
+                    if let Err(why) = s.engine.handle_hook_result(
                         now,
                         &agent,
                         &pair,
                         &hook,
                         epoch,
                         error.map_or(Ok(()), Err),
-                    );
+                    ) {
+                        tracing::warn!("{}", crate::logsafe::text(&why));
+                    }
                 }
             }
+            Input::MayRecordUnder {
+                agent,
+                pairs,
+                reply,
+            } => {
+                let refused = match &self.server {
+                    Some(s) => pairs
+                        .into_iter()
+                        .filter_map(|p| {
+                            let why = s.engine.may_record_under(&agent, &p).err()?;
+                            Some((p, why))
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let _ = reply.send(refused);
+            }
             Input::AgentCertRotated { id, fingerprint } => {
-                let store = self.shared.store();
-                if let Ok(Some(mut row)) = store.agent_get(&id) {
-                    drop(store);
-                    row.fingerprint = fingerprint;
-                    let _ = self.shared.store().agent_put(&row);
-                    if let Some(s) = &mut self.server {
-                        let agents = self.shared.store().agents_list().unwrap_or_default();
-                        s.engine
-                            .replace_agents(agents.iter().map(agent_entry).collect());
-                    }
+                if let Some(s) = &mut self.server {
+                    let why = s.engine.handle_agent_cert_rotated(now, &id, &fingerprint);
+                    tracing::info!("{}", crate::logsafe::text(&why));
                 }
             }
             Input::AgentCheckRefused {
@@ -712,8 +730,14 @@ impl Core {
         match answer {
             Ok((status, site)) => {
                 if let Some(site) = site {
-                    if !s.engine.is_acting() {
-                        // HS-3: the site configuration as the ACTIVE server holds it.
+                    if let Err(why) = s.engine.may_apply_replicated_site(&status) {
+                        tracing::warn!("{}", crate::logsafe::text(&why));
+                    } else {
+                        // HS-3: the site configuration as the ACTIVE server holds it, in the
+                        // store and in the engine.
+                        if let Err(e) = self.shared.store().site_replace(&site) {
+                            tracing::error!("replicating the site configuration: {e}");
+                        }
                         s.engine
                             .replace_agents(site.agents.iter().map(agent_entry).collect());
                         for (name, doc) in &site.pairs {
@@ -797,8 +821,11 @@ impl Core {
                     a.engine.handle_disconnected(now, server, why);
                     return;
                 }
+                let addr = to.trim_start_matches("https://").to_string();
                 if let Some(fp) = &fingerprint {
-                    self.shared.pins.add(fp);
+                    // Pinned for the address home sent the agent to, not for any server.
+                    self.shared.pins.add(&addr, fp);
+                    self.shared.save_pins();
                     // Home (or its peer) named where to go: that server may direct this agent.
                     if a.engine
                         .handle_home_peer(server, &presented, std::slice::from_ref(fp))
@@ -807,7 +834,6 @@ impl Core {
                         let _ = self.shared.store().state_set("agent.home_peer", &home_peer);
                     }
                 }
-                let addr = to.trim_start_matches("https://").to_string();
                 if !a.addrs.contains(&addr) {
                     a.addrs.push(addr);
                 }
@@ -848,9 +874,17 @@ impl Core {
                     tracing::warn!(%fp, "ignored a certificate rotation from a server that may not direct this agent");
                     return;
                 }
-                self.shared.pins.add(&fp);
-                let pins = self.shared.pins.list();
-                let _ = self.shared.store().state_set("pins", &json!(pins));
+                // The new certificate is pinned for this server's address only; its older
+                // ones retire after the grace period (issue 12 item 2).
+                if let Some(addr) = a.addrs.get(server) {
+                    self.shared.pins.rotate(
+                        addr,
+                        &fp,
+                        now_ms(),
+                        understudy_api::defaults::PIN_RETIRE_AFTER,
+                    );
+                    self.shared.save_pins();
+                }
                 if server != 0
                     && a.engine
                         .handle_home_peer(server, &fp, std::slice::from_ref(&fp))

@@ -3,7 +3,7 @@
 //! a server only by its pinned SHA-256 fingerprint. Host names are never checked: the pin is the
 //! identity. Every link (agent–server, server–server, admin API) uses these configs.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
@@ -494,6 +494,91 @@ impl Pins {
     }
 }
 
+/// An agent's server pins, kept per server address (`HOST:PORT` as the agent dials it; issue 12
+/// item 2): a certificate pinned for one server is not accepted at another server's address. A
+/// rotation announced for an address retires that address's older pins after a grace period.
+#[derive(Debug, Clone, Default)]
+pub struct PinBook(Arc<RwLock<BTreeMap<String, AddressPins>>>);
+
+/// One address's pins: fingerprint → when it retires (unix ms), `None` while in use.
+type AddressPins = BTreeMap<String, Option<i64>>;
+
+impl PinBook {
+    /// From what was persisted ([`PinBook::to_json`]); anything malformed is left out.
+    pub fn from_json(value: &serde_json::Value) -> PinBook {
+        let book: BTreeMap<String, AddressPins> =
+            serde_json::from_value(value.clone()).unwrap_or_default();
+        PinBook(Arc::new(RwLock::new(
+            book.into_iter()
+                .map(|(addr, pins)| {
+                    let pins = pins
+                        .into_iter()
+                        .map(|(fp, retire)| (fp.to_ascii_lowercase(), retire))
+                        .collect();
+                    (addr, pins)
+                })
+                .collect(),
+        )))
+    }
+
+    /// Address → fingerprint → when it retires (unix ms), `null` for a pin in use.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(&*self.0.read().unwrap_or_else(|p| p.into_inner())).unwrap_or_default()
+    }
+
+    /// Pins `fingerprint` for `addr` (set-up, first contact, a redirect from home): in use.
+    pub fn add(&self, addr: &str, fingerprint: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(addr.to_string())
+            .or_default()
+            .insert(fingerprint.to_ascii_lowercase(), None);
+    }
+
+    /// CT-2: the server at `addr` announced `fingerprint`; its other pins retire at
+    /// `now_ms + grace`.
+    pub fn rotate(&self, addr: &str, fingerprint: &str, now_ms: i64, grace: Duration) {
+        let fingerprint = fingerprint.to_ascii_lowercase();
+        let retire = now_ms.saturating_add(grace.as_millis().min(i64::MAX as u128) as i64);
+        let mut book = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let pins = book.entry(addr.to_string()).or_default();
+        for (fp, at) in pins.iter_mut() {
+            if *fp != fingerprint && at.is_none() {
+                *at = Some(retire);
+            }
+        }
+        pins.insert(fingerprint, None);
+    }
+
+    /// [`PinBook::rotate`] at every address that pins `old` (a node's own certificate, or the
+    /// peer's, rotated).
+    pub fn rotate_everywhere(&self, old: &str, new: &str, now_ms: i64, grace: Duration) {
+        let old = old.to_ascii_lowercase();
+        let addrs: Vec<String> = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, pins)| pins.contains_key(&old))
+            .map(|(addr, _)| addr.clone())
+            .collect();
+        for addr in addrs {
+            self.rotate(&addr, new, now_ms, grace);
+        }
+    }
+
+    /// What a handshake with `addr` may present at `now_ms` (retired pins are dropped).
+    pub fn pins_for(&self, addr: &str, now_ms: i64) -> Pins {
+        let mut book = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let Some(pins) = book.get_mut(addr) else {
+            return Pins::default();
+        };
+        pins.retain(|_, retire| retire.is_none_or(|at| at > now_ms));
+        Pins::new(pins.keys().cloned())
+    }
+}
+
 /// Trusts a server certificate iff its fingerprint is pinned; still checks the handshake
 /// signature, so the server must hold the pinned certificate's key.
 #[derive(Debug)]
@@ -655,6 +740,33 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
     use tokio_rustls::TlsAcceptor;
+
+    /// Issue 12 item 2: a pin is for its address; a rotation retires the older pins after the
+    /// grace period; the book survives a round trip through the store's JSON.
+    #[test]
+    fn pins_are_kept_per_address_and_retire_after_a_rotation() {
+        let book = PinBook::default();
+        book.add("a:1", "AA");
+        book.add("b:1", "bb");
+        assert!(book.pins_for("a:1", 0).contains("aa"));
+        assert!(
+            !book.pins_for("b:1", 0).contains("aa"),
+            "not at another address"
+        );
+        assert!(book.pins_for("c:1", 0).list().is_empty());
+        book.rotate("a:1", "cc", 1_000, Duration::from_secs(10));
+        assert_eq!(book.pins_for("a:1", 10_999).list(), vec!["aa", "cc"]);
+        assert_eq!(book.pins_for("a:1", 11_000).list(), vec!["cc"], "retired");
+        book.rotate_everywhere("bb", "dd", 0, Duration::from_secs(1));
+        assert_eq!(book.pins_for("b:1", 0).list(), vec!["bb", "dd"]);
+        let again = PinBook::from_json(&book.to_json());
+        assert_eq!(again.pins_for("b:1", 999).list(), vec!["bb", "dd"]);
+        assert_eq!(again.pins_for("b:1", 1_000).list(), vec!["dd"]);
+        assert!(PinBook::from_json(&serde_json::json!("garbage"))
+            .pins_for("a:1", 0)
+            .list()
+            .is_empty());
+    }
 
     /// An echo server over the node's TLS config that first writes the client's fingerprint
     /// (or "-") as one line.

@@ -898,7 +898,9 @@ impl Site {
                 } else {
                     Err("exit status 1".to_string())
                 };
-                self.servers[s]
+                // A result for a pair redefined since is refused with a reason (as the node
+                // logs it); nothing else to do here.
+                let _ = self.servers[s]
                     .engine
                     .as_mut()
                     .unwrap()
