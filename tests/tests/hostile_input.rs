@@ -616,3 +616,146 @@ fn bad_input_cross_key_config_errors_name_file_and_line() {
         "a node with a bad config never started"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 12, item 3: an enrolled agent acts only within its role.
+
+/// A raw enrolled agent that is not a member of pair "web" (a1 and a2) sends a failed hook
+/// result for it and records under its alias: the hook result is refused and logged (the pair
+/// stays normal, no HOOK_FAILED), the records are not stored (but acknowledged, so the agent
+/// does not resend them), and its own records without an alias are stored.
+#[test]
+fn security_an_agent_cannot_report_hooks_or_records_for_a_pair_it_is_not_in() {
+    let site = Site::new(234);
+    let token = format!("server.enroll_token={ENROLL_TOKEN}");
+    let agent_token = format!("agent.enroll_token={ENROLL_TOKEN}");
+    let agent_sets = [&[&agent_token[..]][..], FAST_AGENT].concat();
+    let mut server = site.server("srv", &[&token]);
+    let mut a1 = site.agent("a1", &[&server], &agent_sets);
+    let mut a2 = site.agent("a2", &[&server], &agent_sets);
+    server.start();
+    a1.start();
+    a2.start();
+    a1.wait_link("home", Some(&server));
+    a2.wait_link("home", Some(&server));
+    server.cli_ok(&[
+        "pair",
+        "add",
+        "web",
+        "--primary",
+        "a1",
+        "--secondary",
+        "a2",
+        "--switchback",
+        "manual",
+    ]);
+    server.wait_pair("web", "normal", |p| p["state"] == "normal");
+    let raw = client_identity(&site, "raw");
+    let acked = rt().block_on(async {
+        let mut link = enrolled_link(&server, raw.clone(), RAW_ID, "raw").await;
+        let forged_hook = ToServer::HookResult {
+            pair: "web".into(),
+            hook: "on_activate".into(),
+            epoch: 1,
+            error: Some("forged failure".into()),
+        };
+        write_frame(&mut link, &forged_hook).await.expect("hook");
+        let mut forged = records(1, 3);
+        let mut own = records(4, 2);
+        if let ToServer::Records { records, .. } = &mut forged {
+            for r in records.iter_mut() {
+                r.pair = Some("web".into());
+            }
+        }
+        write_frame(&mut link, &forged).await.expect("records");
+        let first = read_until(&mut link, |m| matches!(m, ToAgent::Ack { .. })).await;
+        if let ToServer::Records { records, .. } = &mut own {
+            for r in records.iter_mut() {
+                r.pair = None;
+            }
+        }
+        write_frame(&mut link, &own).await.expect("records");
+        let second = read_until(&mut link, |m| matches!(m, ToAgent::Ack { .. })).await;
+        (first, second)
+    });
+    assert!(
+        matches!(acked.0, Some(ToAgent::Ack { upto: 3 })),
+        "refused records are acknowledged: {acked:?}"
+    );
+    assert!(
+        matches!(acked.1, Some(ToAgent::Ack { upto: 5 })),
+        "{acked:?}"
+    );
+    wait_until(WAIT, "both refusals in the log", || {
+        let log = server.log_text();
+        (log.contains("refused a hook result from raw for pair web: raw is not a member")
+            && log.contains("refused records from raw under pair web: raw is not a member"))
+        .then_some(())
+    });
+    let stored = server.records().expect("records");
+    let from_raw: Vec<&Value> = stored.iter().filter(|r| r["agent"] == "raw").collect();
+    assert_eq!(from_raw.len(), 2, "only its own records: {from_raw:?}");
+    assert!(from_raw.iter().all(|r| r["pair"].is_null()));
+    assert!(
+        server.events("HOOK_FAILED").is_empty(),
+        "no forged hook failure"
+    );
+    assert_eq!(server.pair("web").expect("pair")["state"], "normal");
+}
+
+/// CT-2, issue 12 item 3: an agent's announced certificate replaces the stored fingerprint only
+/// when the agent connects with it (proof that it holds the key). Until then its current
+/// certificate keeps working; afterwards the old one is refused.
+#[test]
+fn security_an_agent_certificate_change_needs_a_connection_with_the_new_key() {
+    let site = Site::new(235);
+    let (server, agent) = server_with_agent(&site);
+    let (_, sent) = agent.send(5);
+    let old = client_identity(&site, "raw-old");
+    let new = client_identity(&site, "raw-new");
+    rt().block_on(async {
+        let mut link = enrolled_link(&server, old.clone(), RAW_ID, "raw").await;
+        let announce = ToServer::CertRotated {
+            fingerprint: new.fingerprint(),
+        };
+        write_frame(&mut link, &announce).await.expect("announce");
+        // A frame after it, answered: the announcement was read before the link closes.
+        write_frame(&mut link, &records(1, 1))
+            .await
+            .expect("records");
+        read_until(&mut link, |m| matches!(m, ToAgent::Ack { .. })).await;
+    });
+    let fingerprint = |server: &Node| {
+        server.agent_entry("raw").expect("raw")["fingerprint"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        fingerprint(&server),
+        old.fingerprint(),
+        "not replaced on the announcement alone"
+    );
+    // The current certificate still works.
+    rt().block_on(enrolled_link(&server, old.clone(), RAW_ID, "raw"));
+    // Connecting with the announced one proves the key: it is taken, and the old one retires.
+    rt().block_on(enrolled_link(&server, new.clone(), RAW_ID, "raw"));
+    wait_until(WAIT, "the new fingerprint stored", || {
+        (fingerprint(&server) == new.fingerprint()).then_some(())
+    });
+    let refused = rt().block_on(async {
+        let pins = Pins::new([server.fingerprint.clone()]);
+        let mut stream = tls::connect(&server.listen, &pins, Some(old.clone()), &[ALPN_WIRE])
+            .await
+            .expect("TLS connection");
+        write_frame(&mut stream, &hello(RAW_ID, "raw"))
+            .await
+            .expect("hello");
+        read_frame::<ToAgent, _>(&mut stream).await.ok().flatten()
+    });
+    assert!(
+        matches!(&refused, Some(ToAgent::Refused { reason, .. }) if reason.contains("does not match")),
+        "the old certificate is refused now: {refused:?}"
+    );
+    assert_still_serving(&server, &agent, sent);
+}
