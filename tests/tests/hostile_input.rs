@@ -759,3 +759,97 @@ fn security_an_agent_certificate_change_needs_a_connection_with_the_new_key() {
     );
     assert_still_serving(&server, &agent, sent);
 }
+
+// ---------------------------------------------------------------------------------------------
+// PRODUCT.md §4 rows, issue 12: a broken or hostile server, and a hostile peer.
+
+/// A frame that is not JSON.
+fn not_json_frame() -> Vec<u8> {
+    let mut f = 9u32.to_be_bytes().to_vec();
+    f.extend_from_slice(b"not json!");
+    f
+}
+
+/// A frame announcing more than the frame limit.
+fn oversized_frame() -> Vec<u8> {
+    let mut f = ((MAX_FRAME as u32) + 1).to_be_bytes().to_vec();
+    f.extend(std::iter::repeat_n(b'x', 4096));
+    f
+}
+
+/// §4, bad frames from a server to an agent: the agent's home answers garbage, an oversized
+/// frame or the wrong message for the state, and then presents the wrong certificate. The agent logs each clearly, keeps its cache, switches to its standby
+/// server as usual and loses nothing.
+#[test]
+fn bad_input_bad_frames_from_a_server_to_an_agent_lose_nothing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let site = Site::new(236);
+    let token = format!("server.enroll_token={ENROLL_TOKEN}");
+    let agent_token = format!("agent.enroll_token={ENROLL_TOKEN}");
+    let home_key = client_identity(&site, "home");
+    let home_addr = site.addr();
+    let mut standby = site.server("standby", &[&token]);
+    standby.start();
+    let mut agent = site.init(
+        "a",
+        "agent",
+        &[
+            format!("https://{home_addr}#{}", home_key.fingerprint()),
+            standby.url(),
+        ],
+        &[&[&agent_token[..]][..], FAST_AGENT].concat(),
+    );
+    let hellos = Arc::new(AtomicUsize::new(0));
+    let counter = hellos.clone();
+    let bad_home = FakeServer::start(&home_addr, home_key, move |msg, _| match msg {
+        ToServer::Hello { .. } => match counter.fetch_add(1, Ordering::Relaxed) % 3 {
+            0 => not_json_frame(),
+            1 => oversized_frame(),
+            _ => frame_of(&ToAgent::MergeDone { inserted: 7 }),
+        },
+        // Records are never acknowledged here.
+        _ => Vec::new(),
+    });
+    agent.start();
+    let (_, first) = agent.send(50);
+    wait_until(WAIT, "every kind of bad answer tried", || {
+        (hellos.load(Ordering::Relaxed) >= 6).then_some(())
+    });
+    let (_, last) = agent.send(50);
+    assert!(last > first);
+    agent.wait_link("standby", Some(&standby));
+    wait_records(&[&standby], &[("a", last)]);
+    let log = agent.log_text();
+    for expect in ["malformed", "larger than", "unexpected answer to hello"] {
+        assert!(log.contains(expect), "the agent's log says {expect:?}");
+    }
+    // Then the home address presents a certificate that is not the pinned one.
+    drop(bad_home);
+    let wrong = client_identity(&site, "wrong");
+    let wrong_fp = wrong.fingerprint();
+    let imposter = FakeServer::start(&home_addr, wrong, |_, _| {
+        frame_of(&ToAgent::Welcome {
+            cluster: None,
+            epoch: 1,
+            checks: Value::Null,
+            peer: Vec::new(),
+        })
+    });
+    // The agent probes its home every switchback interval (1 s here): never past the handshake.
+    holds_for(
+        Duration::from_secs(4),
+        "the agent stays on its standby and says nothing to the imposter",
+        || {
+            let received = imposter.received.load(Ordering::Relaxed);
+            let state = agent.link_state();
+            if received == 0 && state.as_deref() == Some("standby") {
+                Ok(())
+            } else {
+                Err(format!("{received} frames to {wrong_fp}, link {state:?}"))
+            }
+        },
+    );
+    let (_, more) = agent.send(20);
+    wait_records(&[&standby], &[("a", more)]);
+    assert_eq!(agent.link_state().as_deref(), Some("standby"));
+}

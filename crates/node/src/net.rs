@@ -715,20 +715,19 @@ pub(crate) async fn agent_link(
             )
         }
         Ok(Ok(other)) => {
-            return report(
-                &shared,
-                server,
-                conn,
-                LinkEvent::ConnectFailed(format!("unexpected answer {other:?}")),
-            )
+            let why = format!("unexpected answer to hello: {other:?}");
+            tracing::warn!(server = %addr, "link refused: {}", logsafe::text(&why));
+            return report(&shared, server, conn, LinkEvent::ConnectFailed(why));
         }
         Ok(Err(e)) => {
+            // PRODUCT.md §4: a bad frame from a server fails this link only; the cache stays.
+            tracing::warn!(server = %addr, "link refused: bad frame from the server: {}", logsafe::text(&e.to_string()));
             return report(
                 &shared,
                 server,
                 conn,
                 LinkEvent::ConnectFailed(e.to_string()),
-            )
+            );
         }
         Err(_) => {
             return report(
@@ -740,6 +739,7 @@ pub(crate) async fn agent_link(
         }
     }
     let reader_shared = shared.clone();
+    let reader_addr = addr.clone();
     let reader = tokio::spawn(async move {
         loop {
             let event = match read_frame::<ToAgent, _>(&mut rd).await {
@@ -785,12 +785,9 @@ pub(crate) async fn agent_link(
                     return;
                 }
                 Ok(Some(other)) => {
-                    report(
-                        &reader_shared,
-                        server,
-                        conn,
-                        LinkEvent::Disconnected(format!("unexpected message {other:?}")),
-                    );
+                    let why = format!("unexpected message {other:?}");
+                    tracing::warn!(server = %reader_addr, "link closed: {}", logsafe::text(&why));
+                    report(&reader_shared, server, conn, LinkEvent::Disconnected(why));
                     return;
                 }
                 Ok(None) => {
@@ -803,6 +800,7 @@ pub(crate) async fn agent_link(
                     return;
                 }
                 Err(e) => {
+                    tracing::warn!(server = %reader_addr, "link closed: bad frame from the server: {}", logsafe::text(&e.to_string()));
                     report(
                         &reader_shared,
                         server,
