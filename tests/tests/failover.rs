@@ -33,6 +33,19 @@ fn start_hot_standby(s1: &mut Node, s2: &mut Node) -> u64 {
     epoch
 }
 
+/// a1 delivers to the ACTIVE s1 and is replicated to s2; s1 is SIGKILLed with records in flight.
+fn deliver_then_kill_the_active(a1: &mut Node, s1: &mut Node, s2: &Node) -> Sender {
+    a1.start();
+    wait_on(a1, s1);
+    wait_until(WAIT, "a1 replicated to s2", || {
+        s2.agent_entry("a1").map(|_| ())
+    });
+    let load = Sender::start(a1, 50);
+    load.wait_more(300);
+    s1.kill9();
+    load
+}
+
 /// The agent is delivering to `server` (home or standby, whichever it is in its list).
 fn wait_on(agent: &Node, server: &Node) {
     wait_on_any(agent, &server.name, &[&server.listen]);
@@ -120,14 +133,7 @@ fn hs5_failback_auto_after_hold_down() {
     );
     let mut a1 = site.agent("a1", &[&s1, &s2], &agent_sets(&[]));
     start_hot_standby(&mut s1, &mut s2);
-    a1.start();
-    wait_on(&a1, &s1);
-    wait_until(WAIT, "a1 replicated to s2", || {
-        s2.agent_entry("a1").map(|_| ())
-    });
-    let load = Sender::start(&a1, 50);
-    load.wait_more(300);
-    s1.kill9();
+    let load = deliver_then_kill_the_active(&mut a1, &mut s1, &s2);
     let promoted = s2.wait_failover_state("active");
     wait_on(&a1, &s2);
     load.wait_more(300);
@@ -179,6 +185,75 @@ fn ct2_a_rotated_certificate_is_announced_to_the_standby_which_stays_standby() {
         .filter(|e| e["subject"] != "s1" || e["code"] == "SPLIT_BRAIN")
         .collect();
     assert!(failovers.is_empty(), "no failover: {failovers:?}");
+}
+
+/// The PROMOTED sentence of `server`'s own promotion (the peer's are replicated to it too).
+fn own_promotion(server: &Node) -> String {
+    let own = server
+        .events("PROMOTED")
+        .into_iter()
+        .rfind(|e| e["subject"] == server.name.as_str())
+        .expect("a promotion of its own");
+    own["sentence"].as_str().unwrap_or_default().to_string()
+}
+
+/// HS-8: a crashed ACTIVE's port refuses connections while its host answers: the STANDBY
+/// promotes on the refusals, long before its `failover_timeout` (two minutes here, longer than
+/// this test waits for anything), the agent follows, and nothing is lost.
+#[test]
+fn hs8_sigkill_of_the_active_promotes_the_standby_on_refusals_and_nothing_is_lost() {
+    let site = Site::new(35);
+    let mut sets = SERVER.to_vec();
+    sets.extend(["failover.sync_interval=1s", "failover.failover_timeout=2s"]);
+    let (mut s1, mut s2) = site.hot_standby(&sets, None);
+    // s1 starts alone and waits its own 2 s for an ACTIVE peer; s2 would wait two minutes.
+    s2.configure(&["failover.failover_timeout=2m"]);
+    let mut a1 = site.agent("a1", &[&s1, &s2], &agent_sets(&[]));
+    let epoch = start_hot_standby(&mut s1, &mut s2);
+    let load = deliver_then_kill_the_active(&mut a1, &mut s1, &s2);
+    let promoted = s2.wait_failover_state("active");
+    assert!(promoted > epoch);
+    let reason = own_promotion(&s2);
+    assert!(
+        reason.starts_with("peer s1's port refused 3 polls in a row over ")
+            && reason.contains("its process is gone while its host answers (crash_confirm 3)"),
+        "{reason}"
+    );
+    wait_on(&a1, &s2);
+    load.wait_more(300);
+    // What s1 acknowledged after s2's last replication poll is on s1's disk: s1 comes back
+    // STANDBY (HS-5) and hands it over.
+    s1.configure(&["failover.failover_timeout=2m"]);
+    s1.start();
+    s1.wait_failover_state("standby");
+    let n = load.finish().last_seq;
+    wait_records(&[&s2], &[("a1", n)]);
+}
+
+/// HS-8: a frozen ACTIVE refuses nothing (its kernel still accepts connections): the STANDBY
+/// promotes only on silence, after `failover_timeout`; when the frozen one resumes, HS-6 settles
+/// the two ACTIVE servers.
+#[test]
+fn hs8_sigstop_of_the_active_is_silence_and_waits_failover_timeout() {
+    let site = Site::new(36);
+    let mut sets = SERVER.to_vec();
+    sets.extend([
+        "failover.sync_interval=500ms",
+        "failover.failover_timeout=3s",
+    ]);
+    let (mut s1, mut s2) = site.hot_standby(&sets, None);
+    start_hot_standby(&mut s1, &mut s2);
+    s1.sigstop();
+    s2.wait_failover_state("active");
+    let reason = own_promotion(&s2);
+    assert!(
+        reason.starts_with("peer s1 has not answered for")
+            && reason.contains("(failover_timeout 3s)"),
+        "{reason}"
+    );
+    s1.sigcont();
+    s1.wait_failover_state("standby");
+    s2.wait_failover_state("active");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!   Starting ──peer ACTIVE──▶ Standby ──ACTIVE silent for failover_timeout──▶ Active (PROMOTED)
-//!      │                        │ ▲      or peer not ACTIVE and we are preferred
+//!      │                        │ ▲      or its port refused crash_confirm polls in a row (HS-8)
+//!      │                        │ │      or peer not ACTIVE and we are preferred
 //!      │ peer not ACTIVE and    │ │
 //!      │ we are preferred, or   │ └── operator `ha standby` / lower epoch meets higher
 //!      │ nobody for             │     (SPLIT_BRAIN) / auto failback of the secondary (DEMOTED)
@@ -11,6 +12,13 @@
 //! ```
 //!
 //! Both nodes poll each other every `sync_interval`; the STANDBY also replicates then (HS-3).
+//!
+//! HS-8, crash or silence: a refused connection (nothing listens on the ACTIVE's port while its
+//! host answers) is proof that its process is gone, so `crash_confirm` refusals in a row,
+//! [`CRASH_CONFIRM_INTERVAL`] apart, promote at once. Silence (timeouts, an unreachable host, a
+//! frozen process) proves nothing and still waits `failover_timeout`. Any answer, or any silence,
+//! breaks a row of refusals. The runtime learns of a crash at once from the connection it keeps
+//! open to the peer ([`HotStandby::handle_peer_closed`]), and then polls to confirm.
 //! "Preferred" is the configured PRIMARY (HS-2: when both start together the primary wins; HS-5:
 //! once the acting secondary is set to STANDBY, the primary becomes ACTIVE by itself).
 //!
@@ -58,6 +66,9 @@ impl FailoverMode {
     }
 }
 
+/// HS-8: how far apart the polls that confirm a crash are.
+pub const CRASH_CONFIRM_INTERVAL: Duration = Duration::from_millis(100);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailbackPolicy {
     /// HS-5 default: the acting secondary keeps the role until an operator sets it to STANDBY.
@@ -74,6 +85,9 @@ pub struct HotStandbyConfig {
     pub sync_interval: Duration,
     pub failover_timeout: Duration,
     pub failback: FailbackPolicy,
+    /// HS-8: refused polls in a row that prove the ACTIVE's process is gone (0: never; wait
+    /// `failover_timeout` as for silence).
+    pub crash_confirm: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +154,12 @@ pub struct HotStandby {
     peer_answered: Option<Instant>,
     /// Since when the peer has been a healthy STANDBY (for `failback = auto`).
     peer_standby_since: Option<Instant>,
+    /// HS-8: whether the peer's last answer was ACTIVE with an epoch at least ours (only such a
+    /// peer's refusals can mean a crashed ACTIVE).
+    peer_was_active: bool,
+    /// HS-8: the refusals of the current row (what each poll was told), and when the row began.
+    refusals: Vec<String>,
+    refusals_since: Option<Instant>,
     /// The site configuration version replicated from the ACTIVE peer.
     replicated_version: u64,
     split_brain_reported: bool,
@@ -160,6 +180,9 @@ impl HotStandby {
             peer: None,
             peer_answered: None,
             peer_standby_since: None,
+            peer_was_active: false,
+            refusals: Vec::new(),
+            refusals_since: None,
             replicated_version: 0,
             split_brain_reported: false,
             reason: "starting".into(),
@@ -272,7 +295,10 @@ impl HotStandby {
             return;
         }
         self.peer_answered = Some(now);
-        if peer.is_active() && peer.epoch >= self.epoch {
+        self.refusals.clear();
+        self.refusals_since = None;
+        self.peer_was_active = peer.is_active() && peer.epoch >= self.epoch;
+        if self.peer_was_active {
             self.peer_active_seen = now;
         }
         if peer.state == "standby" {
@@ -292,12 +318,71 @@ impl HotStandby {
     /// The peer did not answer a poll.
     pub fn handle_peer_unreachable(&mut self, now: Instant) {
         self.peer_standby_since = None;
+        // Silence breaks a row of refusals: it proves nothing about the peer's process.
+        self.refusals.clear();
+        self.refusals_since = None;
         if let Some(p) = &mut self.peer {
             p.state = "unreachable".into();
         }
         if !self.is_acting() {
             self.check_silence(now);
         }
+    }
+
+    /// HS-8: the connection this node keeps open to its peer closed. If the peer was the ACTIVE,
+    /// it may have crashed: poll it now instead of at the next `sync_interval`.
+    pub fn handle_peer_closed(&mut self, _now: Instant) {
+        if self.config.mode == FailoverMode::Off || self.is_acting() || !self.peer_was_active {
+            return;
+        }
+        self.actions
+            .push_back(HaAction::PollPeer { replicate: false });
+    }
+
+    /// HS-8: a poll found nothing listening on the peer's port (`why`: what the connection was
+    /// told, e.g. "Connection refused"). `crash_confirm` of them in a row, from a peer that was
+    /// the ACTIVE, promote at once; otherwise this counts as silence.
+    pub fn handle_peer_refused(&mut self, now: Instant, why: String) {
+        if self.config.mode == FailoverMode::Off {
+            return;
+        }
+        self.peer_standby_since = None;
+        if let Some(p) = &mut self.peer {
+            p.state = "unreachable".into();
+        }
+        if self.is_acting() {
+            // An ACTIVE has nobody to take over from; if both acted, HS-6 settles it when the
+            // peer answers again.
+            return;
+        }
+        if self.config.crash_confirm == 0 || !self.peer_was_active {
+            self.check_silence(now);
+            return;
+        }
+        self.refusals.push(why);
+        let since = *self.refusals_since.get_or_insert(now);
+        if self.refusals.len() < self.config.crash_confirm as usize {
+            // Confirm soon rather than at the next sync_interval.
+            self.timers.set(Timer::Poll, now + CRASH_CONFIRM_INTERVAL);
+            return;
+        }
+        let name = self
+            .peer
+            .as_ref()
+            .map_or_else(|| "the peer".to_string(), |p| format!("peer {}", p.name));
+        let mut told: Vec<&str> = self.refusals.iter().map(String::as_str).collect();
+        told.dedup();
+        let reason = format!(
+            "{name}'s port refused {} polls in a row over {} ({}): its process is gone while its host answers (crash_confirm {}): promoting",
+            self.refusals.len(),
+            fmt_duration(now.saturating_duration_since(since)),
+            told.join("; "),
+            self.config.crash_confirm
+        );
+        self.refusals.clear();
+        self.refusals_since = None;
+        self.peer_was_active = false;
+        self.promote(now, reason);
     }
 
     /// HS-5 manual switchback: an operator sets this (acting) server to STANDBY; the preferred
@@ -510,6 +595,7 @@ impl HotStandby {
     /// once it acts it no longer pulls from us (AG-2, HS-5, HS-6).
     fn demote(&mut self, now: Instant, reason: String) {
         self.state = HaState::Standby { since: now };
+        self.peer_was_active = false;
         self.reason = reason.clone();
         self.peer_active_seen = now;
         self.actions

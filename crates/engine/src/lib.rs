@@ -70,6 +70,7 @@ pub use agent::{
 pub use event::{Event, EventCode, Severity};
 pub use ha::{
     FailbackPolicy, FailoverMode, HaAction, HaState, HotStandby, HotStandbyConfig, PeerStatus,
+    CRASH_CONFIRM_INTERVAL,
 };
 pub use pair::{Member, Pair, PairAction, PairConfig, PairEpoch, PairState, SwitchbackPolicy};
 pub use registry::{AgentEntry, AgentRegistry, AgentStatus, Hello, Refusal, TokenCheck};

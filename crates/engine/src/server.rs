@@ -443,6 +443,18 @@ impl Server {
         Ok(())
     }
 
+    /// HS-8: the connection kept open to the peer closed.
+    pub fn handle_peer_closed(&mut self, now: Instant) {
+        self.ha.handle_peer_closed(now);
+        self.collect(now);
+    }
+
+    /// HS-8: nothing listens on the peer's port.
+    pub fn handle_peer_refused(&mut self, now: Instant, why: String) {
+        self.ha.handle_peer_refused(now, why);
+        self.collect(now);
+    }
+
     pub fn handle_replicated(&mut self, version: u64) {
         self.ha.handle_replicated(version);
     }

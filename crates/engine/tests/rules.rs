@@ -1107,6 +1107,7 @@ fn hs5_former_active_restarting_into_a_higher_epoch_hands_over_its_records() {
         sync_interval: Duration::from_secs(1),
         failover_timeout: Duration::from_secs(3),
         failback: FailbackPolicy::Manual,
+        crash_confirm: 3,
     };
     let peer = |epoch| PeerStatus {
         name: "b".into(),
@@ -1132,6 +1133,246 @@ fn hs5_former_active_restarting_into_a_higher_epoch_hands_over_its_records() {
     actions(&mut fresh);
     fresh.handle_peer_status(now, peer(2));
     assert_eq!(actions(&mut fresh), vec![HaAction::SaveEpoch { epoch: 2 }]);
+}
+
+// ----- HS-8: a crash is proven by refusals, silence still waits -----
+
+fn hs8_config(name: &str, mode: FailoverMode, crash_confirm: u32) -> HotStandbyConfig {
+    HotStandbyConfig {
+        name: name.into(),
+        mode,
+        sync_interval: Duration::from_secs(5),
+        failover_timeout: Duration::from_secs(15),
+        failback: FailbackPolicy::Manual,
+        crash_confirm,
+    }
+}
+
+fn hs8_peer(name: &str, mode: FailoverMode, state: &str, epoch: u64) -> PeerStatus {
+    PeerStatus {
+        name: name.into(),
+        mode,
+        state: state.into(),
+        epoch,
+        site_version: 0,
+    }
+}
+
+fn hs8_actions(ha: &mut HotStandby) -> Vec<HaAction> {
+    std::iter::from_fn(|| ha.poll_action()).collect()
+}
+
+fn hs8_events(ha: &mut HotStandby) -> Vec<Event> {
+    std::iter::from_fn(|| ha.poll_event()).collect()
+}
+
+const REFUSED: &str = "Connection refused (os error 111)";
+
+/// b is the STANDBY of a, which answered ACTIVE under epoch 1 at `now`.
+fn hs8_standby(crash_confirm: u32, now: std::time::Instant) -> HotStandby {
+    let mut b = HotStandby::new(
+        hs8_config("b", FailoverMode::Secondary, crash_confirm),
+        0,
+        now,
+    );
+    b.handle_peer_status(now, hs8_peer("a", FailoverMode::Primary, "active", 1));
+    assert_eq!(b.state().as_str(), "standby");
+    hs8_actions(&mut b);
+    hs8_events(&mut b);
+    b
+}
+
+#[test]
+fn hs8_refusals_in_a_row_promote_at_once_quoting_them() {
+    let start = std::time::Instant::now();
+    let mut b = hs8_standby(3, start);
+    // The connection b keeps open to a closes (a's process died): b polls now, not in 5 s.
+    let t1 = start + Duration::from_secs(2);
+    b.handle_peer_closed(t1);
+    assert_eq!(
+        hs8_actions(&mut b),
+        vec![HaAction::PollPeer { replicate: false }]
+    );
+    b.handle_peer_refused(t1, REFUSED.into());
+    assert_eq!(
+        b.state().as_str(),
+        "standby",
+        "one refusal proves nothing yet"
+    );
+    assert_eq!(
+        b.poll_timeout(),
+        Some(t1 + CRASH_CONFIRM_INTERVAL),
+        "confirmed soon"
+    );
+    let t2 = t1 + CRASH_CONFIRM_INTERVAL;
+    b.handle_timeout(t2);
+    assert!(matches!(
+        hs8_actions(&mut b)[..],
+        [HaAction::PollPeer { .. }]
+    ));
+    b.handle_peer_refused(t2, REFUSED.into());
+    assert_eq!(b.state().as_str(), "standby");
+    let t3 = t2 + CRASH_CONFIRM_INTERVAL;
+    b.handle_timeout(t3);
+    b.handle_peer_refused(t3, REFUSED.into());
+    assert!(
+        b.is_acting(),
+        "three refusals in a row: promoted, 13 s before failover_timeout"
+    );
+    assert_eq!(b.epoch(), 2);
+    let promoted = hs8_events(&mut b);
+    assert_eq!(promoted.len(), 1);
+    assert_eq!(promoted[0].code, EventCode::Promoted);
+    assert_eq!(
+        promoted[0].reason,
+        "peer a's port refused 3 polls in a row over 200ms (Connection refused (os error 111)): its process is gone while its host answers (crash_confirm 3): promoting (epoch 2)"
+    );
+    assert!(hs8_actions(&mut b).contains(&HaAction::SaveEpoch { epoch: 2 }));
+}
+
+#[test]
+fn hs8_refusals_interleaved_with_answers_or_silence_never_promote() {
+    let start = std::time::Instant::now();
+    let mut b = hs8_standby(3, start);
+    let mut now = start;
+    // Two refusals, then an answer or a silent poll, for ten seconds (a flapping port, a lossy
+    // link): never three refusals in a row, and an ACTIVE answers within failover_timeout.
+    for round in 0..50 {
+        for _ in 0..2 {
+            now += CRASH_CONFIRM_INTERVAL;
+            b.handle_peer_refused(now, REFUSED.into());
+        }
+        now += CRASH_CONFIRM_INTERVAL;
+        if round % 2 == 0 {
+            b.handle_peer_status(now, hs8_peer("a", FailoverMode::Primary, "active", 1));
+        } else {
+            b.handle_peer_unreachable(now);
+        }
+        assert_eq!(b.state().as_str(), "standby", "round {round}");
+    }
+    assert!(hs8_events(&mut b).is_empty());
+}
+
+#[test]
+fn hs8_silence_still_waits_failover_timeout_and_crash_confirm_0_turns_refusals_into_silence() {
+    for (crash_confirm, refused) in [(3, false), (0, true)] {
+        let start = std::time::Instant::now();
+        let mut b = hs8_standby(crash_confirm, start);
+        let mut now = start;
+        while now < start + Duration::from_secs(14) {
+            now += CRASH_CONFIRM_INTERVAL;
+            if refused {
+                b.handle_peer_refused(now, REFUSED.into());
+            } else {
+                b.handle_peer_unreachable(now);
+            }
+            assert_eq!(b.state().as_str(), "standby", "at {:?}", now - start);
+        }
+        b.handle_timeout(start + Duration::from_secs(15));
+        assert!(
+            b.is_acting(),
+            "crash_confirm {crash_confirm}: promoted at failover_timeout"
+        );
+        let promoted = hs8_events(&mut b);
+        assert!(
+            promoted[0]
+                .reason
+                .starts_with("peer a has not answered for 15s (failover_timeout 15s)"),
+            "{}",
+            promoted[0].reason
+        );
+    }
+}
+
+#[test]
+fn hs8_refusals_from_a_peer_never_seen_active_wait_failover_timeout() {
+    // A server starting while its peer is not running yet: the peer was never the ACTIVE, so a
+    // refusal proves no crash; HS-2 still waits for an ACTIVE peer.
+    let start = std::time::Instant::now();
+    let mut b = HotStandby::new(hs8_config("b", FailoverMode::Secondary, 3), 0, start);
+    for i in 1..=20 {
+        b.handle_peer_refused(start + i * CRASH_CONFIRM_INTERVAL, REFUSED.into());
+    }
+    assert_eq!(b.state().as_str(), "starting");
+    b.handle_timeout(start + Duration::from_secs(15));
+    assert!(b.is_acting());
+}
+
+#[test]
+fn hs8_a_refusal_after_a_partition_heals_follows_hs6() {
+    // Both acted during a partition, b under a higher epoch than a (primary). Refusals seen by
+    // an ACTIVE change nothing; when they meet, the lower epoch steps down (HS-6).
+    let start = std::time::Instant::now();
+    let mut a = HotStandby::new(hs8_config("a", FailoverMode::Primary, 3), 1, start);
+    a.handle_peer_status(start, hs8_peer("b", FailoverMode::Secondary, "standby", 0));
+    assert!(a.is_acting());
+    let epoch = a.epoch();
+    hs8_events(&mut a);
+    for i in 1..=5 {
+        a.handle_peer_refused(start + i * CRASH_CONFIRM_INTERVAL, REFUSED.into());
+    }
+    assert!(
+        a.is_acting() && a.epoch() == epoch,
+        "an ACTIVE ignores refusals"
+    );
+    assert!(hs8_events(&mut a).is_empty());
+    a.handle_peer_status(
+        start + Duration::from_secs(1),
+        hs8_peer("b", FailoverMode::Secondary, "active", epoch + 1),
+    );
+    assert_eq!(a.state().as_str(), "standby");
+    let codes: Vec<EventCode> = hs8_events(&mut a).into_iter().map(|e| e.code).collect();
+    assert_eq!(codes, vec![EventCode::SplitBrain, EventCode::Demoted]);
+    assert!(hs8_actions(&mut a).contains(&HaAction::MergeToPeer));
+}
+
+#[test]
+fn hs8_a_former_active_restarting_after_the_confirmation_comes_back_standby() {
+    let start = std::time::Instant::now();
+    let mut b = hs8_standby(3, start);
+    for i in 1..=3 {
+        b.handle_peer_refused(start + i * CRASH_CONFIRM_INTERVAL, REFUSED.into());
+    }
+    assert!(b.is_acting() && b.epoch() == 2);
+    // a restarts with its persisted epoch 1 and finds b ACTIVE under 2: STANDBY, and it hands
+    // over what it acknowledged after b's last replication (HS-5).
+    let back = start + Duration::from_secs(1);
+    let mut a = HotStandby::new(hs8_config("a", FailoverMode::Primary, 3), 1, back);
+    hs8_actions(&mut a);
+    a.handle_peer_status(back, hs8_peer("b", FailoverMode::Secondary, "active", 2));
+    assert_eq!(a.state().as_str(), "standby");
+    assert_eq!(
+        hs8_actions(&mut a),
+        vec![HaAction::SaveEpoch { epoch: 2 }, HaAction::MergeToPeer]
+    );
+    // And b, seeing a STANDBY, keeps the role (manual failback).
+    b.handle_peer_status(back, hs8_peer("a", FailoverMode::Primary, "standby", 2));
+    assert!(b.is_acting());
+}
+
+#[test]
+fn hs8_a_former_active_restarting_within_the_confirmation_window_breaks_the_row() {
+    // a answers again (restarted, STARTING) after two refusals: b's row is broken, b does not
+    // promote, and a (the preferred one) takes the role back under a new epoch; never two ACTIVE
+    // under one epoch.
+    let start = std::time::Instant::now();
+    let mut b = hs8_standby(3, start);
+    for i in 1..=2 {
+        b.handle_peer_refused(start + i * CRASH_CONFIRM_INTERVAL, REFUSED.into());
+    }
+    let back = start + 3 * CRASH_CONFIRM_INTERVAL;
+    b.handle_peer_status(back, hs8_peer("a", FailoverMode::Primary, "starting", 1));
+    b.handle_peer_refused(back + CRASH_CONFIRM_INTERVAL, REFUSED.into());
+    assert_eq!(
+        b.state().as_str(),
+        "standby",
+        "a STARTING peer's refusals prove no crash"
+    );
+    let mut a = HotStandby::new(hs8_config("a", FailoverMode::Primary, 3), 1, back);
+    a.handle_peer_status(back, hs8_peer("b", FailoverMode::Secondary, "standby", 1));
+    assert!(a.is_acting() && a.epoch() == 3, "epoch {}", a.epoch());
+    b.handle_peer_status(back, hs8_peer("a", FailoverMode::Primary, "active", 3));
+    assert_eq!(b.state().as_str(), "standby");
 }
 
 #[test]
@@ -1280,6 +1521,7 @@ fn ck1_a_refused_command_check_raises_one_event_per_agent_check_and_reason() {
                 sync_interval: SEC,
                 failover_timeout: 3 * SEC,
                 failback: FailbackPolicy::Manual,
+                crash_confirm: 3,
             },
             peer_url: None,
             cluster: None,

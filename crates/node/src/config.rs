@@ -138,6 +138,8 @@ pub struct FailoverConfig {
     pub failback: Failback,
     #[serde(with = "duration_str")]
     pub hold_down: Duration,
+    /// HS-8: refused polls in a row (100 ms apart) that promote the STANDBY at once; 0: never.
+    pub crash_confirm: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +208,7 @@ impl Default for FailoverConfig {
             failover_timeout: Duration::from_secs(15),
             failback: Failback::Manual,
             hold_down: Duration::from_secs(60),
+            crash_confirm: 3,
         }
     }
 }
@@ -367,6 +370,12 @@ impl Config {
         }
         if self.failover.failover_timeout.is_zero() {
             return fail("failover.failover_timeout", "must be greater than 0".into());
+        }
+        if self.failover.crash_confirm > 100 {
+            return fail(
+                "failover.crash_confirm",
+                "must be between 0 (never) and 100 refused polls".into(),
+            );
         }
         Ok(())
     }

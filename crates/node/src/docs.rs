@@ -91,6 +91,7 @@ pub(crate) fn ha_config(config: &Config) -> HotStandbyConfig {
                 hold_down: config.failover.hold_down,
             },
         },
+        crash_confirm: config.failover.crash_confirm,
     }
 }
 

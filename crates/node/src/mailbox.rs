@@ -94,6 +94,10 @@ pub(crate) enum Input {
         reply: oneshot::Sender<crate::wire::PeerState>,
     },
     PeerAnswer(Result<(PeerStatus, Option<crate::store::SiteSnapshot>), String>),
+    /// HS-8: a poll found nothing listening on the peer's port (what the connection was told).
+    PeerRefused(String),
+    /// HS-8: the connection kept open to the peer (`net::peer_watch`) closed.
+    PeerClosed,
     /// An admin request that reads or changes what the engine decides.
     Admin {
         request: understudy_api::Request,

@@ -26,6 +26,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest first frame from anyone but the peer: a Hello fits in a few KiB (the peer's first
 /// frame may be a Merge of records, up to [`crate::frame::MAX_FRAME`]).
 pub const MAX_FIRST_FRAME: usize = 16 * 1024;
+/// HS-8: how often a server beats on the peer's watch connection, and how long the watcher waits
+/// for a beat before it takes the connection for one a cut link left behind.
+const WATCH_BEAT: Duration = Duration::from_secs(1);
+const WATCH_STALE: Duration = Duration::from_secs(3);
 /// Records per frame (well under the 1 MiB frame limit).
 const BATCH: usize = 500;
 
@@ -402,6 +406,26 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 match read_frame::<ToServer, _>(&mut rd).await {
                     Ok(Some(ToServer::Merge { records })) => batch = records,
                     _ => return,
+                }
+            }
+        }
+        ToServer::PeerWatch => {
+            if !is_peer(&shared, &fingerprint) {
+                return refuse_not_peer(&mut wr, remote, &fingerprint, "a peer watch").await;
+            }
+            link.authenticated();
+            // Held open until this node stops or the peer goes; a beat every second lets the
+            // peer tell a live connection from one a cut link left behind.
+            let mut shutdown = shared.shutdown.subscribe();
+            loop {
+                if write_frame(&mut wr, &ToAgent::PeerWatching).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(WATCH_BEAT) => {}
+                    _ = shutdown.changed() => return,
+                    // The peer sends nothing on a watch: whatever arrives (its close) ends it.
+                    _ = read_frame::<ToServer, _>(&mut rd) => return,
                 }
             }
         }
@@ -976,9 +1000,15 @@ pub(crate) async fn peer_poll(
                 store.site_version().unwrap_or(0),
             )
         };
-        let stream = tls::connect_with(peer_client(&shared)?, &addr, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        let stream = match tls::connect_with(peer_client(&shared)?, &addr, timeout).await {
+            Ok(stream) => stream,
+            Err(tls::TlsError::Connect { source, .. })
+                if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                return Err(PollFailure::Refused(source.to_string()));
+            }
+            Err(e) => return Err(e.to_string().into()),
+        };
         let (mut rd, mut wr) = tokio::io::split(stream);
         write_frame(
             &mut wr,
@@ -1005,7 +1035,7 @@ pub(crate) async fn peer_poll(
             events,
         }) = reply
         else {
-            return Err(format!("unexpected answer {reply:?}"));
+            return Err(format!("unexpected answer {reply:?}").into());
         };
         // Issue 12 item 2: records and events are taken only from a poll that asked for them (a
         // STANDBY's); the site snapshot goes to the core, where the engine decides.
@@ -1028,7 +1058,80 @@ pub(crate) async fn peer_poll(
         Ok((peer_status(&state), site))
     }
     .await;
-    let _ = shared.core.send(Input::PeerAnswer(answer));
+    let _ = shared.core.send(match answer {
+        Err(PollFailure::Refused(why)) => Input::PeerRefused(why),
+        Ok(answer) => Input::PeerAnswer(Ok(answer)),
+        Err(PollFailure::Failed(why)) => Input::PeerAnswer(Err(why)),
+    });
+}
+
+/// Why a peer poll got no answer: nothing listens on the peer's port (HS-8: its process is gone
+/// while its host answers), or anything else (silence, a TLS or protocol error).
+enum PollFailure {
+    Refused(String),
+    Failed(String),
+}
+
+impl From<String> for PollFailure {
+    fn from(why: String) -> PollFailure {
+        PollFailure::Failed(why)
+    }
+}
+
+/// HS-8: keeps a connection open to the hot-standby peer while this node runs, so that a crash of
+/// the peer's process (its kernel closes the connection) reaches the core at once
+/// (`Input::PeerClosed`) instead of at the next poll. The engine decides what it means.
+pub(crate) async fn peer_watch(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let config = shared.config();
+        let peer = if config.node.server && config.failover.mode != crate::config::FailoverMode::Off
+        {
+            config.peer().ok().flatten()
+        } else {
+            None
+        };
+        if let Some(peer) = peer {
+            match watch_once(&shared, &peer.address()).await {
+                Ok(()) => {
+                    let _ = shared.core.send(Input::PeerClosed);
+                }
+                Err(why) => tracing::debug!("peer watch: {why}"),
+            }
+        }
+        let pause = config.failover.sync_interval.min(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One watch connection: `Ok` when the peer accepted it and it then closed (or broke); `Err` when
+/// it could not be opened, was refused, went stale, or this node is stopping.
+async fn watch_once(shared: &Arc<Shared>, addr: &str) -> Result<(), String> {
+    let stream = tls::connect_with(peer_client(shared)?, addr, Duration::from_secs(3))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    write_frame(&mut wr, &ToServer::PeerWatch)
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(WATCH_STALE, read_frame::<ToAgent, _>(&mut rd)).await {
+        Ok(Ok(Some(ToAgent::PeerWatching))) => {}
+        other => return Err(format!("the peer did not take the watch: {other:?}")),
+    }
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            beat = tokio::time::timeout(WATCH_STALE, read_frame::<ToAgent, _>(&mut rd)) => match beat {
+                Ok(Ok(Some(ToAgent::PeerWatching))) => {}
+                Ok(_) => return Ok(()),
+                Err(_) => return Err("no beat: the connection went stale".into()),
+            },
+            _ = shutdown.changed() => return Err("stopping".into()),
+        }
+    }
 }
 
 fn peer_status(state: &PeerState) -> PeerStatus {

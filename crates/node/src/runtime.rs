@@ -249,6 +249,7 @@ impl Node {
             crate::limits::global_limit(nofile),
         );
         tokio::spawn(net::serve(shared.clone(), listener, server_config, limits));
+        tokio::spawn(net::peer_watch(shared.clone()));
         tracing::info!(%listen, "node started");
         Ok(Node { shared })
     }
@@ -667,6 +668,18 @@ impl Core {
                 let _ = reply.send(self.peer_state());
             }
             Input::PeerAnswer(answer) => self.peer_answer(now, answer),
+            Input::PeerRefused(why) => {
+                if let Some(s) = &mut self.server {
+                    s.peer_poll_busy = false;
+                    tracing::debug!("peer poll refused: {why}");
+                    s.engine.handle_peer_refused(now, why);
+                }
+            }
+            Input::PeerClosed => {
+                if let Some(s) = &mut self.server {
+                    s.engine.handle_peer_closed(now);
+                }
+            }
             Input::Admin { request, reply } => {
                 let r = requests::core_request(self, now, request);
                 let _ = reply.send(r);

@@ -135,6 +135,9 @@ pub enum ToServer {
     Merge {
         records: Vec<StoredRecord>,
     },
+    /// HS-8: the peer keeps this connection open, so that it learns at once when this server's
+    /// process is gone (its kernel closes the connection).
+    PeerWatch,
 }
 
 /// What a server sends to an agent (or to a polling peer).
@@ -195,6 +198,8 @@ pub enum ToAgent {
     MergeDone {
         inserted: usize,
     },
+    /// HS-8: the answer to a `PeerWatch`, sent again every second while the connection is open.
+    PeerWatching,
     /// A protocol error: the connection is closed after this.
     Error {
         reason: String,

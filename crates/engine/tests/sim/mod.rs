@@ -313,6 +313,7 @@ impl Site {
                 sync_interval: t.sync_interval,
                 failover_timeout: t.failover_timeout,
                 failback: FailbackPolicy::Manual,
+                crash_confirm: 3,
             },
             peer_url: None,
             cluster: None,
