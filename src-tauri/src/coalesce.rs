@@ -76,6 +76,16 @@ const BURSTS: &[(&str, &str)] = &[
         "{n} agents let go of records held for their home server",
     ),
     ("CHECK_REFUSED", "{n} checks were refused by their agents"),
+    ("CHECK_DOWN", "{n} checks are down"),
+    ("CHECK_UP", "{n} checks are up again"),
+    ("CHECK_FLAPPING", "{n} checks are flapping"),
+    ("AGENT_SILENT", "{n} agents fell silent"),
+    ("AGENT_BACK", "{n} silent agents are heard again"),
+    (
+        "SITE_OUTAGE",
+        "{n} site outages: most agents fell silent together",
+    ),
+    ("DELIVERY_FAILED", "{n} alert deliveries failed"),
 ];
 
 /// True for the codes the engine marks as notifying (UI-2); every other code is only listed.

@@ -108,7 +108,17 @@ state: string,
  */
 server: string | null, pending: boolean, fingerprint: string | null, standby_slot: boolean, };
 
-export type CheckSpec = { name: string, kind: string, target: unknown, every?: string, timeout?: string, agent?: string | null, pair?: string | null, };
+export type CheckSpec = { name: string, kind: string, target: unknown, every?: string, timeout?: string, agent?: string | null, pair?: string | null, 
+/**
+ * AL-2: DOWN after this many failed runs in a row (default
+ * [`crate::defaults::CHECK_FAIL_AFTER`]).
+ */
+fail_after?: number, 
+/**
+ * AL-2: UP again after this many good runs in a row (default
+ * [`crate::defaults::CHECK_OK_AFTER`]).
+ */
+ok_after?: number, };
 
 export type Switchback = "auto" | "manual";
 

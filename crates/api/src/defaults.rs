@@ -18,6 +18,19 @@ pub const CHECK_HTTP_EXPECT: u16 = 200;
 /// CT-2, issue 12 item 2: after a server announces a new certificate, how long an agent still
 /// accepts that server's older certificates (and a server its peer's older announced ones).
 pub const PIN_RETIRE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+/// AL-2: a check is DOWN after this many failed runs in a row, and UP after this many good ones.
+pub const CHECK_FAIL_AFTER: u32 = 3;
+pub const CHECK_OK_AFTER: u32 = 2;
+/// AL-3 `server.silent_after`: an accepted agent not heard this long is silent.
+pub const SILENT_AFTER: Duration = Duration::from_secs(120);
+/// AL-6 `alert.group_wait`: alerts to one channel are grouped this long (0: not grouped).
+pub const ALERT_GROUP_WAIT: Duration = Duration::from_secs(10);
+/// AL-5 `alert.give_up_after`: a delivery is retried this long, then DELIVERY_FAILED.
+pub const ALERT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// AL-5: the first retry waits this long, doubling up to [`ALERT_RETRY_MAX`].
+pub const ALERT_RETRY_FIRST: Duration = Duration::from_secs(1);
+pub const ALERT_RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// How many events `GET /api/events` answers at most when no limit is given.
 pub const EVENTS_LIMIT: usize = 1000;
 

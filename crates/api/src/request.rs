@@ -255,6 +255,16 @@ pub struct CheckSpec {
     pub agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pair: Option<String>,
+    /// AL-2: DOWN after this many failed runs in a row (default
+    /// [`crate::defaults::CHECK_FAIL_AFTER`]).
+    #[cfg_attr(feature = "ts", ts(optional))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_after: Option<u32>,
+    /// AL-2: UP again after this many good runs in a row (default
+    /// [`crate::defaults::CHECK_OK_AFTER`]).
+    #[cfg_attr(feature = "ts", ts(optional))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok_after: Option<u32>,
     #[serde(flatten)]
     #[cfg_attr(feature = "ts", ts(skip))]
     pub more: Map<String, Value>,

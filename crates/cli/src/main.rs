@@ -211,6 +211,12 @@ pub enum CheckCommand {
         /// Run on this pair's active member
         #[arg(long, value_name = "P")]
         pair: Option<String>,
+        /// DOWN after this many failed runs in a row (AL-2; default 3)
+        #[arg(long, value_name = "N")]
+        fail_after: Option<u32>,
+        /// UP again after this many good runs in a row (AL-2; default 2)
+        #[arg(long, value_name = "N")]
+        ok_after: Option<u32>,
     },
     /// Remove a check
     Remove { name: String },

@@ -119,6 +119,8 @@ pub async fn check(target: &Target, cmd: CheckCommand) -> Result<(), Failure> {
             timeout,
             agent,
             pair,
+            fail_after,
+            ok_after,
         } => {
             let request = Request::PutCheck(CheckSpec {
                 name: name.clone(),
@@ -128,6 +130,8 @@ pub async fn check(target: &Target, cmd: CheckCommand) -> Result<(), Failure> {
                 timeout,
                 agent,
                 pair,
+                fail_after,
+                ok_after,
                 more: Default::default(),
             });
             print_done(api.request(&request).await?, &format!("check {name} added"));

@@ -108,6 +108,13 @@ event_codes! {
     RoleChanged => "ROLE_CHANGED", "HS-7", false, Info, "Roles changed";
     CertGenerated => "CERT_GENERATED", "CT-1", true, Info, "New certificate";
     CheckRefused => "CHECK_REFUSED", "CK-1", true, Warning, "Check refused";
+    CheckDown => "CHECK_DOWN", "AL-2", true, Critical, "Check down";
+    CheckUp => "CHECK_UP", "AL-2", true, Info, "Check up";
+    CheckFlapping => "CHECK_FLAPPING", "AL-2", true, Warning, "Check flapping";
+    AgentSilent => "AGENT_SILENT", "AL-3", true, Warning, "Agent silent";
+    AgentBack => "AGENT_BACK", "AL-3", true, Info, "Agent back";
+    SiteOutage => "SITE_OUTAGE", "AL-6", true, Critical, "Site outage";
+    DeliveryFailed => "DELIVERY_FAILED", "AL-5", true, Critical, "Alert delivery failed";
 }
 
 impl std::fmt::Display for EventCode {

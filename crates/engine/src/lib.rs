@@ -53,6 +53,13 @@
 //! | `ROLE_CHANGED` | HS-7 | no | server role, agent role or failover mode changed at run time |
 //! | `CERT_GENERATED` | CT-1 | yes | a new certificate was generated and taken into use |
 //! | `CHECK_REFUSED` | CK-1 | yes | an agent refused a `command` check its `agent.allow_commands` does not allow |
+//! | `CHECK_DOWN` | AL-2 | yes | a check failed `fail_after` runs in a row |
+//! | `CHECK_UP` | AL-2 | yes | a check that was down passed `ok_after` runs in a row |
+//! | `CHECK_FLAPPING` | AL-2 | yes | a check changed state 6 times within 10 minutes; its changes are held until it is stable for 10 minutes |
+//! | `AGENT_SILENT` | AL-3 | yes | the acting server has not heard an accepted agent for `server.silent_after` |
+//! | `AGENT_BACK` | AL-3 | yes | a silent agent is heard again |
+//! | `SITE_OUTAGE` | AL-6 | yes | more than half of the accepted agents fell silent within one `alert.group_wait` (replaces their AGENT_SILENT) |
+//! | `DELIVERY_FAILED` | AL-5 | yes | an alert could not be delivered to a channel before `alert.give_up_after` |
 
 pub mod agent;
 pub mod event;
@@ -62,6 +69,7 @@ pub mod registry;
 pub mod roles;
 pub mod server;
 mod timers;
+pub mod watch;
 
 pub use agent::{
     Agent, AgentAction, AgentConfig, LinkState, MemberState, PairView, ProbeResult, Restored,
@@ -76,6 +84,7 @@ pub use pair::{Member, Pair, PairAction, PairConfig, PairEpoch, PairState, Switc
 pub use registry::{AgentEntry, AgentRegistry, AgentStatus, Hello, Refusal, TokenCheck};
 pub use roles::{validate_role_change, RoleChange, RoleContext, Roles};
 pub use server::{Admission, Server, ServerAction, ServerConfig};
+pub use watch::{CheckState, Thresholds, Watch, WatchConfig};
 
 /// The engine's notion of time: a monotonic instant supplied by the caller (never read here).
 pub use std::time::Instant;

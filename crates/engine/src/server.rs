@@ -10,6 +10,7 @@ use crate::event::Event;
 use crate::ha::{HaAction, HotStandby, HotStandbyConfig};
 use crate::pair::{Pair, PairAction, PairConfig, PairEpoch, PairState};
 use crate::registry::{AgentEntry, AgentRegistry, Hello, Refusal};
+use crate::watch::{Thresholds, Watch, WatchConfig};
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -20,6 +21,8 @@ pub struct ServerConfig {
     pub peer_url: Option<String>,
     /// A name shared by both servers of a hot-standby pair: agents compare epochs within it.
     pub cluster: Option<String>,
+    /// `server.silent_after` and `alert.group_wait` (AL-3, AL-6).
+    pub watch: WatchConfig,
 }
 
 /// The answer to an agent's hello.
@@ -70,6 +73,8 @@ pub struct Server {
     events: VecDeque<Event>,
     /// The last refusal each agent reported for each of its checks: told once (CHECK_REFUSED).
     check_refusals: BTreeMap<(String, String), String>,
+    /// Check states and silent agents (AL-2, AL-3, AL-6), watched while acting.
+    watch: Watch,
 }
 
 impl Server {
@@ -88,6 +93,7 @@ impl Server {
                 .map(|(c, s)| (c.name.clone(), Pair::new(c, s)))
                 .collect(),
             ha,
+            watch: Watch::new(config.watch),
             config,
             acting: false,
             actions: VecDeque::new(),
@@ -118,6 +124,16 @@ impl Server {
     pub fn is_acting(&self) -> bool {
         self.acting
     }
+    pub fn watch(&self) -> &Watch {
+        &self.watch
+    }
+    fn accepted_names(&self) -> Vec<String> {
+        self.registry
+            .entries()
+            .filter(|e| e.status == crate::AgentStatus::Accepted)
+            .map(|e| e.name.clone())
+            .collect()
+    }
     fn welcome(&self) -> Welcome {
         Welcome {
             cluster: self.config.cluster.clone(),
@@ -144,7 +160,10 @@ impl Server {
     }
     pub fn poll_timeout(&self) -> Option<Instant> {
         let pairs = self.pairs.values().filter_map(Pair::poll_timeout);
-        pairs.chain(self.ha.poll_timeout()).min()
+        pairs
+            .chain(self.ha.poll_timeout())
+            .chain(self.watch.poll_timeout())
+            .min()
     }
 
     // ----- agents -----
@@ -298,6 +317,39 @@ impl Server {
             format!("{agent} refused check {check}: {reason}"),
         ));
         self.collect(now);
+    }
+
+    /// AL-3: an accepted agent was heard (a hello, a heartbeat or a record); `seen` says where
+    /// and when, in the runtime's words (the engine has no wall clock).
+    pub fn handle_agent_heard(&mut self, now: Instant, agent: &str, seen: &str) {
+        self.watch.handle_heard(now, agent, seen);
+        self.collect(now);
+    }
+
+    /// AL-2: one stored run of a check (each stored record fed once), under the check's name:
+    /// a pair's check is one series whichever member ran it.
+    pub fn handle_check_result(
+        &mut self,
+        now: Instant,
+        check: &str,
+        thresholds: Thresholds,
+        up: bool,
+        detail: &str,
+    ) {
+        self.watch
+            .handle_check_result(now, check, thresholds, up, detail);
+        self.collect(now);
+    }
+
+    /// A check was removed from the site configuration: its series goes.
+    pub fn handle_check_removed(&mut self, check: &str) {
+        self.watch.handle_check_removed(check);
+    }
+
+    /// `server.silent_after` or `alert.group_wait` changed.
+    pub fn handle_watch_config(&mut self, config: WatchConfig) {
+        self.config.watch = config;
+        self.watch.set_config(config);
     }
 
     pub fn accept_agent(&mut self, now: Instant, name: &str) -> Result<String, String> {
@@ -482,6 +534,7 @@ impl Server {
         for pair in self.pairs.values_mut() {
             pair.handle_timeout(now);
         }
+        self.watch.handle_timeout(now);
         self.collect(now);
     }
 
@@ -495,6 +548,8 @@ impl Server {
                 for pair in self.pairs.values_mut() {
                     pair.handle_supervising(now, acting, epoch);
                 }
+                let accepted = self.accepted_names();
+                self.watch.handle_acting(now, acting, &accepted);
                 if !acting {
                     if let Some(peer) = self.config.peer_url.clone() {
                         self.actions
@@ -515,6 +570,11 @@ impl Server {
             let changed = self.registry.take_changed();
             if !changed.is_empty() {
                 self.actions.push_back(ServerAction::PersistAgents(changed));
+                let accepted = self.accepted_names();
+                self.watch.handle_accepted(now, &accepted);
+            }
+            while let Some(e) = self.watch.poll_event() {
+                self.events.push_back(e);
             }
             let names: Vec<String> = self.pairs.keys().cloned().collect();
             for name in names {

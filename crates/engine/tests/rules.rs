@@ -1525,6 +1525,10 @@ fn ck1_a_refused_command_check_raises_one_event_per_agent_check_and_reason() {
             },
             peer_url: None,
             cluster: None,
+            watch: WatchConfig {
+                silent_after: 120 * SEC,
+                group_wait: 10 * SEC,
+            },
         },
         Vec::new(),
         Vec::new(),

@@ -68,6 +68,8 @@ pub struct Config {
     pub failover: FailoverConfig,
     #[serde(default)]
     pub ui: UiConfig,
+    #[serde(default)]
+    pub alert: AlertConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +124,30 @@ pub struct ServerConfig {
     pub standby_capacity: u32,
     #[serde(deserialize_with = "de_token")]
     pub enroll_token: String,
+    /// AL-3: an accepted agent not heard this long is silent (AGENT_SILENT).
+    #[serde(with = "duration_str")]
+    pub silent_after: Duration,
+}
+
+/// `alert.*` (AL-5, AL-6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertConfig {
+    /// Alerts to one channel are grouped this long into one message (0: not grouped).
+    #[serde(with = "duration_str")]
+    pub group_wait: Duration,
+    /// A delivery is retried this long, then DELIVERY_FAILED.
+    #[serde(with = "duration_str")]
+    pub give_up_after: Duration,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig {
+            group_wait: understudy_api::defaults::ALERT_GROUP_WAIT,
+            give_up_after: understudy_api::defaults::ALERT_GIVE_UP_AFTER,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,6 +221,7 @@ impl Default for ServerConfig {
         ServerConfig {
             standby_capacity: 100,
             enroll_token: String::new(),
+            silent_after: understudy_api::defaults::SILENT_AFTER,
         }
     }
 }
@@ -237,6 +264,7 @@ impl Config {
             server: ServerConfig::default(),
             failover: FailoverConfig::default(),
             ui: UiConfig::default(),
+            alert: AlertConfig::default(),
         }
     }
 

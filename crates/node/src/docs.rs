@@ -75,6 +75,14 @@ pub(crate) fn agent_entry(row: &AgentRow) -> AgentEntry {
     }
 }
 
+/// `server.silent_after` and `alert.group_wait`, as the engine's watch takes them.
+pub(crate) fn watch_config(config: &Config) -> understudy_engine::WatchConfig {
+    understudy_engine::WatchConfig {
+        silent_after: config.server.silent_after,
+        group_wait: config.alert.group_wait,
+    }
+}
+
 pub(crate) fn ha_config(config: &Config) -> HotStandbyConfig {
     HotStandbyConfig {
         name: config.node.name.clone(),

@@ -90,6 +90,12 @@ pub(crate) enum Input {
         check: String,
         reason: String,
     },
+    /// Records from a connected agent were stored (AL-3: it was heard); the check runs among
+    /// them that were new here, in order, as `(check, up, detail)` (AL-2).
+    Stored {
+        agent: String,
+        checks: Vec<(String, bool, String)>,
+    },
     PeerState {
         reply: oneshot::Sender<crate::wire::PeerState>,
     },

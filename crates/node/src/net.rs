@@ -463,6 +463,21 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// A check run as the agent recorded it (`kind = "check"`, detail `{"up", "detail"}`), for AL-2.
+fn check_run(r: &crate::store::Record) -> Option<(String, bool, String)> {
+    if r.kind != "check" {
+        return None;
+    }
+    let detail: serde_json::Value = serde_json::from_str(r.detail.as_deref()?).ok()?;
+    let up = detail.get("up")?.as_bool()?;
+    let text = detail
+        .get("detail")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    Some((r.name.clone(), up, text))
+}
+
 /// Issue 12 item 2: the peer is `failover.peer`'s fingerprint, or a rotation it announced over a
 /// link made with one of those (`Shared.peer_pins`); never any other pinned certificate (an
 /// agent's server, a first-contact one).
@@ -531,10 +546,18 @@ async fn agent_connection<R, W>(
                     }
                     let store_shared = shared.clone();
                     let (aid, aname) = (id.to_string(), name.to_string());
-                    let stored = tokio::task::spawn_blocking(move || store_shared.store().records_insert(&aid, &aname, &records, taken_for.as_deref())).await;
+                    let stored = tokio::task::spawn_blocking(move || {
+                        let new = store_shared.store().records_insert_new(&aid, &aname, &records, taken_for.as_deref())?;
+                        // AL-2: each check run feeds the watch once, however often it is resent.
+                        let checks: Vec<(String, bool, String)> = new.iter().filter_map(|i| check_run(&records[*i])).collect();
+                        Ok::<_, crate::store::StoreError>(checks)
+                    }).await;
                     match stored {
                         // AG-2: acknowledged only once the records are durable here.
-                        Ok(Ok(_)) => reply(wr, &ToAgent::Ack { upto }).await,
+                        Ok(Ok(checks)) => {
+                            let _ = shared.core.send(Input::Stored { agent: name.to_string(), checks });
+                            reply(wr, &ToAgent::Ack { upto }).await
+                        }
                         Ok(Err(e)) => {
                             tracing::error!(agent = %name, "records not stored, not acknowledged: {e}");
                             reply(wr, &ToAgent::Error { reason: format!("records not stored: {e}") }).await;

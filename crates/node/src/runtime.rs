@@ -17,7 +17,7 @@ use understudy_engine::{
 };
 
 use crate::config::{self, Config, ConfigError, ServerUrl, CONFIG_FILE};
-use crate::docs::{agent_entry, ha_config, pair_config_from_doc, pair_doc};
+use crate::docs::{agent_entry, ha_config, pair_config_from_doc, pair_doc, watch_config};
 use crate::http_client::AdminClient;
 use crate::mailbox::{
     now_ms, record_event, redirect_target, Input, LinkCmd, LinkEvent, Shared, PEER_PINS, PINS_KEY,
@@ -374,6 +374,7 @@ impl Core {
                 ha: ha_config(config),
                 peer_url: cluster.as_ref().map(|(_, p)| format!("https://{p}")),
                 cluster: cluster.as_ref().map(|(c, _)| c.clone()),
+                watch: watch_config(config),
             },
             agents,
             pairs,
@@ -571,6 +572,7 @@ impl Core {
                         if matches!(admission, Admission::Accepted(_)) {
                             s.conns
                                 .insert(hello.name.clone(), (conn, hello.id.clone(), tx));
+                            s.engine.handle_agent_heard(now, &hello.name, &seen_now());
                         }
                         admission
                     }
@@ -599,6 +601,7 @@ impl Core {
                         return;
                     }
                     let tx = tx.clone();
+                    s.engine.handle_agent_heard(now, &agent, &seen_now());
                     let views = s.engine.handle_heartbeat(now, &agent, &reports);
                     let views = views.iter().map(Into::into).collect();
                     let _ = tx.send(crate::wire::ToAgent::HeartbeatAck { id, views });
@@ -662,6 +665,18 @@ impl Core {
             } => {
                 if let Some(s) = &mut self.server {
                     s.engine.handle_check_refused(now, &agent, &check, &reason);
+                }
+            }
+            Input::Stored { agent, checks } => {
+                let thresholds: Vec<engine::Thresholds> = checks
+                    .iter()
+                    .map(|(name, _, _)| check_thresholds(&self.shared, name))
+                    .collect();
+                if let Some(s) = &mut self.server {
+                    s.engine.handle_agent_heard(now, &agent, &seen_now());
+                    for ((name, up, detail), t) in checks.iter().zip(thresholds) {
+                        s.engine.handle_check_result(now, name, t, *up, detail);
+                    }
                 }
             }
             Input::PeerState { reply } => {
@@ -1283,4 +1298,29 @@ fn spawn_hook(
             timeout: config.agent.hook_timeout,
         },
     );
+}
+
+/// AL-3: where and when an agent was last heard, as AGENT_SILENT tells it.
+fn seen_now() -> String {
+    let at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    format!("at {at} on its link to this server")
+}
+
+/// AL-2: a check's `fail_after` / `ok_after` as the site configuration has them.
+fn check_thresholds(shared: &Shared, check: &str) -> engine::Thresholds {
+    let doc = shared.store().check_get(check).ok().flatten();
+    let n = |key: &str, default: u32| {
+        doc.as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(default)
+    };
+    engine::Thresholds {
+        fail_after: n("fail_after", understudy_api::defaults::CHECK_FAIL_AFTER),
+        ok_after: n("ok_after", understudy_api::defaults::CHECK_OK_AFTER),
+    }
 }

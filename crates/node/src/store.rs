@@ -742,6 +742,19 @@ impl Store {
         records: &[Record],
         taken_for: Option<&str>,
     ) -> Result<usize> {
+        self.records_insert_new(agent_id, agent_name, records, taken_for)
+            .map(|new| new.len())
+    }
+
+    /// [`Store::records_insert`], answering which of `records` (by index) were new here: the
+    /// others were stored before (a resend after a lost acknowledgement).
+    pub fn records_insert_new(
+        &mut self,
+        agent_id: &str,
+        agent_name: &str,
+        records: &[Record],
+        taken_for: Option<&str>,
+    ) -> Result<Vec<usize>> {
         const DOING: &str = "storing records";
         if let Some(r) = records.iter().find(|r| !r.value.is_finite()) {
             return Err(self.bad(DOING, format!("record {} has a non-finite value", r.seq)));
@@ -749,11 +762,11 @@ impl Store {
         let path = self.path.clone();
         let err = |e| StoreError::sqlite(&path, DOING, e);
         let tx = self.begin(DOING)?;
-        let mut inserted = 0;
+        let mut inserted = Vec::new();
         {
             let mut insert = tx.prepare_cached(INSERT_RECORD).map_err(err)?;
-            for r in records {
-                inserted += insert
+            for (i, r) in records.iter().enumerate() {
+                let n = insert
                     .execute(params![
                         agent_id,
                         agent_name,
@@ -767,6 +780,9 @@ impl Store {
                         taken_for
                     ])
                     .map_err(err)?;
+                if n > 0 {
+                    inserted.push(i);
+                }
             }
         }
         tx.commit().map_err(err)?;

@@ -244,6 +244,8 @@ pub struct Timings {
     pub failover_after: Duration,
     pub hold_down: Duration,
     pub held_limit: u64,
+    pub silent_after: Duration,
+    pub group_wait: Duration,
 }
 
 impl Default for Timings {
@@ -257,6 +259,8 @@ impl Default for Timings {
             failover_after: 4 * SEC,
             hold_down: 6 * SEC,
             held_limit: u64::MAX,
+            silent_after: 120 * SEC,
+            group_wait: 10 * SEC,
         }
     }
 }
@@ -317,6 +321,10 @@ impl Site {
             },
             peer_url: None,
             cluster: None,
+            watch: WatchConfig {
+                silent_after: t.silent_after,
+                group_wait: t.group_wait,
+            },
         };
         self.servers.push(SimServer {
             name: name.into(),

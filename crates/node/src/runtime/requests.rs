@@ -66,6 +66,9 @@ pub(crate) fn core_request(core: &mut Core, now: Instant, request: Request) -> A
             let removed = core.shared().store().check_remove(&name);
             match removed {
                 Ok(Some(_)) => {
+                    if let Some(s) = core.server_engine_mut() {
+                        s.handle_check_removed(&name);
+                    }
                     push_checks(core);
                     done(format!("check {name} removed"))
                 }
@@ -182,6 +185,13 @@ fn put_check(core: &mut Core, spec: CheckSpec) -> Answer {
         return Err(Refusal::invalid(
             "a check is assigned to exactly one of --agent or --pair",
         ));
+    }
+    for (key, n) in [("fail_after", spec.fail_after), ("ok_after", spec.ok_after)] {
+        if n == Some(0) {
+            return Err(Refusal::invalid(format!(
+                "{key} counts runs in a row: at least 1"
+            )));
+        }
     }
     if let Some(p) = &spec.pair {
         if core.server_engine().and_then(|s| s.pair(p)).is_none() {
