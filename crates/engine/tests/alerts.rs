@@ -32,6 +32,7 @@ fn server(agents: &[&str], silent_after: Duration, group_wait: Duration, now: In
                 sync_interval: SEC,
                 failover_timeout: 3 * SEC,
                 failback: FailbackPolicy::Manual,
+                crash_confirm: 3,
             },
             peer_url: None,
             cluster: None,
