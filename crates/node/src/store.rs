@@ -84,7 +84,99 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE cache ADD COLUMN held_by TEXT;
     ALTER TABLE records ADD COLUMN taken_for TEXT;
     "#,
+    // 3: AL-5, the outbox. An alert is written with its event, in the same transaction, with one
+    // delivery row per channel; `rev` grows at every change of a row (from the `outbox_rev`
+    // counter), the cursor a STANDBY replicates the outbox and its marks with.
+    r#"
+    CREATE TABLE alerts (
+        id        TEXT PRIMARY KEY,
+        event_id  INTEGER NOT NULL,
+        time_ms   INTEGER NOT NULL,
+        code      TEXT NOT NULL,
+        severity  TEXT NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
+        subject   TEXT NOT NULL,
+        sentence  TEXT NOT NULL
+    );
+    CREATE TABLE deliveries (
+        alert_id   TEXT NOT NULL REFERENCES alerts (id),
+        channel    TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        next_ms    INTEGER NOT NULL,
+        last_error TEXT,
+        rev        INTEGER NOT NULL,
+        PRIMARY KEY (alert_id, channel)
+    );
+    CREATE INDEX deliveries_due ON deliveries (state, next_ms);
+    CREATE INDEX deliveries_by_rev ON deliveries (rev);
+    "#,
 ];
+
+/// AL-5: when the next attempt of a delivery that failed `attempts` times is due: 1 s after the
+/// first failure, doubling, at most 5 min apart.
+pub fn retry_after(attempts: u32) -> std::time::Duration {
+    let first = understudy_api::defaults::ALERT_RETRY_FIRST;
+    let max = understudy_api::defaults::ALERT_RETRY_MAX;
+    let doublings = attempts.saturating_sub(1).min(16);
+    (first * (1u32 << doublings)).min(max)
+}
+
+/// An alert to write with its event (AL-1, AL-5): its stable id and severity, and the channels
+/// it goes to (one delivery row each).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert {
+    pub id: String,
+    pub severity: String,
+    pub channels: Vec<String>,
+}
+
+/// One alert of the outbox with its delivery per channel (`alert list --json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRow {
+    pub id: String,
+    pub event_id: u64,
+    pub time_ms: i64,
+    pub code: String,
+    pub severity: String,
+    pub subject: String,
+    pub sentence: String,
+    pub deliveries: Vec<DeliveryRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRow {
+    pub channel: String,
+    /// `pending`, `sent` or `failed`.
+    pub state: String,
+    pub attempts: u32,
+    pub next_ms: i64,
+    pub last_error: Option<String>,
+}
+
+/// A delivery whose attempt is due, with what its message says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueDelivery {
+    pub alert_id: String,
+    pub channel: String,
+    pub attempts: u32,
+    pub time_ms: i64,
+    pub code: String,
+    pub severity: String,
+    pub subject: String,
+    pub sentence: String,
+}
+
+/// What became of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Sent,
+    /// Retried at this wall-clock time.
+    Retry(i64),
+    /// `alert.give_up_after` has passed: DELIVERY_FAILED.
+    Failed,
+}
+
+const OUTBOX_REV: &str = "outbox_rev";
 
 const CACHE_SEQ: &str = "cache_seq";
 const SITE_VERSION: &str = "site_version";
@@ -896,6 +988,16 @@ impl Store {
 
     /// Appends an event raised on this node; returns its local id.
     pub fn event_append(&mut self, event: &EventRow) -> Result<u64> {
+        self.event_append_alerting(event, None)
+    }
+
+    /// AL-5: an event and, when it alerts, its alert and one pending delivery per channel, in
+    /// one transaction: an alert exists exactly when its event does.
+    pub fn event_append_alerting(
+        &mut self,
+        event: &EventRow,
+        alert: Option<&NewAlert>,
+    ) -> Result<u64> {
         const DOING: &str = "recording an event";
         let data = event.data.to_string();
         let origin = self.origin.clone();
@@ -919,8 +1021,187 @@ impl Store {
         let id = tx.last_insert_rowid();
         tx.execute("UPDATE events SET origin_id = ?1 WHERE id = ?1", [id])
             .map_err(err)?;
+        if let Some(alert) = alert {
+            tx.execute(
+                "INSERT INTO alerts (id, event_id, time_ms, code, severity, subject, sentence)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    alert.id,
+                    id,
+                    event.time_ms,
+                    event.code,
+                    alert.severity,
+                    event.subject,
+                    event.detail
+                ],
+            )
+            .map_err(err)?;
+            let mut rev = counter(&tx, OUTBOX_REV).map_err(err)?;
+            for channel in &alert.channels {
+                rev += 1;
+                tx.execute(
+                    "INSERT INTO deliveries (alert_id, channel, state, attempts, next_ms, rev)
+                     VALUES (?1, ?2, 'pending', 0, ?3, ?4)",
+                    params![alert.id, channel, event.time_ms, to_i64(rev)],
+                )
+                .map_err(err)?;
+            }
+            set_counter(&tx, OUTBOX_REV, rev).map_err(err)?;
+        }
         tx.commit().map_err(err)?;
         Ok(to_u64(id))
+    }
+
+    /// AL-5: pending deliveries due at `now_ms`, oldest alert first (so a channel receives its
+    /// alerts in order).
+    pub fn deliveries_due(&self, now_ms: i64, limit: usize) -> Result<Vec<DueDelivery>> {
+        const DOING: &str = "reading the outbox";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT d.alert_id, d.channel, d.attempts, a.time_ms, a.code, a.severity,
+                        a.subject, a.sentence
+                   FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+                  WHERE d.state = 'pending' AND d.next_ms <= ?1
+                  ORDER BY a.event_id, d.channel LIMIT ?2",
+            )
+            .map_err(|e| self.err(DOING, e))?;
+        let rows = stmt
+            .query_map(params![now_ms, to_i64(limit as u64)], |r| {
+                Ok(DueDelivery {
+                    alert_id: r.get(0)?,
+                    channel: r.get(1)?,
+                    attempts: r.get(2)?,
+                    time_ms: r.get(3)?,
+                    code: r.get(4)?,
+                    severity: r.get(5)?,
+                    subject: r.get(6)?,
+                    sentence: r.get(7)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(DOING, e))?;
+        Ok(rows)
+    }
+
+    /// AL-5: marks one attempt of a pending delivery: sent, or retried with backoff until
+    /// `give_up_after_ms` after the alert, then failed. A delivery that is no longer pending
+    /// (marked by another attempt) is left as it is.
+    pub fn delivery_mark(
+        &mut self,
+        alert_id: &str,
+        channel: &str,
+        outcome: std::result::Result<(), &str>,
+        now_ms: i64,
+        give_up_after_ms: i64,
+    ) -> Result<DeliveryState> {
+        const DOING: &str = "marking a delivery";
+        let path = self.path.clone();
+        let err = |e| StoreError::sqlite(&path, DOING, e);
+        let tx = self.begin(DOING)?;
+        let row: Option<(u32, i64)> = tx
+            .query_row(
+                "SELECT d.attempts, a.time_ms FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+                  WHERE d.alert_id = ?1 AND d.channel = ?2 AND d.state = 'pending'",
+                params![alert_id, channel],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        let Some((attempts, alert_ms)) = row else {
+            return Ok(DeliveryState::Sent);
+        };
+        let attempts = attempts.saturating_add(1);
+        let (state, next_ms, last_error) = match outcome {
+            Ok(()) => (DeliveryState::Sent, now_ms, None),
+            Err(e) => {
+                let next = now_ms + retry_after(attempts).as_millis() as i64;
+                if now_ms - alert_ms >= give_up_after_ms {
+                    (DeliveryState::Failed, now_ms, Some(e))
+                } else {
+                    (DeliveryState::Retry(next), next, Some(e))
+                }
+            }
+        };
+        let word = match state {
+            DeliveryState::Sent => "sent",
+            DeliveryState::Retry(_) => "pending",
+            DeliveryState::Failed => "failed",
+        };
+        let rev = counter(&tx, OUTBOX_REV).map_err(err)? + 1;
+        tx.execute(
+            "UPDATE deliveries SET state = ?3, attempts = ?4, next_ms = ?5,
+                    last_error = COALESCE(?6, last_error), rev = ?7
+              WHERE alert_id = ?1 AND channel = ?2",
+            params![
+                alert_id,
+                channel,
+                word,
+                attempts,
+                next_ms,
+                last_error,
+                to_i64(rev)
+            ],
+        )
+        .map_err(err)?;
+        set_counter(&tx, OUTBOX_REV, rev).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(state)
+    }
+
+    /// The newest `limit` alerts, oldest first, each with its deliveries; with `pending`, only
+    /// alerts with a delivery still pending.
+    pub fn alerts_list(&self, limit: usize, pending: bool) -> Result<Vec<AlertRow>> {
+        const DOING: &str = "listing alerts";
+        let err = |e| self.err(DOING, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT * FROM (
+                   SELECT id, event_id, time_ms, code, severity, subject, sentence FROM alerts a
+                    WHERE ?1 = 0 OR EXISTS (SELECT 1 FROM deliveries d
+                                             WHERE d.alert_id = a.id AND d.state = 'pending')
+                    ORDER BY event_id DESC LIMIT ?2)
+                 ORDER BY event_id",
+            )
+            .map_err(err)?;
+        let mut alerts = stmt
+            .query_map(params![pending as i64, to_i64(limit as u64)], |r| {
+                Ok(AlertRow {
+                    id: r.get(0)?,
+                    event_id: to_u64(r.get(1)?),
+                    time_ms: r.get(2)?,
+                    code: r.get(3)?,
+                    severity: r.get(4)?,
+                    subject: r.get(5)?,
+                    sentence: r.get(6)?,
+                    deliveries: Vec::new(),
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(err)?;
+        let mut deliveries = self
+            .conn
+            .prepare_cached(
+                "SELECT channel, state, attempts, next_ms, last_error FROM deliveries
+                  WHERE alert_id = ?1 ORDER BY channel",
+            )
+            .map_err(err)?;
+        for alert in &mut alerts {
+            alert.deliveries = deliveries
+                .query_map([&alert.id], |r| {
+                    Ok(DeliveryRow {
+                        channel: r.get(0)?,
+                        state: r.get(1)?,
+                        attempts: r.get(2)?,
+                        next_ms: r.get(3)?,
+                        last_error: r.get(4)?,
+                    })
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(err)?;
+        }
+        Ok(alerts)
     }
 
     /// Events with a local id above `since_id`, oldest first, optionally of one code.
@@ -1345,6 +1626,117 @@ fn set_counter(conn: &Connection, name: &str, value: u64) -> rusqlite::Result<()
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn event(code: &str, time_ms: i64) -> EventRow {
+        EventRow {
+            time_ms,
+            code: code.into(),
+            subject: "db-ping".into(),
+            detail: "db-ping failed 3 times in a row: connection refused".into(),
+            data: json!({}),
+        }
+    }
+
+    #[test]
+    fn al5_an_alert_is_written_with_its_event_with_one_delivery_per_channel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        let alert = NewAlert {
+            id: "a-1".into(),
+            severity: "critical".into(),
+            channels: vec!["hook".into(), "mail".into()],
+        };
+        let id = s
+            .event_append_alerting(&event("CHECK_DOWN", 1000), Some(&alert))
+            .expect("appended");
+        s.event_append(&event("ROLE_CHANGED", 1001))
+            .expect("no alert");
+        let alerts = s.alerts_list(10, false).expect("listed");
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].event_id, id);
+        assert_eq!(alerts[0].code, "CHECK_DOWN");
+        let channels: Vec<&str> = alerts[0]
+            .deliveries
+            .iter()
+            .map(|d| d.channel.as_str())
+            .collect();
+        assert_eq!(channels, ["hook", "mail"]);
+        assert!(alerts[0].deliveries.iter().all(|d| d.state == "pending"));
+        assert_eq!(s.deliveries_due(1000, 10).expect("due").len(), 2);
+        assert_eq!(s.deliveries_due(999, 10).expect("due").len(), 0);
+    }
+
+    #[test]
+    fn al5_an_alert_whose_event_is_not_written_is_not_written_either() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        let alert = NewAlert {
+            id: "a-1".into(),
+            severity: "critical".into(),
+            channels: vec!["hook".into()],
+        };
+        s.event_append_alerting(&event("CHECK_DOWN", 1000), Some(&alert))
+            .expect("appended");
+        // The same alert id again: its insert fails, and the event goes with it.
+        let before = s.events_list(0, None, 100).expect("events").len();
+        assert!(s
+            .event_append_alerting(&event("CHECK_DOWN", 2000), Some(&alert))
+            .is_err());
+        assert_eq!(s.events_list(0, None, 100).expect("events").len(), before);
+        assert_eq!(s.alerts_list(10, false).expect("listed").len(), 1);
+    }
+
+    #[test]
+    fn al5_retries_back_off_from_1s_doubling_to_5m_then_fail_after_give_up_after() {
+        assert_eq!(retry_after(1), std::time::Duration::from_secs(1));
+        assert_eq!(retry_after(2), std::time::Duration::from_secs(2));
+        assert_eq!(retry_after(5), std::time::Duration::from_secs(16));
+        assert_eq!(retry_after(9), std::time::Duration::from_secs(256));
+        assert_eq!(retry_after(10), std::time::Duration::from_secs(300));
+        assert_eq!(retry_after(1000), std::time::Duration::from_secs(300));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        let alert = NewAlert {
+            id: "a-1".into(),
+            severity: "warning".into(),
+            channels: vec!["hook".into(), "mail".into()],
+        };
+        s.event_append_alerting(&event("AGENT_SILENT", 0), Some(&alert))
+            .expect("appended");
+        let give_up = 10_000;
+        assert_eq!(
+            s.delivery_mark("a-1", "hook", Err("503"), 0, give_up)
+                .expect("marked"),
+            DeliveryState::Retry(1000)
+        );
+        assert_eq!(
+            s.deliveries_due(999, 10).expect("due").len(),
+            1,
+            "mail only"
+        );
+        assert_eq!(
+            s.delivery_mark("a-1", "hook", Err("503"), 1000, give_up)
+                .expect("marked"),
+            DeliveryState::Retry(3000)
+        );
+        assert_eq!(
+            s.delivery_mark("a-1", "mail", Ok(()), 5, give_up)
+                .expect("marked"),
+            DeliveryState::Sent
+        );
+        assert_eq!(
+            s.delivery_mark("a-1", "hook", Err("timeout"), 10_000, give_up)
+                .expect("marked"),
+            DeliveryState::Failed
+        );
+        let alerts = s.alerts_list(10, false).expect("listed");
+        let d = &alerts[0].deliveries;
+        assert_eq!((d[0].state.as_str(), d[0].attempts), ("failed", 3));
+        assert_eq!(d[0].last_error.as_deref(), Some("timeout"));
+        assert_eq!((d[1].state.as_str(), d[1].attempts), ("sent", 1));
+        assert!(s.alerts_list(10, true).expect("pending").is_empty());
+        assert!(s.deliveries_due(i64::MAX, 10).expect("due").is_empty());
+    }
 
     fn rec(name: &str, value: f64) -> NewRecord {
         NewRecord {
