@@ -220,6 +220,12 @@ fn hs8_sigkill_of_the_active_promotes_the_standby_on_refusals_and_nothing_is_los
         "{reason}"
     );
     wait_on(&a1, &s2);
+    // AG-10: the pair is one server to the agent: it moved without a SWITCHOVER.
+    assert!(
+        a1.events("SWITCHOVER").is_empty(),
+        "{:?}",
+        a1.events("SWITCHOVER")
+    );
     load.wait_more(300);
     // What s1 acknowledged after s2's last replication poll is on s1's disk: s1 comes back
     // STANDBY (HS-5) and hands it over.

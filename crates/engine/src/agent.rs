@@ -23,6 +23,7 @@
 //! | Connected(standby) | Leaving | home answered a probe, or the agent was recalled | AG-6 |
 //! | any | same | redirect to the ACTIVE server: no failure, no switchover | AG-7 |
 //! | any | ShutDown | shutting down: no more switching | AG-8 |
+//! | Failing(from a hot-standby pair) | Connected(its peer) | at once: the pair is one server; the two are tried in turn (100 ms apart, doubling to a heartbeat), no SWITCHOVER | AG-10 |
 //!
 //! **Which records may leave the cache (AG-2).** The cache is one sequence range in three parts:
 //!
@@ -56,6 +57,9 @@ pub const LIVENESS_BEATS: u32 = 3;
 pub const SEND_WINDOW: u64 = 8192;
 /// Redirects followed in a row before the attempt counts as failed (a loop guard).
 const MAX_REDIRECTS: u32 = 3;
+/// AG-10: the first pause between attempts on the two servers of a hot-standby pair; it doubles
+/// up to a heartbeat, so a pair that stays down is not hammered.
+pub const PAIR_RETRY: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -284,6 +288,10 @@ struct Episode {
     refused: Option<String>,
     staged_raised: bool,
     blackout_raised: bool,
+    /// AG-10: the other server of `from`'s hot-standby pair, when it is in this agent's list.
+    partner: Option<usize>,
+    /// AG-10: attempts so far within the pair (they alternate, and their pause doubles).
+    turns: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -316,6 +324,8 @@ pub struct Agent {
     holders: VecDeque<(u64, String)>,
     /// The hot-standby cluster home belongs to, once home said so.
     home_cluster: Option<String>,
+    /// AG-10: the hot-standby cluster each server of the list named in its welcome or redirect.
+    clusters: BTreeMap<usize, String>,
     /// Whether the server of the current link is in the home cluster.
     on_home: bool,
     next_heartbeat_id: u64,
@@ -378,6 +388,11 @@ impl Agent {
                 .held
                 .into_iter()
                 .filter(|(upto, _)| *upto > restored.acked_upto)
+                .collect(),
+            clusters: restored
+                .home_cluster
+                .iter()
+                .map(|c| (0, c.clone()))
                 .collect(),
             home_cluster: restored.home_cluster,
             on_home: false,
@@ -581,6 +596,9 @@ impl Agent {
         if server == 0 {
             self.learn_home_cluster(welcome.cluster.as_deref());
         }
+        if let Some(cluster) = &welcome.cluster {
+            self.clusters.insert(server, cluster.clone());
+        }
         // AG-2: home, or its hot-standby peer, takes records for good; anyone else holds them.
         self.on_home =
             server == 0 || (welcome.cluster.is_some() && welcome.cluster == self.home_cluster);
@@ -593,7 +611,8 @@ impl Agent {
                         EventCode::BlackoutEnd,
                         format!("reached {url} after {since} without any server; flushing {} cached records", self.cached()),
                     );
-                } else if server != ep.from {
+                } else if server != ep.from && Some(server) != ep.partner {
+                    // (AG-10: the other server of the pair is the same server: no switchover.)
                     let from = &self.config.servers[ep.from];
                     self.event(
                         EventCode::Switchover,
@@ -665,6 +684,9 @@ impl Agent {
         let redirects = self.attempt.map(|(_, r)| r).unwrap_or(0) + 1;
         if server == 0 {
             self.learn_home_cluster(welcome.cluster.as_deref());
+        }
+        if let Some(cluster) = &welcome.cluster {
+            self.clusters.insert(server, cluster.clone());
         }
         if let Some(cluster) = &welcome.cluster {
             let seen = self.epochs.get(cluster).copied().unwrap_or(0);
@@ -1063,6 +1085,7 @@ impl Agent {
         if matches!(self.link, Link::Failing(_)) {
             return;
         }
+        let partner = self.pair_partner(from);
         self.link = Link::Failing(Episode {
             since: now,
             from,
@@ -1071,7 +1094,25 @@ impl Agent {
             refused: None,
             staged_raised: false,
             blackout_raised: false,
+            partner,
+            turns: 0,
         });
+    }
+
+    /// AG-10: the other server of `server`'s hot-standby pair in this agent's list: the cluster
+    /// it named (`HOST:PORT+HOST:PORT`) holds both addresses.
+    fn pair_partner(&self, server: usize) -> Option<usize> {
+        let cluster = self.clusters.get(&server)?;
+        let members: Vec<&str> = cluster.split('+').collect();
+        let address = |url: &str| {
+            let rest = url.strip_prefix("https://").unwrap_or(url);
+            rest.split(['#', '/']).next().unwrap_or(rest).to_string()
+        };
+        let in_pair = |i: usize| members.contains(&address(&self.config.servers[i]).as_str());
+        if !in_pair(server) {
+            return None;
+        }
+        (0..self.config.servers.len()).find(|&i| i != server && in_pair(i))
     }
 
     fn attempt_failed(&mut self, now: Instant, server: usize, reason: String) {
@@ -1089,8 +1130,14 @@ impl Agent {
             return;
         };
         if ep.phase == Phase::Retrying && now < ep.since + self.config.switchover_after {
-            self.timers
-                .set(Timer::Retry, now + self.config.retry_interval());
+            let pause = match ep.partner {
+                // AG-10: within the pair, soon, then slower (100 ms doubling to a heartbeat).
+                Some(_) => PAIR_RETRY
+                    .saturating_mul(1 << ep.turns.saturating_sub(1).min(8))
+                    .min(self.config.retry_interval()),
+                None => self.config.retry_interval(),
+            };
+            self.timers.set(Timer::Retry, now + pause);
         } else {
             self.try_next(now);
         }
@@ -1111,9 +1158,15 @@ impl Agent {
         };
         if ep.phase == Phase::Retrying {
             if now < switchover_at {
-                let from = ep.from;
+                // AG-10: a hot-standby pair is one server: its peer first (it is, or is about to
+                // be, the ACTIVE), then the two in turn; outside a pair, the same server again.
+                let target = match ep.partner {
+                    Some(partner) if ep.turns % 2 == 0 => partner,
+                    _ => ep.from,
+                };
+                ep.turns += 1;
                 self.timers.stop(Timer::Retry);
-                self.connect(from, now);
+                self.connect(target, now);
                 return;
             }
             ep.phase = Phase::Searching;

@@ -1135,6 +1135,51 @@ fn hs5_former_active_restarting_into_a_higher_epoch_hands_over_its_records() {
     assert_eq!(actions(&mut fresh), vec![HaAction::SaveEpoch { epoch: 2 }]);
 }
 
+#[test]
+fn ag10_a_hot_standby_pair_is_one_server_the_agent_follows_without_switchover_after() {
+    // switchover_after is a minute: only AG-10 can move the agent before it.
+    let slow = Timings {
+        switchover_after: 60 * SEC,
+        ..t()
+    };
+    let mut site = Site::new(23);
+    site.add_server("a", 100, t());
+    site.add_server("b", 100, t());
+    site.pair_servers(0, 1, FailbackPolicy::Manual);
+    site.add_agent("m", &[0, 1], slow);
+    site.start_all();
+    site.run_for(10 * SEC);
+    assert_eq!(site.agent_server(0), Some(0));
+    site.kill(Node::Server(0));
+    let took = site
+        .run_until_pred(30 * SEC, |s| s.agent_server(0) == Some(1))
+        .expect("the agent reached the promoted peer");
+    // b promotes after failover_timeout of silence; the agent, trying the two in turn, is
+    // there within a heartbeat of it.
+    assert!(
+        took <= t().failover_timeout + t().sync_interval + t().heartbeat,
+        "took {took:?}"
+    );
+    assert!(
+        site.agent_events(0, EventCode::Switchover).is_empty(),
+        "the pair is one server: no SWITCHOVER"
+    );
+}
+
+#[test]
+fn ag10_outside_a_pair_switchover_after_keeps_its_meaning() {
+    // The same outage with two servers that are not a pair (a home and another site's standby):
+    // the agent waits switchover_after and raises SWITCHOVER.
+    let mut site = home_and_standby(24);
+    settle(&mut site);
+    site.kill(Node::Server(0));
+    let took = site
+        .run_until_pred(30 * SEC, |s| s.agent_server(0) == Some(1))
+        .expect("switched over");
+    assert!(took >= t().switchover_after, "took {took:?}");
+    assert_eq!(site.agent_events(0, EventCode::Switchover).len(), 1);
+}
+
 // ----- HS-8: a crash is proven by refusals, silence still waits -----
 
 fn hs8_config(name: &str, mode: FailoverMode, crash_confirm: u32) -> HotStandbyConfig {
