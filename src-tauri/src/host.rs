@@ -98,6 +98,12 @@ impl Host {
         }
     }
 
+    /// One typed request, through the route table (`understudy_api`).
+    pub async fn request(&self, request: &understudy_api::Request) -> (u16, Value) {
+        let call = request.to_http();
+        self.admin(call.method, &call.path, call.body).await
+    }
+
     /// Stops the node cleanly (agents leave their servers, store closed), at most `limit` long.
     pub async fn shutdown(&self, limit: Duration) {
         let slot = self.get();

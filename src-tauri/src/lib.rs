@@ -243,8 +243,11 @@ async fn follow_status(app: AppHandle, host: Host) {
         }
         let model = match host.node() {
             Err(reason) => MenuModel::stopped(&reason),
-            Ok(_) => match host.admin("GET", "/api/status", None).await {
-                (200, status) => MenuModel::from_status(&status),
+            Ok(_) => match host.request(&understudy_api::Request::Status).await {
+                (200, status) => match serde_json::from_value(status) {
+                    Ok(status) => MenuModel::from_status(&status),
+                    Err(e) => MenuModel::stopped(&format!("an unreadable status: {e}")),
+                },
                 (code, body) => MenuModel::stopped(
                     body["error"]
                         .as_str()
@@ -297,8 +300,8 @@ async fn act(app: AppHandle, action: Action) {
             }
         }
         _ => {
-            if let Some((method, path, body)) = action.request(&shell.tray.shown()) {
-                let (status, answer) = host.admin(method, &path, body).await;
+            if let Some(request) = action.request(&shell.tray.shown()) {
+                let (status, answer) = host.request(&request).await;
                 if let Err(e) = commands::into_result(status, answer) {
                     notify::show_error(&app, &format!("Could not {}", action.describe()), &e.error);
                 }

@@ -1,10 +1,10 @@
-//! The tray's model, computed from the JSON of `GET /api/status` (UI-3): the overall state, every
-//! menu label, which actions are allowed, and the admin request each menu click becomes.
+//! The tray's model, rendered from the typed `GET /api/status` (UI-3): the overall state, every
+//! menu label, which actions are enabled, and the admin request each menu click becomes.
 //! Pure data in, data out — no GTK, no Tauri — so every rule here is unit-tested.
-//! Architecture invariant: this decides nothing about failover; it only reads the status and
-//! mirrors the window's rules (ui/src/rules.ts) so the tray and the window always agree.
+//! Architecture invariant: this decides nothing about failover. Whether Force failover / Revert
+//! is enabled, and why not, is the engine's own guard as `status` reports it (`actions`).
 
-use serde_json::{json, Value};
+use understudy_api::{AgentView, LinkView, NodeView, PairStatus, Request, RoleSpec, Status};
 
 /// The at-a-glance state shown by the tray icon (UI-3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,7 +26,7 @@ impl Overall {
     }
 }
 
-/// Whether an action may be taken now, with the reason either way (shown in the log on refusal).
+/// Whether an action may be taken now, and the sentence that says why not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allowed {
     pub allowed: bool,
@@ -44,6 +44,24 @@ impl Allowed {
         Allowed {
             allowed: false,
             reason: reason.into(),
+        }
+    }
+
+    /// The engine's answer for a pair action, as is.
+    fn from_action(a: &understudy_api::Action) -> Self {
+        Allowed {
+            allowed: a.allowed,
+            reason: a.reason.clone().unwrap_or_default(),
+        }
+    }
+
+    /// A menu item's text: its name, and when disabled the engine's sentence after it (a
+    /// dbusmenu item has no tooltip, so the reason is where the operator looks).
+    pub fn item_text(&self, name: &str) -> String {
+        if self.allowed || self.reason.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name} — {}", self.reason)
         }
     }
 }
@@ -108,31 +126,22 @@ impl MenuModel {
         }
     }
 
-    pub fn from_status(status: &Value) -> MenuModel {
-        let node = &status["node"];
-        let server_role = node["roles"]["server"].as_bool().unwrap_or(false);
-        let agent_role = node["roles"]["agent"].as_bool().unwrap_or(false);
-        let failover_mode = str_of(&node["failover"]["mode"])
-            .unwrap_or("off")
-            .to_lowercase();
-        let failover_state = str_of(&node["failover"]["state"]).unwrap_or("").to_string();
-
-        let pairs: Vec<PairLine> = array(&status["pairs"])
-            .iter()
-            .map(|p| pair_line(status, p))
-            .collect();
-        let agents_list = array(&status["agents"]);
-        let pending: Vec<String> = agents_list
+    pub fn from_status(status: &Status) -> MenuModel {
+        let node = &status.node;
+        let failover_mode = node.failover.mode.to_lowercase();
+        let pairs: Vec<PairLine> = status.pairs.iter().map(pair_line).collect();
+        let pending: Vec<String> = status
+            .agents
             .iter()
             .filter(|a| is_pending(a))
-            .filter_map(|a| str_of(&a["name"]).map(String::from))
+            .map(|a| a.name.clone())
             .collect();
 
-        let standby = if !server_role {
+        let standby = if !node.roles.server {
             Allowed::no("this node has no server role")
         } else if failover_mode == "off" {
             Allowed::no("hot standby is off")
-        } else if !failover_state.eq_ignore_ascii_case("active") {
+        } else if !node.failover.state.eq_ignore_ascii_case("active") {
             Allowed::no("this server is not the ACTIVE one")
         } else {
             Allowed::yes("hand the ACTIVE role to the peer")
@@ -141,12 +150,12 @@ impl MenuModel {
         MenuModel {
             overall: overall_state(status),
             header: header(node),
-            link: link_line(&status["link"]),
+            link: link_line(status.link.as_ref()),
             pairs,
-            agents: agents_summary(agents_list),
+            agents: agents_summary(&status.agents),
             pending,
-            server_role,
-            agent_role,
+            server_role: node.roles.server,
+            agent_role: node.roles.agent,
             failover_mode,
             standby,
             running: true,
@@ -164,22 +173,21 @@ impl MenuModel {
 /// Overall state (UI-3), in this order: blackout if the link or any pair is in blackout;
 /// degraded if the link is not home, any pair is degraded or running on its secondary, or any
 /// agent is disconnected; else normal. `Stopped` comes from `MenuModel::stopped`.
-pub fn overall_state(status: &Value) -> Overall {
-    let link_state = str_of(&status["link"]["state"]).map(str::to_lowercase);
-    let pairs = array(&status["pairs"]);
-    if link_state.as_deref() == Some("blackout") || pairs.iter().any(pair_is_blackout) {
+pub fn overall_state(status: &Status) -> Overall {
+    let link_state = status.link.as_ref().map(|l| l.state.to_lowercase());
+    if link_state.as_deref() == Some("blackout") || status.pairs.iter().any(pair_is_blackout) {
         return Overall::Blackout;
     }
     let link_degraded = matches!(link_state.as_deref(), Some(s) if s != "home");
-    let pair_degraded = pairs.iter().any(|p| {
-        let state = str_of(&p["state"]).unwrap_or("").to_lowercase();
-        state != "normal"
-            || str_of(&p["active"]) == Some("secondary")
-            || str_of(&p["degraded"]).is_some_and(|r| !r.is_empty())
+    let pair_degraded = status.pairs.iter().any(|p| {
+        !p.state.eq_ignore_ascii_case("normal")
+            || p.active == "secondary"
+            || p.degraded.as_deref().is_some_and(|r| !r.is_empty())
     });
-    let agent_down = array(&status["agents"])
+    let agent_down = status
+        .agents
         .iter()
-        .any(|a| str_of(&a["state"]).is_some_and(|s| s.eq_ignore_ascii_case("disconnected")));
+        .any(|a| a.state.eq_ignore_ascii_case("disconnected"));
     if link_degraded || pair_degraded || agent_down {
         Overall::Degraded
     } else {
@@ -187,120 +195,80 @@ pub fn overall_state(status: &Value) -> Overall {
     }
 }
 
-fn pair_is_blackout(p: &Value) -> bool {
-    matches!(
-        str_of(&p["state"]).unwrap_or("").to_lowercase().as_str(),
-        "blackout" | "failed" | "down" | "unreachable" | "disconnected"
-    )
+fn pair_is_blackout(p: &PairStatus) -> bool {
+    p.state.eq_ignore_ascii_case("blackout")
 }
 
 /// "srv-a: Server + Agent · PRIMARY · ACTIVE · epoch 3"; "srv-a: Standalone · no hot standby".
-fn header(node: &Value) -> String {
-    let name = str_of(&node["name"]).unwrap_or("this node");
-    let server = node["roles"]["server"].as_bool().unwrap_or(false);
-    let agent = node["roles"]["agent"].as_bool().unwrap_or(false);
-    let roles = match (server, agent) {
+fn header(node: &NodeView) -> String {
+    let name = if node.name.is_empty() {
+        "this node"
+    } else {
+        node.name.as_str()
+    };
+    let roles = match (node.roles.server, node.roles.agent) {
         (true, true) => "Standalone (server + agent)",
         (true, false) => "Server",
         (false, true) => "Agent",
         (false, false) => "No role",
     };
-    let failover = &node["failover"];
-    let mode = str_of(&failover["mode"]).unwrap_or("off");
-    if !server || mode.eq_ignore_ascii_case("off") {
+    let failover = &node.failover;
+    if !node.roles.server || failover.mode.eq_ignore_ascii_case("off") {
         return format!("{name}: {roles}");
     }
-    let mut text = format!("{name}: {roles} · {}", mode.to_uppercase());
-    if let Some(state) = str_of(&failover["state"]).filter(|s| !s.is_empty()) {
-        text.push_str(&format!(" · {}", state.to_uppercase()));
+    let mut text = format!("{name}: {roles} · {}", failover.mode.to_uppercase());
+    if !failover.state.is_empty() {
+        text.push_str(&format!(" · {}", failover.state.to_uppercase()));
     }
-    if let Some(epoch) = failover["epoch"].as_u64() {
-        text.push_str(&format!(" · epoch {epoch}"));
-    }
+    text.push_str(&format!(" · epoch {}", failover.epoch));
     text
 }
 
-fn link_line(link: &Value) -> String {
-    if link.is_null() {
+fn link_line(link: Option<&LinkView>) -> String {
+    let Some(link) = link else {
         return "Link: none (no agent role)".into();
-    }
-    let state = str_of(&link["state"]).unwrap_or("unknown");
-    let mut text = format!("Link: {state}");
-    if let Some(server) = str_of(&link["server"]).filter(|s| !s.is_empty()) {
+    };
+    let mut text = format!("Link: {}", link.state);
+    if let Some(server) = link.server.as_deref().filter(|s| !s.is_empty()) {
         text.push_str(&format!(" {server}"));
     }
-    if let Some(cached) = link["cached"].as_u64() {
-        text.push_str(&format!(" · {cached} cached"));
-    }
+    text.push_str(&format!(" · {} cached", link.cached));
     text
 }
 
-fn pair_line(status: &Value, p: &Value) -> PairLine {
-    let name = str_of(&p["name"]).unwrap_or("?").to_string();
-    let primary = str_of(&p["primary"]).unwrap_or("?");
-    let secondary = str_of(&p["secondary"]).unwrap_or("?");
-    let active = str_of(&p["active"]).unwrap_or("none");
-    let mut label = match active {
-        "primary" => format!("{name}: active primary ({primary})"),
-        "secondary" => format!("{name}: active secondary ({secondary})"),
+fn pair_line(p: &PairStatus) -> PairLine {
+    let name = &p.name;
+    let mut label = match p.active.as_str() {
+        "primary" => format!("{name}: active primary ({})", p.primary),
+        "secondary" => format!("{name}: active secondary ({})", p.secondary),
         _ => format!("{name}: no active member"),
     };
-    let state = str_of(&p["state"]).unwrap_or("");
-    if !state.is_empty() && !state.eq_ignore_ascii_case("normal") {
-        label.push_str(&format!(" · {state}"));
-    } else if str_of(&p["degraded"]).is_some_and(|r| !r.is_empty()) {
+    if !p.state.is_empty() && !p.state.eq_ignore_ascii_case("normal") {
+        label.push_str(&format!(" · {}", p.state));
+    } else if p.degraded.as_deref().is_some_and(|r| !r.is_empty()) {
         label.push_str(" · degraded");
     }
     PairLine {
-        force_failover: can_force_failover(status, &name, active, secondary),
-        revert: can_revert(status, &name, active, primary),
-        name,
+        // PR-5: the engine's guard, as `status` dry-ran it; the tray adds nothing.
+        force_failover: Allowed::from_action(&p.actions.force_failover),
+        revert: Allowed::from_action(&p.actions.revert),
+        name: name.clone(),
         label,
     }
 }
 
-/// PR-5, same rule as the window: not when the secondary is already active or not connected.
-pub fn can_force_failover(status: &Value, pair: &str, active: &str, secondary: &str) -> Allowed {
-    if active == "secondary" {
-        return Allowed::no("the secondary is already active");
-    }
-    if !is_connected(status, secondary) {
-        return Allowed::no(format!("secondary {secondary} is not connected"));
-    }
-    Allowed::yes(format!("move {pair} to {secondary}"))
+fn is_pending(a: &AgentView) -> bool {
+    a.pending || a.state == "pending"
 }
 
-/// PR-5, same rule as the window: not when the primary is already active or not connected.
-pub fn can_revert(status: &Value, pair: &str, active: &str, primary: &str) -> Allowed {
-    if active == "primary" {
-        return Allowed::no("the primary is already active");
-    }
-    if !is_connected(status, primary) {
-        return Allowed::no(format!("primary {primary} is not connected"));
-    }
-    Allowed::yes(format!("move {pair} back to {primary}"))
-}
-
-fn is_connected(status: &Value, agent: &str) -> bool {
-    array(&status["agents"])
-        .iter()
-        .any(|a| str_of(&a["name"]) == Some(agent) && str_of(&a["state"]) == Some("connected"))
-}
-
-fn is_pending(a: &Value) -> bool {
-    a["pending"].as_bool().unwrap_or(false) || str_of(&a["state"]) == Some("pending")
-}
-
-fn agents_summary(agents: &[Value]) -> String {
+fn agents_summary(agents: &[AgentView]) -> String {
     if agents.is_empty() {
         return "Agents: none".into();
     }
     let count = |want: &str| {
         agents
             .iter()
-            .filter(|a| {
-                !is_pending(a) && str_of(&a["state"]).is_some_and(|s| s.eq_ignore_ascii_case(want))
-            })
+            .filter(|a| !is_pending(a) && a.state.eq_ignore_ascii_case(want))
             .count()
     };
     let pending = agents.iter().filter(|a| is_pending(a)).count();
@@ -313,14 +281,6 @@ fn agents_summary(agents: &[Value]) -> String {
         parts.push(format!("{pending} pending"));
     }
     format!("Agents: {}", parts.join(", "))
-}
-
-fn str_of(v: &Value) -> Option<&str> {
-    v.as_str()
-}
-
-fn array(v: &Value) -> &[Value] {
-    v.as_array().map(Vec::as_slice).unwrap_or(&[])
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -388,48 +348,29 @@ impl Action {
         })
     }
 
-    /// The admin request (method, path, body) for actions that go to the node; `None` for the
-    /// app's own actions (mute, autostart, window, quit). Toggles are computed from `model`, the
-    /// state last shown, so a click always asks for the opposite of what the user saw.
-    pub fn request(&self, model: &MenuModel) -> Option<(&'static str, String, Option<Value>)> {
+    /// The admin request for actions that go to the node; `None` for the app's own actions
+    /// (mute, autostart, window, quit). Toggles are computed from `model`, the state last shown,
+    /// so a click always asks for the opposite of what the user saw.
+    pub fn request(&self, model: &MenuModel) -> Option<Request> {
         Some(match self {
-            Action::ForceFailover(p) => (
-                "POST",
-                format!("/api/pairs/{}/force-failover", path_segment(p)),
-                None,
-            ),
-            Action::Revert(p) => (
-                "POST",
-                format!("/api/pairs/{}/revert", path_segment(p)),
-                None,
-            ),
-            Action::Accept(a) => (
-                "POST",
-                format!("/api/agents/{}/accept", path_segment(a)),
-                None,
-            ),
-            Action::ToggleServer => (
-                "POST",
-                "/api/role".into(),
-                Some(json!({ "server": !model.server_role })),
-            ),
-            Action::ToggleAgent => (
-                "POST",
-                "/api/role".into(),
-                Some(json!({ "agent": !model.agent_role })),
-            ),
-            Action::Failover(mode) => (
-                "POST",
-                "/api/role".into(),
-                Some(json!({ "failover": mode })),
-            ),
-            Action::Standby => ("POST", "/api/ha/standby".into(), None),
+            Action::ForceFailover(p) => Request::ForceFailover { name: p.clone() },
+            Action::Revert(p) => Request::Revert { name: p.clone() },
+            Action::Accept(a) => Request::AcceptAgent { name: a.clone() },
+            Action::ToggleServer => Request::SetRole(RoleSpec {
+                server: Some(!model.server_role),
+                ..RoleSpec::default()
+            }),
+            Action::ToggleAgent => Request::SetRole(RoleSpec {
+                agent: Some(!model.agent_role),
+                ..RoleSpec::default()
+            }),
+            Action::Failover(mode) => Request::SetRole(RoleSpec {
+                failover: Some(mode.clone()),
+                ..RoleSpec::default()
+            }),
+            Action::Standby => Request::HaStandby,
             // Empty lists: the node binds the certificate to its current addresses (CT-1).
-            Action::GenerateCertificate => (
-                "POST",
-                "/api/cert/generate".into(),
-                Some(json!({ "ips": [], "dns": [] })),
-            ),
+            Action::GenerateCertificate => Request::GenerateCert(Default::default()),
             Action::ToggleMute | Action::ToggleAutostart | Action::OpenWindow | Action::Quit => {
                 return None
             }
@@ -455,22 +396,45 @@ impl Action {
     }
 }
 
-/// Percent-encodes a name for use as one path segment (names are operator-chosen).
-pub fn path_segment(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::{json, Value};
+    use understudy_engine::{Member, Pair, PairConfig, PairEpoch, PairState, SwitchbackPolicy};
+
     use super::*;
+
+    /// A status document read as the node's typed answer; pairs get the fields every node sends.
+    fn typed(mut v: Value) -> Status {
+        if let Some(pairs) = v["pairs"].as_array_mut() {
+            for p in pairs {
+                for (k, d) in [
+                    ("switchback", json!("auto")),
+                    ("failover_after", json!("10s")),
+                    ("hold_down", json!("60s")),
+                    ("degraded", Value::Null),
+                ] {
+                    if p.get(k).is_none() {
+                        p[k] = d;
+                    }
+                }
+                if p.get("actions").is_none() {
+                    let allowed = json!({ "allowed": true, "reason": null });
+                    p["actions"] = json!({ "force_failover": allowed, "revert": allowed });
+                }
+            }
+        }
+        for k in ["pairs", "agents"] {
+            if v.get(k).is_none() {
+                v[k] = json!([]);
+            }
+        }
+        if v.get("link").is_none() {
+            v["link"] = Value::Null;
+        }
+        serde_json::from_value(v).expect("a status")
+    }
 
     /// The same site as the window's test fixture (ui/test/fixtures.ts).
     fn status() -> Value {
@@ -508,7 +472,7 @@ mod tests {
 
     #[test]
     fn header_names_roles_failover_state_and_epoch() {
-        let m = MenuModel::from_status(&status());
+        let m = MenuModel::from_status(&typed(status().clone()));
         assert_eq!(
             m.header,
             "srv-a: Standalone (server + agent) · PRIMARY · ACTIVE · epoch 3"
@@ -516,116 +480,193 @@ mod tests {
         let mut s = status();
         s["node"]["roles"]["agent"] = json!(false);
         assert_eq!(
-            MenuModel::from_status(&s).header,
+            MenuModel::from_status(&typed(s.clone())).header,
             "srv-a: Server · PRIMARY · ACTIVE · epoch 3"
         );
         s["node"]["failover"]["mode"] = json!("off");
-        assert_eq!(MenuModel::from_status(&s).header, "srv-a: Server");
+        assert_eq!(
+            MenuModel::from_status(&typed(s.clone())).header,
+            "srv-a: Server"
+        );
     }
 
     #[test]
     fn link_line_and_agents_summary() {
-        let m = MenuModel::from_status(&status());
+        let m = MenuModel::from_status(&typed(status().clone()));
         assert_eq!(m.link, "Link: home https://127.0.0.1:7443 · 0 cached");
         assert_eq!(m.agents, "Agents: 3 connected, 1 disconnected, 1 pending");
         assert_eq!(m.pending, vec!["new-box".to_string()]);
         let mut s = status();
         s["link"] = Value::Null;
         s["agents"] = json!([]);
-        let m = MenuModel::from_status(&s);
+        let m = MenuModel::from_status(&typed(s.clone()));
         assert_eq!(m.link, "Link: none (no agent role)");
         assert_eq!(m.agents, "Agents: none");
     }
 
     #[test]
     fn pair_labels_show_the_active_member_and_a_state_that_is_not_normal() {
-        let m = MenuModel::from_status(&status());
+        let m = MenuModel::from_status(&typed(status().clone()));
         assert_eq!(m.pairs[0].label, "web: active primary (web-1)");
         assert_eq!(m.pairs[1].label, "db: active secondary (db-2) · degraded");
         let mut s = status();
         s["pairs"][0]["active"] = json!("none");
         s["pairs"][0]["state"] = json!("blackout");
         assert_eq!(
-            MenuModel::from_status(&s).pairs[0].label,
+            MenuModel::from_status(&typed(s.clone())).pairs[0].label,
             "web: no active member · blackout"
         );
     }
 
+    /// A pair `web` (primary p, secondary s) in each state where the engine's guard refuses an
+    /// operator action (PR-5), with the action refused: the four causes.
+    fn refusing_pairs() -> Vec<(Pair, Instant, &'static str)> {
+        let now = Instant::now();
+        let config = PairConfig {
+            name: "web".into(),
+            primary: "p".into(),
+            secondary: "s".into(),
+            failover_after: Duration::from_secs(10),
+            switchback: SwitchbackPolicy::Manual,
+        };
+        let on_primary = PairState {
+            epoch: 1,
+            active: Some(Member::Primary),
+            held: false,
+        };
+        let seen = |pair: &mut Pair, agent: &str, active: bool| {
+            let epoch = PairEpoch { server: 1, pair: 1 };
+            pair.handle_member_seen(now, agent, Some((epoch, active)));
+        };
+        // 1. Not the acting server.
+        let not_acting = Pair::new(config.clone(), on_primary.clone());
+        // 2. A handover already under way.
+        let mut handing_over = Pair::new(config.clone(), on_primary.clone());
+        handing_over.handle_supervising(now, true, 1);
+        seen(&mut handing_over, "p", true);
+        seen(&mut handing_over, "s", false);
+        handing_over
+            .force_failover(now)
+            .expect("force failover starts");
+        // 3. The target already active.
+        let mut already = Pair::new(config.clone(), on_primary.clone());
+        already.handle_supervising(now, true, 1);
+        seen(&mut already, "p", true);
+        seen(&mut already, "s", false);
+        // 4. The target not connected.
+        let mut alone = Pair::new(config, on_primary);
+        alone.handle_supervising(now, true, 1);
+        seen(&mut alone, "p", true);
+        vec![
+            (not_acting, now, "force_failover"),
+            (handing_over, now, "revert"),
+            (already, now, "revert"),
+            (alone, now, "force_failover"),
+        ]
+    }
+
+    /// PR-5, for each of the four causes the engine's guard refuses an action: the tray item is
+    /// disabled and says exactly the sentence the engine refuses with.
     #[test]
-    fn force_failover_and_revert_follow_the_windows_rules() {
-        let m = MenuModel::from_status(&status());
-        // web: primary active, web-2 connected → force allowed, revert not.
+    fn pr5_tray_items_are_disabled_with_exactly_the_engines_refusal() {
+        let mut sentences = Vec::new();
+        for (mut pair, now, action) in refusing_pairs() {
+            let mut s = status();
+            s["pairs"] =
+                json!([serde_json::to_value(PairStatus::from_engine(&pair, now)).unwrap()]);
+            let m = MenuModel::from_status(&typed(s));
+            let (item, refusal) = match action {
+                "force_failover" => (&m.pairs[0].force_failover, pair.force_failover(now)),
+                _ => (&m.pairs[0].revert, pair.revert(now)),
+            };
+            let refusal = refusal.expect_err("the engine refuses");
+            assert!(!item.allowed, "{refusal}");
+            assert_eq!(item.reason, refusal);
+            assert_eq!(
+                item.item_text("Revert web"),
+                format!("Revert web — {refusal}")
+            );
+            sentences.push(refusal);
+        }
+        assert_eq!(
+            sentences,
+            [
+                "this server is not the acting server of the site",
+                "a handover of web is already under way",
+                "web is already active on the primary p",
+                "the secondary s is not connected",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_allowed_action_is_enabled_and_named_plainly() {
+        let m = MenuModel::from_status(&typed(status()));
         assert!(m.pairs[0].force_failover.allowed);
         assert_eq!(
-            m.pairs[0].revert,
-            Allowed::no("the primary is already active")
+            m.pairs[0].force_failover.item_text("Force failover web"),
+            "Force failover web"
         );
-        // db: secondary active → no force; primary db-1 disconnected → no revert.
-        assert_eq!(
-            m.pairs[1].force_failover,
-            Allowed::no("the secondary is already active")
-        );
-        assert_eq!(
-            m.pairs[1].revert,
-            Allowed::no("primary db-1 is not connected")
-        );
-
-        let mut s = status();
-        s["agents"][1]["state"] = json!("disconnected"); // web-2
-        assert_eq!(
-            MenuModel::from_status(&s).pairs[0].force_failover,
-            Allowed::no("secondary web-2 is not connected")
-        );
-        s["agents"][2]["state"] = json!("connected"); // db-1 back
-        assert!(MenuModel::from_status(&s).pairs[1].revert.allowed);
     }
 
     #[test]
     fn standby_only_on_the_active_server_of_a_hot_standby_pair() {
-        assert!(MenuModel::from_status(&status()).standby.allowed);
+        assert!(
+            MenuModel::from_status(&typed(status().clone()))
+                .standby
+                .allowed
+        );
         let mut s = status();
         s["node"]["failover"]["state"] = json!("standby");
         assert_eq!(
-            MenuModel::from_status(&s).standby,
+            MenuModel::from_status(&typed(s.clone())).standby,
             Allowed::no("this server is not the ACTIVE one")
         );
         s["node"]["failover"]["mode"] = json!("off");
         assert_eq!(
-            MenuModel::from_status(&s).standby,
+            MenuModel::from_status(&typed(s.clone())).standby,
             Allowed::no("hot standby is off")
         );
     }
 
     #[test]
     fn overall_state_in_order_blackout_degraded_normal() {
-        assert_eq!(overall_state(&healthy()), Overall::Normal);
-        assert_eq!(overall_state(&status()), Overall::Degraded);
+        assert_eq!(overall_state(&typed(healthy().clone())), Overall::Normal);
+        assert_eq!(overall_state(&typed(status().clone())), Overall::Degraded);
 
         let mut s = healthy();
         s["link"]["state"] = json!("blackout");
-        assert_eq!(overall_state(&s), Overall::Blackout);
+        assert_eq!(overall_state(&typed(s.clone())), Overall::Blackout);
 
         let mut s = healthy();
         s["pairs"][0]["state"] = json!("blackout");
-        assert_eq!(overall_state(&s), Overall::Blackout);
+        assert_eq!(overall_state(&typed(s.clone())), Overall::Blackout);
 
         for link in ["staged", "connecting", "standby"] {
             let mut s = healthy();
             s["link"]["state"] = json!(link);
-            assert_eq!(overall_state(&s), Overall::Degraded, "link {link}");
+            assert_eq!(
+                overall_state(&typed(s.clone())),
+                Overall::Degraded,
+                "link {link}"
+            );
         }
 
         let mut s = healthy();
         s["pairs"][0]["active"] = json!("secondary");
-        assert_eq!(overall_state(&s), Overall::Degraded, "failed over");
+        assert_eq!(
+            overall_state(&typed(s.clone())),
+            Overall::Degraded,
+            "failed over"
+        );
 
         let mut s = healthy();
         s["agents"][0]["state"] = json!("disconnected");
-        assert_eq!(overall_state(&s), Overall::Degraded);
+        assert_eq!(overall_state(&typed(s.clone())), Overall::Degraded);
 
         let mut s = healthy();
         s["link"] = Value::Null; // a server-only node has no link
-        assert_eq!(overall_state(&s), Overall::Normal);
+        assert_eq!(overall_state(&typed(s.clone())), Overall::Normal);
 
         assert_eq!(MenuModel::stopped("starting").overall, Overall::Stopped);
         assert!(!MenuModel::stopped("starting").running);
@@ -633,23 +674,23 @@ mod tests {
 
     #[test]
     fn shape_changes_only_with_pairs_or_pending_agents() {
-        let a = MenuModel::from_status(&status());
+        let a = MenuModel::from_status(&typed(status().clone()));
         let mut s = status();
         s["pairs"][0]["active"] = json!("secondary");
         s["link"]["cached"] = json!(12);
         assert_eq!(
-            MenuModel::from_status(&s).shape(),
+            MenuModel::from_status(&typed(s.clone())).shape(),
             a.shape(),
             "labels change, shape does not"
         );
         s["agents"][4]["pending"] = json!(false);
         s["agents"][4]["state"] = json!("connected");
-        assert_ne!(MenuModel::from_status(&s).shape(), a.shape());
+        assert_ne!(MenuModel::from_status(&typed(s.clone())).shape(), a.shape());
     }
 
     #[test]
     fn menu_ids_round_trip_and_become_admin_requests() {
-        let m = MenuModel::from_status(&status());
+        let m = MenuModel::from_status(&typed(status().clone()));
         for a in [
             Action::ForceFailover("web".into()),
             Action::Revert("db:x".into()),
@@ -670,33 +711,22 @@ mod tests {
 
         assert_eq!(
             Action::ForceFailover("web".into()).request(&m),
-            Some(("POST", "/api/pairs/web/force-failover".into(), None))
+            Some(Request::ForceFailover { name: "web".into() })
         );
         assert_eq!(
-            Action::Accept("new box".into()).request(&m),
-            Some(("POST", "/api/agents/new%20box/accept".into(), None))
+            Action::Accept("new box".into())
+                .request(&m)
+                .map(|r| r.to_http().path),
+            Some("/api/agents/new%20box/accept".into())
         );
         // The toggle asks for the opposite of what is shown.
         assert_eq!(
             Action::ToggleServer.request(&m),
-            Some(("POST", "/api/role".into(), Some(json!({ "server": false }))))
-        );
-        assert_eq!(
-            Action::Failover("off".into()).request(&m),
-            Some((
-                "POST",
-                "/api/role".into(),
-                Some(json!({ "failover": "off" }))
-            ))
+            Some(Request::SetRole(RoleSpec {
+                server: Some(false),
+                ..RoleSpec::default()
+            }))
         );
         assert_eq!(Action::Quit.request(&m), None);
-    }
-
-    #[test]
-    fn missing_fields_do_not_panic() {
-        let m = MenuModel::from_status(&json!({}));
-        assert_eq!(m.header, "this node: No role");
-        assert!(m.pairs.is_empty());
-        assert_eq!(m.overall, Overall::Normal);
     }
 }

@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::Value;
 use tauri::AppHandle;
 use tokio::time::Instant;
+use understudy_api::{EventQuery, Request};
 
 use crate::coalesce::{Coalescer, Event, Notice};
 use crate::host::Host;
@@ -42,7 +44,7 @@ impl Mute {
         if !self.node_has_settings.load(Ordering::Relaxed) {
             return;
         }
-        let (status, body) = host.admin("GET", "/api/settings", None).await;
+        let (status, body) = host.request(&Request::Settings).await;
         match status {
             200..=299 => {
                 if let Some(enabled) = notifications_setting(&body) {
@@ -63,11 +65,9 @@ impl Mute {
         self.muted.store(muted, Ordering::Relaxed);
         if self.node_has_settings.load(Ordering::Relaxed) {
             let (status, body) = host
-                .admin(
-                    "POST",
-                    "/api/settings",
-                    Some(json!({ "ui.notifications": !muted })),
-                )
+                .request(&Request::SetSettings {
+                    notifications: !muted,
+                })
                 .await;
             match status {
                 200..=299 => {}
@@ -81,16 +81,11 @@ impl Mute {
     }
 }
 
-/// `ui.notifications` from a settings answer, whichever way the node nests it.
+/// `ui.notifications` from the node's settings answer (`understudy_api::status::Settings`).
 pub fn notifications_setting(settings: &Value) -> Option<bool> {
-    [
-        &settings["ui.notifications"],
-        &settings["settings"]["ui.notifications"],
-        &settings["ui"]["notifications"],
-        &settings["settings"]["ui"]["notifications"],
-    ]
-    .into_iter()
-    .find_map(Value::as_bool)
+    understudy_api::status::Settings::deserialize(settings)
+        .ok()
+        .map(|s| s.notifications)
 }
 
 /// The events listed in an answer of `GET /api/events`, skipping any it cannot read.
@@ -107,7 +102,10 @@ pub fn parse_events(body: &Value) -> Vec<Event> {
 /// Fetches every event after `since`, in id order; `None` when the node cannot answer.
 async fn fetch_after(host: &Host, since: u64) -> Option<Vec<Event>> {
     let (status, body) = host
-        .admin("GET", &format!("/api/events?since={since}"), None)
+        .request(&Request::Events(EventQuery {
+            since,
+            ..EventQuery::default()
+        }))
         .await;
     if status != 200 {
         return None;
@@ -267,6 +265,8 @@ fn send(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -282,18 +282,15 @@ mod tests {
     }
 
     #[test]
-    fn the_setting_is_found_however_it_is_nested() {
+    fn the_setting_is_read_as_the_node_answers_it() {
+        let answer = serde_json::to_value(understudy_api::status::Settings {
+            notifications: false,
+        })
+        .unwrap();
+        assert_eq!(notifications_setting(&answer), Some(false));
         assert_eq!(
-            notifications_setting(&json!({ "ui.notifications": false })),
-            Some(false)
-        );
-        assert_eq!(
-            notifications_setting(&json!({ "settings": { "ui.notifications": true } })),
+            notifications_setting(&json!({ "ui.notifications": true })),
             Some(true)
-        );
-        assert_eq!(
-            notifications_setting(&json!({ "ui": { "notifications": false } })),
-            Some(false)
         );
         assert_eq!(notifications_setting(&json!({ "other": 1 })), None);
     }

@@ -144,6 +144,14 @@ impl Tray {
     }
 }
 
+fn force_name(pair: &str) -> String {
+    format!("Force failover {pair}")
+}
+
+fn revert_name(pair: &str) -> String {
+    format!("Revert {pair}")
+}
+
 fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Menu<Wry>, Items)> {
     let header = MenuItem::with_id(app, "info:header", &m.header, false, None::<&str>)?;
     let link = MenuItem::with_id(app, "info:link", &m.link, false, None::<&str>)?;
@@ -153,14 +161,14 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
         let force = MenuItem::with_id(
             app,
             Action::ForceFailover(p.name.clone()).id(),
-            format!("Force failover {}", p.name),
+            p.force_failover.item_text(&force_name(&p.name)),
             m.running && p.force_failover.allowed,
             None::<&str>,
         )?;
         let revert = MenuItem::with_id(
             app,
             Action::Revert(p.name.clone()).id(),
-            format!("Revert {}", p.name),
+            p.revert.item_text(&revert_name(&p.name)),
             m.running && p.revert.allowed,
             None::<&str>,
         )?;
@@ -339,11 +347,15 @@ fn update_items(
         if all || o.label != n.label {
             it.label.set_text(&n.label)?;
         }
-        if all || o.force_failover.allowed != n.force_failover.allowed || old.running != run {
+        if all || o.force_failover != n.force_failover || old.running != run {
             it.force.set_enabled(run && n.force_failover.allowed)?;
+            it.force
+                .set_text(n.force_failover.item_text(&force_name(&n.name)))?;
         }
-        if all || o.revert.allowed != n.revert.allowed || old.running != run {
+        if all || o.revert != n.revert || old.running != run {
             it.revert.set_enabled(run && n.revert.allowed)?;
+            it.revert
+                .set_text(n.revert.item_text(&revert_name(&n.name)))?;
         }
     }
     if all || old.running != run {
