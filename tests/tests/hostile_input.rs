@@ -853,3 +853,127 @@ fn bad_input_bad_frames_from_a_server_to_an_agent_lose_nothing() {
     wait_records(&[&standby], &[("a", more)]);
     assert_eq!(agent.link_state().as_deref(), Some("standby"));
 }
+
+/// §4, hostile peer replies and merges: a "peer" holding the peer's key answers a STANDBY's
+/// polls with a frame that is not JSON, an oversized frame, and a reply whose record has a
+/// malformed seq, between good replies; and pushes a malformed and an oversized Merge. Each bad
+/// one is refused whole with a clear log line; only the good replies' record is stored.
+#[test]
+fn bad_input_hostile_peer_replies_and_merges_are_refused_whole() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let site = Site::new(237);
+    let peer_key = client_identity(&site, "peer");
+    let peer_addr = site.addr();
+    // A long failover timeout: the node stays a non-acting (replicating) server throughout.
+    let mut s = site.server(
+        "s",
+        &[
+            &format!(
+                "failover.peer=https://{peer_addr}#{}",
+                peer_key.fingerprint()
+            ),
+            "failover.mode=secondary",
+            "failover.sync_interval=200ms",
+            "failover.failover_timeout=10m",
+        ],
+    );
+    let good_record = |seq: u64| understudy_node::store::StoredRecord {
+        rowid: seq,
+        agent_id: RAW_ID.into(),
+        agent_name: "good".into(),
+        record: Record {
+            seq,
+            name: "replicated".into(),
+            value: 1.0,
+            time_ms: 1_700_000_000_000,
+            pair: None,
+            kind: "metric".into(),
+            detail: None,
+        },
+        taken_for: None,
+    };
+    let (fp, listen) = (peer_key.fingerprint(), peer_addr.clone());
+    let reply = move |records| ToAgent::PeerReply {
+        state: understudy_node::wire::PeerState {
+            name: "peer".into(),
+            mode: "primary".into(),
+            state: "active".into(),
+            epoch: 1,
+            site_version: 0,
+            fingerprint: fp.clone(),
+            listen: listen.clone(),
+        },
+        site: None,
+        records,
+        events: Vec::new(),
+    };
+    let polls = Arc::new(AtomicUsize::new(0));
+    let counter = polls.clone();
+    let fake = FakeServer::start(&peer_addr, peer_key.clone(), move |msg, _| {
+        let ToServer::PeerPoll { .. } = msg else {
+            return Vec::new();
+        };
+        match counter.fetch_add(1, Ordering::Relaxed) % 4 {
+            0 => not_json_frame(),
+            1 => oversized_frame(),
+            2 => {
+                let mut v = serde_json::to_value(reply(vec![good_record(2)])).expect("json");
+                v["records"][0]["seq"] = json!("one");
+                let payload = serde_json::to_vec(&v).expect("json");
+                let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+                f.extend(payload);
+                f
+            }
+            _ => frame_of(&reply(vec![good_record(1)])),
+        }
+    });
+    s.start();
+    wait_until(WAIT, "eight polls answered", || {
+        (polls.load(Ordering::Relaxed) >= 8).then_some(())
+    });
+    // Merges pushed by the "peer": malformed, then oversized.
+    let mut bad_merge = serde_json::to_value(ToServer::Merge {
+        records: vec![good_record(3)],
+    })
+    .expect("json");
+    bad_merge["records"][0]["seq"] = json!(-1);
+    let bad_merge = {
+        let payload = serde_json::to_vec(&bad_merge).expect("json");
+        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        f.extend(payload);
+        f
+    };
+    for (what, bytes) in [
+        ("malformed merge", bad_merge),
+        ("oversized merge", oversized_frame()),
+    ] {
+        let closed = rt().block_on(async {
+            let pins = Pins::new([s.fingerprint.clone()]);
+            let mut link = tls::connect(&s.listen, &pins, Some(peer_key.clone()), &[ALPN_WIRE])
+                .await
+                .expect("TLS connection");
+            let _ = link.write_all(&bytes).await;
+            let _ = link.flush().await;
+            closed_by_server(&mut link).await
+        });
+        assert!(closed, "{what}: the connection is closed");
+    }
+    wait_until(WAIT, "the good record replicated", || {
+        let records = s.records()?;
+        records.iter().any(|r| r["agent"] == "good").then_some(())
+    });
+    let records = s.records().expect("records");
+    let stored: Vec<&Value> = records.iter().filter(|r| r["agent"] == "good").collect();
+    assert_eq!(stored.len(), 1, "only the good reply's record: {stored:?}");
+    assert_eq!(stored[0]["seq"], 1);
+    let log = s.log_text();
+    for expect in [
+        "refused a reply from the peer: malformed",
+        "is larger than the 1048576-byte limit",
+        "closing connection",
+    ] {
+        assert!(log.contains(expect), "the log says {expect:?}");
+    }
+    assert!(s.status().is_some(), "the node still answers");
+    drop(fake);
+}

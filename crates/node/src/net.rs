@@ -1050,7 +1050,13 @@ pub(crate) async fn peer_poll(
         let reply = tokio::time::timeout(left, read_frame::<ToAgent, _>(&mut rd))
             .await
             .map_err(|_| "no answer in time".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                // PRODUCT.md §4: a malformed or oversized reply is refused whole, nothing of it
+                // applied.
+                let why = format!("refused a reply from the peer: {e}");
+                tracing::warn!(peer = %addr, "{}", logsafe::text(&why));
+                why
+            })?;
         let Some(ToAgent::PeerReply {
             state,
             site,
@@ -1058,7 +1064,9 @@ pub(crate) async fn peer_poll(
             events,
         }) = reply
         else {
-            return Err(format!("unexpected answer {reply:?}").into());
+            let why = format!("refused a reply from the peer: unexpected answer {reply:?}");
+            tracing::warn!(peer = %addr, "{}", logsafe::text(&why));
+            return Err(why.into());
         };
         // Issue 12 item 2: records and events are taken only from a poll that asked for them (a
         // STANDBY's); the site snapshot goes to the core, where the engine decides.
