@@ -1004,3 +1004,101 @@ fn parse_duration(s: &str) -> Option<Duration> {
         .ok()
         .map(|m| Duration::from_secs(m * 60))
 }
+
+/// HS-8's trade-off (issue 13): a firewall that rejects the peer link with TCP resets looks like
+/// a crash to the STANDBY, which promotes on the refusals while the ACTIVE still serves its
+/// agents. The ACTIVE's own polls still pass, so it meets the higher epoch and steps down (HS-6),
+/// handing over its records: nothing is lost. README: `failover.crash_confirm = 0` is the escape.
+#[test]
+fn hs8_a_firewall_rejecting_the_peer_link_with_resets_promotes_and_hs6_settles_it() {
+    netlab::require();
+    let lab = netlab::Lab::create(74, &["s1", "s2"])
+        .unwrap_or_else(|e| panic!("making the namespaces: {e}"));
+    let site = Site::new(74);
+    let (h1, h2) = (lab.host("s1"), lab.host("s2"));
+    let sets = [
+        "server.enroll_token=tok-0123456789abcdef",
+        "failover.sync_interval=500ms",
+        "failover.failover_timeout=2s",
+    ];
+    let mut s1 = site.init_at("s1", "server", &format!("{}:7400", h1.ip), &[], &sets);
+    let mut s2 = site.init_at("s2", "server", &format!("{}:7400", h2.ip), &[], &sets);
+    s1.configure(&[
+        &format!("failover.peer={}", s2.url()),
+        "failover.mode=primary",
+    ]);
+    // Only refusals can promote s2 within this test: its failover_timeout is two minutes.
+    s2.configure(&[
+        &format!("failover.peer={}", s1.url()),
+        "failover.mode=secondary",
+        "failover.failover_timeout=2m",
+    ]);
+    s1.netns = Some(h1.netns.clone());
+    s2.netns = Some(h2.netns.clone());
+    let mut a1 = site.agent("a1", &[&s1, &s2], &agent_sets());
+    s1.start();
+    let epoch = s1.wait_failover_state("active");
+    s2.start();
+    s2.wait_failover_state("standby");
+    a1.start();
+    a1.wait_link("home", Some(&s1));
+    wait_until(WAIT, "a1 replicated to s2", || {
+        s2.agent_entry("a1").map(|_| ())
+    });
+    let load = Sender::start(&a1, 20);
+    load.wait_more(200);
+    // In s1's namespace, connections from s2 to s1's port are answered with a reset.
+    let nft = |words: &[&str]| {
+        let mut args = vec!["netns", "exec", h1.netns.as_str(), "nft"];
+        args.extend_from_slice(words);
+        netlab::sh("ip", &args).unwrap_or_else(|e| panic!("nft: {e}"));
+    };
+    nft(&["add", "table", "inet", "usfreject"]);
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        "usfreject",
+        "input",
+        "{ type filter hook input priority 0 ; policy accept ; }",
+    ]);
+    let rule = format!("ip saddr {} tcp dport 7400 reject with tcp reset", h2.ip);
+    let mut words = vec!["add", "rule", "inet", "usfreject", "input"];
+    words.extend(rule.split(' '));
+    nft(&words);
+    let promoted = s2.wait_failover_state("active");
+    assert!(promoted > epoch, "{epoch} -> {promoted}");
+    let promotion = s2
+        .events("PROMOTED")
+        .into_iter()
+        .rfind(|e| e["subject"] == "s2")
+        .expect("s2's promotion");
+    assert!(
+        promotion["sentence"]
+            .as_str()
+            .is_some_and(|s| s.contains("port refused 3 polls in a row")),
+        "{promotion}"
+    );
+    // HS-6: s1 meets the higher epoch, steps down and hands its records over.
+    s1.wait_failover_state("standby");
+    s1.wait_event("SPLIT_BRAIN", |_| true);
+    a1.wait_link("standby", Some(&s2));
+    load.wait_more(200);
+    netlab::sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &h1.netns,
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            "usfreject",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("nft: {e}"));
+    let n = load.finish().last_seq;
+    wait_records(&[&s2], &[("a1", n)]);
+    assert_eq!(s1.failover().map(|f| f.0).as_deref(), Some("standby"));
+}
