@@ -1005,16 +1005,9 @@ fn parse_duration(s: &str) -> Option<Duration> {
         .map(|m| Duration::from_secs(m * 60))
 }
 
-/// HS-8's trade-off (issue 13): a firewall that rejects the peer link with TCP resets looks like
-/// a crash to the STANDBY, which promotes on the refusals while the ACTIVE still serves its
-/// agents. The ACTIVE's own polls still pass, so it meets the higher epoch and steps down (HS-6),
-/// handing over its records: nothing is lost. README: `failover.crash_confirm = 0` is the escape.
-#[test]
-fn hs8_a_firewall_rejecting_the_peer_link_with_resets_promotes_and_hs6_settles_it() {
-    netlab::require();
-    let lab = netlab::Lab::create(74, &["s1", "s2"])
-        .unwrap_or_else(|e| panic!("making the namespaces: {e}"));
-    let site = Site::new(74);
+/// Servers s1 (primary) and s2 (secondary) in hot standby, each in its namespace of `lab`; s2
+/// waits `s2_failover_timeout` of silence. Neither is started.
+fn netns_hot_standby(site: &Site, lab: &netlab::Lab, s2_failover_timeout: &str) -> (Node, Node) {
     let (h1, h2) = (lab.host("s1"), lab.host("s2"));
     let sets = [
         "server.enroll_token=tok-0123456789abcdef",
@@ -1027,14 +1020,62 @@ fn hs8_a_firewall_rejecting_the_peer_link_with_resets_promotes_and_hs6_settles_i
         &format!("failover.peer={}", s2.url()),
         "failover.mode=primary",
     ]);
-    // Only refusals can promote s2 within this test: its failover_timeout is two minutes.
     s2.configure(&[
         &format!("failover.peer={}", s1.url()),
         "failover.mode=secondary",
-        "failover.failover_timeout=2m",
+        &format!("failover.failover_timeout={s2_failover_timeout}"),
     ]);
     s1.netns = Some(h1.netns.clone());
     s2.netns = Some(h2.netns.clone());
+    (s1, s2)
+}
+
+/// HS-8: the ACTIVE's host unreachable (its link down) is silence, not a crash: nothing refuses,
+/// so the STANDBY promotes only after `failover_timeout`, and says so.
+#[test]
+fn hs8_the_active_host_unreachable_is_silence_and_waits_failover_timeout() {
+    netlab::require();
+    let lab = netlab::Lab::create(75, &["s1", "s2"])
+        .unwrap_or_else(|e| panic!("making the namespaces: {e}"));
+    let site = Site::new(75);
+    let (mut s1, mut s2) = netns_hot_standby(&site, &lab, "3s");
+    s1.start();
+    s1.wait_failover_state("active");
+    s2.start();
+    s2.wait_failover_state("standby");
+    lab.set_link("s1", false)
+        .unwrap_or_else(|e| panic!("link down: {e}"));
+    s2.wait_failover_state("active");
+    let promotion = s2
+        .events("PROMOTED")
+        .into_iter()
+        .rfind(|e| e["subject"] == "s2")
+        .expect("s2's promotion");
+    let sentence = promotion["sentence"].as_str().unwrap_or_default();
+    assert!(
+        sentence.starts_with("peer s1 has not answered for")
+            && sentence.contains("(failover_timeout 3s)"),
+        "{promotion}"
+    );
+    lab.set_link("s1", true)
+        .unwrap_or_else(|e| panic!("link up: {e}"));
+    // HS-6 when they meet again: one ACTIVE.
+    s1.wait_failover_state("standby");
+}
+
+/// HS-8's trade-off (issue 13): a firewall that rejects the peer link with TCP resets looks like
+/// a crash to the STANDBY, which promotes on the refusals while the ACTIVE still serves its
+/// agents. The ACTIVE's own polls still pass, so it meets the higher epoch and steps down (HS-6),
+/// handing over its records: nothing is lost. README: `failover.crash_confirm = 0` is the escape.
+#[test]
+fn hs8_a_firewall_rejecting_the_peer_link_with_resets_promotes_and_hs6_settles_it() {
+    netlab::require();
+    let lab = netlab::Lab::create(74, &["s1", "s2"])
+        .unwrap_or_else(|e| panic!("making the namespaces: {e}"));
+    let site = Site::new(74);
+    let (h1, h2) = (lab.host("s1"), lab.host("s2"));
+    // Only refusals can promote s2 within this test: its failover_timeout is two minutes.
+    let (mut s1, mut s2) = netns_hot_standby(&site, &lab, "2m");
     let mut a1 = site.agent("a1", &[&s1, &s2], &agent_sets());
     s1.start();
     let epoch = s1.wait_failover_state("active");
