@@ -26,6 +26,10 @@ fn runs(server: &Node, check: &str) -> Vec<(bool, i64)> {
     out
 }
 
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
 /// AL-2 (a): a tcp check on a closed port goes DOWN after exactly `fail_after` runs, and UP
 /// again after `ok_after` good runs once the port opens; each told once.
 #[test]
@@ -77,6 +81,24 @@ fn al2_a_tcp_check_on_a_closed_port_is_down_after_fail_after_runs_and_up_after_o
     assert_eq!(s.events("CHECK_DOWN").len(), 1, "told once");
     assert_eq!(s.events("CHECK_UP").len(), 1, "told once");
     drop(listener);
+    // AL-1: each is an alert of the acting server, with a stable id, written with its event.
+    let listed = s
+        .try_json(&["alert", "list", "--json"])
+        .expect("alert list");
+    let alerts: Vec<&Value> = listed["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|a| a["subject"] == "db-ping")
+        .collect();
+    let codes: Vec<&str> = alerts.iter().filter_map(|a| a["code"].as_str()).collect();
+    assert_eq!(codes, ["CHECK_DOWN", "CHECK_UP"], "{listed}");
+    assert_eq!(alerts[0]["severity"], "critical");
+    assert_eq!(alerts[0]["sentence"], down["sentence"]);
+    assert_eq!(alerts[0]["event_id"], down["id"]);
+    let id = alerts[0]["id"].as_str().unwrap_or_default();
+    assert!(uuid_like(id), "{id}");
+    assert_ne!(alerts[0]["id"], alerts[1]["id"]);
 }
 
 /// AL-2 and PRODUCT.md §4: thresholds count runs; zero is refused and nothing is stored.

@@ -148,6 +148,12 @@ taken_for: string | null, };
 
 export type Records = { records: Array<RecordView>, };
 
+export type Alerts = { alerts: Array<AlertView>, };
+
+export type AlertView = { id: string, event_id: number, time_ms: number, code: string, severity: Severity, subject: string, sentence: string, deliveries: Array<DeliveryView>, };
+
+export type DeliveryView = { channel: string, state: string, attempts: number, last_error?: string, };
+
 export type CertInfo = { fingerprint: string, sans: Array<string>, not_after: string, };
 
 export type Settings = { "ui.notifications": boolean, };

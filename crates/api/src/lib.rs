@@ -16,12 +16,12 @@ pub mod status;
 pub use event::{EventView, Severity};
 pub use refusal::{Refusal, RefusalKind};
 pub use request::{
-    CertRequest, CheckSpec, EventQuery, HttpCall, NewRecord, PairSpec, RecordQuery, Request,
-    RoleSpec, Switchback, ROUTES,
+    AlertQuery, CertRequest, CheckSpec, EventQuery, HttpCall, NewRecord, PairSpec, RecordQuery,
+    Request, RoleSpec, Switchback, ROUTES,
 };
 pub use status::{
-    Action, AgentView, CertView, Done, FailoverView, LinkView, MemberView, NodeView, PairActions,
-    PairStatus, Roles, ServerView, Status,
+    Action, AgentView, AlertView, Alerts, CertView, DeliveryView, Done, FailoverView, LinkView,
+    MemberView, NodeView, PairActions, PairStatus, Roles, ServerView, Status,
 };
 
 /// The console's TypeScript types, generated from these types (`ts` feature): one file,
@@ -62,6 +62,9 @@ mod typescript {
             Severity::decl(&cfg),
             RecordView::decl(&cfg),
             Records::decl(&cfg),
+            Alerts::decl(&cfg),
+            AlertView::decl(&cfg),
+            DeliveryView::decl(&cfg),
             CertInfo::decl(&cfg),
             Settings::decl(&cfg),
             Done::decl(&cfg),

@@ -62,6 +62,8 @@ pub enum Request {
     Records(RecordQuery),
     /// `events`.
     Events(EventQuery),
+    /// `alert list` (AL-1, AL-5): alerts and their delivery per channel.
+    Alerts(AlertQuery),
     /// `cert show`.
     Cert,
     /// `cert generate` (CT-1).
@@ -102,6 +104,7 @@ pub enum Op {
     RemoveCheck,
     Records,
     Events,
+    Alerts,
     Cert,
     GenerateCert,
     Send,
@@ -134,6 +137,7 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("DELETE", "/api/checks/{name}", Op::RemoveCheck),
     ("GET", "/api/records", Op::Records),
     ("GET", "/api/events", Op::Events),
+    ("GET", "/api/alerts", Op::Alerts),
     ("GET", "/api/cert", Op::Cert),
     ("POST", "/api/cert/generate", Op::GenerateCert),
     ("POST", "/api/send", Op::Send),
@@ -279,6 +283,13 @@ pub struct RecordQuery {
     pub limit: Option<usize>,
 }
 
+/// `alert list` filters: only alerts with a delivery still pending; the newest `limit`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlertQuery {
+    pub pending: bool,
+    pub limit: Option<usize>,
+}
+
 /// `events` filters: after event `since` (an id), not before `since_ms`, of `code`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventQuery {
@@ -335,6 +346,7 @@ impl Request {
             Request::RemoveCheck { .. } => Op::RemoveCheck,
             Request::Records(_) => Op::Records,
             Request::Events(_) => Op::Events,
+            Request::Alerts(_) => Op::Alerts,
             Request::Cert => Op::Cert,
             Request::GenerateCert(_) => Op::GenerateCert,
             Request::Send { .. } => Op::Send,
@@ -369,6 +381,13 @@ impl Request {
                 ("agent", q.agent.clone()),
                 ("pair", q.pair.clone()),
                 ("kind", q.kind.clone()),
+                ("limit", q.limit.map(|n| n.to_string())),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect(),
+            Request::Alerts(q) => [
+                ("pending", q.pending.then(|| "true".to_string())),
                 ("limit", q.limit.map(|n| n.to_string())),
             ]
             .into_iter()
@@ -480,6 +499,18 @@ impl Request {
                 agent: param("agent"),
                 pair: param("pair"),
                 kind: param("kind"),
+                limit: number("limit")?,
+            }),
+            Op::Alerts => Request::Alerts(AlertQuery {
+                pending: match param("pending").as_deref() {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(other) => {
+                        return Err(Refusal::invalid(format!(
+                            "pending must be true or false, not {other}"
+                        )))
+                    }
+                },
                 limit: number("limit")?,
             }),
             Op::Events => Request::Events(EventQuery {
@@ -653,6 +684,10 @@ mod tests {
                 agent: Some("a 1".into()),
                 limit: Some(5),
                 ..RecordQuery::default()
+            }),
+            Request::Alerts(AlertQuery {
+                pending: true,
+                limit: Some(3),
             }),
             Request::Events(EventQuery {
                 since: 7,

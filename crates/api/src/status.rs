@@ -332,6 +332,39 @@ pub struct Records {
     pub records: Vec<RecordView>,
 }
 
+/// `GET /api/alerts` (`alert list --json`, AL-1, AL-5): the newest alerts, oldest first.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alerts {
+    pub alerts: Vec<AlertView>,
+}
+
+/// One alert: its stable id, the event it came with, and its delivery per channel.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertView {
+    pub id: String,
+    pub event_id: u64,
+    pub time_ms: i64,
+    pub code: String,
+    pub severity: crate::Severity,
+    pub subject: String,
+    pub sentence: String,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// An alert's delivery to one channel: `pending`, `sent` or `failed` (AL-5).
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryView {
+    pub channel: String,
+    pub state: String,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub last_error: Option<String>,
+}
+
 /// `GET /api/cert`.
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

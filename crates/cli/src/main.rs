@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod alerts;
 mod api;
 mod cert;
 mod demo;
@@ -99,6 +100,9 @@ enum Command {
     },
     /// The records this server has stored
     Records(records::RecordsArgs),
+    /// Alerts raised by the acting server and their delivery per channel (AL-1, AL-5)
+    #[command(subcommand)]
+    Alert(alerts::AlertCommand),
     /// Run a whole site on this machine: two servers in hot standby, two pairs, one lone agent
     Demo(demo::DemoArgs),
 }
@@ -305,6 +309,7 @@ async fn dispatch(target: &Target, command: Command) -> Result<(), Failure> {
         Command::Check(cmd) => manage::check(target, cmd).await,
         Command::Send { records } => records::send(target, &records).await,
         Command::Records(args) => records::list(target, &args).await,
+        Command::Alert(cmd) => alerts::run(target, cmd).await,
         Command::Serve(_) | Command::Demo(_) => Ok(()),
     }
 }

@@ -202,6 +202,7 @@ pub(crate) async fn answer(shared: &Arc<Shared>, request: Request) -> Answer {
     match request {
         Request::Records(q) => records(shared, &q),
         Request::Events(q) => events(shared, &q),
+        Request::Alerts(q) => alerts(shared, &q),
         Request::Cert => match tls::load_or_generate(&shared.data_dir) {
             Ok(c) => to_value(CertInfo {
                 fingerprint: c.fingerprint,
@@ -235,6 +236,43 @@ pub(crate) async fn answer(shared: &Arc<Shared>, request: Request) -> Answer {
             rx.await.unwrap_or_else(|_| Err(stopping()))
         }
     }
+}
+
+/// `alert list` (AL-1, AL-5): the outbox as stored, newest `limit` (default 100).
+fn alerts(shared: &Shared, q: &understudy_api::AlertQuery) -> Answer {
+    let list = shared
+        .store()
+        .alerts_list(q.limit.unwrap_or(100), q.pending)
+        .map_err(Refusal::failed)?;
+    let severity = |s: &str| match s {
+        "critical" => understudy_api::Severity::Critical,
+        "warning" => understudy_api::Severity::Warning,
+        _ => understudy_api::Severity::Info,
+    };
+    to_value(understudy_api::Alerts {
+        alerts: list
+            .into_iter()
+            .map(|a| understudy_api::AlertView {
+                severity: severity(&a.severity),
+                id: a.id,
+                event_id: a.event_id,
+                time_ms: a.time_ms,
+                code: a.code,
+                subject: a.subject,
+                sentence: a.sentence,
+                deliveries: a
+                    .deliveries
+                    .into_iter()
+                    .map(|d| understudy_api::DeliveryView {
+                        channel: d.channel,
+                        state: d.state,
+                        attempts: d.attempts,
+                        last_error: d.last_error,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
 }
 
 fn records(shared: &Shared, q: &RecordQuery) -> Answer {

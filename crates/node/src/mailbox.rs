@@ -270,6 +270,12 @@ pub(crate) fn redirect_target(shared: &Shared, to: String) -> String {
 
 /// Stores an event, logs it and wakes whoever follows events (UI-1).
 pub(crate) fn record_event(shared: &Shared, e: &Event) {
+    record_event_alerting(shared, e, false)
+}
+
+/// [`record_event`]; on the acting server (`alerting`) an event whose code notifies is also an
+/// alert, written to the outbox in the same transaction (AL-1, AL-5).
+pub(crate) fn record_event_alerting(shared: &Shared, e: &Event, alerting: bool) {
     // Subjects and reasons carry text agents and servers chose (names, hook errors, refusals).
     tracing::info!(
         code = e.code.as_str(),
@@ -284,7 +290,13 @@ pub(crate) fn record_event(shared: &Shared, e: &Event) {
         detail: e.reason.clone(),
         data: json!({ "rule": e.code.rule(), "notify": e.code.notify() }),
     };
-    match shared.store().event_append(&row) {
+    let alert = (alerting && e.code.notify()).then(|| crate::store::NewAlert {
+        id: uuid::Uuid::new_v4().to_string(),
+        severity: e.code.severity().as_str().to_string(),
+        // Channels come with AL-4; until then an alert is listed with no delivery.
+        channels: Vec::new(),
+    });
+    match shared.store().event_append_alerting(&row, alert.as_ref()) {
         Ok(id) => {
             let _ = shared.events.send(id);
         }

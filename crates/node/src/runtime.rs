@@ -20,7 +20,8 @@ use crate::config::{self, Config, ConfigError, ServerUrl, CONFIG_FILE};
 use crate::docs::{agent_entry, ha_config, pair_config_from_doc, pair_doc, watch_config};
 use crate::http_client::AdminClient;
 use crate::mailbox::{
-    now_ms, record_event, redirect_target, Input, LinkCmd, LinkEvent, Shared, PEER_PINS, PINS_KEY,
+    now_ms, record_event_alerting, redirect_target, Input, LinkCmd, LinkEvent, Shared, PEER_PINS,
+    PINS_KEY,
 };
 use crate::store::{AgentRow, AgentStatus, Store, StoreError};
 use crate::tls::{self, NodeIdentity, PinBook, Pins};
@@ -937,9 +938,11 @@ impl Core {
     fn drain(&mut self) {
         loop {
             let mut progressed = false;
+            // AL-1: the acting server alerts, for its own events and its local agent's.
+            let alerting = self.server.as_ref().is_some_and(|s| s.engine.is_acting());
             if let Some(a) = &mut self.agent {
                 while let Some(e) = a.engine.poll_event() {
-                    record_event(&self.shared, &e);
+                    record_event_alerting(&self.shared, &e, alerting);
                 }
                 let actions: Vec<_> = std::iter::from_fn(|| a.engine.poll_action()).collect();
                 progressed |= !actions.is_empty();
@@ -949,7 +952,8 @@ impl Core {
             }
             if let Some(s) = &mut self.server {
                 while let Some(e) = s.engine.poll_event() {
-                    record_event(&self.shared, &e);
+                    let alerting = s.engine.is_acting();
+                    record_event_alerting(&self.shared, &e, alerting);
                 }
                 let actions: Vec<_> = std::iter::from_fn(|| s.engine.poll_action()).collect();
                 progressed |= !actions.is_empty();

@@ -78,6 +78,7 @@ pub(crate) fn core_request(core: &mut Core, now: Instant, request: Request) -> A
         }
         // Answered at the edge (admin::answer); never sent to the core.
         Request::Records(_)
+        | Request::Alerts(_)
         | Request::Events(_)
         | Request::Cert
         | Request::GenerateCert(_)
