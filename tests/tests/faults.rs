@@ -612,10 +612,19 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
                 0 | 1 if running.is_empty() => continue,
                 0 => {
                     let i = running[rng.below(running.len())];
-                    nodes[i].kill9();
+                    // Every third stop is planned (SIGTERM: the ACTIVE's port closes and its
+                    // STANDBY takes over at once, HS-8), the others crashes; decided without a
+                    // draw, so recorded seeds replay the same schedule.
+                    if applied % 3 == 2 {
+                        nodes[i].stop();
+                        report.log(start, format!("fault: SIGTERM {}", nodes[i].name));
+                        *kinds.entry("sigterm").or_default() += 1;
+                    } else {
+                        nodes[i].kill9();
+                        report.log(start, format!("fault: SIGKILL {}", nodes[i].name));
+                        *kinds.entry("sigkill").or_default() += 1;
+                    }
                     health[i] = Health::Dead;
-                    report.log(start, format!("fault: SIGKILL {}", nodes[i].name));
-                    *kinds.entry("sigkill").or_default() += 1;
                 }
                 1 => {
                     let i = running[rng.below(running.len())];
