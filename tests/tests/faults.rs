@@ -612,9 +612,10 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
                 0 | 1 if running.is_empty() => continue,
                 0 => {
                     let i = running[rng.below(running.len())];
-                    // Every third stop is planned (SIGTERM: the ACTIVE's port closes and its
-                    // STANDBY takes over at once, HS-8), the others crashes; decided without a
-                    // draw, so recorded seeds replay the same schedule.
+                    // A stop that is the third, sixth… fault applied is planned (SIGTERM: the
+                    // ACTIVE's port closes and its STANDBY takes over at once, HS-8), the others
+                    // are crashes. Decided without a draw: recorded seeds draw as before (their
+                    // third, sixth… fault, if a stop, is now a SIGTERM).
                     if applied % 3 == 2 {
                         nodes[i].stop();
                         report.log(start, format!("fault: SIGTERM {}", nodes[i].name));
