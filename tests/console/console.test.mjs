@@ -1,19 +1,23 @@
 // The console served by the understudy daemon, in Debian's headless Chromium, against a real site
 // started by run.sh: opens https://IP:PORT/#token=…, checks the pair is shown on its primary,
 // clicks "Force failover", waits until the page shows the secondary active and the server agrees
-// (`understudy status --json`), then takes a screenshot.
+// (`understudy status --json`), then takes a screenshot. PR-5: for each of the four causes the
+// engine's guard refuses an operator action (not the acting server, a handover under way, the
+// target already active, the target not connected) the button is disabled and its title is
+// exactly the sentence `status --json` carries for it and the CLI refuses with.
 //
 // Environment (run.sh sets it): CONSOLE_URL (with #token=…), CLI (understudy binary), DATA_DIR
-// (the server's data directory), PAIR (default web), SCREENSHOT (a .png path, optional),
-// CHROMIUM (default /usr/bin/chromium).
-import { execFileSync } from 'node:child_process';
+// (the server's data directory), PAIR (default web; the agents are a1 and a2), STANDBY_URL and
+// STANDBY_DATA_DIR (its hot-standby peer, STANDBY), A1_PID and A2_PID (the agents' processes),
+// SCREENSHOT (a .png path, optional), CHROMIUM (default /usr/bin/chromium).
+import { execFileSync, spawnSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
 
-const { CONSOLE_URL, CLI, DATA_DIR } = process.env;
+const { CONSOLE_URL, CLI, DATA_DIR, STANDBY_URL, STANDBY_DATA_DIR, A1_PID, A2_PID } = process.env;
 const PAIR = process.env.PAIR || 'web';
 const SCREENSHOT = process.env.SCREENSHOT;
-if (!CONSOLE_URL || !CLI || !DATA_DIR) {
-  console.error('set CONSOLE_URL, CLI and DATA_DIR (tests/console/run.sh does)');
+if (!CONSOLE_URL || !CLI || !DATA_DIR || !STANDBY_URL || !STANDBY_DATA_DIR || !A1_PID || !A2_PID) {
+  console.error('set CONSOLE_URL, CLI, DATA_DIR, STANDBY_URL, STANDBY_DATA_DIR, A1_PID and A2_PID (tests/console/run.sh does)');
   process.exit(2);
 }
 
@@ -30,9 +34,33 @@ async function step(name, fn) {
   }
 }
 
+function pairOf(name, dataDir = DATA_DIR) {
+  const status = JSON.parse(execFileSync(CLI, ['status', '--json', '--data-dir', dataDir], { encoding: 'utf8' }));
+  return status.pairs.find((p) => p.name === name) || {};
+}
+
 function pairActive(name) {
-  const status = JSON.parse(execFileSync(CLI, ['status', '--json', '--data-dir', DATA_DIR], { encoding: 'utf8' }));
-  return (status.pairs.find((p) => p.name === name) || {}).active;
+  return pairOf(name).active;
+}
+
+// PR-5: `page`'s button for `action` (force-failover | revert) becomes disabled with exactly
+// `sentence` as its title; `status --json` on that server says the same for the action, and
+// `understudy pair ACTION PAIR` there exits 1 with that sentence on stderr.
+async function refusedEverywhere(page, dataDir, action, sentence) {
+  const key = action.replace('-', '_');
+  const button = page.locator(`[data-testid="${action}-${PAIR}"]`);
+  await until(`${action} disabled with its reason`, async () =>
+    (await button.isDisabled()) && (await button.getAttribute('title')) === sentence, 20000)
+    .catch(async (e) => {
+      throw new Error(`${e.message}: title "${await button.getAttribute('title')}"`);
+    });
+  const shown = pairOf(PAIR, dataDir).actions?.[key];
+  if (!shown || shown.allowed !== false || shown.reason !== sentence)
+    throw new Error(`status --json says ${JSON.stringify(shown)}`);
+  const cli = spawnSync(CLI, ['pair', action, PAIR, '--data-dir', dataDir], { encoding: 'utf8' });
+  if (cli.status !== 1 || cli.stderr !== `error: ${sentence}\n`)
+    throw new Error(`the CLI exited ${cli.status} with ${JSON.stringify(cli.stderr)}`);
+  console.log(`[console]   ${action}: disabled, title "${sentence}"`);
 }
 
 async function until(what, cond, timeoutMs) {
@@ -68,6 +96,9 @@ try {
     await page.waitForFunction((sel) => document.querySelector(sel)?.dataset.active === 'primary',
       `[data-testid="pair-active-${PAIR}"]`, { timeout: 20000 });
   });
+  await step('PR-5 the target already active: Revert disabled with the engine\'s sentence', async () => {
+    await refusedEverywhere(page, DATA_DIR, 'revert', `${PAIR} is already active on the primary a1`);
+  });
   await step('Force failover enabled and clicked', async () => {
     await until('Force failover enabled', () => force.isEnabled(), 20000);
     await force.click();
@@ -88,6 +119,32 @@ try {
       await page.screenshot({ path: SCREENSHOT, fullPage: false });
     });
   }
+  await step('PR-5 a handover under way: both buttons disabled with the engine\'s sentence', async () => {
+    // a2 holds the duty and is frozen: its lease runs on (failover_after 30s), so it cannot
+    // confirm it stood down and the revert stays under way.
+    process.kill(Number(A2_PID), 'SIGSTOP');
+    try {
+      execFileSync(CLI, ['pair', 'revert', PAIR, '--data-dir', DATA_DIR], { encoding: 'utf8' });
+      const sentence = `a handover of ${PAIR} is already under way`;
+      await refusedEverywhere(page, DATA_DIR, 'revert', sentence);
+      await refusedEverywhere(page, DATA_DIR, 'force-failover', sentence);
+    } finally {
+      process.kill(Number(A2_PID), 'SIGCONT');
+    }
+    await until('the revert completes', () => pairActive(PAIR) === 'primary', 20000);
+  });
+  await step('PR-5 the target not connected: Force failover disabled with the engine\'s sentence', async () => {
+    process.kill(Number(A2_PID), 'SIGKILL');
+    await refusedEverywhere(page, DATA_DIR, 'force-failover', 'the secondary a2 is not connected');
+  });
+  await step('PR-5 not the acting server: the STANDBY\'s buttons disabled with the engine\'s sentence', async () => {
+    const standby = await context.newPage();
+    await standby.goto(STANDBY_URL);
+    await standby.locator(`[data-testid="pair-active-${PAIR}"]`).waitFor({ timeout: 20000 });
+    const sentence = 'this server is not the acting server of the site';
+    await refusedEverywhere(standby, STANDBY_DATA_DIR, 'force-failover', sentence);
+    await refusedEverywhere(standby, STANDBY_DATA_DIR, 'revert', sentence);
+  });
 } finally {
   await browser.close();
 }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The console served by the headless daemon, in Debian's Chromium (Playwright, playwright-core
-# only): starts a real site on loopback addresses — a server (`understudy serve`) and two agents
-# enrolled with a token, a pair "web" — opens https://IP:PORT/#token=… and forces a failover from
-# the page (console.test.mjs), then stops everything. Saves docs/screenshots/console.png.
+# only): starts a real site on loopback addresses — two servers in hot standby (`understudy
+# serve`, srv ACTIVE and srv2 STANDBY) and two agents enrolled with a token, a pair "web" —
+# opens https://IP:PORT/#token=… and forces a failover from the page, and checks that for each of
+# the four causes the engine refuses an operator action the button is disabled with exactly the
+# engine's sentence as its title (console.test.mjs), then stops everything. Saves
+# docs/screenshots/console.png.
 #
 # Usage: tests/console/run.sh            (builds the CLI if CLI is not given)
 #        CLI=target/release/understudy tests/console/run.sh
@@ -40,11 +43,39 @@ wait_for() { local end=$(( $(date +%s) + $1 )); shift
 
 ENROLL="console-$RANDOM$RANDOM-$RANDOM$RANDOM-token"
 SRV="$WORK/srv"
+SRV2="$WORK/srv2"
 LISTEN="127.0.8.21:$(free_port 127.0.8.21)"
-"$CLI" init --data-dir "$SRV" --name srv --listen "$LISTEN" --role server --set server.enroll_token="$ENROLL" >"$WORK/init.log"
-FP=$("$CLI" cert show --json --data-dir "$SRV" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).fingerprint))')
+LISTEN2="127.0.8.24:$(free_port 127.0.8.24)"
+fingerprint() { "$CLI" cert show --json --data-dir "$1" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).fingerprint))'; }
+for s in "srv $SRV $LISTEN" "srv2 $SRV2 $LISTEN2"; do
+  set -- $s
+  "$CLI" init --data-dir "$2" --name "$1" --listen "$3" --role server --set server.enroll_token="$ENROLL" \
+    --set failover.sync_interval=200ms --set failover.failover_timeout=1s >>"$WORK/init.log"
+done
+FP=$(fingerprint "$SRV")
+FP2=$(fingerprint "$SRV2")
+# set_failover DIR MODE PEER: hot standby (HS-1). Each peer is pinned to the other's certificate,
+# which exists only once both are initialised, so the [failover] section is written afterwards.
+set_failover() { node -e '
+const fs = require("fs"); const [file, mode, peer] = process.argv.slice(1);
+const lines = fs.readFileSync(file, "utf8").split("\n").filter((l, i, all) => {
+  let section = ""; for (let j = 0; j <= i; j++) { const m = /^\[(.*)\]\s*$/.exec(all[j]); if (m) section = m[1]; }
+  return !(section === "failover" && /^(mode|peer)\s*=/.test(l));
+});
+let at = lines.findIndex((l) => /^\[failover\]\s*$/.test(l));
+if (at < 0) { lines.push("", "[failover]"); at = lines.length - 1; }
+lines.splice(at + 1, 0, `mode = "${mode}"`, `peer = "${peer}"`);
+fs.writeFileSync(file, lines.join("\n"));' "$1/config.toml" "$2" "$3"; }
+set_failover "$SRV" primary "https://$LISTEN2#$FP2"
+set_failover "$SRV2" secondary "https://$LISTEN#$FP"
+failover_state() { "$CLI" status --json --data-dir "$1" 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.exit(JSON.parse(s).node.failover.state===process.argv[1]?0:1))' "$2"; }
 "$CLI" serve --data-dir "$SRV" >"$WORK/srv.log" 2>&1 &
 PIDS+=($!)
+wait_for 30 failover_state "$SRV" active || { log "srv did not become ACTIVE"; exit 1; }
+"$CLI" serve --data-dir "$SRV2" >"$WORK/srv2.log" 2>&1 &
+PIDS+=($!)
+wait_for 30 failover_state "$SRV2" standby || { log "srv2 did not become STANDBY"; exit 1; }
+AGENT_PIDS=()
 i=21
 for a in a1 a2; do
   i=$((i + 1))
@@ -52,12 +83,17 @@ for a in a1 a2; do
     --server "https://$LISTEN#$FP" --set agent.enroll_token="$ENROLL" --set agent.heartbeat=200ms >>"$WORK/init.log"
   "$CLI" serve --data-dir "$WORK/$a" >"$WORK/$a.log" 2>&1 &
   PIDS+=($!)
+  AGENT_PIDS+=($!)
 done
 connected() { "$CLI" agent list --data-dir "$SRV" 2>/dev/null | awk '$2=="connected"{n++} END{exit n>=2?0:1}'; }
 wait_for 30 connected || { log "agents did not connect"; exit 1; }
-"$CLI" pair add web --primary a1 --secondary a2 --failover-after 1s --data-dir "$SRV" >>"$WORK/init.log"
-log "site up: server $LISTEN, agents a1 a2, pair web"
+# A failover_after long enough for a handover to stay visibly under way while the member that
+# must stand down is frozen (one of the four refusals the page shows).
+"$CLI" pair add web --primary a1 --secondary a2 --failover-after 30s --switchback manual --data-dir "$SRV" >>"$WORK/init.log"
+log "site up: servers $LISTEN (ACTIVE) and $LISTEN2 (STANDBY), agents a1 a2, pair web"
 
 mkdir -p "$ROOT/docs/screenshots"
 CONSOLE_URL="https://$LISTEN/#token=$(cat "$SRV/admin.token")" CLI="$CLI" DATA_DIR="$SRV" PAIR=web \
+  STANDBY_URL="https://$LISTEN2/#token=$(cat "$SRV2/admin.token")" STANDBY_DATA_DIR="$SRV2" \
+  A1_PID="${AGENT_PIDS[0]}" A2_PID="${AGENT_PIDS[1]}" \
   SCREENSHOT="$ROOT/docs/screenshots/console.png" node "$HERE/console.test.mjs"

@@ -491,6 +491,77 @@ fn pr5_force_failover_and_revert_and_their_refusal_when_the_target_is_down() {
     assert_eq!(server.pair("web").expect("pair")["active"], "secondary");
 }
 
+/// PR-5, for each of the four causes the engine's guard refuses an operator action with: the CLI
+/// exits 1 and its stderr is exactly the sentence `status --json` showed for that action
+/// (`actions.*.reason`, a dry run of the same guard), the sentence the tray item and the console
+/// button show. The causes in the guard's order: 1. not the acting server, 2. a handover under
+/// way, 3. the target already active, 4. the target not connected.
+#[test]
+fn pr5_the_cli_refuses_with_exactly_the_sentence_status_showed_for_each_of_the_four_causes() {
+    let site = Site::new(47);
+    let (mut s1, mut s2) = site.hot_standby(&server_sets(&[]), None);
+    let mut p = site.agent("p", &[&s1, &s2], &agent_sets(&[]));
+    let mut q = site.agent("q", &[&s1, &s2], &agent_sets(&[]));
+    start_hot_standby(&mut s1, &mut s2);
+    p.start();
+    q.start();
+    wait_on(&p, &s1);
+    wait_on(&q, &s1);
+    // A long failover_after: a frozen member's lease runs that long, so cause 2 stays visible.
+    s1.cli_ok(&[
+        "pair",
+        "add",
+        "web",
+        "--primary",
+        "p",
+        "--secondary",
+        "q",
+        "--failover-after",
+        "30s",
+        "--switchback",
+        "manual",
+    ]);
+    s1.wait_pair("web", "active primary", |p| p["active"] == "primary");
+
+    // 3. The target already active.
+    refused_as_status_says(&s1, "revert", "web is already active on the primary p");
+    // 1. Not the acting server: the STANDBY holds the replicated pair but does not move it.
+    s2.wait_pair("web", "replicated to the STANDBY", |_| true);
+    refused_as_status_says(
+        &s2,
+        "force-failover",
+        "this server is not the acting server of the site",
+    );
+    // 2. A handover under way: the active primary is frozen (its lease still runs), so it cannot
+    //    confirm it stood down and the handover waits.
+    p.sigstop();
+    s1.cli_ok(&["pair", "force-failover", "web"]);
+    refused_as_status_says(&s1, "revert", "a handover of web is already under way");
+    p.sigcont();
+    s1.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
+    // 4. The target not connected.
+    p.kill9();
+    s1.wait_pair("web", "p disconnected", |p| p["primary_connected"] == false);
+    refused_as_status_says(&s1, "revert", "the primary p is not connected");
+    assert_eq!(s1.pair("web").expect("pair")["active"], "secondary");
+}
+
+/// `status --json` on `server` shows pair web's `action` refused with `sentence`, and
+/// `understudy pair ACTION web` exits 1 with exactly that sentence on stderr.
+fn refused_as_status_says(server: &Node, action: &str, sentence: &str) {
+    let key = action.replace('-', "_");
+    let shown = server.wait_pair("web", &format!("{action} refused"), |p| {
+        p["actions"][&key]["allowed"] == false
+    });
+    assert_eq!(shown["actions"][&key]["reason"], sentence, "{shown}");
+    let out = server.cli(&["pair", action, "web"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("error: {sentence}\n")
+    );
+}
+
 #[test]
 fn pr7_failing_hook_raises_hook_failed_and_shows_the_pair_degraded() {
     let site = Site::new(45);
