@@ -21,6 +21,10 @@
 #   starts `understudy-desktop --window --data-dir D` (the tray node's data directory), "Force
 #   failover" clicked in the window moves the pair (window, status, a FORCED_FAILOVER notification
 #   from the tray process on D-Bus); screenshot docs/screenshots/window.png.
+# Part 3, split brain (HS-6, UI-2): the app's node is the primary of two hot-standby servers; its
+#   peer s2 (`understudy serve`, secondary) is started and becomes STANDBY, then the link between
+#   them (two relays, tests/desktop/relay.py) is cut until both are ACTIVE and healed: the app
+#   raises the "Split brain" notification on D-Bus, and the lower epoch (the app's node) steps down.
 # Last, Quit with a window open stops the node, ends the window process and exits with status 0.
 #
 # Usage: tests/desktop/run-desktop-e2e.sh            (builds the app and the CLI if not given)
@@ -125,10 +129,41 @@ ENROLL=e2e-$RANDOM$RANDOM-$RANDOM$RANDOM-token
 SRV_IP=127.0.8.1
 export UNDERSTUDY_DATA_DIR="$WORK/data"
 export UNDERSTUDY_LISTEN="$SRV_IP:$(free_port $SRV_IP)"
+HS_FAST=(--set failover.sync_interval=200ms --set failover.failover_timeout=1s)
 "$CLI" init --data-dir "$UNDERSTUDY_DATA_DIR" --name desk --listen "$UNDERSTUDY_LISTEN" \
-  --set server.enroll_token="$ENROLL" >"$WORK/init.log" 2>&1 || fail "init the app's node ($(cat "$WORK/init.log"))"
-FP=$("$CLI" cert show --json --data-dir "$UNDERSTUDY_DATA_DIR" | $PY -c 'import json,sys; print(json.load(sys.stdin)["fingerprint"])')
+  --set server.enroll_token="$ENROLL" "${HS_FAST[@]}" >"$WORK/init.log" 2>&1 || fail "init the app's node ($(cat "$WORK/init.log"))"
+fingerprint() { "$CLI" cert show --json --data-dir "$1" | $PY -c 'import json,sys; print(json.load(sys.stdin)["fingerprint"])'; }
+FP=$(fingerprint "$UNDERSTUDY_DATA_DIR")
 st() { "$CLI" status --json --data-dir "$UNDERSTUDY_DATA_DIR"; }
+# The app's hot-standby peer (part 3), made now: the app's node is the primary from its start,
+# its peer reached through a relay the test cuts. s2 itself is configured and started in part 3.
+S2_DIR="$WORK/s2"
+S2_LISTEN="127.0.8.2:$(free_port 127.0.8.2)"
+TO_S2="127.0.8.3:$(free_port 127.0.8.3)"
+TO_DESK="127.0.8.4:$(free_port 127.0.8.4)"
+"$CLI" init --data-dir "$S2_DIR" --name s2 --listen "$S2_LISTEN" --role server "${HS_FAST[@]}" \
+  >>"$WORK/init.log" 2>&1 || fail "init s2 ($(cat "$WORK/init.log"))"
+# set_failover DIR MODE PEER: hot standby (HS-1) in the node's config.toml (the node is stopped).
+set_failover() { $PY -c 'import re,sys
+path, mode, peer = sys.argv[1:]
+lines, section, out = open(path).read().split("\n"), "", []
+for l in lines:
+    m = re.match(r"^\[(.*)\]\s*$", l)
+    section = m.group(1) if m else section
+    if not (section == "failover" and re.match(r"^(mode|peer)\s*=", l)):
+        out.append(l)
+if "[failover]" not in out:
+    out += ["", "[failover]"]
+at = out.index("[failover]") + 1
+out[at:at] = [f"mode = \"{mode}\"", f"peer = \"{peer}\""]
+open(path, "w").write("\n".join(out))' "$1/config.toml" "$2" "$3"; }
+set_failover "$UNDERSTUDY_DATA_DIR" primary "https://$TO_S2#$(fingerprint "$S2_DIR")"
+$PY "$ROOT/tests/desktop/relay.py" "$TO_S2" "$S2_LISTEN" >"$WORK/relay-to-s2.log" 2>&1 &
+RELAY_TO_S2=$!
+PIDS+=($RELAY_TO_S2)
+$PY "$ROOT/tests/desktop/relay.py" "$TO_DESK" "$UNDERSTUDY_LISTEN" >"$WORK/relay-to-desk.log" 2>&1 &
+RELAY_TO_DESK=$!
+PIDS+=($RELAY_TO_DESK)
 # pair_active PAIR WANT: the app's node says the pair's active member is WANT.
 pair_active() { st 2>/dev/null | $PY -c 'import json,sys
 p=[p for p in json.load(sys.stdin)["pairs"] if p["name"]==sys.argv[1]]
@@ -199,6 +234,12 @@ pair_checks() {
     pass "menu follows: $pair active secondary ($secondary)"
   else
     fail "menu follows: $pair active secondary ($secondary)"
+  fi
+  # PR-5: a disabled item carries the engine's refusal (dbusmenu items have no tooltip).
+  if $CHECK wait-label "^Force failover $pair — $pair is already active on the secondary $secondary\$" 10 >/dev/null; then
+    pass "menu: Force failover $pair disabled with the engine's sentence"
+  else
+    fail "menu: Force failover $pair disabled with the engine's sentence"
   fi
   if $CHECK wait-notification "Forced failover.*$pair" "$WORK/notifications.log" 10 >/dev/null; then
     pass "forced failover notification on D-Bus"
@@ -383,6 +424,37 @@ if [ -s "$WORK/webview.png" ]; then
   pass "screenshot docs/screenshots/window.png"
 else
   fail "screenshot of the window (WebDriver)"
+fi
+
+# ------------------------------------------------------------------ part 3: split brain --
+# failover_state DIR STATE: the node in DIR says it is STATE (active | standby).
+failover_state() { "$CLI" status --json --data-dir "$1" 2>/dev/null | $PY -c 'import json,sys
+sys.exit(0 if json.load(sys.stdin)["node"]["failover"]["state"]==sys.argv[1] else 1)' "$2"; }
+# s2 pins the app's certificate as it is now (part 1 generated new ones).
+set_failover "$S2_DIR" secondary "https://$TO_DESK#$(fingerprint "$UNDERSTUDY_DATA_DIR")"
+"$CLI" serve --data-dir "$S2_DIR" >"$WORK/s2.log" 2>&1 &
+PIDS+=($!)
+if wait_for 30 failover_state "$S2_DIR" standby && failover_state "$UNDERSTUDY_DATA_DIR" active; then
+  pass "hot standby: the app's node ACTIVE, s2 STANDBY"
+else
+  fail "hot standby: the app's node ACTIVE, s2 STANDBY"
+fi
+kill -USR1 "$RELAY_TO_S2" "$RELAY_TO_DESK"
+if wait_for 30 failover_state "$S2_DIR" active && failover_state "$UNDERSTUDY_DATA_DIR" active; then
+  pass "the peer link cut: both servers ACTIVE"
+else
+  fail "the peer link cut: both servers ACTIVE"
+fi
+kill -USR2 "$RELAY_TO_S2" "$RELAY_TO_DESK"
+if $CHECK wait-notification "Split brain" "$WORK/notifications.log" 30; then
+  pass "the link healed: Split brain notification on D-Bus"
+else
+  fail "the link healed: Split brain notification on D-Bus"
+fi
+if wait_for 30 failover_state "$UNDERSTUDY_DATA_DIR" standby && failover_state "$S2_DIR" active; then
+  pass "HS-6: the lower epoch (the app's node) stepped down to STANDBY"
+else
+  fail "HS-6: the lower epoch (the app's node) stepped down to STANDBY"
 fi
 
 # 8. Quit from the tray, with a window open: the window process ends, the node stops, exit 0.
