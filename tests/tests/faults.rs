@@ -1016,7 +1016,9 @@ fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// Servers s1 (primary) and s2 (secondary) in hot standby, each in its namespace of `lab`; s2
-/// waits `s2_failover_timeout` of silence. Neither is started.
+/// waits `s2_failover_timeout` of silence. Neither is started. (Each namespaced test has a lab
+/// number of its own, since tests run two at a time: 71–75 the randomized suites and the lossy
+/// link, 76–77 the HS-8 tests.)
 fn netns_hot_standby(site: &Site, lab: &netlab::Lab, s2_failover_timeout: &str) -> (Node, Node) {
     let (h1, h2) = (lab.host("s1"), lab.host("s2"));
     let sets = [
@@ -1045,9 +1047,9 @@ fn netns_hot_standby(site: &Site, lab: &netlab::Lab, s2_failover_timeout: &str) 
 #[test]
 fn hs8_the_active_host_unreachable_is_silence_and_waits_failover_timeout() {
     netlab::require();
-    let lab = netlab::Lab::create(75, &["s1", "s2"])
+    let lab = netlab::Lab::create(77, &["s1", "s2"])
         .unwrap_or_else(|e| panic!("making the namespaces: {e}"));
-    let site = Site::new(75);
+    let site = Site::new(77);
     let (mut s1, mut s2) = netns_hot_standby(&site, &lab, "3s");
     s1.start();
     s1.wait_failover_state("active");
@@ -1080,9 +1082,9 @@ fn hs8_the_active_host_unreachable_is_silence_and_waits_failover_timeout() {
 #[test]
 fn hs8_a_firewall_rejecting_the_peer_link_with_resets_promotes_and_hs6_settles_it() {
     netlab::require();
-    let lab = netlab::Lab::create(74, &["s1", "s2"])
+    let lab = netlab::Lab::create(76, &["s1", "s2"])
         .unwrap_or_else(|e| panic!("making the namespaces: {e}"));
-    let site = Site::new(74);
+    let site = Site::new(76);
     let (h1, h2) = (lab.host("s1"), lab.host("s2"));
     // Only refusals can promote s2 within this test: its failover_timeout is two minutes.
     let (mut s1, mut s2) = netns_hot_standby(&site, &lab, "2m");
