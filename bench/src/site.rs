@@ -195,6 +195,32 @@ impl Node {
         t
     }
 
+    /// Sends `sig` (SIGTERM, SIGSTOP, SIGCONT) without waiting; returns the instant it was sent.
+    pub fn signal(&self, sig: i32) -> Instant {
+        let child = self.child.as_ref().expect("not running");
+        let t = Instant::now();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        t
+    }
+
+    /// Waits (up to `within`) for the process to exit by itself; SIGKILL after that.
+    pub fn reap(&mut self, within: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
     /// SIGTERM, then SIGKILL after 10 s.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

@@ -17,9 +17,12 @@ pub struct Opts {
     /// Runs of each kind with fast settings.
     #[arg(long, default_value_t = 30)]
     pub runs: usize,
-    /// Server-takeover runs with default settings (about 30 s each).
-    #[arg(long, default_value_t = 10)]
+    /// Server-takeover runs with default settings, for SIGKILL and for SIGTERM each (HS-8).
+    #[arg(long, default_value_t = 30)]
     pub default_runs: usize,
+    /// Server-takeover runs with default settings by SIGSTOP (silence: about 35 s each).
+    #[arg(long, default_value_t = 5)]
+    pub default_stop_runs: usize,
     /// Pair-failover runs with default settings (about 13 s each).
     #[arg(long, default_value_t = 30)]
     pub default_pair_runs: usize,
@@ -34,13 +37,15 @@ impl Opts {
             Opts {
                 runs: 2,
                 default_runs: 1,
+                default_stop_runs: 1,
                 default_pair_runs: 1,
                 agents: 3,
             }
         } else {
             Opts {
                 runs: 30,
-                default_runs: 10,
+                default_runs: 30,
+                default_stop_runs: 5,
                 default_pair_runs: 15,
                 agents: 3,
             }
@@ -68,14 +73,37 @@ async fn wait_state(node: &Node, state: &str) -> Result<u64, String> {
     }
 }
 
+/// How the ACTIVE server is stopped in a takeover run (HS-8).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Stop {
+    /// A crash: its port refuses at once, the STANDBY promotes after `crash_confirm` refusals.
+    Sigkill,
+    /// A planned stop: the ACTIVE hands the role over, then exits.
+    Sigterm,
+    /// A frozen process: silence, the STANDBY promotes after `failover_timeout`.
+    Sigstop,
+}
+
+impl Stop {
+    fn name(self) -> &'static str {
+        match self {
+            Stop::Sigkill => "SIGKILL",
+            Stop::Sigterm => "SIGTERM",
+            Stop::Sigstop => "SIGSTOP",
+        }
+    }
+}
+
 async fn servers_series(
     env: &Env,
     label: &str,
     fast: bool,
+    stop: Stop,
     target: f64,
     runs: usize,
     n_agents: usize,
 ) -> (Series, Series) {
+    let label = &format!("{label}, {}", stop.name());
     let ctx = Ctx::new(&env.bin, &env.work, "takeover");
     let server_sets: &[&str] = if fast { FAST_SERVER } else { &[] };
     let agent_sets: &[&str] = if fast {
@@ -132,7 +160,11 @@ async fn servers_series(
         }
         tokio::time::sleep(sync * 2 + Duration::from_millis(200)).await;
         let probe = format!("probe-{run}");
-        let t0 = s[active].kill9();
+        let t0 = match stop {
+            Stop::Sigkill => s[active].kill9(),
+            Stop::Sigterm => s[active].signal(libc::SIGTERM),
+            Stop::Sigstop => s[active].signal(libc::SIGSTOP),
+        };
         for a in &agents {
             let _ = a.send(&[(probe.clone(), run as f64)]).await;
         }
@@ -178,8 +210,22 @@ async fn servers_series(
             );
             failed += 1;
         }
-        // The former ACTIVE comes back as STANDBY (HS-5).
-        s[active].start().await;
+        // The former ACTIVE comes back as STANDBY (HS-5; a frozen one resumes and HS-6 settles it).
+        match stop {
+            Stop::Sigkill => s[active].start().await,
+            Stop::Sigterm => {
+                if !s[active].reap(Duration::from_secs(30)) {
+                    eprintln!(
+                        "takeover {label}: run {run}: the stopped server did not exit within 30 s"
+                    );
+                    failed += 1;
+                }
+                s[active].start().await;
+            }
+            Stop::Sigstop => {
+                s[active].signal(libc::SIGCONT);
+            }
+        }
         if let Err(e) = wait_state(&s[active], "standby").await {
             eprintln!("takeover {label}: {e}");
             failed += 1;
@@ -307,24 +353,27 @@ async fn pair_series(env: &Env, label: &str, fast: bool, target: f64, runs: usiz
 
 pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let mut servers = Vec::new();
-    if o.default_runs > 0 {
-        let (a, b) = servers_series(
-            env,
-            "default (failover_timeout 15s, sync 5s, heartbeat 1s, switchover_after 10s)",
-            false,
-            16.0,
-            o.default_runs,
-            o.agents,
-        )
-        .await;
-        servers.extend([a, b]);
+    const DEFAULT: &str =
+        "default (failover_timeout 15s, crash_confirm 3, sync 5s, heartbeat 1s, switchover_after 10s)";
+    // HS-8 targets: a crash or a planned stop is replaced within 0.5 s at default settings;
+    // silence still waits failover_timeout (+ one heartbeat).
+    for (stop, target, runs) in [
+        (Stop::Sigkill, 0.5, o.default_runs),
+        (Stop::Sigterm, 0.5, o.default_runs),
+        (Stop::Sigstop, 16.0, o.default_stop_runs),
+    ] {
+        if runs > 0 {
+            let (a, b) = servers_series(env, DEFAULT, false, stop, target, runs, o.agents).await;
+            servers.extend([a, b]);
+        }
     }
     if o.runs > 0 {
         let (a, b) = servers_series(
             env,
             "fast (failover_timeout 1s, sync 200ms, heartbeat 200ms, switchover_after 600ms)",
             true,
-            1.2,
+            Stop::Sigkill,
+            0.5,
             o.runs,
             o.agents,
         )
@@ -362,11 +411,13 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
         "**Servers.** Two servers in hot standby (`failover.mode` primary/secondary, each pinning the \
          other as `failover.peer`) and {} agents whose server list is both servers. Each run: every \
          agent has just delivered a record to the ACTIVE and two `sync_interval`s have passed; the ACTIVE \
-         gets SIGKILL; right after, one record is handed to every agent; the clock stops, per agent, \
+         gets SIGKILL (a crash: the STANDBY promotes on `crash_confirm` refused polls, HS-8), SIGTERM (a \
+         planned stop: the ACTIVE hands the role over, HS-8) or SIGSTOP (a frozen process: silence, \
+         `failover_timeout`); right after, one record is handed to every agent; the clock stops, per agent, \
          when the survivor's `records` (polled every 20 ms) lists that agent's record. \"Every agent\" is \
-         the slowest agent of the run. The killed server is restarted and comes back as STANDBY (HS-5), \
-         so the roles alternate from run to run. Target (by analogy with §5's failover target): \
-         `failover_timeout` + one heartbeat.\n\n",
+         the slowest agent of the run. The stopped server is restarted (or resumed with SIGCONT) and comes \
+         back as STANDBY (HS-5, HS-6), so the roles alternate from run to run. Targets: SIGKILL and SIGTERM \
+         at default settings 0.5 s (issue 13); silence `failover_timeout` + one heartbeat.\n\n",
         o.agents
     ));
     md.push_str(&table(&servers));
@@ -378,11 +429,11 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
          `failover_after` + one heartbeat.\n\n",
     );
     md.push_str(&table(&pairs));
-    if o.default_runs < 30 || o.default_pair_runs < 30 {
+    if o.default_runs < 30 || o.default_pair_runs < 30 || o.default_stop_runs < 30 {
         md.push_str(&format!(
-            "\nWith default settings a server run takes about 30 s and a pair run about 14 s, so fewer \
-             runs were taken: {} server takeovers and {} pair failovers (p99 is then the slowest run).\n",
-            o.default_runs, o.default_pair_runs
+            "\nFewer runs were taken where a run is long: {} server takeovers per SIGKILL/SIGTERM, {} by \
+             SIGSTOP (about 35 s each) and {} pair failovers (p99 is then the slowest run).\n",
+            o.default_runs, o.default_stop_runs, o.default_pair_runs
         ));
     }
     Section {

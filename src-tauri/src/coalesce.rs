@@ -60,6 +60,10 @@ const BURSTS: &[(&str, &str)] = &[
     ("PAIR_BLACKOUT", "{n} pairs have no reachable member"),
     ("PROMOTED", "{n} promotions to ACTIVE"),
     ("DEMOTED", "{n} demotions to STANDBY"),
+    (
+        "HANDOVER",
+        "{n} planned handovers between the hot-standby servers",
+    ),
     ("AGENT_PENDING", "{n} agents are waiting to be accepted"),
     ("CERT_GENERATED", "{n} certificates were generated"),
     ("HOOK_FAILED", "{n} hooks failed"),

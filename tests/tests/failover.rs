@@ -236,6 +236,69 @@ fn hs8_sigkill_of_the_active_promotes_the_standby_on_refusals_and_nothing_is_los
     wait_records(&[&s2], &[("a1", n)]);
 }
 
+/// HS-8 planned stop: SIGTERM of the ACTIVE hands the role to the healthy STANDBY before the
+/// process exits. The STANDBY here could promote neither on refusals (`crash_confirm = 0`) nor on
+/// silence (`failover_timeout = 2m`, longer than this test waits): only the handover can promote
+/// it. Every record the old ACTIVE acknowledged is on the new one without the old one ever
+/// coming back, and the agent follows without a SWITCHOVER.
+#[test]
+fn hs8_sigterm_of_the_active_hands_over_at_once_and_nothing_is_lost() {
+    let site = Site::new(37);
+    let mut sets = SERVER.to_vec();
+    sets.extend(["failover.sync_interval=1s", "failover.failover_timeout=2s"]);
+    let (mut s1, mut s2) = site.hot_standby(&sets, None);
+    s2.configure(&["failover.failover_timeout=2m", "failover.crash_confirm=0"]);
+    let mut a1 = site.agent("a1", &[&s1, &s2], &agent_sets(&[]));
+    let epoch = start_hot_standby(&mut s1, &mut s2);
+    a1.start();
+    wait_on(&a1, &s1);
+    wait_until(WAIT, "a1 replicated to s2", || {
+        s2.agent_entry("a1").map(|_| ())
+    });
+    let load = Sender::start(&a1, 50);
+    load.wait_more(300);
+    s1.stop();
+    let promoted = s2.wait_failover_state("active");
+    assert!(promoted > epoch);
+    let reason = own_promotion(&s2);
+    assert!(
+        reason.starts_with(&format!(
+            "peer s1 handed over the ACTIVE role of epoch {epoch} (planned stop (SIGTERM))"
+        )),
+        "{reason}"
+    );
+    // s1's HANDOVER event came over with the handover.
+    let handover = s2.events("HANDOVER");
+    assert!(
+        handover.iter().any(|e| e["subject"] == "s1"
+            && e["sentence"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("planned stop (SIGTERM): handing the ACTIVE role")),
+        "{handover:?}"
+    );
+    assert!(
+        s1.log_text()
+            .contains("HS-8 handover: the peer took the ACTIVE role"),
+        "{}",
+        s1.log_text()
+    );
+    wait_on(&a1, &s2);
+    assert!(
+        a1.events("SWITCHOVER").is_empty(),
+        "{:?}",
+        a1.events("SWITCHOVER")
+    );
+    load.wait_more(300);
+    let n = load.finish().last_seq;
+    // Nothing lost, with s1 still stopped: what it acknowledged was handed over before it exited.
+    wait_records(&[&s2], &[("a1", n)]);
+    s1.configure(&["failover.failover_timeout=2m"]);
+    s1.start();
+    s1.wait_failover_state("standby");
+    s2.wait_failover_state("active");
+}
+
 /// HS-8: a frozen ACTIVE refuses nothing (its kernel still accepts connections): the STANDBY
 /// promotes only on silence, after `failover_timeout`; when the frozen one resumes, HS-6 settles
 /// the two ACTIVE servers.

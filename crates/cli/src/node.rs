@@ -138,7 +138,7 @@ pub fn serve(target: &Target, args: &ServeArgs) -> Result<(), Failure> {
         );
         let signal = stop.wait().await;
         eprintln!("understudy: {signal}: stopping");
-        node.shutdown().await;
+        node.stop(&format!("planned stop ({signal})")).await;
         Ok(())
     })
 }

@@ -105,6 +105,7 @@ event_codes! {
     Promoted => "PROMOTED", "HS-4", true, Warning, "Server promoted";
     Demoted => "DEMOTED", "HS-5", true, Warning, "Server demoted";
     SplitBrain => "SPLIT_BRAIN", "HS-6", true, Critical, "Split brain";
+    Handover => "HANDOVER", "HS-8", true, Info, "Planned handover";
     RoleChanged => "ROLE_CHANGED", "HS-7", false, Info, "Roles changed";
     CertGenerated => "CERT_GENERATED", "CT-1", true, Info, "New certificate";
     CheckRefused => "CHECK_REFUSED", "CK-1", true, Warning, "Check refused";

@@ -5,8 +5,8 @@
 //!   Starting ──peer ACTIVE──▶ Standby ──ACTIVE silent for failover_timeout──▶ Active (PROMOTED)
 //!      │                        │ ▲      or its port refused crash_confirm polls in a row (HS-8)
 //!      │                        │ │      or peer not ACTIVE and we are preferred
-//!      │ peer not ACTIVE and    │ │
-//!      │ we are preferred, or   │ └── operator `ha standby` / lower epoch meets higher
+//!      │ peer not ACTIVE and    │ │      or the ACTIVE peer handed its role over (HS-8)
+//!      │ we are preferred, or   │ └── planned stop / `ha standby` (HANDOVER) / lower epoch meets higher
 //!      │ nobody for             │     (SPLIT_BRAIN) / auto failback of the secondary (DEMOTED)
 //!      └─failover_timeout──▶ Active
 //! ```
@@ -19,6 +19,12 @@
 //! frozen process) proves nothing and still waits `failover_timeout`. Any answer, or any silence,
 //! breaks a row of refusals. The runtime learns of a crash at once from the connection it keeps
 //! open to the peer ([`HotStandby::handle_peer_closed`]), and then polls to confirm.
+//! HS-8, planned stop: break-before-make. The ACTIVE steps down first ([`HotStandby::hand_over`]:
+//! HANDOVER), the runtime closes its record intake, hands the peer the records and events it has
+//! not replicated and asks it to promote ([`HaAction::HandOver`]); the peer promotes past the
+//! handed-over epoch ([`HotStandby::handle_handover_request`]) and only then are agents sent to it.
+//! While handing over, a preferred node does not take the role back from its STANDBY peer; if no
+//! answer comes, silence rules as usual (`failover_timeout`).
 //! "Preferred" is the configured PRIMARY (HS-2: when both start together the primary wins; HS-5:
 //! once the acting secondary is set to STANDBY, the primary becomes ACTIVE by itself).
 //!
@@ -135,6 +141,10 @@ pub enum HaAction {
     /// After stepping down, or when a former ACTIVE returns: give the peer every record only this
     /// node holds.
     MergeToPeer,
+    /// HS-8 planned handover: this node has stepped down; stop taking records, hand the peer every
+    /// record and event it lacks, then ask it to promote past `epoch`. The answer comes back as
+    /// [`HotStandby::handle_handover_result`].
+    HandOver { epoch: u64, reason: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -163,6 +173,9 @@ pub struct HotStandby {
     /// The site configuration version replicated from the ACTIVE peer.
     replicated_version: u64,
     split_brain_reported: bool,
+    /// HS-8: a planned handover to the peer is under way (since when): this node has stepped
+    /// down and must not take the role back by preference while the peer promotes.
+    handing_over: Option<Instant>,
     reason: String,
     timers: crate::timers::Timers<Timer>,
     actions: VecDeque<HaAction>,
@@ -185,6 +198,7 @@ impl HotStandby {
             refusals_since: None,
             replicated_version: 0,
             split_brain_reported: false,
+            handing_over: None,
             reason: "starting".into(),
             timers: Default::default(),
             actions: VecDeque::new(),
@@ -385,9 +399,15 @@ impl HotStandby {
         self.promote(now, reason);
     }
 
-    /// HS-5 manual switchback: an operator sets this (acting) server to STANDBY; the preferred
-    /// peer then promotes itself.
+    /// HS-5 manual switchback: an operator sets this (acting) server to STANDBY; the peer takes
+    /// the role at once by a planned handover (HS-8).
     pub fn operator_standby(&mut self, now: Instant) -> Result<String, String> {
+        self.hand_over(now, "set to STANDBY by an operator")
+    }
+
+    /// Whether this server could hand its role to the peer now (the guard of `ha standby` and of
+    /// a planned stop, HS-5/HS-8), and if not, why.
+    pub fn can_hand_over(&self, now: Instant) -> Result<(), String> {
         // 1. Only a server in hot standby has a peer to hand over to.
         if self.config.mode == FailoverMode::Off {
             return Err("failover mode is off: there is no peer to hand the role to".into());
@@ -410,9 +430,131 @@ impl HotStandby {
                     .into(),
             );
         }
-        let reason = "set to STANDBY by an operator: the peer takes the ACTIVE role".to_string();
-        self.demote(now, reason.clone());
+        Ok(())
+    }
+
+    /// HS-8 planned handover (`why`: "planned stop (SIGTERM)", an operator's `ha standby`):
+    /// break-before-make. This node steps down first and raises HANDOVER; the runtime then stops
+    /// taking records, hands the peer what it lacks and asks it to promote
+    /// ([`HaAction::HandOver`]). Refused, with the reason, when [`Self::can_hand_over`] says no.
+    pub fn hand_over(&mut self, now: Instant, why: &str) -> Result<String, String> {
+        self.can_hand_over(now)?;
+        let peer = self.peer.as_ref().map_or("the peer", |p| p.name.as_str());
+        let reason = format!(
+            "{why}: handing the ACTIVE role (epoch {}) to peer {peer}",
+            self.epoch
+        );
+        self.state = HaState::Standby { since: now };
+        self.peer_was_active = false;
+        self.peer_active_seen = now;
+        self.handing_over = Some(now);
+        self.reason = reason.clone();
+        self.actions
+            .push_back(HaAction::SaveEpoch { epoch: self.epoch });
+        self.actions.push_back(HaAction::HandOver {
+            epoch: self.epoch,
+            reason: why.to_string(),
+        });
+        // Should the peer never take the role, silence rules as usual: this node promotes again
+        // after failover_timeout (a stopping node is gone by then).
+        self.timers
+            .set(Timer::Decide, now + self.config.failover_timeout);
+        self.events.push_back(Event::new(
+            EventCode::Handover,
+            self.config.name.clone(),
+            reason.clone(),
+        ));
         Ok(reason)
+    }
+
+    /// Whether a planned handover is under way (the runtime holds agents' redirects until the
+    /// peer has taken the role).
+    pub fn handing_over(&self) -> bool {
+        self.handing_over.is_some()
+    }
+
+    /// HS-8: the peer's answer to [`HaAction::HandOver`]: its new epoch, or why it did not take
+    /// the role (then this node acts again, with the epoch it had: nobody else took it).
+    pub fn handle_handover_result(&mut self, now: Instant, result: Result<u64, String>) {
+        let Some(since) = self.handing_over.take() else {
+            return;
+        };
+        let peer = self
+            .peer
+            .as_ref()
+            .map_or_else(|| "the peer".to_string(), |p| format!("peer {}", p.name));
+        match result {
+            Ok(epoch) if epoch > self.epoch => {
+                self.epoch = epoch;
+                self.actions.push_back(HaAction::SaveEpoch { epoch });
+                if let Some(p) = &mut self.peer {
+                    p.state = "active".into();
+                    p.epoch = epoch;
+                }
+                self.peer_was_active = true;
+                self.peer_active_seen = now;
+                self.reason = format!(
+                    "handed the ACTIVE role to {peer} in {} (epoch {epoch}): this server is STANDBY",
+                    fmt_duration(now.saturating_duration_since(since))
+                );
+            }
+            Ok(epoch) => self.resume(
+                now,
+                format!("{peer} answered the handover with epoch {epoch}, not above ours"),
+            ),
+            Err(why) => self.resume(now, format!("{peer} did not take the ACTIVE role: {why}")),
+        }
+    }
+
+    fn resume(&mut self, now: Instant, what: String) {
+        self.state = HaState::Active { since: now };
+        self.timers.stop(Timer::Decide);
+        self.reason = format!("{what}: this server stays ACTIVE (epoch {})", self.epoch);
+        self.events.push_back(Event::new(
+            EventCode::Handover,
+            self.config.name.clone(),
+            self.reason.clone(),
+        ));
+    }
+
+    /// HS-8, on the STANDBY: the ACTIVE peer `from` (which has stepped down, at epoch
+    /// `from.epoch`) asks this node to take the role. Promotes at once and answers the new epoch.
+    pub fn handle_handover_request(
+        &mut self,
+        now: Instant,
+        from: PeerStatus,
+        why: &str,
+    ) -> Result<u64, String> {
+        if self.config.mode == FailoverMode::Off {
+            return Err("failover mode is off on this server".into());
+        }
+        if self.is_acting() {
+            // It may have promoted by itself already (the preferred one, seeing its peer step
+            // down): past the handed-over epoch, the handover is done.
+            if self.epoch > from.epoch {
+                return Ok(self.epoch);
+            }
+            return Err(format!(
+                "this server is already ACTIVE (epoch {})",
+                self.epoch
+            ));
+        }
+        if from.epoch < self.epoch {
+            return Err(format!(
+                "the handover is for epoch {}, below this server's {}",
+                from.epoch, self.epoch
+            ));
+        }
+        let reason = format!(
+            "peer {} handed over the ACTIVE role of epoch {} ({why})",
+            from.name, from.epoch
+        );
+        self.peer = Some(from);
+        self.peer_was_active = false;
+        self.refusals.clear();
+        self.refusals_since = None;
+        self.promote(now, reason);
+        Ok(self.epoch)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -441,6 +583,7 @@ impl HotStandby {
     fn decide_while_waiting(&mut self, now: Instant, peer: &PeerStatus) {
         // 1. An ACTIVE peer with an epoch at least ours: stay (or become) STANDBY (HS-2, HS-5).
         if peer.is_active() && peer.epoch >= self.epoch {
+            self.handing_over = None;
             if peer.epoch > self.epoch {
                 // Split-brain case 3: a former ACTIVE coming back (a restart after kill -9) may
                 // hold records it acknowledged after the peer's last replication poll; only it
@@ -474,8 +617,9 @@ impl HotStandby {
             self.promote(now, reason);
             return;
         }
-        // 3. Nobody acts and this node is preferred: take the role now (HS-2, HS-5).
-        if self.preferred_over(peer) {
+        // 3. Nobody acts and this node is preferred: take the role now (HS-2, HS-5) — unless
+        // it is handing the role to that peer (HS-8).
+        if self.preferred_over(peer) && self.handing_over.is_none() {
             let reason = format!(
                 "peer {} is {} and this server is the preferred one ({}): promoting",
                 peer.name,
@@ -581,6 +725,7 @@ impl HotStandby {
             .push_back(HaAction::SaveEpoch { epoch: self.epoch });
         self.state = HaState::Active { since: now };
         self.split_brain_reported = false;
+        self.handing_over = None;
         self.reason = format!("{reason} (epoch {})", self.epoch);
         self.timers.stop(Timer::Decide);
         self.events.push_back(Event::new(

@@ -50,6 +50,7 @@
 //! | `PROMOTED` | HS-4 | yes | this server became ACTIVE (its epoch grew) |
 //! | `DEMOTED` | HS-5 | yes | this server became STANDBY |
 //! | `SPLIT_BRAIN` | HS-6 | yes | both servers were ACTIVE; the lower epoch steps down |
+//! | `HANDOVER` | HS-8 | yes | a planned stop or `ha standby` handed the ACTIVE role to the STANDBY (or the peer did not take it and this server stays ACTIVE) |
 //! | `ROLE_CHANGED` | HS-7 | no | server role, agent role or failover mode changed at run time |
 //! | `CERT_GENERATED` | CT-1 | yes | a new certificate was generated and taken into use |
 //! | `CHECK_REFUSED` | CK-1 | yes | an agent refused a `command` check its `agent.allow_commands` does not allow |

@@ -517,6 +517,39 @@ impl Server {
         r
     }
 
+    /// HS-8: a planned stop hands the role to a healthy STANDBY peer first.
+    pub fn hand_over(&mut self, now: Instant, why: &str) -> Result<String, String> {
+        let r = self.ha.hand_over(now, why);
+        self.collect(now);
+        r
+    }
+
+    /// HS-8: the peer took the role (its epoch) or did not (why). Agents are sent to the peer
+    /// only once it acts (break-before-make).
+    pub fn handle_handover_result(&mut self, now: Instant, result: Result<u64, String>) {
+        let took = result.is_ok();
+        self.ha.handle_handover_result(now, result);
+        if took && !self.ha.is_acting() {
+            if let Some(peer) = self.config.peer_url.clone() {
+                self.actions
+                    .push_back(ServerAction::RedirectAll { to: peer });
+            }
+        }
+        self.collect(now);
+    }
+
+    /// HS-8, on the STANDBY: the ACTIVE peer hands over its role.
+    pub fn handle_handover_request(
+        &mut self,
+        now: Instant,
+        from: crate::ha::PeerStatus,
+        why: &str,
+    ) -> Result<u64, String> {
+        let r = self.ha.handle_handover_request(now, from, why);
+        self.collect(now);
+        r
+    }
+
     pub fn handle_ha_config(
         &mut self,
         now: Instant,
@@ -550,7 +583,8 @@ impl Server {
                 }
                 let accepted = self.accepted_names();
                 self.watch.handle_acting(now, acting, &accepted);
-                if !acting {
+                // A planned handover sends the agents on once the peer acts (HS-8).
+                if !acting && !self.ha.handing_over() {
                     if let Some(peer) = self.config.peer_url.clone() {
                         self.actions
                             .push_back(ServerAction::RedirectAll { to: peer });

@@ -1076,12 +1076,14 @@ fn hs5_former_active_returns_as_standby_and_manual_switchback() {
         "{}",
         site.server(0).ha().reason()
     );
+    let epoch = site.server(1).ha().epoch();
     let msg = site.operate(1, |s, now| s.operator_standby(now)).unwrap();
     assert_eq!(
         msg,
-        "set to STANDBY by an operator: the peer takes the ACTIVE role"
+        format!("set to STANDBY by an operator: handing the ACTIVE role (epoch {epoch}) to peer a")
     );
-    site.run_for(10 * SEC);
+    // HS-8: the peer takes the role by a planned handover, at once.
+    site.run_for(SEC);
     assert!(
         site.server(0).is_acting(),
         "the primary becomes ACTIVE by itself"
@@ -1418,6 +1420,151 @@ fn hs8_a_former_active_restarting_within_the_confirmation_window_breaks_the_row(
     assert!(a.is_acting() && a.epoch() == 3, "epoch {}", a.epoch());
     b.handle_peer_status(back, hs8_peer("a", FailoverMode::Primary, "active", 3));
     assert_eq!(b.state().as_str(), "standby");
+}
+
+#[test]
+fn hs8_a_planned_stop_hands_the_role_over_break_before_make_and_nothing_is_lost() {
+    let mut site = hot_standby(2, FailbackPolicy::Manual);
+    settle(&mut site);
+    site.produce(0, 50);
+    site.produce(1, 50);
+    site.run_for(SEC);
+    let epoch = site.server(0).ha().epoch();
+    let msg = site
+        .operate(0, |s, now| s.hand_over(now, "planned stop (SIGTERM)"))
+        .unwrap();
+    assert_eq!(
+        msg,
+        format!("planned stop (SIGTERM): handing the ACTIVE role (epoch {epoch}) to peer b")
+    );
+    assert!(!site.server(0).is_acting(), "it steps down first");
+    // Break before make: at no moment do both act, and b takes over without waiting for any
+    // timer (failover_timeout is 15 s here).
+    for _ in 0..100 {
+        assert!(!(site.server(0).is_acting() && site.server(1).is_acting()));
+        site.run_for(Duration::from_millis(10));
+    }
+    assert!(
+        site.server(1).is_acting(),
+        "{}",
+        site.server(1).ha().reason()
+    );
+    assert!(site.server(1).ha().epoch() > epoch);
+    let promoted = site.server_events(1, EventCode::Promoted);
+    assert!(
+        promoted.last().unwrap().reason.starts_with(&format!(
+            "peer a handed over the ACTIVE role of epoch {epoch} (planned stop (SIGTERM))"
+        )),
+        "{}",
+        promoted.last().unwrap().reason
+    );
+    assert_eq!(site.server_events(0, EventCode::Handover).len(), 1);
+    assert!(
+        site.server(0)
+            .ha()
+            .reason()
+            .starts_with("handed the ACTIVE role to peer b"),
+        "{}",
+        site.server(0).ha().reason()
+    );
+    // a stops; every record it acknowledged is on b, and the agents follow b.
+    site.kill(Node::Server(0));
+    site.produce(0, 10);
+    site.run_for(5 * SEC);
+    for a in 0..2 {
+        for seq in 1..=50 {
+            assert!(
+                site.servers[1].disk.records.contains(&(a, seq)),
+                "record {seq} of agent {a} missing on the new ACTIVE"
+            );
+        }
+        assert_eq!(site.agent_server(a), Some(1));
+    }
+    assert!(site.servers[1].disk.records.contains(&(0, 60)));
+}
+
+#[test]
+fn hs8_a_planned_stop_without_a_healthy_standby_just_stops() {
+    let mut site = hot_standby(1, FailbackPolicy::Manual);
+    settle(&mut site);
+    site.kill(Node::Server(1));
+    site.run_for(20 * SEC);
+    let err = site
+        .operate(0, |s, now| s.hand_over(now, "planned stop (SIGTERM)"))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "the peer is not answering as STANDBY: stepping down would leave no acting server"
+    );
+    assert!(site.server(0).is_acting());
+    assert!(site.server_events(0, EventCode::Handover).is_empty());
+}
+
+#[test]
+fn hs8_a_handover_the_peer_refuses_leaves_this_server_active_with_its_epoch() {
+    let now = std::time::Instant::now();
+    let mut a = HotStandby::new(hs8_config("a", FailoverMode::Primary, 3), 1, now);
+    a.handle_peer_status(now, hs8_peer("b", FailoverMode::Secondary, "standby", 1));
+    assert!(a.is_acting());
+    let epoch = a.epoch();
+    hs8_actions(&mut a);
+    hs8_events(&mut a);
+    a.hand_over(now, "planned stop (SIGTERM)").unwrap();
+    assert!(hs8_actions(&mut a).contains(&HaAction::HandOver {
+        epoch,
+        reason: "planned stop (SIGTERM)".into()
+    }));
+    // While handing over, the preferred primary does not take the role back from a STANDBY peer.
+    a.handle_peer_status(now, hs8_peer("b", FailoverMode::Secondary, "standby", 1));
+    assert_eq!(a.state().as_str(), "standby");
+    a.handle_handover_result(now, Err("this server is already ACTIVE (epoch 4)".into()));
+    assert!(a.is_acting());
+    assert_eq!(a.epoch(), epoch, "nobody else took the role: same epoch");
+    assert_eq!(
+        a.reason(),
+        format!("peer b did not take the ACTIVE role: this server is already ACTIVE (epoch 4): this server stays ACTIVE (epoch {epoch})")
+    );
+    let codes: Vec<EventCode> = hs8_events(&mut a).into_iter().map(|e| e.code).collect();
+    assert_eq!(codes, vec![EventCode::Handover, EventCode::Handover]);
+}
+
+#[test]
+fn hs8_a_handover_whose_answer_is_lost_falls_back_to_silence() {
+    // The peer never answers: after failover_timeout of no ACTIVE peer, this server acts again.
+    let now = std::time::Instant::now();
+    let mut a = HotStandby::new(hs8_config("a", FailoverMode::Primary, 3), 1, now);
+    a.handle_peer_status(now, hs8_peer("b", FailoverMode::Secondary, "standby", 1));
+    a.hand_over(now, "set to STANDBY by an operator").unwrap();
+    let later = now + Duration::from_secs(15);
+    a.handle_timeout(later);
+    assert!(a.is_acting(), "{}", a.reason());
+    assert!(!a.handing_over());
+}
+
+#[test]
+fn hs8_the_standby_refuses_a_handover_for_an_older_epoch() {
+    let now = std::time::Instant::now();
+    let mut b = hs8_standby(3, now);
+    b.handle_peer_status(now, hs8_peer("a", FailoverMode::Primary, "active", 5));
+    let err = b
+        .handle_handover_request(now, hs8_peer("a", FailoverMode::Primary, "standby", 3), "x")
+        .unwrap_err();
+    assert_eq!(err, "the handover is for epoch 3, below this server's 5");
+    assert_eq!(b.state().as_str(), "standby");
+    let epoch = b
+        .handle_handover_request(now, hs8_peer("a", FailoverMode::Primary, "standby", 5), "x")
+        .unwrap();
+    assert!(b.is_acting() && epoch == 6 && b.epoch() == 6);
+    let err = b
+        .handle_handover_request(now, hs8_peer("a", FailoverMode::Primary, "standby", 6), "x")
+        .unwrap_err();
+    assert_eq!(err, "this server is already ACTIVE (epoch 6)");
+    // Already past the handed-over epoch (it promoted by itself when its peer stepped down):
+    // the handover is done.
+    assert_eq!(
+        b.handle_handover_request(now, hs8_peer("a", FailoverMode::Primary, "standby", 5), "x"),
+        Ok(6)
+    );
 }
 
 #[test]

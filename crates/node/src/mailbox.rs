@@ -114,6 +114,20 @@ pub(crate) enum Input {
         fingerprint: String,
         done: oneshot::Sender<()>,
     },
+    /// HS-8: a planned stop (SIGTERM, SIGINT, quitting the app): hand the role to a healthy
+    /// STANDBY peer first. Answers what was done, or why there was no handover.
+    PlannedStop {
+        why: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// HS-8: the peer's answer to this node's handover (its new epoch, or why not).
+    HandoverResult(Result<u64, String>),
+    /// HS-8, on the STANDBY: the ACTIVE peer hands over its role (it stepped down at `epoch`).
+    PeerHandover {
+        epoch: u64,
+        reason: String,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -198,6 +212,43 @@ pub(crate) struct Shared {
     /// Server certificates an agent link was refused for, by address: the operator may accept
     /// one on first contact (CT-2).
     pub untrusted: Mutex<HashMap<String, String>>,
+    /// HS-8: the gate agents' records pass to be stored here.
+    pub intake: Intake,
+    /// HS-8: how far the STANDBY peer said it holds this node's records and events (the cursors
+    /// of its last replicating poll): a handover sends only what lies beyond.
+    pub peer_pulled: PeerPulled,
+}
+
+/// HS-8 break-before-make: a node handing its role over stops storing agents' records, and knows
+/// when the last batch that got in is durable (so the handover carries it).
+#[derive(Default)]
+pub(crate) struct Intake {
+    closed: std::sync::atomic::AtomicBool,
+    fence: tokio::sync::RwLock<()>,
+}
+
+impl Intake {
+    /// Held while one batch is stored and acknowledged; `None` when the intake is closed.
+    pub async fn enter(&self) -> Option<tokio::sync::RwLockReadGuard<'_, ()>> {
+        let guard = self.fence.read().await;
+        (!self.closed.load(std::sync::atomic::Ordering::SeqCst)).then_some(guard)
+    }
+    /// Closes the intake and returns once every batch that got in is stored.
+    pub async fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(self.fence.write().await);
+    }
+    pub fn open(&self) {
+        self.closed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The replication cursors the STANDBY peer sent in its last poll (HS-3).
+#[derive(Default)]
+pub(crate) struct PeerPulled {
+    pub records_after: std::sync::atomic::AtomicU64,
+    pub events_after: std::sync::atomic::AtomicU64,
 }
 
 /// Where the peer's announced rotations are kept in [`Shared::peer_pins`].

@@ -361,6 +361,14 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 return refuse_not_peer(&mut wr, remote, &fingerprint, "a peer poll").await;
             }
             link.authenticated();
+            if replicate {
+                use std::sync::atomic::Ordering::SeqCst;
+                shared
+                    .peer_pulled
+                    .records_after
+                    .store(records_after, SeqCst);
+                shared.peer_pulled.events_after.store(events_after, SeqCst);
+            }
             let (tx, rx) = oneshot::channel();
             let _ = shared.core.send(Input::PeerState { reply: tx });
             let Ok(state) = rx.await else { return };
@@ -428,6 +436,33 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     _ = read_frame::<ToServer, _>(&mut rd) => return,
                 }
             }
+        }
+        ToServer::PeerHandover {
+            epoch,
+            reason,
+            events,
+        } => {
+            if !is_peer(&shared, &fingerprint) {
+                return refuse_not_peer(&mut wr, remote, &fingerprint, "a handover").await;
+            }
+            link.authenticated();
+            if let Err(e) = shared.store().events_merge(&events) {
+                tracing::error!("storing the events handed over by the peer: {e}");
+            }
+            let (tx, rx) = oneshot::channel();
+            let _ = shared.core.send(Input::PeerHandover {
+                epoch,
+                reason,
+                reply: tx,
+            });
+            let answer = match rx.await {
+                Ok(Ok(epoch)) => ToAgent::PeerHandoverDone { epoch },
+                Ok(Err(reason)) => ToAgent::Error { reason },
+                Err(_) => ToAgent::Error {
+                    reason: "this server is stopping".into(),
+                },
+            };
+            reply(&mut wr, &answer).await;
         }
         ToServer::PeerCertRotated { fingerprint: fp } => {
             if !is_peer(&shared, &fingerprint) {
@@ -544,6 +579,12 @@ async fn agent_connection<R, W>(
                             continue;
                         }
                     }
+                    // HS-8: a server handing its role over stores nothing more; the agent keeps
+                    // the batch and sends it to the peer.
+                    let Some(_intake) = shared.intake.enter().await else {
+                        reply(wr, &ToAgent::Error { reason: "this server is handing its role to its peer: send there".into() }).await;
+                        return;
+                    };
                     let store_shared = shared.clone();
                     let (aid, aname) = (id.to_string(), name.to_string());
                     let stored = tokio::task::spawn_blocking(move || {
@@ -1224,6 +1265,51 @@ pub(crate) async fn merge_to_peer(shared: Arc<Shared>, addr: String) {
         }
         Err(e) => tracing::error!("handing records to the peer: {e}"),
     }
+}
+
+/// HS-8 planned handover, after the engine stepped down: stop storing agents' records, hand the
+/// peer every record and event it has not replicated, and ask it to promote. The core hears the
+/// peer's answer as `Input::HandoverResult`.
+pub(crate) async fn hand_over(shared: Arc<Shared>, addr: String, epoch: u64, reason: String) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let result = async {
+        shared.intake.close().await;
+        let records_after = shared.peer_pulled.records_after.load(SeqCst);
+        let (n, _) = push_records(&shared, &addr, records_after, 1).await?;
+        let events_after = shared.peer_pulled.events_after.load(SeqCst);
+        let events = shared
+            .store()
+            .events_list(events_after, None, 1000)
+            .map_err(|e| e.to_string())?;
+        let stream = tls::connect_with(peer_client(&shared)?, &addr, Duration::from_secs(3))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        write_frame(
+            &mut wr,
+            &ToServer::PeerHandover {
+                epoch,
+                reason,
+                events,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(Duration::from_secs(5), read_frame::<ToAgent, _>(&mut rd)).await
+        {
+            Ok(Ok(Some(ToAgent::PeerHandoverDone { epoch }))) => {
+                tracing::info!(
+                    "handed the role to the peer (epoch {epoch}) with {n} records it lacked"
+                );
+                Ok(epoch)
+            }
+            Ok(Ok(Some(ToAgent::Error { reason }))) => Err(logsafe::text(&reason).to_string()),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(_) => Err("no answer in 5s".to_string()),
+        }
+    }
+    .await;
+    let _ = shared.core.send(Input::HandoverResult(result));
 }
 
 /// Sends the peer every local record with a rowid above `after`; returns how many it lacked and

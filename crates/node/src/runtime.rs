@@ -235,6 +235,8 @@ impl Node {
             leases: Arc::new(Mutex::new(HashMap::new())),
             check_results: check_tx,
             untrusted: Mutex::new(HashMap::new()),
+            intake: Default::default(),
+            peer_pulled: Default::default(),
         });
         tokio::spawn(crate::checks::write_results(
             shared.store.clone(),
@@ -272,8 +274,28 @@ impl Node {
         admin::answer(&self.shared, request).await
     }
 
-    /// Stops cleanly: the agent leaves its server, links close, the listener stops.
+    /// Stops cleanly: an ACTIVE server with a healthy STANDBY hands its role over first (HS-8),
+    /// then the agent leaves its server, links close, the listener stops.
     pub async fn shutdown(&self) {
+        self.stop("planned stop").await;
+    }
+
+    /// [`Node::shutdown`], naming why in the HANDOVER event (e.g. "planned stop (SIGTERM)").
+    pub async fn stop(&self, why: &str) {
+        let (tx, rx) = oneshot::channel();
+        let stop = Input::PlannedStop {
+            why: why.to_string(),
+            reply: tx,
+        };
+        if self.shared.core.send(stop).is_ok() {
+            match tokio::time::timeout(HANDOVER_TIMEOUT, rx).await {
+                Ok(Ok(Ok(done))) => tracing::info!("HS-8 handover: {done}"),
+                Ok(Ok(Err(why))) => tracing::info!("stopping without a handover: {why}"),
+                _ => tracing::warn!(
+                    "stopping without a handover: no answer within {HANDOVER_TIMEOUT:?}"
+                ),
+            }
+        }
         let (tx, rx) = oneshot::channel();
         if self.shared.core.send(Input::Shutdown(tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
@@ -301,6 +323,9 @@ struct AgentSide {
 }
 
 const DELETE_STEP: u64 = 4096;
+/// HS-8: how long a planned stop waits for its handover before stopping anyway (systemd allows a
+/// service 90 s to stop).
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct ServerSide {
     engine: Server,
@@ -316,6 +341,8 @@ pub(crate) struct Core {
     server: Option<ServerSide>,
     next_conn: u64,
     shutting_down: bool,
+    /// HS-8: a planned stop waiting for the peer's answer to the handover.
+    stopping: Option<oneshot::Sender<Result<String, String>>>,
     checks: crate::checks::Runner,
 }
 
@@ -341,6 +368,7 @@ impl Core {
             server: None,
             next_conn: 1,
             shutting_down: false,
+            stopping: None,
             checks: crate::checks::Runner::new(),
         };
         let config = core.shared.config();
@@ -691,6 +719,53 @@ impl Core {
                     s.engine.handle_peer_refused(now, why);
                 }
             }
+            Input::PlannedStop { why, reply } => {
+                let r = match &mut self.server {
+                    Some(s) => s.engine.hand_over(now, &why),
+                    None => Err("this node is not a server".into()),
+                };
+                match r {
+                    Ok(_) => self.stopping = Some(reply),
+                    Err(why) => {
+                        let _ = reply.send(Err(why));
+                    }
+                }
+            }
+            Input::HandoverResult(result) => {
+                let answer = match &result {
+                    Ok(epoch) => Ok(format!("the peer took the ACTIVE role (epoch {epoch})")),
+                    Err(why) => Err(format!("the peer did not take the ACTIVE role: {why}")),
+                };
+                if let Some(s) = &mut self.server {
+                    s.engine.handle_handover_result(now, result);
+                }
+                if let Some(reply) = self.stopping.take() {
+                    let _ = reply.send(answer);
+                }
+            }
+            Input::PeerHandover {
+                epoch,
+                reason,
+                reply,
+            } => {
+                let r = match &mut self.server {
+                    Some(s) => {
+                        let known = s.engine.ha().peer().cloned();
+                        let from = engine::PeerStatus {
+                            name: known
+                                .as_ref()
+                                .map_or_else(|| "peer".into(), |p| p.name.clone()),
+                            mode: known.as_ref().map_or(engine::FailoverMode::Off, |p| p.mode),
+                            state: "standby".into(),
+                            epoch,
+                            site_version: known.map_or(0, |p| p.site_version),
+                        };
+                        s.engine.handle_handover_request(now, from, &reason)
+                    }
+                    None => Err("this node is not a server".into()),
+                };
+                let _ = reply.send(r);
+            }
             Input::PeerClosed => {
                 if let Some(s) = &mut self.server {
                     s.engine.handle_peer_closed(now);
@@ -951,6 +1026,10 @@ impl Core {
                 }
             }
             if let Some(s) = &mut self.server {
+                if s.engine.is_acting() {
+                    // HS-8: a node that acts (again) stores records.
+                    self.shared.intake.open();
+                }
                 while let Some(e) = s.engine.poll_event() {
                     let alerting = s.engine.is_acting();
                     record_event_alerting(&self.shared, &e, alerting);
@@ -1226,6 +1305,16 @@ impl Core {
                     tokio::spawn(net::merge_to_peer(shared, addr));
                 }
             }
+            ServerAction::Ha(HaAction::HandOver { epoch, reason }) => match s.peer_addr.clone() {
+                Some(addr) => {
+                    tokio::spawn(net::hand_over(shared, addr, epoch, reason));
+                }
+                None => {
+                    let _ = shared.core.send(Input::HandoverResult(Err(
+                        "no peer address is configured".into(),
+                    )));
+                }
+            },
         }
     }
 

@@ -138,6 +138,14 @@ pub enum ToServer {
     /// HS-8: the peer keeps this connection open, so that it learns at once when this server's
     /// process is gone (its kernel closes the connection).
     PeerWatch,
+    /// HS-8 planned handover: the ACTIVE peer has stepped down at `epoch` and asks this server
+    /// to promote; `events` are its events this server has not replicated (its records came
+    /// first, as `Merge`).
+    PeerHandover {
+        epoch: u64,
+        reason: String,
+        events: Vec<StoredEvent>,
+    },
 }
 
 /// What a server sends to an agent (or to a polling peer).
@@ -200,6 +208,10 @@ pub enum ToAgent {
     },
     /// HS-8: the answer to a `PeerWatch`, sent again every second while the connection is open.
     PeerWatching,
+    /// HS-8: the answer to `PeerHandover`: this server now acts, with this epoch.
+    PeerHandoverDone {
+        epoch: u64,
+    },
     /// A protocol error: the connection is closed after this.
     Error {
         reason: String,

@@ -109,6 +109,16 @@ enum Msg {
     Merge {
         records: BTreeSet<(usize, u64)>,
     },
+    /// HS-8: the stepping-down ACTIVE hands over its records and asks the peer to promote.
+    Handover {
+        from: usize,
+        epoch: u64,
+        reason: String,
+        records: BTreeSet<(usize, u64)>,
+    },
+    HandoverDone {
+        result: Result<u64, String>,
+    },
 }
 
 impl Msg {
@@ -984,6 +994,34 @@ impl Site {
             Msg::Merge { records } => {
                 self.servers[s].disk.records.extend(records);
             }
+            Msg::Handover {
+                from,
+                epoch,
+                reason,
+                records,
+            } => {
+                self.servers[s].disk.records.extend(records);
+                let status = PeerStatus {
+                    name: self.servers[from].name.clone(),
+                    mode: self.servers[from].config.ha.mode,
+                    state: "standby".into(),
+                    epoch,
+                    site_version: 0,
+                };
+                let result = self.servers[s]
+                    .engine
+                    .as_mut()
+                    .unwrap()
+                    .handle_handover_request(now, status, &reason);
+                self.send(me, Node::Server(from), Msg::HandoverDone { result });
+            }
+            Msg::HandoverDone { result } => {
+                self.servers[s]
+                    .engine
+                    .as_mut()
+                    .unwrap()
+                    .handle_handover_result(now, result);
+            }
             _ => {}
         }
     }
@@ -1088,6 +1126,18 @@ impl Site {
                     if let Some(peer) = self.servers[s].peer {
                         let records = self.servers[s].disk.records.clone();
                         self.send(me, Node::Server(peer), Msg::Merge { records });
+                    }
+                }
+                ServerAction::Ha(HaAction::HandOver { epoch, reason }) => {
+                    if let Some(peer) = self.servers[s].peer {
+                        let records = self.servers[s].disk.records.clone();
+                        let msg = Msg::Handover {
+                            from: s,
+                            epoch,
+                            reason,
+                            records,
+                        };
+                        self.send(me, Node::Server(peer), msg);
                     }
                 }
             }
