@@ -101,6 +101,18 @@ async fn enrolled_link(
 
 const RAW_ID: &str = "6f1c1d0e-8f9a-4c2b-9d7e-3a5b6c7d8e9f";
 
+/// A new connection made with `identity` that sends `hello` and returns the first answer.
+fn ask_hello(server: &Node, identity: Arc<NodeIdentity>, hello: &ToServer) -> Option<ToAgent> {
+    rt().block_on(async {
+        let pins = Pins::new([server.fingerprint.clone()]);
+        let mut stream = tls::connect(&server.listen, &pins, Some(identity), &[ALPN_WIRE])
+            .await
+            .expect("TLS connection");
+        write_frame(&mut stream, hello).await.expect("hello");
+        read_frame::<ToAgent, _>(&mut stream).await.ok().flatten()
+    })
+}
+
 #[test]
 fn bad_input_bad_frames_after_the_hello_close_that_link_only() {
     let site = Site::new(121);
@@ -743,21 +755,48 @@ fn security_an_agent_certificate_change_needs_a_connection_with_the_new_key() {
     wait_until(WAIT, "the new fingerprint stored", || {
         (fingerprint(&server) == new.fingerprint()).then_some(())
     });
-    let refused = rt().block_on(async {
-        let pins = Pins::new([server.fingerprint.clone()]);
-        let mut stream = tls::connect(&server.listen, &pins, Some(old.clone()), &[ALPN_WIRE])
-            .await
-            .expect("TLS connection");
-        write_frame(&mut stream, &hello(RAW_ID, "raw"))
-            .await
-            .expect("hello");
-        read_frame::<ToAgent, _>(&mut stream).await.ok().flatten()
-    });
+    let refused = ask_hello(&server, old, &hello(RAW_ID, "raw"));
     assert!(
         matches!(&refused, Some(ToAgent::Refused { reason, .. }) if reason.contains("does not match")),
         "the old certificate is refused now: {refused:?}"
     );
     assert_still_serving(&server, &agent, sent);
+}
+
+/// Issue 12 item 3 (CT-2): an agent's announced certificate is kept in the store with its entry.
+/// The server restarts before the agent reconnects; the agent connecting with the new key is
+/// still accepted without an operator, and its old certificate is refused from then on.
+#[test]
+fn security_an_announced_agent_certificate_survives_a_restart_of_the_server() {
+    let site = Site::new(242);
+    let mut server = site.server("srv", &[&format!("server.enroll_token={ENROLL_TOKEN}")]);
+    server.start();
+    let old = client_identity(&site, "raw-old");
+    let new = client_identity(&site, "raw-new");
+    rt().block_on(async {
+        let mut link = enrolled_link(&server, old.clone(), RAW_ID, "raw").await;
+        let announce = ToServer::CertRotated {
+            fingerprint: new.fingerprint(),
+        };
+        write_frame(&mut link, &announce).await.expect("announce");
+    });
+    wait_until(WAIT, "the announcement taken", || {
+        server
+            .log_text()
+            .contains("raw announced certificate")
+            .then_some(())
+    });
+    server.stop();
+    server.start();
+    rt().block_on(enrolled_link(&server, new.clone(), RAW_ID, "raw"));
+    wait_until(WAIT, "the new key is the agent's now", || {
+        (server.agent_entry("raw")?["fingerprint"] == new.fingerprint().as_str()).then_some(())
+    });
+    let refused = ask_hello(&server, old, &hello(RAW_ID, "raw"));
+    assert!(
+        matches!(&refused, Some(ToAgent::Refused { reason, .. }) if reason.contains("does not match")),
+        "the old certificate is refused now: {refused:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

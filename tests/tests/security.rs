@@ -290,6 +290,8 @@ fn security_an_active_server_does_not_apply_a_site_snapshot_from_a_poll_reply() 
                 fingerprint: "cd".repeat(32),
                 status: AgentStatus::Accepted,
                 first_seen_ms: 1_700_000_000_000,
+                home: Some(true),
+                announced: None,
             }],
             ..SiteSnapshot::default()
         };
@@ -367,4 +369,64 @@ fn security_a_pin_learned_for_one_server_is_refused_at_another_address() {
         "the agent never completed a handshake with the imposter"
     );
     assert_ne!(a.link_state().as_deref(), Some("standby"));
+}
+
+/// A Hello from a raw client saying whether this server is its home.
+fn hello_claiming(id: &str, name: &str, home: bool) -> ToServer {
+    ToServer::Hello {
+        id: id.into(),
+        name: name.into(),
+        home,
+        token: "security-test-token".into(),
+        probe: false,
+    }
+}
+
+fn is_capacity_refusal(answer: &Option<ToAgent>) -> bool {
+    matches!(answer, Some(ToAgent::Refused { capacity: true, .. }))
+}
+
+/// Issue 12 item 3 (AG-4): the server decides whether it is an agent's home when it first
+/// admits the agent, not from each Hello. On a server with no standby slot, an agent that came
+/// as a guest stays a guest (refused for capacity) when it later claims `home: true`, and an
+/// agent admitted as home stays home when it says `home: false` (as an agent does to its home's
+/// hot-standby peer). The decision survives a restart of the server (it is in the store).
+#[test]
+fn security_a_foreign_agent_claiming_home_is_not_treated_as_home() {
+    let site = Site::new(241);
+    let mut s = site.server(
+        "s",
+        &[
+            "server.enroll_token=security-test-token",
+            "server.standby_capacity=0",
+        ],
+    );
+    s.start();
+    let guest = client_identity(&site, "guest");
+    let own = client_identity(&site, "own");
+    const GUEST: &str = "0d5e3f7a-1b2c-4d3e-8f4a-5b6c7d8e9f01";
+    const OWN: &str = "0d5e3f7a-1b2c-4d3e-8f4a-5b6c7d8e9f02";
+    let answer = ask(&s, &guest, &hello_claiming(GUEST, "guest", false));
+    assert!(is_capacity_refusal(&answer), "a guest, no slot: {answer:?}");
+    let answer = ask(&s, &own, &hello_claiming(OWN, "own", true));
+    assert!(
+        matches!(answer, Some(ToAgent::Welcome { .. })),
+        "its own agent: {answer:?}"
+    );
+    let decided = |s: &Node, when: &str| {
+        let answer = ask(s, &guest, &hello_claiming(GUEST, "guest", true));
+        assert!(
+            is_capacity_refusal(&answer),
+            "{when}, the guest claiming home is still a guest: {answer:?}"
+        );
+        let answer = ask(s, &own, &hello_claiming(OWN, "own", false));
+        assert!(
+            matches!(answer, Some(ToAgent::Welcome { .. })),
+            "{when}, its own agent saying 'not home' is still home: {answer:?}"
+        );
+    };
+    decided(&s, "at once");
+    s.stop();
+    s.start();
+    decided(&s, "after a restart");
 }

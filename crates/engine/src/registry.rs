@@ -39,6 +39,15 @@ pub struct AgentEntry {
     /// SHA-256 fingerprint of the agent's certificate: its identity on the wire.
     pub fingerprint: String,
     pub status: AgentStatus,
+    /// Whether this server's hot-standby cluster is the agent's home: decided by the server when
+    /// the entry is made, from the Hello that made it (an agent that first arrives as the guest
+    /// of a standby of another site is not home there), and replicated to the peer with the
+    /// entry. A later Hello's claim changes nothing (issue 12 item 3). `None`: an entry from
+    /// before the decision was kept; decided at the agent's next admission.
+    pub home: Option<bool>,
+    /// A certificate the accepted agent announced over its link and has not connected with yet
+    /// (CT-2): kept with the entry, so it survives a restart of the server.
+    pub announced: Option<String>,
 }
 
 /// How an agent's enrollment token compared with the server's.
@@ -57,7 +66,8 @@ pub struct Hello {
     pub name: String,
     pub fingerprint: String,
     pub token: TokenCheck,
-    /// Whether this server is first in the agent's list (standby slots count foreign agents only).
+    /// The agent's word on whether this server is first in its list. Taken only when the server
+    /// makes the agent's entry ([`AgentEntry::home`]); afterwards the entry decides.
     pub home: bool,
 }
 
@@ -136,9 +146,6 @@ pub struct AgentRegistry {
     events: Vec<Event>,
     /// Set when an entry changed, so the runtime persists the site configuration.
     changed: Vec<AgentEntry>,
-    /// Certificates accepted agents announced over their link, by id: taken into use when the
-    /// agent connects with one (CT-2, issue 12 item 3).
-    rotations: BTreeMap<String, String>,
 }
 
 impl AgentRegistry {
@@ -221,11 +228,11 @@ impl AgentRegistry {
         if let Some(entry) = self.agents.get(&hello.id).cloned() {
             if entry.fingerprint != hello.fingerprint
                 && entry.status == AgentStatus::Accepted
-                && self.rotations.get(&hello.id) == Some(&hello.fingerprint)
+                && entry.announced.as_ref() == Some(&hello.fingerprint)
             {
-                self.rotations.remove(&hello.id);
                 let entry = AgentEntry {
                     fingerprint: hello.fingerprint.clone(),
+                    announced: None,
                     ..entry
                 };
                 self.agents.insert(entry.id.clone(), entry.clone());
@@ -269,6 +276,8 @@ impl AgentRegistry {
                     name: hello.name.clone(),
                     fingerprint: hello.fingerprint.clone(),
                     status: AgentStatus::Pending,
+                    home: Some(hello.home),
+                    announced: None,
                 };
                 self.agents.insert(hello.id.clone(), entry.clone());
                 if hello.token == TokenCheck::Valid {
@@ -288,8 +297,20 @@ impl AgentRegistry {
                 }
             }
         }
-        // 5. AG-4: a foreign agent needs a standby slot; first come first served.
-        if !hello.home && !self.slots.contains(&hello.id) {
+        // 5. Home is what the entry says, not what this Hello claims (issue 12 item 3): an entry
+        // kept from before the decision takes it now, once.
+        let home = match self.agents.get(&hello.id).and_then(|e| e.home) {
+            Some(home) => home,
+            None => {
+                if let Some(entry) = self.agents.get_mut(&hello.id) {
+                    entry.home = Some(hello.home);
+                    self.changed.push(entry.clone());
+                }
+                hello.home
+            }
+        };
+        // 6. AG-4: a foreign agent needs a standby slot; first come first served.
+        if !home && !self.slots.contains(&hello.id) {
             if self.slots.len() as u32 >= self.standby_capacity {
                 let refusal = Refusal::Capacity {
                     capacity: self.standby_capacity,
@@ -300,23 +321,18 @@ impl AgentRegistry {
             self.slots.insert(hello.id.clone());
         }
         self.refusals.remove(&hello.id);
-        self.connected.insert(
-            hello.id.clone(),
-            Connection {
-                home: hello.home,
-                since: now,
-            },
-        );
+        self.connected
+            .insert(hello.id.clone(), Connection { home, since: now });
         Ok(())
     }
 
     /// CT-2: an accepted agent announced `fingerprint` over its link. Remembered, not taken:
     /// the entry changes when the agent connects with it. Returns the reason, for the log.
     pub fn announce_rotation(&mut self, id: &str, fingerprint: &str) -> String {
-        match self.agents.get(id) {
+        match self.agents.get_mut(id) {
             Some(entry) if entry.status == AgentStatus::Accepted => {
-                self.rotations
-                    .insert(id.to_string(), fingerprint.to_ascii_lowercase());
+                entry.announced = Some(fingerprint.to_ascii_lowercase());
+                self.changed.push(entry.clone());
                 format!(
                     "{} announced certificate {}: taken into use when it connects with it",
                     entry.name,
@@ -329,7 +345,7 @@ impl AgentRegistry {
 
     /// The certificate an agent announced and has not connected with yet.
     pub fn announced_rotation(&self, id: &str) -> Option<&str> {
-        self.rotations.get(id).map(String::as_str)
+        self.agents.get(id).and_then(|e| e.announced.as_deref())
     }
 
     /// The agent said it is leaving, or its link closed: its standby slot is freed (AG-4, AG-6).

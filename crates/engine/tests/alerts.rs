@@ -17,6 +17,8 @@ fn entry(name: &str) -> AgentEntry {
         name: name.into(),
         fingerprint: format!("fp-{name}"),
         status: AgentStatus::Accepted,
+        home: Some(true),
+        announced: None,
     }
 }
 

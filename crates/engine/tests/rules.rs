@@ -1827,7 +1827,16 @@ fn security_an_agent_certificate_change_needs_proof_of_the_key() {
         "old",
         "not on the announcement alone"
     );
-    assert!(reg.take_changed().is_empty());
+    let kept: Vec<_> = reg
+        .take_changed()
+        .into_iter()
+        .map(|e| (e.fingerprint, e.announced))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![("old".to_string(), Some("new".to_string()))],
+        "the announcement is persisted with the entry, the fingerprint unchanged"
+    );
     let other = Hello {
         fingerprint: "other".into(),
         ..hello.clone()
@@ -1852,6 +1861,115 @@ fn security_an_agent_certificate_change_needs_proof_of_the_key() {
         reg.announce_rotation("unknown", "x"),
         "ignored a certificate announcement for agent unknown: not accepted here"
     );
+}
+
+/// Issue 12 item 3 (CT-2): an announced certificate is kept with the agent's entry, so a server
+/// restarted before the agent reconnects still takes it when the agent connects with it.
+#[test]
+fn security_an_announced_agent_certificate_survives_a_restart_of_the_server() {
+    let mut site = home_and_standby(1);
+    settle(&mut site);
+    let id = site
+        .server(0)
+        .registry()
+        .by_name("x")
+        .expect("enrolled")
+        .id
+        .clone();
+    let why = site.operate(0, |s, now| s.handle_agent_cert_rotated(now, &id, "fp-new"));
+    assert_eq!(
+        why,
+        "x announced certificate fp-new: taken into use when it connects with it"
+    );
+    site.kill(Node::Server(0));
+    site.run_for(SEC);
+    site.start_server(0);
+    settle(&mut site);
+    assert_eq!(
+        site.server(0).registry().announced_rotation(&id),
+        Some("fp-new"),
+        "remembered across the restart"
+    );
+    let hello = Hello {
+        id: id.clone(),
+        name: "x".into(),
+        fingerprint: "fp-new".into(),
+        token: TokenCheck::Absent,
+        home: true,
+    };
+    let admission = site.operate(0, |s, now| s.handle_hello(now, &hello));
+    assert!(matches!(admission, Admission::Accepted(_)), "{admission:?}");
+    let entry = site
+        .server(0)
+        .registry()
+        .by_name("x")
+        .expect("kept")
+        .clone();
+    assert_eq!(
+        (entry.fingerprint.as_str(), entry.announced),
+        ("fp-new", None)
+    );
+}
+
+/// Issue 12 item 3 (AG-4): the server decides whether it is an agent's home when it makes the
+/// agent's entry, and keeps it with the entry; a later Hello claiming otherwise changes nothing.
+/// An agent that first came as the guest of a standby of another site cannot claim `home` there
+/// to take no standby slot; an agent of a hot-standby cluster is home on both servers, also on
+/// the peer it tells "not home" (the entry is replicated with the site).
+#[test]
+fn security_home_is_decided_by_the_server_not_claimed_by_the_agent() {
+    // A foreign standby with one slot, taken by x when its home a is gone.
+    let mut site = home_and_standby(1);
+    settle(&mut site);
+    site.kill(Node::Server(0));
+    site.run_for(30 * SEC);
+    assert_eq!(site.agent_server(0), Some(1));
+    let guest = |home: bool| Hello {
+        id: "id-z".into(),
+        name: "z".into(),
+        fingerprint: "fp-z".into(),
+        token: TokenCheck::Valid,
+        home,
+    };
+    let full = Admission::Refused(Refusal::Capacity { capacity: 1 });
+    assert_eq!(
+        site.operate(1, |s, now| s.handle_hello(now, &guest(false))),
+        full
+    );
+    assert_eq!(
+        site.server(1).registry().by_name("z").map(|e| e.home),
+        Some(Some(false)),
+        "decided when the entry was made"
+    );
+    assert_eq!(
+        site.operate(1, |s, now| s.handle_hello(now, &guest(true))),
+        full,
+        "claiming home later takes no slot-free admission"
+    );
+    assert!(!site.server(1).registry().is_connected_by_name("z"));
+
+    // A hot-standby cluster whose servers have no standby slot at all: its own agent, admitted
+    // by a, is home on b after a is gone, though it tells b "not home".
+    let mut site = Site::new(12);
+    site.add_server("a", 0, t());
+    site.add_server("b", 0, t());
+    site.pair_servers(0, 1, FailbackPolicy::Manual);
+    site.add_agent("m", &[0, 1], t());
+    site.start_all();
+    settle(&mut site);
+    assert_eq!(
+        site.server(1).registry().by_name("m").map(|e| e.home),
+        Some(Some(true)),
+        "replicated with the entry"
+    );
+    site.kill(Node::Server(0));
+    site.run_for(30 * SEC);
+    assert_eq!(
+        site.agent_server(0),
+        Some(1),
+        "home on a's peer: no slot needed"
+    );
+    assert_eq!(site.server(1).registry().slots_used(), 0);
 }
 
 /// Issue 12 item 2 (HS-3): a site snapshot from the peer is applied only by a server that does

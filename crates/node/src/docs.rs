@@ -72,6 +72,8 @@ pub(crate) fn agent_entry(row: &AgentRow) -> AgentEntry {
             AgentStatus::Accepted => engine::AgentStatus::Accepted,
             AgentStatus::Rejected => engine::AgentStatus::Rejected,
         },
+        home: row.home,
+        announced: row.announced.clone(),
     }
 }
 

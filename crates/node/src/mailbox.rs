@@ -50,7 +50,9 @@ pub(crate) enum Input {
         hello: Hello,
         conn: u64,
         tx: mpsc::UnboundedSender<crate::wire::ToAgent>,
-        reply: oneshot::Sender<Admission>,
+        /// The admission, and whether this cluster is the agent's home: the engine's entry
+        /// decides, not the Hello's claim (issue 12 item 3).
+        reply: oneshot::Sender<(Admission, bool)>,
     },
     ProbeHello {
         hello: Hello,

@@ -180,7 +180,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
         ToServer::Hello {
             id,
             name,
-            home,
+            home: claimed_home,
             token,
             probe,
         } => {
@@ -262,7 +262,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 name: name.clone(),
                 fingerprint,
                 token,
-                home,
+                home: claimed_home,
             };
             if probe {
                 let (tx, rx) = oneshot::channel();
@@ -293,7 +293,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 tx,
                 reply: answer_tx,
             });
-            let Ok(admission) = answer_rx.await else {
+            let Ok((admission, home)) = answer_rx.await else {
                 return;
             };
             match admission {

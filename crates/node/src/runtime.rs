@@ -603,9 +603,10 @@ impl Core {
                                 .insert(hello.name.clone(), (conn, hello.id.clone(), tx));
                             s.engine.handle_agent_heard(now, &hello.name, &seen_now());
                         }
-                        admission
+                        let home = s.engine.registry().connected_is_home(&hello.id);
+                        (admission, home.unwrap_or(false))
                     }
-                    None => Admission::Refused(engine::Refusal::NotServing),
+                    None => (Admission::Refused(engine::Refusal::NotServing), false),
                 };
                 let _ = reply.send(admission);
             }
@@ -1251,6 +1252,8 @@ impl Core {
                             engine::AgentStatus::Rejected => AgentStatus::Rejected,
                         },
                         first_seen_ms,
+                        home: e.home,
+                        announced: e.announced,
                     };
                     if let Err(e) = store.agent_put(&row) {
                         tracing::error!("saving agent: {e}");

@@ -110,6 +110,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_due ON deliveries (state, next_ms);
     CREATE INDEX deliveries_by_rev ON deliveries (rev);
     "#,
+    // 4: issue 12 item 3, site configuration replicated with the agents. `agents.home`: whether
+    // this cluster is the agent's home, decided when the server made the entry (1 or 0; NULL for
+    // an entry from before, decided at its next admission). `agents.announced`: a certificate
+    // the accepted agent announced and has not connected with yet (CT-2).
+    r#"
+    ALTER TABLE agents ADD COLUMN home INTEGER CHECK (home IN (0, 1));
+    ALTER TABLE agents ADD COLUMN announced TEXT;
+    "#,
 ];
 
 /// AL-5: when the next attempt of a delivery that failed `attempts` times is due: 1 s after the
@@ -393,6 +401,12 @@ pub struct AgentRow {
     pub fingerprint: String,
     pub status: AgentStatus,
     pub first_seen_ms: i64,
+    /// Whether this cluster is the agent's home, as the server decided (issue 12 item 3).
+    #[serde(default)]
+    pub home: Option<bool>,
+    /// A certificate the agent announced and has not connected with yet (CT-2).
+    #[serde(default)]
+    pub announced: Option<String>,
 }
 
 /// The whole site configuration at one version, as the STANDBY replicates it (HS-3).
@@ -1316,15 +1330,18 @@ impl Store {
     pub fn agent_put(&mut self, agent: &AgentRow) -> Result<u64> {
         let version = self.site_change("saving an agent", |tx| {
             tx.execute(
-                "INSERT INTO agents (id, name, fingerprint, status, first_seen_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (id) DO UPDATE SET name = ?2, fingerprint = ?3, status = ?4",
+                "INSERT INTO agents (id, name, fingerprint, status, first_seen_ms, home, announced)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (id) DO UPDATE
+                 SET name = ?2, fingerprint = ?3, status = ?4, home = ?6, announced = ?7",
                 params![
                     agent.id,
                     agent.name,
                     agent.fingerprint,
                     agent.status.as_str(),
-                    agent.first_seen_ms
+                    agent.first_seen_ms,
+                    agent.home,
+                    agent.announced
                 ],
             )
         })?;
@@ -1370,7 +1387,8 @@ impl Store {
     fn agents_where(&self, cond: &str, arg: &str, doing: &'static str) -> Result<Vec<AgentRow>> {
         let err = |e| self.err(doing, e);
         let sql = format!(
-            "SELECT id, name, fingerprint, status, first_seen_ms FROM agents WHERE {cond} ORDER BY name"
+            "SELECT id, name, fingerprint, status, first_seen_ms, home, announced FROM agents
+             WHERE {cond} ORDER BY name"
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
         let rows = stmt
@@ -1381,12 +1399,15 @@ impl Store {
                     row.get::<_, String>(2)?,
                     row.get::<_, String>(3)?,
                     row.get::<_, i64>(4)?,
+                    row.get::<_, Option<bool>>(5)?,
+                    row.get::<_, Option<String>>(6)?,
                 ))
             })
             .map_err(err)?;
         let mut agents = Vec::new();
         for row in rows {
-            let (id, name, fingerprint, status, first_seen_ms) = row.map_err(err)?;
+            let (id, name, fingerprint, status, first_seen_ms, home, announced) =
+                row.map_err(err)?;
             let status = AgentStatus::parse(&status)
                 .ok_or_else(|| self.bad(doing, format!("agent {name} has status {status:?}")))?;
             agents.push(AgentRow {
@@ -1395,6 +1416,8 @@ impl Store {
                 fingerprint,
                 status,
                 first_seen_ms,
+                home,
+                announced,
             });
         }
         Ok(agents)
@@ -1520,14 +1543,16 @@ impl Store {
         .map_err(err)?;
         for a in &snapshot.agents {
             tx.execute(
-                "INSERT INTO agents (id, name, fingerprint, status, first_seen_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO agents (id, name, fingerprint, status, first_seen_ms, home, announced)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     a.id,
                     a.name,
                     a.fingerprint,
                     a.status.as_str(),
-                    a.first_seen_ms
+                    a.first_seen_ms,
+                    a.home,
+                    a.announced
                 ],
             )
             .map_err(err)?;
@@ -1938,6 +1963,8 @@ mod tests {
             fingerprint: "ab".repeat(32),
             status: AgentStatus::Pending,
             first_seen_ms: 5,
+            home: Some(false),
+            announced: Some("cd".repeat(32)),
         };
         assert_eq!(s.agent_put(&agent).expect("put"), 1);
         let clash = AgentRow {
@@ -1981,6 +2008,11 @@ mod tests {
         let snap = s.site_snapshot().expect("snapshot");
         assert_eq!(snap.version, 5);
         assert_eq!(snap.agents.len(), 1);
+        assert_eq!(
+            (snap.agents[0].home, snap.agents[0].announced.clone()),
+            (Some(false), Some("cd".repeat(32))),
+            "home and an announced certificate are kept and replicated (issue 12 item 3)"
+        );
         assert_eq!(snap.pairs.len(), 1);
         assert_eq!(snap.checks.len(), 1);
         assert_eq!(snap.settings["theme"], "dark");
