@@ -430,3 +430,68 @@ fn security_a_foreign_agent_claiming_home_is_not_treated_as_home() {
     s.start();
     decided(&s, "after a restart");
 }
+
+/// Issue 12: the configured `failover.peer` fingerprint is one of the peer link's pins. After
+/// the peer announced a rotation over a link made with it, both are trusted for
+/// `PIN_RETIRE_AFTER` (7 days); then only the announced one, also after a restart that reads
+/// the same `failover.peer` again. The node's wall clock is stepped by libfaketime.
+#[test]
+fn security_the_configured_peer_fingerprint_retires_after_an_announced_rotation() {
+    let site = Site::new(243);
+    let old = client_identity(&site, "peer-old");
+    let new = client_identity(&site, "peer-new");
+    let mut s = site.init(
+        "s",
+        "server",
+        &[],
+        &[
+            &format!(
+                "failover.peer=https://{}#{}",
+                site.addr(),
+                old.fingerprint()
+            ),
+            "failover.mode=primary",
+            "failover.sync_interval=200ms",
+            "failover.failover_timeout=1s",
+        ],
+    );
+    let offset = site.dir().join("s.faketime");
+    std::fs::write(&offset, "+0\n").expect("offset file");
+    s.fake_clock(&offset);
+    s.start();
+    s.wait_failover_state("active");
+    let poll = ToServer::PeerPoll {
+        replicate: false,
+        site_version: 0,
+        records_after: 0,
+        events_after: 0,
+    };
+    let answered = |s: &Node, who: &Arc<NodeIdentity>| {
+        matches!(ask(s, who, &poll), Some(ToAgent::PeerReply { .. }))
+    };
+    let rotate = ToServer::PeerCertRotated {
+        fingerprint: new.fingerprint(),
+    };
+    let answer = ask(&s, &old, &rotate);
+    assert!(
+        matches!(answer, Some(ToAgent::MergeDone { .. })),
+        "{answer:?}"
+    );
+    assert!(
+        answered(&s, &old) && answered(&s, &new),
+        "both, in the grace period"
+    );
+    std::fs::write(&offset, "+8d\n").expect("offset file");
+    wait_until(WAIT, "the configured fingerprint retired", || {
+        is_not_the_peer(&ask(&s, &old, &poll)).then_some(())
+    });
+    assert!(answered(&s, &new), "the announced one is the peer now");
+    s.stop();
+    s.start();
+    s.wait_failover_state("active");
+    assert!(
+        is_not_the_peer(&ask(&s, &old, &poll)),
+        "failover.peer naming it again does not revive it"
+    );
+    assert!(answered(&s, &new));
+}

@@ -270,9 +270,9 @@ impl Shared {
         }
     }
 
-    /// The fingerprints the peer link trusts: `failover.peer`'s and the rotations it announced.
+    /// The fingerprints the peer link trusts: `failover.peer`'s and the rotations it announced,
+    /// each until a later rotation retired it ([`PinBook::configure`]).
     pub fn peer_trust(&self) -> Pins {
-        let pins = self.peer_pins.pins_for(PEER_PINS, now_ms());
         if let Some(fp) = self
             .config()
             .peer()
@@ -280,9 +280,9 @@ impl Shared {
             .flatten()
             .and_then(|p| p.fingerprint)
         {
-            pins.add(&fp);
+            self.peer_pins.configure(PEER_PINS, &fp);
         }
-        pins
+        self.peer_pins.pins_for(PEER_PINS, now_ms())
     }
 
     pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {

@@ -202,19 +202,34 @@ impl Node {
             Ok(Some(learned)) => PinBook::from_json(&learned),
             _ => PinBook::default(),
         };
+        let servers = config.servers().unwrap_or_default();
         let pins = match store.state_get(PINS_KEY) {
             Ok(Some(learned)) => PinBook::from_json(&learned),
-            _ => PinBook::default(),
-        };
-        for url in config
-            .servers()
-            .unwrap_or_default()
-            .into_iter()
-            .chain(config.peer().ok().flatten())
-        {
-            if let Some(fp) = &url.fingerprint {
-                pins.add(&url.address(), fp);
+            // Issue 12 item 4: pins learned before they were kept per address (a global list)
+            // apply to every server the configuration lists.
+            _ => {
+                let book = PinBook::default();
+                if let Ok(Some(Value::Array(learned))) = store.state_get("pins") {
+                    let learned: Vec<String> = learned
+                        .iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect();
+                    let addrs: Vec<String> = servers.iter().map(|u| u.address()).collect();
+                    book.carry_over(&learned, &addrs);
+                }
+                book
             }
+        };
+        let peer = config.peer().ok().flatten();
+        for url in servers.iter().chain(&peer) {
+            if let Some(fp) = &url.fingerprint {
+                pins.configure(&url.address(), fp);
+            }
+        }
+        // The configured peer fingerprint is one of the peer link's pins: it retires after a
+        // rotation the peer announced, like the others (issue 12).
+        if let Some(fp) = peer.as_ref().and_then(|p| p.fingerprint.as_deref()) {
+            peer_pins.configure(PEER_PINS, fp);
         }
         let (core_tx, core_rx) = mpsc::unbounded_channel();
         let (check_tx, check_rx) = mpsc::unbounded_channel();
@@ -238,6 +253,7 @@ impl Node {
             intake: Default::default(),
             peer_pulled: Default::default(),
         });
+        shared.save_pins();
         tokio::spawn(crate::checks::write_results(
             shared.store.clone(),
             shared.core.clone(),

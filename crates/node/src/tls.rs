@@ -23,7 +23,7 @@ use rustls::{
     CertificateError, ClientConfig, CommonState, DigitallySignedStruct, DistinguishedName,
     OtherError, ServerConfig, SignatureScheme,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -496,44 +496,98 @@ impl Pins {
 
 /// An agent's server pins, kept per server address (`HOST:PORT` as the agent dials it; issue 12
 /// item 2): a certificate pinned for one server is not accepted at another server's address. A
-/// rotation announced for an address retires that address's older pins after a grace period.
+/// rotation announced for an address retires that address's older pins after a grace period;
+/// the fingerprint the configuration names for an address retires like any other (it is in use
+/// only until a rotation, unless the operator configures another one).
 #[derive(Debug, Clone, Default)]
-pub struct PinBook(Arc<RwLock<BTreeMap<String, AddressPins>>>);
+pub struct PinBook(Arc<RwLock<Book>>);
 
-/// One address's pins: fingerprint → when it retires (unix ms), `None` while in use.
+/// One address's pins: fingerprint → when it retires (unix ms), `None` while in use. A retired
+/// pin stays listed (never trusted again), so the configuration naming it does not revive it.
 type AddressPins = BTreeMap<String, Option<i64>>;
 
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Book {
+    pins: BTreeMap<String, AddressPins>,
+    /// The fingerprint the configuration named for each address when it was last seen.
+    #[serde(default)]
+    configured: BTreeMap<String, String>,
+}
+
 impl PinBook {
-    /// From what was persisted ([`PinBook::to_json`]); anything malformed is left out.
+    /// From what was persisted ([`PinBook::to_json`], or before the configured fingerprints
+    /// were kept: the address map alone); anything malformed is left out.
     pub fn from_json(value: &serde_json::Value) -> PinBook {
-        let book: BTreeMap<String, AddressPins> =
-            serde_json::from_value(value.clone()).unwrap_or_default();
-        PinBook(Arc::new(RwLock::new(
-            book.into_iter()
-                .map(|(addr, pins)| {
-                    let pins = pins
-                        .into_iter()
-                        .map(|(fp, retire)| (fp.to_ascii_lowercase(), retire))
-                        .collect();
-                    (addr, pins)
-                })
-                .collect(),
-        )))
+        let mut book: Book = if value.get("pins").is_some_and(serde_json::Value::is_object) {
+            serde_json::from_value(value.clone()).unwrap_or_default()
+        } else {
+            Book {
+                pins: serde_json::from_value(value.clone()).unwrap_or_default(),
+                configured: BTreeMap::new(),
+            }
+        };
+        for pins in book.pins.values_mut() {
+            *pins = std::mem::take(pins)
+                .into_iter()
+                .map(|(fp, retire)| (fp.to_ascii_lowercase(), retire))
+                .collect();
+        }
+        for fp in book.configured.values_mut() {
+            fp.make_ascii_lowercase();
+        }
+        PinBook(Arc::new(RwLock::new(book)))
     }
 
-    /// Address → fingerprint → when it retires (unix ms), `null` for a pin in use.
+    /// `{"pins": address → fingerprint → when it retires (unix ms), null for a pin in use,
+    /// "configured": address → the fingerprint the configuration named}`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(&*self.0.read().unwrap_or_else(|p| p.into_inner())).unwrap_or_default()
     }
 
-    /// Pins `fingerprint` for `addr` (set-up, first contact, a redirect from home): in use.
+    /// Pins `fingerprint` for `addr` (first contact, a redirect from home): in use.
     pub fn add(&self, addr: &str, fingerprint: &str) {
         self.0
             .write()
             .unwrap_or_else(|p| p.into_inner())
+            .pins
             .entry(addr.to_string())
             .or_default()
             .insert(fingerprint.to_ascii_lowercase(), None);
+    }
+
+    /// The configuration names `fingerprint` for `addr` (`URL#FINGERPRINT`, `failover.peer`).
+    /// The same one as before changes nothing: once a rotation retired it, it stays retired. A
+    /// fingerprint the book has never seen for `addr` is pinned in use; when the operator
+    /// configured another one before, the new one replaces that address's pins (the
+    /// operator's word). Returns whether the book changed.
+    pub fn configure(&self, addr: &str, fingerprint: &str) -> bool {
+        let fingerprint = fingerprint.to_ascii_lowercase();
+        let mut book = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let before = book
+            .configured
+            .insert(addr.to_string(), fingerprint.clone());
+        let pins = book.pins.entry(addr.to_string()).or_default();
+        match before {
+            Some(b) if b == fingerprint => false,
+            Some(_) => {
+                *pins = BTreeMap::from([(fingerprint, None)]);
+                true
+            }
+            None => {
+                pins.entry(fingerprint).or_insert(None);
+                true
+            }
+        }
+    }
+
+    /// Issue 12: pins learned before they were kept per address (the global `pins` list) apply
+    /// to each of `addrs`, the servers the configuration lists, in use.
+    pub fn carry_over(&self, learned: &[String], addrs: &[String]) {
+        for addr in addrs {
+            for fp in learned {
+                self.add(addr, fp);
+            }
+        }
     }
 
     /// CT-2: the server at `addr` announced `fingerprint`; its other pins retire at
@@ -542,7 +596,7 @@ impl PinBook {
         let fingerprint = fingerprint.to_ascii_lowercase();
         let retire = now_ms.saturating_add(grace.as_millis().min(i64::MAX as u128) as i64);
         let mut book = self.0.write().unwrap_or_else(|p| p.into_inner());
-        let pins = book.entry(addr.to_string()).or_default();
+        let pins = book.pins.entry(addr.to_string()).or_default();
         for (fp, at) in pins.iter_mut() {
             if *fp != fingerprint && at.is_none() {
                 *at = Some(retire);
@@ -559,6 +613,7 @@ impl PinBook {
             .0
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .pins
             .iter()
             .filter(|(_, pins)| pins.contains_key(&old))
             .map(|(addr, _)| addr.clone())
@@ -568,14 +623,17 @@ impl PinBook {
         }
     }
 
-    /// What a handshake with `addr` may present at `now_ms` (retired pins are dropped).
+    /// What a handshake with `addr` may present at `now_ms` (retired pins are left out).
     pub fn pins_for(&self, addr: &str, now_ms: i64) -> Pins {
-        let mut book = self.0.write().unwrap_or_else(|p| p.into_inner());
-        let Some(pins) = book.get_mut(addr) else {
+        let book = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let Some(pins) = book.pins.get(addr) else {
             return Pins::default();
         };
-        pins.retain(|_, retire| retire.is_none_or(|at| at > now_ms));
-        Pins::new(pins.keys().cloned())
+        Pins::new(
+            pins.iter()
+                .filter(|(_, retire)| retire.is_none_or(|at| at > now_ms))
+                .map(|(fp, _)| fp.clone()),
+        )
     }
 }
 
@@ -766,6 +824,56 @@ mod tests {
             .pins_for("a:1", 0)
             .list()
             .is_empty());
+    }
+
+    /// Issue 12: the fingerprint the configuration names (`failover.peer`, a server's
+    /// `URL#FINGERPRINT`) retires after a rotation like any other pin, also when the
+    /// configuration names it again (every start, every `peer_trust`) and after a round trip
+    /// through the store; configuring another one is the operator's word and replaces them.
+    #[test]
+    fn security_the_configured_fingerprint_retires_after_a_rotation() {
+        let book = PinBook::default();
+        assert!(book.configure("peer", "AA"));
+        assert_eq!(book.pins_for("peer", 0).list(), vec!["aa"]);
+        book.rotate("peer", "bb", 1_000, Duration::from_secs(10));
+        assert!(
+            !book.configure("peer", "aa"),
+            "named again: nothing changes"
+        );
+        assert_eq!(book.pins_for("peer", 10_999).list(), vec!["aa", "bb"]);
+        assert_eq!(book.pins_for("peer", 11_000).list(), vec!["bb"], "retired");
+        let again = PinBook::from_json(&book.to_json());
+        assert!(!again.configure("peer", "AA"));
+        assert_eq!(
+            again.pins_for("peer", 11_000).list(),
+            vec!["bb"],
+            "still retired after a restart"
+        );
+        assert!(
+            again.configure("peer", "cc"),
+            "the operator configured another"
+        );
+        assert_eq!(again.pins_for("peer", 11_000).list(), vec!["cc"]);
+        // A book from before the configured fingerprints were kept: the configured one is
+        // pinned (in use) unless the book already knows it.
+        let old = PinBook::from_json(&serde_json::json!({"peer": {"aa": 5_000, "bb": null}}));
+        old.configure("peer", "aa");
+        assert_eq!(old.pins_for("peer", 5_000).list(), vec!["bb"]);
+        old.configure("a:1", "dd");
+        assert_eq!(old.pins_for("a:1", 0).list(), vec!["dd"]);
+    }
+
+    /// Issue 12 item 4: pins learned before pins were kept per address (the global `pins`
+    /// list) apply to each address the configuration lists, and to no other.
+    #[test]
+    fn security_pins_learned_before_per_address_pins_are_carried_over() {
+        let book = PinBook::default();
+        book.carry_over(&["AA".into(), "bb".into()], &["a:1".into(), "b:1".into()]);
+        assert_eq!(book.pins_for("a:1", 0).list(), vec!["aa", "bb"]);
+        assert_eq!(book.pins_for("b:1", 0).list(), vec!["aa", "bb"]);
+        assert!(book.pins_for("c:1", 0).list().is_empty());
+        book.rotate("a:1", "cc", 0, Duration::from_secs(1));
+        assert_eq!(book.pins_for("a:1", 1_000).list(), vec!["cc"], "and retire");
     }
 
     /// An echo server over the node's TLS config that first writes the client's fingerprint
