@@ -495,3 +495,32 @@ fn security_the_configured_peer_fingerprint_retires_after_an_announced_rotation(
     );
     assert!(answered(&s, &new));
 }
+
+/// CT-2, issue 12: a switchback probe of home (AG-6) that meets a certificate the agent does not
+/// pin for home's address lists it under `link.untrusted`, as a link does, for an operator to
+/// accept or not; the agent stays on its standby server.
+#[test]
+fn security_a_probe_meeting_the_wrong_certificate_is_listed_as_untrusted() {
+    let site = Site::new(244);
+    let mut home = site.server("home", TOKEN);
+    home.start();
+    let mut standby = site.server("standby", TOKEN);
+    standby.start();
+    let mut a = site.agent(
+        "a",
+        &[&home, &standby],
+        &[TOKEN, &["agent.switchback_interval=1s"][..]].concat(),
+    );
+    a.start();
+    a.wait_link("home", Some(&home));
+    home.kill9();
+    a.wait_link("standby", Some(&standby));
+    // Another certificate answers at home's address: only the agent's probes meet it.
+    let other = client_identity(&site, "other");
+    let _fake = FakeServer::start(&home.listen, other.clone(), |_, _| Vec::new());
+    wait_until(WAIT, "home's new certificate listed as untrusted", || {
+        let untrusted = a.status()?["link"]["untrusted"].to_string();
+        (untrusted.contains(&home.listen) && untrusted.contains(&other.fingerprint())).then_some(())
+    });
+    assert_eq!(a.link_state().as_deref(), Some("standby"));
+}

@@ -714,14 +714,7 @@ pub(crate) async fn agent_link(
     let stream = match tls::connect_with(client, &addr, attempt_timeout(&shared)).await {
         Ok(s) => s,
         Err(e) => {
-            if let tls::TlsError::NotPinned { refused, .. } = &e {
-                // CT-2: shown to the operator, who may accept it (POST /api/link/trust).
-                shared
-                    .untrusted
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(addr.clone(), refused.presented.clone());
-            }
+            note_untrusted(&shared, &addr, &e);
             return report(
                 &shared,
                 server,
@@ -986,6 +979,19 @@ async fn send_records<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// CT-2: a server at `addr` presented a certificate this agent does not pin for it (on a link or
+/// a probe): shown to the operator under `link.untrusted`, who may accept it
+/// (`POST /api/link/trust`).
+fn note_untrusted(shared: &Shared, addr: &str, error: &tls::TlsError) {
+    if let tls::TlsError::NotPinned { refused, .. } = error {
+        shared
+            .untrusted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.to_string(), refused.presented.clone());
+    }
+}
+
 /// AG-6: would the home server take this agent now? A short connection that moves nothing.
 pub(crate) async fn agent_probe(shared: Arc<Shared>, server: usize, addr: String) {
     let config = shared.config();
@@ -998,7 +1004,10 @@ pub(crate) async fn agent_probe(shared: Arc<Shared>, server: usize, addr: String
         .map_err(|e| e.to_string())?;
         let stream = tls::connect_with(client, &addr, attempt_timeout(&shared))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                note_untrusted(&shared, &addr, &e);
+                e.to_string()
+            })?;
         let (mut rd, mut wr) = tokio::io::split(stream);
         let hello = ToServer::Hello {
             id: config.node.id.clone(),
