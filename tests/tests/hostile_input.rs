@@ -713,6 +713,13 @@ fn security_an_agent_cannot_report_hooks_or_records_for_a_pair_it_is_not_in() {
         "no forged hook failure"
     );
     assert_eq!(server.pair("web").expect("pair")["state"], "normal");
+    // Each refusal is an event too (a warning that does not notify).
+    wait_until(WAIT, "HOOK_RESULT_REFUSED and RECORDS_REFUSED", || {
+        ["HOOK_RESULT_REFUSED", "RECORDS_REFUSED"]
+            .iter()
+            .all(|code| server.events(code).len() == 1)
+            .then_some(())
+    });
 }
 
 /// CT-2, issue 12 item 3: an agent's announced certificate replaces the stored fingerprint only

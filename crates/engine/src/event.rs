@@ -101,6 +101,8 @@ event_codes! {
     PairBlackout => "PAIR_BLACKOUT", "PR-6", true, Critical, "Pair blackout";
     PairBlackoutEnd => "PAIR_BLACKOUT_END", "PR-6", true, Info, "Pair blackout ended";
     HookFailed => "HOOK_FAILED", "PR-7", true, Warning, "Hook failed";
+    HookResultRefused => "HOOK_RESULT_REFUSED", "PR-7", false, Warning, "Hook result refused";
+    RecordsRefused => "RECORDS_REFUSED", "CK-3", false, Warning, "Records refused";
     LeaseExpired => "LEASE_EXPIRED", "PR-3", false, Warning, "Lease expired";
     Promoted => "PROMOTED", "HS-4", true, Warning, "Server promoted";
     Demoted => "DEMOTED", "HS-5", true, Warning, "Server demoted";

@@ -46,6 +46,8 @@
 //! | `PAIR_BLACKOUT` | PR-6 | yes | neither member of a pair is reachable |
 //! | `PAIR_BLACKOUT_END` | PR-6 | yes | a member of a pair in blackout is reachable again |
 //! | `HOOK_FAILED` | PR-7 | yes | an `on_activate`/`on_deactivate` hook failed or hung; the pair is degraded |
+//! | `HOOK_RESULT_REFUSED` | PR-7 | no | a hook result from an agent that is not a member of the pair (or for no pair) was refused; once per agent and pair |
+//! | `RECORDS_REFUSED` | CK-3 | no | records under a pair's alias from an agent that is not a member were not stored; once per agent and pair |
 //! | `LEASE_EXPIRED` | PR-3 | no | an active member lost its server for `failover_after` and stood down by itself |
 //! | `PROMOTED` | HS-4 | yes | this server became ACTIVE (its epoch grew) |
 //! | `DEMOTED` | HS-5 | yes | this server became STANDBY |

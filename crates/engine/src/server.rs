@@ -2,11 +2,11 @@
 //! ([`Pair`]) and its hot-standby state ([`HotStandby`]). It decides admissions (AG-4, AG-7,
 //! AG-9), answers heartbeats with each member's pair views, and routes operator actions.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use crate::agent::{PairView, ProbeResult, Welcome};
-use crate::event::Event;
+use crate::event::{Event, EventCode};
 use crate::ha::{HaAction, HotStandby, HotStandbyConfig};
 use crate::pair::{Pair, PairAction, PairConfig, PairEpoch, PairState};
 use crate::registry::{AgentEntry, AgentRegistry, Hello, Refusal};
@@ -73,6 +73,9 @@ pub struct Server {
     events: VecDeque<Event>,
     /// The last refusal each agent reported for each of its checks: told once (CHECK_REFUSED).
     check_refusals: BTreeMap<(String, String), String>,
+    /// (code, agent, pair) of the refusals raised as an event (issue 12): each once, and a pair
+    /// no site has counts as one (""), so a hostile agent cannot grow this or the event list.
+    refusals_raised: BTreeSet<(EventCode, String, String)>,
     /// Check states and silent agents (AL-2, AL-3, AL-6), watched while acting.
     watch: Watch,
 }
@@ -99,6 +102,7 @@ impl Server {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             check_refusals: BTreeMap::new(),
+            refusals_raised: BTreeSet::new(),
         };
         server.collect(now);
         server
@@ -260,17 +264,51 @@ impl Server {
         result: Result<(), String>,
     ) -> Result<(), String> {
         // Issue 12 item 3: only a member of the pair reports its hooks.
-        let p = self.pairs.get_mut(pair).ok_or_else(|| {
-            format!("refused a hook result from {agent} for pair {pair}: no such pair")
-        })?;
+        let Some(p) = self.pairs.get_mut(pair) else {
+            let why = format!("refused a hook result from {agent} for pair {pair}: no such pair");
+            return Err(self.refused(now, EventCode::HookResultRefused, agent, "", why));
+        };
         if p.member_of(agent).is_none() {
-            return Err(format!(
+            let why = format!(
                 "refused a hook result from {agent} for pair {pair}: {agent} is not a member"
-            ));
+            );
+            return Err(self.refused(now, EventCode::HookResultRefused, agent, pair, why));
         }
         p.handle_hook_result(now, agent, hook, epoch, result);
         self.collect(now);
         Ok(())
+    }
+
+    /// Issue 12: records under `pair`'s alias arrived from `agent`. [`Server::may_record_under`]
+    /// decides; a refusal raises RECORDS_REFUSED (once per agent and pair).
+    pub fn handle_records_under(
+        &mut self,
+        now: Instant,
+        agent: &str,
+        pair: &str,
+    ) -> Result<(), String> {
+        self.may_record_under(agent, pair)
+            .map_err(|why| self.refused(now, EventCode::RecordsRefused, agent, pair, why))
+    }
+
+    /// Raises a refusal of an agent's message as an event, once per code, agent and pair, and
+    /// hands the sentence back.
+    fn refused(
+        &mut self,
+        now: Instant,
+        code: EventCode,
+        agent: &str,
+        pair: &str,
+        why: String,
+    ) -> String {
+        if self
+            .refusals_raised
+            .insert((code, agent.to_string(), pair.to_string()))
+        {
+            self.events.push_back(Event::new(code, agent, why.clone()));
+            self.collect(now);
+        }
+        why
     }
 
     /// Issue 12 item 3: may `agent` send records under the alias of `pair`? Only a member of

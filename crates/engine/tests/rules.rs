@@ -1801,6 +1801,55 @@ fn security_records_under_a_pair_alias_only_from_a_member() {
     assert_eq!(server.may_record_under("outsider", "no-such-pair"), Ok(()));
 }
 
+/// Issue 12: a refused hook result (HOOK_RESULT_REFUSED) and records refused under a pair's
+/// alias (RECORDS_REFUSED) raise an event with the refusal's sentence, once per agent and pair
+/// (a pair no site has counts once), so a hostile agent cannot flood the event list. Neither
+/// notifies.
+#[test]
+fn security_refused_hook_results_and_aliases_raise_an_event_once() {
+    let mut site = pair_site(auto());
+    for _ in 0..3 {
+        let refused = site.operate(0, |s, now| {
+            s.handle_hook_result(now, "outsider", "web", "on_activate", 9, Ok(()))
+        });
+        assert!(refused.is_err());
+        let refused = site.operate(0, |s, now| s.handle_records_under(now, "outsider", "web"));
+        assert!(refused.is_err());
+    }
+    for pair in ["nope-1", "nope-2"] {
+        let refused = site.operate(0, |s, now| {
+            s.handle_hook_result(now, "outsider", pair, "on_activate", 1, Ok(()))
+        });
+        assert!(refused.is_err());
+    }
+    assert_eq!(
+        site.operate(0, |s, now| s.handle_records_under(now, "p", "web")),
+        Ok(()),
+        "a member's records raise nothing"
+    );
+    let sentences = |code| -> Vec<String> {
+        site.server_events(0, code)
+            .iter()
+            .map(|e| e.reason.clone())
+            .collect()
+    };
+    assert_eq!(
+        sentences(EventCode::HookResultRefused),
+        vec![
+            "refused a hook result from outsider for pair web: outsider is not a member",
+            "refused a hook result from outsider for pair nope-1: no such pair",
+        ]
+    );
+    assert_eq!(
+        sentences(EventCode::RecordsRefused),
+        vec!["refused records from outsider under pair web: outsider is not a member"]
+    );
+    for code in [EventCode::HookResultRefused, EventCode::RecordsRefused] {
+        assert!(!code.notify());
+        assert_eq!(code.severity(), Severity::Warning);
+    }
+}
+
 /// Issue 12 item 3 (CT-2): an agent's announced certificate is taken into use only when the
 /// agent connects with it; an announcement alone changes nothing, and another certificate is
 /// still refused.

@@ -686,11 +686,11 @@ impl Core {
                 pairs,
                 reply,
             } => {
-                let refused = match &self.server {
+                let refused = match &mut self.server {
                     Some(s) => pairs
                         .into_iter()
                         .filter_map(|p| {
-                            let why = s.engine.may_record_under(&agent, &p).err()?;
+                            let why = s.engine.handle_records_under(now, &agent, &p).err()?;
                             Some((p, why))
                         })
                         .collect(),
