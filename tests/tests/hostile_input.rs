@@ -722,6 +722,20 @@ fn security_an_agent_cannot_report_hooks_or_records_for_a_pair_it_is_not_in() {
     });
 }
 
+/// The raw agent's link made with certificate `old`, over which it announced `new` (CT-2).
+async fn announced_link(
+    server: &Node,
+    old: &Arc<NodeIdentity>,
+    new: &NodeIdentity,
+) -> impl AsyncRead + AsyncWrite + Unpin {
+    let mut link = enrolled_link(server, old.clone(), RAW_ID, "raw").await;
+    let announce = ToServer::CertRotated {
+        fingerprint: new.fingerprint(),
+    };
+    write_frame(&mut link, &announce).await.expect("announce");
+    link
+}
+
 /// CT-2, issue 12 item 3: an agent's announced certificate replaces the stored fingerprint only
 /// when the agent connects with it (proof that it holds the key). Until then its current
 /// certificate keeps working; afterwards the old one is refused.
@@ -733,11 +747,7 @@ fn security_an_agent_certificate_change_needs_a_connection_with_the_new_key() {
     let old = client_identity(&site, "raw-old");
     let new = client_identity(&site, "raw-new");
     rt().block_on(async {
-        let mut link = enrolled_link(&server, old.clone(), RAW_ID, "raw").await;
-        let announce = ToServer::CertRotated {
-            fingerprint: new.fingerprint(),
-        };
-        write_frame(&mut link, &announce).await.expect("announce");
+        let mut link = announced_link(&server, &old, &new).await;
         // A frame after it, answered: the announcement was read before the link closes.
         write_frame(&mut link, &records(1, 1))
             .await
@@ -780,13 +790,7 @@ fn security_an_announced_agent_certificate_survives_a_restart_of_the_server() {
     server.start();
     let old = client_identity(&site, "raw-old");
     let new = client_identity(&site, "raw-new");
-    rt().block_on(async {
-        let mut link = enrolled_link(&server, old.clone(), RAW_ID, "raw").await;
-        let announce = ToServer::CertRotated {
-            fingerprint: new.fingerprint(),
-        };
-        write_frame(&mut link, &announce).await.expect("announce");
-    });
+    rt().block_on(announced_link(&server, &old, &new));
     wait_until(WAIT, "the announcement taken", || {
         server
             .log_text()
