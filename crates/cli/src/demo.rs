@@ -156,7 +156,10 @@ pub fn run(target: &Target, args: &DemoArgs) -> Result<(), Failure> {
 }
 
 async fn demo(args: &DemoArgs) -> Result<(), Failure> {
-    let mut stop = Stop::new()?;
+    // Closing the demo's terminal (SIGHUP) stops the site as Ctrl-C does (issue 17 item 5).
+    let mut stop = Stop::with_hangup()?;
+    // The site's addresses are fixed: one demo at a time, said in one line.
+    let _lock = DemoLock::take()?;
     let dir = match &args.dir {
         Some(d) => {
             std::fs::create_dir_all(d)
@@ -233,6 +236,79 @@ async fn demo(args: &DemoArgs) -> Result<(), Failure> {
         dir.display()
     );
     Ok(())
+}
+
+/// Issue 17 item 5: a node started by the demo gets SIGTERM (a clean stop) when the demo dies,
+/// even by SIGKILL. Linux ties this to the thread that spawned the child: here a worker of the
+/// demo's runtime, which lives as long as the demo.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The demo died before prctl took effect: do not outlive it.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the demo has exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut Command) {}
+
+/// One demo at a time per user: an exclusive lock on a file in the runtime directory, held while
+/// the demo runs (the kernel releases it however the demo ends).
+struct DemoLock {
+    _file: File,
+}
+
+impl DemoLock {
+    fn path() -> PathBuf {
+        let dir = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|d| d.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        // SAFETY: getuid cannot fail.
+        let uid = unsafe { libc::getuid() };
+        dir.join(format!("understudy-demo-{uid}.lock"))
+    }
+
+    fn take() -> Result<DemoLock, Failure> {
+        use std::io::{Seek, Write};
+        use std::os::fd::AsRawFd;
+        let path = Self::path();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Failure::refused(format!("opening {}: {e}", path.display())))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(Failure::refused(format!(
+                "another demo is running ({}): stop it first (Ctrl-C in its terminal)",
+                if holder.is_empty() {
+                    "its lock is held"
+                } else {
+                    holder
+                }
+            )));
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "pid {}", std::process::id());
+        Ok(DemoLock { _file: file })
+    }
 }
 
 fn new_temp_dir() -> Result<PathBuf, Failure> {
@@ -375,7 +451,7 @@ async fn init_node(
 
 /// Starts `understudy serve` for a node, its output appended to `<data dir>/log`. Each child has
 /// its own process group, so a Ctrl-C in the terminal reaches only the demo, which then stops
-/// the nodes in order.
+/// the nodes in order; and each dies with the demo if the demo is killed outright.
 fn spawn_serve(exe: &Path, node: &mut DemoNode) -> Result<(), Failure> {
     let log_path = node.data_dir.join("log");
     let log = OpenOptions::new()
@@ -386,15 +462,17 @@ fn spawn_serve(exe: &Path, node: &mut DemoNode) -> Result<(), Failure> {
     let log_err = log
         .try_clone()
         .map_err(|e| Failure::refused(format!("opening {}: {e}", log_path.display())))?;
-    let child = Command::new(exe)
-        .arg("serve")
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve")
         .arg("--data-dir")
         .arg(&node.data_dir)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
         .process_group(0)
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    die_with_parent(&mut cmd);
+    let child = cmd
         .spawn()
         .map_err(|e| Failure::refused(format!("starting {}: {e}", node.spec.name)))?;
     node.pid = child.id();

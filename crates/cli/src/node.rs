@@ -143,10 +143,11 @@ pub fn serve(target: &Target, args: &ServeArgs) -> Result<(), Failure> {
     })
 }
 
-/// SIGINT and SIGTERM, whichever comes first.
+/// SIGINT and SIGTERM (and SIGHUP for the demo), whichever comes first.
 pub struct Stop {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Stop {
@@ -156,14 +157,33 @@ impl Stop {
         Ok(Stop {
             int: signal(SignalKind::interrupt()).map_err(err)?,
             term: signal(SignalKind::terminate()).map_err(err)?,
+            hup: None,
         })
+    }
+
+    /// Also stops on SIGHUP: its terminal closed (the demo, issue 17 item 5).
+    pub fn with_hangup() -> Result<Stop, Failure> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut stop = Stop::new()?;
+        stop.hup = Some(
+            signal(SignalKind::hangup())
+                .map_err(|e| Failure::refused(format!("installing signal handlers: {e}")))?,
+        );
+        Ok(stop)
     }
 
     /// Waits for a signal and names it.
     pub async fn wait(&mut self) -> &'static str {
+        let hup = async {
+            match &mut self.hup {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.int.recv() => "SIGINT",
             _ = self.term.recv() => "SIGTERM",
+            _ = hup => "SIGHUP",
         }
     }
 }
