@@ -20,6 +20,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use serde_json::{json, Value};
+pub use understudy_api::event::Events;
+pub use understudy_api::status::{RecordView, Records};
+pub use understudy_api::{AgentView, EventView, LinkView, PairStatus, Status};
 
 pub mod netlab;
 use understudy_node::config::{Config, CONFIG_FILE};
@@ -568,28 +571,59 @@ impl Node {
         serde_json::from_slice(&out.stdout).ok()
     }
 
-    /// `status --json`, or `None` when the node does not answer.
-    pub fn status(&self) -> Option<Value> {
-        self.try_json(&["status", "--json"])
+    /// A command's `--json` answer read as the admin API's typed answer `T`, or `None` when the
+    /// command failed (the node is down, or busy). An answer that does not read as `T` panics:
+    /// a change of the wire shape in crates/api must fail the tests, not time them out. `read`
+    /// is `serde_json::from_value`.
+    pub fn typed<T>(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+        read: fn(Value) -> serde_json::Result<T>,
+    ) -> Option<T> {
+        let v = self.try_json_within(args, timeout)?;
+        Some(read(v.clone()).unwrap_or_else(|e| {
+            panic!(
+                "understudy {} on {} answered JSON that is not the admin API's type ({e}): {v}",
+                args.join(" "),
+                self.name
+            )
+        }))
+    }
+
+    /// `status --json` as the admin API's typed answer, or `None` when the node does not answer.
+    pub fn status(&self) -> Option<Status> {
+        self.typed(
+            &["status", "--json"],
+            Duration::from_secs(10),
+            serde_json::from_value,
+        )
     }
 
     /// `status --json` that must answer.
-    pub fn status_now(&self) -> Value {
+    pub fn status_now(&self) -> Status {
         wait_until(WAIT, &format!("{}'s status", self.name), || self.status())
     }
 
-    /// `status --json` read as the admin API's typed answer.
-    pub fn typed_status(&self) -> Option<understudy_api::Status> {
-        serde_json::from_value(self.status()?).ok()
+    /// The agent role's link (`status.link`), or `None` when the node does not answer.
+    pub fn link(&self) -> Option<LinkView> {
+        self.status()?.link
+    }
+
+    /// The agent role's link, which must be there.
+    pub fn link_now(&self) -> LinkView {
+        self.status_now()
+            .link
+            .unwrap_or_else(|| panic!("{} has no agent link in its status", self.name))
     }
 
     /// The agent link's state (`link.state`: home, standby, staged, blackout, connecting).
     pub fn link_state(&self) -> Option<String> {
-        self.typed_status()?.link.map(|l| l.state)
+        self.status()?.link.map(|l| l.state)
     }
 
     /// Waits until `link.state` is `state` and, when given, `link.server` names `server`.
-    pub fn wait_link(&self, state: &str, server: Option<&Node>) -> Value {
+    pub fn wait_link(&self, state: &str, server: Option<&Node>) -> Status {
         let what = format!(
             "{}'s link to be {state}{}",
             self.name,
@@ -599,20 +633,20 @@ impl Node {
         );
         wait_ok(WAIT, &what, || {
             let status = self.status().ok_or("no status")?;
-            let link = &status["link"];
-            let on = link["server"].as_str().unwrap_or("");
+            let link = status.link.as_ref().ok_or("no link (not an agent)")?;
+            let on = link.server.as_deref().unwrap_or("");
             let right_server = server.is_none_or(|s| on.contains(&s.listen));
-            if link["state"] == state && right_server {
+            if link.state == state && right_server {
                 Ok(status)
             } else {
-                Err(format!("link is {link}"))
+                Err(format!("link is {link:?}"))
             }
         })
     }
 
     /// `node.failover.state` (active, standby, …) and epoch.
     pub fn failover(&self) -> Option<(String, u64)> {
-        let f = self.typed_status()?.node.failover;
+        let f = self.status()?.node.failover;
         Some((f.state, f.epoch))
     }
 
@@ -628,17 +662,12 @@ impl Node {
     }
 
     /// One pair as `status --json` shows it on this server.
-    pub fn pair(&self, name: &str) -> Option<Value> {
-        let s = self.status()?;
-        s["pairs"]
-            .as_array()?
-            .iter()
-            .find(|p| p["name"] == name)
-            .cloned()
+    pub fn pair(&self, name: &str) -> Option<PairStatus> {
+        self.status()?.pairs.into_iter().find(|p| p.name == name)
     }
 
     /// Waits until `pairs[name]` satisfies `f`; returns it.
-    pub fn wait_pair(&self, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_pair(&self, name: &str, what: &str, f: impl Fn(&PairStatus) -> bool) -> PairStatus {
         wait_ok(
             WAIT,
             &format!("pair {name} on {}: {what}", self.name),
@@ -647,37 +676,33 @@ impl Node {
                 if f(&p) {
                     Ok(p)
                 } else {
-                    Err(format!("pair is {p}"))
+                    Err(format!("pair is {p:?}"))
                 }
             },
         )
     }
 
     /// One agent as this server lists it in `status --json`.
-    pub fn agent_entry(&self, name: &str) -> Option<Value> {
-        let s = self.status()?;
-        s["agents"]
-            .as_array()?
-            .iter()
-            .find(|a| a["name"] == name)
-            .cloned()
+    pub fn agent_entry(&self, name: &str) -> Option<AgentView> {
+        self.status()?.agents.into_iter().find(|a| a.name == name)
     }
 
-    /// `events --json`, those with `code`.
-    pub fn events(&self, code: &str) -> Vec<Value> {
-        let Some(v) = self.try_json(&["events", "--json"]) else {
+    /// `events --json`, those with `code` (all of them when `code` is empty).
+    pub fn events(&self, code: &str) -> Vec<EventView> {
+        let Some(Events { events }) = self.typed(
+            &["events", "--json"],
+            Duration::from_secs(10),
+            serde_json::from_value,
+        ) else {
             return Vec::new();
         };
-        let list = v.get("events").cloned().unwrap_or(v);
-        list.as_array()
-            .cloned()
-            .unwrap_or_default()
+        events
             .into_iter()
-            .filter(|e| e["code"] == code)
+            .filter(|e| code.is_empty() || e.code == code)
             .collect()
     }
 
-    pub fn wait_event(&self, code: &str, f: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_event(&self, code: &str, f: impl Fn(&EventView) -> bool) -> EventView {
         wait_ok(WAIT, &format!("a {code} event on {}", self.name), || {
             let events = self.events(code);
             events
@@ -714,9 +739,13 @@ impl Node {
     /// `records --json` of this server: every stored record.
     /// A fault suite's hundreds of thousands of records take a while on a loaded machine: the
     /// CLI's own 30 s limit applies, not the 10 s of other commands.
-    pub fn records(&self) -> Option<Vec<Value>> {
-        let v = self.try_json_within(&["records", "--json"], Duration::from_secs(45))?;
-        v["records"].as_array().cloned()
+    pub fn records(&self) -> Option<Vec<RecordView>> {
+        let Records { records } = self.typed(
+            &["records", "--json"],
+            Duration::from_secs(45),
+            serde_json::from_value,
+        )?;
+        Some(records)
     }
 
     pub fn log_text(&self) -> String {
@@ -852,10 +881,7 @@ fn store_seqs(store: &Node) -> Result<BTreeMap<String, BTreeSet<u64>>, String> {
         .ok_or_else(|| format!("{} did not list its records", store.name))?;
     let mut by_agent: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     for r in &records {
-        let agent = r["agent"].as_str().unwrap_or("?").to_string();
-        let seq = r["seq"]
-            .as_u64()
-            .ok_or_else(|| format!("record without seq: {r}"))?;
+        let (agent, seq) = (r.agent.clone(), r.seq);
         if !by_agent.entry(agent.clone()).or_default().insert(seq) {
             return Err(format!(
                 "DUPLICATE: {} stores ({agent}, {seq}) twice",
@@ -922,13 +948,13 @@ pub fn check_home_records(
             .ok_or_else(|| format!("{} did not list its records", standby.name))?;
         let mut n = 0;
         for r in &records {
-            if !expected.iter().any(|(a, _)| r["agent"] == *a) {
+            if !expected.iter().any(|(a, _)| r.agent == *a) {
                 continue;
             }
             n += 1;
-            if r["taken_for"].as_str().is_none_or(str::is_empty) {
+            if r.taken_for.as_deref().is_none_or(str::is_empty) {
                 return Err(format!(
-                    "{} holds a record not marked as taken for its home: {r}",
+                    "{} holds a record not marked as taken for its home: {r:?}",
                     standby.name
                 ));
             }

@@ -373,7 +373,7 @@ fn abuse_a_name_with_a_space_can_be_accepted() {
     server.start();
     agent.start();
     wait_until(WAIT, "the agent pending", || {
-        server.agent_entry("web 1").filter(|a| a["pending"] == true)
+        server.agent_entry("web 1").filter(|a| a.pending)
     });
     server.cli_ok(&["agent", "accept", "web 1"]);
     agent.wait_link("home", Some(&server));

@@ -22,7 +22,7 @@ fn stored_on(node: &Node, agent: &str) -> usize {
     node.records()
         .unwrap_or_default()
         .iter()
-        .filter(|r| r["agent"] == agent)
+        .filter(|r| r.agent == agent)
         .count()
 }
 
@@ -59,7 +59,7 @@ fn ag3_ag6_sigkill_of_home_switchover_then_switchback_loses_nothing() {
     );
     agent.wait_event("SWITCHOVER", |_| true);
     agent.wait_event("SWITCHBACK", |_| true);
-    assert_eq!(agent.status_now()["link"]["cached"], 0);
+    assert_eq!(agent.link_now().cached, 0);
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn ag4_standby_capacity_stages_one_agent_and_it_is_delivered_later() {
     });
     staged.wait_event("STAGED", |_| true);
     wait_until(WAIT, "the staged agent caching", || {
-        (staged.status_now()["link"]["cached"].as_u64().unwrap_or(0) > 0).then_some(())
+        (staged.link_now().cached > 0).then_some(())
     });
     s1.wait_more(400);
     s2.wait_more(400);
@@ -135,7 +135,7 @@ fn ag5_blackout_then_one_server_returns_and_everything_is_flushed() {
     agent.wait_link("blackout", None);
     agent.wait_event("BLACKOUT", |_| true);
     sender.wait_more(1000);
-    let cached = agent.status_now()["link"]["cached"].as_u64().unwrap_or(0);
+    let cached = agent.link_now().cached;
     assert!(cached > 0, "records are cached during the blackout");
 
     standby.start();
@@ -223,7 +223,7 @@ fn ag2_sigkill_of_the_agent_mid_batch_loses_and_duplicates_nothing() {
     wait_records(&[&home], &[("a1", n)]);
     agent.wait_link("home", Some(&home));
     wait_until(WAIT, "an empty cache", || {
-        (agent.status_now()["link"]["cached"] == 0).then_some(())
+        (agent.link_now().cached == 0).then_some(())
     });
 }
 
@@ -236,21 +236,21 @@ fn ag9_unknown_agent_waits_pending_until_an_operator_accepts_it() {
     agent.start();
     let entry = wait_ok(WAIT, "a1 in the pending list", || {
         let e = server.agent_entry("a1").ok_or("not listed")?;
-        if e["pending"] == true {
+        if e.pending {
             Ok(e)
         } else {
-            Err(format!("{e}"))
+            Err(format!("{e:?}"))
         }
     });
-    assert_eq!(entry["state"], "pending");
-    server.wait_event("AGENT_PENDING", |e| e["subject"] == "a1");
+    assert_eq!(entry.state, "pending");
+    server.wait_event("AGENT_PENDING", |e| e.subject == "a1");
     wait_ok(WAIT, "the agent to show why it is not connected", || {
-        let link = agent.status().ok_or("no status")?["link"].clone();
-        let error = link["error"].as_str().unwrap_or("");
-        if error.contains("waiting for an operator") && link["state"] != "home" {
+        let link = agent.link().ok_or("no status")?;
+        let error = link.error.as_deref().unwrap_or("");
+        if error.contains("waiting for an operator") && link.state != "home" {
             Ok(())
         } else {
-            Err(format!("{link}"))
+            Err(format!("{link:?}"))
         }
     });
     let (_, n) = agent.send(25);
@@ -263,7 +263,7 @@ fn ag9_unknown_agent_waits_pending_until_an_operator_accepts_it() {
     server.cli_ok(&["agent", "accept", "a1"]);
     agent.wait_link("home", Some(&server));
     wait_records(&[&server], &[("a1", n)]);
-    server.wait_event("AGENT_ACCEPTED", |e| e["subject"] == "a1");
+    server.wait_event("AGENT_ACCEPTED", |e| e.subject == "a1");
 }
 
 #[test]
@@ -275,16 +275,122 @@ fn ag9_valid_enrollment_token_is_accepted_at_once() {
     agent.start();
     agent.wait_link("home", Some(&server));
     let entry = server.agent_entry("a1").expect("a1 listed");
-    assert_eq!(entry["pending"], false);
-    assert_eq!(entry["state"], "connected");
-    let accepted = server.wait_event("AGENT_ACCEPTED", |e| e["subject"] == "a1");
+    assert!(!entry.pending);
+    assert_eq!(entry.state, "connected");
+    let accepted = server.wait_event("AGENT_ACCEPTED", |e| e.subject == "a1");
     assert!(
-        accepted["sentence"]
-            .as_str()
-            .unwrap_or("")
-            .contains("enrollment token"),
-        "{accepted}"
+        accepted.sentence.contains("enrollment token"),
+        "{accepted:?}"
     );
     let (_, n) = agent.send(25);
     wait_records(&[&server], &[("a1", n)]);
+}
+
+/// PRODUCT.md §3: the `--json` that scripts read keeps its field names. Every other test reads
+/// the admin API's typed answers (crates/api) through the harness; this one reads the JSON as a
+/// script does, so a rename in crates/api that the types would follow silently fails here.
+#[test]
+fn contract_status_events_and_records_json_carry_product_md_field_names() {
+    let site = Site::new(18);
+    let mut server = site.server("srv", &server_sets(&[]));
+    let mut p = site.agent("p", &[&server], &agent_sets(&[]));
+    let mut q = site.agent("q", &[&server], &agent_sets(&[]));
+    server.start();
+    p.start();
+    q.start();
+    p.wait_link("home", Some(&server));
+    q.wait_link("home", Some(&server));
+    server.cli_ok(&[
+        "pair",
+        "add",
+        "web",
+        "--primary",
+        "p",
+        "--secondary",
+        "q",
+        "--failover-after",
+        "1500ms",
+    ]);
+    server.wait_pair("web", "active primary", |w| w.active == "primary");
+    let (_, n) = p.send(3);
+    wait_records(&[&server], &[("p", n)]);
+
+    let raw = |node: &Node, args: &[&str]| -> Value {
+        let out = node.cli_ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
+    };
+    let has = |v: &Value, at: &str, keys: &[&str]| {
+        for key in keys {
+            assert!(v.get(key).is_some(), "{at}.{key} is missing: {v}");
+        }
+    };
+    let status = raw(&server, &["status", "--json"]);
+    has(&status, "status", &["node", "link", "pairs", "agents"]);
+    has(
+        &status["node"],
+        "node",
+        &["id", "name", "roles", "failover"],
+    );
+    has(&status["node"]["roles"], "node.roles", &["server", "agent"]);
+    has(
+        &status["node"]["failover"],
+        "node.failover",
+        &["mode", "state", "epoch", "peer"],
+    );
+    let pair = &status["pairs"][0];
+    has(
+        pair,
+        "pairs[]",
+        &[
+            "name",
+            "primary",
+            "secondary",
+            "active",
+            "state",
+            "epoch",
+            "actions",
+        ],
+    );
+    assert_eq!(pair["active"], "primary", "{pair}");
+    assert_eq!(
+        pair["failover_after"], "1500ms",
+        "durations as PRODUCT.md writes them"
+    );
+    for action in ["force_failover", "revert"] {
+        has(
+            &pair["actions"][action],
+            &format!("pairs[].actions.{action}"),
+            &["allowed", "reason"],
+        );
+    }
+    let agent = status["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "p"))
+        .unwrap_or_else(|| panic!("agent p in {status}"));
+    has(agent, "agents[]", &["name", "state", "server", "pending"]);
+
+    let of_p = raw(&p, &["status", "--json"]);
+    has(&of_p["link"], "link", &["server", "state", "cached"]);
+    assert_eq!(of_p["link"]["state"], "home", "{of_p}");
+
+    let events = raw(&server, &["events", "--json"]);
+    let event = &events["events"][0];
+    has(
+        event,
+        "events[]",
+        &[
+            "id", "time_ms", "code", "subject", "sentence", "notify", "severity",
+        ],
+    );
+
+    let records = raw(&server, &["records", "--json"]);
+    let record = records["records"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["agent"] == "p"))
+        .unwrap_or_else(|| panic!("a record of p in {records}"));
+    has(
+        record,
+        "records[]",
+        &["agent", "seq", "pair", "name", "value", "time_ms"],
+    );
 }

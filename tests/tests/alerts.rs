@@ -2,6 +2,7 @@
 //! and what an operator sees of them.
 
 use serde_json::Value;
+use understudy_api::{AlertView, Alerts, Severity};
 use understudy_system_tests::*;
 
 /// The check's runs stored on `server`, oldest first, as (up, time_ms).
@@ -10,16 +11,14 @@ fn runs(server: &Node, check: &str) -> Vec<(bool, i64)> {
         .records()
         .unwrap_or_default()
         .iter()
-        .filter(|r| r["name"] == check && r["kind"] == "check")
+        .filter(|r| r.name == check && r.kind == "check")
         .map(|r| {
-            let detail: Value = r["detail"]
-                .as_str()
+            let detail: Value = r
+                .detail
+                .as_deref()
                 .and_then(|d| serde_json::from_str(d).ok())
                 .unwrap_or(Value::Null);
-            (
-                detail["up"].as_bool().unwrap_or(false),
-                r["time_ms"].as_i64().unwrap_or(0),
-            )
+            (detail["up"].as_bool().unwrap_or(false), r.time_ms)
         })
         .collect();
     out.sort_by_key(|r| r.1);
@@ -57,14 +56,14 @@ fn al2_a_tcp_check_on_a_closed_port_is_down_after_fail_after_runs_and_up_after_o
         "--ok-after",
         "3",
     ]);
-    let down = s.wait_event("CHECK_DOWN", |e| e["subject"] == "db-ping");
-    let sentence = down["sentence"].as_str().unwrap_or_default().to_string();
+    let down = s.wait_event("CHECK_DOWN", |e| e.subject == "db-ping");
+    let sentence = down.sentence.clone();
     assert!(
         sentence.starts_with("db-ping failed 4 times in a row: "),
-        "{down}"
+        "{down:?}"
     );
     // The four failed runs were stored before the event was raised.
-    let at = down["time_ms"].as_i64().unwrap_or(0);
+    let at = down.time_ms;
     let before: Vec<bool> = runs(&s, "db-ping")
         .into_iter()
         .filter(|r| r.1 <= at)
@@ -76,29 +75,32 @@ fn al2_a_tcp_check_on_a_closed_port_is_down_after_fail_after_runs_and_up_after_o
     );
     // The port opens: UP after three good runs.
     let listener = std::net::TcpListener::bind(&target).expect("the check's port");
-    let up = s.wait_event("CHECK_UP", |e| e["subject"] == "db-ping");
-    assert_eq!(up["sentence"], "db-ping is up again: 3 good runs in a row");
+    let up = s.wait_event("CHECK_UP", |e| e.subject == "db-ping");
+    assert_eq!(up.sentence, "db-ping is up again: 3 good runs in a row");
     assert_eq!(s.events("CHECK_DOWN").len(), 1, "told once");
     assert_eq!(s.events("CHECK_UP").len(), 1, "told once");
     drop(listener);
     // AL-1: each is an alert of the acting server, with a stable id, written with its event.
-    let listed = s
-        .try_json(&["alert", "list", "--json"])
+    let listed: Alerts = s
+        .typed(
+            &["alert", "list", "--json"],
+            std::time::Duration::from_secs(10),
+            serde_json::from_value,
+        )
         .expect("alert list");
-    let alerts: Vec<&Value> = listed["alerts"]
-        .as_array()
-        .expect("alerts")
+    let alerts: Vec<&AlertView> = listed
+        .alerts
         .iter()
-        .filter(|a| a["subject"] == "db-ping")
+        .filter(|a| a.subject == "db-ping")
         .collect();
-    let codes: Vec<&str> = alerts.iter().filter_map(|a| a["code"].as_str()).collect();
-    assert_eq!(codes, ["CHECK_DOWN", "CHECK_UP"], "{listed}");
-    assert_eq!(alerts[0]["severity"], "critical");
-    assert_eq!(alerts[0]["sentence"], down["sentence"]);
-    assert_eq!(alerts[0]["event_id"], down["id"]);
-    let id = alerts[0]["id"].as_str().unwrap_or_default();
+    let codes: Vec<&str> = alerts.iter().map(|a| a.code.as_str()).collect();
+    assert_eq!(codes, ["CHECK_DOWN", "CHECK_UP"], "{listed:?}");
+    assert_eq!(alerts[0].severity, Severity::Critical);
+    assert_eq!(alerts[0].sentence, down.sentence);
+    assert_eq!(alerts[0].event_id, down.id);
+    let id = alerts[0].id.as_str();
     assert!(uuid_like(id), "{id}");
-    assert_ne!(alerts[0]["id"], alerts[1]["id"]);
+    assert_ne!(alerts[0].id, alerts[1].id);
 }
 
 /// AL-2 and PRODUCT.md §4: thresholds count runs; zero is refused and nothing is stored.

@@ -105,16 +105,16 @@ fn bad_input_wrong_fingerprint_never_connects() {
         WAIT,
         "the agent to say the fingerprint is not pinned",
         || {
-            let link = agent.status().ok_or("no status")?["link"].clone();
-            if link["error"].as_str().unwrap_or("").contains("not pinned") {
+            let link = agent.link().ok_or("no status")?;
+            if link.error.as_deref().unwrap_or("").contains("not pinned") {
                 Ok(link)
             } else {
-                Err(format!("{link}"))
+                Err(format!("{link:?}"))
             }
         },
     );
-    assert_ne!(link["state"], "home");
-    let error = link["error"].as_str().unwrap_or("");
+    assert_ne!(link.state, "home");
+    let error = link.error.as_deref().unwrap_or("");
     assert!(
         error.contains(&server.fingerprint),
         "the refusal shows the presented fingerprint: {error}"
@@ -127,10 +127,7 @@ fn bad_input_wrong_fingerprint_never_connects() {
         0,
         "nothing stored"
     );
-    assert!(
-        agent.status_now()["link"]["cached"].as_u64().unwrap_or(0) >= 5,
-        "kept in the cache"
-    );
+    assert!(agent.link_now().cached >= 5, "kept in the cache");
 }
 
 #[test]
@@ -141,15 +138,16 @@ fn bad_input_unknown_agent_is_refused_with_its_reason_on_both_sides() {
     server.start();
     agent.start();
     wait_ok(WAIT, "the agent's reason", || {
-        let link = agent.status().ok_or("no status")?["link"].clone();
-        if link["error"]
-            .as_str()
+        let link = agent.link().ok_or("no status")?;
+        if link
+            .error
+            .as_deref()
             .unwrap_or("")
             .contains("waiting for an operator")
         {
             Ok(())
         } else {
-            Err(format!("{link}"))
+            Err(format!("{link:?}"))
         }
     });
     let pending = server.cli_ok(&["agent", "list"]);
@@ -157,11 +155,8 @@ fn bad_input_unknown_agent_is_refused_with_its_reason_on_both_sides() {
         pending.contains("stranger"),
         "the server lists it as pending: {pending}"
     );
-    assert_eq!(
-        server.agent_entry("stranger").expect("listed")["pending"],
-        true
-    );
-    server.wait_event("AGENT_PENDING", |e| e["subject"] == "stranger");
+    assert!(server.agent_entry("stranger").expect("listed").pending);
+    server.wait_event("AGENT_PENDING", |e| e.subject == "stranger");
     agent.send(5);
     assert_eq!(
         server.records().expect("records").len(),
@@ -187,29 +182,27 @@ fn bad_input_wrong_enrollment_token_is_refused_with_its_reason_on_both_sides() {
     server.start();
     agent.start();
     wait_ok(WAIT, "the agent's reason", || {
-        let link = agent.status().ok_or("no status")?["link"].clone();
-        if link["error"]
-            .as_str()
+        let link = agent.link().ok_or("no status")?;
+        if link
+            .error
+            .as_deref()
             .unwrap_or("")
             .contains("wrong enrollment token")
         {
             Ok(())
         } else {
-            Err(format!("{link}"))
+            Err(format!("{link:?}"))
         }
     });
-    let refused = server.wait_event("AGENT_REFUSED", |e| e["subject"] == "a1");
+    let refused = server.wait_event("AGENT_REFUSED", |e| e.subject == "a1");
     assert!(
-        refused["sentence"]
-            .as_str()
-            .unwrap_or("")
-            .contains("wrong enrollment token"),
-        "{refused}"
+        refused.sentence.contains("wrong enrollment token"),
+        "{refused:?}"
     );
     agent.send(5);
     assert!(server
         .agent_entry("a1")
-        .is_none_or(|e| e["state"] != "connected"));
+        .is_none_or(|e| e.state != "connected"));
     assert_eq!(
         server.records().expect("records").len(),
         0,
@@ -273,9 +266,12 @@ fn bad_input_admin_api_without_a_valid_token_is_401_and_does_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
     // No action was taken.
     let status = node.status_now();
-    assert_eq!(status["pairs"], json!([]));
-    assert_eq!(status["node"]["roles"]["server"], true);
-    assert_eq!(status["link"]["cached"], 0);
+    assert!(status.pairs.is_empty());
+    assert!(status.node.roles.server);
+    assert_eq!(
+        status.link.as_ref().expect("the agent role's link").cached,
+        0
+    );
     assert_eq!(node.records().expect("records").len(), 0);
 }
 

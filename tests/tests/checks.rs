@@ -3,7 +3,6 @@
 //! The series must never interleave two members, and every gap at a handover must stay within
 //! CK-3's bound (the benchmark `understudy-bench check-gap` measures their distribution).
 
-use serde_json::Value;
 use understudy_system_tests::*;
 
 const FAST: &[&str] = &[
@@ -19,13 +18,8 @@ fn series(server: &Node, check: &str) -> Vec<(String, i64)> {
         .records()
         .unwrap_or_default()
         .iter()
-        .filter(|r| r["name"] == check && r["pair"] == "web")
-        .map(|r| {
-            (
-                r["agent"].as_str().unwrap_or("").to_string(),
-                r["time_ms"].as_i64().unwrap_or(0),
-            )
-        })
+        .filter(|r| r.name == check && r.pair.as_deref() == Some("web"))
+        .map(|r| (r.agent.clone(), r.time_ms))
         .collect();
     out.sort_by_key(|r| r.1);
     out
@@ -113,10 +107,11 @@ fn ck3_pair_checks_follow_the_active_member_and_never_interleave() {
     // CK-2: checks are site configuration, listed by the server.
     let status = s.status_now();
     assert!(
-        status["checks"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["name"] == "ping" && c["pair"] == "web")),
-        "{status}"
+        status
+            .checks
+            .iter()
+            .any(|c| c.name == "ping" && c.pair.as_deref() == Some("web")),
+        "{status:?}"
     );
 
     wait_runs_by(&s, "a1", 3);
@@ -164,12 +159,12 @@ fn ck3_pair_checks_follow_the_active_member_and_never_interleave() {
         );
     }
     let pair = s.pair("web").expect("pair web");
-    assert_eq!(pair["active"], "primary");
-    let records: Vec<Value> = s.records().unwrap_or_default();
+    assert_eq!(pair.active, "primary");
+    let records: Vec<RecordView> = s.records().unwrap_or_default();
     assert!(records
         .iter()
-        .filter(|r| r["name"] == "ping")
-        .all(|r| r["kind"] == "check" && r["pair"] == "web"));
+        .filter(|r| r.name == "ping")
+        .all(|r| r.kind == "check" && r.pair.as_deref() == Some("web")));
 }
 
 #[test]
@@ -232,7 +227,7 @@ fn ck3_auto_switchback_misses_at_most_one_interval() {
     assert!(
         s.events("PAIR_SWITCHBACK")
             .iter()
-            .any(|e| e.to_string().contains("web")),
+            .any(|e| e.subject == "web"),
         "a PAIR_SWITCHBACK event for web"
     );
 }
@@ -242,8 +237,8 @@ fn newest(server: &Node, agent: &str, name: &str) -> Option<i64> {
     server
         .records()?
         .iter()
-        .filter(|r| r["agent"] == agent && r["name"] == name)
-        .filter_map(|r| r["time_ms"].as_i64())
+        .filter(|r| r.agent == agent && r.name == name)
+        .map(|r| r.time_ms)
         .max()
 }
 
@@ -274,9 +269,7 @@ fn ck2_an_agent_keeps_its_checks_on_a_standby_server_of_another_site() {
     });
     // The standby server knows no checks at all; the agent switches over to it and keeps running
     // the one its home gave it.
-    assert!(standby.status_now()["checks"]
-        .as_array()
-        .is_none_or(|c| c.is_empty()));
+    assert!(standby.status_now().checks.is_empty());
     home.kill9();
     a.wait_link("standby", Some(&standby));
     let since = now_ms();
@@ -316,11 +309,8 @@ fn ck2_checks_are_replicated_to_the_standby_server_and_run_on_after_its_promotio
     wait_until(WAIT, "a run of the check on s1", || newest(&s1, "a", "own"));
     // HS-3: the STANDBY lists the check once it has replicated the site configuration.
     let listed = |n: &Node| {
-        n.status().is_some_and(|s| {
-            s["checks"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["name"] == "own"))
-        })
+        n.status()
+            .is_some_and(|s| s.checks.iter().any(|c| c.name == "own"))
     };
     wait_until(WAIT, "the check replicated to s2", || {
         listed(&s2).then_some(())
@@ -331,7 +321,7 @@ fn ck2_checks_are_replicated_to_the_standby_server_and_run_on_after_its_promotio
     wait_until(WAIT, "runs of the check stored on the promoted s2", || {
         newest(&s2, "a", "own").filter(|t| *t > since + 1000)
     });
-    assert!(listed(&s2), "{}", s2.status_now());
+    assert!(listed(&s2), "{:?}", s2.status_now());
 }
 
 #[test]
@@ -399,8 +389,8 @@ fn ck1_agent_check_results_including_bad_targets_never_stall_the_agent() {
     assert_eq!(out.status.code(), Some(2), "an unknown kind is bad usage");
     let detail = |name: &str| -> Option<(f64, String)> {
         let rs = s.records()?;
-        let r = rs.iter().rev().find(|r| r["name"] == name)?;
-        Some((r["value"].as_f64()?, r["detail"].as_str()?.to_string()))
+        let r = rs.iter().rev().find(|r| r.name == name)?;
+        Some((r.value, r.detail.as_deref()?.to_string()))
     };
     let (_, closed) = wait_until(WAIT, "a result of the closed port", || detail("closed"));
     assert!(closed.contains("\"up\":false"), "{closed}");
@@ -413,7 +403,7 @@ fn ck1_agent_check_results_including_bad_targets_never_stall_the_agent() {
     wait_until(WAIT, "the sent records", || {
         s.records()?
             .iter()
-            .any(|r| r["agent"] == "a" && r["seq"].as_u64() == Some(last))
+            .any(|r| r.agent == "a" && r.seq == last)
             .then_some(())
     });
 }

@@ -62,14 +62,18 @@ const FAILOVER_CODES: [&str; 6] = [
 /// stored, so a poll that could not list them hides nothing from the next one.
 fn failover_events(s1: &Node, s2: &Node) -> Option<Vec<usize>> {
     let (e1, e2) = (
-        s1.try_json(&["events", "--json"])?,
-        s2.try_json(&["events", "--json"])?,
+        s1.typed::<Events>(
+            &["events", "--json"],
+            Duration::from_secs(10),
+            serde_json::from_value,
+        )?,
+        s2.typed::<Events>(
+            &["events", "--json"],
+            Duration::from_secs(10),
+            serde_json::from_value,
+        )?,
     );
-    let count = |v: &Value, code: &str| {
-        v["events"]
-            .as_array()
-            .map_or(0, |l| l.iter().filter(|e| e["code"] == code).count())
-    };
+    let count = |v: &Events, code: &str| v.events.iter().filter(|e| e.code == code).count();
     Some(
         FAILOVER_CODES
             .iter()
@@ -89,8 +93,8 @@ fn steady(s1: &Node, s2: &Node, epoch: u64, baseline: &[usize]) -> Result<(), St
     if f1 != ("active".to_string(), epoch) || f2.0 != "standby" {
         return Err(format!("servers are {f1:?} and {f2:?}, epoch was {epoch}"));
     }
-    if pair["active"] != "primary" || pair["state"] != "normal" {
-        return Err(format!("pair is {pair}"));
+    if pair.active != "primary" || pair.state != "normal" {
+        return Err(format!("pair is {pair:?}"));
     }
     let Some(now) = failover_events(s1, s2) else {
         return Ok(());
@@ -139,7 +143,7 @@ fn clock_jumps_an_hour_both_ways_cause_no_failover_and_lose_no_record() {
         "manual",
     ]);
     s1.wait_pair("web", "active primary", |w| {
-        w["active"] == "primary" && w["state"] == "normal"
+        w.active == "primary" && w.state == "normal"
     });
     wait_until(WAIT, "the site replicated to s2", || {
         s2.pair("web").and_then(|_| s2.agent_entry("a"))
@@ -184,7 +188,7 @@ fn clock_jumps_an_hour_both_ways_cause_no_failover_and_lose_no_record() {
         .records()
         .expect("records")
         .iter()
-        .filter_map(|r| r["time_ms"].as_i64())
+        .map(|r| r.time_ms)
         .collect();
     let (lo, hi) = (
         times.iter().min().copied().unwrap_or(0),
@@ -203,6 +207,6 @@ fn clock_jumps_an_hour_both_ways_cause_no_failover_and_lose_no_record() {
     assert_eq!(s1.wait_failover_state("active"), epoch, "s1 kept its role");
     s2.wait_failover_state("standby");
     s1.wait_pair("web", "still on its primary", |w| {
-        w["active"] == "primary" && w["state"] == "normal"
+        w.active == "primary" && w.state == "normal"
     });
 }

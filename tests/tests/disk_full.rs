@@ -58,7 +58,7 @@ fn fill_the_agents_disk(net: u8) -> FullDisk {
     );
     // The agent keeps running and answering; a second attempt is refused the same way.
     let status = a.status_now();
-    assert!(status["link"]["cached"].as_u64().is_some(), "{status}");
+    assert!(status.link.is_some(), "{status:?}");
     assert!(
         a.try_send(500).is_err_and(|e| e.contains("disk full")),
         "the same batch is refused again"
@@ -92,7 +92,7 @@ fn bad_input_disk_full_under_the_agent_cache_loses_nothing_and_recovers() {
     f.a.wait_link("home", Some(&f.s));
     wait_records(&[&f.s], &[("a", f.accepted)]);
     wait_until(WAIT, "the agent's cache drained", || {
-        (f.a.status()?["link"]["cached"].as_u64()? == 0).then_some(())
+        (f.a.link()?.cached == 0).then_some(())
     });
 }
 
@@ -106,7 +106,7 @@ fn bad_input_disk_full_cache_drains_when_the_server_returns_and_takes_records_ag
     f.a.wait_link("home", Some(&f.s));
     wait_records(&[&f.s], &[("a", f.accepted)]);
     wait_until(WAIT, "the agent's cache drained on the full disk", || {
-        (f.a.status()?["link"]["cached"].as_u64()? == 0).then_some(())
+        (f.a.link()?.cached == 0).then_some(())
     });
     let (_, last) = wait_ok(
         WAIT,

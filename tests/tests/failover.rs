@@ -58,13 +58,13 @@ fn wait_on_any(agent: &Node, what: &str, addrs: &[&str]) {
         WAIT,
         &format!("{} delivering to {what}", agent.name),
         || {
-            let link = agent.status().ok_or("no status")?["link"].clone();
-            let on = link["server"].as_str().unwrap_or("");
-            let state = link["state"].as_str().unwrap_or("");
+            let link = agent.link().ok_or("no status")?;
+            let on = link.server.as_deref().unwrap_or("");
+            let state = link.state.as_str();
             if addrs.iter().any(|a| on.contains(a)) && (state == "home" || state == "standby") {
                 Ok(())
             } else {
-                Err(format!("{link}"))
+                Err(format!("{link:?}"))
             }
         },
     );
@@ -157,10 +157,11 @@ fn ct2_a_rotated_certificate_is_announced_to_the_standby_which_stays_standby() {
     let (mut s1, mut s2) = site.hot_standby(&server_sets(&[]), None);
     let epoch = start_hot_standby(&mut s1, &mut s2);
     let fingerprint = |n: &Node| {
-        n.status_now()["node"]["cert"]["fingerprint"]
-            .as_str()
+        n.status_now()
+            .node
+            .cert
+            .map(|c| c.fingerprint)
             .unwrap_or_default()
-            .to_string()
     };
     let old = fingerprint(&s1);
     s1.cli_ok(&["cert", "generate"]);
@@ -182,7 +183,7 @@ fn ct2_a_rotated_certificate_is_announced_to_the_standby_which_stays_standby() {
         .events("PROMOTED")
         .into_iter()
         .chain(s1.events("SPLIT_BRAIN"))
-        .filter(|e| e["subject"] != "s1" || e["code"] == "SPLIT_BRAIN")
+        .filter(|e| e.subject != "s1" || e.code == "SPLIT_BRAIN")
         .collect();
     assert!(failovers.is_empty(), "no failover: {failovers:?}");
 }
@@ -192,9 +193,9 @@ fn own_promotion(server: &Node) -> String {
     let own = server
         .events("PROMOTED")
         .into_iter()
-        .rfind(|e| e["subject"] == server.name.as_str())
+        .rfind(|e| e.subject == server.name.as_str())
         .expect("a promotion of its own");
-    own["sentence"].as_str().unwrap_or_default().to_string()
+    own.sentence.as_str().to_string()
 }
 
 /// HS-8: a crashed ACTIVE's port refuses connections while its host answers: the STANDBY
@@ -270,10 +271,8 @@ fn hs8_sigterm_of_the_active_hands_over_at_once_and_nothing_is_lost() {
     // s1's HANDOVER event came over with the handover.
     let handover = s2.events("HANDOVER");
     assert!(
-        handover.iter().any(|e| e["subject"] == "s1"
-            && e["sentence"]
-                .as_str()
-                .unwrap_or_default()
+        handover.iter().any(|e| e.subject == "s1"
+            && e.sentence
                 .starts_with("planned stop (SIGTERM): handing the ACTIVE role")),
         "{handover:?}"
     );
@@ -431,11 +430,7 @@ fn pair_site(site: &Site, agent_extra: &[&'static str], pair_args: &[&str]) -> (
 /// Whether the agent itself believes it holds the pair's duty (`members[]` of its status).
 fn member_active(agent: &Node, pair: &str) -> Option<bool> {
     let s = agent.status()?;
-    s["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["pair"] == pair)
-        .and_then(|m| m["active"].as_bool())
+    s.members.iter().find(|m| m.pair == pair).map(|m| m.active)
 }
 
 #[test]
@@ -443,53 +438,51 @@ fn pr3_sigkill_of_the_active_primary_fails_over_to_the_secondary() {
     let site = Site::new(41);
     let (server, mut p, q) = pair_site(&site, &[], &["--switchback", "manual"]);
     let before = server.wait_pair("web", "active primary", |p| {
-        p["active"] == "primary" && p["state"] == "normal"
+        p.active == "primary" && p.state == "normal"
     });
     wait_until(WAIT, "p to hold the duty", || {
         (member_active(&p, "web") == Some(true)).then_some(())
     });
     p.kill9();
-    let after = server.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
+    let after = server.wait_pair("web", "active secondary", |p| p.active == "secondary");
     assert!(
-        after["epoch"].as_u64() > before["epoch"].as_u64(),
+        after.epoch > before.epoch,
         "a handover grows the pair epoch"
     );
     wait_until(WAIT, "q to hold the duty", || {
         (member_active(&q, "web") == Some(true)).then_some(())
     });
-    server.wait_event("FAILOVER", |e| e["subject"] == "web");
+    server.wait_event("FAILOVER", |e| e.subject == "web");
 }
 
 #[test]
 fn pr3_sigstop_of_the_primary_fails_over_and_it_does_not_resume_on_its_own() {
     let site = Site::new(42);
     let (server, p, q) = pair_site(&site, &[], &["--switchback", "manual"]);
-    server.wait_pair("web", "active primary", |p| p["active"] == "primary");
+    server.wait_pair("web", "active primary", |p| p.active == "primary");
     wait_until(WAIT, "p to hold the duty", || {
         (member_active(&p, "web") == Some(true)).then_some(())
     });
     p.sigstop();
-    server.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
+    server.wait_pair("web", "active secondary", |p| p.active == "secondary");
     wait_until(WAIT, "q to hold the duty", || {
         (member_active(&q, "web") == Some(true)).then_some(())
     });
     p.sigcont();
     // Thawed, p learns the new pair epoch and stands by; it never takes the duty back itself.
-    server.wait_pair("web", "p connected again", |p| {
-        p["primary_connected"] == true
-    });
+    server.wait_pair("web", "p connected again", |p| p.primary_connected);
     wait_until(WAIT, "p to stand by", || {
         (member_active(&p, "web") == Some(false)).then_some(())
     });
     holds_for(Duration::from_secs(3), "the pair staying on q", || {
         let pair = server.pair("web").ok_or("no pair")?;
         match (
-            pair["active"].as_str(),
+            pair.active.as_str(),
             member_active(&p, "web"),
             member_active(&q, "web"),
         ) {
-            (Some("secondary"), Some(false), Some(true)) => Ok(()),
-            other => Err(format!("{other:?} {pair}")),
+            ("secondary", Some(false), Some(true)) => Ok(()),
+            other => Err(format!("{other:?} {pair:?}")),
         }
     });
 }
@@ -498,14 +491,14 @@ fn pr3_sigstop_of_the_primary_fails_over_and_it_does_not_resume_on_its_own() {
 fn pr4_auto_switchback_after_hold_down() {
     let site = Site::new(43);
     let (server, mut p, _q) = pair_site(&site, &[], &["--switchback", "auto", "--hold-down", "2s"]);
-    server.wait_pair("web", "active primary", |p| p["active"] == "primary");
+    server.wait_pair("web", "active primary", |p| p.active == "primary");
     p.kill9();
-    server.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
+    server.wait_pair("web", "active secondary", |p| p.active == "secondary");
     p.start();
     server.wait_pair("web", "back on the primary", |p| {
-        p["active"] == "primary" && p["state"] == "normal"
+        p.active == "primary" && p.state == "normal"
     });
-    server.wait_event("PAIR_SWITCHBACK", |e| e["subject"] == "web");
+    server.wait_event("PAIR_SWITCHBACK", |e| e.subject == "web");
     wait_until(WAIT, "p to hold the duty", || {
         (member_active(&p, "web") == Some(true)).then_some(())
     });
@@ -515,19 +508,22 @@ fn pr4_auto_switchback_after_hold_down() {
 fn pr5_force_failover_and_revert_and_their_refusal_when_the_target_is_down() {
     let site = Site::new(44);
     let (server, mut p, mut q) = pair_site(&site, &[], &["--switchback", "manual"]);
-    server.wait_pair("web", "active primary", |p| p["active"] == "primary");
+    // Each action once the engine's own dry run allows it (both members heard since).
+    server.wait_pair("web", "active primary, force failover allowed", |p| {
+        p.active == "primary" && p.actions.force_failover.allowed
+    });
     server.cli_ok(&["pair", "force-failover", "web"]);
-    server.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
-    server.wait_event("FORCED_FAILOVER", |e| e["subject"] == "web");
+    server.wait_pair("web", "active secondary, revert allowed", |p| {
+        p.active == "secondary" && p.actions.revert.allowed
+    });
+    server.wait_event("FORCED_FAILOVER", |e| e.subject == "web");
     server.cli_ok(&["pair", "revert", "web"]);
-    server.wait_pair("web", "active primary", |p| p["active"] == "primary");
-    server.wait_event("REVERTED", |e| e["subject"] == "web");
+    server.wait_pair("web", "active primary", |p| p.active == "primary");
+    server.wait_event("REVERTED", |e| e.subject == "web");
 
     // Force failover with the secondary down: refused, exit 1, the reason on stderr.
     q.kill9();
-    server.wait_pair("web", "q disconnected", |p| {
-        p["secondary_connected"] == false
-    });
+    server.wait_pair("web", "q disconnected", |p| !p.secondary_connected);
     let out = server.cli(&["pair", "force-failover", "web"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -535,15 +531,19 @@ fn pr5_force_failover_and_revert_and_their_refusal_when_the_target_is_down() {
         stderr.contains("the secondary q is not connected"),
         "names why: {stderr}"
     );
-    assert_eq!(server.pair("web").expect("pair")["active"], "primary");
+    assert_eq!(server.pair("web").expect("pair").active, "primary");
 
     // Revert with the primary down: refused the same way.
     q.start();
-    server.wait_pair("web", "q connected", |p| p["secondary_connected"] == true);
+    // Connected is not yet enough for the guard (q must also have been heard since): wait for the
+    // engine's own dry run.
+    server.wait_pair("web", "force failover allowed again", |p| {
+        p.secondary_connected && p.actions.force_failover.allowed
+    });
     server.cli_ok(&["pair", "force-failover", "web"]);
-    server.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
+    server.wait_pair("web", "active secondary", |p| p.active == "secondary");
     p.kill9();
-    server.wait_pair("web", "p disconnected", |p| p["primary_connected"] == false);
+    server.wait_pair("web", "p disconnected", |p| !p.primary_connected);
     let out = server.cli(&["pair", "revert", "web"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -551,7 +551,7 @@ fn pr5_force_failover_and_revert_and_their_refusal_when_the_target_is_down() {
         stderr.contains("the primary p is not connected"),
         "names why: {stderr}"
     );
-    assert_eq!(server.pair("web").expect("pair")["active"], "secondary");
+    assert_eq!(server.pair("web").expect("pair").active, "secondary");
 }
 
 /// PR-5, for each of the four causes the engine's guard refuses an operator action with: the CLI
@@ -584,7 +584,7 @@ fn pr5_the_cli_refuses_with_exactly_the_sentence_status_showed_for_each_of_the_f
         "--switchback",
         "manual",
     ]);
-    s1.wait_pair("web", "active primary", |p| p["active"] == "primary");
+    s1.wait_pair("web", "active primary", |p| p.active == "primary");
 
     // 3. The target already active.
     refused_as_status_says(&s1, "revert", "web is already active on the primary p");
@@ -601,22 +601,24 @@ fn pr5_the_cli_refuses_with_exactly_the_sentence_status_showed_for_each_of_the_f
     s1.cli_ok(&["pair", "force-failover", "web"]);
     refused_as_status_says(&s1, "revert", "a handover of web is already under way");
     p.sigcont();
-    s1.wait_pair("web", "active secondary", |p| p["active"] == "secondary");
+    s1.wait_pair("web", "active secondary", |p| p.active == "secondary");
     // 4. The target not connected.
     p.kill9();
-    s1.wait_pair("web", "p disconnected", |p| p["primary_connected"] == false);
+    s1.wait_pair("web", "p disconnected", |p| !p.primary_connected);
     refused_as_status_says(&s1, "revert", "the primary p is not connected");
-    assert_eq!(s1.pair("web").expect("pair")["active"], "secondary");
+    assert_eq!(s1.pair("web").expect("pair").active, "secondary");
 }
 
 /// `status --json` on `server` shows pair web's `action` refused with `sentence`, and
 /// `understudy pair ACTION web` exits 1 with exactly that sentence on stderr.
 fn refused_as_status_says(server: &Node, action: &str, sentence: &str) {
-    let key = action.replace('-', "_");
-    let shown = server.wait_pair("web", &format!("{action} refused"), |p| {
-        p["actions"][&key]["allowed"] == false
-    });
-    assert_eq!(shown["actions"][&key]["reason"], sentence, "{shown}");
+    let of = |p: &PairStatus| match action {
+        "force-failover" => p.actions.force_failover.clone(),
+        "revert" => p.actions.revert.clone(),
+        other => panic!("no such pair action: {other}"),
+    };
+    let shown = server.wait_pair("web", &format!("{action} refused"), |p| !of(p).allowed);
+    assert_eq!(of(&shown).reason.as_deref(), Some(sentence), "{shown:?}");
     let out = server.cli(&["pair", action, "web"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(
@@ -633,22 +635,16 @@ fn pr7_failing_hook_raises_hook_failed_and_shows_the_pair_degraded() {
         &[r#"agent.on_activate=["/bin/false"]"#],
         &["--switchback", "manual"],
     );
-    let pair = server.wait_pair("web", "degraded", |p| p["state"] == "degraded");
+    let pair = server.wait_pair("web", "degraded", |p| p.state == "degraded");
     assert!(
-        pair["degraded"]
-            .as_str()
+        pair.degraded
+            .as_deref()
             .unwrap_or("")
             .contains("on_activate hook on p failed"),
-        "the reason is shown: {pair}"
+        "the reason is shown: {pair:?}"
     );
-    let event = server.wait_event("HOOK_FAILED", |e| e["subject"] == "web");
-    assert!(
-        event["sentence"]
-            .as_str()
-            .unwrap_or("")
-            .contains("exit status 1"),
-        "{event}"
-    );
+    let event = server.wait_event("HOOK_FAILED", |e| e.subject == "web");
+    assert!(event.sentence.contains("exit status 1"), "{event:?}");
 }
 
 #[test]
@@ -662,21 +658,18 @@ fn pr7_hanging_hook_is_killed_after_its_timeout_and_shows_the_pair_degraded() {
         ],
         &["--switchback", "manual"],
     );
-    let pair = server.wait_pair("web", "degraded", |p| p["state"] == "degraded");
+    let pair = server.wait_pair("web", "degraded", |p| p.state == "degraded");
     assert!(
-        pair["degraded"]
-            .as_str()
+        pair.degraded
+            .as_deref()
             .unwrap_or("")
             .contains("on_activate hook on p failed"),
-        "{pair}"
+        "{pair:?}"
     );
-    let event = server.wait_event("HOOK_FAILED", |e| e["subject"] == "web");
+    let event = server.wait_event("HOOK_FAILED", |e| e.subject == "web");
     assert!(
-        event["sentence"]
-            .as_str()
-            .unwrap_or("")
-            .contains("killed after hook_timeout"),
-        "{event}"
+        event.sentence.contains("killed after hook_timeout"),
+        "{event:?}"
     );
     // The hook process is gone: p has no `sleep` child left.
     wait_until(WAIT, "the hung hook killed", || {
@@ -705,13 +698,10 @@ fn pr7_hung_hook_is_killed_with_its_grandchildren() {
         &[hook, "agent.hook_timeout=500ms"],
         &["--switchback", "manual"],
     );
-    let event = server.wait_event("HOOK_FAILED", |e| e["subject"] == "web");
+    let event = server.wait_event("HOOK_FAILED", |e| e.subject == "web");
     assert!(
-        event["sentence"]
-            .as_str()
-            .unwrap_or("")
-            .contains("killed after hook_timeout"),
-        "{event}"
+        event.sentence.contains("killed after hook_timeout"),
+        "{event:?}"
     );
     let pid = wait_ok(WAIT, "the grandchild's pid", || {
         std::fs::read_to_string(&pidfile).map_err(|e| e.to_string())

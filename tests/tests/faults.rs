@@ -187,24 +187,18 @@ struct Observed {
 }
 
 impl Observed {
-    fn record(&mut self, node: &str, status: &Value, t: f64, partitioned: bool) {
+    fn record(&mut self, node: &str, status: &Status, t: f64, partitioned: bool) {
         self.samples += 1;
-        let failover = &status["node"]["failover"];
-        if failover["state"] == "active" {
-            let epoch = failover["epoch"].as_u64().unwrap_or(0);
+        let failover = &status.node.failover;
+        if failover.state == "active" {
+            let epoch = failover.epoch;
             let m = self.server_active.entry(epoch).or_default();
             m.insert(
                 node.to_string(),
                 Seen::at(m.get(node).copied(), t, partitioned),
             );
-            for pair in status["pairs"].as_array().into_iter().flatten() {
-                let (Some(name), Some(pepoch), Some(active)) = (
-                    pair["name"].as_str(),
-                    pair["epoch"].as_u64(),
-                    pair["active"].as_str(),
-                ) else {
-                    continue;
-                };
+            for pair in &status.pairs {
+                let (name, pepoch, active) = (pair.name.as_str(), pair.epoch, pair.active.as_str());
                 if active != "none" {
                     // The pair epoch is fenced by the issuing server's epoch (engine::PairEpoch):
                     // the full epoch is (server epoch, pair epoch).
@@ -217,13 +211,10 @@ impl Observed {
                 }
             }
         }
-        for member in status["members"].as_array().into_iter().flatten() {
-            if let (Some(pair), Some(epoch), Some(true)) = (
-                member["pair"].as_str(),
-                member["epoch"].as_u64(),
-                member["active"].as_bool(),
-            ) {
-                let server_epoch = member["server_epoch"].as_u64().unwrap_or(0);
+        for member in &status.members {
+            if member.active {
+                let (pair, epoch) = (member.pair.as_str(), member.epoch);
+                let server_epoch = member.server_epoch;
                 let m = self
                     .member_active
                     .entry((pair.to_string(), server_epoch, epoch))
@@ -311,7 +302,7 @@ impl Samplers {
                         let cut = cut_before || partitioned.load(Ordering::Relaxed);
                         if let Some(status) = out
                             .filter(|o| o.status.success())
-                            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+                            .and_then(|o| serde_json::from_slice::<Status>(&o.stdout).ok())
                         {
                             let t = t0.elapsed().as_secs_f64();
                             observed
@@ -363,9 +354,7 @@ fn count_records(store: &Node, expected: &[(&str, u64)]) -> Option<Count> {
     let records = store.records()?;
     let mut seen: BTreeMap<&str, BTreeMap<u64, u64>> = BTreeMap::new();
     for r in &records {
-        let (Some(agent), Some(seq)) = (r["agent"].as_str(), r["seq"].as_u64()) else {
-            continue;
-        };
+        let (agent, seq) = (r.agent.as_str(), r.seq);
         *seen.entry(agent).or_default().entry(seq).or_default() += 1;
     }
     let mut c = Count {
@@ -404,13 +393,13 @@ fn server_sets() -> Vec<&'static str> {
 
 /// The agent delivers to one of `addrs` (home or standby).
 fn on_server(agent: &Node, addrs: &[&str]) -> Result<(), String> {
-    let link = agent.status().ok_or("no status")?["link"].clone();
-    let on = link["server"].as_str().unwrap_or("");
-    let state = link["state"].as_str().unwrap_or("");
+    let link = agent.link().ok_or("no status")?;
+    let on = link.server.as_deref().unwrap_or("");
+    let state = link.state.as_str();
     if addrs.iter().any(|a| on.contains(a)) && (state == "home" || state == "standby") {
         Ok(())
     } else {
-        Err(format!("{}: {link}", agent.name))
+        Err(format!("{}: {link:?}", agent.name))
     }
 }
 
@@ -553,7 +542,7 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
         "--hold-down",
         "2s",
     ]);
-    nodes[0].wait_pair("web", "active primary", |p| p["active"] == "primary");
+    nodes[0].wait_pair("web", "active primary", |p| p.active == "primary");
     wait_until(WAIT, "the agents and the pair replicated to s2", || {
         let s2 = &nodes[1];
         (s2.agent_entry("p").is_some()
@@ -772,9 +761,9 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
     });
     wait_ok(CONVERGE, "the pair active on its primary", || {
         let pair = s1.pair("web").ok_or("no pair")?;
-        (pair["active"] == "primary" && pair["state"] == "normal")
+        (pair.active == "primary" && pair.state == "normal")
             .then_some(())
-            .ok_or(format!("{pair}"))
+            .ok_or(format!("{pair:?}"))
     });
     for n in &nodes[2..] {
         wait_ok(CONVERGE, &format!("{} on s1", n.name), || {
@@ -797,10 +786,8 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
     }
     for n in &nodes[2..] {
         wait_ok(CONVERGE, &format!("{}'s cache flushed", n.name), || {
-            let link = n.status().ok_or("no status")?["link"].clone();
-            (link["cached"].as_u64() == Some(0))
-                .then_some(())
-                .ok_or(format!("{link}"))
+            let link = n.link().ok_or("no status")?;
+            (link.cached == 0).then_some(()).ok_or(format!("{link:?}"))
         });
     }
     let converged = start.elapsed();
@@ -950,16 +937,16 @@ fn lossy_link_30_percent_loses_nothing_and_no_early_switchover() {
     let mut reconnecting = 0;
     let mut left_home = None;
     while Instant::now() < end {
-        let link = agent.status().expect("the agent's status")["link"].clone();
-        let on = link["server"].as_str().unwrap_or("");
-        match link["state"].as_str() {
-            Some("home") => {}
-            Some("connecting") if !on.contains(&standby.listen) => {
+        let link = agent.link().expect("the agent's link");
+        let on = link.server.as_deref().unwrap_or("");
+        match link.state.as_str() {
+            "home" => {}
+            "connecting" if !on.contains(&standby.listen) => {
                 reconnecting += 1;
-                eprintln!("[lossy] reconnecting home: {link}");
+                eprintln!("[lossy] reconnecting home: {link:?}");
             }
             _ => {
-                eprintln!("[lossy] left home: {link}");
+                eprintln!("[lossy] left home: {link:?}");
                 left_home.get_or_insert(link);
             }
         }
@@ -967,7 +954,7 @@ fn lossy_link_30_percent_loses_nothing_and_no_early_switchover() {
     }
     let switchovers = agent.events("SWITCHOVER");
     for e in &switchovers {
-        let text = e.to_string();
+        let text = &e.sentence;
         let silent = text
             .split("stopped answering ")
             .nth(1)
@@ -975,9 +962,9 @@ fn lossy_link_30_percent_loses_nothing_and_no_early_switchover() {
             .and_then(parse_duration);
         assert!(
             silent.is_some_and(|d| d >= Duration::from_secs(10)),
-            "a switchover before home had stopped answering for switchover_after (10s): {e}"
+            "a switchover before home had stopped answering for switchover_after (10s): {e:?}"
         );
-        eprintln!("[lossy] NOTE: home accepted no connection for switchover_after, so the agent switched over (AG-3): {e}");
+        eprintln!("[lossy] NOTE: home accepted no connection for switchover_after, so the agent switched over (AG-3): {e:?}");
     }
     if switchovers.is_empty() {
         assert!(
@@ -1061,13 +1048,13 @@ fn hs8_the_active_host_unreachable_is_silence_and_waits_failover_timeout() {
     let promotion = s2
         .events("PROMOTED")
         .into_iter()
-        .rfind(|e| e["subject"] == "s2")
+        .rfind(|e| e.subject == "s2")
         .expect("s2's promotion");
-    let sentence = promotion["sentence"].as_str().unwrap_or_default();
+    let sentence = promotion.sentence.as_str();
     assert!(
         sentence.starts_with("peer s1 has not answered for")
             && sentence.contains("(failover_timeout 3s)"),
-        "{promotion}"
+        "{promotion:?}"
     );
     lab.set_link("s1", true)
         .unwrap_or_else(|e| panic!("link up: {e}"));
@@ -1124,13 +1111,11 @@ fn hs8_a_firewall_rejecting_the_peer_link_with_resets_promotes_and_hs6_settles_i
     let promotion = s2
         .events("PROMOTED")
         .into_iter()
-        .rfind(|e| e["subject"] == "s2")
+        .rfind(|e| e.subject == "s2")
         .expect("s2's promotion");
     assert!(
-        promotion["sentence"]
-            .as_str()
-            .is_some_and(|s| s.contains("port refused 3 polls in a row")),
-        "{promotion}"
+        promotion.sentence.contains("port refused 3 polls in a row"),
+        "{promotion:?}"
     );
     // HS-6: s1 meets the higher epoch, steps down and hands its records over.
     s1.wait_failover_state("standby");

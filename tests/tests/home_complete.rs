@@ -17,18 +17,14 @@ fn agent_sets(extra: &[&'static str]) -> Vec<&'static str> {
     v
 }
 
-fn link(agent: &Node) -> Value {
-    agent.status_now()["link"].clone()
-}
-
 /// Waits until the agent is home with nothing cached and nothing held.
 fn wait_home_and_empty(agent: &Node, home: &Node) {
     agent.wait_link("home", Some(home));
     wait_ok(WAIT, "an empty cache, nothing held", || {
-        let l = agent.status().ok_or("no status")?["link"].clone();
-        (l["cached"] == 0 && l["held"] == 0)
+        let l = agent.link().ok_or("no status")?;
+        (l.cached == 0 && l.held == 0)
             .then_some(())
-            .ok_or(format!("{l}"))
+            .ok_or(format!("{l:?}"))
     });
 }
 
@@ -56,10 +52,10 @@ fn ag2_home_killed_mid_stream_then_blackout_home_complete_exactly_once_20_runs()
         sender.wait_more(100);
         standby.kill9(); // blackout
         wait_ok(WAIT, "blackout", || {
-            let l = agent.status().ok_or("no status")?["link"].clone();
-            (l["state"] == "blackout")
+            let l = agent.link().ok_or("no status")?;
+            (l.state == "blackout")
                 .then_some(())
-                .ok_or(format!("{l}"))
+                .ok_or(format!("{l:?}"))
         });
         sender.wait_more(60);
         home.start();
@@ -114,36 +110,32 @@ fn ag2_a_send_home_committed_whose_ack_was_lost_is_already_complete_at_home() {
     standby.start();
     agent.start();
     wait_ok(WAIT, "a1 home", || {
-        let l = agent.status().ok_or("no status")?["link"].clone();
-        (l["state"] == "home").then_some(()).ok_or(format!("{l}"))
+        let l = agent.link().ok_or("no status")?;
+        (l.state == "home").then_some(()).ok_or(format!("{l:?}"))
     });
     relay.set_delay(Duration::from_millis(1500), Duration::ZERO);
     let (first, last) = agent.send(20);
     assert_eq!((first, last), (1, 20));
     // Home commits; its acknowledgement is still in the relay: kill home and cut the link now.
     wait_until(WAIT, "home to commit the 20 records", || {
-        let n = home
-            .records()?
-            .iter()
-            .filter(|r| r["agent"] == "a1")
-            .count();
+        let n = home.records()?.iter().filter(|r| r.agent == "a1").count();
         (n == 20).then_some(())
     });
     home.kill9();
     relay.cut();
     // The agent never got the acknowledgement: it sends the 20 to the standby, which keeps them.
     wait_ok(WAIT, "the standby to hold the 20 records", || {
-        let l = agent.status().ok_or("no status")?["link"].clone();
-        (l["state"] == "standby" && l["held"] == 20 && l["cached"] == 0)
+        let l = agent.link().ok_or("no status")?;
+        (l.state == "standby" && l.held == 20 && l.cached == 0)
             .then_some(())
-            .ok_or(format!("{l}"))
+            .ok_or(format!("{l:?}"))
     });
     let on_standby = standby.records().expect("standby records");
     assert_eq!(on_standby.len(), 20, "the standby stored the same send");
     assert!(
         on_standby
             .iter()
-            .all(|r| r["taken_for"].as_str() == Some(&format!("https://{relay_addr}"))),
+            .all(|r| r.taken_for.as_deref() == Some(format!("https://{relay_addr}").as_str())),
         "{on_standby:?}"
     );
     // Home is already complete: nothing more to do there but the agent's cache.
@@ -152,10 +144,10 @@ fn ag2_a_send_home_committed_whose_ack_was_lost_is_already_complete_at_home() {
     home.start();
     check_home_records(&home, &[&standby], &[("a1", 20)]).expect("complete at home already");
     wait_ok(WAIT, "a1 home with nothing held", || {
-        let l = agent.status().ok_or("no status")?["link"].clone();
-        (l["state"] == "home" && l["held"] == 0 && l["cached"] == 0)
+        let l = agent.link().ok_or("no status")?;
+        (l.state == "home" && l.held == 0 && l.cached == 0)
             .then_some(())
-            .ok_or(format!("{l}"))
+            .ok_or(format!("{l:?}"))
     });
     let taken = wait_home_records(&home, &[&standby], &[("a1", 20)]);
     assert_eq!(taken, vec![20]);
@@ -185,10 +177,10 @@ fn ag2_a_long_stretch_on_a_standby_of_another_site_then_home_complete() {
         n = agent.send(500).1;
     }
     wait_ok(WAIT, "the standby to hold everything", || {
-        let l = agent.status().ok_or("no status")?["link"].clone();
-        (l["held"] == n - 500 && l["cached"] == 0)
+        let l = agent.link().ok_or("no status")?;
+        (l.held == n - 500 && l.cached == 0)
             .then_some(())
-            .ok_or(format!("{l}"))
+            .ok_or(format!("{l:?}"))
     });
     home.start();
     wait_home_and_empty(&agent, &home);
@@ -223,24 +215,20 @@ fn ag2_held_limit_drops_the_oldest_held_records_they_stay_on_the_standby() {
         n = agent.send(500).1;
     }
     let ev = agent.wait_event("HELD_DROPPED", |_| true);
-    let sentence = ev["sentence"].as_str().unwrap_or_default().to_string();
+    let sentence = ev.sentence;
     assert!(sentence.contains("held_limit 500 reached"), "{sentence}");
     assert!(sentence.contains(&standby.listen), "{sentence}");
     wait_ok(WAIT, "at most held_limit records held", || {
-        let l = agent.status().ok_or("no status")?["link"].clone();
-        (l["held"] == 500 && l["cached"] == 0)
+        let l = agent.link().ok_or("no status")?;
+        (l.held == 500 && l.cached == 0)
             .then_some(())
-            .ok_or(format!("{l}"))
+            .ok_or(format!("{l:?}"))
     });
-    assert_eq!(link(&agent)["held_by"][0]["records"], 500);
+    assert_eq!(agent.link_now().held_by[0].records, 500);
     home.start();
     wait_home_and_empty(&agent, &home);
     wait_until(WAIT, "the held records at home", || {
-        let have = home
-            .records()?
-            .iter()
-            .filter(|r| r["agent"] == "a1")
-            .count() as u64;
+        let have = home.records()?.iter().filter(|r| r.agent == "a1").count() as u64;
         (have == before + 500).then_some(())
     });
     // Home holds 1..=before and the newest 500; what it lacks is exactly what was dropped, and
@@ -249,8 +237,8 @@ fn ag2_held_limit_drops_the_oldest_held_records_they_stay_on_the_standby() {
         .records()
         .expect("home records")
         .iter()
-        .filter(|r| r["agent"] == "a1")
-        .filter_map(|r| r["seq"].as_u64())
+        .filter(|r| r.agent == "a1")
+        .map(|r| r.seq)
         .collect();
     let dropped: Vec<u64> = (before + 1..=n - 500).collect();
     let expected_home: Vec<u64> = (1..=before).chain(n - 499..=n).collect();
@@ -259,8 +247,8 @@ fn ag2_held_limit_drops_the_oldest_held_records_they_stay_on_the_standby() {
         .records()
         .expect("standby records")
         .iter()
-        .filter(|r| r["agent"] == "a1")
-        .filter_map(|r| r["seq"].as_u64())
+        .filter(|r| r.agent == "a1")
+        .map(|r| r.seq)
         .collect();
     assert!(dropped.iter().all(|s| on_standby.contains(s)));
     check_records(&[&home, &standby], &[("a1", n)])

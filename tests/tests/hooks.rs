@@ -70,7 +70,7 @@ fn pr7_on_deactivate_runs_on_the_member_that_goes_idle_with_the_pair_context() {
         "--switchback",
         "manual",
     ]);
-    server.wait_pair("web", "active primary", |w| w["active"] == "primary");
+    server.wait_pair("web", "active primary", |w| w.active == "primary");
     wait_until(WAIT, "p's on_activate", || {
         runs(&p_log, "on_activate").first().cloned()
     });
@@ -81,7 +81,7 @@ fn pr7_on_deactivate_runs_on_the_member_that_goes_idle_with_the_pair_context() {
 
     // Force failover: p goes idle and runs on_deactivate; q takes the duty.
     server.cli_ok(&["pair", "force-failover", "web"]);
-    let pair = server.wait_pair("web", "active secondary", |w| w["active"] == "secondary");
+    let pair = server.wait_pair("web", "active secondary", |w| w.active == "secondary");
     let deactivated = wait_until(WAIT, "p's on_deactivate", || {
         runs(&p_log, "on_deactivate").first().cloned()
     });
@@ -109,12 +109,12 @@ fn pr7_on_deactivate_runs_on_the_member_that_goes_idle_with_the_pair_context() {
     );
     assert!(
         runs(&q_log, "on_deactivate").is_empty(),
-        "the member taking the duty does not deactivate: {pair}"
+        "the member taking the duty does not deactivate: {pair:?}"
     );
 
     // Revert: now q goes idle and runs on_deactivate, p activates again.
     server.cli_ok(&["pair", "revert", "web"]);
-    server.wait_pair("web", "active primary", |w| w["active"] == "primary");
+    server.wait_pair("web", "active primary", |w| w.active == "primary");
     let q_deactivated = wait_until(WAIT, "q's on_deactivate", || {
         runs(&q_log, "on_deactivate").first().cloned()
     });

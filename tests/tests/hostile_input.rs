@@ -160,13 +160,13 @@ fn bad_input_bad_frames_after_the_hello_close_that_link_only() {
         (server.log_text().matches("closing connection").count() >= 3).then_some(())
     });
     assert_still_serving(&server, &agent, sent);
-    let stored: Vec<Value> = server.records().expect("records");
+    let stored: Vec<RecordView> = server.records().expect("records");
     assert!(
-        stored.iter().all(|r| r["agent"] == "a1"),
+        stored.iter().all(|r| r.agent == "a1"),
         "nothing of the bad links was stored"
     );
     assert_eq!(
-        server.agent_entry("raw").expect("enrolled by token")["state"],
+        server.agent_entry("raw").expect("enrolled by token").state,
         "disconnected",
         "the bad link is gone"
     );
@@ -327,7 +327,7 @@ fn bad_input_client_without_a_certificate_is_refused() {
             .records()
             .expect("records")
             .iter()
-            .all(|r| r["agent"] == "a1"),
+            .all(|r| r.agent == "a1"),
         "nothing stored"
     );
 }
@@ -458,7 +458,7 @@ fn bad_input_admin_api_without_authorization_or_another_scheme_is_401_on_every_r
     let config_before = std::fs::read(node.dir.join("config.toml")).expect("config");
     let cert_before = std::fs::read(node.dir.join("cert.pem")).ok();
     let before = node.status_now();
-    let events_before = node.try_json(&["events", "--json"]).expect("events");
+    let events_before = node.events("");
 
     let basic = {
         // base64("admin:" + token) without a dependency: the scheme is what matters.
@@ -545,24 +545,24 @@ fn bad_input_admin_api_without_authorization_or_another_scheme_is_401_on_every_r
         "no certificate generated"
     );
     let after = node.status_now();
-    assert_eq!(after["node"], before["node"]);
-    assert_eq!(after["pairs"].as_array().map(Vec::len), Some(1));
-    assert_eq!(after["pairs"][0]["active"], before["pairs"][0]["active"]);
-    assert_eq!(
-        node.agent_entry("stranger").expect("listed")["pending"],
-        true,
+    assert_eq!(after.node, before.node);
+    assert_eq!(after.pairs.len(), 1);
+    assert_eq!(after.pairs[0].active, before.pairs[0].active);
+    assert!(
+        node.agent_entry("stranger").expect("listed").pending,
         "still pending"
     );
-    assert_eq!(after["link"]["cached"], 0, "nothing handed to the agent");
+    assert_eq!(
+        after.link.as_ref().expect("the agent role's link").cached,
+        0,
+        "nothing handed to the agent"
+    );
     let checks = node.cli_ok(&["check", "list"]);
     assert!(checks.contains("db") && !checks.contains("new"), "{checks}");
-    let events_after = node.try_json(&["events", "--json"]).expect("events");
-    let codes = |v: &Value| -> Vec<String> {
-        v["events"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e["code"].as_str().map(String::from))
+    let events_after = node.events("");
+    let codes = |v: &[EventView]| -> Vec<String> {
+        v.iter()
+            .map(|e| e.code.clone())
             .filter(|c| c != "AGENT_PENDING")
             .collect()
     };
@@ -661,7 +661,7 @@ fn security_an_agent_cannot_report_hooks_or_records_for_a_pair_it_is_not_in() {
         "--switchback",
         "manual",
     ]);
-    server.wait_pair("web", "normal", |p| p["state"] == "normal");
+    server.wait_pair("web", "normal", |p| p.state == "normal");
     let raw = client_identity(&site, "raw");
     let acked = rt().block_on(async {
         let mut link = enrolled_link(&server, raw.clone(), RAW_ID, "raw").await;
@@ -705,14 +705,14 @@ fn security_an_agent_cannot_report_hooks_or_records_for_a_pair_it_is_not_in() {
         .then_some(())
     });
     let stored = server.records().expect("records");
-    let from_raw: Vec<&Value> = stored.iter().filter(|r| r["agent"] == "raw").collect();
+    let from_raw: Vec<&RecordView> = stored.iter().filter(|r| r.agent == "raw").collect();
     assert_eq!(from_raw.len(), 2, "only its own records: {from_raw:?}");
-    assert!(from_raw.iter().all(|r| r["pair"].is_null()));
+    assert!(from_raw.iter().all(|r| r.pair.is_none()));
     assert!(
         server.events("HOOK_FAILED").is_empty(),
         "no forged hook failure"
     );
-    assert_eq!(server.pair("web").expect("pair")["state"], "normal");
+    assert_eq!(server.pair("web").expect("pair").state, "normal");
     // Each refusal is an event too (a warning that does not notify).
     wait_until(WAIT, "HOOK_RESULT_REFUSED and RECORDS_REFUSED", || {
         ["HOOK_RESULT_REFUSED", "RECORDS_REFUSED"]
@@ -755,10 +755,11 @@ fn security_an_agent_certificate_change_needs_a_connection_with_the_new_key() {
         read_until(&mut link, |m| matches!(m, ToAgent::Ack { .. })).await;
     });
     let fingerprint = |server: &Node| {
-        server.agent_entry("raw").expect("raw")["fingerprint"]
-            .as_str()
+        server
+            .agent_entry("raw")
+            .expect("raw")
+            .fingerprint
             .unwrap_or_default()
-            .to_string()
     };
     assert_eq!(
         fingerprint(&server),
@@ -801,7 +802,7 @@ fn security_an_announced_agent_certificate_survives_a_restart_of_the_server() {
     server.start();
     rt().block_on(enrolled_link(&server, new.clone(), RAW_ID, "raw"));
     wait_until(WAIT, "the new key is the agent's now", || {
-        (server.agent_entry("raw")?["fingerprint"] == new.fingerprint().as_str()).then_some(())
+        (server.agent_entry("raw")?.fingerprint == Some(new.fingerprint())).then_some(())
     });
     let refused = ask_hello(&server, old, &hello(RAW_ID, "raw"));
     assert!(
@@ -1010,12 +1011,12 @@ fn bad_input_hostile_peer_replies_and_merges_are_refused_whole() {
     }
     wait_until(WAIT, "the good record replicated", || {
         let records = s.records()?;
-        records.iter().any(|r| r["agent"] == "good").then_some(())
+        records.iter().any(|r| r.agent == "good").then_some(())
     });
     let records = s.records().expect("records");
-    let stored: Vec<&Value> = records.iter().filter(|r| r["agent"] == "good").collect();
+    let stored: Vec<&RecordView> = records.iter().filter(|r| r.agent == "good").collect();
     assert_eq!(stored.len(), 1, "only the good reply's record: {stored:?}");
-    assert_eq!(stored[0]["seq"], 1);
+    assert_eq!(stored[0].seq, 1);
     let log = s.log_text();
     for expect in [
         "refused a reply from the peer: malformed",

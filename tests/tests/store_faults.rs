@@ -39,7 +39,7 @@ fn fill(path: &Path, leave: u64) {
 fn cached(agent: &Node) -> u64 {
     agent
         .status()
-        .and_then(|s| s["link"]["cached"].as_u64())
+        .and_then(|s| s.link.map(|l| l.cached))
         .unwrap_or(0)
 }
 
@@ -206,8 +206,8 @@ fn corrupt_store_on_a_server_is_a_clear_error_and_the_agent_keeps_its_records() 
         let stored = s.records()?;
         let mine: Vec<u64> = stored
             .iter()
-            .filter(|r| r["agent"] == "a")
-            .filter_map(|r| r["seq"].as_u64())
+            .filter(|r| r.agent == "a")
+            .map(|r| r.seq)
             .collect();
         (mine.len() as u64 >= 300 && mine.iter().max() == Some(&last)).then_some(())
     });
