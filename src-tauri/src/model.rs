@@ -34,12 +34,6 @@ pub struct Allowed {
 }
 
 impl Allowed {
-    fn yes(reason: impl Into<String>) -> Self {
-        Allowed {
-            allowed: true,
-            reason: reason.into(),
-        }
-    }
     fn no(reason: impl Into<String>) -> Self {
         Allowed {
             allowed: false,
@@ -47,7 +41,7 @@ impl Allowed {
         }
     }
 
-    /// The engine's answer for a pair action, as is.
+    /// The engine's answer for an action (a pair's, or this server's standby), as is.
     fn from_action(a: &understudy_api::Action) -> Self {
         Allowed {
             allowed: a.allowed,
@@ -94,7 +88,8 @@ pub struct MenuModel {
     pub agent_role: bool,
     /// off | primary | secondary
     pub failover_mode: String,
-    /// "Set this server to standby" (HS-5): only the ACTIVE node of a hot-standby pair.
+    /// "Set this server to standby" (HS-5): the engine's dry run of `ha standby`
+    /// (`node.failover.standby`), as is.
     pub standby: Allowed,
     /// False when the node is not running: every action item is then disabled.
     pub running: bool,
@@ -137,16 +132,6 @@ impl MenuModel {
             .map(|a| a.name.clone())
             .collect();
 
-        let standby = if !node.roles.server {
-            Allowed::no("this node has no server role")
-        } else if failover_mode == "off" {
-            Allowed::no("hot standby is off")
-        } else if !node.failover.state.eq_ignore_ascii_case("active") {
-            Allowed::no("this server is not the ACTIVE one")
-        } else {
-            Allowed::yes("hand the ACTIVE role to the peer")
-        };
-
         MenuModel {
             overall: overall_state(status),
             header: header(node),
@@ -157,7 +142,7 @@ impl MenuModel {
             server_role: node.roles.server,
             agent_role: node.roles.agent,
             failover_mode,
-            standby,
+            standby: Allowed::from_action(&node.failover.standby),
             running: true,
         }
     }
@@ -401,7 +386,10 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use serde_json::{json, Value};
-    use understudy_engine::{Member, Pair, PairConfig, PairEpoch, PairState, SwitchbackPolicy};
+    use understudy_engine::{
+        FailbackPolicy, FailoverMode, HotStandby, HotStandbyConfig, Member, Pair, PairConfig,
+        PairEpoch, PairState, PeerStatus, SwitchbackPolicy,
+    };
 
     use super::*;
 
@@ -432,6 +420,9 @@ mod tests {
         }
         if v.get("link").is_none() {
             v["link"] = Value::Null;
+        }
+        if v["node"]["failover"].get("standby").is_none() {
+            v["node"]["failover"]["standby"] = json!({ "allowed": true, "reason": null });
         }
         serde_json::from_value(v).expect("a status")
     }
@@ -609,23 +600,81 @@ mod tests {
         );
     }
 
+    /// A hot-standby server in each state the engine's HS-5 guard answers for: mode off, not
+    /// the acting server, the peer not answering as STANDBY, and allowed.
+    fn standby_cases() -> Vec<(HotStandby, Instant)> {
+        let start = Instant::now();
+        let config = |mode| HotStandbyConfig {
+            name: "a".into(),
+            mode,
+            sync_interval: Duration::from_secs(5),
+            failover_timeout: Duration::from_secs(15),
+            failback: FailbackPolicy::Manual,
+            crash_confirm: 3,
+        };
+        let peer = |state: &str, epoch| PeerStatus {
+            name: "b".into(),
+            mode: FailoverMode::Secondary,
+            state: state.into(),
+            epoch,
+            site_version: 0,
+        };
+        let off = HotStandby::new(config(FailoverMode::Off), 1, start);
+        let mut standby = HotStandby::new(config(FailoverMode::Secondary), 1, start);
+        standby.handle_peer_status(start, peer("active", 2));
+        let active = || {
+            let mut ha = HotStandby::new(config(FailoverMode::Primary), 1, start);
+            ha.handle_peer_status(start, peer("standby", 0));
+            ha
+        };
+        // The peer last answered longer than failover_timeout ago.
+        let later = start + Duration::from_secs(60);
+        vec![
+            (off, start),
+            (standby, start),
+            (active(), later),
+            (active(), start),
+        ]
+    }
+
     #[test]
-    fn standby_only_on_the_active_server_of_a_hot_standby_pair() {
-        assert!(
-            MenuModel::from_status(&typed(status().clone()))
-                .standby
-                .allowed
-        );
-        let mut s = status();
-        s["node"]["failover"]["state"] = json!("standby");
+    fn hs5_the_standby_item_is_disabled_with_exactly_the_engines_refusal() {
+        let mut sentences = Vec::new();
+        for (mut ha, now) in standby_cases() {
+            let mut s = status();
+            let action = understudy_api::Action::from(ha.can_hand_over(now));
+            s["node"]["failover"]["standby"] = serde_json::to_value(action).unwrap();
+            let item = MenuModel::from_status(&typed(s)).standby;
+            match ha.operator_standby(now) {
+                Ok(_) => {
+                    assert!(item.allowed);
+                    assert_eq!(
+                        item.item_text("Set this server to standby"),
+                        "Set this server to standby"
+                    );
+                }
+                Err(refusal) => {
+                    assert!(!item.allowed, "{refusal}");
+                    assert_eq!(item.reason, refusal);
+                    assert_eq!(
+                        item.item_text("Set this server to standby"),
+                        format!("Set this server to standby — {refusal}")
+                    );
+                    sentences.push(refusal);
+                }
+            }
+        }
         assert_eq!(
-            MenuModel::from_status(&typed(s.clone())).standby,
-            Allowed::no("this server is not the ACTIVE one")
+            sentences,
+            [
+                "failover mode is off: there is no peer to hand the role to",
+                "this server is already STANDBY",
+                "the peer is not answering as STANDBY: stepping down would leave no acting server",
+            ]
         );
-        s["node"]["failover"]["mode"] = json!("off");
         assert_eq!(
-            MenuModel::from_status(&typed(s.clone())).standby,
-            Allowed::no("hot standby is off")
+            MenuModel::stopped("starting").standby,
+            Allowed::no("the node is not running")
         );
     }
 

@@ -144,6 +144,9 @@ impl Tray {
     }
 }
 
+/// The HS-5 item; disabled, the engine's sentence follows it.
+const STANDBY: &str = "Set this server to standby";
+
 fn force_name(pair: &str) -> String {
     format!("Force failover {pair}")
 }
@@ -230,7 +233,7 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
     let standby = MenuItem::with_id(
         app,
         Action::Standby.id(),
-        "Set this server to standby",
+        m.standby.item_text(STANDBY),
         m.running && m.standby.allowed,
         None::<&str>,
     )?;
@@ -380,8 +383,9 @@ fn update_items(
             f.set_checked(*mode == new.failover_mode)?;
         }
     }
-    if all || old.standby.allowed != new.standby.allowed || old.running != run {
+    if all || old.standby != new.standby || old.running != run {
         items.standby.set_enabled(run && new.standby.allowed)?;
+        items.standby.set_text(new.standby.item_text(STANDBY))?;
     }
     if all || old_flags.muted != flags.muted {
         items.mute.set_checked(flags.muted)?;

@@ -193,7 +193,7 @@ else
   fail "menu header"
 fi
 $CHECK layout >"$WORK/menu.txt" 2>&1 && { log "menu:"; sed 's/^/    /' "$WORK/menu.txt"; }
-for label in '^Link: ' '^Agents: ' '^Generate certificate$' '^Open window$' '^Quit$' '^Mute notifications$' '^Server role$' '^Set this server to standby$'; do
+for label in '^Link: ' '^Agents: ' '^Generate certificate$' '^Open window$' '^Quit$' '^Mute notifications$' '^Server role$' '^Set this server to standby( — .+)?$'; do
   if sed "s/  \[[a-z, ]*\]$//" "$WORK/menu.txt" | grep -Eq "^ *${label#^}"; then pass "menu lists /$label/"; else fail "menu lists /$label/"; fi
 done
 

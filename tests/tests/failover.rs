@@ -737,3 +737,55 @@ fn children_of(pid: i32) -> Vec<String> {
     }
     found
 }
+
+/// `status --json` on `node` shows `ha standby` (HS-5) refused with `sentence`
+/// (`node.failover.standby`), and `understudy ha standby` exits 1 with exactly that sentence.
+fn standby_refused_as_status_says(node: &Node, sentence: &str) {
+    let shown = wait_ok(WAIT, &format!("{}: ha standby refused", node.name), || {
+        let standby = node.status().ok_or("no status")?.node.failover.standby;
+        if standby.reason.as_deref() == Some(sentence) {
+            Ok(standby)
+        } else {
+            Err(format!("{standby:?}"))
+        }
+    });
+    assert!(!shown.allowed, "{shown:?}");
+    let out = node.cli(&["ha", "standby"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("error: {sentence}\n")
+    );
+}
+
+/// HS-5: the operator's "set this server to standby" is shown as the engine's dry run of its
+/// guard (the tray item, the console button), and the CLI is refused with the same sentence, for
+/// each cause: no server role, failover off, not the acting server, the peer not answering.
+#[test]
+fn hs5_the_cli_refuses_ha_standby_with_exactly_the_sentence_status_showed() {
+    let site = Site::new(38);
+    let (mut s1, mut s2) = site.hot_standby(&server_sets(&[]), None);
+    let mut alone = site.server("alone", &server_sets(&[]));
+    let mut agent = site.agent("a1", &[&alone], &agent_sets(&[]));
+    alone.start();
+    agent.start();
+    standby_refused_as_status_says(&agent, "this node has no server role");
+    standby_refused_as_status_says(
+        &alone,
+        "failover mode is off: there is no peer to hand the role to",
+    );
+    start_hot_standby(&mut s1, &mut s2);
+    standby_refused_as_status_says(&s2, "this server is already STANDBY");
+    // Allowed on the ACTIVE while its STANDBY answers.
+    wait_until(WAIT, "ha standby allowed on s1", || {
+        s1.status()
+            .filter(|s| s.node.failover.standby.allowed)
+            .map(|_| ())
+    });
+    s2.kill9();
+    standby_refused_as_status_says(
+        &s1,
+        "the peer is not answering as STANDBY: stepping down would leave no acting server",
+    );
+    assert_eq!(s1.failover().map(|f| f.0).as_deref(), Some("active"));
+}

@@ -38,7 +38,13 @@ state: string, epoch: number, peer: string | null, peer_state?: string | null,
 /**
  * Why the state is what it is (the engine's sentence).
  */
-reason?: string | null, replicated_version?: number | null, };
+reason?: string | null, replicated_version?: number | null, 
+/**
+ * HS-5 "set this server to standby" (`ha standby`): whether the engine would allow it now
+ * and the sentence it refuses with, a dry run of the guard that decides
+ * (`HotStandby::can_hand_over`).
+ */
+standby: Action, };
 
 export type CertView = { fingerprint: string, };
 

@@ -518,11 +518,9 @@ export class App {
     const btn = this.q<HTMLButtonElement>('ha-standby');
     const hint = this.q('ha-standby-hint');
     const f = s.node.failover;
-    let reason = '';
-    if (!s.node.roles.server) reason = 'This node is not a server.';
-    else if (f.mode === 'off') reason = 'Hot standby is off on this node.';
-    else if (f.state.toLowerCase() === 'standby') reason = 'This server is already standby.';
-    btn.disabled = reason !== '';
+    // The engine's dry run of `ha standby` (HS-5): enabled and worded as it decides.
+    const reason = f.standby.allowed ? '' : (f.standby.reason ?? '');
+    btn.disabled = !f.standby.allowed;
     btn.title = reason || 'hand the ACTIVE role back to the peer (manual switchback of the servers)';
     this.setHtml(hint, reason
       ? esc(reason)

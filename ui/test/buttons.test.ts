@@ -115,7 +115,7 @@ describe('actions', () => {
     expect(byTestId(root, 'action-message').textContent).toBe('roles updated');
   });
 
-  it('set to standby posts /api/ha/standby and is disabled when hot standby is off', async () => {
+  it('set to standby posts /api/ha/standby and is disabled with the engine\'s sentence', async () => {
     const t = standardTransport().on('POST /api/ha/standby', () => ({ ok: true, message: 'now standby' }));
     const app = new App({ root, transport: t });
     await app.refresh();
@@ -123,11 +123,22 @@ describe('actions', () => {
     await settle();
     expect(t.posts().map((c) => c.path)).toEqual(['/api/ha/standby']);
 
-    const s = makeStatus();
-    s.node.failover.mode = 'off';
-    t.on('GET /api/status', () => s);
-    await app.refresh();
-    expect(byTestId<HTMLButtonElement>(root, 'ha-standby').disabled).toBe(true);
+    // HS-5: each cause the engine's guard refuses `ha standby` with, in its own words.
+    for (const reason of [
+      'failover mode is off: there is no peer to hand the role to',
+      'this server is already STANDBY',
+      'the peer is not answering as STANDBY: stepping down would leave no acting server',
+      'this node has no server role',
+    ]) {
+      const s = makeStatus();
+      s.node.failover.standby = { allowed: false, reason };
+      t.on('GET /api/status', () => s);
+      await app.refresh();
+      const btn = byTestId<HTMLButtonElement>(root, 'ha-standby');
+      expect(btn.disabled).toBe(true);
+      expect(btn.title).toBe(reason);
+      expect(byTestId(root, 'ha-standby-hint').textContent).toBe(reason);
+    }
   });
 
   it('generate certificate posts the names and shows the new fingerprint', async () => {

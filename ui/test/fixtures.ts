@@ -7,7 +7,7 @@ export function makeStatus(over: Partial<Status> = {}): Status {
       id: '7b0c6a1e-0000-4000-8000-000000000001',
       name: 'srv-a',
       roles: { server: true, agent: true },
-      failover: { mode: 'primary', state: 'active', epoch: 3, peer: 'https://127.0.0.2:7443' },
+      failover: { mode: 'primary', state: 'active', epoch: 3, peer: 'https://127.0.0.2:7443', standby: { allowed: true, reason: null } },
       listen: '127.0.0.1:7443',
       acting: true,
       cert: { fingerprint: 'AA:BB:CC' },

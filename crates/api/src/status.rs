@@ -76,6 +76,10 @@ pub struct FailoverView {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicated_version: Option<u64>,
+    /// HS-5 "set this server to standby" (`ha standby`): whether the engine would allow it now
+    /// and the sentence it refuses with, a dry run of the guard that decides
+    /// (`HotStandby::can_hand_over`).
+    pub standby: Action,
 }
 
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]

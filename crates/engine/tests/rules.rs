@@ -1653,6 +1653,59 @@ fn hs7_failover_mode_changes_at_run_time() {
     );
 }
 
+/// HS-5: the dry run of the operator's "set this server to standby" (what `status` shows, the
+/// tray's item and the console's button) is the guard that refuses it, for each of its causes.
+#[test]
+fn hs5_the_standby_dry_run_is_the_guard_that_refuses_operator_standby() {
+    let mut site = hot_standby(0, FailbackPolicy::Manual);
+    site.run_for(10 * SEC);
+    assert!(site.server(0).is_acting() && !site.server(1).is_acting());
+    let both = |site: &mut Site, s: usize| {
+        let dry = site.operate(s, |srv, now| srv.ha().can_hand_over(now));
+        let real = site.operate(s, |srv, now| srv.operator_standby(now));
+        (dry, real)
+    };
+    // 1. Not the acting server.
+    let (dry, real) = both(&mut site, 1);
+    assert_eq!(dry, Err("this server is already STANDBY".to_string()));
+    assert_eq!(real, Err(dry.unwrap_err()));
+    // 2. The peer is not there to take over.
+    site.kill(Node::Server(1));
+    site.run_for(30 * SEC);
+    let (dry, real) = both(&mut site, 0);
+    assert_eq!(
+        dry,
+        Err(
+            "the peer is not answering as STANDBY: stepping down would leave no acting server"
+                .to_string()
+        )
+    );
+    assert_eq!(real, Err(dry.unwrap_err()));
+    assert!(site.server(0).is_acting(), "a refusal changes nothing");
+    // 3. Allowed, and the dry run changes nothing: the real action then succeeds.
+    site.start_server(1);
+    site.run_for(10 * SEC);
+    assert_eq!(
+        site.operate(0, |srv, now| srv.ha().can_hand_over(now)),
+        Ok(())
+    );
+    assert!(site.server(0).is_acting(), "a dry run changes nothing");
+    let (dry, real) = both(&mut site, 0);
+    assert_eq!(dry, Ok(()));
+    assert!(real.is_ok(), "{real:?}");
+    assert!(!site.server(0).is_acting());
+    // 4. Failover mode off: no peer to hand the role to.
+    let mut config = site.servers[0].config.ha.clone();
+    config.mode = FailoverMode::Off;
+    site.operate(0, |s, now| s.handle_ha_config(now, config, None));
+    let (dry, real) = both(&mut site, 0);
+    assert_eq!(
+        dry,
+        Err("failover mode is off: there is no peer to hand the role to".to_string())
+    );
+    assert_eq!(real, Err(dry.unwrap_err()));
+}
+
 /// SECURITY.md: only the home server and the hot-standby peer it named direct an agent; a
 /// standby server of another site does not, whatever it claims.
 #[test]

@@ -20,6 +20,9 @@ use crate::docs::{check_list, checks_for, ha_config, pair_doc};
 use crate::mailbox::record_event;
 use crate::wire::ToAgent;
 
+/// What a request for the server role is refused with on a node without it.
+const NO_SERVER_ROLE: &str = "this node has no server role";
+
 pub(crate) fn core_request(core: &mut Core, now: Instant, request: Request) -> Answer {
     let r = match request {
         Request::Status => to_value(status(core, now)),
@@ -106,7 +109,7 @@ fn with_server(
     f: impl FnOnce(&mut engine::Server) -> Result<String, String>,
 ) -> Answer {
     let Some(s) = core.server_engine_mut() else {
-        return Err(Refusal::conflict("this node has no server role"));
+        return Err(Refusal::conflict(NO_SERVER_ROLE));
     };
     match subject {
         Subject::Pair(name) if s.pair(name).is_none() => {
@@ -369,6 +372,7 @@ fn status(core: &Core, now: Instant) -> Status {
             peer_state: s.ha().peer().map(|p| p.state.clone()),
             reason: Some(s.ha().reason().to_string()),
             replicated_version: Some(s.ha().replicated_version()),
+            standby: s.ha().can_hand_over(now).into(),
         },
         None => FailoverView {
             mode: "off".into(),
@@ -378,6 +382,7 @@ fn status(core: &Core, now: Instant) -> Status {
             peer_state: None,
             reason: None,
             replicated_version: None,
+            standby: Err(NO_SERVER_ROLE.to_string()).into(),
         },
     };
     let agent = core.agent_engine();
