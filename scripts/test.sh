@@ -29,6 +29,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "rust tests"
 cargo test --workspace -- --test-threads 2
 
+step "server package: build, lint, install, run as the service, upgrade, purge"
+tests/deb/run.sh target/debug/understudy
+
 step "fuzz every decoder (20 s per target)"
 scripts/fuzz.sh --quick
 

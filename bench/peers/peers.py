@@ -325,6 +325,16 @@ class UNode:
         stop(self.proc)
         self.proc = None
 
+    def term(self):
+        """SIGTERM without waiting (HS-8: a planned stop hands over first); reap() waits."""
+        t = time.monotonic()
+        os.kill(self.proc.pid, signal.SIGTERM)
+        return t
+
+    def reap(self):
+        stop(self.proc)
+        self.proc = None
+
     def status(self):
         return self.admin.call("GET", "/api/status")
 
@@ -465,11 +475,12 @@ def vrrp_series(work, label, advert, runs):
     return {"label": label, "xs": xs, "failed": failed, "log": accepted, "transitions": transitions, "conf_master": mtext, "conf_backup": ctext}
 
 
-def understudy_takeover_series(work, label, fast, runs):
+def understudy_takeover_series(work, label, fast, runs, planned=False):
     """As bench/src/takeover.rs, in the namespaces: hot standby s1 (primary) / s2 (secondary),
     one agent in the client namespace. Each run: the agent has delivered to the ACTIVE and two
-    sync_intervals have passed; SIGKILL of the ACTIVE; right after, one record is handed to the
-    agent; the clock stops when the survivor's records (polled every 20 ms) list it."""
+    sync_intervals have passed; SIGKILL of the ACTIVE (SIGTERM with `planned`: HS-8 handover);
+    right after, one record is handed to the agent; the clock stops when the survivor's records
+    (polled every 20 ms) list it."""
     d = tempfile.mkdtemp(prefix=f"takeover-{'fast' if fast else 'default'}-", dir=work)
     server_sets = ["failover.sync_interval=200ms", "failover.failover_timeout=1s"] if fast else []
     agent_sets = ["agent.heartbeat=200ms", "agent.switchover_after=600ms", "agent.switchback_interval=1s"] if fast else ["agent.switchback_interval=1s"]
@@ -494,7 +505,7 @@ def understudy_takeover_series(work, label, fast, runs):
         # As takeover.rs (two sync_intervals), plus a random phase of the peer polls.
         time.sleep(sync * 2 + 0.2 + random.uniform(0, sync))
         probe = f"probe-{run}"
-        t0 = s[active].kill9()
+        t0 = s[active].term() if planned else s[active].kill9()
         agent.send([{"name": probe, "value": float(run)}])
         t1 = None
         end = t0 + 120
@@ -509,6 +520,8 @@ def understudy_takeover_series(work, label, fast, runs):
         else:
             xs.append(t1 - t0)
             log(f"takeover {label}: run {run}: {fmt(t1 - t0)}")
+        if planned:
+            s[active].reap()
         s[active].start()
         try:
             wait_for(lambda: True if s[active].failover_state() == "standby" else None, 120, "the former ACTIVE as STANDBY")
@@ -860,6 +873,7 @@ def main():
         results["takeover"] = [
             understudy_takeover_series(work, "Understudy default (failover_timeout 15s, sync 5s, heartbeat 1s)", False, o.default_runs),
             understudy_takeover_series(work, "Understudy fast (failover_timeout 1s, sync 200ms, heartbeat 200ms, switchover_after 600ms)", True, o.runs),
+            understudy_takeover_series(work, "Understudy default, SIGTERM (HS-8 planned handover)", False, o.default_runs, planned=True),
         ]
         save()
     if o.what in ("all", "syslog"):

@@ -143,14 +143,27 @@ interval: 2.6–3.6 s with `advert_int 1`, 26–36 ms with 0.01. Understudy's ST
 The fastest keepalived accepts: VRRPv3 (`vrrp_version 3`) carries the interval in centiseconds;
 `keepalived -t` takes `advert_int 0.01` without a warning and refuses 0.001 ("Advert interval
 (0.001) not valid! Must be > 0 - ignoring"), and the measured takeover (p50 {fmt(pct(ka_fast['xs'], 50))})
-is what 3 × 10 ms + skew predicts. The BACKUP's log shows {ka_fast['transitions']['backup_entered_master']}
+is what 3 × 10 ms + skew predicts. Understudy's STANDBY does not wait for its timer when the ACTIVE's
+process is gone while its host answers (HS-8): the kernel refuses the peer's polls, and 3 refusals
+100 ms apart promote it. The BACKUP's log shows {ka_fast['transitions']['backup_entered_master']}
 entries into MASTER over {len(ka_fast['xs'])} runs with the fastest setting and
 {ka_def['transitions']['backup_entered_master']} over {len(ka_def['xs'])} at the default.
 """)
     L.append(takeover_rows([(ka_def, us_def), (ka_fast, us_fast)]))
     L.append("")
+    if len(tk) > 2:
+        us_term = tk[2]
+        xs = us_term["xs"]
+        fail = f", {us_term['failed']} failed" if us_term["failed"] else ""
+        L.append(f"""A planned stop is a different event from a crash, so it has no keepalived column: **{us_term['label']}**,
+the ACTIVE gets SIGTERM instead of SIGKILL and hands its role to the STANDBY before it exits:
+p50 {fmt(pct(xs, 50))}, p99 **{fmt(pct(xs, 99))}**, min {fmt(min(xs) if xs else None)}, max
+{fmt(max(xs) if xs else None)} over {len(xs)} runs{fail}.
+""")
     L.append(f"""The ratio is Understudy's time over keepalived's at each tool's own default and at its fastest
-setting; it is mostly the ratio of the timers (15 s vs 3 × 1 s + skew, 1 s vs 3 × 10 ms + skew).
+setting. Since HS-8 a SIGKILLed ACTIVE is no longer a matter of timers: its port refuses at once
+and the STANDBY promotes after `crash_confirm` (3) refused polls 100 ms apart, whatever
+`failover_timeout` says; silence (a frozen process, a cut link) still waits `failover_timeout`.
 keepalived's fastest setting is a 100 Hz multicast heartbeat: three adverts late by more than
 ~30 ms (a stalled process, a busy CPU, a congested link) make a false takeover — none was seen in
 these runs (below), but false failovers from short timers are the first complaint of these tools'

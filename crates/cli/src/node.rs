@@ -136,11 +136,25 @@ pub fn serve(target: &Target, args: &ServeArgs) -> Result<(), Failure> {
             "understudy: node running from {}; SIGINT or SIGTERM stops it",
             dir.display()
         );
+        // The store is open and the port listens: a Type=notify service is up (IN-1).
+        tell_service_manager(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&format!("running from {}", dir.display())),
+        ]);
         let signal = stop.wait().await;
         eprintln!("understudy: {signal}: stopping");
+        tell_service_manager(&[sd_notify::NotifyState::Stopping]);
         node.stop(&format!("planned stop ({signal})")).await;
         Ok(())
     })
+}
+
+/// IN-1: tells systemd's service manager what the node is doing (`Type=notify`); does nothing
+/// when not started by one (no `NOTIFY_SOCKET`).
+fn tell_service_manager(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        eprintln!("understudy: telling the service manager {state:?}: {e}");
+    }
 }
 
 /// SIGINT and SIGTERM (and SIGHUP for the demo), whichever comes first.
