@@ -571,6 +571,22 @@ impl Node {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// `pair add NAME --primary PRIMARY --secondary SECONDARY MORE...` on this server, which must
+    /// accept it; returns its answer.
+    pub fn add_pair(&self, name: &str, primary: &str, secondary: &str, more: &[&str]) -> String {
+        let mut args = vec![
+            "pair",
+            "add",
+            name,
+            "--primary",
+            primary,
+            "--secondary",
+            secondary,
+        ];
+        args.extend_from_slice(more);
+        self.cli_ok(&args)
+    }
+
     /// A command's `--json` answer read as the admin API's typed answer `T`, or `None` when the
     /// command failed (the node is down, or busy). An answer that does not read as `T` panics:
     /// a change of the wire shape in crates/api must fail the tests, not time them out. `read`

@@ -300,17 +300,7 @@ fn contract_status_events_and_records_json_carry_product_md_field_names() {
     q.start();
     p.wait_link("home", Some(&server));
     q.wait_link("home", Some(&server));
-    server.cli_ok(&[
-        "pair",
-        "add",
-        "web",
-        "--primary",
-        "p",
-        "--secondary",
-        "q",
-        "--failover-after",
-        "1500ms",
-    ]);
+    server.add_pair("web", "p", "q", &["--failover-after", "1500ms"]);
     server.wait_pair("web", "active primary", |w| w.active == "primary");
     let (_, n) = p.send(3);
     wait_records(&[&server], &[("p", n)]);

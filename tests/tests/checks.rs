@@ -77,19 +77,17 @@ fn wait_runs_by(server: &Node, agent: &str, after: usize) {
 fn ck3_pair_checks_follow_the_active_member_and_never_interleave() {
     let site = Site::new(61);
     let (s, mut a1, a2) = server_and_two_agents(&site);
-    s.cli_ok(&[
-        "pair",
-        "add",
+    s.add_pair(
         "web",
-        "--primary",
         "a1",
-        "--secondary",
         "a2",
-        "--failover-after",
-        &format!("{FAILOVER_AFTER_MS}ms"),
-        "--switchback",
-        "manual",
-    ]);
+        &[
+            "--failover-after",
+            &format!("{FAILOVER_AFTER_MS}ms"),
+            "--switchback",
+            "manual",
+        ],
+    );
     let target = s.listen.clone();
     s.cli_ok(&[
         "check",
@@ -172,21 +170,19 @@ fn ck3_auto_switchback_misses_at_most_one_interval() {
     let site = Site::new(63);
     let (s, mut a1, _a2) = server_and_two_agents(&site);
     let after = format!("{FAILOVER_AFTER_MS}ms");
-    s.cli_ok(&[
-        "pair",
-        "add",
+    s.add_pair(
         "web",
-        "--primary",
         "a1",
-        "--secondary",
         "a2",
-        "--failover-after",
-        &after,
-        "--switchback",
-        "auto",
-        "--hold-down",
-        "1s",
-    ]);
+        &[
+            "--failover-after",
+            &after,
+            "--switchback",
+            "auto",
+            "--hold-down",
+            "1s",
+        ],
+    );
     let target = s.listen.clone();
     s.cli_ok(&[
         "check",

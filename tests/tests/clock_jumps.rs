@@ -129,19 +129,12 @@ fn clock_jumps_an_hour_both_ways_cause_no_failover_and_lose_no_record() {
     for n in [&p, &q, &a] {
         n.wait_link("home", Some(&s1));
     }
-    s1.cli_ok(&[
-        "pair",
-        "add",
+    s1.add_pair(
         "web",
-        "--primary",
         "p",
-        "--secondary",
         "q",
-        "--failover-after",
-        "2s",
-        "--switchback",
-        "manual",
-    ]);
+        &["--failover-after", "2s", "--switchback", "manual"],
+    );
     s1.wait_pair("web", "active primary", |w| {
         w.active == "primary" && w.state == "normal"
     });

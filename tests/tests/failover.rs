@@ -411,19 +411,9 @@ fn pair_site(site: &Site, agent_extra: &[&'static str], pair_args: &[&str]) -> (
     q.start();
     p.wait_link("home", Some(&server));
     q.wait_link("home", Some(&server));
-    let mut args = vec![
-        "pair",
-        "add",
-        "web",
-        "--primary",
-        "p",
-        "--secondary",
-        "q",
-        "--failover-after",
-        "1s",
-    ];
+    let mut args = vec!["--failover-after", "1s"];
     args.extend_from_slice(pair_args);
-    server.cli_ok(&args);
+    server.add_pair("web", "p", "q", &args);
     (server, p, q)
 }
 
@@ -571,19 +561,12 @@ fn pr5_the_cli_refuses_with_exactly_the_sentence_status_showed_for_each_of_the_f
     wait_on(&p, &s1);
     wait_on(&q, &s1);
     // A long failover_after: a frozen member's lease runs that long, so cause 2 stays visible.
-    s1.cli_ok(&[
-        "pair",
-        "add",
+    s1.add_pair(
         "web",
-        "--primary",
         "p",
-        "--secondary",
         "q",
-        "--failover-after",
-        "30s",
-        "--switchback",
-        "manual",
-    ]);
+        &["--failover-after", "30s", "--switchback", "manual"],
+    );
     s1.wait_pair("web", "active primary", |p| p.active == "primary");
 
     // 3. The target already active.

@@ -527,21 +527,19 @@ fn fault_schedule(net: u8, faults: usize, topology: Topology) {
             on_server(n, &s1_addrs)
         });
     }
-    nodes[0].cli_ok(&[
-        "pair",
-        "add",
+    nodes[0].add_pair(
         "web",
-        "--primary",
         "p",
-        "--secondary",
         "q",
-        "--failover-after",
-        "1s",
-        "--switchback",
-        "auto",
-        "--hold-down",
-        "2s",
-    ]);
+        &[
+            "--failover-after",
+            "1s",
+            "--switchback",
+            "auto",
+            "--hold-down",
+            "2s",
+        ],
+    );
     nodes[0].wait_pair("web", "active primary", |p| p.active == "primary");
     wait_until(WAIT, "the agents and the pair replicated to s2", || {
         let s2 = &nodes[1];

@@ -59,17 +59,7 @@ fn pr7_on_deactivate_runs_on_the_member_that_goes_idle_with_the_pair_context() {
     q.start();
     p.wait_link("home", Some(&server));
     q.wait_link("home", Some(&server));
-    server.cli_ok(&[
-        "pair",
-        "add",
-        "web",
-        "--primary",
-        "p",
-        "--secondary",
-        "q",
-        "--switchback",
-        "manual",
-    ]);
+    server.add_pair("web", "p", "q", &["--switchback", "manual"]);
     server.wait_pair("web", "active primary", |w| w.active == "primary");
     wait_until(WAIT, "p's on_activate", || {
         runs(&p_log, "on_activate").first().cloned()

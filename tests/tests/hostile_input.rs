@@ -433,15 +433,7 @@ fn bad_input_admin_api_without_authorization_or_another_scheme_is_401_on_every_r
     other.start();
     // Something every action could change: a pending agent, a pair, a check, the settings.
     wait_until(WAIT, "stranger pending", || node.agent_entry("stranger"));
-    node.cli_ok(&[
-        "pair",
-        "add",
-        "web",
-        "--primary",
-        "solo",
-        "--secondary",
-        "stranger",
-    ]);
+    node.add_pair("web", "solo", "stranger", &[]);
     node.cli_ok(&[
         "check",
         "add",
@@ -650,17 +642,7 @@ fn security_an_agent_cannot_report_hooks_or_records_for_a_pair_it_is_not_in() {
     a2.start();
     a1.wait_link("home", Some(&server));
     a2.wait_link("home", Some(&server));
-    server.cli_ok(&[
-        "pair",
-        "add",
-        "web",
-        "--primary",
-        "a1",
-        "--secondary",
-        "a2",
-        "--switchback",
-        "manual",
-    ]);
+    server.add_pair("web", "a1", "a2", &["--switchback", "manual"]);
     server.wait_pair("web", "normal", |p| p.state == "normal");
     let raw = client_identity(&site, "raw");
     let acked = rt().block_on(async {
