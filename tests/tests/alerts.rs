@@ -131,3 +131,493 @@ fn al2_a_zero_threshold_is_refused_and_nothing_is_stored() {
     let checks = s.cli_ok(&["check", "list"]);
     assert!(checks.contains("no checks"), "{checks}");
 }
+
+// ---- AL-4…AL-6: channels and the sender, with real receivers ----
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One request a [`Receiver`] took: its headers (names lowercased), body, and what it answered.
+#[derive(Clone, Debug)]
+struct Got {
+    answered: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    fn alert_ids(&self) -> Vec<String> {
+        self.json()["alerts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["id"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A webhook receiver on loopback (a real HTTP/1.1 server on its own thread): records every
+/// request and answers with the status `answer` holds when the request arrives.
+struct Receiver {
+    addr: String,
+    got: Arc<Mutex<Vec<Got>>>,
+    answer: Arc<AtomicU16>,
+}
+
+impl Receiver {
+    fn start(site: &Site, answer: u16) -> Receiver {
+        let addr = site.addr();
+        let listener = TcpListener::bind(&addr).expect("the receiver's port");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let answer = Arc::new(AtomicU16::new(answer));
+        let (g, a) = (got.clone(), answer.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(&stream);
+                let mut headers = Vec::new();
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.trim_end().split_once(':') {
+                        headers.push((k.trim().to_lowercase(), v.trim().to_string()));
+                    }
+                }
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let answered = a.load(Ordering::SeqCst);
+                g.lock().unwrap().push(Got {
+                    answered,
+                    headers,
+                    body,
+                });
+                let _ = (&stream).write_all(
+                    format!(
+                        "HTTP/1.1 {answered} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Receiver { addr, got, answer }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook?from=understudy", self.addr)
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+/// `hex HMAC-SHA256(key, body)` as `X-Understudy-Signature` carries it.
+fn hmac_sha256(key: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_bytes());
+    let tag = ring::hmac::sign(&key, body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// A server `srv` with `sets` and one connected agent `a1` (fast timings).
+fn server_and_agent(site: &Site, sets: &[&str]) -> (Node, Node) {
+    let token = format!("server.enroll_token={ENROLL_TOKEN}");
+    let agent_token = format!("agent.enroll_token={ENROLL_TOKEN}");
+    let mut server = site.server("srv", &[&[&token[..]][..], sets].concat());
+    let mut agent = site.agent(
+        "a1",
+        &[&server],
+        &[&[&agent_token[..]][..], FAST_AGENT].concat(),
+    );
+    server.start();
+    agent.start();
+    agent.wait_link("home", Some(&server));
+    (server, agent)
+}
+
+/// `check add NAME --kind tcp --target ADDR --every 200ms --agent a1 --fail-after N`.
+fn closed_port_check(server: &Node, name: &str, target: &str, fail_after: &str) {
+    server.cli_ok(&[
+        "check",
+        "add",
+        name,
+        "--kind",
+        "tcp",
+        "--target",
+        target,
+        "--every",
+        "200ms",
+        "--timeout",
+        "1s",
+        "--agent",
+        "a1",
+        "--fail-after",
+        fail_after,
+    ]);
+}
+
+/// The alert of `code` about `subject` in `alert list --json`.
+fn alert_of(server: &Node, code: &str, subject: &str) -> Option<Value> {
+    server.try_json(&["alert", "list", "--json"])?["alerts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["code"] == code && a["subject"] == subject)
+        .cloned()
+}
+
+/// AL-4 and PRODUCT.md §4 "bad channel settings": refused with the reason (exit 1), nothing
+/// stored; a stored secret is shown as "set" and nowhere else (status, events, the log).
+#[test]
+fn al4_bad_channel_settings_are_refused_and_nothing_is_stored_and_secrets_are_shown_as_set() {
+    let site = Site::new(217);
+    let mut s = site.server("s", &[]);
+    s.start();
+    let refused = |args: &[&str], reason: &str| {
+        let mut all = vec!["alert", "channel", "add"];
+        all.extend_from_slice(args);
+        let out = s.cli(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(reason), "{args:?}: {err}");
+    };
+    refused(
+        &["h", "--kind", "webhook", "--url", "ftp://x/"],
+        "expected http:// or https://",
+    );
+    refused(&["h", "--kind", "webhook"], "needs --url");
+    refused(
+        &["h", "--kind", "pager", "--url", "http://127.0.0.1:1/"],
+        "unknown kind pager",
+    );
+    refused(
+        &[
+            "h",
+            "--kind",
+            "webhook",
+            "--url",
+            "http://127.0.0.1:1/",
+            "--codes",
+            "CHECK_DOWN,NOPE",
+        ],
+        "unknown code NOPE",
+    );
+    refused(
+        &[
+            "m",
+            "--kind",
+            "email",
+            "--to",
+            "ops",
+            "--smtp",
+            "smtp://127.0.0.1:1?tls=none",
+        ],
+        "is not an email address",
+    );
+    let listed = s.cli_ok(&["alert", "channel", "list"]);
+    assert!(listed.contains("no alert channels"), "{listed}");
+
+    let secret = "s3cret-hook-key-417";
+    s.cli_ok(&[
+        "alert",
+        "channel",
+        "add",
+        "hook",
+        "--kind",
+        "webhook",
+        "--url",
+        "http://127.0.0.1:1/h",
+        "--secret",
+        secret,
+        "--min-severity",
+        "warning",
+    ]);
+    refused(
+        &["hook", "--kind", "ntfy", "--url", "http://127.0.0.1:1/t"],
+        "an alert channel named hook exists",
+    );
+    let list = s
+        .try_json(&["alert", "channel", "list", "--json"])
+        .expect("list");
+    let channels = list["channels"].as_array().expect("channels");
+    assert_eq!(channels.len(), 1, "{list}");
+    assert_eq!(
+        channels[0]["kind"], "webhook",
+        "the first one stays: {list}"
+    );
+    assert_eq!(channels[0]["secret"], "set");
+    assert_eq!(channels[0]["min_severity"], "warning");
+    let shown = [
+        list.to_string(),
+        s.cli_ok(&["alert", "channel", "list"]),
+        s.cli_ok(&["status", "--json"]),
+        s.cli_ok(&["events", "--json"]),
+        s.log_text(),
+    ];
+    for text in shown {
+        assert!(!text.contains(secret), "the secret is shown: {text}");
+    }
+    // The store that holds it is the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.dir.join("store.db"))
+        .expect("store")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "store.db mode {mode:o}");
+    s.cli_ok(&["alert", "channel", "remove", "hook"]);
+    let out = s.cli(&["alert", "channel", "remove", "hook"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+/// AL-5 (issue 15 test c): CHECK_DOWN reaches a webhook signed with its secret; while the
+/// receiver answers 503 it is retried with backoff, and once it answers 200 the alert arrives
+/// and is never sent again.
+#[test]
+fn al5_a_webhook_gets_check_down_signed_retried_while_it_answers_503_and_accepted_once() {
+    let site = Site::new(218);
+    let (s, _a1) = server_and_agent(&site, &["alert.group_wait=0s"]);
+    let hook = Receiver::start(&site, 503);
+    let secret = "hook-key-218";
+    s.cli_ok(&[
+        "alert",
+        "channel",
+        "add",
+        "hook",
+        "--kind",
+        "webhook",
+        "--url",
+        &hook.url(),
+        "--secret",
+        secret,
+        "--codes",
+        "CHECK_DOWN",
+    ]);
+    closed_port_check(&s, "db-ping", &site.addr(), "2");
+    wait_ok(WAIT, "three refused deliveries", || {
+        let got = hook.got();
+        (got.len() >= 3)
+            .then_some(())
+            .ok_or(format!("{} deliveries", got.len()))
+    });
+    hook.answer.store(200, Ordering::SeqCst);
+    let down = wait_ok(WAIT, "the alert accepted", || {
+        alert_of(&s, "CHECK_DOWN", "db-ping")
+            .filter(|a| a["deliveries"][0]["state"] == "sent")
+            .ok_or("not yet sent".to_string())
+    });
+    let id = down["id"].as_str().expect("id").to_string();
+    assert!(uuid_like(&id), "{down}");
+    assert!(
+        down["deliveries"][0]["attempts"].as_u64() >= Some(4),
+        "{down}"
+    );
+    // Nothing more comes: a sent delivery is never sent again.
+    std::thread::sleep(Duration::from_secs(3));
+    let got = hook.got();
+    assert_eq!(
+        got.iter().filter(|g| g.answered == 200).count(),
+        1,
+        "{got:?}"
+    );
+    for g in &got {
+        assert_eq!(
+            g.alert_ids(),
+            std::slice::from_ref(&id),
+            "one alert, the same id every time"
+        );
+        assert_eq!(
+            g.header("x-understudy-signature"),
+            Some(hmac_sha256(secret, &g.body).as_str()),
+            "signed with the channel's secret"
+        );
+        let body = g.json();
+        assert_eq!(body["site"], "srv");
+        assert!(uuid_like(body["id"].as_str().unwrap_or_default()), "{body}");
+        let alert = &body["alerts"][0];
+        assert_eq!(alert["code"], "CHECK_DOWN");
+        assert_eq!(alert["severity"], "critical");
+        assert_eq!(alert["subject"], "db-ping");
+        assert_eq!(alert["sentence"], down["sentence"]);
+        assert!(
+            alert["at"].as_str().is_some_and(|t| t.contains('T')),
+            "{body}"
+        );
+    }
+    // Only CHECK_DOWN goes to this channel (its filter): CHECK_UP would not.
+    assert!(!s.log_text().contains(secret));
+}
+
+/// AL-6 (issue 15 test b): ten checks going down together reach a channel as one message that
+/// says how many.
+#[test]
+fn al6_ten_checks_down_within_group_wait_are_one_message() {
+    let site = Site::new(219);
+    let (s, _a1) = server_and_agent(&site, &["alert.group_wait=5s"]);
+    let hook = Receiver::start(&site, 200);
+    s.cli_ok(&[
+        "alert",
+        "channel",
+        "add",
+        "hook",
+        "--kind",
+        "webhook",
+        "--url",
+        &hook.url(),
+        "--codes",
+        "CHECK_DOWN",
+    ]);
+    for i in 0..10 {
+        closed_port_check(&s, &format!("c{i}"), &site.addr(), "1");
+    }
+    let got = wait_ok(WAIT, "ten CHECK_DOWN delivered", || {
+        let got = hook.got();
+        let n: usize = got.iter().map(|g| g.alert_ids().len()).sum();
+        (n >= 10)
+            .then(|| got.clone())
+            .ok_or(format!("{n} alerts so far"))
+    });
+    assert_eq!(got.len(), 1, "one message: {got:?}");
+    let body = got[0].json();
+    assert_eq!(body["title"], "10 alerts: 10 CHECK_DOWN", "{body}");
+    assert_eq!(body["text"].as_str().map(|t| t.lines().count()), Some(10));
+}
+
+/// A child process killed when the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// AL-4 (issue 15 tests a, f): one CHECK_DOWN through a real SMTP server (aiosmtpd, Debian's
+/// python3-aiosmtpd) with its alert id as Message-ID, and through a command that gets the message
+/// JSON on stdin; a command that hangs is killed after its timeout and retried, and the other
+/// channels are not held up by it.
+#[test]
+fn al4_email_through_a_real_smtp_server_and_a_command_with_json_on_stdin_and_a_hanging_command_times_out(
+) {
+    let site = Site::new(220);
+    let (s, _a1) = server_and_agent(&site, &["alert.group_wait=0s"]);
+    let smtp = site.addr();
+    let (ip, port) = smtp.split_once(':').expect("ip:port");
+    let mail_log = site.dir().join("smtp.out");
+    let _aiosmtpd = Child(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-u", "-m", "aiosmtpd", "-n", "-l", &format!("{ip}:{port}")])
+            .stdout(std::fs::File::create(&mail_log).expect("smtp.out"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m aiosmtpd (package python3-aiosmtpd)"),
+    );
+    wait_until(WAIT, "aiosmtpd listening", || {
+        std::net::TcpStream::connect(&smtp).ok()
+    });
+    let out = site.dir().join("command.json");
+    let script = format!("cat > {0}.tmp && mv {0}.tmp {0}", out.display());
+    let smtp_url = format!("smtp://{smtp}?tls=none");
+    for args in [
+        &[
+            "mail",
+            "--kind",
+            "email",
+            "--to",
+            "ops@example.org",
+            "--from",
+            "understudy@example.org",
+            "--smtp",
+            &smtp_url,
+        ][..],
+        &[
+            "cmd", "--kind", "command", "--argv", "sh", "--argv", "-c", "--argv", &script,
+        ][..],
+        &[
+            "hang",
+            "--kind",
+            "command",
+            "--argv",
+            "sleep",
+            "--argv",
+            "60",
+            "--timeout",
+            "1s",
+        ][..],
+    ] {
+        let mut all = vec!["alert", "channel", "add"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--codes", "CHECK_DOWN"]);
+        s.cli_ok(&all);
+    }
+    closed_port_check(&s, "db-ping", &site.addr(), "2");
+    let down = wait_ok(WAIT, "sent by email and command", || {
+        let a = alert_of(&s, "CHECK_DOWN", "db-ping").ok_or("no alert".to_string())?;
+        let state = |ch: &str| {
+            a["deliveries"]
+                .as_array()
+                .and_then(|d| d.iter().find(|d| d["channel"] == ch))
+                .map(|d| d["state"].as_str().unwrap_or("").to_string())
+        };
+        match (state("mail").as_deref(), state("cmd").as_deref()) {
+            (Some("sent"), Some("sent")) => Ok(a),
+            other => Err(format!("{other:?}: {a}")),
+        }
+    });
+    let id = down["id"].as_str().expect("id");
+    let mail = std::fs::read_to_string(&mail_log).expect("smtp.out");
+    assert!(
+        mail.contains(&format!("Message-ID: <{id}@understudy>")),
+        "{mail}"
+    );
+    assert!(mail.contains("To: ops@example.org"), "{mail}");
+    assert!(mail.contains("CHECK_DOWN db-ping"), "{mail}");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("command.json")).expect("json");
+    assert_eq!(json["alerts"][0]["id"], id, "{json}");
+    assert_eq!(json["site"], "srv");
+    // The hanging command: killed after 1s, retried, still pending, with why.
+    let hang = wait_ok(WAIT, "the hanging command timed out twice", || {
+        let a = alert_of(&s, "CHECK_DOWN", "db-ping").ok_or("no alert".to_string())?;
+        let d = a["deliveries"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["channel"] == "hang").cloned())
+            .ok_or("no delivery")?;
+        (d["attempts"].as_u64() >= Some(2))
+            .then_some(d.clone())
+            .ok_or(format!("{d}"))
+    });
+    assert_eq!(hang["state"], "pending", "{hang}");
+    assert!(
+        hang["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no answer within 1s")),
+        "{hang}"
+    );
+}

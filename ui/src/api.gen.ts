@@ -160,6 +160,69 @@ export type AlertView = { id: string, event_id: number, time_ms: number, code: s
 
 export type DeliveryView = { channel: string, state: string, attempts: number, last_error?: string, };
 
+export type ChannelSpec = { name: string, 
+/**
+ * `webhook`, `ntfy`, `email` or `command`.
+ */
+kind: string, 
+/**
+ * webhook and ntfy: where to POST (`http://` or `https://`).
+ */
+url?: string, 
+/**
+ * email: the recipients.
+ */
+to?: Array<string>, 
+/**
+ * email: the sender (default `understudy@localhost`).
+ */
+from?: string, 
+/**
+ * email: `smtp://[USER:PASSWORD@]HOST[:PORT]` with STARTTLS (port 587),
+ * `smtps://…` with TLS from the start (465), or `smtp://…?tls=none` in the clear (25).
+ */
+smtp?: string, 
+/**
+ * webhook: the HMAC-SHA256 key of `X-Understudy-Signature`.
+ */
+secret?: string, 
+/**
+ * ntfy: the access token (`Authorization: Bearer`).
+ */
+token?: string, 
+/**
+ * command: the program and its arguments; the message JSON on its stdin.
+ */
+argv?: Array<string>, 
+/**
+ * How long one delivery may take (default [`CHANNEL_TIMEOUT`]).
+ */
+timeout?: string, 
+/**
+ * Filter: only these event codes (empty: every code that alerts).
+ */
+codes?: Array<string>, 
+/**
+ * Filter: only alerts at least this severe.
+ */
+min_severity?: Severity, };
+
+export type ChannelView = { name: string, kind: string, url?: string, to?: Array<string>, from?: string, 
+/**
+ * The SMTP URL with its password written "set".
+ */
+smtp?: string, 
+/**
+ * "set" when the channel has a secret.
+ */
+secret?: string, 
+/**
+ * "set" when the channel has a token.
+ */
+token?: string, argv?: Array<string>, timeout: string, codes?: Array<string>, min_severity?: Severity, };
+
+export type Channels = { channels: Array<ChannelView>, };
+
 export type CertInfo = { fingerprint: string, sans: Array<string>, not_after: string, };
 
 export type Settings = { "ui.notifications": boolean, };

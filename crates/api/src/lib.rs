@@ -6,6 +6,7 @@
 //! Serde only: no tokio, no IO, no SQLite. Durations are [`std::time::Duration`] until the
 //! JSON edge, where they are written the way PRODUCT.md writes them (`500ms`, `5s`, `2m`).
 
+pub mod channel;
 pub mod defaults;
 pub mod duration;
 pub mod event;
@@ -13,6 +14,7 @@ pub mod refusal;
 pub mod request;
 pub mod status;
 
+pub use channel::{ChannelSpec, ChannelView, Channels};
 pub use event::{EventView, Severity};
 pub use refusal::{Refusal, RefusalKind};
 pub use request::{
@@ -31,6 +33,7 @@ pub use status::{
 mod typescript {
     use ts_rs::{Config, TS};
 
+    use crate::channel::{ChannelSpec, ChannelView, Channels};
     use crate::event::Events;
     use crate::request::{CertRequest, CheckSpec, NewRecord, PairSpec, RoleSpec, Switchback};
     use crate::status::*;
@@ -65,6 +68,9 @@ mod typescript {
             Alerts::decl(&cfg),
             AlertView::decl(&cfg),
             DeliveryView::decl(&cfg),
+            ChannelSpec::decl(&cfg),
+            ChannelView::decl(&cfg),
+            Channels::decl(&cfg),
             CertInfo::decl(&cfg),
             Settings::decl(&cfg),
             Done::decl(&cfg),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::channel::ChannelSpec;
 use crate::defaults;
 use crate::refusal::Refusal;
 
@@ -64,6 +65,18 @@ pub enum Request {
     Events(EventQuery),
     /// `alert list` (AL-1, AL-5): alerts and their delivery per channel.
     Alerts(AlertQuery),
+    /// `alert channel list` (AL-4).
+    Channels,
+    /// `alert channel add` (AL-4).
+    PutChannel(ChannelSpec),
+    /// `alert channel remove`.
+    RemoveChannel {
+        name: String,
+    },
+    /// `alert channel test`: one test message sent to the channel now.
+    TestChannel {
+        name: String,
+    },
     /// `cert show`.
     Cert,
     /// `cert generate` (CT-1).
@@ -105,6 +118,10 @@ pub enum Op {
     Records,
     Events,
     Alerts,
+    Channels,
+    PutChannel,
+    RemoveChannel,
+    TestChannel,
     Cert,
     GenerateCert,
     Send,
@@ -138,6 +155,10 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("GET", "/api/records", Op::Records),
     ("GET", "/api/events", Op::Events),
     ("GET", "/api/alerts", Op::Alerts),
+    ("GET", "/api/alerts/channels", Op::Channels),
+    ("POST", "/api/alerts/channels", Op::PutChannel),
+    ("DELETE", "/api/alerts/channels/{name}", Op::RemoveChannel),
+    ("POST", "/api/alerts/channels/{name}/test", Op::TestChannel),
     ("GET", "/api/cert", Op::Cert),
     ("POST", "/api/cert/generate", Op::GenerateCert),
     ("POST", "/api/send", Op::Send),
@@ -347,6 +368,10 @@ impl Request {
             Request::Records(_) => Op::Records,
             Request::Events(_) => Op::Events,
             Request::Alerts(_) => Op::Alerts,
+            Request::Channels => Op::Channels,
+            Request::PutChannel(_) => Op::PutChannel,
+            Request::RemoveChannel { .. } => Op::RemoveChannel,
+            Request::TestChannel { .. } => Op::TestChannel,
             Request::Cert => Op::Cert,
             Request::GenerateCert(_) => Op::GenerateCert,
             Request::Send { .. } => Op::Send,
@@ -372,7 +397,9 @@ impl Request {
             | Request::RejectAgent { name }
             | Request::ForgetAgent { name }
             | Request::RecallAgent { name }
-            | Request::RemoveCheck { name } => encode(name),
+            | Request::RemoveCheck { name }
+            | Request::RemoveChannel { name }
+            | Request::TestChannel { name } => encode(name),
             _ => String::new(),
         };
         let mut path = pattern.replace("{name}", &name);
@@ -416,6 +443,7 @@ impl Request {
             Request::PutPair(p) => Some(to(p)),
             Request::SetRole(r) => Some(to(r)),
             Request::PutCheck(c) => Some(to(c)),
+            Request::PutChannel(c) => Some(to(c)),
             Request::GenerateCert(c) => Some(to(c)),
             Request::Send { records } => Some(json!({ "records": to(records) })),
             Request::Trust { fingerprint } => Some(json!({ "fingerprint": fingerprint })),
@@ -513,6 +541,10 @@ impl Request {
                 },
                 limit: number("limit")?,
             }),
+            Op::Channels => Request::Channels,
+            Op::PutChannel => Request::PutChannel(body_of(body, "a channel definition")?),
+            Op::RemoveChannel => Request::RemoveChannel { name },
+            Op::TestChannel => Request::TestChannel { name },
             Op::Events => Request::Events(EventQuery {
                 since: param("since")
                     .and_then(|s| s.trim_start_matches('#').parse().ok())
@@ -689,6 +721,19 @@ mod tests {
                 pending: true,
                 limit: Some(3),
             }),
+            Request::Channels,
+            Request::PutChannel(ChannelSpec {
+                name: "hook".into(),
+                kind: "webhook".into(),
+                url: Some("http://127.0.0.1:9/a?b=c".into()),
+                secret: Some("s".into()),
+                timeout: Some(Duration::from_secs(3)),
+                codes: vec!["CHECK_DOWN".into()],
+                min_severity: Some(crate::Severity::Warning),
+                ..ChannelSpec::default()
+            }),
+            Request::RemoveChannel { name: name.clone() },
+            Request::TestChannel { name: name.clone() },
             Request::Events(EventQuery {
                 since: 7,
                 code: Some("FAILOVER".into()),

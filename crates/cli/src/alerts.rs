@@ -1,13 +1,15 @@
 //! `alert …` (PRODUCT.md §3, AL-1…AL-6): the acting server's alerts and their delivery per
-//! channel. Channels (`alert channel …`) are not built yet.
+//! channel, and the channels they go to (AL-4).
 
-use clap::Subcommand;
-use understudy_api::{AlertQuery, Alerts, Request};
+use clap::{Subcommand, ValueEnum};
+use understudy_api::{AlertQuery, Alerts, ChannelSpec, Channels, Request, Severity};
 
-use crate::api::{print_json, Api, Failure};
+use crate::api::{print_done, print_json, Api, Failure};
 use crate::output::{format_time_ms, table};
 use crate::Target;
 
+// Parsed once per run: a variant's size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum AlertCommand {
     /// Alerts, oldest first, with their delivery per channel
@@ -23,11 +25,183 @@ pub enum AlertCommand {
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
     },
+    /// The channels alerts are sent to (AL-4): site configuration, replicated to the STANDBY
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum ChannelCommand {
+    /// Add a channel (refused with the reason when a setting is bad; nothing is stored then)
+    Add {
+        name: String,
+        /// webhook, ntfy, email or command
+        #[arg(long, value_name = "KIND")]
+        kind: String,
+        /// webhook and ntfy: the URL to POST to
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// email: a recipient (repeatable)
+        #[arg(long, value_name = "ADDR")]
+        to: Vec<String>,
+        /// email: the sender (default understudy@localhost)
+        #[arg(long, value_name = "ADDR")]
+        from: Option<String>,
+        /// email: smtp://[USER:PASSWORD@]HOST[:PORT] (STARTTLS), smtps://… (TLS) or
+        /// smtp://HOST:PORT?tls=none
+        #[arg(long, value_name = "URL")]
+        smtp: Option<String>,
+        /// webhook: sign each body, header X-Understudy-Signature: sha256=<hex HMAC-SHA256>
+        #[arg(long, value_name = "S")]
+        secret: Option<String>,
+        /// ntfy: access token
+        #[arg(long, value_name = "T")]
+        token: Option<String>,
+        /// command: the program, then each argument (repeatable); the message JSON on stdin
+        #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+        argv: Vec<String>,
+        /// How long one delivery may take (default 10s)
+        #[arg(long, value_name = "D", value_parser = crate::parse_duration_arg)]
+        timeout: Option<std::time::Duration>,
+        /// Only these codes (e.g. CHECK_DOWN,CHECK_UP)
+        #[arg(long, value_name = "CODE,...", value_delimiter = ',')]
+        codes: Vec<String>,
+        /// Only alerts at least this severe
+        #[arg(long, value_enum, value_name = "SEVERITY")]
+        min_severity: Option<MinSeverity>,
+    },
+    /// List the channels (secrets shown as "set")
+    List {
+        /// Print the admin API's JSON: {channels:[{name, kind, url, to, from, smtp, secret,
+        /// token, argv, timeout, codes, min_severity}]}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a channel
+    Remove { name: String },
+    /// Send a test message to a channel now
+    Test { name: String },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum MinSeverity {
+    Info,
+    Warning,
+    Critical,
+}
+
+async fn channel(api: &Api, cmd: ChannelCommand) -> Result<(), Failure> {
+    match cmd {
+        ChannelCommand::Add {
+            name,
+            kind,
+            url,
+            to,
+            from,
+            smtp,
+            secret,
+            token,
+            argv,
+            timeout,
+            codes,
+            min_severity,
+        } => {
+            let request = Request::PutChannel(ChannelSpec {
+                name: name.clone(),
+                kind,
+                url,
+                to,
+                from,
+                smtp,
+                secret,
+                token,
+                argv,
+                timeout,
+                codes,
+                min_severity: min_severity.map(|s| match s {
+                    MinSeverity::Info => Severity::Info,
+                    MinSeverity::Warning => Severity::Warning,
+                    MinSeverity::Critical => Severity::Critical,
+                }),
+            });
+            // PRODUCT.md §4: bad channel settings are refused (exit 1), not bad usage.
+            let answer = api.request(&request).await.map_err(|f| match f.code {
+                2 => Failure::refused(f.message),
+                _ => f,
+            })?;
+            print_done(answer, &format!("alert channel {name} added"));
+        }
+        ChannelCommand::List { json } => {
+            if json {
+                print_json(&api.request(&Request::Channels).await?);
+                return Ok(());
+            }
+            let answer: Channels = api.fetch(&Request::Channels).await?;
+            let rows: Vec<Vec<String>> = answer
+                .channels
+                .iter()
+                .map(|c| {
+                    let to = match c.kind.as_str() {
+                        "email" => format!(
+                            "{} via {}",
+                            c.to.join(", "),
+                            c.smtp.clone().unwrap_or_default()
+                        ),
+                        "command" => c.argv.join(" "),
+                        _ => c.url.clone().unwrap_or_default(),
+                    };
+                    let mut filter = Vec::new();
+                    if !c.codes.is_empty() {
+                        filter.push(c.codes.join(","));
+                    }
+                    if let Some(s) = c.min_severity {
+                        filter.push(format!(">= {}", format!("{s:?}").to_lowercase()));
+                    }
+                    let secret = match (&c.secret, &c.token) {
+                        (Some(_), _) => "secret set",
+                        (_, Some(_)) => "token set",
+                        _ => "-",
+                    };
+                    vec![
+                        c.name.clone(),
+                        c.kind.clone(),
+                        to,
+                        if filter.is_empty() {
+                            "all".into()
+                        } else {
+                            filter.join(" ")
+                        },
+                        secret.into(),
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                println!("no alert channels");
+            } else {
+                table(&["NAME", "KIND", "TO", "FILTER", "SECRET"], &rows);
+            }
+        }
+        ChannelCommand::Remove { name } => {
+            let answer = api
+                .request(&Request::RemoveChannel { name: name.clone() })
+                .await?;
+            print_done(answer, &format!("alert channel {name} removed"));
+        }
+        ChannelCommand::Test { name } => {
+            let answer = api
+                .request(&Request::TestChannel { name: name.clone() })
+                .await?;
+            print_done(answer, &format!("test message sent to {name}"));
+        }
+    }
+    Ok(())
 }
 
 pub async fn run(target: &Target, cmd: AlertCommand) -> Result<(), Failure> {
     let api = Api::connect(target)?;
     match cmd {
+        AlertCommand::Channel(cmd) => channel(&api, cmd).await,
         AlertCommand::List {
             json,
             pending,

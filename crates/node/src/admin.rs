@@ -203,6 +203,19 @@ pub(crate) async fn answer(shared: &Arc<Shared>, request: Request) -> Answer {
         Request::Records(q) => records(shared, &q),
         Request::Events(q) => events(shared, &q),
         Request::Alerts(q) => alerts(shared, &q),
+        Request::Channels => to_value(crate::alerts::list(&shared.store())),
+        Request::PutChannel(spec) => {
+            may_change_channels(shared)?;
+            done(crate::alerts::add(&mut shared.store(), spec)?)
+        }
+        Request::RemoveChannel { name } => {
+            may_change_channels(shared)?;
+            done(crate::alerts::remove(&mut shared.store(), &name)?)
+        }
+        Request::TestChannel { name } => {
+            let site = shared.config().node.name.clone();
+            done(crate::alerts::test(&shared.store, &site, &name).await?)
+        }
         Request::Cert => match tls::load_or_generate(&shared.data_dir) {
             Ok(c) => to_value(CertInfo {
                 fingerprint: c.fingerprint,
@@ -236,6 +249,20 @@ pub(crate) async fn answer(shared: &Arc<Shared>, request: Request) -> Answer {
             rx.await.unwrap_or_else(|_| Err(stopping()))
         }
     }
+}
+
+/// AL-4: channels are site configuration, changed on the acting server (a STANDBY takes them
+/// from it, HS-3).
+fn may_change_channels(shared: &Shared) -> Result<(), Refusal> {
+    if !shared.config().node.server {
+        return Err(Refusal::conflict("this node has no server role"));
+    }
+    if !*shared.acting.borrow() {
+        return Err(Refusal::conflict(
+            "this server is not the acting server of the site",
+        ));
+    }
+    Ok(())
 }
 
 /// `alert list` (AL-1, AL-5): the outbox as stored, newest `limit` (default 100).

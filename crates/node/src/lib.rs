@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod admin_auth;
+mod alerts;
 mod allowlist;
 pub mod checks;
 pub mod config;

@@ -206,6 +206,9 @@ pub(crate) struct Shared {
     pub peer_pins: PinBook,
     pub events: broadcast::Sender<u64>,
     pub shutdown: watch::Sender<bool>,
+    /// Whether this node is the acting server (ACTIVE, or `failover.mode = off`): the alert
+    /// sender sends only then (AL-5). Set by the core.
+    pub acting: watch::Sender<bool>,
     /// The lease of each pair whose duty this agent holds: a check run after it is not recorded
     /// (CK-3), even if its task has not been stopped yet (a process resumed from SIGSTOP).
     pub leases: Arc<Mutex<HashMap<String, Instant>>>,
@@ -343,13 +346,16 @@ pub(crate) fn record_event_alerting(shared: &Shared, e: &Event, alerting: bool) 
         detail: e.reason.clone(),
         data: json!({ "rule": e.code.rule(), "notify": e.code.notify() }),
     };
+    let mut store = shared.store();
     let alert = (alerting && e.code.notify()).then(|| crate::store::NewAlert {
         id: uuid::Uuid::new_v4().to_string(),
         severity: e.code.severity().as_str().to_string(),
-        // Channels come with AL-4; until then an alert is listed with no delivery.
-        channels: Vec::new(),
+        // AL-4: one delivery per channel whose filter takes it.
+        channels: crate::alerts::channels_for(&store, e.code),
     });
-    match shared.store().event_append_alerting(&row, alert.as_ref()) {
+    let stored = store.event_append_alerting(&row, alert.as_ref());
+    drop(store);
+    match stored {
         Ok(id) => {
             let _ = shared.events.send(id);
         }

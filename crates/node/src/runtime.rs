@@ -235,6 +235,7 @@ impl Node {
         let (check_tx, check_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
         let (shutdown, _) = watch::channel(false);
+        let (acting, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             data_dir: data_dir.clone(),
             config: Arc::new(Mutex::new(config)),
@@ -247,6 +248,7 @@ impl Node {
             peer_pins,
             events,
             shutdown,
+            acting,
             leases: Arc::new(Mutex::new(HashMap::new())),
             check_results: check_tx,
             untrusted: Mutex::new(HashMap::new()),
@@ -261,6 +263,13 @@ impl Node {
         ));
         let core = Core::new(shared.clone())?;
         tokio::spawn(core.run(core_rx));
+        tokio::spawn(crate::alerts::run(crate::alerts::Sender {
+            store: shared.store.clone(),
+            config: shared.config.clone(),
+            events: shared.events.clone(),
+            acting: shared.acting.subscribe(),
+            shutdown: shared.shutdown.subscribe(),
+        }));
         let server_config = tls::server_config(shared.identity.clone())?;
         let nofile = crate::limits::raise_nofile();
         let limits = crate::limits::ConnLimits::new(
@@ -1032,6 +1041,9 @@ impl Core {
             let mut progressed = false;
             // AL-1: the acting server alerts, for its own events and its local agent's.
             let alerting = self.server.as_ref().is_some_and(|s| s.engine.is_acting());
+            self.shared
+                .acting
+                .send_if_modified(|a| std::mem::replace(a, alerting) != alerting);
             if let Some(a) = &mut self.agent {
                 while let Some(e) = a.engine.poll_event() {
                     record_event_alerting(&self.shared, &e, alerting);

@@ -118,6 +118,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE agents ADD COLUMN home INTEGER CHECK (home IN (0, 1));
     ALTER TABLE agents ADD COLUMN announced TEXT;
     "#,
+    // 5: AL-4, alert channels: site configuration (replicated with it, HS-3). A channel's
+    // document holds its secrets; the store file is 0600 and views show them as "set".
+    r#"
+    CREATE TABLE channels (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+    "#,
 ];
 
 /// AL-5: when the next attempt of a delivery that failed `attempts` times is due: 1 s after the
@@ -417,6 +422,9 @@ pub struct SiteSnapshot {
     pub pairs: BTreeMap<String, Value>,
     pub checks: BTreeMap<String, Value>,
     pub settings: BTreeMap<String, Value>,
+    /// AL-4's alert channels (absent from an older peer's snapshot).
+    #[serde(default)]
+    pub channels: BTreeMap<String, Value>,
 }
 
 pub struct Store {
@@ -447,6 +455,7 @@ enum DocTable {
     Pairs,
     Checks,
     Settings,
+    Channels,
 }
 
 impl DocTable {
@@ -455,6 +464,7 @@ impl DocTable {
             DocTable::Pairs => "SELECT name, doc FROM pairs ORDER BY name",
             DocTable::Checks => "SELECT name, doc FROM checks ORDER BY name",
             DocTable::Settings => "SELECT key, value FROM settings ORDER BY key",
+            DocTable::Channels => "SELECT name, doc FROM channels ORDER BY name",
         }
     }
     fn select_one(self) -> &'static str {
@@ -462,6 +472,7 @@ impl DocTable {
             DocTable::Pairs => "SELECT doc FROM pairs WHERE name = ?1",
             DocTable::Checks => "SELECT doc FROM checks WHERE name = ?1",
             DocTable::Settings => "SELECT value FROM settings WHERE key = ?1",
+            DocTable::Channels => "SELECT doc FROM channels WHERE name = ?1",
         }
     }
     fn upsert(self) -> &'static str {
@@ -475,6 +486,9 @@ impl DocTable {
             DocTable::Settings => {
                 "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2"
             }
+            DocTable::Channels => {
+                "INSERT INTO channels (name, doc) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET doc = ?2"
+            }
         }
     }
     fn delete(self) -> &'static str {
@@ -482,6 +496,7 @@ impl DocTable {
             DocTable::Pairs => "DELETE FROM pairs WHERE name = ?1",
             DocTable::Checks => "DELETE FROM checks WHERE name = ?1",
             DocTable::Settings => "DELETE FROM settings WHERE key = ?1",
+            DocTable::Channels => "DELETE FROM channels WHERE name = ?1",
         }
     }
     fn what(self) -> &'static str {
@@ -489,6 +504,7 @@ impl DocTable {
             DocTable::Pairs => "a pair",
             DocTable::Checks => "a check",
             DocTable::Settings => "a setting",
+            DocTable::Channels => "an alert channel",
         }
     }
 }
@@ -1511,6 +1527,29 @@ impl Store {
         self.doc_remove(DocTable::Settings, key)
     }
 
+    /// AL-4: adds an alert channel; a name already in use is refused with
+    /// [`StoreError::Conflict`] and nothing changes.
+    pub fn channel_add(&mut self, name: &str, doc: &Value) -> Result<u64> {
+        const DOING: &str = "adding an alert channel";
+        let text = doc.to_string();
+        let version = self.site_change(DOING, |tx| {
+            tx.execute(
+                "INSERT INTO channels (name, doc) VALUES (?1, ?2)",
+                params![name, text],
+            )
+        })?;
+        self.always_changed(version, DOING)
+    }
+    pub fn channel_get(&self, name: &str) -> Result<Option<Value>> {
+        self.doc_get(DocTable::Channels, name)
+    }
+    pub fn channels_list(&self) -> Result<BTreeMap<String, Value>> {
+        self.doc_list(DocTable::Channels)
+    }
+    pub fn channel_remove(&mut self, name: &str) -> Result<Option<u64>> {
+        self.doc_remove(DocTable::Channels, name)
+    }
+
     /// The whole site configuration, read in one transaction so it is consistent with `version`.
     pub fn site_snapshot(&self) -> Result<SiteSnapshot> {
         const DOING: &str = "reading the site configuration";
@@ -1525,6 +1564,7 @@ impl Store {
             pairs: self.doc_list(DocTable::Pairs)?,
             checks: self.doc_list(DocTable::Checks)?,
             settings: self.doc_list(DocTable::Settings)?,
+            channels: self.doc_list(DocTable::Channels)?,
         };
         tx.finish().map_err(|e| self.err(DOING, e))?;
         Ok(snapshot)
@@ -1538,7 +1578,8 @@ impl Store {
         let err = |e| StoreError::sqlite(&path, DOING, e);
         let tx = self.begin(DOING)?;
         tx.execute_batch(
-            "DELETE FROM agents; DELETE FROM pairs; DELETE FROM checks; DELETE FROM settings;",
+            "DELETE FROM agents; DELETE FROM pairs; DELETE FROM checks; DELETE FROM settings;
+             DELETE FROM channels;",
         )
         .map_err(err)?;
         for a in &snapshot.agents {
@@ -1561,6 +1602,7 @@ impl Store {
             (DocTable::Pairs, &snapshot.pairs),
             (DocTable::Checks, &snapshot.checks),
             (DocTable::Settings, &snapshot.settings),
+            (DocTable::Channels, &snapshot.channels),
         ] {
             for (name, doc) in docs {
                 tx.execute(table.upsert(), params![name, doc.to_string()])
@@ -1950,6 +1992,35 @@ mod tests {
         let merged = b.events_list(0, None, 100).expect("list");
         assert_eq!(merged.len(), 3);
         assert_eq!(merged[1].origin, "node-a");
+    }
+
+    #[test]
+    fn al4_channels_are_site_configuration_replicated_and_a_second_channel_of_a_name_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        let hook = json!({"kind": "webhook", "url": "http://127.0.0.1:9/", "secret": "k"});
+        assert_eq!(s.channel_add("hook", &hook).expect("add"), 1);
+        assert!(matches!(
+            s.channel_add("hook", &json!({"kind": "ntfy"})),
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(s.site_version().expect("version"), 1, "nothing changed");
+        assert_eq!(s.channel_get("hook").expect("get"), Some(hook.clone()));
+        let snap = s.site_snapshot().expect("snapshot");
+        assert_eq!(snap.channels["hook"], hook);
+        // A STANDBY takes them with the rest of the site; a snapshot from an older peer
+        // (no `channels`) leaves none.
+        let other = tempfile::tempdir().expect("tempdir");
+        let mut standby = Store::open(&other.path().join(STORE_FILE), "node-b").expect("open");
+        standby.site_replace(&snap).expect("replace");
+        assert_eq!(standby.channels_list().expect("list")["hook"], hook);
+        let mut old = serde_json::to_value(&snap).expect("ser");
+        old.as_object_mut().expect("object").remove("channels");
+        let old: SiteSnapshot = serde_json::from_value(old).expect("de");
+        standby.site_replace(&old).expect("replace");
+        assert!(standby.channels_list().expect("list").is_empty());
+        assert_eq!(s.channel_remove("hook").expect("remove"), Some(2));
+        assert_eq!(s.channel_remove("hook").expect("remove"), None);
     }
 
     #[test]

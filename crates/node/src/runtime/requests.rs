@@ -82,6 +82,10 @@ pub(crate) fn core_request(core: &mut Core, now: Instant, request: Request) -> A
         // Answered at the edge (admin::answer); never sent to the core.
         Request::Records(_)
         | Request::Alerts(_)
+        | Request::Channels
+        | Request::PutChannel(_)
+        | Request::RemoveChannel { .. }
+        | Request::TestChannel { .. }
         | Request::Events(_)
         | Request::Cert
         | Request::GenerateCert(_)
