@@ -621,3 +621,75 @@ fn al4_email_through_a_real_smtp_server_and_a_command_with_json_on_stdin_and_a_h
         "{hang}"
     );
 }
+
+/// AL-5 (issue 15 test d): the ACTIVE is SIGKILLed while an alert waits behind a failing
+/// receiver. The STANDBY replicated the outbox and its marks; promoted, it delivers the alert
+/// under the same id. Copies the receiver accepted are counted: only one may arrive, since every
+/// copy before the kill was refused.
+#[test]
+fn al5_a_promoted_standby_delivers_the_alert_the_killed_active_had_not_delivered() {
+    let site = Site::new(221);
+    let token = format!("server.enroll_token={ENROLL_TOKEN}");
+    let agent_token = format!("agent.enroll_token={ENROLL_TOKEN}");
+    let sets = [&[&token[..], "alert.group_wait=0s"][..], FAST_SERVER].concat();
+    let (mut s1, mut s2) = site.hot_standby(&sets, None);
+    let mut a1 = site.agent(
+        "a1",
+        &[&s1, &s2],
+        &[&[&agent_token[..]][..], FAST_AGENT].concat(),
+    );
+    s1.start();
+    s1.wait_failover_state("active");
+    s2.start();
+    s2.wait_failover_state("standby");
+    a1.start();
+    a1.wait_link("home", Some(&s1));
+    let hook = Receiver::start(&site, 503);
+    s1.cli_ok(&[
+        "alert",
+        "channel",
+        "add",
+        "hook",
+        "--kind",
+        "webhook",
+        "--url",
+        &hook.url(),
+        "--codes",
+        "CHECK_DOWN",
+    ]);
+    closed_port_check(&s1, "db-ping", &site.addr(), "2");
+    let id = wait_ok(WAIT, "the alert refused twice on s1", || {
+        let a = alert_of(&s1, "CHECK_DOWN", "db-ping").ok_or("no alert".to_string())?;
+        match a["deliveries"][0]["attempts"].as_u64() {
+            Some(n) if n >= 2 => Ok(a["id"].as_str().unwrap_or_default().to_string()),
+            _ => Err(format!("{a}")),
+        }
+    });
+    wait_ok(WAIT, "the alert and its marks replicated to s2", || {
+        let a = alert_of(&s2, "CHECK_DOWN", "db-ping").ok_or("not replicated".to_string())?;
+        let d = &a["deliveries"][0];
+        (a["id"] == id.as_str() && d["state"] == "pending" && d["attempts"].as_u64() >= Some(1))
+            .then_some(())
+            .ok_or(format!("{a}"))
+    });
+    s1.kill9();
+    hook.answer.store(200, Ordering::SeqCst);
+    s2.wait_failover_state("active");
+    wait_ok(WAIT, "the alert delivered by s2", || {
+        alert_of(&s2, "CHECK_DOWN", "db-ping")
+            .filter(|a| a["id"] == id.as_str() && a["deliveries"][0]["state"] == "sent")
+            .map(|_| ())
+            .ok_or("not yet".to_string())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let got = hook.got();
+    let accepted = got
+        .iter()
+        .filter(|g| g.answered == 200 && g.alert_ids().contains(&id))
+        .count();
+    let refused = got.iter().filter(|g| g.answered != 200).count();
+    eprintln!(
+        "alert {id}: {refused} refused deliveries before the kill, {accepted} accepted after"
+    );
+    assert_eq!(accepted, 1, "delivered once by its id: {got:?}");
+}

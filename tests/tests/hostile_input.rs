@@ -294,6 +294,7 @@ fn bad_input_client_without_a_certificate_is_refused() {
             site_version: 0,
             records_after: 0,
             events_after: 0,
+            outbox_after: 0,
         },
         records(1, 5),
     ] {
@@ -939,6 +940,7 @@ fn bad_input_hostile_peer_replies_and_merges_are_refused_whole() {
         site: None,
         records,
         events: Vec::new(),
+        outbox: Vec::new(),
     };
     let polls = Arc::new(AtomicUsize::new(0));
     let counter = polls.clone();

@@ -208,6 +208,7 @@ fn security_a_pinned_certificate_that_is_not_the_peers_cannot_poll_merge_or_rota
         site_version: 0,
         records_after: 0,
         events_after: 0,
+        outbox_after: 0,
     };
     let answer = ask(&s, &other, &poll);
     assert!(
@@ -308,6 +309,7 @@ fn security_an_active_server_does_not_apply_a_site_snapshot_from_a_poll_reply() 
             site: Some(snapshot),
             records: Vec::new(),
             events: Vec::new(),
+            outbox: Vec::new(),
         })
     });
     s.start();

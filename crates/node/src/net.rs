@@ -356,6 +356,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             site_version,
             records_after,
             events_after,
+            outbox_after,
         } => {
             if !is_peer(&shared, &fingerprint) {
                 return refuse_not_peer(&mut wr, remote, &fingerprint, "a peer poll").await;
@@ -393,11 +394,18 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 } else {
                     Vec::new()
                 };
+                // AL-5: the outbox and its delivery marks.
+                let outbox = if replicate && acting {
+                    store.outbox_since(outbox_after, 500).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
                 ToAgent::PeerReply {
                     state,
                     site,
                     records,
                     events,
+                    outbox,
                 }
             };
             reply(&mut wr, &answer).await;
@@ -1057,7 +1065,7 @@ pub(crate) async fn peer_poll(
 ) {
     let answer = async {
         let started = Instant::now();
-        let (records_after, events_after, site_version) = {
+        let (records_after, events_after, outbox_after, site_version) = {
             let store = shared.store();
             let get = |k: &str| {
                 store
@@ -1070,6 +1078,7 @@ pub(crate) async fn peer_poll(
             (
                 get("peer.records_after"),
                 get("peer.events_after"),
+                get("peer.outbox_after"),
                 store.site_version().unwrap_or(0),
             )
         };
@@ -1090,6 +1099,7 @@ pub(crate) async fn peer_poll(
                 site_version,
                 records_after,
                 events_after,
+                outbox_after,
             },
         )
         .await
@@ -1112,6 +1122,7 @@ pub(crate) async fn peer_poll(
             site,
             records,
             events,
+            outbox,
         }) = reply
         else {
             let why = format!("refused a reply from the peer: unexpected answer {reply:?}");
@@ -1127,7 +1138,9 @@ pub(crate) async fn peer_poll(
         }
         if replicate {
             apply_replication(&shared, &records, &events);
-        } else if site.is_some() || !records.is_empty() || !events.is_empty() {
+            apply_outbox(&shared, &outbox);
+        } else if site.is_some() || !records.is_empty() || !events.is_empty() || !outbox.is_empty()
+        {
             tracing::warn!(
                 "ignored replicated data in a peer reply to a status-only poll (this node acts)"
             );
@@ -1259,6 +1272,21 @@ fn apply_replication(
             }
             Err(e) => tracing::error!("replicating events: {e}"),
         }
+    }
+}
+
+/// AL-5: the acting server's outbox and marks, so that a promoted STANDBY sends what was not
+/// yet done and nothing that was.
+fn apply_outbox(shared: &Shared, outbox: &[crate::store::OutboxRow]) {
+    let Some(last) = outbox.iter().map(|r| r.rev).max() else {
+        return;
+    };
+    let mut store = shared.store();
+    match store.outbox_merge(outbox) {
+        Ok(_) => {
+            let _ = store.state_set("peer.outbox_after", &json!(last));
+        }
+        Err(e) => tracing::error!("replicating the alert outbox: {e}"),
     }
 }
 

@@ -179,6 +179,24 @@ pub struct DueDelivery {
     pub sentence: String,
 }
 
+/// One delivery with its alert, as the STANDBY replicates the outbox and its marks (AL-5), in
+/// the order of the acting server's `rev`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxRow {
+    pub rev: u64,
+    pub alert_id: String,
+    pub time_ms: i64,
+    pub code: String,
+    pub severity: String,
+    pub subject: String,
+    pub sentence: String,
+    pub channel: String,
+    pub state: String,
+    pub attempts: u32,
+    pub next_ms: i64,
+    pub last_error: Option<String>,
+}
+
 /// What became of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryState {
@@ -1179,6 +1197,90 @@ impl Store {
         Ok(state)
     }
 
+    /// AL-5: the deliveries changed after `after` (this store's `rev`), oldest change first: what
+    /// a STANDBY replicates.
+    pub fn outbox_since(&self, after: u64, limit: usize) -> Result<Vec<OutboxRow>> {
+        const DOING: &str = "reading the outbox for the peer";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT d.rev, a.id, a.time_ms, a.code, a.severity, a.subject, a.sentence,
+                        d.channel, d.state, d.attempts, d.next_ms, d.last_error
+                   FROM deliveries d JOIN alerts a ON a.id = d.alert_id
+                  WHERE d.rev > ?1 ORDER BY d.rev LIMIT ?2",
+            )
+            .map_err(|e| self.err(DOING, e))?;
+        let rows = stmt
+            .query_map(params![to_i64(after), to_i64(limit as u64)], |r| {
+                Ok(OutboxRow {
+                    rev: to_u64(r.get(0)?),
+                    alert_id: r.get(1)?,
+                    time_ms: r.get(2)?,
+                    code: r.get(3)?,
+                    severity: r.get(4)?,
+                    subject: r.get(5)?,
+                    sentence: r.get(6)?,
+                    channel: r.get(7)?,
+                    state: r.get(8)?,
+                    attempts: r.get(9)?,
+                    next_ms: r.get(10)?,
+                    last_error: r.get(11)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(DOING, e))?;
+        Ok(rows)
+    }
+
+    /// AL-5: a STANDBY takes the acting server's outbox rows: each alert once, each delivery's
+    /// state as the acting server marked it. A delivery this store already holds as sent or
+    /// failed stays so (a mark never goes back to pending). Returns the rows that changed.
+    pub fn outbox_merge(&mut self, rows: &[OutboxRow]) -> Result<usize> {
+        const DOING: &str = "merging the replicated outbox";
+        let path = self.path.clone();
+        let err = |e| StoreError::sqlite(&path, DOING, e);
+        let tx = self.begin(DOING)?;
+        let mut rev = counter(&tx, OUTBOX_REV).map_err(err)?;
+        let mut changed = 0;
+        for r in rows {
+            // The replicated event came in the same poll or an earlier one: the alert sorts
+            // after it, among this store's events.
+            tx.execute(
+                "INSERT OR IGNORE INTO alerts (id, event_id, time_ms, code, severity, subject, sentence)
+                 VALUES (?1, (SELECT COALESCE(MAX(id), 0) FROM events), ?2, ?3, ?4, ?5, ?6)",
+                params![r.alert_id, r.time_ms, r.code, r.severity, r.subject, r.sentence],
+            )
+            .map_err(err)?;
+            let n = tx
+                .execute(
+                    "INSERT INTO deliveries (alert_id, channel, state, attempts, next_ms, last_error, rev)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (alert_id, channel) DO UPDATE
+                        SET state = excluded.state, attempts = excluded.attempts,
+                            next_ms = excluded.next_ms, last_error = excluded.last_error,
+                            rev = excluded.rev
+                      WHERE deliveries.state = 'pending'",
+                    params![
+                        r.alert_id,
+                        r.channel,
+                        r.state,
+                        r.attempts,
+                        r.next_ms,
+                        r.last_error,
+                        to_i64(rev + 1)
+                    ],
+                )
+                .map_err(err)?;
+            if n > 0 {
+                rev += 1;
+                changed += n;
+            }
+        }
+        set_counter(&tx, OUTBOX_REV, rev).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(changed)
+    }
+
     /// The newest `limit` alerts, oldest first, each with its deliveries; with `pending`, only
     /// alerts with a delivery still pending.
     pub fn alerts_list(&self, limit: usize, pending: bool) -> Result<Vec<AlertRow>> {
@@ -1702,6 +1804,49 @@ mod tests {
             detail: "db-ping failed 3 times in a row: connection refused".into(),
             data: json!({}),
         }
+    }
+
+    #[test]
+    fn al5_a_standby_takes_the_outbox_and_its_marks_and_a_mark_never_goes_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut active = open(dir.path());
+        let alert = NewAlert {
+            id: "a-1".into(),
+            severity: "critical".into(),
+            channels: vec!["hook".into(), "mail".into()],
+        };
+        active
+            .event_append_alerting(&event("CHECK_DOWN", 1000), Some(&alert))
+            .expect("append");
+        let other = tempfile::tempdir().expect("tempdir");
+        let mut standby = Store::open(&other.path().join(STORE_FILE), "node-b").expect("open");
+        let rows = active.outbox_since(0, 100).expect("since");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(standby.outbox_merge(&rows).expect("merge"), 2);
+        assert_eq!(standby.deliveries_due(1000, 10).expect("due").len(), 2);
+        // The ACTIVE sends to hook; the STANDBY learns it from the rows after its cursor.
+        let cursor = rows.iter().map(|r| r.rev).max().expect("rev");
+        active
+            .delivery_mark("a-1", "hook", Ok(()), 1500, 60_000)
+            .expect("mark");
+        let rows = active.outbox_since(cursor, 100).expect("since");
+        assert_eq!(rows.len(), 1);
+        standby.outbox_merge(&rows).expect("merge");
+        let due = standby.deliveries_due(2000, 10).expect("due");
+        let channels: Vec<&str> = due.iter().map(|d| d.channel.as_str()).collect();
+        assert_eq!(
+            channels,
+            ["mail"],
+            "promoted, it would send only what was not done"
+        );
+        // An older copy (pending) never undoes a mark.
+        let stale = active.outbox_since(0, 100).expect("since");
+        let mut stale: Vec<OutboxRow> = stale.into_iter().filter(|r| r.channel == "hook").collect();
+        stale[0].state = "pending".into();
+        assert_eq!(standby.outbox_merge(&stale).expect("merge"), 0);
+        assert_eq!(standby.deliveries_due(2000, 10).expect("due").len(), 1);
+        let listed = standby.alerts_list(10, false).expect("list");
+        assert_eq!(listed[0].deliveries[0].state, "sent");
     }
 
     #[test]

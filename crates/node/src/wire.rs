@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use understudy_engine::{PairEpoch, PairView};
 
-use crate::store::{Record, SiteSnapshot, StoredEvent, StoredRecord};
+use crate::store::{OutboxRow, Record, SiteSnapshot, StoredEvent, StoredRecord};
 
 /// A pair epoch on the wire: (server epoch, pair counter).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -126,6 +126,9 @@ pub enum ToServer {
         site_version: u64,
         records_after: u64,
         events_after: u64,
+        /// AL-5: the outbox rows after this `rev` of the peer's (absent from an older peer).
+        #[serde(default)]
+        outbox_after: u64,
     },
     /// CT-2: the peer's certificate is about to change; sent over the old one, so it is trusted.
     PeerCertRotated {
@@ -202,6 +205,9 @@ pub enum ToAgent {
         site: Option<SiteSnapshot>,
         records: Vec<StoredRecord>,
         events: Vec<StoredEvent>,
+        /// AL-5: the outbox and its delivery marks, for a STANDBY.
+        #[serde(default)]
+        outbox: Vec<OutboxRow>,
     },
     MergeDone {
         inserted: usize,
