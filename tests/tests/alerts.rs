@@ -473,13 +473,15 @@ fn al5_a_webhook_gets_check_down_signed_retried_while_it_answers_503_and_accepte
     assert!(!s.log_text().contains(secret));
 }
 
-/// AL-6 (issue 15 test b): ten checks going down together reach a channel as one message that
-/// says how many.
+/// AL-6 (issue 15 test b): ten checks going down together reach each channel as one message
+/// that says how many: a webhook, and an ntfy topic with its headers (Title, Priority, Tags,
+/// X-Understudy-Alert with every alert id, the access token).
 #[test]
-fn al6_ten_checks_down_within_group_wait_are_one_message() {
+fn al6_ten_checks_down_within_group_wait_are_one_message_per_channel() {
     let site = Site::new(219);
     let (s, _a1) = server_and_agent(&site, &["alert.group_wait=5s"]);
     let hook = Receiver::start(&site, 200);
+    let topic = Receiver::start(&site, 200);
     s.cli_ok(&[
         "alert",
         "channel",
@@ -491,6 +493,21 @@ fn al6_ten_checks_down_within_group_wait_are_one_message() {
         &hook.url(),
         "--codes",
         "CHECK_DOWN",
+    ]);
+    let topic_url = format!("http://{}/understudy-alerts", topic.addr);
+    s.cli_ok(&[
+        "alert",
+        "channel",
+        "add",
+        "phone",
+        "--kind",
+        "ntfy",
+        "--url",
+        &topic_url,
+        "--access-token",
+        "tk_ntfy219",
+        "--min-severity",
+        "critical",
     ]);
     for i in 0..10 {
         closed_port_check(&s, &format!("c{i}"), &site.addr(), "1");
@@ -506,6 +523,30 @@ fn al6_ten_checks_down_within_group_wait_are_one_message() {
     let body = got[0].json();
     assert_eq!(body["title"], "10 alerts: 10 CHECK_DOWN", "{body}");
     assert_eq!(body["text"].as_str().map(|t| t.lines().count()), Some(10));
+    let mut ids = got[0].alert_ids();
+    ids.sort();
+    let pushed = wait_ok(WAIT, "the ntfy message", || {
+        topic
+            .got()
+            .first()
+            .cloned()
+            .ok_or("nothing yet".to_string())
+    });
+    assert_eq!(topic.got().len(), 1, "one message: {:?}", topic.got());
+    assert_eq!(pushed.header("title"), Some("10 alerts: 10 CHECK_DOWN"));
+    assert_eq!(pushed.header("priority"), Some("5"));
+    assert_eq!(pushed.header("tags"), Some("rotating_light,check_down"));
+    assert_eq!(pushed.header("authorization"), Some("Bearer tk_ntfy219"));
+    let mut pushed_ids: Vec<String> = pushed
+        .header("x-understudy-alert")
+        .unwrap_or_default()
+        .split(',')
+        .map(String::from)
+        .collect();
+    pushed_ids.sort();
+    assert_eq!(pushed_ids, ids, "the same alerts, by id");
+    let text = String::from_utf8_lossy(&pushed.body);
+    assert_eq!(text.lines().count(), 10, "{text}");
 }
 
 /// A child process killed when the test ends.
@@ -692,4 +733,64 @@ fn al5_a_promoted_standby_delivers_the_alert_the_killed_active_had_not_delivered
         "alert {id}: {refused} refused deliveries before the kill, {accepted} accepted after"
     );
     assert_eq!(accepted, 1, "delivered once by its id: {got:?}");
+}
+
+/// AL-5: a channel whose receiver keeps refusing is given up after `alert.give_up_after`; then
+/// DELIVERY_FAILED goes to the other channels (not to the failing one). `channel test` sends a
+/// test message now, and says why when the receiver refuses it.
+#[test]
+fn al5_a_delivery_given_up_raises_delivery_failed_on_the_other_channels_and_channel_test_says_why()
+{
+    let site = Site::new(222);
+    let (s, _a1) = server_and_agent(&site, &["alert.group_wait=0s", "alert.give_up_after=3s"]);
+    let dead = Receiver::start(&site, 503);
+    let ok = Receiver::start(&site, 200);
+    for (name, r) in [("dead", &dead), ("ok", &ok)] {
+        s.cli_ok(&[
+            "alert",
+            "channel",
+            "add",
+            name,
+            "--kind",
+            "webhook",
+            "--url",
+            &r.url(),
+        ]);
+    }
+    let out = s.cli(&["alert", "channel", "test", "dead"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("alert channel dead: HTTP 503"), "{err}");
+    s.cli_ok(&["alert", "channel", "test", "ok"]);
+    let test = ok.got();
+    assert_eq!(test.len(), 1, "{test:?}");
+    assert_eq!(test[0].json()["alerts"][0]["code"], "TEST");
+
+    closed_port_check(&s, "db-ping", &site.addr(), "1");
+    let failed = s.wait_event("DELIVERY_FAILED", |e| e["subject"] == "dead");
+    let down = alert_of(&s, "CHECK_DOWN", "db-ping").expect("the CHECK_DOWN alert");
+    let dead_delivery = down["deliveries"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["channel"] == "dead").cloned())
+        .expect("the delivery to dead");
+    assert_eq!(dead_delivery["state"], "failed", "{down}");
+    assert!(
+        failed["sentence"]
+            .as_str()
+            .is_some_and(|t| t.contains("HTTP 503")),
+        "{failed}"
+    );
+    let told = alert_of(&s, "DELIVERY_FAILED", "dead").expect("DELIVERY_FAILED alerts");
+    let channels: Vec<&str> = told["deliveries"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|d| d["channel"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(channels, ["ok"], "only the other channels: {told}");
+    wait_ok(WAIT, "DELIVERY_FAILED delivered to ok", || {
+        ok.got()
+            .iter()
+            .any(|g| g.json()["alerts"][0]["code"] == "DELIVERY_FAILED")
+            .then_some(())
+            .ok_or(format!("{:?}", ok.got()))
+    });
 }

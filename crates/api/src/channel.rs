@@ -227,7 +227,7 @@ pub fn parse_http_url(url: &str) -> Result<(bool, String, u16, String), String> 
     };
     if authority.contains('@') {
         return Err(bad(
-            "a login in the URL is not supported (use --secret or --token)",
+            "a login in the URL is not supported (use --secret or --access-token)",
         ));
     }
     if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
@@ -317,7 +317,7 @@ impl ChannelSpec {
                 unwanted("smtp", self.smtp.is_some())?;
                 unwanted("argv", !self.argv.is_empty())?;
                 if self.kind == "webhook" {
-                    unwanted("token", self.token.is_some())?;
+                    unwanted("access-token", self.token.is_some())?;
                 } else {
                     unwanted("secret", self.secret.is_some())?;
                 }
@@ -337,7 +337,7 @@ impl ChannelSpec {
                 SmtpUrl::parse(smtp).map_err(refuse)?;
                 unwanted("url", self.url.is_some())?;
                 unwanted("secret", self.secret.is_some())?;
-                unwanted("token", self.token.is_some())?;
+                unwanted("access-token", self.token.is_some())?;
                 unwanted("argv", !self.argv.is_empty())?;
             }
             "command" => {
@@ -350,7 +350,7 @@ impl ChannelSpec {
                 unwanted("to", !self.to.is_empty())?;
                 unwanted("smtp", self.smtp.is_some())?;
                 unwanted("secret", self.secret.is_some())?;
-                unwanted("token", self.token.is_some())?;
+                unwanted("access-token", self.token.is_some())?;
             }
             "" => {
                 return Err(refuse(

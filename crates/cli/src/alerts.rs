@@ -55,8 +55,8 @@ pub enum ChannelCommand {
         /// webhook: sign each body, header X-Understudy-Signature: sha256=<hex HMAC-SHA256>
         #[arg(long, value_name = "S")]
         secret: Option<String>,
-        /// ntfy: access token
-        #[arg(long, value_name = "T")]
+        /// ntfy: access token (not `--token`: that is every command's admin token for --node)
+        #[arg(id = "access_token", long = "access-token", value_name = "T")]
         token: Option<String>,
         /// command: the program, then each argument (repeatable); the message JSON on stdin
         #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
