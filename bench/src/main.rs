@@ -5,6 +5,7 @@
 //! Timings are measured here and written down; nothing asserts on them.
 
 mod abuse;
+mod alerts;
 mod checkgap;
 mod checks;
 mod homecomplete;
@@ -74,6 +75,8 @@ enum Cmd {
     HomeComplete(homecomplete::Opts),
     /// A server with agents delivering while strangers hold idle and slow-handshake connections.
     Abuse(abuse::Opts),
+    /// Alerts (issue 15): event → webhook latency, and messages for many checks down at once.
+    Alerts(alerts::Opts),
     /// Everything, then rewrite BENCHMARKS.md.
     All(AllOpts),
 }
@@ -207,6 +210,7 @@ fn main() {
             Cmd::CheckGap(o) => vec![checkgap::run(&env, &o, &stamp(&command)).await],
             Cmd::HomeComplete(o) => vec![homecomplete::run(&env, &o, &stamp(&command)).await],
             Cmd::Abuse(o) => vec![abuse::run(&env, &o, &stamp(&command)).await],
+            Cmd::Alerts(o) => vec![alerts::run(&env, &o, &stamp(&command)).await],
             Cmd::All(a) => {
                 write = true;
                 let want = |k: &str| a.only.is_empty() || a.only.iter().any(|o| o == k);
@@ -312,6 +316,16 @@ fn main() {
                             &env,
                             &homecomplete::Opts::for_all(q),
                             &stamp(&format!("{command} (homecomplete)")),
+                        )
+                        .await,
+                    );
+                }
+                if want("alerts") {
+                    push(
+                        alerts::run(
+                            &env,
+                            &alerts::Opts::for_all(q),
+                            &stamp(&format!("{command} (alerts)")),
                         )
                         .await,
                     );

@@ -25,8 +25,9 @@ use understudy_engine::EventCode;
 use crate::config::Config;
 use crate::store::{DeliveryState, DueDelivery, EventRow, NewAlert, Store, StoreError};
 
-/// At most this many alerts go in one message; more wait for the next one.
-const MAX_PER_MESSAGE: usize = 500;
+/// At most this many alerts go in one message (a webhook body of about 250 KiB); more go in the
+/// next one.
+const MAX_PER_MESSAGE: usize = 1000;
 /// A message's text lists at most this many alerts, then "and N more" (AL-6).
 const LISTED: usize = 20;
 /// How often the sender looks at the outbox when nothing woke it.
