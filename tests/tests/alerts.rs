@@ -238,6 +238,16 @@ impl Receiver {
     }
 }
 
+/// `alert channel add NAME --kind webhook --url <the receiver's> EXTRA…`.
+fn add_webhook(server: &Node, name: &str, to: &Receiver, extra: &[&str]) {
+    let url = to.url();
+    let mut args = vec![
+        "alert", "channel", "add", name, "--kind", "webhook", "--url", &url,
+    ];
+    args.extend_from_slice(extra);
+    server.cli_ok(&args);
+}
+
 /// `hex HMAC-SHA256(key, body)` as `X-Understudy-Signature` carries it.
 fn hmac_sha256(key: &str, body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_bytes());
@@ -404,20 +414,12 @@ fn al5_a_webhook_gets_check_down_signed_retried_while_it_answers_503_and_accepte
     let (s, _a1) = server_and_agent(&site, &["alert.group_wait=0s"]);
     let hook = Receiver::start(&site, 503);
     let secret = "hook-key-218";
-    s.cli_ok(&[
-        "alert",
-        "channel",
-        "add",
+    add_webhook(
+        &s,
         "hook",
-        "--kind",
-        "webhook",
-        "--url",
-        &hook.url(),
-        "--secret",
-        secret,
-        "--codes",
-        "CHECK_DOWN",
-    ]);
+        &hook,
+        &["--secret", secret, "--codes", "CHECK_DOWN"],
+    );
     closed_port_check(&s, "db-ping", &site.addr(), "2");
     wait_ok(WAIT, "three refused deliveries", || {
         let got = hook.got();
@@ -482,18 +484,7 @@ fn al6_ten_checks_down_within_group_wait_are_one_message_per_channel() {
     let (s, _a1) = server_and_agent(&site, &["alert.group_wait=5s"]);
     let hook = Receiver::start(&site, 200);
     let topic = Receiver::start(&site, 200);
-    s.cli_ok(&[
-        "alert",
-        "channel",
-        "add",
-        "hook",
-        "--kind",
-        "webhook",
-        "--url",
-        &hook.url(),
-        "--codes",
-        "CHECK_DOWN",
-    ]);
+    add_webhook(&s, "hook", &hook, &["--codes", "CHECK_DOWN"]);
     let topic_url = format!("http://{}/understudy-alerts", topic.addr);
     s.cli_ok(&[
         "alert",
@@ -686,18 +677,7 @@ fn al5_a_promoted_standby_delivers_the_alert_the_killed_active_had_not_delivered
     a1.start();
     a1.wait_link("home", Some(&s1));
     let hook = Receiver::start(&site, 503);
-    s1.cli_ok(&[
-        "alert",
-        "channel",
-        "add",
-        "hook",
-        "--kind",
-        "webhook",
-        "--url",
-        &hook.url(),
-        "--codes",
-        "CHECK_DOWN",
-    ]);
+    add_webhook(&s1, "hook", &hook, &["--codes", "CHECK_DOWN"]);
     closed_port_check(&s1, "db-ping", &site.addr(), "2");
     let id = wait_ok(WAIT, "the alert refused twice on s1", || {
         let a = alert_of(&s1, "CHECK_DOWN", "db-ping").ok_or("no alert".to_string())?;
@@ -746,16 +726,7 @@ fn al5_a_delivery_given_up_raises_delivery_failed_on_the_other_channels_and_chan
     let dead = Receiver::start(&site, 503);
     let ok = Receiver::start(&site, 200);
     for (name, r) in [("dead", &dead), ("ok", &ok)] {
-        s.cli_ok(&[
-            "alert",
-            "channel",
-            "add",
-            name,
-            "--kind",
-            "webhook",
-            "--url",
-            &r.url(),
-        ]);
+        add_webhook(&s, name, r, &[]);
     }
     let out = s.cli(&["alert", "channel", "test", "dead"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
