@@ -202,7 +202,10 @@ async fn demo(args: &DemoArgs) -> Result<(), Failure> {
         .filter(|n| n.is_server())
         .filter_map(|n| n.api.clone())
         .collect();
-    let pairs_task = tokio::spawn(add_pairs(servers, args.fast, notes.clone()));
+    // Issue 15: a webhook receiver of the demo's own; what arrives is shown under the table.
+    let (hook_url, hook_task) = webhook_receiver(notes.clone()).await?;
+    notes.add(format!("alert webhook receiver on {hook_url}"));
+    let pairs_task = tokio::spawn(add_pairs(servers, args.fast, notes.clone(), hook_url));
 
     let interactive = std::io::stdout().is_terminal();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -227,6 +230,7 @@ async fn demo(args: &DemoArgs) -> Result<(), Failure> {
         }
     }
     pairs_task.abort();
+    hook_task.abort();
     stop_all(&mut nodes).await;
     if let Err(e) = write_site(&dir, &nodes) {
         eprintln!("understudy demo: {}", e.message);
@@ -531,7 +535,55 @@ fn write_site(dir: &Path, nodes: &[DemoNode]) -> Result<(), Failure> {
 }
 
 /// Adds the pairs through whichever server is ACTIVE (s1 first), retrying until both exist.
-async fn add_pairs(servers: Vec<Arc<Api>>, fast: bool, notes: Notes) {
+/// An HTTP receiver on loopback for the demo's webhook channel: each message becomes a note
+/// ("webhook: 3 alerts: 2 CHECK_DOWN, 1 FAILOVER").
+async fn webhook_receiver(notes: Notes) -> Result<(String, tokio::task::JoinHandle<()>), Failure> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Failure::refused(format!("the demo's webhook receiver: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::refused(format!("the demo's webhook receiver: {e}")))?;
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let notes = notes.clone();
+            tokio::spawn(async move {
+                let mut r = tokio::io::BufReader::new(stream);
+                let (mut len, mut line) = (0usize, String::new());
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let l = line.trim().to_ascii_lowercase();
+                    if l.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = l.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0).min(1 << 20);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                if r.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let message: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                notes.add(format!(
+                    "webhook: {}",
+                    message["title"].as_str().unwrap_or("(no title)")
+                ));
+                let _ = r
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    Ok((format!("http://{addr}/demo"), task))
+}
+
+async fn add_pairs(servers: Vec<Arc<Api>>, fast: bool, notes: Notes, hook_url: String) {
     let failover_after = if fast {
         fast::PAIR_FAILOVER_AFTER
     } else {
@@ -588,6 +640,18 @@ async fn add_pairs(servers: Vec<Arc<Api>>, fast: bool, notes: Notes) {
         }
         if missing == 0 {
             add_checks(api, fast, &notes).await;
+            let channel = Request::PutChannel(understudy_api::ChannelSpec {
+                name: "demo-hook".into(),
+                kind: "webhook".into(),
+                url: Some(hook_url),
+                ..Default::default()
+            });
+            match api.try_request(&channel).await {
+                Ok(Ok(_)) => notes.add("alert channel demo-hook added".into()),
+                Ok(Err(f)) | Err(Unreachable(f)) => {
+                    notes.add(format!("alert channel demo-hook not added: {}", f.message))
+                }
+            }
             return;
         }
     }
