@@ -576,6 +576,8 @@ fn al4_email_through_a_real_smtp_server_and_a_command_with_json_on_stdin_and_a_h
     let out = site.dir().join("command.json");
     let script = format!("cat > {0}.tmp && mv {0}.tmp {0}", out.display());
     let smtp_url = format!("smtp://{smtp}?tls=none");
+    // STARTTLS is the default and required: this server offers none.
+    let starttls = format!("smtp://ops:pw-220@{smtp}");
     for args in [
         &[
             "mail",
@@ -590,6 +592,15 @@ fn al4_email_through_a_real_smtp_server_and_a_command_with_json_on_stdin_and_a_h
         ][..],
         &[
             "cmd", "--kind", "command", "--argv", "sh", "--argv", "-c", "--argv", &script,
+        ][..],
+        &[
+            "plain",
+            "--kind",
+            "email",
+            "--to",
+            "ops@example.org",
+            "--smtp",
+            &starttls,
         ][..],
         &[
             "hang",
@@ -646,6 +657,20 @@ fn al4_email_through_a_real_smtp_server_and_a_command_with_json_on_stdin_and_a_h
             .ok_or(format!("{d}"))
     });
     assert_eq!(hang["state"], "pending", "{hang}");
+    let a = alert_of(&s, "CHECK_DOWN", "db-ping").expect("alert");
+    let plain = a["deliveries"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["channel"] == "plain").cloned())
+        .expect("the delivery to plain");
+    assert_eq!(plain["state"], "pending", "{plain}");
+    assert!(
+        plain["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("STARTTLS refused")),
+        "{plain}"
+    );
+    let mail = std::fs::read_to_string(&mail_log).expect("smtp.out");
+    assert!(!mail.contains("pw-220"), "no password in the clear");
     assert!(
         hang["last_error"]
             .as_str()

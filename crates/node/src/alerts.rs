@@ -673,7 +673,10 @@ async fn email(channel: &ChannelSpec, message: &Message) -> Result<(), String> {
             let mut s = BufReader::new(tcp);
             reply(&mut s, &["220"]).await?;
             smtp_cmd(&mut s, &ehlo, &["250"]).await?;
-            smtp_cmd(&mut s, "STARTTLS", &["220"]).await?;
+            // Required, never opportunistic: nothing (a password least of all) goes in the clear.
+            smtp_cmd(&mut s, "STARTTLS", &["220"])
+                .await
+                .map_err(|e| format!("STARTTLS refused ({e}): nothing was sent"))?;
             let mut s = BufReader::new(tls_connect(&url.host, s.into_inner()).await?);
             smtp_cmd(&mut s, &ehlo, &["250"]).await?;
             smtp_transaction(&mut s, &url, from, &channel.to, &data).await
