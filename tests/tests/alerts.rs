@@ -790,3 +790,54 @@ fn al5_a_delivery_given_up_raises_delivery_failed_on_the_other_channels_and_chan
             .ok_or(format!("{:?}", ok.got()))
     });
 }
+
+/// AL-6 (issue 15 test e): two of three agents fall silent together (their processes stopped):
+/// the webhook gets one SITE_OUTAGE instead of their AGENT_SILENTs.
+#[test]
+fn al6_most_agents_silent_together_reach_the_webhook_as_one_site_outage() {
+    let site = Site::new(223);
+    let token = format!("server.enroll_token={ENROLL_TOKEN}");
+    let agent_token = format!("agent.enroll_token={ENROLL_TOKEN}");
+    let mut s = site.server(
+        "srv",
+        &[&token, "server.silent_after=2s", "alert.group_wait=3s"],
+    );
+    s.start();
+    let mut agents: Vec<Node> = ["a1", "a2", "a3"]
+        .iter()
+        .map(|name| site.agent(name, &[&s], &[&[&agent_token[..]][..], FAST_AGENT].concat()))
+        .collect();
+    for a in &mut agents {
+        a.start();
+    }
+    for a in &agents {
+        a.wait_link("home", Some(&s));
+    }
+    let hook = Receiver::start(&site, 200);
+    add_webhook(&s, "hook", &hook, &[]);
+    agents[0].sigstop();
+    agents[1].sigstop();
+    let outage = wait_ok(WAIT, "SITE_OUTAGE at the webhook", || {
+        hook.got()
+            .iter()
+            .flat_map(|g| g.json()["alerts"].as_array().cloned().unwrap_or_default())
+            .find(|a| a["code"] == "SITE_OUTAGE")
+            .ok_or(format!("{:?}", hook.got()))
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    agents[0].sigcont();
+    agents[1].sigcont();
+    let codes: Vec<String> = hook
+        .got()
+        .iter()
+        .flat_map(|g| g.json()["alerts"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["code"].as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|c| *c == "SITE_OUTAGE").count(),
+        1,
+        "{codes:?}"
+    );
+    assert!(!codes.iter().any(|c| c == "AGENT_SILENT"), "{codes:?}");
+    assert_eq!(outage["severity"], "critical", "{outage}");
+}
