@@ -738,6 +738,12 @@ fn al5_a_promoted_standby_delivers_the_alert_the_killed_active_had_not_delivered
         "alert {id}: {refused} refused deliveries before the kill, {accepted} accepted after"
     );
     assert_eq!(accepted, 1, "delivered once by its id: {got:?}");
+    // Only the acting server sends: s1 before the kill (the STANDBY held the same pending
+    // delivery and sent nothing), s2 after its promotion.
+    for g in &got {
+        let from = if g.answered == 200 { "s2" } else { "s1" };
+        assert_eq!(g.json()["site"], from, "{got:?}");
+    }
 }
 
 /// AL-5: a channel whose receiver keeps refusing is given up after `alert.give_up_after`; then
