@@ -467,6 +467,7 @@ fn security_the_configured_peer_fingerprint_retires_after_an_announced_rotation(
         site_version: 0,
         records_after: 0,
         events_after: 0,
+        outbox_after: 0,
     };
     let answered = |s: &Node, who: &Arc<NodeIdentity>| {
         matches!(ask(s, who, &poll), Some(ToAgent::PeerReply { .. }))
