@@ -129,6 +129,9 @@ const WATCHED: &[&str] = &[
     "STAGED",
     "SWITCHBACK",
     "PROMOTED",
+    "DEMOTED",
+    "SPLIT_BRAIN",
+    "HANDOVER",
 ];
 
 pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
@@ -138,6 +141,32 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let mut standby = ctx.server("standby", &[]);
     home.start().await;
     standby.start().await;
+    // HS-8: two servers in hot standby at default settings (crash_confirm 3) whose peer link,
+    // both ways, goes through the same kind of relay: a late or "lost" chunk must never look
+    // like a crashed peer.
+    let mut hs = [ctx.server("s1", &[]), ctx.server("s2", &[])];
+    let to_s2 = relay(hs[1].listen.clone(), o.clone(), stats.clone()).await;
+    let to_s1 = relay(hs[0].listen.clone(), o.clone(), stats.clone()).await;
+    let (fp1, fp2) = (hs[0].fingerprint.clone(), hs[1].fingerprint.clone());
+    hs[0].configure(&[
+        format!("failover.peer=https://{to_s2}#{fp2}"),
+        "failover.mode=primary".into(),
+    ]);
+    hs[1].configure(&[
+        format!("failover.peer=https://{to_s1}#{fp1}"),
+        "failover.mode=secondary".into(),
+    ]);
+    hs[0].start().await;
+    hs[1].start().await;
+    for (n, want) in [(&hs[0], "active"), (&hs[1], "standby")] {
+        poll(
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            || async { (n.failover().await?.0 == want).then_some(()) },
+        )
+        .await
+        .unwrap_or_else(|| panic!("{} never {want}", n.name));
+    }
     let via = relay(home.listen.clone(), o.clone(), stats.clone()).await;
     let home_url = format!("https://{via}#{}", home.fingerprint);
     let servers = [home_url, standby.url()];
@@ -183,7 +212,10 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     }
     let mut counts: BTreeMap<String, u64> = WATCHED.iter().map(|c| (c.to_string(), 0)).collect();
     let mut lines = Vec::new();
-    for node in [&home, &standby].into_iter().chain(agents.iter()) {
+    for node in [&home, &standby, &hs[0], &hs[1]]
+        .into_iter()
+        .chain(agents.iter())
+    {
         for e in node.events_since(since).await {
             let code = e.code.clone();
             if let Some(c) = counts.get_mut(&code) {
@@ -208,6 +240,9 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     }
     home.stop();
     standby.stop();
+    for n in hs.iter_mut() {
+        n.stop();
+    }
     let false_total: u64 = counts.values().sum();
     eprintln!("jitter: {counts:?}; {chunks} chunks, {delayed} delayed 200ms; {lines:?}");
     let mut md = String::from("## 4. False failovers under jitter and loss (issue 4)\n\n");
@@ -218,7 +253,10 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
          (heartbeat 1s, switchover_after 10s), whose home server is reached through a TCP relay of the \
          benchmark's: every chunk, both ways, is delayed by a random 0–{} ms and {:.0}% of chunks by \
          another {} ms (a lost segment on TCP costs a retransmit, not a gap), in order. Each agent also \
-         sends one record a second. After {} s, the events of every node since the start are counted.\n\n",
+         sends one record a second. Beside them, two servers in hot standby (s1 primary ACTIVE, s2 \
+         secondary STANDBY) at default settings (`failover_timeout` 15s, `crash_confirm` 3, sync 5s) whose \
+         peer link, both ways, goes through relays of the same kind: a late chunk must never look like a \
+         crashed peer (HS-8). After {} s, the events of every node since the start are counted.\n\n",
         o.jitter_ms,
         o.loss * 100.0,
         o.retransmit_ms,

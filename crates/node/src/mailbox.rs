@@ -106,6 +106,10 @@ pub(crate) enum Input {
     PeerRefused(String),
     /// HS-8: the connection kept open to the peer (`net::peer_watch`) closed.
     PeerClosed,
+    /// A peer poll asked for while another was in flight, now that it ended.
+    PollPeerNow {
+        replicate: bool,
+    },
     /// An admin request that reads or changes what the engine decides.
     Admin {
         request: understudy_api::Request,
@@ -254,6 +258,7 @@ impl Intake {
 pub(crate) struct PeerPulled {
     pub records_after: std::sync::atomic::AtomicU64,
     pub events_after: std::sync::atomic::AtomicU64,
+    pub outbox_after: std::sync::atomic::AtomicU64,
 }
 
 /// Where the peer's announced rotations are kept in [`Shared::peer_pins`].

@@ -369,6 +369,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     .records_after
                     .store(records_after, SeqCst);
                 shared.peer_pulled.events_after.store(events_after, SeqCst);
+                shared.peer_pulled.outbox_after.store(outbox_after, SeqCst);
             }
             let (tx, rx) = oneshot::channel();
             let _ = shared.core.send(Input::PeerState { reply: tx });
@@ -449,6 +450,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             epoch,
             reason,
             events,
+            outbox,
         } => {
             if !is_peer(&shared, &fingerprint) {
                 return refuse_not_peer(&mut wr, remote, &fingerprint, "a handover").await;
@@ -457,6 +459,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             if let Err(e) = shared.store().events_merge(&events) {
                 tracing::error!("storing the events handed over by the peer: {e}");
             }
+            apply_outbox(&shared, &outbox);
             let (tx, rx) = oneshot::channel();
             let _ = shared.core.send(Input::PeerHandover {
                 epoch,
@@ -1318,6 +1321,11 @@ pub(crate) async fn hand_over(shared: Arc<Shared>, addr: String, epoch: u64, rea
             .store()
             .events_list(events_after, None, 1000)
             .map_err(|e| e.to_string())?;
+        let outbox_after = shared.peer_pulled.outbox_after.load(SeqCst);
+        let outbox = shared
+            .store()
+            .outbox_since(outbox_after, 500)
+            .map_err(|e| e.to_string())?;
         let stream = tls::connect_with(peer_client(&shared)?, &addr, Duration::from_secs(3))
             .await
             .map_err(|e| e.to_string())?;
@@ -1328,6 +1336,7 @@ pub(crate) async fn hand_over(shared: Arc<Shared>, addr: String, epoch: u64, rea
                 epoch,
                 reason,
                 events,
+                outbox,
             },
         )
         .await

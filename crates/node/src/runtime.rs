@@ -358,6 +358,10 @@ struct ServerSide {
     conns: HashMap<String, (u64, String, mpsc::UnboundedSender<crate::wire::ToAgent>)>,
     peer_addr: Option<String>,
     peer_poll_busy: bool,
+    /// A poll the engine asked for while one was in flight (with `replicate`): sent when that one
+    /// ends. HS-8: the poll that follows a closed watch connection must not be lost because a
+    /// replication poll was under way when the peer crashed (that poll then fails as silence).
+    peer_poll_again: Option<bool>,
 }
 
 pub(crate) struct Core {
@@ -440,6 +444,7 @@ impl Core {
             conns: HashMap::new(),
             peer_addr: cluster.map(|(_, p)| p),
             peer_poll_busy: false,
+            peer_poll_again: None,
         });
         Ok(())
     }
@@ -738,9 +743,14 @@ impl Core {
                 let _ = reply.send(self.peer_state());
             }
             Input::PeerAnswer(answer) => self.peer_answer(now, answer),
+            Input::PollPeerNow { replicate } => {
+                self.server_action(ServerAction::Ha(HaAction::PollPeer { replicate }));
+            }
             Input::PeerRefused(why) => {
                 if let Some(s) = &mut self.server {
                     s.peer_poll_busy = false;
+                    // A refusal starts or continues a row the engine confirms on its own timer.
+                    s.peer_poll_again = None;
                     tracing::debug!("peer poll refused: {why}");
                     s.engine.handle_peer_refused(now, why);
                 }
@@ -857,6 +867,10 @@ impl Core {
     ) {
         let Some(s) = &mut self.server else { return };
         s.peer_poll_busy = false;
+        if let Some(replicate) = s.peer_poll_again.take() {
+            self.shared.core.send(Input::PollPeerNow { replicate }).ok();
+        }
+        let Some(s) = &mut self.server else { return };
         match answer {
             Ok((status, site)) => {
                 if let Some(site) = site {
@@ -1314,6 +1328,7 @@ impl Core {
             }
             ServerAction::Ha(HaAction::PollPeer { replicate }) => {
                 if s.peer_poll_busy {
+                    s.peer_poll_again = Some(s.peer_poll_again.unwrap_or(false) || replicate);
                     return;
                 }
                 if let Some(addr) = s.peer_addr.clone() {

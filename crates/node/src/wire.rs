@@ -148,6 +148,10 @@ pub enum ToServer {
         epoch: u64,
         reason: String,
         events: Vec<StoredEvent>,
+        /// AL-5: the alert outbox and its delivery marks past the peer's cursor, so that marks
+        /// made just before the stop are not sent again by the new ACTIVE.
+        #[serde(default)]
+        outbox: Vec<crate::store::OutboxRow>,
     },
 }
 
