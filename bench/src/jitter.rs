@@ -147,15 +147,7 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     let mut hs = [ctx.server("s1", &[]), ctx.server("s2", &[])];
     let to_s2 = relay(hs[1].listen.clone(), o.clone(), stats.clone()).await;
     let to_s1 = relay(hs[0].listen.clone(), o.clone(), stats.clone()).await;
-    let (fp1, fp2) = (hs[0].fingerprint.clone(), hs[1].fingerprint.clone());
-    hs[0].configure(&[
-        format!("failover.peer=https://{to_s2}#{fp2}"),
-        "failover.mode=primary".into(),
-    ]);
-    hs[1].configure(&[
-        format!("failover.peer=https://{to_s1}#{fp1}"),
-        "failover.mode=secondary".into(),
-    ]);
+    Node::pin_hot_standby(&hs, [&to_s1, &to_s2]);
     hs[0].start().await;
     hs[1].start().await;
     for (n, want) in [(&hs[0], "active"), (&hs[1], "standby")] {

@@ -195,6 +195,18 @@ impl Node {
         t
     }
 
+    /// HS-1: pins `s` as each other's hot-standby peer (s[0] primary, s[1] secondary), each
+    /// reaching the other at `via` (its own address, or a relay to it).
+    pub fn pin_hot_standby(s: &[Node; 2], via: [&str; 2]) {
+        for (i, mode) in [(0, "primary"), (1, "secondary")] {
+            let peer = &s[1 - i];
+            s[i].configure(&[
+                format!("failover.peer=https://{}#{}", via[1 - i], peer.fingerprint),
+                format!("failover.mode={mode}"),
+            ]);
+        }
+    }
+
     /// Sends `sig` (SIGTERM, SIGSTOP, SIGCONT) without waiting; returns the instant it was sent.
     pub fn signal(&self, sig: i32) -> Instant {
         let child = self.child.as_ref().expect("not running");

@@ -117,18 +117,7 @@ async fn servers_series(
         Duration::from_secs(5)
     };
     let mut s = [ctx.server("s1", server_sets), ctx.server("s2", server_sets)];
-    let (u0, u1) = (
-        format!("https://{}#{}", s[1].listen, s[1].fingerprint),
-        format!("https://{}#{}", s[0].listen, s[0].fingerprint),
-    );
-    s[0].configure(&[
-        format!("failover.peer={u0}"),
-        "failover.mode=primary".into(),
-    ]);
-    s[1].configure(&[
-        format!("failover.peer={u1}"),
-        "failover.mode=secondary".into(),
-    ]);
+    Node::pin_hot_standby(&s, [&s[0].listen.clone(), &s[1].listen.clone()]);
     s[0].start().await;
     wait_state(&s[0], "active").await.expect("s1 active");
     s[1].start().await;

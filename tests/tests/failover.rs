@@ -602,7 +602,12 @@ fn refused_as_status_says(server: &Node, action: &str, sentence: &str) {
     };
     let shown = server.wait_pair("web", &format!("{action} refused"), |p| !of(p).allowed);
     assert_eq!(of(&shown).reason.as_deref(), Some(sentence), "{shown:?}");
-    let out = server.cli(&["pair", action, "web"]);
+    assert_cli_refuses(server, &["pair", action, "web"], sentence);
+}
+
+/// The CLI exits 1 with exactly the engine's sentence on stderr (PR-5, HS-5).
+fn assert_cli_refuses(node: &Node, args: &[&str], sentence: &str) {
+    let out = node.cli(args);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
@@ -733,12 +738,7 @@ fn standby_refused_as_status_says(node: &Node, sentence: &str) {
         }
     });
     assert!(!shown.allowed, "{shown:?}");
-    let out = node.cli(&["ha", "standby"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        format!("error: {sentence}\n")
-    );
+    assert_cli_refuses(node, &["ha", "standby"], sentence);
 }
 
 /// HS-5: the operator's "set this server to standby" is shown as the engine's dry run of its
