@@ -57,9 +57,12 @@ pub const LIVENESS_BEATS: u32 = 3;
 pub const SEND_WINDOW: u64 = 8192;
 /// Redirects followed in a row before the attempt counts as failed (a loop guard).
 const MAX_REDIRECTS: u32 = 3;
-/// AG-10: the first pause between attempts on the two servers of a hot-standby pair; it doubles
-/// up to a heartbeat, so a pair that stays down is not hammered.
+/// AG-10: the pause between attempts on the two servers of a hot-standby pair. It stays at this
+/// for [`PAIR_FAST_TURNS`] attempts — the half second in which a STANDBY confirms a crashed
+/// ACTIVE (HS-8: `crash_confirm` 3 refusals 100 ms apart) and promotes — then doubles up to a
+/// heartbeat, so a pair that stays down is not hammered.
 pub const PAIR_RETRY: Duration = Duration::from_millis(100);
+pub const PAIR_FAST_TURNS: u32 = 6;
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -1131,9 +1134,10 @@ impl Agent {
         };
         if ep.phase == Phase::Retrying && now < ep.since + self.config.switchover_after {
             let pause = match ep.partner {
-                // AG-10: within the pair, soon, then slower (100 ms doubling to a heartbeat).
+                // AG-10: within the pair, every 100 ms while the peer may be promoting, then
+                // slower (doubling to a heartbeat).
                 Some(_) => PAIR_RETRY
-                    .saturating_mul(1 << ep.turns.saturating_sub(1).min(8))
+                    .saturating_mul(1 << ep.turns.saturating_sub(PAIR_FAST_TURNS).min(8))
                     .min(self.config.retry_interval()),
                 None => self.config.retry_interval(),
             };

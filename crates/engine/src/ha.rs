@@ -170,6 +170,10 @@ pub struct HotStandby {
     /// HS-8: the refusals of the current row (what each poll was told), and when the row began.
     refusals: Vec<String>,
     refusals_since: Option<Instant>,
+    /// HS-8: since when the connection kept open to an ACTIVE peer has been closed without an
+    /// answer since. Its kernel closed it, so its host is up: a poll that then fails without a
+    /// refusal (a reset while the port was closing) is tried again soon, not after sync_interval.
+    closed_since: Option<Instant>,
     /// The site configuration version replicated from the ACTIVE peer.
     replicated_version: u64,
     split_brain_reported: bool,
@@ -196,6 +200,7 @@ impl HotStandby {
             peer_was_active: false,
             refusals: Vec::new(),
             refusals_since: None,
+            closed_since: None,
             replicated_version: 0,
             split_brain_reported: false,
             handing_over: None,
@@ -311,6 +316,7 @@ impl HotStandby {
         self.peer_answered = Some(now);
         self.refusals.clear();
         self.refusals_since = None;
+        self.closed_since = None;
         self.peer_was_active = peer.is_active() && peer.epoch >= self.epoch;
         if self.peer_was_active {
             self.peer_active_seen = now;
@@ -339,16 +345,23 @@ impl HotStandby {
             p.state = "unreachable".into();
         }
         if !self.is_acting() {
+            if self
+                .closed_since
+                .is_some_and(|t| now < t + self.config.failover_timeout)
+            {
+                self.timers.set(Timer::Poll, now + CRASH_CONFIRM_INTERVAL);
+            }
             self.check_silence(now);
         }
     }
 
     /// HS-8: the connection this node keeps open to its peer closed. If the peer was the ACTIVE,
     /// it may have crashed: poll it now instead of at the next `sync_interval`.
-    pub fn handle_peer_closed(&mut self, _now: Instant) {
+    pub fn handle_peer_closed(&mut self, now: Instant) {
         if self.config.mode == FailoverMode::Off || self.is_acting() || !self.peer_was_active {
             return;
         }
+        self.closed_since.get_or_insert(now);
         self.actions
             .push_back(HaAction::PollPeer { replicate: false });
     }
@@ -726,6 +739,7 @@ impl HotStandby {
         self.state = HaState::Active { since: now };
         self.split_brain_reported = false;
         self.handing_over = None;
+        self.closed_since = None;
         self.reason = format!("{reason} (epoch {})", self.epoch);
         self.timers.stop(Timer::Decide);
         self.events.push_back(Event::new(

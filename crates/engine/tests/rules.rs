@@ -1398,6 +1398,39 @@ fn hs8_a_former_active_restarting_after_the_confirmation_comes_back_standby() {
 }
 
 #[test]
+fn hs8_a_reset_right_after_the_watch_closed_is_polled_again_soon() {
+    // The ACTIVE's process died: its kernel closed the watch connection, and the poll that
+    // followed met the port while it was closing (a reset, not a refusal). That proves nothing
+    // yet, but the host is up: b polls again in 100 ms, not at the next sync_interval, and the
+    // refusals that follow promote it.
+    let start = std::time::Instant::now();
+    let mut b = hs8_standby(3, start);
+    let t1 = start + Duration::from_secs(2);
+    b.handle_peer_closed(t1);
+    hs8_actions(&mut b);
+    b.handle_peer_unreachable(t1);
+    assert_eq!(b.state().as_str(), "standby");
+    assert_eq!(b.poll_timeout(), Some(t1 + CRASH_CONFIRM_INTERVAL));
+    let mut t = t1;
+    for _ in 0..3 {
+        t += CRASH_CONFIRM_INTERVAL;
+        b.handle_timeout(t);
+        assert!(matches!(
+            hs8_actions(&mut b)[..],
+            [HaAction::PollPeer { .. }]
+        ));
+        b.handle_peer_refused(t, REFUSED.into());
+    }
+    assert!(b.is_acting(), "{}", b.reason());
+    // Without a closed watch, a failed poll is silence and waits for the next sync_interval.
+    let mut c = hs8_standby(3, start);
+    c.handle_peer_unreachable(t1);
+    assert!(c
+        .poll_timeout()
+        .is_some_and(|p| p > t1 + Duration::from_secs(1)));
+}
+
+#[test]
 fn hs8_a_former_active_restarting_within_the_confirmation_window_breaks_the_row() {
     // a answers again (restarted, STARTING) after two refusals: b's row is broken, b does not
     // promote, and a (the preferred one) takes the role back under a new epoch; never two ACTIVE
