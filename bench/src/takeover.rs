@@ -349,7 +349,10 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     for (stop, target, runs) in [
         (Stop::Sigkill, 0.5, o.default_runs),
         (Stop::Sigterm, 0.5, o.default_runs),
-        (Stop::Sigstop, 16.0, o.default_stop_runs),
+        // Silence: the STANDBY promotes failover_timeout (15 s) after the frozen ACTIVE's last
+        // answer, and the agents, whose links to it stay open, leave it after their own silence
+        // detection (3 heartbeats): 15 s + 3 s + one heartbeat. Unchanged by HS-8.
+        (Stop::Sigstop, 19.0, o.default_stop_runs),
     ] {
         if runs > 0 {
             let (a, b) = servers_series(env, DEFAULT, false, stop, target, runs, o.agents).await;
@@ -406,7 +409,8 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
          when the survivor's `records` (polled every 20 ms) lists that agent's record. \"Every agent\" is \
          the slowest agent of the run. The stopped server is restarted (or resumed with SIGCONT) and comes \
          back as STANDBY (HS-5, HS-6), so the roles alternate from run to run. Targets: SIGKILL and SIGTERM \
-         at default settings 0.5 s (issue 13); silence `failover_timeout` + one heartbeat.\n\n",
+         at default settings 0.5 s (issue 13); silence (SIGSTOP) `failover_timeout` + the agents' own \
+         silence detection (3 heartbeats) + one heartbeat, 19 s.\n\n",
         o.agents
     ));
     md.push_str(&table(&servers));
