@@ -106,10 +106,6 @@ pub(crate) enum Input {
     PeerRefused(String),
     /// HS-8: the connection kept open to the peer (`net::peer_watch`) closed.
     PeerClosed,
-    /// A peer poll asked for while another was in flight, now that it ended.
-    PollPeerNow {
-        replicate: bool,
-    },
     /// An admin request that reads or changes what the engine decides.
     Admin {
         request: understudy_api::Request,

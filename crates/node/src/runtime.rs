@@ -743,9 +743,6 @@ impl Core {
                 let _ = reply.send(self.peer_state());
             }
             Input::PeerAnswer(answer) => self.peer_answer(now, answer),
-            Input::PollPeerNow { replicate } => {
-                self.server_action(ServerAction::Ha(HaAction::PollPeer { replicate }));
-            }
             Input::PeerRefused(why) => {
                 if let Some(s) = &mut self.server {
                     s.peer_poll_busy = false;
@@ -868,7 +865,7 @@ impl Core {
         let Some(s) = &mut self.server else { return };
         s.peer_poll_busy = false;
         if let Some(replicate) = s.peer_poll_again.take() {
-            self.shared.core.send(Input::PollPeerNow { replicate }).ok();
+            self.server_action(ServerAction::Ha(HaAction::PollPeer { replicate }));
         }
         let Some(s) = &mut self.server else { return };
         match answer {
