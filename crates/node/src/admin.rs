@@ -2,21 +2,22 @@
 //! `understudy-api`, and answers become JSON there too. Requests that read or change what the
 //! engine decides go to the core as `Input::Admin`; store-only reads are answered here.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot, watch};
 use understudy_api::status::{CertInfo, RecordView, Records, Settings};
 use understudy_api::{defaults, Done, EventQuery, EventView, RecordQuery, Refusal, Request};
 use understudy_engine::{self as engine};
 
-use crate::config::{self, CONFIG_FILE};
-use crate::mailbox::{now_ms, record_event, Input, Shared};
-use crate::store::{NewRecord, RecordFilter};
+use crate::config::{self, Config, CONFIG_FILE};
+use crate::mailbox::{now_ms, store_event, CoreSender, Input, Trust};
+use crate::store::{NewRecord, RecordFilter, Store};
 use crate::tls;
 
 /// What a request answers: a JSON document, or a typed refusal.
@@ -28,6 +29,33 @@ pub(crate) fn to_value(v: impl serde::Serialize) -> Answer {
 
 pub(crate) fn done(message: impl Into<String>) -> Answer {
     to_value(Done::new(message))
+}
+
+/// What the admin edge needs of its node (issue 11): the store and configuration, the core's
+/// mailbox for what the engine decides, the TLS trust for `cert generate` and `trust` — not the
+/// link tasks' state.
+pub(crate) struct Admin {
+    pub token: String,
+    pub data_dir: PathBuf,
+    pub config: Arc<Mutex<Config>>,
+    pub store: Arc<Mutex<Store>>,
+    pub events: broadcast::Sender<u64>,
+    pub core: CoreSender,
+    /// Whether this node is the acting server (AL-4: channels change there only).
+    pub acting: watch::Receiver<bool>,
+    pub trust: Arc<Trust>,
+}
+
+impl Admin {
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn config(&self) -> Config {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// The console's files, embedded at build time from `ui/dist` (see build.rs).
@@ -50,17 +78,17 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves HTTP/1.1 on an accepted TLS connection, closing it when idle (issue 12 item 4).
 pub(crate) async fn serve_http<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    shared: Arc<Shared>,
+    node: Arc<Admin>,
     stream: S,
 ) {
     let activity = crate::limits::Activity::new();
     let busy = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let shared = shared.clone();
+        let node = node.clone();
         let busy = busy.clone();
         async move {
             let _request = busy.request();
-            Ok::<_, std::convert::Infallible>(http_request(shared, req).await)
+            Ok::<_, std::convert::Infallible>(http_request(node, req).await)
         }
     });
     let io = hyper_util::rt::TokioIo::new(crate::limits::Tracked::new(stream, activity.clone()));
@@ -99,7 +127,7 @@ fn response(status: u16, content_type: &str, body: Vec<u8>) -> hyper::Response<F
 }
 
 async fn http_request(
-    shared: Arc<Shared>,
+    node: Arc<Admin>,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
     let method = req.method().as_str().to_string();
@@ -116,7 +144,7 @@ async fn http_request(
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| crate::admin_auth::token_matches(&shared.token, v));
+        .is_some_and(|v| crate::admin_auth::token_matches(&node.token, v));
     if !authorized {
         return json_response(Err(Refusal::new(
             understudy_api::RefusalKind::Unauthorized,
@@ -137,7 +165,7 @@ async fn http_request(
             }
         }
     };
-    let (status, value) = handle(&shared, &method, &path, body).await;
+    let (status, value) = handle(&node, &method, &path, body).await;
     response(status, "application/json", value.to_string().into_bytes())
 }
 
@@ -185,38 +213,38 @@ fn static_file(path: &str) -> hyper::Response<Full<Bytes>> {
 /// The one request handler, for callers that hold `(method, path, body)` (the HTTPS API, the
 /// desktop window's `admin` command): the route table turns them into a [`Request`].
 pub(crate) async fn handle(
-    shared: &Arc<Shared>,
+    node: &Arc<Admin>,
     method: &str,
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
     let answer = match Request::from_http(method, path, body) {
-        Ok(request) => answer(shared, request).await,
+        Ok(request) => answer(node, request).await,
         Err(refusal) => Err(refusal),
     };
     http_answer(answer)
 }
 
 /// Answers one request: store-only reads and local IO here, the rest in the core.
-pub(crate) async fn answer(shared: &Arc<Shared>, request: Request) -> Answer {
+pub(crate) async fn answer(node: &Arc<Admin>, request: Request) -> Answer {
     match request {
-        Request::Records(q) => records(shared, &q),
-        Request::Events(q) => events(shared, &q),
-        Request::Alerts(q) => alerts(shared, &q),
-        Request::Channels => to_value(crate::alerts::list(&shared.store())),
+        Request::Records(q) => records(node, &q),
+        Request::Events(q) => events(node, &q),
+        Request::Alerts(q) => alerts(node, &q),
+        Request::Channels => to_value(crate::alerts::list(&node.store())),
         Request::PutChannel(spec) => {
-            may_change_channels(shared)?;
-            done(crate::alerts::add(&mut shared.store(), spec)?)
+            may_change_channels(node)?;
+            done(crate::alerts::add(&mut node.store(), spec)?)
         }
         Request::RemoveChannel { name } => {
-            may_change_channels(shared)?;
-            done(crate::alerts::remove(&mut shared.store(), &name)?)
+            may_change_channels(node)?;
+            done(crate::alerts::remove(&mut node.store(), &name)?)
         }
         Request::TestChannel { name } => {
-            let site = shared.config().node.name.clone();
-            done(crate::alerts::test(&shared.store, &site, &name).await?)
+            let site = node.config().node.name.clone();
+            done(crate::alerts::test(&node.store, &site, &name).await?)
         }
-        Request::Cert => match tls::load_or_generate(&shared.data_dir) {
+        Request::Cert => match tls::load_or_generate(&node.data_dir) {
             Ok(c) => to_value(CertInfo {
                 fingerprint: c.fingerprint,
                 sans: c.sans,
@@ -224,13 +252,13 @@ pub(crate) async fn answer(shared: &Arc<Shared>, request: Request) -> Answer {
             }),
             Err(e) => Err(Refusal::failed(e)),
         },
-        Request::GenerateCert(c) => generate_cert(shared, c).await,
-        Request::Send { records } => send(shared, records),
-        Request::Trust { fingerprint } => trust(shared, &fingerprint),
+        Request::GenerateCert(c) => generate_cert(node, c).await,
+        Request::Send { records } => send(node, records),
+        Request::Trust { fingerprint } => trust(node, &fingerprint),
         Request::Settings => to_value(Settings {
-            notifications: shared.config().ui.notifications,
+            notifications: node.config().ui.notifications,
         }),
-        Request::SetSettings { notifications } => settings(shared, notifications),
+        Request::SetSettings { notifications } => settings(node, notifications),
         request => {
             let (tx, rx) = oneshot::channel();
             let stopping = || {
@@ -239,11 +267,7 @@ pub(crate) async fn answer(shared: &Arc<Shared>, request: Request) -> Answer {
                     "the node is stopping",
                 )
             };
-            if shared
-                .core
-                .send(Input::Admin { request, reply: tx })
-                .is_err()
-            {
+            if node.core.send(Input::Admin { request, reply: tx }).is_err() {
                 return Err(stopping());
             }
             rx.await.unwrap_or_else(|_| Err(stopping()))
@@ -253,11 +277,11 @@ pub(crate) async fn answer(shared: &Arc<Shared>, request: Request) -> Answer {
 
 /// AL-4: channels are site configuration, changed on the acting server (a STANDBY takes them
 /// from it, HS-3).
-fn may_change_channels(shared: &Shared) -> Result<(), Refusal> {
-    if !shared.config().node.server {
+fn may_change_channels(node: &Admin) -> Result<(), Refusal> {
+    if !node.config().node.server {
         return Err(Refusal::conflict("this node has no server role"));
     }
-    if !*shared.acting.borrow() {
+    if !*node.acting.borrow() {
         return Err(Refusal::conflict(
             "this server is not the acting server of the site",
         ));
@@ -266,8 +290,8 @@ fn may_change_channels(shared: &Shared) -> Result<(), Refusal> {
 }
 
 /// `alert list` (AL-1, AL-5): the outbox as stored, newest `limit` (default 100).
-fn alerts(shared: &Shared, q: &understudy_api::AlertQuery) -> Answer {
-    let list = shared
+fn alerts(node: &Admin, q: &understudy_api::AlertQuery) -> Answer {
+    let list = node
         .store()
         .alerts_list(q.limit.unwrap_or(100), q.pending)
         .map_err(Refusal::failed)?;
@@ -302,13 +326,13 @@ fn alerts(shared: &Shared, q: &understudy_api::AlertQuery) -> Answer {
     })
 }
 
-fn records(shared: &Shared, q: &RecordQuery) -> Answer {
+fn records(node: &Admin, q: &RecordQuery) -> Answer {
     let filter = RecordFilter {
         agent: q.agent.clone(),
         pair: q.pair.clone(),
         limit: q.limit,
     };
-    let list = shared
+    let list = node
         .store()
         .records_list(&filter)
         .map_err(Refusal::failed)?;
@@ -331,8 +355,8 @@ fn records(shared: &Shared, q: &RecordQuery) -> Answer {
     to_value(Records { records })
 }
 
-fn events(shared: &Shared, q: &EventQuery) -> Answer {
-    let list = shared
+fn events(node: &Admin, q: &EventQuery) -> Answer {
+    let list = node
         .store()
         .events_list(
             q.since,
@@ -357,8 +381,8 @@ fn events(shared: &Shared, q: &EventQuery) -> Answer {
     to_value(understudy_api::event::Events { events })
 }
 
-fn send(shared: &Shared, list: Vec<understudy_api::NewRecord>) -> Answer {
-    if !shared.config().node.agent {
+fn send(node: &Admin, list: Vec<understudy_api::NewRecord>) -> Answer {
+    if !node.config().node.agent {
         return Err(Refusal::conflict(
             "this node has no agent role: records are handed to an agent",
         ));
@@ -381,13 +405,13 @@ fn send(shared: &Shared, list: Vec<understudy_api::NewRecord>) -> Answer {
         });
     }
     // AG-2: durable in the cache before anything is sent.
-    match shared.store().cache_append(&records) {
+    match node.store().cache_append(&records) {
         Ok(seqs) => {
             let (first, last) = (
                 seqs.first().copied().unwrap_or(0),
                 seqs.last().copied().unwrap_or(0),
             );
-            let _ = shared.core.send(Input::Cached(last));
+            let _ = node.core.send(Input::Cached(last));
             to_value(
                 Done::new(format!("{} records cached", seqs.len()))
                     .with("first_seq", first)
@@ -403,9 +427,13 @@ fn send(shared: &Shared, list: Vec<understudy_api::NewRecord>) -> Answer {
 
 /// CT-2: the operator accepts a server certificate seen on first contact (listed in
 /// `status.link.untrusted`); it is pinned from now on.
-fn trust(shared: &Shared, fp: &str) -> Answer {
+fn trust(node: &Admin, fp: &str) -> Answer {
     let fp = config::normalize_fingerprint(fp).map_err(Refusal::invalid)?;
-    let mut untrusted = shared.untrusted.lock().unwrap_or_else(|p| p.into_inner());
+    let mut untrusted = node
+        .trust
+        .untrusted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let Some(addr) = untrusted
         .iter()
         .find(|(_, seen)| **seen == fp)
@@ -417,16 +445,16 @@ fn trust(shared: &Shared, fp: &str) -> Answer {
     };
     untrusted.remove(&addr);
     // Trusted for the address it was seen at only (issue 12 item 2).
-    shared.pins.add(&addr, &fp);
-    shared.save_pins();
+    node.trust.pins.add(&addr, &fp);
+    node.trust.save(&node.store);
     done(format!("{addr} trusted with certificate {fp}"))
 }
 
-fn settings(shared: &Shared, notifications: bool) -> Answer {
-    let mut config = shared.config.lock().unwrap_or_else(|p| p.into_inner());
+fn settings(node: &Admin, notifications: bool) -> Answer {
+    let mut config = node.config.lock().unwrap_or_else(|p| p.into_inner());
     config.ui.notifications = notifications;
     config
-        .save(&shared.data_dir.join(CONFIG_FILE))
+        .save(&node.data_dir.join(CONFIG_FILE))
         .map_err(Refusal::failed)?;
     done(format!(
         "notifications {}",
@@ -436,7 +464,7 @@ fn settings(shared: &Shared, notifications: bool) -> Answer {
 
 /// CT-1/CT-2: a new certificate, announced over the existing (old-certificate) links first, so
 /// agents and the peer pin it before it is taken into use.
-async fn generate_cert(shared: &Arc<Shared>, request: understudy_api::CertRequest) -> Answer {
+async fn generate_cert(node: &Arc<Admin>, request: understudy_api::CertRequest) -> Answer {
     let mut ips = Vec::new();
     for ip in &request.ips {
         match ip.parse() {
@@ -445,33 +473,35 @@ async fn generate_cert(shared: &Arc<Shared>, request: understudy_api::CertReques
         }
     }
     let info =
-        tls::generate_certificate(&shared.data_dir, &ips, &request.dns).map_err(Refusal::failed)?;
+        tls::generate_certificate(&node.data_dir, &ips, &request.dns).map_err(Refusal::failed)?;
     let fp = info.fingerprint.clone();
     // This node's own agent role (standalone) pins the new certificate where it pinned the old.
-    shared.pins.rotate_everywhere(
-        &shared.identity.fingerprint(),
+    node.trust.pins.rotate_everywhere(
+        &node.trust.identity.fingerprint(),
         &fp,
         crate::mailbox::now_ms(),
         understudy_api::defaults::PIN_RETIRE_AFTER,
     );
-    shared.save_pins();
+    node.trust.save(&node.store);
     let (tx, rx) = oneshot::channel();
-    let _ = shared.core.send(Input::CertRotated {
+    let _ = node.core.send(Input::CertRotated {
         fingerprint: fp.clone(),
         done: tx,
     });
     let _ = rx.await;
-    shared
+    node.trust
         .identity
-        .reload(&shared.data_dir)
+        .reload(&node.data_dir)
         .map_err(Refusal::failed)?;
-    record_event(
-        shared,
+    store_event(
+        &node.store,
+        &node.events,
         &engine::Event::new(
             engine::EventCode::CertGenerated,
-            shared.config().node.name,
+            node.config().node.name,
             format!("new certificate {fp} in use ({} names)", info.sans.len()),
         ),
+        false,
     );
     to_value(
         Done::new(format!("certificate generated: {fp}"))

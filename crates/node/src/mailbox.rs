@@ -195,15 +195,10 @@ pub(crate) struct Shared {
     pub data_dir: PathBuf,
     pub config: Arc<Mutex<Config>>,
     pub store: Arc<Mutex<Store>>,
-    pub identity: Arc<NodeIdentity>,
-    pub token: String,
     pub listen: SocketAddr,
     pub core: CoreSender,
-    /// The agent's server pins, per server address (CT-2: grows on rotation; issue 12 item 2).
-    pub pins: PinBook,
-    /// The rotations the hot-standby peer announced (besides `failover.peer`'s fingerprint),
-    /// under [`PEER_PINS`].
-    pub peer_pins: PinBook,
+    /// The node's certificate and whom it trusts (CT-1, CT-2): shared with the admin edge.
+    pub trust: Arc<Trust>,
     pub events: broadcast::Sender<u64>,
     pub shutdown: watch::Sender<bool>,
     /// Whether this node is the acting server (ACTIVE, or `failover.mode = off`): the alert
@@ -214,14 +209,56 @@ pub(crate) struct Shared {
     pub leases: Arc<Mutex<HashMap<String, Instant>>>,
     /// Check results on their way to the cache (written in batches by `checks::write_results`).
     pub check_results: mpsc::UnboundedSender<crate::store::NewRecord>,
-    /// Server certificates an agent link was refused for, by address: the operator may accept
-    /// one on first contact (CT-2).
-    pub untrusted: Mutex<HashMap<String, String>>,
     /// HS-8: the gate agents' records pass to be stored here.
     pub intake: Intake,
     /// HS-8: how far the STANDBY peer said it holds this node's records and events (the cursors
     /// of its last replicating poll): a handover sends only what lies beyond.
     pub peer_pulled: PeerPulled,
+}
+
+/// The node's own certificate and the certificates it trusts (CT-1, CT-2, issue 12 item 2): what
+/// the link tasks and the admin edge (`cert generate`, `trust`) share about TLS.
+pub(crate) struct Trust {
+    pub identity: Arc<NodeIdentity>,
+    /// The agent's server pins, per server address (CT-2: grows on rotation; issue 12 item 2).
+    pub pins: PinBook,
+    /// The rotations the hot-standby peer announced (besides `failover.peer`'s fingerprint),
+    /// under [`PEER_PINS`].
+    pub peer_pins: PinBook,
+    /// Server certificates an agent link was refused for, by address: the operator may accept
+    /// one on first contact (CT-2).
+    pub untrusted: Mutex<HashMap<String, String>>,
+}
+
+impl Trust {
+    pub fn new(identity: Arc<NodeIdentity>, pins: PinBook, peer_pins: PinBook) -> Trust {
+        Trust {
+            identity,
+            pins,
+            peer_pins,
+            untrusted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Persists both pin books (after a pin was added or rotated).
+    pub fn save(&self, store: &Mutex<Store>) {
+        let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = store
+            .state_set(PINS_KEY, &self.pins.to_json())
+            .and_then(|_| store.state_set("peer.pins", &self.peer_pins.to_json()))
+        {
+            tracing::error!("saving the certificate pins: {e}");
+        }
+    }
+
+    /// The fingerprints the peer link trusts: `failover.peer`'s and the rotations it announced,
+    /// each until a later rotation retired it ([`PinBook::configure`]).
+    pub fn peer_trust(&self, config: &Config) -> Pins {
+        if let Some(fp) = config.peer().ok().flatten().and_then(|p| p.fingerprint) {
+            self.peer_pins.configure(PEER_PINS, &fp);
+        }
+        self.peer_pins.pins_for(PEER_PINS, now_ms())
+    }
 }
 
 /// HS-8 break-before-make: a node handing its role over stops storing agents' records, and knows
@@ -265,28 +302,12 @@ pub(crate) const PINS_KEY: &str = "pins.by_address";
 impl Shared {
     /// Persists both pin books (after a pin was added or rotated).
     pub fn save_pins(&self) {
-        let mut store = self.store();
-        if let Err(e) = store
-            .state_set(PINS_KEY, &self.pins.to_json())
-            .and_then(|_| store.state_set("peer.pins", &self.peer_pins.to_json()))
-        {
-            tracing::error!("saving the certificate pins: {e}");
-        }
+        self.trust.save(&self.store);
     }
 
-    /// The fingerprints the peer link trusts: `failover.peer`'s and the rotations it announced,
-    /// each until a later rotation retired it ([`PinBook::configure`]).
+    /// The fingerprints the peer link trusts ([`Trust::peer_trust`]).
     pub fn peer_trust(&self) -> Pins {
-        if let Some(fp) = self
-            .config()
-            .peer()
-            .ok()
-            .flatten()
-            .and_then(|p| p.fingerprint)
-        {
-            self.peer_pins.configure(PEER_PINS, &fp);
-        }
-        self.peer_pins.pins_for(PEER_PINS, now_ms())
+        self.trust.peer_trust(&self.config())
     }
 
     pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -333,6 +354,16 @@ pub(crate) fn record_event(shared: &Shared, e: &Event) {
 /// [`record_event`]; on the acting server (`alerting`) an event whose code notifies is also an
 /// alert, written to the outbox in the same transaction (AL-1, AL-5).
 pub(crate) fn record_event_alerting(shared: &Shared, e: &Event, alerting: bool) {
+    store_event(&shared.store, &shared.events, e, alerting)
+}
+
+/// [`record_event_alerting`] for a task that holds only the store and the events' wake-up.
+pub(crate) fn store_event(
+    store: &Mutex<Store>,
+    events: &broadcast::Sender<u64>,
+    e: &Event,
+    alerting: bool,
+) {
     // Subjects and reasons carry text agents and servers chose (names, hook errors, refusals).
     tracing::info!(
         code = e.code.as_str(),
@@ -347,7 +378,7 @@ pub(crate) fn record_event_alerting(shared: &Shared, e: &Event, alerting: bool) 
         detail: e.reason.clone(),
         data: json!({ "rule": e.code.rule(), "notify": e.code.notify() }),
     };
-    let mut store = shared.store();
+    let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
     let alert = (alerting && e.code.notify()).then(|| crate::store::NewAlert {
         id: uuid::Uuid::new_v4().to_string(),
         severity: e.code.severity().as_str().to_string(),
@@ -358,7 +389,7 @@ pub(crate) fn record_event_alerting(shared: &Shared, e: &Event, alerting: bool) 
     drop(store);
     match stored {
         Ok(id) => {
-            let _ = shared.events.send(id);
+            let _ = events.send(id);
         }
         Err(err) => tracing::error!("storing event {}: {err}", e.code),
     }

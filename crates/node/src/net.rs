@@ -37,6 +37,7 @@ const BATCH: usize = 500;
 /// is (issue 12 item 4): connections over the per-address or total limit are closed at once.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
+    admin: Arc<crate::admin::Admin>,
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     limits: Arc<ConnLimits>,
@@ -70,6 +71,7 @@ pub(crate) async fn serve(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let shared = shared.clone();
+        let admin = admin.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -96,8 +98,8 @@ pub(crate) async fn serve(
                     wire_connection(shared, tls, fingerprint, link).await
                 }
                 // An admin connection keeps its permit: its timeouts keep it short.
-                Some(p) if p == ALPN_HTTP.as_bytes() => crate::admin::serve_http(shared, tls).await,
-                None => crate::admin::serve_http(shared, tls).await,
+                Some(p) if p == ALPN_HTTP.as_bytes() => crate::admin::serve_http(admin, tls).await,
+                None => crate::admin::serve_http(admin, tls).await,
                 Some(other) => {
                     tracing::warn!(%remote, "unknown ALPN protocol {}", logsafe::text(&String::from_utf8_lossy(other)))
                 }
@@ -226,7 +228,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 TokenCheck::Invalid
             };
             // A standalone node's own agent is this node: it needs no operator to accept it.
-            let own = id == config.node.id && fingerprint == shared.identity.fingerprint();
+            let own = id == config.node.id && fingerprint == shared.trust.identity.fingerprint();
             let token = if own { TokenCheck::Valid } else { token };
             // An enrollment attempt: a wrong token, or an unknown agent without a valid one.
             // Each address gets a burst of them, then a trickle; every wrong token is logged.
@@ -490,9 +492,13 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             let now = crate::mailbox::now_ms();
             let grace = understudy_api::defaults::PIN_RETIRE_AFTER;
             shared
+                .trust
                 .peer_pins
                 .rotate(crate::mailbox::PEER_PINS, &fp, now, grace);
-            shared.pins.rotate_everywhere(&fingerprint, &fp, now, grace);
+            shared
+                .trust
+                .pins
+                .rotate_everywhere(&fingerprint, &fp, now, grace);
             shared.save_pins();
             reply(&mut wr, &ToAgent::MergeDone { inserted: 0 }).await;
         }
@@ -708,8 +714,8 @@ pub(crate) async fn agent_link(
 ) {
     let config = shared.config();
     let client = match tls::client_config(
-        shared.pins.pins_for(&addr, crate::mailbox::now_ms()),
-        Some(shared.identity.clone()),
+        shared.trust.pins.pins_for(&addr, crate::mailbox::now_ms()),
+        Some(shared.trust.identity.clone()),
         &[ALPN_WIRE],
     ) {
         Ok(c) => c,
@@ -996,6 +1002,7 @@ async fn send_records<W: AsyncWrite + Unpin>(
 fn note_untrusted(shared: &Shared, addr: &str, error: &tls::TlsError) {
     if let tls::TlsError::NotPinned { refused, .. } = error {
         shared
+            .trust
             .untrusted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -1008,8 +1015,8 @@ pub(crate) async fn agent_probe(shared: Arc<Shared>, server: usize, addr: String
     let config = shared.config();
     let result = async {
         let client = tls::client_config(
-            shared.pins.pins_for(&addr, crate::mailbox::now_ms()),
-            Some(shared.identity.clone()),
+            shared.trust.pins.pins_for(&addr, crate::mailbox::now_ms()),
+            Some(shared.trust.identity.clone()),
             &[ALPN_WIRE],
         )
         .map_err(|e| e.to_string())?;
@@ -1053,7 +1060,7 @@ pub(crate) async fn agent_probe(shared: Arc<Shared>, server: usize, addr: String
 fn peer_client(shared: &Shared) -> Result<Arc<rustls::ClientConfig>, String> {
     tls::client_config(
         shared.peer_trust(),
-        Some(shared.identity.clone()),
+        Some(shared.trust.identity.clone()),
         &[ALPN_WIRE],
     )
     .map_err(|e| e.to_string())

@@ -20,8 +20,8 @@ use crate::config::{self, Config, ConfigError, ServerUrl, CONFIG_FILE};
 use crate::docs::{agent_entry, ha_config, pair_config_from_doc, pair_doc, watch_config};
 use crate::http_client::AdminClient;
 use crate::mailbox::{
-    now_ms, record_event_alerting, redirect_target, Input, LinkCmd, LinkEvent, Shared, PEER_PINS,
-    PINS_KEY,
+    now_ms, record_event_alerting, redirect_target, Input, LinkCmd, LinkEvent, Shared, Trust,
+    PEER_PINS, PINS_KEY,
 };
 use crate::store::{AgentRow, AgentStatus, Store, StoreError};
 use crate::tls::{self, NodeIdentity, PinBook, Pins};
@@ -162,6 +162,7 @@ pub fn admin_client(data_dir: &Path) -> Result<AdminClient, NodeError> {
 #[derive(Clone)]
 pub struct Node {
     pub(crate) shared: Arc<Shared>,
+    admin: Arc<admin::Admin>,
 }
 
 impl Node {
@@ -240,18 +241,14 @@ impl Node {
             data_dir: data_dir.clone(),
             config: Arc::new(Mutex::new(config)),
             store: Arc::new(Mutex::new(store)),
-            identity,
-            token,
             listen,
             core: core_tx,
-            pins,
-            peer_pins,
+            trust: Arc::new(Trust::new(identity, pins, peer_pins)),
             events,
             shutdown,
             acting,
             leases: Arc::new(Mutex::new(HashMap::new())),
             check_results: check_tx,
-            untrusted: Mutex::new(HashMap::new()),
             intake: Default::default(),
             peer_pulled: Default::default(),
         });
@@ -270,16 +267,32 @@ impl Node {
             acting: shared.acting.subscribe(),
             shutdown: shared.shutdown.subscribe(),
         }));
-        let server_config = tls::server_config(shared.identity.clone())?;
+        let admin = Arc::new(admin::Admin {
+            token,
+            data_dir: shared.data_dir.clone(),
+            config: shared.config.clone(),
+            store: shared.store.clone(),
+            events: shared.events.clone(),
+            core: shared.core.clone(),
+            acting: shared.acting.subscribe(),
+            trust: shared.trust.clone(),
+        });
+        let server_config = tls::server_config(shared.trust.identity.clone())?;
         let nofile = crate::limits::raise_nofile();
         let limits = crate::limits::ConnLimits::new(
             crate::limits::PER_ADDRESS,
             crate::limits::global_limit(nofile),
         );
-        tokio::spawn(net::serve(shared.clone(), listener, server_config, limits));
+        tokio::spawn(net::serve(
+            shared.clone(),
+            admin.clone(),
+            listener,
+            server_config,
+            limits,
+        ));
         tokio::spawn(net::peer_watch(shared.clone()));
         tracing::info!(%listen, "node started");
-        Ok(Node { shared })
+        Ok(Node { shared, admin })
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -288,7 +301,7 @@ impl Node {
 
     /// The one request handler behind the HTTPS admin API, the CLI and the desktop app.
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        admin::handle(&self.shared, method, path, body).await
+        admin::handle(&self.admin, method, path, body).await
     }
 
     /// One typed admin request, answered like the HTTPS API answers it.
@@ -296,7 +309,7 @@ impl Node {
         &self,
         request: understudy_api::Request,
     ) -> Result<Value, understudy_api::Refusal> {
-        admin::answer(&self.shared, request).await
+        admin::answer(&self.admin, request).await
     }
 
     /// Stops cleanly: an ACTIVE server with a healthy STANDBY hands its role over first (HS-8),
@@ -852,7 +865,7 @@ impl Core {
             state,
             epoch,
             site_version: self.shared.store().site_version().unwrap_or(0),
-            fingerprint: self.shared.identity.fingerprint(),
+            fingerprint: self.shared.trust.identity.fingerprint(),
             listen: config.node.listen.clone(),
         }
     }
@@ -965,7 +978,7 @@ impl Core {
                 let addr = to.trim_start_matches("https://").to_string();
                 if let Some(fp) = &fingerprint {
                     // Pinned for the address home sent the agent to, not for any server.
-                    self.shared.pins.add(&addr, fp);
+                    self.shared.trust.pins.add(&addr, fp);
                     self.shared.save_pins();
                     // Home (or its peer) named where to go: that server may direct this agent.
                     if a.engine
@@ -1018,7 +1031,7 @@ impl Core {
                 // The new certificate is pinned for this server's address only; its older
                 // ones retire after the grace period (issue 12 item 2).
                 if let Some(addr) = a.addrs.get(server) {
-                    self.shared.pins.rotate(
+                    self.shared.trust.pins.rotate(
                         addr,
                         &fp,
                         now_ms(),

@@ -291,7 +291,7 @@ fn set_role(core: &mut Core, now: Instant, spec: RoleSpec) -> Answer {
         config.agent.servers = vec![format!(
             "https://{}#{}",
             config.node.listen,
-            core.shared().identity.fingerprint()
+            core.shared().trust.identity.fingerprint()
         )];
     }
     if let Err((key, message)) = config.validate() {
@@ -403,6 +403,7 @@ fn status(core: &Core, now: Instant) -> Status {
         error: a.last_error().map(str::to_string),
         untrusted: core
             .shared()
+            .trust
             .untrusted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -482,7 +483,7 @@ fn status(core: &Core, now: Instant) -> Status {
             failover,
             acting: server.is_some_and(|s| s.is_acting()),
             cert: Some(CertView {
-                fingerprint: core.shared().identity.fingerprint(),
+                fingerprint: core.shared().trust.identity.fingerprint(),
             }),
         },
         link,
