@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use understudy_api::status::DesktopMessage;
+use understudy_api::ChannelSpec;
 use understudy_engine::{EventCode, Severity};
 
 /// How long a burst is collected before its notices go out.
@@ -95,6 +97,32 @@ const BURSTS: &[(&str, &str)] = &[
 /// True for the codes the engine marks as notifying (UI-2); every other code is only listed.
 pub fn is_notified(code: &str) -> bool {
     EventCode::parse(code).is_some_and(EventCode::notify)
+}
+
+/// AL-7: whether this desktop is told of an event's alert by a `desktop` alert channel (this
+/// node acts and one of the site's desktop channels takes the code, by the channel's own filter,
+/// [`understudy_api::ChannelSpec::accepts`]): it is then shown as the channel's message, grouped
+/// like every channel's, and not a second time from the event log.
+pub fn taken_by_desktop_channel(acting: bool, channels: &[ChannelSpec], code: &str) -> bool {
+    let Some(code) = EventCode::parse(code).filter(|c| c.notify()) else {
+        return false;
+    };
+    acting
+        && channels
+            .iter()
+            .any(|c| c.kind == "desktop" && c.accepts(code.as_str(), code.severity().into()))
+}
+
+/// AL-7: a desktop channel's message as a notification: the sender's title and text, critical
+/// when its worst alert is.
+pub fn desktop_notice(m: &DesktopMessage) -> Notice {
+    Notice {
+        code: m.channel.clone(),
+        count: m.alerts.len(),
+        summary: m.title.clone(),
+        body: m.text.clone(),
+        critical: m.severity == understudy_api::Severity::Critical,
+    }
 }
 
 /// How many subjects a burst's body names before "and N more".
@@ -381,5 +409,61 @@ mod tests {
         assert_eq!(n.len(), 1);
         assert_eq!(n[0].summary, "Split brain");
         assert!(n[0].critical);
+    }
+
+    fn desktop(codes: &[&str]) -> ChannelSpec {
+        ChannelSpec {
+            name: "tray".into(),
+            kind: "desktop".into(),
+            codes: codes.iter().map(|c| c.to_string()).collect(),
+            ..ChannelSpec::default()
+        }
+    }
+
+    #[test]
+    fn al7_an_event_a_desktop_channel_takes_is_shown_by_the_channel_not_twice() {
+        let all = [desktop(&[])];
+        assert!(taken_by_desktop_channel(true, &all, "CHECK_DOWN"));
+        // Not acting: the channel's messages go to the acting server's desktop, not this one.
+        assert!(!taken_by_desktop_channel(false, &all, "CHECK_DOWN"));
+        // The channel's own filter decides.
+        let only_up = [desktop(&["CHECK_UP"])];
+        assert!(!taken_by_desktop_channel(true, &only_up, "CHECK_DOWN"));
+        assert!(taken_by_desktop_channel(true, &only_up, "CHECK_UP"));
+        let mut critical = desktop(&[]);
+        critical.min_severity = Some(understudy_api::Severity::Critical);
+        assert!(!taken_by_desktop_channel(
+            true,
+            &[critical],
+            "CERT_GENERATED"
+        ));
+        // Other kinds are not the desktop; codes that never alert stay the event log's.
+        let mut hook = desktop(&[]);
+        hook.kind = "webhook".into();
+        assert!(!taken_by_desktop_channel(true, &[hook], "CHECK_DOWN"));
+        assert!(!taken_by_desktop_channel(
+            true,
+            &all,
+            "RECORDS_STORED_NOT_A_CODE"
+        ));
+    }
+
+    #[test]
+    fn al7_a_desktop_message_is_notified_with_the_senders_title_and_text() {
+        let m = DesktopMessage {
+            id: "m1".into(),
+            channel: "tray".into(),
+            title: "12 alerts: 12 CHECK_DOWN".into(),
+            text: "line 1\nline 2".into(),
+            severity: understudy_api::Severity::Critical,
+            alerts: (0..12).map(|i| i.to_string()).collect(),
+        };
+        let n = desktop_notice(&m);
+        assert_eq!(
+            (n.summary.as_str(), n.body.as_str()),
+            (m.title.as_str(), m.text.as_str())
+        );
+        assert_eq!(n.count, 12);
+        assert!(n.critical);
     }
 }

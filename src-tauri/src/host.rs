@@ -148,8 +148,13 @@ fn node_name() -> String {
     }
 }
 
-/// Creates a standalone node in `dir` if it has no config.toml yet, then starts it.
-pub async fn start_node(dir: &Path) -> Result<Arc<dyn Admin>, String> {
+/// AL-7: shows a message of a `desktop` alert channel; `Ok` once shown.
+pub type DesktopSink =
+    Arc<dyn Fn(&understudy_api::status::DesktopMessage) -> Result<(), String> + Send + Sync>;
+
+/// Creates a standalone node in `dir` if it has no config.toml yet, then starts it; its
+/// `desktop` alert channels' messages go to `desktop` (AL-7).
+pub async fn start_node(dir: &Path, desktop: DesktopSink) -> Result<Arc<dyn Admin>, String> {
     let config = dir.join("config.toml");
     if !config.exists() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -157,7 +162,7 @@ pub async fn start_node(dir: &Path) -> Result<Arc<dyn Admin>, String> {
         tracing::info!(dir = %dir.display(), %listen, "first run: creating a standalone node");
         runtime::init(dir, &node_name(), &listen)?;
     }
-    let node = runtime::start(dir).await?;
+    let node = runtime::start(dir, desktop).await?;
     Ok(node)
 }
 
@@ -272,10 +277,11 @@ mod runtime {
         Ok(())
     }
 
-    pub async fn start(dir: &Path) -> Result<Arc<dyn Admin>, String> {
+    pub async fn start(dir: &Path, desktop: DesktopSink) -> Result<Arc<dyn Admin>, String> {
         let node = Node::start(dir)
             .await
             .map_err(|e| format!("starting the node in {}: {e}", dir.display()))?;
+        node.set_desktop_notifier(move |m| desktop(m));
         Ok(Arc::new(node))
     }
 }

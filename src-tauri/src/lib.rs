@@ -209,7 +209,13 @@ async fn start_node(app: AppHandle, host: Host, mute: Arc<Mute>) {
     let started = match host::data_dir() {
         Ok(dir) => {
             tracing::info!(dir = %dir.display(), "starting the node");
-            host::start_node(&dir).await
+            let desktop = {
+                let (app, mute) = (app.clone(), mute.clone());
+                Arc::new(move |m: &understudy_api::status::DesktopMessage| {
+                    notify::show_desktop_message(&app, &mute, m)
+                }) as host::DesktopSink
+            };
+            host::start_node(&dir, desktop).await
         }
         Err(e) => Err(e),
     };

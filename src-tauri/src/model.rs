@@ -91,6 +91,9 @@ pub struct MenuModel {
     /// "Set this server to standby" (HS-5): the engine's dry run of `ha standby`
     /// (`node.failover.standby`), as is.
     pub standby: Allowed,
+    /// "3 alert deliveries failing" while the outbox has deliveries whose last attempt failed
+    /// (`status.alerts.failing`, AL-5), else `None` (no item).
+    pub alerts_failing: Option<String>,
     /// False when the node is not running: every action item is then disabled.
     pub running: bool,
 }
@@ -101,6 +104,7 @@ pub struct MenuModel {
 pub struct Shape {
     pub pairs: Vec<String>,
     pub pending: Vec<String>,
+    pub alerts_failing: bool,
 }
 
 impl MenuModel {
@@ -117,6 +121,7 @@ impl MenuModel {
             agent_role: false,
             failover_mode: "off".into(),
             standby: Allowed::no("the node is not running"),
+            alerts_failing: None,
             running: false,
         }
     }
@@ -143,6 +148,7 @@ impl MenuModel {
             agent_role: node.roles.agent,
             failover_mode,
             standby: Allowed::from_action(&node.failover.standby),
+            alerts_failing: alerts_failing(status.alerts.failing),
             running: true,
         }
     }
@@ -151,6 +157,7 @@ impl MenuModel {
         Shape {
             pairs: self.pairs.iter().map(|p| p.name.clone()).collect(),
             pending: self.pending.clone(),
+            alerts_failing: self.alerts_failing.is_some(),
         }
     }
 }
@@ -244,6 +251,15 @@ fn pair_line(p: &PairStatus) -> PairLine {
 
 fn is_pending(a: &AgentView) -> bool {
     a.pending || a.state == "pending"
+}
+
+/// The tray's item for the outbox (AL-5, AL-7), as the node counts it.
+fn alerts_failing(failing: u64) -> Option<String> {
+    match failing {
+        0 => None,
+        1 => Some("1 alert delivery failing".into()),
+        n => Some(format!("{n} alert deliveries failing")),
+    }
 }
 
 fn agents_summary(agents: &[AgentView]) -> String {
@@ -777,5 +793,29 @@ mod tests {
             }))
         );
         assert_eq!(Action::Quit.request(&m), None);
+    }
+
+    #[test]
+    fn al7_the_tray_shows_the_failing_deliveries_the_node_counts() {
+        let m = MenuModel::from_status(&typed(status()));
+        assert_eq!(m.alerts_failing, None);
+        let mut v = status();
+        v["alerts"] = json!({ "pending": 5, "failing": 3, "failed": 1 });
+        let m = MenuModel::from_status(&typed(v.clone()));
+        assert_eq!(
+            m.alerts_failing.as_deref(),
+            Some("3 alert deliveries failing")
+        );
+        assert!(
+            m.shape().alerts_failing,
+            "the item appearing rebuilds the menu"
+        );
+        v["alerts"]["failing"] = json!(1);
+        let m = MenuModel::from_status(&typed(v));
+        assert_eq!(
+            m.alerts_failing.as_deref(),
+            Some("1 alert delivery failing")
+        );
+        assert_eq!(MenuModel::stopped("x").alerts_failing, None);
     }
 }

@@ -12,9 +12,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use tauri::AppHandle;
 use tokio::time::Instant;
-use understudy_api::{EventQuery, Request};
+use understudy_api::status::DesktopMessage;
+use understudy_api::{ChannelSpec, Channels, EventQuery, Request, Status};
 
-use crate::coalesce::{Coalescer, Event, Notice};
+use crate::coalesce::{desktop_notice, taken_by_desktop_channel, Coalescer, Event, Notice};
 use crate::host::Host;
 
 pub const POLL: Duration = Duration::from_millis(500);
@@ -118,6 +119,50 @@ async fn fetch_after(host: &Host, since: u64) -> Option<Vec<Event>> {
     Some(events)
 }
 
+/// AL-7: shows a `desktop` alert channel's message (called by the node's sender while it acts).
+/// Muted, it is counted as delivered: the operator chose not to see it.
+pub fn show_desktop_message(
+    app: &AppHandle,
+    mute: &Mute,
+    m: &DesktopMessage,
+) -> Result<(), String> {
+    let notice = desktop_notice(m);
+    if mute.is_muted() {
+        tracing::debug!(
+            channel = m.channel,
+            alerts = m.alerts.len(),
+            "muted: not notified"
+        );
+        return Ok(());
+    }
+    tracing::info!(
+        channel = m.channel,
+        alerts = m.alerts.len(),
+        summary = notice.summary,
+        "notify"
+    );
+    send(app, &notice.summary, &notice.body, notice.critical)
+        .map_err(|e| format!("could not show the notification: {e}"))
+}
+
+/// Whether this node acts and the site's `desktop` channels (AL-7), read now and then.
+async fn desktop_channels(host: &Host) -> (bool, Vec<ChannelSpec>) {
+    let acting = match host.request(&Request::Status).await {
+        (200, body) => Status::deserialize(&body).is_ok_and(|s| s.node.acting),
+        _ => false,
+    };
+    if !acting {
+        return (false, Vec::new());
+    }
+    let channels = match host.request(&Request::Channels).await {
+        (200, body) => Channels::deserialize(&body)
+            .map(|c| c.channels)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    (acting, channels)
+}
+
 /// Follows the event log until the app exits. Events already in the log when the node came up
 /// are not notified (they were seen, or were meant to be seen, before this run).
 pub async fn follow_events(app: AppHandle, host: Host, mute: Arc<Mute>) {
@@ -133,6 +178,8 @@ pub async fn follow_events(app: AppHandle, host: Host, mute: Arc<Mute>) {
     tracing::info!(last, "following events");
 
     let mut coalescer = Coalescer::new();
+    let mut desktop = (false, Vec::new());
+    let mut n: u64 = 0;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -148,10 +195,15 @@ pub async fn follow_events(app: AppHandle, host: Host, mute: Arc<Mute>) {
                 tick.tick().await;
             }
         }
-        if let Some(events) = fetch_after(&host, last).await {
+        if n.is_multiple_of(4) {
+            desktop = desktop_channels(&host).await;
+        }
+        n += 1;
+        if let Some(mut events) = fetch_after(&host, last).await {
             if let Some(e) = events.last() {
                 last = e.id;
             }
+            events.retain(|e| !taken_by_desktop_channel(desktop.0, &desktop.1, &e.code));
             coalescer.handle_events(events, std::time::Instant::now());
         }
         for notice in coalescer.poll_notices(std::time::Instant::now()) {

@@ -49,6 +49,8 @@ struct Items {
     pairs: Vec<PairItems>,
     agents: MenuItem<Wry>,
     accepts: Vec<MenuItem<Wry>>,
+    /// "N alert deliveries failing" (AL-5), only while there are.
+    alerts: Option<MenuItem<Wry>>,
     server: CheckMenuItem<Wry>,
     agent: CheckMenuItem<Wry>,
     failover: [(String, CheckMenuItem<Wry>); 3],
@@ -190,6 +192,16 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
     }
 
     let agents = MenuItem::with_id(app, "info:agents", &m.agents, false, None::<&str>)?;
+    let alerts = match &m.alerts_failing {
+        Some(text) => Some(MenuItem::with_id(
+            app,
+            "info:alerts",
+            text,
+            false,
+            None::<&str>,
+        )?),
+        None => None,
+    };
     let mut accepts = Vec::new();
     for name in &m.pending {
         accepts.push(MenuItem::with_id(
@@ -299,6 +311,9 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
     let accept_refs: Vec<&dyn IsMenuItem<Wry>> =
         accepts.iter().map(|a| a as &dyn IsMenuItem<Wry>).collect();
     menu.append_items(&accept_refs)?;
+    if let Some(a) = &alerts {
+        menu.append_items(&[&sep()?, a])?;
+    }
     menu.append_items(&[
         &sep()?,
         &roles,
@@ -316,6 +331,7 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
         pairs,
         agents,
         accepts,
+        alerts,
         server,
         agent,
         failover,
@@ -345,6 +361,11 @@ fn update_items(
     }
     if all || old.agents != new.agents {
         items.agents.set_text(&new.agents)?;
+    }
+    if let (Some(item), Some(text)) = (&items.alerts, &new.alerts_failing) {
+        if all || old.alerts_failing.as_ref() != Some(text) {
+            item.set_text(text)?;
+        }
     }
     for ((it, o), n) in items.pairs.iter().zip(&old.pairs).zip(&new.pairs) {
         if all || o.label != n.label {

@@ -10,7 +10,11 @@
 // (the server's data directory), PAIR (default web; the agents are a1 and a2), STANDBY_URL and
 // STANDBY_DATA_DIR (its hot-standby peer, STANDBY), A1_PID and A2_PID (the agents' processes),
 // SCREENSHOT (a .png path, optional), CHROMIUM (default /usr/bin/chromium).
+// AL-4, AL-5: the Alerts page adds two webhook channels to receivers this script starts on
+// loopback (one answers 200, one 503), sends a test message, and after the forced failover shows
+// its alert delivered to one channel and failing on the other; a secret is only ever "set".
 import { execFileSync, spawnSync } from 'node:child_process';
+import http from 'node:http';
 import { chromium } from 'playwright-core';
 
 const { CONSOLE_URL, CLI, DATA_DIR, STANDBY_URL, STANDBY_DATA_DIR, A1_PID, A2_PID } = process.env;
@@ -63,6 +67,22 @@ async function refusedEverywhere(page, dataDir, action, sentence) {
   console.log(`[console]   ${action}: disabled, title "${sentence}"`);
 }
 
+// A webhook receiver on loopback answering `status` to every POST; what it received is kept.
+function receiver(status) {
+  const got = [];
+  return new Promise((resolve) => {
+    const srv = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d)).on('end', () => {
+        got.push({ headers: req.headers, body });
+        res.writeHead(status);
+        res.end();
+      });
+    });
+    srv.listen(0, '127.0.0.1', () => resolve({ srv, got, url: `http://127.0.0.1:${srv.address().port}/hook` }));
+  });
+}
+
 async function until(what, cond, timeoutMs) {
   const end = Date.now() + timeoutMs;
   for (;;) {
@@ -78,6 +98,8 @@ const browser = await chromium.launch({
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--no-first-run'],
 });
+const hook = await receiver(200);
+const down = await receiver(503);
 try {
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
@@ -99,6 +121,29 @@ try {
   await step('PR-5 the target already active: Revert disabled with the engine\'s sentence', async () => {
     await refusedEverywhere(page, DATA_DIR, 'revert', `${PAIR} is already active on the primary a1`);
   });
+  await step('AL-4 the Alerts page adds channels; a secret is shown only as "set"', async () => {
+    for (const [name, url, codes] of [['hook', hook.url, ''], ['down', down.url, 'FORCED_FAILOVER']]) {
+      await page.fill('[data-testid="channel-name"]', name);
+      await page.selectOption('[data-testid="channel-kind"]', 'webhook');
+      await page.fill('[data-testid="channel-url"]', url);
+      await page.fill('[data-testid="channel-secret"]', 's3cret-of-the-console');
+      await page.fill('[data-testid="channel-codes"]', codes);
+      await page.click('[data-testid="channel-add"]');
+      await page.locator(`[data-testid="channel-row-${name}"]`).waitFor({ timeout: 10000 });
+    }
+    const secret = await page.locator('[data-testid="channel-secret-hook"]').textContent();
+    if (secret !== 'secret set') throw new Error(`the secret column says ${secret}`);
+    if ((await page.content()).includes('s3cret-of-the-console')) throw new Error('the secret is in the page');
+  });
+  await step('AL-4 Send test reaches the receiver, signed', async () => {
+    await page.click('[data-testid="channel-test-hook"]');
+    await until('the test message received', () => hook.got.some((m) => m.body.includes('"TEST"')), 10000);
+    const m = hook.got.find((x) => x.body.includes('"TEST"'));
+    if (!/^sha256=[0-9a-f]{64}$/.test(m.headers['x-understudy-signature'] ?? ''))
+      throw new Error(`signature header ${m.headers['x-understudy-signature']}`);
+    const flash = await page.locator('[data-testid="action-message"]').textContent();
+    if (flash !== 'test message sent to alert channel hook') throw new Error(`the page says ${flash}`);
+  });
   await step('Force failover enabled and clicked', async () => {
     await until('Force failover enabled', () => force.isEnabled(), 20000);
     await force.click();
@@ -113,6 +158,22 @@ try {
   });
   await step('the event timeline shows FORCED_FAILOVER', async () => {
     await page.locator('[data-testid="event-list"] [data-code="FORCED_FAILOVER"]').first().waitFor({ timeout: 10000 });
+  });
+  await step('AL-5 the Alerts page shows FORCED_FAILOVER sent to hook and failing on down', async () => {
+    const row = page.locator('[data-testid="alerts-table"] tr[data-code="FORCED_FAILOVER"]').first();
+    await row.waitFor({ timeout: 15000 });
+    const sent = row.locator('[data-testid$="-hook"]');
+    const failing = row.locator('[data-testid$="-down"]');
+    await until('hook sent and down failing', async () =>
+      (await sent.textContent()) === 'hook sent' && (await failing.textContent()) === 'down failing', 15000)
+      .catch(async (e) => {
+        throw new Error(`${e.message}: "${await sent.textContent()}", "${await failing.textContent()}"`);
+      });
+    if (!(await failing.getAttribute('class')).includes('tone-warn')) throw new Error('the failing delivery is not marked');
+    if (!(await failing.getAttribute('title')).includes('503')) throw new Error(`title ${await failing.getAttribute('title')}`);
+    if (!hook.got.some((m) => m.body.includes('"FORCED_FAILOVER"'))) throw new Error('hook did not receive it');
+    const summary = await page.locator('[data-testid="alerts-failing"]').textContent();
+    if (summary === '0 failing') throw new Error('the summary counts no failing delivery');
   });
   if (SCREENSHOT) {
     await step(`screenshot ${SCREENSHOT}`, async () => {
@@ -147,6 +208,8 @@ try {
   });
 } finally {
   await browser.close();
+  hook.srv.close();
+  down.srv.close();
 }
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

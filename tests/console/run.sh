@@ -4,7 +4,8 @@
 # serve`, srv ACTIVE and srv2 STANDBY) and two agents enrolled with a token, a pair "web" —
 # opens https://IP:PORT/#token=… and forces a failover from the page, and checks that for each of
 # the four causes the engine refuses an operator action the button is disabled with exactly the
-# engine's sentence as its title (console.test.mjs), then stops everything. Saves
+# engine's sentence as its title, and that the Alerts page adds channels and shows each alert's
+# delivery per channel (console.test.mjs), then stops everything. Saves
 # docs/screenshots/console.png.
 #
 # Usage: tests/console/run.sh            (builds the CLI if CLI is not given)
@@ -50,7 +51,7 @@ fingerprint() { "$CLI" cert show --json --data-dir "$1" | node -e 'let s="";proc
 for s in "srv $SRV $LISTEN" "srv2 $SRV2 $LISTEN2"; do
   set -- $s
   "$CLI" init --data-dir "$2" --name "$1" --listen "$3" --role server --set server.enroll_token="$ENROLL" \
-    --set failover.sync_interval=200ms --set failover.failover_timeout=1s >>"$WORK/init.log"
+    --set failover.sync_interval=200ms --set failover.failover_timeout=1s --set alert.group_wait=0s >>"$WORK/init.log"
 done
 FP=$(fingerprint "$SRV")
 FP2=$(fingerprint "$SRV2")

@@ -16,7 +16,12 @@ members: Array<MemberView>,
 /**
  * The checks this agent was given (CK-2).
  */
-agent_checks: unknown[], pairs: Array<PairStatus>, agents: Array<AgentView>, checks: Array<CheckSpec>, };
+agent_checks: unknown[], pairs: Array<PairStatus>, agents: Array<AgentView>, checks: Array<CheckSpec>, 
+/**
+ * The outbox at a glance (AL-5): what the tray's "N alert deliveries failing" and the
+ * console's Alerts page show. Zero without the server role.
+ */
+alerts: AlertSummary, };
 
 export type NodeView = { id: string, name: string, listen: string, roles: Roles, failover: FailoverView, 
 /**
@@ -154,6 +159,8 @@ taken_for: string | null, };
 
 export type Records = { records: Array<RecordView>, };
 
+export type AlertSummary = { pending: number, failing: number, failed: number, };
+
 export type Alerts = { alerts: Array<AlertView>, };
 
 export type AlertView = { id: string, event_id: number, time_ms: number, code: string, severity: Severity, subject: string, sentence: string, deliveries: Array<DeliveryView>, };
@@ -162,7 +169,8 @@ export type DeliveryView = { channel: string, state: string, attempts: number, l
 
 export type ChannelSpec = { name: string, 
 /**
- * `webhook`, `ntfy`, `email` or `command`.
+ * `webhook`, `ntfy`, `email`, `command`, or `desktop` (AL-7: a notification on the
+ * desktop of the acting server's tray app).
  */
 kind: string, 
 /**
@@ -207,21 +215,7 @@ codes?: Array<string>,
  */
 min_severity?: Severity, };
 
-export type ChannelView = { name: string, kind: string, url?: string, to?: Array<string>, from?: string, 
-/**
- * The SMTP URL with its password written "set".
- */
-smtp?: string, 
-/**
- * "set" when the channel has a secret.
- */
-secret?: string, 
-/**
- * "set" when the channel has a token.
- */
-token?: string, argv?: Array<string>, timeout: string, codes?: Array<string>, min_severity?: Severity, };
-
-export type Channels = { channels: Array<ChannelView>, };
+export type Channels = { channels: Array<ChannelSpec>, };
 
 export type CertInfo = { fingerprint: string, sans: Array<string>, not_after: string, };
 

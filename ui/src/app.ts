@@ -16,9 +16,11 @@ import {
   renderOverall,
   renderPairs,
   renderServers,
+  renderAlerts,
+  renderChannels,
 } from './render';
 import { eventCodes, filterEvents, maxEventId, mergeEvents, overallState } from './rules';
-import type { CertInfo, EventItem, RecordItem, Status } from './types';
+import type { AlertItem, CertInfo, Channel, EventItem, RecordItem, Status } from './types';
 
 export interface AppOptions {
   root: HTMLElement;
@@ -58,6 +60,43 @@ const SKELETON = `
     <section class="panel wide" data-panel="pairs"><h2>Pairs</h2><div class="body" data-view="pairs"></div></section>
     <section class="panel wide" data-panel="agents"><h2>Agents</h2><div class="body" data-view="agents"></div></section>
     <section class="panel wide" data-panel="checks"><h2>Latest check results</h2><div class="body" data-view="checks"></div></section>
+    <section class="panel wide" data-panel="alerts" data-testid="alerts-panel">
+      <h2>Alerts</h2>
+      <div class="body">
+        <div data-view="alerts"></div>
+        <h3 class="sub">Channels</h3>
+        <div data-view="channels"></div>
+        <form class="cert-form channel-form" data-testid="channel-form" autocomplete="off">
+          <label>name <input name="name" data-testid="channel-name" required /></label>
+          <label>kind
+            <select name="kind" data-testid="channel-kind">
+              <option value="webhook">webhook</option>
+              <option value="ntfy">ntfy</option>
+              <option value="email">email</option>
+              <option value="command">command</option>
+              <option value="desktop">desktop</option>
+            </select>
+          </label>
+          <label>URL <input name="url" data-testid="channel-url" placeholder="webhook, ntfy: https://…" /></label>
+          <label>to <input name="to" data-testid="channel-to" placeholder="email: addresses, comma separated" /></label>
+          <label>SMTP <input name="smtp" data-testid="channel-smtp" placeholder="email: smtp://user:password@host:587" /></label>
+          <label>secret <input type="password" name="secret" data-testid="channel-secret" placeholder="webhook: HMAC key" /></label>
+          <label>token <input type="password" name="token" data-testid="channel-token" placeholder="ntfy: access token" /></label>
+          <label>argv <input name="argv" data-testid="channel-argv" placeholder="command: program and arguments" /></label>
+          <label>codes <input name="codes" data-testid="channel-codes" placeholder="all, or CHECK_DOWN,CHECK_UP" /></label>
+          <label>min severity
+            <select name="min_severity" data-testid="channel-min-severity">
+              <option value="">any</option>
+              <option value="info">info</option>
+              <option value="warning">warning</option>
+              <option value="critical">critical</option>
+            </select>
+          </label>
+          <button type="submit" class="btn primary" data-testid="channel-add">Add channel</button>
+        </form>
+        <p class="small muted">Channels are site configuration, changed on the acting server and replicated to the standby; the node checks every setting and says why it refuses one.</p>
+      </div>
+    </section>
     <section class="panel wide" data-panel="events">
       <h2>Events
         <span class="tools">
@@ -115,6 +154,8 @@ export class App {
   reachable = false;
   events: EventItem[] = [];
   records: RecordItem[] = [];
+  alerts: AlertItem[] = [];
+  channels: Channel[] = [];
   cert: CertInfo | null = null;
   eventFilter = '';
   loginShown = false;
@@ -207,6 +248,11 @@ export class App {
       this.syncRoleForm(true);
     });
 
+    this.q<HTMLFormElement>('channel-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      void this.addChannel();
+    });
+
     this.q<HTMLFormElement>('cert-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
       void this.generateCert();
@@ -267,8 +313,12 @@ export class App {
     this.reachable = true;
     this.q('conn-error').hidden = true;
 
-    const [ev, rec] = await Promise.allSettled([this.fetchEvents(), this.fetchRecords(status)]);
-    for (const r of [ev, rec]) {
+    const [ev, rec, al] = await Promise.allSettled([
+      this.fetchEvents(),
+      this.fetchRecords(status),
+      this.fetchAlerts(status),
+    ]);
+    for (const r of [ev, rec, al]) {
       if (r.status === 'rejected' && r.reason instanceof ApiError && r.reason.status === 401) {
         this.showLogin('The token was refused.');
         return;
@@ -318,6 +368,21 @@ export class App {
     this.records = res?.records ?? [];
   }
 
+  /** AL-1, AL-4, AL-5: the outbox's latest alerts and the site's channels (server role). */
+  private async fetchAlerts(status: Status): Promise<void> {
+    if (!status.node.roles.server) {
+      this.alerts = [];
+      this.channels = [];
+      return;
+    }
+    const [alerts, channels] = await Promise.all([
+      this.transport.call('GET', '/api/alerts?limit=50') as Promise<{ alerts?: AlertItem[] } | null>,
+      this.transport.call('GET', '/api/alerts/channels') as Promise<{ channels?: Channel[] } | null>,
+    ]);
+    this.alerts = alerts?.alerts ?? [];
+    this.channels = channels?.channels ?? [];
+  }
+
   private async loadCert(): Promise<void> {
     this.certLoading = true;
     try {
@@ -358,6 +423,10 @@ export class App {
   private actionPath(action: string, name: string): string | null {
     const n = encodeURIComponent(name);
     switch (action) {
+      case 'channel-test':
+        return `/api/alerts/channels/${n}/test`;
+      case 'channel-remove':
+        return `/api/alerts/channels/${n}`;
       case 'force-failover':
       case 'revert':
         return `/api/pairs/${n}/${action}`;
@@ -380,7 +449,8 @@ export class App {
     btn.disabled = true;
     btn.classList.add('busy');
     try {
-      await this.act('POST', path, undefined, `${btn.textContent?.trim() ?? action}${name ? ' ' + name : ''}`);
+      const method = action === 'channel-remove' ? 'DELETE' : 'POST';
+      await this.act(method, path, undefined, `${btn.textContent?.trim() ?? action}${name ? ' ' + name : ''}`);
     } finally {
       btn.classList.remove('busy');
     }
@@ -451,6 +521,22 @@ export class App {
     }
   }
 
+  /** `alert channel add` from the form: only the fields given; the node validates (AL-4). */
+  async addChannel(): Promise<void> {
+    const form = this.q<HTMLFormElement>('channel-form');
+    const field = (name: string) => (form.elements.namedItem(name) as HTMLInputElement | HTMLSelectElement).value.trim();
+    const list = (name: string, sep: RegExp) => field(name).split(sep).map((s) => s.trim()).filter(Boolean);
+    const body: Record<string, unknown> = { name: field('name'), kind: field('kind') };
+    for (const k of ['url', 'smtp', 'secret', 'token', 'min_severity']) {
+      if (field(k)) body[k] = field(k);
+    }
+    if (list('to', /[\s,]+/).length) body.to = list('to', /[\s,]+/);
+    if (list('argv', /\s+/).length) body.argv = list('argv', /\s+/);
+    if (list('codes', /[\s,]+/).length) body.codes = list('codes', /[\s,]+/);
+    const res = await this.act('POST', '/api/alerts/channels', body, `Add alert channel ${body.name}`);
+    if (res !== undefined) form.reset();
+  }
+
   setEventFilter(code: string): void {
     this.eventFilter = code;
     this.renderEvents();
@@ -490,6 +576,13 @@ export class App {
       this.setHtml(this.view('pairs'), renderPairs(s));
       this.setHtml(this.view('agents'), renderAgents(s));
       this.setHtml(this.view('checks'), renderChecks(s, this.records));
+      const acting = s.node.roles.server && s.node.acting;
+      this.setHtml(this.view('alerts'), renderAlerts(this.alerts, s.alerts));
+      this.setHtml(
+        this.view('channels'),
+        renderChannels(this.channels, acting, 'channels are changed on the acting server of the site'),
+      );
+      (this.root.querySelector('[data-panel="alerts"]') as HTMLElement).hidden = !s.node.roles.server;
       this.syncRoleForm(false);
       this.syncStandby(s);
     }

@@ -2,7 +2,7 @@
 // status; every value is escaped. Buttons carry data-action / data-name and
 // are handled by one delegated click handler in app.ts.
 
-import type { CertInfo, CheckDef, EventItem, Overall, RecordItem, Status } from './types';
+import type { AlertItem, Channel, CertInfo, CheckDef, EventItem, Overall, RecordItem, Status } from './types';
 import {
   activeMemberName,
   actionOf,
@@ -309,6 +309,94 @@ export function renderEventFilterOptions(codes: string[], selected: string): str
     `<option value=""${selected ? '' : ' selected'}>all codes</option>` +
     codes.map((c) => `<option value="${esc(c)}"${c === selected ? ' selected' : ''}>${esc(c)}</option>`).join('')
   );
+}
+
+// ------------------------------------------------------------- alerts -----
+
+/** Where a channel sends, as the node lists it (secrets only ever "set"). */
+function channelTarget(c: Channel): string {
+  switch (c.kind) {
+    case 'email':
+      return `${(c.to ?? []).join(', ')} via ${c.smtp ?? ''}`;
+    case 'command':
+      return (c.argv ?? []).join(' ');
+    case 'desktop':
+      return "the acting server's tray app";
+    default:
+      return c.url ?? '';
+  }
+}
+
+/** AL-4: the site's channels, each with Send test and Remove. */
+export function renderChannels(channels: Channel[], mayChange: boolean, why: string): string {
+  const rows = channels.map((c) => {
+    const filter = [
+      (c.codes ?? []).join(','),
+      c.min_severity ? `≥ ${c.min_severity}` : '',
+    ].filter(Boolean).join(' ') || 'all';
+    const secrets = [c.secret ? `secret ${c.secret}` : '', c.token ? `token ${c.token}` : ''].filter(Boolean).join(', ') || '—';
+    return `
+<tr data-testid="channel-row-${esc(c.name)}">
+  <td class="strong">${esc(c.name)}</td>
+  <td>${esc(c.kind)}</td>
+  <td class="mono small detail" title="${esc(channelTarget(c))}">${esc(channelTarget(c))}</td>
+  <td class="small">${esc(filter)}</td>
+  <td class="small" data-testid="channel-secret-${esc(c.name)}">${esc(secrets)}</td>
+  <td class="small">${esc(c.timeout ?? '')}</td>
+  <td class="actions">${button('Send test', 'channel-test', c.name, `channel-test-${c.name}`, true, 'send one test message to this channel now')}
+    ${button('Remove', 'channel-remove', c.name, `channel-remove-${c.name}`, mayChange, mayChange ? 'remove this channel' : why, 'danger')}</td>
+</tr>`;
+  });
+  return `
+<table class="grid" data-testid="channels-table">
+  <thead><tr><th>channel</th><th>kind</th><th>to</th><th>filter</th><th>secrets</th><th>timeout</th><th></th></tr></thead>
+  <tbody>${rows.length ? rows.join('') : empty(7, 'No alert channels.', 'channels-empty')}</tbody>
+</table>`;
+}
+
+/** A delivery's tone: sent ok, failed bad, pending after a failed attempt (failing) warn. */
+export function deliveryTone(d: { state: string; attempts: number }): Tone {
+  if (d.state === 'sent') return 'ok';
+  if (d.state === 'failed') return 'bad';
+  return d.attempts > 0 ? 'warn' : 'info';
+}
+
+/** AL-1, AL-5: the latest alerts, newest first, with their delivery per channel. */
+export function renderAlerts(alerts: AlertItem[], summary: Status['alerts'] | undefined): string {
+  const rows = [...alerts].reverse().map((a) => {
+    const worst = a.deliveries.some((d) => d.state === 'failed')
+      ? 'bad'
+      : a.deliveries.some((d) => deliveryTone(d) === 'warn')
+        ? 'warn'
+        : 'ok';
+    const deliveries = a.deliveries.length
+      ? a.deliveries
+          .map((d) => {
+            const t = deliveryTone(d);
+            const word = t === 'warn' ? 'failing' : d.state;
+            const title = `${d.attempts} attempt(s)${d.last_error ? `: ${d.last_error}` : ''}`;
+            return badge(`${d.channel} ${word}`, t, `delivery-${a.id}-${d.channel}`, ` title="${esc(title)}"`);
+          })
+          .join(' ')
+      : '<span class="small muted">no channel</span>';
+    return `
+<tr class="tone-${a.deliveries.length ? worst : 'off'}" data-testid="alert-row-${esc(a.id)}" data-code="${esc(a.code)}">
+  <td class="mono small">${esc(fmtTime(a.time_ms))}</td>
+  <td>${badge(a.code, severityTone(a.severity))}</td>
+  <td>${esc(a.subject)}</td>
+  <td class="small detail" title="${esc(a.sentence)}">${esc(a.sentence)}</td>
+  <td>${deliveries}</td>
+</tr>`;
+  });
+  const s = summary ?? { pending: 0, failing: 0, failed: 0 };
+  return `
+<p class="small" data-testid="alerts-summary">${esc(s.pending)} pending ·
+  <span class="${s.failing ? 'reason' : 'muted'}" data-testid="alerts-failing">${esc(s.failing)} failing</span> ·
+  <span class="${s.failed ? 'reason' : 'muted'}">${esc(s.failed)} given up</span></p>
+<table class="grid" data-testid="alerts-table">
+  <thead><tr><th>time</th><th>code</th><th>subject</th><th>sentence</th><th>delivery per channel</th></tr></thead>
+  <tbody>${rows.length ? rows.join('') : empty(5, 'No alerts yet.', 'alerts-empty')}</tbody>
+</table>`;
 }
 
 // --------------------------------------------------------------- cert -----

@@ -5,6 +5,8 @@
 
 export type {
   AgentView as Agent,
+  AlertView as AlertItem,
+  ChannelSpec as Channel,
   CertInfo,
   CheckSpec as CheckDef,
   EventView as EventItem,

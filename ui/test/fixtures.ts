@@ -1,5 +1,6 @@
 import { ApiError, type Transport } from '../src/api';
-import type { EventItem, RecordItem, Status } from '../src/types';
+import { App } from '../src/app';
+import type { AlertItem, Channel, EventItem, RecordItem, Status } from '../src/types';
 
 export function makeStatus(over: Partial<Status> = {}): Status {
   return {
@@ -70,6 +71,7 @@ export function makeStatus(over: Partial<Status> = {}): Status {
       { name: 'http-home', kind: 'http', target: 'http://10.0.0.5/', every: '5s', timeout: '2s', agent: null, pair: 'web' },
       { name: 'ssh', kind: 'tcp', target: '10.0.0.6:22', every: '10s', timeout: '1s', agent: 'db-2', pair: null },
     ],
+    alerts: { pending: 1, failing: 1, failed: 1 },
     ...over,
   };
 }
@@ -84,6 +86,25 @@ export const RECORDS: RecordItem[] = [
   { agent: 'web-1', agent_id: 'a1', seq: 10, pair: 'web', name: 'http-home', value: 12.5, time_ms: 1_700_000_000_000, kind: 'check', detail: '{"up":true}', taken_for: null },
   { agent: 'web-2', agent_id: 'a2', seq: 3, pair: 'web', name: 'http-home', value: 40, time_ms: 1_700_000_005_000, kind: 'check', detail: 'down: connection refused', taken_for: null },
   { agent: 'db-2', agent_id: 'a4', seq: 7, pair: null, name: 'ssh', value: 1.2, time_ms: 1_700_000_001_000, kind: 'check', detail: '{"up":true}', taken_for: null },
+];
+
+export const CHANNELS: Channel[] = [
+  { name: 'hook', kind: 'webhook', url: 'https://hooks.example.org/u', secret: 'set', timeout: '10s', codes: ['CHECK_DOWN', 'CHECK_UP'] },
+  { name: 'mail', kind: 'email', to: ['ops@example.org'], smtp: 'smtps://ops:set@mail.example.org', timeout: '10s', min_severity: 'critical' },
+];
+
+export const ALERTS: AlertItem[] = [
+  {
+    id: 'al-1', event_id: 2, time_ms: 1_700_000_001_000, code: 'FAILOVER', severity: 'critical', subject: 'db', sentence: 'Pair db failed over to db-2.',
+    deliveries: [
+      { channel: 'hook', state: 'sent', attempts: 1 },
+      { channel: 'mail', state: 'failed', attempts: 9, last_error: 'SMTP: 554 no' },
+    ],
+  },
+  {
+    id: 'al-2', event_id: 4, time_ms: 1_700_000_003_000, code: 'CHECK_DOWN', severity: 'critical', subject: 'ssh', sentence: 'ssh failed 3 times in a row.',
+    deliveries: [{ channel: 'hook', state: 'pending', attempts: 2, last_error: 'HTTP 503' }],
+  },
 ];
 
 export interface Call {
@@ -127,6 +148,8 @@ export function standardTransport(status: Status = makeStatus()): FakeTransport 
     .on('GET /api/status', () => status)
     .on('GET /api/events', () => ({ events: EVENTS }))
     .on('GET /api/records', () => ({ records: RECORDS }))
+    .on('GET /api/alerts', () => ({ alerts: ALERTS }))
+    .on('GET /api/alerts/channels', () => ({ channels: CHANNELS }))
     .on('GET /api/cert', () => ({ fingerprint: 'AA:BB:CC', sans: ['127.0.0.1', 'srv-a'], not_after: '2027-01-01T00:00:00Z' }));
 }
 
@@ -138,4 +161,14 @@ export function byTestId<T extends HTMLElement = HTMLElement>(root: ParentNode, 
   const el = root.querySelector<T>(`[data-testid="${id}"]`);
   if (!el) throw new Error(`no element with data-testid=${id}`);
   return el;
+}
+
+/** A fresh `<div id="app">` in the document, the console mounted on it and polled once. */
+export async function mountApp(status: Status = makeStatus()): Promise<{ root: HTMLElement; app: App; t: FakeTransport }> {
+  document.body.innerHTML = '<div id="app"></div>';
+  const root = document.getElementById('app')!;
+  const t = standardTransport(status);
+  const app = new App({ root, transport: t });
+  await app.refresh();
+  return { root, app, t };
 }

@@ -11,7 +11,7 @@ use crate::event::Severity;
 use crate::refusal::Refusal;
 
 /// The kinds of channel.
-pub const CHANNEL_KINDS: &[&str] = &["webhook", "ntfy", "email", "command"];
+pub const CHANNEL_KINDS: &[&str] = &["webhook", "ntfy", "email", "command", "desktop"];
 
 /// How long one delivery to a channel may take when the channel says nothing
 /// (`--timeout`): a hanging receiver or command is given up after it and retried.
@@ -22,7 +22,8 @@ pub const CHANNEL_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChannelSpec {
     pub name: String,
-    /// `webhook`, `ntfy`, `email` or `command`.
+    /// `webhook`, `ntfy`, `email`, `command`, or `desktop` (AL-7: a notification on the
+    /// desktop of the acting server's tray app).
     pub kind: String,
     /// webhook and ntfy: where to POST (`http://` or `https://`).
     #[cfg_attr(feature = "ts", ts(optional))]
@@ -68,49 +69,12 @@ pub struct ChannelSpec {
     pub min_severity: Option<Severity>,
 }
 
-/// A channel as listed (`alert channel list --json`): its secrets are "set" or absent.
-#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ChannelView {
-    pub name: String,
-    pub kind: String,
-    #[cfg_attr(feature = "ts", ts(optional))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub to: Vec<String>,
-    #[cfg_attr(feature = "ts", ts(optional))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// The SMTP URL with its password written "set".
-    #[cfg_attr(feature = "ts", ts(optional))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub smtp: Option<String>,
-    /// "set" when the channel has a secret.
-    #[cfg_attr(feature = "ts", ts(optional))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-    /// "set" when the channel has a token.
-    #[cfg_attr(feature = "ts", ts(optional))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub argv: Vec<String>,
-    #[cfg_attr(feature = "ts", ts(type = "string"))]
-    #[serde(with = "crate::duration::text")]
-    pub timeout: Duration,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub codes: Vec<String>,
-    #[cfg_attr(feature = "ts", ts(optional))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_severity: Option<Severity>,
-}
-
-/// `GET /api/alerts/channels`.
+/// `GET /api/alerts/channels` (`alert channel list --json`): each channel as
+/// [`ChannelSpec::view`] shows it (secrets "set", the SMTP password "set", the timeout given).
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Channels {
-    pub channels: Vec<ChannelView>,
+    pub channels: Vec<ChannelSpec>,
 }
 
 const SET: &str = "set";
@@ -352,14 +316,23 @@ impl ChannelSpec {
                 unwanted("secret", self.secret.is_some())?;
                 unwanted("access-token", self.token.is_some())?;
             }
+            "desktop" => {
+                unwanted("url", self.url.is_some())?;
+                unwanted("to", !self.to.is_empty())?;
+                unwanted("from", self.from.is_some())?;
+                unwanted("smtp", self.smtp.is_some())?;
+                unwanted("secret", self.secret.is_some())?;
+                unwanted("access-token", self.token.is_some())?;
+                unwanted("argv", !self.argv.is_empty())?;
+            }
             "" => {
                 return Err(refuse(
-                    "a channel needs --kind webhook|ntfy|email|command".into(),
+                    "a channel needs --kind webhook|ntfy|email|command|desktop".into(),
                 ))
             }
             other => {
                 return Err(refuse(format!(
-                    "unknown kind {other}: expected webhook, ntfy, email or command"
+                    "unknown kind {other}: expected webhook, ntfy, email, command or desktop"
                 )))
             }
         }
@@ -376,22 +349,15 @@ impl ChannelSpec {
         Ok(())
     }
 
-    /// The channel as listed: secrets "set".
-    pub fn view(&self) -> ChannelView {
+    /// The channel as listed: secrets (and an SMTP password) "set", the timeout given.
+    pub fn view(&self) -> ChannelSpec {
         let set = |s: &Option<String>| s.as_ref().map(|_| SET.to_string());
-        ChannelView {
-            name: self.name.clone(),
-            kind: self.kind.clone(),
-            url: self.url.clone(),
-            to: self.to.clone(),
-            from: self.from.clone(),
+        ChannelSpec {
             smtp: self.smtp.as_deref().map(redact_password),
             secret: set(&self.secret),
             token: set(&self.token),
-            argv: self.argv.clone(),
-            timeout: self.timeout(),
-            codes: self.codes.clone(),
-            min_severity: self.min_severity,
+            timeout: Some(self.timeout()),
+            ..self.clone()
         }
     }
 }

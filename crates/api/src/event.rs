@@ -14,6 +14,31 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    pub const ALL: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
+
+    /// `info`, `warning` or `critical`, as written in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        Severity::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Severity, String> {
+        Severity::parse(s).ok_or_else(|| format!("{s:?} is not info, warning or critical"))
+    }
+}
+
 impl From<understudy_engine::Severity> for Severity {
     fn from(s: understudy_engine::Severity) -> Severity {
         match s {

@@ -14,7 +14,7 @@ pub mod refusal;
 pub mod request;
 pub mod status;
 
-pub use channel::{ChannelSpec, ChannelView, Channels};
+pub use channel::{ChannelSpec, Channels};
 pub use event::{EventView, Severity};
 pub use refusal::{Refusal, RefusalKind};
 pub use request::{
@@ -22,8 +22,8 @@ pub use request::{
     Request, RoleSpec, Switchback, ROUTES,
 };
 pub use status::{
-    Action, AgentView, AlertView, Alerts, CertView, DeliveryView, Done, FailoverView, LinkView,
-    MemberView, NodeView, PairActions, PairStatus, Roles, ServerView, Status,
+    Action, AgentView, AlertSummary, AlertView, Alerts, CertView, DeliveryView, Done, FailoverView,
+    LinkView, MemberView, NodeView, PairActions, PairStatus, Roles, ServerView, Status,
 };
 
 /// The console's TypeScript types, generated from these types (`ts` feature): one file,
@@ -33,7 +33,7 @@ pub use status::{
 mod typescript {
     use ts_rs::{Config, TS};
 
-    use crate::channel::{ChannelSpec, ChannelView, Channels};
+    use crate::channel::{ChannelSpec, Channels};
     use crate::event::Events;
     use crate::request::{CertRequest, CheckSpec, NewRecord, PairSpec, RoleSpec, Switchback};
     use crate::status::*;
@@ -65,11 +65,11 @@ mod typescript {
             Severity::decl(&cfg),
             RecordView::decl(&cfg),
             Records::decl(&cfg),
+            AlertSummary::decl(&cfg),
             Alerts::decl(&cfg),
             AlertView::decl(&cfg),
             DeliveryView::decl(&cfg),
             ChannelSpec::decl(&cfg),
-            ChannelView::decl(&cfg),
             Channels::decl(&cfg),
             CertInfo::decl(&cfg),
             Settings::decl(&cfg),

@@ -34,6 +34,20 @@ pub struct Status {
     pub agents: Vec<AgentView>,
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
+    /// The outbox at a glance (AL-5): what the tray's "N alert deliveries failing" and the
+    /// console's Alerts page show. Zero without the server role.
+    #[serde(default)]
+    pub alerts: AlertSummary,
+}
+
+/// How many deliveries of the outbox are waiting, failing (pending, their last attempt failed:
+/// retried with backoff) and failed (given up after `alert.give_up_after`).
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertSummary {
+    pub pending: u64,
+    pub failing: u64,
+    pub failed: u64,
 }
 
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
@@ -367,6 +381,24 @@ pub struct DeliveryView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "ts", ts(optional))]
     pub last_error: Option<String>,
+}
+
+/// AL-7: one message to a `desktop` channel, as the acting server's sender grouped and worded it
+/// (the same title and text as the other channels' messages), for the tray app to show.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesktopMessage {
+    /// The message's own UUID.
+    pub id: String,
+    /// The channel it was sent to.
+    pub channel: String,
+    /// "CHECK_DOWN: db-ping", or "12 alerts: 11 CHECK_DOWN, 1 FAILOVER".
+    pub title: String,
+    /// One line per alert, at most 20, then "and N more".
+    pub text: String,
+    /// The most severe of its alerts.
+    pub severity: crate::Severity,
+    /// The ids of the alerts it carries.
+    pub alerts: Vec<String>,
 }
 
 /// `GET /api/cert`.

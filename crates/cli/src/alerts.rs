@@ -1,7 +1,7 @@
 //! `alert …` (PRODUCT.md §3, AL-1…AL-6): the acting server's alerts and their delivery per
 //! channel, and the channels they go to (AL-4).
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use understudy_api::{AlertQuery, Alerts, ChannelSpec, Channels, Request, Severity};
 
 use crate::api::{print_done, print_json, Api, Failure};
@@ -36,7 +36,7 @@ pub enum ChannelCommand {
     /// Add a channel (refused with the reason when a setting is bad; nothing is stored then)
     Add {
         name: String,
-        /// webhook, ntfy, email or command
+        /// webhook, ntfy, email, command, or desktop (the tray app of the acting server, AL-7)
         #[arg(long, value_name = "KIND")]
         kind: String,
         /// webhook and ntfy: the URL to POST to
@@ -68,8 +68,8 @@ pub enum ChannelCommand {
         #[arg(long, value_name = "CODE,...", value_delimiter = ',')]
         codes: Vec<String>,
         /// Only alerts at least this severe
-        #[arg(long, value_enum, value_name = "SEVERITY")]
-        min_severity: Option<MinSeverity>,
+        #[arg(long, value_name = "info|warning|critical")]
+        min_severity: Option<Severity>,
     },
     /// List the channels (secrets shown as "set")
     List {
@@ -82,13 +82,6 @@ pub enum ChannelCommand {
     Remove { name: String },
     /// Send a test message to a channel now
     Test { name: String },
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum MinSeverity {
-    Info,
-    Warning,
-    Critical,
 }
 
 async fn channel(api: &Api, cmd: ChannelCommand) -> Result<(), Failure> {
@@ -119,11 +112,7 @@ async fn channel(api: &Api, cmd: ChannelCommand) -> Result<(), Failure> {
                 argv,
                 timeout,
                 codes,
-                min_severity: min_severity.map(|s| match s {
-                    MinSeverity::Info => Severity::Info,
-                    MinSeverity::Warning => Severity::Warning,
-                    MinSeverity::Critical => Severity::Critical,
-                }),
+                min_severity,
             });
             // PRODUCT.md §4: bad channel settings are refused (exit 1), not bad usage.
             let answer = api.request(&request).await.map_err(|f| match f.code {
@@ -149,6 +138,7 @@ async fn channel(api: &Api, cmd: ChannelCommand) -> Result<(), Failure> {
                             c.smtp.clone().unwrap_or_default()
                         ),
                         "command" => c.argv.join(" "),
+                        "desktop" => "the acting server's tray app".into(),
                         _ => c.url.clone().unwrap_or_default(),
                     };
                     let mut filter = Vec::new();
@@ -156,7 +146,7 @@ async fn channel(api: &Api, cmd: ChannelCommand) -> Result<(), Failure> {
                         filter.push(c.codes.join(","));
                     }
                     if let Some(s) = c.min_severity {
-                        filter.push(format!(">= {}", format!("{s:?}").to_lowercase()));
+                        filter.push(format!(">= {}", s.as_str()));
                     }
                     let secret = match (&c.secret, &c.token) {
                         (Some(_), _) => "secret set",

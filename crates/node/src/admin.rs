@@ -44,6 +44,8 @@ pub(crate) struct Admin {
     /// Whether this node is the acting server (AL-4: channels change there only).
     pub acting: watch::Receiver<bool>,
     pub trust: Arc<Trust>,
+    /// Where `desktop` alert channels' messages go (AL-7; `alert channel test`).
+    pub desktop: crate::alerts::Desktop,
 }
 
 impl Admin {
@@ -242,7 +244,7 @@ pub(crate) async fn answer(node: &Arc<Admin>, request: Request) -> Answer {
         }
         Request::TestChannel { name } => {
             let site = node.config().node.name.clone();
-            done(crate::alerts::test(&node.store, &site, &name).await?)
+            done(crate::alerts::test(&node.store, &node.desktop, &site, &name).await?)
         }
         Request::Cert => match tls::load_or_generate(&node.data_dir) {
             Ok(c) => to_value(CertInfo {
@@ -295,11 +297,8 @@ fn alerts(node: &Admin, q: &understudy_api::AlertQuery) -> Answer {
         .store()
         .alerts_list(q.limit.unwrap_or(100), q.pending)
         .map_err(Refusal::failed)?;
-    let severity = |s: &str| match s {
-        "critical" => understudy_api::Severity::Critical,
-        "warning" => understudy_api::Severity::Warning,
-        _ => understudy_api::Severity::Info,
-    };
+    let severity =
+        |s: &str| understudy_api::Severity::parse(s).unwrap_or(understudy_api::Severity::Info);
     to_value(understudy_api::Alerts {
         alerts: list
             .into_iter()
@@ -501,7 +500,8 @@ async fn generate_cert(node: &Arc<Admin>, request: understudy_api::CertRequest) 
             node.config().node.name,
             format!("new certificate {fp} in use ({} names)", info.sans.len()),
         ),
-        false,
+        // AL-1: it alerts like the engines' events while this node acts.
+        *node.acting.borrow(),
     );
     to_value(
         Done::new(format!("certificate generated: {fp}"))

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, watch};
 use understudy_api::channel::{parse_http_url, SmtpTls, SmtpUrl};
+use understudy_api::status::DesktopMessage;
 use understudy_api::{ChannelSpec, Channels, Refusal, RefusalKind, Severity};
 use understudy_engine::EventCode;
 
@@ -42,6 +43,31 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+// ---- the desktop (AL-7) ----
+
+/// Shows one message on this machine's desktop: `Ok` once it is shown.
+pub type DesktopNotifier = Arc<dyn Fn(&DesktopMessage) -> Result<(), String> + Send + Sync>;
+
+/// AL-7: where a `desktop` channel's messages go. The tray app that embeds this node registers
+/// its notifier (`Node::set_desktop_notifier`); a server without one (headless) fails such a
+/// delivery, which is then retried and given up like any other.
+#[derive(Clone, Default)]
+pub struct Desktop(Arc<Mutex<Option<DesktopNotifier>>>);
+
+impl Desktop {
+    pub fn set(&self, notifier: Option<DesktopNotifier>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = notifier;
+    }
+
+    fn show(&self, message: &DesktopMessage) -> Result<(), String> {
+        let notifier = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match notifier {
+            Some(show) => show(message),
+            None => Err("no desktop: this server runs without the tray app".into()),
+        }
+    }
 }
 
 // ---- channels (AL-4): site configuration ----
@@ -113,7 +139,12 @@ pub(crate) fn remove(store: &mut Store, name: &str) -> Result<String, Refusal> {
 }
 
 /// `alert channel test`: one message with a test alert, sent now, from whichever server asked.
-pub(crate) async fn test(store: &Mutex<Store>, site: &str, name: &str) -> Result<String, Refusal> {
+pub(crate) async fn test(
+    store: &Mutex<Store>,
+    desktop: &Desktop,
+    site: &str,
+    name: &str,
+) -> Result<String, Refusal> {
     let Some(channel) = channels(&lock(store)).remove(name) else {
         return Err(Refusal::not_found(format!("no alert channel named {name}")));
     };
@@ -126,7 +157,7 @@ pub(crate) async fn test(store: &Mutex<Store>, site: &str, name: &str) -> Result
         time_ms: now_ms(),
     };
     let message = Message::new(site, vec![alert]);
-    match deliver(&channel, &message).await {
+    match deliver(&channel, desktop, &message).await {
         Ok(()) => Ok(format!("test message sent to alert channel {name}")),
         Err(why) => Err(Refusal::new(
             RefusalKind::Unavailable,
@@ -278,6 +309,18 @@ impl Message {
         lines.join("\n")
     }
 
+    /// AL-7: the message as the tray shows it.
+    pub fn desktop(&self, channel: &str) -> DesktopMessage {
+        DesktopMessage {
+            id: self.id.clone(),
+            channel: channel.to_string(),
+            title: self.title(),
+            text: self.text(),
+            severity: Severity::parse(self.worst()).unwrap_or(Severity::Info),
+            alerts: self.alerts.iter().map(|a| a.id.clone()).collect(),
+        }
+    }
+
     fn worst(&self) -> &str {
         let rank = |s: &str| match s {
             "critical" => 2,
@@ -304,10 +347,15 @@ pub(crate) fn signature(secret: &str, body: &[u8]) -> String {
 // ---- transports ----
 
 /// Sends one message within the channel's timeout: `Ok` when the receiver accepted it.
-pub(crate) async fn deliver(channel: &ChannelSpec, message: &Message) -> Result<(), String> {
+pub(crate) async fn deliver(
+    channel: &ChannelSpec,
+    desktop: &Desktop,
+    message: &Message,
+) -> Result<(), String> {
     let timeout = channel.timeout();
     let send = async {
         match channel.kind.as_str() {
+            "desktop" => desktop.show(&message.desktop(&channel.name)),
             "webhook" => webhook(channel, message).await,
             "ntfy" => ntfy(channel, message).await,
             "email" => email(channel, message).await,
@@ -695,6 +743,8 @@ pub(crate) struct Sender {
     /// Whether this node is the acting server (ACTIVE, or `failover.mode = off`).
     pub acting: watch::Receiver<bool>,
     pub shutdown: watch::Receiver<bool>,
+    /// Where `desktop` channels' messages go (AL-7).
+    pub desktop: Desktop,
 }
 
 /// A message's outcome, for its deliveries' marks.
@@ -747,8 +797,9 @@ pub(crate) async fn run(mut s: Sender) {
                         let alerts: Vec<Item> = idx.iter().map(|&i| Item::from(&due[i])).collect();
                         let message = Message::new(&site, alerts.clone());
                         in_flight.insert(name.clone());
+                        let desktop = s.desktop.clone();
                         tasks.spawn(async move {
-                            let outcome = deliver(&channel, &message).await;
+                            let outcome = deliver(&channel, &desktop, &message).await;
                             Sent {
                                 channel: channel.name,
                                 alerts,

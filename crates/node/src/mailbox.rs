@@ -204,6 +204,8 @@ pub(crate) struct Shared {
     /// Whether this node is the acting server (ACTIVE, or `failover.mode = off`): the alert
     /// sender sends only then (AL-5). Set by the core.
     pub acting: watch::Sender<bool>,
+    /// Where `desktop` alert channels' messages go (AL-7): the tray app's notifier, if any.
+    pub desktop: crate::alerts::Desktop,
     /// The lease of each pair whose duty this agent holds: a check run after it is not recorded
     /// (CK-3), even if its task has not been stopped yet (a process resumed from SIGSTOP).
     pub leases: Arc<Mutex<HashMap<String, Instant>>>,
@@ -346,9 +348,12 @@ pub(crate) fn redirect_target(shared: &Shared, to: String) -> String {
     }
 }
 
-/// Stores an event, logs it and wakes whoever follows events (UI-1).
+/// Stores an event raised outside the engines (a role change, a new certificate), logs it and
+/// wakes whoever follows events (UI-1); it alerts like the engines' events while this node acts
+/// (AL-1).
 pub(crate) fn record_event(shared: &Shared, e: &Event) {
-    record_event_alerting(shared, e, false)
+    let acting = *shared.acting.borrow();
+    record_event_alerting(shared, e, acting)
 }
 
 /// [`record_event`]; on the acting server (`alerting`) an event whose code notifies is also an

@@ -247,6 +247,7 @@ impl Node {
             events,
             shutdown,
             acting,
+            desktop: Default::default(),
             leases: Arc::new(Mutex::new(HashMap::new())),
             check_results: check_tx,
             intake: Default::default(),
@@ -266,6 +267,7 @@ impl Node {
             events: shared.events.clone(),
             acting: shared.acting.subscribe(),
             shutdown: shared.shutdown.subscribe(),
+            desktop: shared.desktop.clone(),
         }));
         let admin = Arc::new(admin::Admin {
             token,
@@ -276,6 +278,7 @@ impl Node {
             core: shared.core.clone(),
             acting: shared.acting.subscribe(),
             trust: shared.trust.clone(),
+            desktop: shared.desktop.clone(),
         });
         let server_config = tls::server_config(shared.trust.identity.clone())?;
         let nofile = crate::limits::raise_nofile();
@@ -293,6 +296,19 @@ impl Node {
         tokio::spawn(net::peer_watch(shared.clone()));
         tracing::info!(%listen, "node started");
         Ok(Node { shared, admin })
+    }
+
+    /// AL-7: shows the messages of the site's `desktop` alert channels while this node is the
+    /// acting server (the tray app's notifier); `Ok` once shown. Without one, such a delivery
+    /// fails and is retried like any other.
+    pub fn set_desktop_notifier(
+        &self,
+        show: impl Fn(&understudy_api::status::DesktopMessage) -> Result<(), String>
+            + Send
+            + Sync
+            + 'static,
+    ) {
+        self.shared.desktop.set(Some(Arc::new(show)));
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

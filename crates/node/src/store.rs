@@ -1197,6 +1197,28 @@ impl Store {
         Ok(state)
     }
 
+    /// AL-5 at a glance (`status`): deliveries pending, failing (pending after a failed
+    /// attempt) and failed (given up).
+    pub fn deliveries_summary(&self) -> Result<understudy_api::AlertSummary> {
+        const DOING: &str = "counting the outbox's deliveries";
+        self.conn
+            .query_row(
+                "SELECT COALESCE(SUM(state = 'pending'), 0),
+                        COALESCE(SUM(state = 'pending' AND attempts > 0), 0),
+                        COALESCE(SUM(state = 'failed'), 0)
+                   FROM deliveries WHERE state IN ('pending', 'failed')",
+                [],
+                |r| {
+                    Ok(understudy_api::AlertSummary {
+                        pending: to_u64(r.get(0)?),
+                        failing: to_u64(r.get(1)?),
+                        failed: to_u64(r.get(2)?),
+                    })
+                },
+            )
+            .map_err(|e| self.err(DOING, e))
+    }
+
     /// AL-5: the deliveries changed after `after` (this store's `rev`), oldest change first: what
     /// a STANDBY replicates.
     pub fn outbox_since(&self, after: u64, limit: usize) -> Result<Vec<OutboxRow>> {

@@ -318,3 +318,110 @@ async fn pr5_refusals_have_their_http_status_and_the_sentence_status_showed() {
     }
     node.shutdown().await;
 }
+
+/// AL-7: a `desktop` channel is the tray app's notifier. Without one registered (a headless
+/// server) its delivery fails, is retried and counted in `status.alerts.failing`; once the tray
+/// registers its notifier the retry shows the sender's own message (title, text, severity).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn al7_a_desktop_channel_delivers_to_the_trays_notifier_and_fails_without_one() {
+    use std::sync::{Arc, Mutex};
+    use understudy_api::status::DesktopMessage;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.3.7:{}", free_port("127.0.3.7"));
+    let mut sets = fast();
+    sets.push("alert.group_wait=0s".into());
+    init(&InitOptions {
+        data_dir: dir.path().join("desk"),
+        name: "desk".into(),
+        listen,
+        role: Role::Standalone,
+        servers: vec![],
+        sets,
+    })
+    .unwrap();
+    let node = Node::start(&dir.path().join("desk")).await.unwrap();
+    let n = node.clone();
+    wait_for("the node acting", move || {
+        let n = n.clone();
+        Box::pin(async move { get(&n, "/api/status").await["node"]["acting"] == true })
+    })
+    .await;
+    let (status, v) = node
+        .admin(
+            "POST",
+            "/api/alerts/channels",
+            Some(json!({ "name": "tray", "kind": "desktop", "codes": ["CERT_GENERATED"] })),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = node
+        .admin(
+            "POST",
+            "/api/alerts/channels",
+            Some(json!({ "name": "bad", "kind": "desktop", "url": "http://127.0.0.1:9/" })),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("--url does not apply"),
+        "{v}"
+    );
+
+    let (status, v) = node
+        .admin("POST", "/api/cert/generate", Some(json!({})))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let n = node.clone();
+    wait_for("the desktop delivery failing", move || {
+        let n = n.clone();
+        Box::pin(async move { get(&n, "/api/status").await["alerts"]["failing"] == 1 })
+    })
+    .await;
+    let alerts = get(&node, "/api/alerts").await;
+    let d = &alerts["alerts"][0]["deliveries"][0];
+    assert_eq!(
+        (d["channel"].as_str(), d["state"].as_str()),
+        (Some("tray"), Some("pending"))
+    );
+    assert!(
+        d["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no desktop"),
+        "{alerts}"
+    );
+
+    let shown: Arc<Mutex<Vec<DesktopMessage>>> = Arc::default();
+    let into = shown.clone();
+    node.set_desktop_notifier(move |m| {
+        into.lock().unwrap().push(m.clone());
+        Ok(())
+    });
+    let n = node.clone();
+    wait_for("the retry shown and marked sent", move || {
+        let n = n.clone();
+        Box::pin(async move {
+            let s = get(&n, "/api/status").await;
+            s["alerts"]["failing"] == 0 && s["alerts"]["pending"] == 0
+        })
+    })
+    .await;
+    let shown = shown.lock().unwrap().clone();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    let alert = &get(&node, "/api/alerts").await["alerts"][0];
+    assert_eq!(shown[0].channel, "tray");
+    assert_eq!(shown[0].alerts, [alert["id"].as_str().unwrap().to_string()]);
+    assert_eq!(
+        shown[0].title,
+        format!("CERT_GENERATED: {}", alert["subject"].as_str().unwrap())
+    );
+    assert!(
+        shown[0].text.contains(alert["sentence"].as_str().unwrap()),
+        "{shown:?}"
+    );
+    assert_eq!(alert["deliveries"][0]["state"], "sent");
+    node.shutdown().await;
+}

@@ -496,5 +496,16 @@ fn status(core: &Core, now: Instant) -> Status {
         pairs,
         agents,
         checks: check_list(core.shared()),
+        alerts: if config.node.server {
+            core.shared()
+                .store()
+                .deliveries_summary()
+                .unwrap_or_else(|e| {
+                    tracing::error!("{e}");
+                    Default::default()
+                })
+        } else {
+            Default::default()
+        },
     }
 }
