@@ -20,5 +20,9 @@ fi
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)"; exit 1; }
 command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 or later"; exit 1; }
+# IN-3: the Windows builds (understudy.exe) link with Debian's MinGW-w64.
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx x86_64-pc-windows-gnu; then
+  rustup target add x86_64-pc-windows-gnu
+fi
 
 (cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)

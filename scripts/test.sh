@@ -32,6 +32,11 @@ cargo test --workspace -- --test-threads 2
 step "server package: build, lint, install, run as the service, upgrade, purge"
 tests/deb/run.sh target/debug/understudy
 
+step "Windows (IN-3): understudy.exe built and linted for x86_64-pc-windows-gnu, run under Wine"
+cargo build --target x86_64-pc-windows-gnu -p understudy-cli
+cargo clippy --target x86_64-pc-windows-gnu -p understudy-cli --all-targets -- -D warnings
+tests/windows/run-wine.sh target/x86_64-pc-windows-gnu/debug/understudy.exe target/debug/understudy
+
 step "fuzz every decoder (20 s per target)"
 scripts/fuzz.sh --quick
 

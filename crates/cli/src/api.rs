@@ -48,13 +48,19 @@ impl From<NodeError> for Failure {
     }
 }
 
-/// The data directory: `--data-dir`, else `$UNDERSTUDY_DATA_DIR`, else the platform's.
+/// The data directory: `--data-dir`, else `$UNDERSTUDY_DATA_DIR`, else the platform's: on Windows
+/// `%ProgramData%\Understudy` (IN-3: the daemon's, like a service's), elsewhere the user's data
+/// directory (`~/.local/share/understudy`).
 pub fn data_dir(target: &Target) -> Result<PathBuf, Failure> {
     if let Some(dir) = &target.data_dir {
         return Ok(dir.clone());
     }
     if let Some(dir) = std::env::var_os("UNDERSTUDY_DATA_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
+    }
+    #[cfg(windows)]
+    if let Some(dir) = std::env::var_os("ProgramData").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("Understudy"));
     }
     directories::ProjectDirs::from("org", "understudy", "understudy")
         .map(|dirs| dirs.data_dir().to_path_buf())

@@ -278,14 +278,17 @@ impl DemoLock {
             .map(PathBuf::from)
             .filter(|d| d.is_dir())
             .unwrap_or_else(std::env::temp_dir);
+        #[cfg(unix)]
         // SAFETY: getuid cannot fail.
-        let uid = unsafe { libc::getuid() };
+        let uid = unsafe { libc::getuid() }.to_string();
+        // Windows: the temporary directory is already the user's own.
+        #[cfg(not(unix))]
+        let uid = std::env::var("USERNAME").unwrap_or_default();
         dir.join(format!("understudy-demo-{uid}.lock"))
     }
 
     fn take() -> Result<DemoLock, Failure> {
         use std::io::{Seek, Write};
-        use std::os::fd::AsRawFd;
         let path = Self::path();
         let mut file = OpenOptions::new()
             .read(true)
@@ -294,8 +297,7 @@ impl DemoLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Failure::refused(format!("opening {}: {e}", path.display())))?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if file.try_lock().is_err() {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
@@ -473,8 +475,10 @@ fn spawn_serve(exe: &Path, node: &mut DemoNode) -> Result<(), Failure> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
-        .process_group(0)
         .kill_on_drop(true);
+    // Ctrl-C in the demo's terminal is the demo's to handle: it stops the nodes in order.
+    #[cfg(unix)]
+    cmd.process_group(0);
     die_with_parent(&mut cmd);
     let child = cmd
         .spawn()
@@ -894,12 +898,22 @@ async fn frame(dir: &Path, nodes: &[DemoNode], notes: &Notes) -> String {
 }
 
 /// SIGTERM to every running node, then SIGKILL to those still running after [`STOP_GRACE`].
+/// Windows has no SIGTERM: its nodes are ended at once.
 async fn stop_all(nodes: &mut [DemoNode]) {
-    for node in nodes.iter() {
-        if let (Some(pid), Some(_)) = (node.pid, node.child.as_ref()) {
-            // SAFETY: kill(2) with a pid of our own child; it has no memory effects here.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    for node in nodes.iter_mut() {
+        if let (Some(pid), Some(child)) = (node.pid, node.child.as_mut()) {
+            #[cfg(unix)]
+            {
+                let _ = child;
+                // SAFETY: kill(2) with a pid of our own child; it has no memory effects here.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = pid;
+                let _ = child.start_kill();
             }
         }
     }

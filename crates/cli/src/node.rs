@@ -137,33 +137,52 @@ pub fn serve(target: &Target, args: &ServeArgs) -> Result<(), Failure> {
             dir.display()
         );
         // The store is open and the port listens: a Type=notify service is up (IN-1).
-        tell_service_manager(&[
-            sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(&format!("running from {}", dir.display())),
-        ]);
+        tell_service_manager(ServiceState::Ready(&format!(
+            "running from {}",
+            dir.display()
+        )));
         let signal = stop.wait().await;
         eprintln!("understudy: {signal}: stopping");
-        tell_service_manager(&[sd_notify::NotifyState::Stopping]);
+        tell_service_manager(ServiceState::Stopping);
         node.stop(&format!("planned stop ({signal})")).await;
         Ok(())
     })
 }
 
+/// What the node tells its service manager.
+#[cfg_attr(not(unix), allow(dead_code))]
+enum ServiceState<'a> {
+    Ready(&'a str),
+    Stopping,
+}
+
 /// IN-1: tells systemd's service manager what the node is doing (`Type=notify`); does nothing
 /// when not started by one (no `NOTIFY_SOCKET`).
-fn tell_service_manager(state: &[sd_notify::NotifyState]) {
-    if let Err(e) = sd_notify::notify(false, state) {
-        eprintln!("understudy: telling the service manager {state:?}: {e}");
+#[cfg(unix)]
+fn tell_service_manager(state: ServiceState) {
+    use sd_notify::NotifyState;
+    let states = match state {
+        ServiceState::Ready(status) => vec![NotifyState::Ready, NotifyState::Status(status)],
+        ServiceState::Stopping => vec![NotifyState::Stopping],
+    };
+    if let Err(e) = sd_notify::notify(false, &states) {
+        eprintln!("understudy: telling the service manager {states:?}: {e}");
     }
 }
 
+/// Windows has no systemd (IN-3): a service wrapper sees the process itself.
+#[cfg(not(unix))]
+fn tell_service_manager(_state: ServiceState) {}
+
 /// SIGINT and SIGTERM (and SIGHUP for the demo), whichever comes first.
+#[cfg(unix)]
 pub struct Stop {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     hup: Option<tokio::signal::unix::Signal>,
 }
 
+#[cfg(unix)]
 impl Stop {
     pub fn new() -> Result<Stop, Failure> {
         use tokio::signal::unix::{signal, SignalKind};
@@ -198,6 +217,44 @@ impl Stop {
             _ = self.int.recv() => "SIGINT",
             _ = self.term.recv() => "SIGTERM",
             _ = hup => "SIGHUP",
+        }
+    }
+}
+
+/// Windows (IN-3): Ctrl-C, Ctrl-Break, the console window closed, logoff or shutdown.
+#[cfg(windows)]
+pub struct Stop {
+    c: tokio::signal::windows::CtrlC,
+    brk: tokio::signal::windows::CtrlBreak,
+    close: tokio::signal::windows::CtrlClose,
+    shutdown: tokio::signal::windows::CtrlShutdown,
+}
+
+#[cfg(windows)]
+impl Stop {
+    pub fn new() -> Result<Stop, Failure> {
+        use tokio::signal::windows;
+        let err = |e: std::io::Error| Failure::refused(format!("installing console handlers: {e}"));
+        Ok(Stop {
+            c: windows::ctrl_c().map_err(err)?,
+            brk: windows::ctrl_break().map_err(err)?,
+            close: windows::ctrl_close().map_err(err)?,
+            shutdown: windows::ctrl_shutdown().map_err(err)?,
+        })
+    }
+
+    /// The console window closing is already one of the stops.
+    pub fn with_hangup() -> Result<Stop, Failure> {
+        Stop::new()
+    }
+
+    /// Waits for a console event and names it.
+    pub async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.c.recv() => "Ctrl-C",
+            _ = self.brk.recv() => "Ctrl-Break",
+            _ = self.close.recv() => "console closed",
+            _ = self.shutdown.recv() => "system shutdown",
         }
     }
 }

@@ -424,112 +424,117 @@ fn standalone_node_stores_what_it_is_sent() {
 }
 
 // ----- issue 17 item 5: the demo's processes behave -----
+// Unix signals and /proc: the Windows build (IN-3) is tried under Wine by tests/windows/run-wine.sh.
+#[cfg(unix)]
+mod in5 {
+    use super::*;
 
-/// The pids of the demo's nodes, once site.json lists every one of them running.
-fn demo_pids(dir: &Path) -> Option<Vec<i32>> {
-    let text = std::fs::read_to_string(dir.join("site.json")).ok()?;
-    let site: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let nodes = site["nodes"].as_array()?;
-    let pids: Vec<i32> = nodes
-        .iter()
-        .filter_map(|n| n["pid"].as_i64())
-        .map(|p| p as i32)
-        .collect();
-    (pids.len() == nodes.len() && pids.len() == 7 && pids.iter().all(|p| running(*p)))
-        .then_some(pids)
-}
-
-/// Alive and not a zombie (an orphan's zombie waits for whoever adopted it).
-fn running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
+    /// The pids of the demo's nodes, once site.json lists every one of them running.
+    fn demo_pids(dir: &Path) -> Option<Vec<i32>> {
+        let text = std::fs::read_to_string(dir.join("site.json")).ok()?;
+        let site: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let nodes = site["nodes"].as_array()?;
+        let pids: Vec<i32> = nodes
+            .iter()
+            .filter_map(|n| n["pid"].as_i64())
+            .map(|p| p as i32)
+            .collect();
+        (pids.len() == nodes.len() && pids.len() == 7 && pids.iter().all(|p| running(*p)))
+            .then_some(pids)
     }
-}
 
-fn start_demo(dir: &Path, runtime: &Path) -> Child {
-    Command::new(BIN)
-        .args(["demo", "--fast", "--dir", &dir_arg(dir)])
-        .env("XDG_RUNTIME_DIR", runtime)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the demo")
-}
-
-fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(t) = f() {
-            return t;
+    /// Alive and not a zombie (an orphan's zombie waits for whoever adopted it).
+    fn running(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+            Err(_) => false,
         }
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Closing the demo's terminal (SIGHUP) stops every node it started; a second demo while one
-/// runs says so in one line; a demo killed outright (SIGKILL) takes its nodes with it, so the
-/// next demo starts on the same addresses.
-#[test]
-fn in5_the_demos_nodes_stop_with_it_however_it_ends_and_one_demo_runs_at_a_time() {
-    let runtime = tempfile::tempdir().expect("tempdir");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
-
-    let mut demo = start_demo(&one, runtime.path());
-    let pids = wait_for(
-        "the demo's 7 nodes running",
-        Duration::from_secs(90),
-        || demo_pids(&one),
-    );
-    let second = Command::new(BIN)
-        .args(["demo", "--fast", "--dir", &dir_arg(&two)])
-        .env("XDG_RUNTIME_DIR", runtime.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("second demo");
-    assert_exit(&second, 1);
-    let err = stderr(&second);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains(&format!("another demo is running (pid {})", demo.id())),
-        "{err}"
-    );
-    assert!(
-        !two.join("site.json").exists(),
-        "the second demo started nothing"
-    );
-
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(demo.id() as i32, libc::SIGHUP) };
-    let status = wait_for(
-        "the demo to exit on SIGHUP",
-        Duration::from_secs(60),
-        || demo.try_wait().expect("wait"),
-    );
-    assert!(status.success(), "{status}");
-    let mut out = String::new();
-    std::io::Read::read_to_string(demo.stderr.as_mut().expect("stderr"), &mut out).ok();
-    assert!(out.contains("SIGHUP: stopping every node"), "{out}");
-    for pid in &pids {
-        assert!(!running(*pid), "node {pid} outlived the demo");
     }
 
-    let mut demo = start_demo(&one, runtime.path());
-    let pids = wait_for(
-        "the demo's 7 nodes running again",
-        Duration::from_secs(90),
-        || demo_pids(&one),
-    );
-    demo.kill().expect("SIGKILL the demo");
-    demo.wait().expect("reap the demo");
-    wait_for(
-        "every node gone with its demo",
-        Duration::from_secs(30),
-        || pids.iter().all(|p| !running(*p)).then_some(()),
-    );
+    fn start_demo(dir: &Path, runtime: &Path) -> Child {
+        Command::new(BIN)
+            .args(["demo", "--fast", "--dir", &dir_arg(dir)])
+            .env("XDG_RUNTIME_DIR", runtime)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the demo")
+    }
+
+    fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(t) = f() {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "{what} within {within:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Closing the demo's terminal (SIGHUP) stops every node it started; a second demo while one
+    /// runs says so in one line; a demo killed outright (SIGKILL) takes its nodes with it, so the
+    /// next demo starts on the same addresses.
+    #[test]
+    fn in5_the_demos_nodes_stop_with_it_however_it_ends_and_one_demo_runs_at_a_time() {
+        let runtime = tempfile::tempdir().expect("tempdir");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+
+        let mut demo = start_demo(&one, runtime.path());
+        let pids = wait_for(
+            "the demo's 7 nodes running",
+            Duration::from_secs(90),
+            || demo_pids(&one),
+        );
+        let second = Command::new(BIN)
+            .args(["demo", "--fast", "--dir", &dir_arg(&two)])
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("second demo");
+        assert_exit(&second, 1);
+        let err = stderr(&second);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("another demo is running (pid {})", demo.id())),
+            "{err}"
+        );
+        assert!(
+            !two.join("site.json").exists(),
+            "the second demo started nothing"
+        );
+
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(demo.id() as i32, libc::SIGHUP) };
+        let status = wait_for(
+            "the demo to exit on SIGHUP",
+            Duration::from_secs(60),
+            || demo.try_wait().expect("wait"),
+        );
+        assert!(status.success(), "{status}");
+        let mut out = String::new();
+        std::io::Read::read_to_string(demo.stderr.as_mut().expect("stderr"), &mut out).ok();
+        assert!(out.contains("SIGHUP: stopping every node"), "{out}");
+        for pid in &pids {
+            assert!(!running(*pid), "node {pid} outlived the demo");
+        }
+
+        let mut demo = start_demo(&one, runtime.path());
+        let pids = wait_for(
+            "the demo's 7 nodes running again",
+            Duration::from_secs(90),
+            || demo_pids(&one),
+        );
+        demo.kill().expect("SIGKILL the demo");
+        demo.wait().expect("reap the demo");
+        wait_for(
+            "every node gone with its demo",
+            Duration::from_secs(30),
+            || pids.iter().all(|p| !running(*p)).then_some(()),
+        );
+    }
 }

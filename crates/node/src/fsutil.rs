@@ -2,7 +2,7 @@
 //! key, admin token). A reader sees either the old file or the new one, never a torn write, and a
 //! secret is created with its final permissions so it is never readable by others, even briefly.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -78,7 +78,7 @@ fn sync_parent(path: &Path) -> io::Result<()> {
         } else {
             dir
         };
-        File::open(dir)?.sync_all()?;
+        fs::File::open(dir)?.sync_all()?;
     }
     #[cfg(not(unix))]
     let _ = path;
@@ -88,12 +88,14 @@ fn sync_parent(path: &Path) -> io::Result<()> {
 /// Files in a data directory that anyone else may read: the certificate, nothing more. The
 /// configuration (enrollment tokens), the store and its WAL (records, site configuration), the
 /// admin token and the key are the node's alone.
+#[cfg(unix)]
 const PUBLIC_FILES: &[&str] = &["cert.pem"];
 
 /// Makes `dir` 0700 and every file directly in it (but the certificate) 0600, returning one
 /// sentence for each that was looser, to log as a warning (issue 12 item 6). On systems without
 /// Unix permissions it does nothing.
 pub fn secure_data_dir(dir: &Path) -> io::Result<Vec<String>> {
+    #[cfg_attr(not(unix), allow(unused_mut))]
     let mut fixed = Vec::new();
     #[cfg(unix)]
     {

@@ -40,9 +40,14 @@ pub fn raise_nofile() -> u64 {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!("could not raise the open-file limit: {e}");
-            rlimit::getrlimit(rlimit::Resource::NOFILE)
+            #[cfg(unix)]
+            let soft = rlimit::getrlimit(rlimit::Resource::NOFILE)
                 .map(|(soft, _)| soft)
-                .unwrap_or(1024)
+                .unwrap_or(1024);
+            // Windows counts sockets apart from C runtime files: 1024 is a safe assumption.
+            #[cfg(not(unix))]
+            let soft = 1024;
+            soft
         }
     }
 }
