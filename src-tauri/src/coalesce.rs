@@ -92,6 +92,10 @@ const BURSTS: &[(&str, &str)] = &[
         "{n} site outages: most agents fell silent together",
     ),
     ("DELIVERY_FAILED", "{n} alert deliveries failed"),
+    (
+        "FORWARD_REJECTED",
+        "{n} batches of records were rejected by the remote-write receiver",
+    ),
 ];
 
 /// True for the codes the engine marks as notifying (UI-2); every other code is only listed.

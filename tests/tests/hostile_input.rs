@@ -941,6 +941,7 @@ fn bad_input_hostile_peer_replies_and_merges_are_refused_whole() {
         records,
         events: Vec::new(),
         outbox: Vec::new(),
+        forwarded: None,
     };
     let polls = Arc::new(AtomicUsize::new(0));
     let counter = polls.clone();

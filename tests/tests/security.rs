@@ -307,6 +307,7 @@ fn security_an_active_server_does_not_apply_a_site_snapshot_from_a_poll_reply() 
                 listen: listen.clone(),
             },
             site: Some(snapshot),
+            forwarded: None,
             records: Vec::new(),
             events: Vec::new(),
             outbox: Vec::new(),

@@ -21,7 +21,12 @@ agent_checks: unknown[], pairs: Array<PairStatus>, agents: Array<AgentView>, che
  * The outbox at a glance (AL-5): what the tray's "N alert deliveries failing" and the
  * console's Alerts page show. Zero without the server role.
  */
-alerts: AlertSummary, };
+alerts: AlertSummary, 
+/**
+ * MX-2 forwarding to a remote-write receiver; `null` when `forward.remote_write` is not
+ * set or the node has no server role.
+ */
+forward: ForwardView | null, };
 
 export type NodeView = { id: string, name: string, listen: string, roles: Roles, failover: FailoverView, 
 /**
@@ -50,6 +55,33 @@ reason?: string | null, replicated_version?: number | null,
  * (`HotStandby::can_hand_over`).
  */
 standby: Action, };
+
+export type ForwardView = { 
+/**
+ * `forward.remote_write`.
+ */
+remote_write: string, 
+/**
+ * The store id of the last record the receiver acknowledged (2xx) or rejected (4xx): the
+ * durable cursor, replicated to the STANDBY.
+ */
+cursor: number, 
+/**
+ * Records stored after the cursor (not yet forwarded).
+ */
+lag_records: number, 
+/**
+ * How old (by its time) the oldest record not yet forwarded is, in seconds; 0 when none.
+ */
+lag_seconds: number, 
+/**
+ * Whether this node forwards now (it is the acting server).
+ */
+forwarding: boolean, 
+/**
+ * Why the last request failed, while it is being retried.
+ */
+error: string | null, };
 
 export type CertView = { fingerprint: string, };
 

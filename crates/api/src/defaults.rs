@@ -30,6 +30,13 @@ pub const ALERT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// AL-5: the first retry waits this long, doubling up to [`ALERT_RETRY_MAX`].
 pub const ALERT_RETRY_FIRST: Duration = Duration::from_secs(1);
 pub const ALERT_RETRY_MAX: Duration = Duration::from_secs(300);
+/// MX-2 `forward.batch`: at most this many samples go in one remote-write request.
+pub const FORWARD_BATCH: usize = 500;
+/// MX-2 `forward.timeout`: one remote-write request, connection included, may take this long.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// MX-2: a failed request is retried after this long, doubling up to [`FORWARD_RETRY_MAX`].
+pub const FORWARD_RETRY_FIRST: Duration = Duration::from_secs(1);
+pub const FORWARD_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// How many events `GET /api/events` answers at most when no limit is given.
 pub const EVENTS_LIMIT: usize = 1000;

@@ -23,7 +23,8 @@ pub use request::{
 };
 pub use status::{
     Action, AgentView, AlertSummary, AlertView, Alerts, CertView, DeliveryView, Done, FailoverView,
-    LinkView, MemberView, NodeView, PairActions, PairStatus, Roles, ServerView, Status,
+    ForwardView, LinkView, MemberView, NodeView, PairActions, PairStatus, Roles, ServerView,
+    Status,
 };
 
 /// The console's TypeScript types, generated from these types (`ts` feature): one file,
@@ -48,6 +49,7 @@ mod typescript {
             NodeView::decl(&cfg),
             Roles::decl(&cfg),
             FailoverView::decl(&cfg),
+            ForwardView::decl(&cfg),
             CertView::decl(&cfg),
             LinkView::decl(&cfg),
             Untrusted::decl(&cfg),

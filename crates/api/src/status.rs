@@ -38,6 +38,10 @@ pub struct Status {
     /// console's Alerts page show. Zero without the server role.
     #[serde(default)]
     pub alerts: AlertSummary,
+    /// MX-2 forwarding to a remote-write receiver; `null` when `forward.remote_write` is not
+    /// set or the node has no server role.
+    #[serde(default)]
+    pub forward: Option<ForwardView>,
 }
 
 /// How many deliveries of the outbox are waiting, failing (pending, their last attempt failed:
@@ -48,6 +52,26 @@ pub struct AlertSummary {
     pub pending: u64,
     pub failing: u64,
     pub failed: u64,
+}
+
+/// MX-2: where the server's records go and how far behind the receiver is.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ForwardView {
+    /// `forward.remote_write`.
+    pub remote_write: String,
+    /// The store id of the last record the receiver acknowledged (2xx) or rejected (4xx): the
+    /// durable cursor, replicated to the STANDBY.
+    pub cursor: u64,
+    /// Records stored after the cursor (not yet forwarded).
+    pub lag_records: u64,
+    /// How old (by its time) the oldest record not yet forwarded is, in seconds; 0 when none.
+    pub lag_seconds: f64,
+    /// Whether this node forwards now (it is the acting server).
+    pub forwarding: bool,
+    /// Why the last request failed, while it is being retried.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]

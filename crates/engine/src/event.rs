@@ -118,6 +118,7 @@ event_codes! {
     AgentBack => "AGENT_BACK", "AL-3", true, Info, "Agent back";
     SiteOutage => "SITE_OUTAGE", "AL-6", true, Critical, "Site outage";
     DeliveryFailed => "DELIVERY_FAILED", "AL-5", true, Critical, "Alert delivery failed";
+    ForwardRejected => "FORWARD_REJECTED", "MX-2", true, Warning, "Records rejected by the receiver";
 }
 
 impl std::fmt::Display for EventCode {

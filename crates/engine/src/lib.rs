@@ -63,6 +63,7 @@
 //! | `AGENT_BACK` | AL-3 | yes | a silent agent is heard again |
 //! | `SITE_OUTAGE` | AL-6 | yes | more than half of the accepted agents fell silent within one `alert.group_wait` (replaces their AGENT_SILENT) |
 //! | `DELIVERY_FAILED` | AL-5 | yes | an alert could not be delivered to a channel before `alert.give_up_after` |
+//! | `FORWARD_REJECTED` | MX-2 | yes | the remote-write receiver refused a batch of records with a 4xx (not 429): the batch was dropped and forwarding went on past it |
 
 pub mod agent;
 pub mod event;

@@ -70,6 +70,8 @@ pub struct Config {
     pub ui: UiConfig,
     #[serde(default)]
     pub alert: AlertConfig,
+    #[serde(default)]
+    pub forward: ForwardConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +150,60 @@ impl Default for AlertConfig {
             give_up_after: understudy_api::defaults::ALERT_GIVE_UP_AFTER,
         }
     }
+}
+
+/// `forward.*` (MX-2): the acting server sends every record it stores to a Prometheus
+/// remote-write endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardConfig {
+    /// `http://` or `https://` URL of the receiver (`/api/v1/write`); empty: no forwarding.
+    pub remote_write: String,
+    /// Sent as `Authorization: Bearer …` when not empty.
+    pub bearer_token: String,
+    /// At most this many samples per request.
+    pub batch: usize,
+    /// Extra labels on every sample (`site = "paris"`).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// One request, connection included, may take this long; then it is retried.
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            remote_write: String::new(),
+            bearer_token: String::new(),
+            batch: understudy_api::defaults::FORWARD_BATCH,
+            labels: Default::default(),
+            timeout: understudy_api::defaults::FORWARD_TIMEOUT,
+        }
+    }
+}
+
+/// MX-2: a label name of `forward.labels` (Prometheus' `[a-zA-Z_][a-zA-Z0-9_]*`, not one of the
+/// labels forwarding sets itself, not reserved).
+fn validate_label_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "label name {name:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+        ));
+    }
+    if name.starts_with("__") {
+        return Err(format!(
+            "label name {name:?}: names starting with __ are reserved"
+        ));
+    }
+    if name == "agent" || name == "pair" {
+        return Err(format!("label name {name:?} is set by forwarding itself"));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -265,6 +321,7 @@ impl Config {
             failover: FailoverConfig::default(),
             ui: UiConfig::default(),
             alert: AlertConfig::default(),
+            forward: ForwardConfig::default(),
         }
     }
 
@@ -398,6 +455,27 @@ impl Config {
         }
         if self.failover.failover_timeout.is_zero() {
             return fail("failover.failover_timeout", "must be greater than 0".into());
+        }
+        if !self.forward.remote_write.is_empty() {
+            if let Err(message) =
+                understudy_api::channel::parse_http_url(&self.forward.remote_write)
+            {
+                return fail("forward.remote_write", message);
+            }
+        }
+        if self.forward.batch == 0 || self.forward.batch > 100_000 {
+            return fail(
+                "forward.batch",
+                "must be between 1 and 100000 samples".into(),
+            );
+        }
+        if self.forward.timeout.is_zero() {
+            return fail("forward.timeout", "must be greater than 0".into());
+        }
+        for name in self.forward.labels.keys() {
+            if let Err(message) = validate_label_name(name) {
+                return fail(&format!("forward.labels.{name}"), message);
+            }
         }
         if self.failover.crash_confirm > 100 {
             return fail(
@@ -956,6 +1034,36 @@ mod tests {
     fn a_short_enrollment_token_is_refused_with_its_line() {
         let msg = load_err("[node]\nname = \"n1\"\n[server]\nenroll_token = \"tok\"\n");
         assert!(msg.contains(":4:") && msg.contains("at least 16"), "{msg}");
+    }
+
+    #[test]
+    fn mx2_forward_keys_are_checked_with_their_line() {
+        let base = "[node]\nname = \"n1\"\n[forward]\n";
+        let msg = load_err(&format!("{base}remote_write = \"ftp://x/\"\n"));
+        assert!(
+            msg.contains(":4:") && msg.contains("http:// or https://"),
+            "{msg}"
+        );
+        let msg = load_err(&format!("{base}batch = 0\n"));
+        assert!(
+            msg.contains(":4:") && msg.contains("between 1 and"),
+            "{msg}"
+        );
+        let msg = load_err(&format!("{base}labels = {{ agent = \"x\" }}\n"));
+        assert!(msg.contains("forward.labels.agent"), "{msg}");
+        let msg = load_err(&format!("{base}[forward.labels]\n\"a-b\" = \"x\"\n"));
+        assert!(msg.contains("not a Prometheus label name"), "{msg}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = Config::new("n1", dir.path());
+        c.apply_set("forward.remote_write=http://127.0.0.1:8428/api/v1/write")
+            .expect("a URL");
+        c.apply_set("forward.labels.site=paris").expect("a label");
+        assert_eq!(
+            c.forward.labels.get("site").map(String::as_str),
+            Some("paris")
+        );
+        assert_eq!(c.forward.batch, understudy_api::defaults::FORWARD_BATCH);
+        assert!(c.apply_set("forward.labels.__x=1").is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod allowlist;
 pub mod checks;
 pub mod config;
 mod docs;
+pub mod forward;
 pub mod frame;
 pub mod fsutil;
 pub mod hooks;

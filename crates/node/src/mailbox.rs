@@ -216,6 +216,8 @@ pub(crate) struct Shared {
     /// HS-8: how far the STANDBY peer said it holds this node's records and events (the cursors
     /// of its last replicating poll): a handover sends only what lies beyond.
     pub peer_pulled: PeerPulled,
+    /// MX-2: what the forwarder last measured (cursor, lag, error).
+    pub forward: Arc<crate::forward::Progress>,
 }
 
 /// The node's own certificate and the certificates it trusts (CT-1, CT-2, issue 12 item 2): what

@@ -403,12 +403,21 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 } else {
                     Vec::new()
                 };
+                // MX-2: the forwarding cursor, no further than what the STANDBY will hold.
+                let forwarded = if replicate && acting {
+                    let holds = records.last().map_or(records_after, |r| r.rowid);
+                    let cursor = store.forward_cursor().unwrap_or(0).min(holds);
+                    store.forward_mark_at(cursor).ok().flatten()
+                } else {
+                    None
+                };
                 ToAgent::PeerReply {
                     state,
                     site,
                     records,
                     events,
                     outbox,
+                    forwarded,
                 }
             };
             reply(&mut wr, &answer).await;
@@ -1133,6 +1142,7 @@ pub(crate) async fn peer_poll(
             records,
             events,
             outbox,
+            forwarded,
         }) = reply
         else {
             let why = format!("refused a reply from the peer: unexpected answer {reply:?}");
@@ -1149,7 +1159,16 @@ pub(crate) async fn peer_poll(
         if replicate {
             apply_replication(&shared, &records, &events);
             apply_outbox(&shared, &outbox);
-        } else if site.is_some() || !records.is_empty() || !events.is_empty() || !outbox.is_empty()
+            if let Some(mark) = &forwarded {
+                if let Err(e) = shared.store().forward_adopt(mark) {
+                    tracing::error!("{e}");
+                }
+            }
+        } else if site.is_some()
+            || !records.is_empty()
+            || !events.is_empty()
+            || !outbox.is_empty()
+            || forwarded.is_some()
         {
             tracing::warn!(
                 "ignored replicated data in a peer reply to a status-only poll (this node acts)"

@@ -252,6 +252,7 @@ impl Node {
             check_results: check_tx,
             intake: Default::default(),
             peer_pulled: Default::default(),
+            forward: Default::default(),
         });
         shared.save_pins();
         tokio::spawn(crate::checks::write_results(
@@ -268,6 +269,14 @@ impl Node {
             acting: shared.acting.subscribe(),
             shutdown: shared.shutdown.subscribe(),
             desktop: shared.desktop.clone(),
+        }));
+        tokio::spawn(crate::forward::run(crate::forward::Forwarder {
+            store: shared.store.clone(),
+            config: shared.config.clone(),
+            events: shared.events.clone(),
+            acting: shared.acting.subscribe(),
+            shutdown: shared.shutdown.subscribe(),
+            progress: shared.forward.clone(),
         }));
         let admin = Arc::new(admin::Admin {
             token,

@@ -1032,6 +1032,84 @@ impl Store {
             .map_err(|e| self.err("reading an agent's last sequence number", e))
     }
 
+    // ---- forwarding (MX-2) ----
+
+    /// The forwarding cursor: the local id of the last record the remote-write receiver
+    /// acknowledged (or rejected with a 4xx); 0 before the first.
+    pub fn forward_cursor(&self) -> Result<u64> {
+        Ok(self
+            .state_get(FORWARD_CURSOR)?
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0))
+    }
+
+    /// Moves the forwarding cursor to `rowid` (never backwards). Committed when it returns.
+    pub fn forward_advance(&mut self, rowid: u64) -> Result<()> {
+        if rowid > self.forward_cursor()? {
+            self.state_set(FORWARD_CURSOR, &serde_json::json!(rowid))?;
+        }
+        Ok(())
+    }
+
+    /// The identity `(agent id, seq)` of the last record at or below local id `rowid`: how the
+    /// acting server tells its STANDBY how far forwarding got (ids are local to each store).
+    pub fn forward_mark_at(&self, rowid: u64) -> Result<Option<ForwardMark>> {
+        self.conn
+            .query_row(
+                "SELECT agent_id, seq FROM records WHERE id <= ?1 ORDER BY id DESC LIMIT 1",
+                [to_i64(rowid)],
+                |row| {
+                    Ok(ForwardMark {
+                        agent_id: row.get(0)?,
+                        seq: to_u64(row.get(1)?),
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err("reading the forwarding mark", e))
+    }
+
+    /// The STANDBY's side of [`Store::forward_mark_at`]: moves this store's cursor to its own
+    /// id of the record `mark` names, when it holds that record. Returns the cursor.
+    pub fn forward_adopt(&mut self, mark: &ForwardMark) -> Result<u64> {
+        let local: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM records WHERE agent_id = ?1 AND seq = ?2",
+                params![mark.agent_id, to_i64(mark.seq)],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err("adopting the peer's forwarding cursor", e))?;
+        if let Some(id) = local {
+            self.forward_advance(to_u64(id))?;
+        }
+        self.forward_cursor()
+    }
+
+    /// How many records are stored after `cursor`, and the time of the first of them.
+    pub fn forward_lag(&self, cursor: u64) -> Result<(u64, Option<i64>)> {
+        let doing = "measuring the forwarding lag";
+        let count = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM records WHERE id > ?1",
+                [to_i64(cursor)],
+                |row| row.get::<_, i64>(0),
+            )
+            .map_err(|e| self.err(doing, e))?;
+        let first = self
+            .conn
+            .query_row(
+                "SELECT time_ms FROM records WHERE id > ?1 ORDER BY id LIMIT 1",
+                [to_i64(cursor)],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(|e| self.err(doing, e))?;
+        Ok((to_u64(count), first))
+    }
+
     // ---- events (UI-1) ----
 
     /// Appends an event raised on this node; returns its local id.
@@ -1769,6 +1847,16 @@ impl Store {
     }
 }
 
+/// The node-state key of the forwarding cursor (MX-2).
+const FORWARD_CURSOR: &str = "forward.cursor";
+
+/// MX-2: a record named by its identity, the same in every store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardMark {
+    pub agent_id: String,
+    pub seq: u64,
+}
+
 const RECORD_COLUMNS: &str =
     "id, agent_id, agent_name, seq, name, value, time_ms, pair, kind, detail, taken_for";
 
@@ -2057,6 +2145,51 @@ mod tests {
             2,
             "a refused append adds nothing"
         );
+    }
+
+    /// MX-2: the cursor names a record by its identity, and the STANDBY maps it to its own id
+    /// (ids differ between stores); it never goes back, and a record it lacks moves nothing.
+    #[test]
+    fn mx2_the_forwarding_cursor_is_durable_and_maps_to_the_standbys_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("a")).expect("dir");
+        std::fs::create_dir(dir.path().join("b")).expect("dir");
+        let mut active = open(&dir.path().join("a"));
+        let mut standby = open(&dir.path().join("b"));
+        let batch: Vec<Record> = (1..=5).map(|i| Record::new(i, rec("cpu", 1.0))).collect();
+        // The STANDBY's ids are shifted: it holds another agent's record first.
+        standby
+            .records_insert("id-0", "other", &batch[..1], None)
+            .expect("insert");
+        active
+            .records_insert("id-1", "a1", &batch, None)
+            .expect("insert");
+        assert_eq!(active.forward_cursor().expect("cursor"), 0);
+        assert_eq!(active.forward_mark_at(0).expect("mark"), None);
+        active.forward_advance(3).expect("advance");
+        active.forward_advance(2).expect("never back");
+        assert_eq!(active.forward_cursor().expect("cursor"), 3);
+        assert_eq!(active.forward_lag(3).expect("lag").0, 2);
+        let mark = active.forward_mark_at(3).expect("mark").expect("a record");
+        assert_eq!(
+            mark,
+            ForwardMark {
+                agent_id: "id-1".into(),
+                seq: 3
+            }
+        );
+        // Not replicated yet: nothing moves.
+        assert_eq!(standby.forward_adopt(&mark).expect("adopt"), 0);
+        let rows = active.records_since(0, 100).expect("since");
+        standby.records_merge(&rows).expect("merge");
+        assert_eq!(standby.forward_adopt(&mark).expect("adopt"), 4);
+        assert_eq!(
+            standby.forward_lag(4).expect("lag"),
+            (2, Some(1_700_000_000_000))
+        );
+        drop(standby);
+        let standby = open(&dir.path().join("b"));
+        assert_eq!(standby.forward_cursor().expect("durable"), 4);
     }
 
     #[test]

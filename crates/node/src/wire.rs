@@ -212,6 +212,10 @@ pub enum ToAgent {
         /// AL-5: the outbox and its delivery marks, for a STANDBY.
         #[serde(default)]
         outbox: Vec<OutboxRow>,
+        /// MX-2: the last record the remote-write receiver took, among those the STANDBY
+        /// holds (the ones it had and these `records`): its forwarding cursor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forwarded: Option<crate::store::ForwardMark>,
     },
     MergeDone {
         inserted: usize,

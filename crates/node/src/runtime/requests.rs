@@ -507,5 +507,6 @@ fn status(core: &Core, now: Instant) -> Status {
         } else {
             Default::default()
         },
+        forward: core.shared().forward.view(&config),
     }
 }

@@ -1,0 +1,464 @@
+//! MX-2 with real processes: the acting server forwards every record it stores to a real
+//! VictoriaMetrics (Debian `victoria-metrics`, remote write 1.0 on `/api/v1/write`) started by
+//! the test on a loopback port. The distinct samples it holds must be the records stored: the
+//! same names, labels, timestamps and values, none missing, across a SIGKILL of the ACTIVE
+//! server and a receiver that is down for a minute; a receiver answering 400 gets
+//! FORWARD_REJECTED and forwarding goes on.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use understudy_system_tests::*;
+
+const TOKEN: &str = "tok-0123456789abcdef";
+
+/// One sample: metric name, labels (sorted, `__name__` left out), time, value bits.
+type SampleKey = (String, Vec<(String, String)>, i64, u64);
+
+/// A VictoriaMetrics process on a loopback port, killed (by its pid) when dropped. Dedup at
+/// 1 ms keeps one sample per series and millisecond: "distinct samples".
+struct Vm {
+    addr: String,
+    data: PathBuf,
+    child: Option<Child>,
+}
+
+impl Vm {
+    fn start(site: &Site) -> Vm {
+        let mut vm = Vm {
+            addr: site.addr(),
+            data: site.dir().join("victoria-metrics"),
+            child: None,
+        };
+        vm.spawn();
+        vm
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "VictoriaMetrics runs already");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.with_extension("log"))
+            .expect("the VictoriaMetrics log");
+        let child = Command::new("victoria-metrics")
+            .arg(format!("-httpListenAddr={}", self.addr))
+            .arg(format!("-storageDataPath={}", self.data.display()))
+            .args([
+                "-retentionPeriod=100y",
+                "-dedup.minScrapeInterval=1ms",
+                "-search.disableCache",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting victoria-metrics (apt-get install victoria-metrics)");
+        self.child = Some(child);
+        wait_until(WAIT, "VictoriaMetrics to answer", || {
+            self.get("/health").filter(|b| b.trim() == "OK")
+        });
+    }
+
+    /// SIGTERM and wait: VictoriaMetrics writes what it holds in memory to disk first (a
+    /// SIGKILL would lose the last seconds it took, which is not what this test is about).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    fn write_url(&self) -> String {
+        format!("http://{}/api/v1/write", self.addr)
+    }
+
+    /// A GET on loopback; the body of a 200.
+    fn get(&self, path: &str) -> Option<String> {
+        let mut s = std::net::TcpStream::connect(&self.addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
+    }
+
+    /// Every sample it holds, after a flush of what it buffers.
+    fn samples(&self) -> Option<BTreeSet<SampleKey>> {
+        self.get("/internal/force_flush")?;
+        let body = self.get("/api/v1/export?match[]=%7B__name__!=%22%22%7D")?;
+        let mut out = BTreeSet::new();
+        for line in body.lines().filter(|l| !l.trim().is_empty()) {
+            let series: Value = serde_json::from_str(line).ok()?;
+            let metric = series["metric"].as_object()?;
+            let name = metric.get("__name__")?.as_str()?.to_string();
+            let mut labels: Vec<(String, String)> = metric
+                .iter()
+                .filter(|(k, _)| *k != "__name__")
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect();
+            labels.sort();
+            let values = series["values"].as_array()?;
+            let times = series["timestamps"].as_array()?;
+            for (v, t) in values.iter().zip(times) {
+                out.insert((
+                    name.clone(),
+                    labels.clone(),
+                    t.as_i64()?,
+                    v.as_f64()?.to_bits(),
+                ));
+            }
+        }
+        Some(out)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The samples `server`'s stored records must become (`extra`: `forward.labels`).
+fn expected(server: &Node, extra: &[(&str, &str)], after_seq: u64) -> BTreeSet<SampleKey> {
+    let records = server.records().expect("records --json");
+    let mut out = BTreeSet::new();
+    let mut series_times = BTreeSet::new();
+    for r in records.iter().filter(|r| r.seq > after_seq) {
+        let mut labels = vec![("agent".to_string(), r.agent.clone())];
+        if let Some(pair) = &r.pair {
+            labels.push(("pair".to_string(), pair.clone()));
+        }
+        labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        labels.sort();
+        let name = understudy_node::forward::metric_name(&r.name);
+        let new = series_times.insert((name.clone(), labels.clone(), r.time_ms));
+        assert!(
+            new,
+            "two records are one sample (same series and time): {r:?}"
+        );
+        out.insert((name, labels, r.time_ms, r.value.to_bits()));
+    }
+    out
+}
+
+/// Waits until the receiver holds exactly the samples of `server`'s records (after `after_seq`).
+fn wait_forwarded(
+    vm: &Vm,
+    server: &Node,
+    extra: &[(&str, &str)],
+    after_seq: u64,
+    within: Duration,
+) -> usize {
+    wait_ok(
+        within,
+        "the receiver to hold every record as a sample",
+        || {
+            let want = expected(server, extra, after_seq);
+            let got = vm.samples().ok_or("no export")?;
+            if got == want {
+                return Ok(want.len());
+            }
+            let missing = want.difference(&got).count();
+            let extra = got.difference(&want).take(3).collect::<Vec<_>>();
+            Err(format!(
+                "{} records, {} samples; {missing} missing; not records: {extra:?}",
+                want.len(),
+                got.len()
+            ))
+        },
+    )
+}
+
+/// Sends `rounds` × 7 records (`m0`…`m6`, one of each name per call, so no two share a series
+/// and a millisecond).
+fn send_rounds(agent: &Node, rounds: usize) -> u64 {
+    let mut last = 0;
+    for _ in 0..rounds {
+        last = agent.send(7).1;
+    }
+    last
+}
+
+fn server_sets(extra: &[String]) -> Vec<String> {
+    let mut v = vec![format!("server.enroll_token={TOKEN}")];
+    v.extend(FAST_SERVER.iter().map(|s| s.to_string()));
+    v.extend(extra.iter().cloned());
+    v
+}
+
+fn agent_sets() -> Vec<&'static str> {
+    let mut v = vec!["agent.enroll_token=tok-0123456789abcdef"];
+    v.extend_from_slice(FAST_AGENT);
+    v
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// MX-2 (a): every record a standalone server stores is one sample in VictoriaMetrics, named
+/// after it, labelled `agent` and `forward.labels`, at the record's time; `status` shows the
+/// cursor at the last record and no lag.
+#[test]
+fn mx2_every_stored_record_is_one_sample_in_victoria_metrics() {
+    let site = Site::new(246);
+    let vm = Vm::start(&site);
+    let sets = server_sets(&[
+        format!("forward.remote_write={}", vm.write_url()),
+        "forward.batch=50".into(),
+        "forward.labels.site=lab".into(),
+    ]);
+    let mut s = site.server("srv", &refs(&sets));
+    let mut a1 = site.agent("a1", &[&s], &agent_sets());
+    s.start();
+    a1.start();
+    a1.wait_link("home", Some(&s));
+    let last = send_rounds(&a1, 40);
+    wait_records(&[&s], &[("a1", last)]);
+    let n = wait_forwarded(&vm, &s, &[("site", "lab")], 0, WAIT);
+    assert_eq!(n, 280);
+    let status = wait_ok(WAIT, "no lag in status", || {
+        let f = s.status_now().forward.ok_or("no forward in status")?;
+        (f.lag_records == 0 && f.cursor > 0)
+            .then_some(f.clone())
+            .ok_or(format!("{f:?}"))
+    });
+    assert!(status.forwarding && status.error.is_none(), "{status:?}");
+    assert_eq!(status.remote_write, vm.write_url());
+}
+
+/// MX-2 (b): the ACTIVE server of a hot-standby pair is SIGKILLed while it forwards; the
+/// STANDBY had the cursor replicated (it is past 0 before the kill), promotes and resumes from
+/// it. Once the killed server is back (STANDBY, handing over what it stored last), the
+/// receiver holds every record the site stored: none missing.
+#[test]
+fn mx2_a_promoted_standby_resumes_from_the_replicated_cursor_after_a_sigkill_and_nothing_is_missing(
+) {
+    let site = Site::new(247);
+    let vm = Vm::start(&site);
+    let sets = server_sets(&[
+        format!("forward.remote_write={}", vm.write_url()),
+        "forward.batch=20".into(),
+        "failover.sync_interval=500ms".into(),
+    ]);
+    let (mut s1, mut s2) = site.hot_standby(&refs(&sets), None);
+    let mut a1 = site.agent("a1", &[&s1, &s2], &agent_sets());
+    s1.start();
+    s1.wait_failover_state("active");
+    s2.start();
+    s2.wait_failover_state("standby");
+    a1.start();
+    a1.wait_link("home", Some(&s1));
+    // Five records a call, `load0`…`load4`: no two share a series and a millisecond.
+    let load = Sender::start(&a1, 5);
+    load.wait_more(300);
+    let cursor = wait_ok(WAIT, "the forwarding cursor replicated to s2", || {
+        let f = s2.status_now().forward.ok_or("no forward in s2's status")?;
+        (f.cursor > 0 && !f.forwarding)
+            .then_some(f.cursor)
+            .ok_or(format!("{f:?}"))
+    });
+    eprintln!("s2's replicated cursor before the kill: {cursor}");
+    s1.kill9();
+    s2.wait_failover_state("active");
+    load.wait_more(300);
+    s1.start();
+    s1.wait_failover_state("standby");
+    let last = load.finish().last_seq;
+    wait_records(&[&s2], &[("a1", last)]);
+    let n = wait_forwarded(&vm, &s2, &[], 0, WAIT);
+    eprintln!("{n} records forwarded across the SIGKILL");
+    let f = s2.status_now().forward.expect("forward in status");
+    assert!(f.forwarding, "the promoted server forwards: {f:?}");
+}
+
+/// MX-2 (c): the receiver is down for a minute while records keep coming: the lag and the error
+/// show in `status`, nothing is dropped, and once it is back every record arrives.
+#[test]
+fn mx2_a_receiver_down_for_a_minute_misses_nothing() {
+    let site = Site::new(248);
+    let mut vm = Vm::start(&site);
+    let sets = server_sets(&[format!("forward.remote_write={}", vm.write_url())]);
+    let mut s = site.server("srv", &refs(&sets));
+    let mut a1 = site.agent("a1", &[&s], &agent_sets());
+    s.start();
+    a1.start();
+    a1.wait_link("home", Some(&s));
+    let last = send_rounds(&a1, 5);
+    wait_records(&[&s], &[("a1", last)]);
+    wait_forwarded(&vm, &s, &[], 0, WAIT);
+    vm.stop();
+    let down = std::time::Instant::now();
+    let mut last = 0;
+    while down.elapsed() < Duration::from_secs(60) {
+        last = send_rounds(&a1, 1);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_records(&[&s], &[("a1", last)]);
+    let f = s.status_now().forward.expect("forward in status");
+    assert!(f.lag_records > 0, "{f:?}");
+    assert!(f.lag_seconds > 0.0, "{f:?}");
+    assert!(f.error.is_some(), "the failure is shown: {f:?}");
+    vm.spawn();
+    // The forwarder may be in its longest pause (1 min) when the receiver returns.
+    let n = wait_forwarded(&vm, &s, &[], 0, Duration::from_secs(150));
+    eprintln!("{n} records forwarded after a minute down");
+    let f = s.status_now().forward.expect("forward in status");
+    assert!(f.error.is_none(), "{f:?}");
+}
+
+/// One request a [`Refuser`] took: its headers (names lowercased) and body.
+#[derive(Clone, Debug)]
+struct Got {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A receiver on loopback that answers every request 400 with a two-line body (no package
+/// answers 4xx on demand).
+struct Refuser {
+    addr: String,
+    got: Arc<Mutex<Vec<Got>>>,
+}
+
+impl Refuser {
+    fn start(site: &Site) -> Refuser {
+        let addr = site.addr();
+        let listener = TcpListener::bind(&addr).expect("the receiver's port");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(&stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let mut headers = Vec::new();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.trim_end().split_once(':') {
+                        headers.push((k.trim().to_lowercase(), v.trim().to_string()));
+                    }
+                }
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                g.lock().unwrap().push(Got { headers, body });
+                let text = "sample out of bounds\nsecond line\n";
+                let _ = (&stream).write_all(
+                    format!(
+                        "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                        text.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Refuser { addr, got }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/api/v1/write", self.addr)
+    }
+}
+
+/// MX-2 (d): a receiver that answers 400 gets the records once each as remote write 1.0
+/// (headers, snappy, protobuf), raises FORWARD_REJECTED (an alert like the others, with the
+/// status and the first line of the answer), the server keeps running and the cursor moves
+/// past the dropped batches; switched to a good receiver, the records stored after go there.
+#[test]
+fn mx2_a_4xx_receiver_raises_forward_rejected_and_later_records_go_to_a_good_receiver() {
+    let site = Site::new(249);
+    let refuser = Refuser::start(&site);
+    let sets = server_sets(&[
+        format!("forward.remote_write={}", refuser.url()),
+        "forward.batch=10".into(),
+    ]);
+    let mut s = site.server("srv", &refs(&sets));
+    let mut a1 = site.agent("a1", &[&s], &agent_sets());
+    s.start();
+    a1.start();
+    a1.wait_link("home", Some(&s));
+    let before = send_rounds(&a1, 3);
+    wait_records(&[&s], &[("a1", before)]);
+    let event = s.wait_event("FORWARD_REJECTED", |_| true);
+    assert_eq!(event.subject, refuser.url());
+    assert!(
+        event.sentence.contains("HTTP 400") && event.sentence.contains("sample out of bounds"),
+        "{event:?}"
+    );
+    assert!(!event.sentence.contains("second line"), "{event:?}");
+    let f = wait_ok(WAIT, "the cursor past the rejected records", || {
+        let f = s.status_now().forward.ok_or("no forward in status")?;
+        (f.lag_records == 0)
+            .then_some(f.clone())
+            .ok_or(format!("{f:?}"))
+    });
+    assert!(f.error.is_none(), "a rejection is not retried: {f:?}");
+    let alerts = s
+        .try_json(&["alert", "list", "--json"])
+        .expect("alert list");
+    assert!(
+        alerts["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["code"] == "FORWARD_REJECTED")),
+        "{alerts}"
+    );
+    // What reached the receiver: every record once, as remote write 1.0.
+    let got = refuser.got.lock().unwrap().clone();
+    let mut samples = 0;
+    for g in &got {
+        assert_eq!(g.header("content-encoding"), Some("snappy"));
+        assert_eq!(g.header("content-type"), Some("application/x-protobuf"));
+        assert_eq!(g.header("x-prometheus-remote-write-version"), Some("0.1.0"));
+        let request = understudy_node::forward::decode(&g.body).expect("snappy protobuf");
+        for ts in &request.timeseries {
+            assert_eq!(ts.labels[0].name, "__name__");
+            samples += ts.samples.len();
+        }
+    }
+    assert_eq!(samples as u64, before, "each record sent once: {got:?}");
+    // Switched to a good receiver: the records stored from now on go there.
+    let vm = Vm::start(&site);
+    s.stop();
+    s.configure(&[&format!("forward.remote_write={}", vm.write_url())]);
+    s.start();
+    let last = send_rounds(&a1, 3);
+    wait_records(&[&s], &[("a1", last)]);
+    let n = wait_forwarded(&vm, &s, &[], before, WAIT);
+    assert_eq!(n, 21);
+}
