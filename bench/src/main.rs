@@ -8,6 +8,7 @@ mod abuse;
 mod alerts;
 mod checkgap;
 mod checks;
+mod forward;
 mod homecomplete;
 mod idle;
 mod jitter;
@@ -77,6 +78,9 @@ enum Cmd {
     Abuse(abuse::Opts),
     /// Alerts (issue 15): event → webhook latency, and messages for many checks down at once.
     Alerts(alerts::Opts),
+    /// Forwarding (MX-2): records/s forwarded to a local VictoriaMetrics beside one agent's
+    /// ingest at full speed, and whether the lag stays bounded.
+    Forward(forward::Opts),
     /// Everything, then rewrite BENCHMARKS.md.
     All(AllOpts),
 }
@@ -211,6 +215,7 @@ fn main() {
             Cmd::HomeComplete(o) => vec![homecomplete::run(&env, &o, &stamp(&command)).await],
             Cmd::Abuse(o) => vec![abuse::run(&env, &o, &stamp(&command)).await],
             Cmd::Alerts(o) => vec![alerts::run(&env, &o, &stamp(&command)).await],
+            Cmd::Forward(o) => vec![forward::run(&env, &o, &stamp(&command)).await],
             Cmd::All(a) => {
                 write = true;
                 let want = |k: &str| a.only.is_empty() || a.only.iter().any(|o| o == k);
@@ -326,6 +331,16 @@ fn main() {
                             &env,
                             &alerts::Opts::for_all(q),
                             &stamp(&format!("{command} (alerts)")),
+                        )
+                        .await,
+                    );
+                }
+                if want("forward") {
+                    push(
+                        forward::run(
+                            &env,
+                            &forward::Opts::for_all(q),
+                            &stamp(&format!("{command} (forward)")),
                         )
                         .await,
                     );
