@@ -31,6 +31,11 @@ for f in postinst prerm postrm; do
     install -m 0755 "packaging/deb/$f" "$stage/DEBIAN/$f"
 done
 gzip -9nc README.md >"$stage/usr/share/doc/understudy/README.md.gz"
+# The manual pages, from the same definitions as --help: understudy(1) and one per command.
+install -d -m 0755 "$stage/usr/share/man/man1"
+"$bin" man "$stage/usr/share/man/man1"
+gzip -9n "$stage"/usr/share/man/man1/*.1
+chmod 0644 "$stage"/usr/share/man/man1/*.1.gz
 cat >"$stage/usr/share/doc/understudy/copyright" <<COPYRIGHT
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: understudy

@@ -105,6 +105,12 @@ enum Command {
     Alert(alerts::AlertCommand),
     /// Run a whole site on this machine: two servers in hot standby, two pairs, one lone agent
     Demo(demo::DemoArgs),
+    /// Write the manual pages (understudy.1 and one per command) into DIR (the packages do)
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -278,6 +284,7 @@ fn main() -> ExitCode {
         // `serve` and `demo` own their runtime and signal handling.
         Command::Serve(args) => node::serve(&cli.target, &args),
         Command::Demo(args) => demo::run(&cli.target, &args),
+        Command::Man { dir } => write_manual(&dir),
         command => match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -296,6 +303,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// The manual pages, from the same definitions as `--help` (clap_mangen).
+fn write_manual(dir: &std::path::Path) -> Result<(), Failure> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)
+        .and_then(|_| clap_mangen::generate_to(Cli::command(), dir))
+        .map_err(|e| {
+            Failure::refused(format!(
+                "writing the manual pages to {}: {e}",
+                dir.display()
+            ))
+        })
+}
+
 async fn dispatch(target: &Target, command: Command) -> Result<(), Failure> {
     match command {
         Command::Init(args) => node::init(target, &args),
@@ -310,6 +330,6 @@ async fn dispatch(target: &Target, command: Command) -> Result<(), Failure> {
         Command::Send { records } => records::send(target, &records).await,
         Command::Records(args) => records::list(target, &args).await,
         Command::Alert(cmd) => alerts::run(target, cmd).await,
-        Command::Serve(_) | Command::Demo(_) => Ok(()),
+        Command::Serve(_) | Command::Demo(_) | Command::Man { .. } => Ok(()),
     }
 }
