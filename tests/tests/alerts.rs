@@ -140,6 +140,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio_rustls::rustls;
+
 /// One request a [`Receiver`] took: its headers (names lowercased), body, and what it answered.
 #[derive(Clone, Debug)]
 struct Got {
@@ -180,7 +182,15 @@ struct Receiver {
 
 impl Receiver {
     fn start(site: &Site, answer: u16) -> Receiver {
-        let addr = site.addr();
+        Receiver::serve(site.addr(), answer, None)
+    }
+
+    /// The same receiver over HTTPS with `tls` (a certificate from a test CA).
+    fn start_https(addr: String, tls: Arc<rustls::ServerConfig>) -> Receiver {
+        Receiver::serve(addr, 200, Some(tls))
+    }
+
+    fn serve(addr: String, answer: u16, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let listener = TcpListener::bind(&addr).expect("the receiver's port");
         let got = Arc::new(Mutex::new(Vec::new()));
         let answer = Arc::new(AtomicU16::new(answer));
@@ -188,42 +198,15 @@ impl Receiver {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut reader = BufReader::new(&stream);
-                let mut headers = Vec::new();
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    continue;
-                }
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = line.trim_end().split_once(':') {
-                        headers.push((k.trim().to_lowercase(), v.trim().to_string()));
+                match &tls {
+                    None => take_one(stream, &g, &a),
+                    Some(config) => {
+                        let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                            continue;
+                        };
+                        take_one(rustls::StreamOwned::new(conn, stream), &g, &a);
                     }
                 }
-                let len: usize = headers
-                    .iter()
-                    .find(|(k, _)| k == "content-length")
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0u8; len];
-                if reader.read_exact(&mut body).is_err() {
-                    continue;
-                }
-                let answered = a.load(Ordering::SeqCst);
-                g.lock().unwrap().push(Got {
-                    answered,
-                    headers,
-                    body,
-                });
-                let _ = (&stream).write_all(
-                    format!(
-                        "HTTP/1.1 {answered} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    )
-                    .as_bytes(),
-                );
             }
         });
         Receiver { addr, got, answer }
@@ -233,9 +216,52 @@ impl Receiver {
         format!("http://{}/hook?from=understudy", self.addr)
     }
 
+    fn https_url(&self) -> String {
+        format!("https://{}/hook", self.addr)
+    }
+
     fn got(&self) -> Vec<Got> {
         self.got.lock().unwrap().clone()
     }
+}
+
+/// Reads one HTTP/1.1 request from `stream`, records it, and answers with `answer`'s status.
+fn take_one(mut stream: impl Read + Write, got: &Mutex<Vec<Got>>, answer: &AtomicU16) {
+    let mut reader = BufReader::new(&mut stream);
+    let mut headers = Vec::new();
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.trim_end().split_once(':') {
+            headers.push((k.trim().to_lowercase(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let answered = answer.load(Ordering::SeqCst);
+    got.lock().unwrap().push(Got {
+        answered,
+        headers,
+        body,
+    });
+    let _ = stream.write_all(
+        format!("HTTP/1.1 {answered} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    let _ = stream.flush();
 }
 
 /// `alert channel add NAME --kind webhook --url <the receiver's> EXTRA…`.
@@ -270,6 +296,16 @@ fn server_and_agent(site: &Site, sets: &[&str]) -> (Node, Node) {
     agent.start();
     agent.wait_link("home", Some(&server));
     (server, agent)
+}
+
+/// `alert channel add ARGS… --codes CHECK_DOWN` for each channel.
+fn add_check_down_channels(server: &Node, channels: &[&[&str]]) {
+    for args in channels {
+        let mut all = vec!["alert", "channel", "add"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--codes", "CHECK_DOWN"]);
+        server.cli_ok(&all);
+    }
 }
 
 /// `check add NAME --kind tcp --target ADDR --every 200ms --agent a1 --fail-after N`.
@@ -560,65 +596,51 @@ fn al4_email_through_a_real_smtp_server_and_a_command_with_json_on_stdin_and_a_h
     let site = Site::new(220);
     let (s, _a1) = server_and_agent(&site, &["alert.group_wait=0s"]);
     let smtp = site.addr();
-    let (ip, port) = smtp.split_once(':').expect("ip:port");
-    let mail_log = site.dir().join("smtp.out");
-    let _aiosmtpd = Child(
-        std::process::Command::new("/usr/bin/python3")
-            .args(["-u", "-m", "aiosmtpd", "-n", "-l", &format!("{ip}:{port}")])
-            .stdout(std::fs::File::create(&mail_log).expect("smtp.out"))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 -m aiosmtpd (package python3-aiosmtpd)"),
-    );
-    wait_until(WAIT, "aiosmtpd listening", || {
-        std::net::TcpStream::connect(&smtp).ok()
-    });
+    let (_aiosmtpd, mail_log) = aiosmtpd(&site, "smtp", &smtp, &[]);
     let out = site.dir().join("command.json");
     let script = format!("cat > {0}.tmp && mv {0}.tmp {0}", out.display());
     let smtp_url = format!("smtp://{smtp}?tls=none");
     // STARTTLS is the default and required: this server offers none.
     let starttls = format!("smtp://ops:pw-220@{smtp}");
-    for args in [
+    add_check_down_channels(
+        &s,
         &[
-            "mail",
-            "--kind",
-            "email",
-            "--to",
-            "ops@example.org",
-            "--from",
-            "understudy@example.org",
-            "--smtp",
-            &smtp_url,
-        ][..],
-        &[
-            "cmd", "--kind", "command", "--argv", "sh", "--argv", "-c", "--argv", &script,
-        ][..],
-        &[
-            "plain",
-            "--kind",
-            "email",
-            "--to",
-            "ops@example.org",
-            "--smtp",
-            &starttls,
-        ][..],
-        &[
-            "hang",
-            "--kind",
-            "command",
-            "--argv",
-            "sleep",
-            "--argv",
-            "60",
-            "--timeout",
-            "1s",
-        ][..],
-    ] {
-        let mut all = vec!["alert", "channel", "add"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--codes", "CHECK_DOWN"]);
-        s.cli_ok(&all);
-    }
+            &[
+                "mail",
+                "--kind",
+                "email",
+                "--to",
+                "ops@example.org",
+                "--from",
+                "understudy@example.org",
+                "--smtp",
+                &smtp_url,
+            ][..],
+            &[
+                "cmd", "--kind", "command", "--argv", "sh", "--argv", "-c", "--argv", &script,
+            ][..],
+            &[
+                "plain",
+                "--kind",
+                "email",
+                "--to",
+                "ops@example.org",
+                "--smtp",
+                &starttls,
+            ][..],
+            &[
+                "hang",
+                "--kind",
+                "command",
+                "--argv",
+                "sleep",
+                "--argv",
+                "60",
+                "--timeout",
+                "1s",
+            ][..],
+        ],
+    );
     closed_port_check(&s, "db-ping", &site.addr(), "2");
     let down = wait_ok(WAIT, "sent by email and command", || {
         let a = alert_of(&s, "CHECK_DOWN", "db-ping").ok_or("no alert".to_string())?;
@@ -841,4 +863,243 @@ fn al6_most_agents_silent_together_reach_the_webhook_as_one_site_outage() {
     );
     assert!(!codes.iter().any(|c| c == "AGENT_SILENT"), "{codes:?}");
     assert_eq!(outage["severity"], "critical", "{outage}");
+}
+
+/// A test certificate authority and a server certificate it signed for `ips`, as PEM files in
+/// `dir`: (`ca.pem`, `cert.pem`, `key.pem`).
+fn test_ca(dir: &std::path::Path, ips: &[&str]) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Understudy test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("the CA certificate");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("a server key");
+    let sans: Vec<String> = ips.iter().map(|s| s.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(sans)
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("the server certificate");
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("a PEM file");
+        path.display().to_string()
+    };
+    (
+        write("ca.pem", ca_cert.pem()),
+        write("cert.pem", cert.pem()),
+        write("key.pem", key.serialize_pem()),
+    )
+}
+
+fn aiosmtpd(site: &Site, name: &str, addr: &str, tls: &[&str]) -> (Child, std::path::PathBuf) {
+    let log = site.dir().join(format!("{name}.out"));
+    let child = Child(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-u", "-m", "aiosmtpd", "-n", "-l", addr])
+            .args(tls)
+            .stdout(std::fs::File::create(&log).expect("the SMTP log"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m aiosmtpd (package python3-aiosmtpd)"),
+    );
+    wait_until(WAIT, "aiosmtpd listening", || {
+        std::net::TcpStream::connect(addr).ok()
+    });
+    (child, log)
+}
+
+/// AL-4 over TLS (issue 15 tests a, f; PRODUCT.md §4 "bad TLS, hanging"): one CHECK_DOWN reaches
+/// a real SMTP server over STARTTLS and another over TLS from the first byte (aiosmtpd with a
+/// certificate from a test CA the channels trust with `--ca FILE`), and an HTTPS webhook
+/// receiver that verifies the signature; the same STARTTLS server without `--ca` is refused
+/// (certificate not trusted, nothing sent); a receiver that accepts and never answers is given
+/// up after the channel's timeout and retried, and the other channels are not held up by it. A
+/// `--ca` that is not PEM is refused and nothing is stored.
+#[test]
+fn al4_email_over_starttls_and_tls_and_an_https_webhook_trust_the_channels_ca_and_a_hanging_receiver_times_out(
+) {
+    let site = Site::new(224);
+    let (s, _a1) = server_and_agent(&site, &["alert.group_wait=0s"]);
+    let (starttls, smtps, https) = (site.addr(), site.addr(), site.addr());
+    let ip = |a: &str| a.split(':').next().expect("an ip").to_string();
+    let (ca, cert, key) = test_ca(site.dir(), &[&ip(&starttls), &ip(&smtps), &ip(&https)]);
+    let (_starttls_server, starttls_log) = aiosmtpd(
+        &site,
+        "starttls",
+        &starttls,
+        &["--tlscert", &cert, "--tlskey", &key],
+    );
+    let (_smtps_server, smtps_log) = aiosmtpd(
+        &site,
+        "smtps",
+        &smtps,
+        &["--smtpscert", &cert, "--smtpskey", &key],
+    );
+    let tls = {
+        use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(&cert)
+            .expect("cert.pem")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificates");
+        let key = PrivateKeyDer::from_pem_file(&key).expect("key.pem");
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("the receiver's certificate")
+    };
+    let hook = Receiver::start_https(https, Arc::new(tls));
+    // Accepts connections and never answers.
+    let hanging = TcpListener::bind(site.addr()).expect("the hanging receiver");
+    let hanging_url = format!("http://{}/hook", hanging.local_addr().expect("addr"));
+    let held: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for c in hanging.incoming().flatten() {
+            keep.lock().unwrap().push(c);
+        }
+    });
+
+    let not_pem = site.dir().join("not.pem");
+    std::fs::write(&not_pem, "hello").expect("not.pem");
+    let out = s.cli(&[
+        "alert",
+        "channel",
+        "add",
+        "bad-ca",
+        "--kind",
+        "webhook",
+        "--url",
+        &hook.https_url(),
+        "--ca",
+        not_pem.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PEM"),
+        "{out:?}"
+    );
+    assert!(!s.cli_ok(&["alert", "channel", "list"]).contains("bad-ca"));
+
+    let starttls_url = format!("smtp://{starttls}");
+    let smtps_url = format!("smtps://{smtps}");
+    let https_url = hook.https_url();
+    add_check_down_channels(
+        &s,
+        &[
+            &[
+                "starttls",
+                "--kind",
+                "email",
+                "--to",
+                "ops@example.org",
+                "--smtp",
+                &starttls_url,
+                "--ca",
+                &ca,
+            ][..],
+            &[
+                "smtps",
+                "--kind",
+                "email",
+                "--to",
+                "ops@example.org",
+                "--smtp",
+                &smtps_url,
+                "--ca",
+                &ca,
+            ][..],
+            &[
+                "untrusted",
+                "--kind",
+                "email",
+                "--to",
+                "ops@example.org",
+                "--smtp",
+                &starttls_url,
+            ][..],
+            &[
+                "https", "--kind", "webhook", "--url", &https_url, "--secret", "k-224", "--ca", &ca,
+            ][..],
+            &[
+                "hang",
+                "--kind",
+                "webhook",
+                "--url",
+                &hanging_url,
+                "--timeout",
+                "1s",
+            ][..],
+        ],
+    );
+    closed_port_check(&s, "db-ping", &site.addr(), "2");
+    let state = |a: &Value, ch: &str| -> Value {
+        a["deliveries"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["channel"] == ch).cloned())
+            .unwrap_or(Value::Null)
+    };
+    let down = wait_ok(WAIT, "sent over STARTTLS, TLS and HTTPS", || {
+        let a = alert_of(&s, "CHECK_DOWN", "db-ping").ok_or("no alert".to_string())?;
+        let sent = ["starttls", "smtps", "https"]
+            .iter()
+            .all(|ch| state(&a, ch)["state"] == "sent");
+        sent.then_some(a.clone()).ok_or(format!("{a}"))
+    });
+    let id = down["id"].as_str().expect("id");
+    for log in [&starttls_log, &smtps_log] {
+        let mail = std::fs::read_to_string(log).expect("the SMTP log");
+        assert!(
+            mail.contains(&format!("Message-ID: <{id}@understudy>")),
+            "{mail}"
+        );
+        assert!(mail.contains("X-Understudy-Alert: "), "{mail}");
+    }
+    let got = hook.got();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].alert_ids(), [id.to_string()]);
+    assert_eq!(
+        got[0].header("x-understudy-signature"),
+        Some(hmac_sha256("k-224", &got[0].body).as_str())
+    );
+    // Not trusted without --ca: refused before anything was sent, retried.
+    let untrusted = state(&down, "untrusted");
+    let why = untrusted["last_error"].as_str().unwrap_or("");
+    assert_eq!(untrusted["state"], "pending", "{untrusted}");
+    assert!(
+        why.contains("certificate") || why.contains("Certificate"),
+        "{untrusted}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&starttls_log)
+            .expect("log")
+            .matches(&format!("Message-ID: <{id}@understudy>"))
+            .count(),
+        1,
+        "only the trusting channel's copy arrived"
+    );
+    // The hanging receiver: given up after 1s each time, retried, still pending.
+    let hang = wait_ok(WAIT, "the hanging receiver timed out twice", || {
+        let a = alert_of(&s, "CHECK_DOWN", "db-ping").ok_or("no alert".to_string())?;
+        let d = state(&a, "hang");
+        (d["attempts"].as_u64() >= Some(2))
+            .then_some(d.clone())
+            .ok_or(format!("{d}"))
+    });
+    assert_eq!(hang["state"], "pending", "{hang}");
+    assert!(
+        hang["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no answer within 1s")),
+        "{hang}"
+    );
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the hanging receiver was reached"
+    );
 }

@@ -231,6 +231,12 @@ secret?: string,
  */
 token?: string, 
 /**
+ * webhook, ntfy and email: certificate authorities (PEM) trusted for this channel's TLS
+ * besides the system's, for a receiver with a private CA (`--ca FILE`: the file's content,
+ * kept and replicated with the channel, so the STANDBY needs no copy of the file).
+ */
+ca?: string, 
+/**
  * command: the program and its arguments; the message JSON on its stdin.
  */
 argv?: Array<string>, 

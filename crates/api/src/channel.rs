@@ -49,6 +49,12 @@ pub struct ChannelSpec {
     #[cfg_attr(feature = "ts", ts(optional))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// webhook, ntfy and email: certificate authorities (PEM) trusted for this channel's TLS
+    /// besides the system's, for a receiver with a private CA (`--ca FILE`: the file's content,
+    /// kept and replicated with the channel, so the STANDBY needs no copy of the file).
+    #[cfg_attr(feature = "ts", ts(optional))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
     /// command: the program and its arguments; the message JSON on its stdin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub argv: Vec<String>,
@@ -315,8 +321,10 @@ impl ChannelSpec {
                 unwanted("smtp", self.smtp.is_some())?;
                 unwanted("secret", self.secret.is_some())?;
                 unwanted("access-token", self.token.is_some())?;
+                unwanted("ca", self.ca.is_some())?;
             }
             "desktop" => {
+                unwanted("ca", self.ca.is_some())?;
                 unwanted("url", self.url.is_some())?;
                 unwanted("to", !self.to.is_empty())?;
                 unwanted("from", self.from.is_some())?;
@@ -334,6 +342,13 @@ impl ChannelSpec {
                 return Err(refuse(format!(
                     "unknown kind {other}: expected webhook, ntfy, email, command or desktop"
                 )))
+            }
+        }
+        if let Some(ca) = &self.ca {
+            if !ca.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(refuse(
+                    "--ca must be a file of PEM certificates (-----BEGIN CERTIFICATE-----)".into(),
+                ));
             }
         }
         if self.timeout.is_some_and(|t| t.is_zero()) {

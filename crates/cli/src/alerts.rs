@@ -58,6 +58,11 @@ pub enum ChannelCommand {
         /// ntfy: access token (not `--token`: that is every command's admin token for --node)
         #[arg(id = "access_token", long = "access-token", value_name = "T")]
         token: Option<String>,
+        /// webhook, ntfy, email: a file of PEM certificate authorities trusted for this channel's
+        /// TLS besides the system's (a receiver with a private CA); its content is stored with
+        /// the channel
+        #[arg(long, value_name = "FILE")]
+        ca: Option<std::path::PathBuf>,
         /// command: the program, then each argument (repeatable); the message JSON on stdin
         #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
         argv: Vec<String>,
@@ -74,7 +79,7 @@ pub enum ChannelCommand {
     /// List the channels (secrets shown as "set")
     List {
         /// Print the admin API's JSON: {channels:[{name, kind, url, to, from, smtp, secret,
-        /// token, argv, timeout, codes, min_severity}]}
+        /// token, ca, argv, timeout, codes, min_severity}]}
         #[arg(long)]
         json: bool,
     },
@@ -95,11 +100,18 @@ async fn channel(api: &Api, cmd: ChannelCommand) -> Result<(), Failure> {
             smtp,
             secret,
             token,
+            ca,
             argv,
             timeout,
             codes,
             min_severity,
         } => {
+            let ca = match ca {
+                Some(file) => Some(std::fs::read_to_string(&file).map_err(|e| {
+                    Failure::usage(format!("reading --ca {}: {e}", file.display()))
+                })?),
+                None => None,
+            };
             let request = Request::PutChannel(ChannelSpec {
                 name: name.clone(),
                 kind,
@@ -109,6 +121,7 @@ async fn channel(api: &Api, cmd: ChannelCommand) -> Result<(), Failure> {
                 smtp,
                 secret,
                 token,
+                ca,
                 argv,
                 timeout,
                 codes,

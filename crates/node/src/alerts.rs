@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, watch};
 use understudy_api::channel::{parse_http_url, SmtpTls, SmtpUrl};
 use understudy_api::status::DesktopMessage;
@@ -378,7 +378,7 @@ async fn webhook(channel: &ChannelSpec, message: &Message) -> Result<(), String>
     if let Some(secret) = &channel.secret {
         headers.push(("X-Understudy-Signature".into(), signature(secret, &body)));
     }
-    post(channel.url.as_deref().unwrap_or_default(), &headers, &body).await
+    post(channel, &headers, &body).await
 }
 
 async fn ntfy(channel: &ChannelSpec, message: &Message) -> Result<(), String> {
@@ -417,33 +417,46 @@ async fn ntfy(channel: &ChannelSpec, message: &Message) -> Result<(), String> {
     if let Some(token) = &channel.token {
         headers.push(("Authorization".into(), format!("Bearer {token}")));
     }
-    post(
-        channel.url.as_deref().unwrap_or_default(),
-        &headers,
-        message.text().as_bytes(),
-    )
-    .await
+    post(channel, &headers, message.text().as_bytes()).await
 }
 
-/// A TLS client that verifies servers against the system's certificate authorities (a webhook,
-/// ntfy or SMTP server is somebody else's: it is not pinned).
-fn web_tls() -> Result<tokio_rustls::TlsConnector, String> {
+/// The certificate authorities a channel's TLS verifies servers with: the system's
+/// (`/etc/ssl/certs/ca-certificates.crt`) and the channel's own (`--ca FILE`, stored with the
+/// channel). A webhook, ntfy or SMTP server is somebody else's: it is verified, not pinned.
+fn trusted_roots(
+    channel: &ChannelSpec,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let mut roots = rustls::RootCertStore::empty();
+    let mut roots = Vec::new();
     for path in [
         "/etc/ssl/certs/ca-certificates.crt",
         "/etc/pki/tls/certs/ca-bundle.crt",
         "/etc/ssl/cert.pem",
     ] {
         if let Ok(pem) = std::fs::read(path) {
-            for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
-                let _ = roots.add(cert);
-            }
+            roots.extend(CertificateDer::pem_slice_iter(&pem).flatten());
             break;
         }
     }
+    if let Some(ca) = &channel.ca {
+        let own = CertificateDer::pem_slice_iter(ca.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("the channel's --ca is not PEM certificates: {e}"))?;
+        roots.extend(own);
+    }
     if roots.is_empty() {
-        return Err("no certificate authorities found (/etc/ssl/certs/ca-certificates.crt)".into());
+        return Err(
+            "no certificate authorities (/etc/ssl/certs/ca-certificates.crt, or the channel's --ca)"
+                .into(),
+        );
+    }
+    Ok(roots)
+}
+
+fn web_tls(channel: &ChannelSpec) -> Result<tokio_rustls::TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in trusted_roots(channel)? {
+        let _ = roots.add(cert);
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -455,21 +468,36 @@ fn web_tls() -> Result<tokio_rustls::TlsConnector, String> {
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
+/// A TLS connection verified against the system's certificate authorities (the forwarding's
+/// remote-write receiver, MX-2).
 pub(crate) async fn tls_connect(
+    host: &str,
+    tcp: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    channel_tls_connect(&ChannelSpec::default(), host, tcp).await
+}
+
+/// A channel's TLS connection: the system's authorities and the channel's `--ca`.
+async fn channel_tls_connect(
+    channel: &ChannelSpec,
     host: &str,
     tcp: tokio::net::TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| format!("{host}: {e}"))?;
-    web_tls()?
+    web_tls(channel)?
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS with {host}: {e}"))
 }
 
-/// An HTTP/1.1 POST; `Ok` on a 2xx answer.
-async fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Result<(), String> {
-    let (https, host, port, path) = parse_http_url(url)?;
+/// An HTTP/1.1 POST to the channel's URL; `Ok` on a 2xx answer.
+async fn post(
+    channel: &ChannelSpec,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<(), String> {
+    let (https, host, port, path) = parse_http_url(channel.url.as_deref().unwrap_or_default())?;
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
@@ -487,7 +515,7 @@ async fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Result<()
     }
     head.push_str("\r\n");
     if https {
-        let mut s = tls_connect(&host, tcp).await?;
+        let mut s = channel_tls_connect(channel, &host, tcp).await?;
         exchange(&mut s, head.as_bytes(), body).await
     } else {
         let mut s = tcp;
@@ -551,183 +579,94 @@ async fn command(channel: &ChannelSpec, message: &Message) -> Result<(), String>
     }
 }
 
-/// Base64 (RFC 4648, padded) for SMTP AUTH PLAIN.
-fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+/// `X-Understudy-Alert`: the ids of the alerts an email carries (AL-5).
+#[derive(Clone)]
+struct AlertIds(String);
 
-/// Reads one SMTP reply (all its lines); `Ok(text)` when its code is `want`.
-async fn reply<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut BufReader<S>,
-    want: &[&str],
-) -> Result<String, String> {
-    let mut all = String::new();
-    loop {
-        let mut line = String::new();
-        let n = s
-            .read_line(&mut line)
-            .await
-            .map_err(|e| format!("SMTP: {e}"))?;
-        if n == 0 {
-            return Err("SMTP: the server closed the connection".into());
-        }
-        all.push_str(&line);
-        if line.len() < 4 || line.as_bytes()[3] != b'-' {
-            break;
-        }
+impl lettre::message::header::Header for AlertIds {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("X-Understudy-Alert")
     }
-    if want.iter().any(|w| all.starts_with(w)) {
-        Ok(all)
-    } else {
-        Err(format!(
-            "SMTP: {}",
-            crate::logsafe::text(all.lines().last().unwrap_or("").trim())
-        ))
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AlertIds(s.to_string()))
+    }
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), self.0.clone())
     }
 }
 
-async fn smtp_cmd<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut BufReader<S>,
-    line: &str,
-    want: &[&str],
-) -> Result<String, String> {
-    let w = s.get_mut();
-    w.write_all(line.as_bytes())
-        .await
-        .map_err(|e| format!("SMTP: {e}"))?;
-    w.write_all(b"\r\n")
-        .await
-        .map_err(|e| format!("SMTP: {e}"))?;
-    w.flush().await.map_err(|e| format!("SMTP: {e}"))?;
-    reply(s, want).await
-}
-
-/// What follows EHLO (and STARTTLS): login, envelope, the message; `Ok` on the 250 after DATA.
-async fn smtp_transaction<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut BufReader<S>,
-    url: &SmtpUrl,
-    from: &str,
-    to: &[String],
-    data: &str,
-) -> Result<(), String> {
-    if let Some((user, pass)) = &url.login {
-        let plain = base64(format!("\0{user}\0{pass}").as_bytes());
-        smtp_cmd(s, &format!("AUTH PLAIN {plain}"), &["235"]).await?;
-    }
-    smtp_cmd(s, &format!("MAIL FROM:<{from}>"), &["250"]).await?;
-    for rcpt in to {
-        smtp_cmd(s, &format!("RCPT TO:<{rcpt}>"), &["250", "251"]).await?;
-    }
-    smtp_cmd(s, "DATA", &["354"]).await?;
-    smtp_cmd(s, &format!("{data}\r\n."), &["250"]).await?;
-    let _ = smtp_cmd(s, "QUIT", &["221"]).await;
-    Ok(())
-}
-
-/// The message as RFC 5322 text, dot-stuffed, `Message-ID` from the alert id (one alert) or
-/// the message id (AL-5: a repeated delivery carries the same id).
-fn email_data(from: &str, to: &[String], message: &Message) -> String {
+/// The message as an email: `Message-ID` from the alert id (one alert) or the message id (AL-5:
+/// a repeated delivery carries the same id), the alert ids in `X-Understudy-Alert`.
+fn email_message(channel: &ChannelSpec, message: &Message) -> Result<lettre::Message, String> {
+    let from = channel.from.as_deref().unwrap_or("understudy@localhost");
     let id = match message.alerts.as_slice() {
         [one] => one.id.as_str(),
         _ => message.id.as_str(),
     };
     let ids: Vec<&str> = message.alerts.iter().map(|a| a.id.as_str()).collect();
-    let subject: String = message
-        .title()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    let date = time::OffsetDateTime::from_unix_timestamp(message.sent_at_ms / 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc2822)
-                .ok()
-        })
-        .unwrap_or_default();
-    let mut out = format!(
-        "From: {from}\r\nTo: {}\r\nSubject: [{}] {subject}\r\nDate: {date}\r\nMessage-ID: <{id}@understudy>\r\nX-Understudy-Alert: {}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
-        to.join(", "),
-        message.site,
-        ids.join(","),
-    );
-    for line in message.text().lines() {
-        if line.starts_with('.') {
-            out.push('.');
-        }
-        out.push_str(line);
-        out.push_str("\r\n");
+    let mut mail = lettre::Message::builder()
+        .from(from.parse().map_err(|e| format!("--from {from}: {e}"))?)
+        .subject(format!("[{}] {}", message.site, message.title()))
+        .message_id(Some(format!("<{id}@understudy>")))
+        .date(std::time::UNIX_EPOCH + Duration::from_millis(message.sent_at_ms.max(0) as u64))
+        .header(AlertIds(ids.join(",")))
+        .header(lettre::message::header::ContentType::TEXT_PLAIN);
+    for to in &channel.to {
+        mail = mail.to(to.parse().map_err(|e| format!("--to {to}: {e}"))?);
     }
-    out.trim_end_matches("\r\n").to_string()
+    mail.body(message.text()).map_err(|e| e.to_string())
 }
 
+/// AL-4: one email over SMTP (lettre): STARTTLS required (never opportunistic: nothing, a
+/// password least of all, goes in the clear), TLS from the first byte (`smtps://`), or in the
+/// clear (`?tls=none`); login when the URL has one. `Ok` on the server's 250.
 async fn email(channel: &ChannelSpec, message: &Message) -> Result<(), String> {
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+    use lettre::transport::smtp::extension::ClientId;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
     let url = SmtpUrl::parse(channel.smtp.as_deref().unwrap_or_default())?;
-    let from = channel.from.as_deref().unwrap_or("understudy@localhost");
-    let data = email_data(from, &channel.to, message);
-    let ehlo = format!(
-        "EHLO {}",
-        gethostname::gethostname()
-            .to_string_lossy()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || "-.".contains(*c))
-            .collect::<String>()
-            .trim_matches('.')
-    );
-    let ehlo = if ehlo == "EHLO " {
-        "EHLO localhost".into()
-    } else {
-        ehlo
+    let mail = email_message(channel, message)?;
+    let tls = || -> Result<TlsParameters, String> {
+        let mut b =
+            TlsParameters::builder(url.host.clone()).certificate_store(CertificateStore::None);
+        for der in trusted_roots(channel)? {
+            b = b.add_root_certificate(
+                Certificate::from_der(der.to_vec()).map_err(|e| e.to_string())?,
+            );
+        }
+        b.build_rustls()
+            .map_err(|e| format!("TLS settings for {}: {e}", url.host))
     };
-    let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
-        .await
-        .map_err(|e| format!("connecting to {}:{}: {e}", url.host, url.port))?;
-    match url.tls {
-        SmtpTls::Implicit => {
-            let mut s = BufReader::new(tls_connect(&url.host, tcp).await?);
-            reply(&mut s, &["220"]).await?;
-            smtp_cmd(&mut s, &ehlo, &["250"]).await?;
-            smtp_transaction(&mut s, &url, from, &channel.to, &data).await
-        }
-        SmtpTls::None => {
-            let mut s = BufReader::new(tcp);
-            reply(&mut s, &["220"]).await?;
-            smtp_cmd(&mut s, &ehlo, &["250"]).await?;
-            smtp_transaction(&mut s, &url, from, &channel.to, &data).await
-        }
-        SmtpTls::StartTls => {
-            let mut s = BufReader::new(tcp);
-            reply(&mut s, &["220"]).await?;
-            smtp_cmd(&mut s, &ehlo, &["250"]).await?;
-            // Required, never opportunistic: nothing (a password least of all) goes in the clear.
-            smtp_cmd(&mut s, "STARTTLS", &["220"])
-                .await
-                .map_err(|e| format!("STARTTLS refused ({e}): nothing was sent"))?;
-            let mut s = BufReader::new(tls_connect(&url.host, s.into_inner()).await?);
-            smtp_cmd(&mut s, &ehlo, &["250"]).await?;
-            smtp_transaction(&mut s, &url, from, &channel.to, &data).await
+    let hello: String = gethostname::gethostname()
+        .to_string_lossy()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-.".contains(*c))
+        .collect();
+    let hello = hello.trim_matches('.');
+    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(url.host.clone())
+        .port(url.port)
+        .timeout(Some(channel.timeout()))
+        .hello_name(ClientId::Domain(
+            if hello.is_empty() { "localhost" } else { hello }.to_string(),
+        ))
+        .tls(match url.tls {
+            SmtpTls::None => Tls::None,
+            SmtpTls::StartTls => Tls::Required(tls()?),
+            SmtpTls::Implicit => Tls::Wrapper(tls()?),
+        });
+    if let Some((user, password)) = &url.login {
+        transport = transport.credentials(Credentials::new(user.clone(), password.clone()));
+    }
+    match transport.build().send(mail).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let why = crate::logsafe::text(&e.to_string()).to_string();
+            if url.tls == SmtpTls::StartTls && why.contains("STARTTLS") {
+                Err(format!("STARTTLS refused ({why}): nothing was sent"))
+            } else {
+                Err(format!("SMTP {}:{}: {why}", url.host, url.port))
+            }
         }
     }
 }
@@ -995,15 +934,27 @@ mod tests {
     }
 
     #[test]
-    fn al4_an_email_is_dot_stuffed_and_carries_the_alert_id() {
-        let mut item = Item::from(&due("a-1", 0, 0));
-        item.sentence = "x\n.y".into();
-        let m = Message::new("s1", vec![item]);
-        let data = email_data("u@h", &["ops@h".into()], &m);
-        assert!(data.contains("Message-ID: <a-1@understudy>"), "{data}");
-        assert!(data.contains("\r\n..y"), "{data}");
-        assert_eq!(base64(b"\0u\0p"), "AHUAcA==");
-        assert_eq!(base64(b"abc"), "YWJj");
-        assert_eq!(base64(b"ab"), "YWI=");
+    fn al4_an_email_carries_the_alert_ids() {
+        let channel = ChannelSpec {
+            name: "mail".into(),
+            kind: "email".into(),
+            to: vec!["ops@h.example".into()],
+            from: Some("u@h.example".into()),
+            ..ChannelSpec::default()
+        };
+        let m = Message::new("s1", vec![Item::from(&due("a-1", 0, 0))]);
+        let mail = email_message(&channel, &m).expect("an email");
+        let text = String::from_utf8_lossy(&mail.formatted()).to_string();
+        assert!(text.contains("Message-ID: <a-1@understudy>"), "{text}");
+        assert!(text.contains("X-Understudy-Alert: a-1"), "{text}");
+        assert!(
+            text.contains("Subject: [s1] CHECK_DOWN: check-a-1"),
+            "{text}"
+        );
+        let bad = ChannelSpec {
+            to: vec!["not an address".into()],
+            ..channel
+        };
+        assert!(email_message(&bad, &m).unwrap_err().contains("--to"));
     }
 }
