@@ -72,6 +72,7 @@ export function makeStatus(over: Partial<Status> = {}): Status {
       { name: 'ssh', kind: 'tcp', target: '10.0.0.6:22', every: '10s', timeout: '1s', agent: 'db-2', pair: null },
     ],
     alerts: { pending: 1, failing: 1, failed: 1 },
+    forward: null,
     ...over,
   };
 }
