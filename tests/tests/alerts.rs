@@ -1103,3 +1103,50 @@ fn al4_email_over_starttls_and_tls_and_an_https_webhook_trust_the_channels_ca_an
         "the hanging receiver was reached"
     );
 }
+
+/// AL-5 (issue 15 item 4): a channel removed while its deliveries wait behind a failing
+/// receiver: they end failed ("the alert channel was removed") with one DELIVERY_FAILED about
+/// the channel, which goes to the other channels — nothing is dropped silently.
+#[test]
+fn al5_a_removed_channels_queued_deliveries_fail_with_delivery_failed_on_the_other_channels() {
+    let site = Site::new(225);
+    let (s, _a1) = server_and_agent(&site, &["alert.group_wait=0s"]);
+    let dead = Receiver::start(&site, 503);
+    let ok = Receiver::start(&site, 200);
+    for (name, r) in [("gone", &dead), ("ok", &ok)] {
+        add_webhook(&s, name, r, &["--codes", "CHECK_DOWN,DELIVERY_FAILED"]);
+    }
+    closed_port_check(&s, "db-ping", &site.addr(), "1");
+    wait_ok(WAIT, "the delivery to gone failing", || {
+        let a = alert_of(&s, "CHECK_DOWN", "db-ping").ok_or("no alert".to_string())?;
+        let d = a["deliveries"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["channel"] == "gone").cloned())
+            .ok_or("no delivery")?;
+        (d["state"] == "pending" && d["attempts"].as_u64() >= Some(1))
+            .then_some(())
+            .ok_or(format!("{d}"))
+    });
+    s.cli_ok(&["alert", "channel", "remove", "gone"]);
+    let failed = s.wait_event("DELIVERY_FAILED", |e| e.subject == "gone");
+    assert!(
+        failed.sentence.contains("the alert channel was removed"),
+        "{failed:?}"
+    );
+    let down = alert_of(&s, "CHECK_DOWN", "db-ping").expect("the CHECK_DOWN alert");
+    let gone = down["deliveries"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["channel"] == "gone").cloned())
+        .expect("the delivery to gone");
+    assert_eq!(gone["state"], "failed", "{down}");
+    wait_ok(WAIT, "DELIVERY_FAILED delivered to ok", || {
+        ok.got()
+            .iter()
+            .any(|g| {
+                g.json()["alerts"][0]["code"] == "DELIVERY_FAILED"
+                    && g.json()["alerts"][0]["subject"] == "gone"
+            })
+            .then_some(())
+            .ok_or(format!("{:?}", ok.got()))
+    });
+}

@@ -760,7 +760,7 @@ pub(crate) async fn run(mut s: Sender) {
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(sent) = done {
                     in_flight.remove(&sent.channel);
-                    mark(&s, sent);
+                    mark(&s, sent, None);
                 } else {
                     // A delivery task panicked: its channel is looked at again.
                     in_flight.clear();
@@ -772,28 +772,25 @@ pub(crate) async fn run(mut s: Sender) {
     }
 }
 
-/// A channel removed while alerts were queued for it: those deliveries fail at once (no
-/// DELIVERY_FAILED: the operator removed it).
+/// A channel removed while alerts were queued for it: those deliveries fail when they are due,
+/// and, as for any delivery given up, one DELIVERY_FAILED says which and goes to the other
+/// channels (the operator removed where they were going; they are not silently dropped).
 fn removed_channel(s: &Sender, name: &str, due: &[DueDelivery]) {
-    let mut store = lock(&s.store);
-    for d in due {
-        let _ = store.delivery_mark(
-            &d.alert_id,
-            name,
-            Err("the alert channel was removed"),
-            now_ms(),
-            0,
-        );
-    }
+    let sent = Sent {
+        channel: name.to_string(),
+        alerts: due.iter().map(Item::from).collect(),
+        outcome: Err("the alert channel was removed".into()),
+    };
+    mark(s, sent, Some(0));
 }
 
-/// Marks each delivery of a message; those given up raise one DELIVERY_FAILED, alerting on the
-/// other channels (AL-5).
-fn mark(s: &Sender, sent: Sent) {
-    let give_up = {
+/// Marks each delivery of a message; those given up (after `alert.give_up_after`, read now,
+/// or `give_up` when given) raise one DELIVERY_FAILED, alerting on the other channels (AL-5).
+fn mark(s: &Sender, sent: Sent, give_up: Option<i64>) {
+    let give_up = give_up.unwrap_or_else(|| {
         let c = s.config.lock().unwrap_or_else(|p| p.into_inner());
         c.alert.give_up_after.as_millis() as i64
-    };
+    });
     let now = now_ms();
     let outcome = sent.outcome.as_ref().map(|_| ()).map_err(String::as_str);
     if let Err(why) = outcome {
@@ -825,11 +822,19 @@ fn mark(s: &Sender, sent: Sent) {
         time_ms: now,
         code: code.as_str().to_string(),
         subject: sent.channel.clone(),
-        detail: format!(
-            "{} alert(s) could not be delivered to channel {} before alert.give_up_after: {why}",
-            failed.len(),
-            sent.channel
-        ),
+        detail: if give_up == 0 {
+            format!(
+                "{} alert(s) were not delivered to channel {}: {why}",
+                failed.len(),
+                sent.channel
+            )
+        } else {
+            format!(
+                "{} alert(s) could not be delivered to channel {} before alert.give_up_after: {why}",
+                failed.len(),
+                sent.channel
+            )
+        },
         data: json!({
             "rule": code.rule(),
             "notify": code.notify(),
