@@ -55,7 +55,7 @@ impl Opts {
 
 const LONG: Duration = Duration::from_secs(120);
 
-async fn wait_state(node: &Node, state: &str) -> Result<u64, String> {
+pub(crate) async fn wait_state(node: &Node, state: &str) -> Result<u64, String> {
     let r = poll(LONG, Duration::from_millis(50), || async {
         match node.failover().await {
             Some((s, e)) if s == state => Some(e),
