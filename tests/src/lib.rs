@@ -1267,9 +1267,14 @@ pub fn rt() -> tokio::runtime::Runtime {
 /// A server `srv` with one connected agent `a1` whose records flow: what a bad or hostile
 /// connection must not disturb.
 pub fn server_with_agent(site: &Site) -> (Node, Node) {
+    server_with_agent_and(site, &[])
+}
+
+/// [`server_with_agent`] with the server's configuration given `sets` (`alert.group_wait=0s`…).
+pub fn server_with_agent_and(site: &Site, sets: &[&str]) -> (Node, Node) {
     let token = format!("server.enroll_token={ENROLL_TOKEN}");
     let agent_token = format!("agent.enroll_token={ENROLL_TOKEN}");
-    let mut server = site.server("srv", &[&token]);
+    let mut server = site.server("srv", &[&[&token[..]][..], sets].concat());
     let mut agent = site.agent(
         "a1",
         &[&server],

@@ -282,22 +282,6 @@ fn hmac_sha256(key: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-/// A server `srv` with `sets` and one connected agent `a1` (fast timings).
-fn server_and_agent(site: &Site, sets: &[&str]) -> (Node, Node) {
-    let token = format!("server.enroll_token={ENROLL_TOKEN}");
-    let agent_token = format!("agent.enroll_token={ENROLL_TOKEN}");
-    let mut server = site.server("srv", &[&[&token[..]][..], sets].concat());
-    let mut agent = site.agent(
-        "a1",
-        &[&server],
-        &[&[&agent_token[..]][..], FAST_AGENT].concat(),
-    );
-    server.start();
-    agent.start();
-    agent.wait_link("home", Some(&server));
-    (server, agent)
-}
-
 /// `alert channel add ARGS… --codes CHECK_DOWN` for each channel.
 fn add_check_down_channels(server: &Node, channels: &[&[&str]]) {
     for args in channels {
@@ -447,7 +431,7 @@ fn al4_bad_channel_settings_are_refused_and_nothing_is_stored_and_secrets_are_sh
 #[test]
 fn al5_a_webhook_gets_check_down_signed_retried_while_it_answers_503_and_accepted_once() {
     let site = Site::new(218);
-    let (s, _a1) = server_and_agent(&site, &["alert.group_wait=0s"]);
+    let (s, _a1) = server_with_agent_and(&site, &["alert.group_wait=0s"]);
     let hook = Receiver::start(&site, 503);
     let secret = "hook-key-218";
     add_webhook(
@@ -517,7 +501,7 @@ fn al5_a_webhook_gets_check_down_signed_retried_while_it_answers_503_and_accepte
 #[test]
 fn al6_ten_checks_down_within_group_wait_are_one_message_per_channel() {
     let site = Site::new(219);
-    let (s, _a1) = server_and_agent(&site, &["alert.group_wait=5s"]);
+    let (s, _a1) = server_with_agent_and(&site, &["alert.group_wait=5s"]);
     let hook = Receiver::start(&site, 200);
     let topic = Receiver::start(&site, 200);
     add_webhook(&s, "hook", &hook, &["--codes", "CHECK_DOWN"]);
@@ -594,7 +578,7 @@ impl Drop for Child {
 fn al4_email_through_a_real_smtp_server_and_a_command_with_json_on_stdin_and_a_hanging_command_times_out(
 ) {
     let site = Site::new(220);
-    let (s, _a1) = server_and_agent(&site, &["alert.group_wait=0s"]);
+    let (s, _a1) = server_with_agent_and(&site, &["alert.group_wait=0s"]);
     let smtp = site.addr();
     let (_aiosmtpd, mail_log) = aiosmtpd(&site, "smtp", &smtp, &[]);
     let out = site.dir().join("command.json");
@@ -775,7 +759,7 @@ fn al5_a_promoted_standby_delivers_the_alert_the_killed_active_had_not_delivered
 fn al5_a_delivery_given_up_raises_delivery_failed_on_the_other_channels_and_channel_test_says_why()
 {
     let site = Site::new(222);
-    let (s, _a1) = server_and_agent(&site, &["alert.group_wait=0s", "alert.give_up_after=3s"]);
+    let (s, _a1) = server_with_agent_and(&site, &["alert.group_wait=0s", "alert.give_up_after=3s"]);
     let dead = Receiver::start(&site, 503);
     let ok = Receiver::start(&site, 200);
     for (name, r) in [("dead", &dead), ("ok", &ok)] {
@@ -921,7 +905,7 @@ fn aiosmtpd(site: &Site, name: &str, addr: &str, tls: &[&str]) -> (Child, std::p
 fn al4_email_over_starttls_and_tls_and_an_https_webhook_trust_the_channels_ca_and_a_hanging_receiver_times_out(
 ) {
     let site = Site::new(224);
-    let (s, _a1) = server_and_agent(&site, &["alert.group_wait=0s"]);
+    let (s, _a1) = server_with_agent_and(&site, &["alert.group_wait=0s"]);
     let (starttls, smtps, https) = (site.addr(), site.addr(), site.addr());
     let ip = |a: &str| a.split(':').next().expect("an ip").to_string();
     let (ca, cert, key) = test_ca(site.dir(), &[&ip(&starttls), &ip(&smtps), &ip(&https)]);
@@ -1110,7 +1094,7 @@ fn al4_email_over_starttls_and_tls_and_an_https_webhook_trust_the_channels_ca_an
 #[test]
 fn al5_a_removed_channels_queued_deliveries_fail_with_delivery_failed_on_the_other_channels() {
     let site = Site::new(225);
-    let (s, _a1) = server_and_agent(&site, &["alert.group_wait=0s"]);
+    let (s, _a1) = server_with_agent_and(&site, &["alert.group_wait=0s"]);
     let dead = Receiver::start(&site, 503);
     let ok = Receiver::start(&site, 200);
     for (name, r) in [("gone", &dead), ("ok", &ok)] {
