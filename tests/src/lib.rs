@@ -1356,6 +1356,49 @@ impl Drop for Tmpfs {
     }
 }
 
+/// One HTTP/1.1 request over TLS (pinned) with exactly the `Authorization` header given (or
+/// none): the status and the whole answer as text.
+pub async fn raw_http(
+    addr: &str,
+    pins: &understudy_node::tls::Pins,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, String) {
+    let mut stream =
+        understudy_node::tls::connect(addr, pins, None, &[understudy_node::tls::ALPN_HTTP])
+            .await
+            .expect("TLS connection");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(a) = authorization {
+        request.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .expect("request");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use understudy_node::frame::{read_frame, write_frame, MAX_FRAME};
 use understudy_node::store::Record;
-use understudy_node::tls::{self, NodeIdentity, Pins, ALPN_HTTP, ALPN_WIRE};
+use understudy_node::tls::{self, NodeIdentity, Pins, ALPN_WIRE};
 use understudy_node::wire::{ToAgent, ToServer};
 use understudy_system_tests::*;
 
@@ -388,41 +388,6 @@ fn every_route(agent: &str) -> Vec<(&'static str, String, Option<Value>)> {
         ("DELETE", "/api/checks/db".into(), None),
         ("GET", "/api/nosuchroute".into(), None),
     ]
-}
-
-/// One HTTP/1.1 request with exactly the `Authorization` header given (or none); the status.
-async fn raw_http(
-    addr: &str,
-    pins: &Pins,
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-    body: Option<&Value>,
-) -> (u16, String) {
-    let mut stream = tls::connect(addr, pins, None, &[ALPN_HTTP])
-        .await
-        .expect("TLS connection");
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(a) = authorization {
-        request.push_str(&format!("Authorization: {a}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    stream.write_all(request.as_bytes()).await.expect("request");
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub const CHECK_FAIL_AFTER: u32 = 3;
 pub const CHECK_OK_AFTER: u32 = 2;
 /// AL-3 `server.silent_after`: an accepted agent not heard this long is silent.
 pub const SILENT_AFTER: Duration = Duration::from_secs(120);
+/// Issue 16 item 4 `server.retention`: a server deletes records older than this (0: never).
+pub const RETENTION: Duration = Duration::from_secs(30 * 86_400);
 /// AL-6 `alert.group_wait`: alerts to one channel are grouped this long (0: not grouped).
 pub const ALERT_GROUP_WAIT: Duration = Duration::from_secs(10);
 /// AL-5 `alert.give_up_after`: a delivery is retried this long, then DELIVERY_FAILED.

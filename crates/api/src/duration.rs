@@ -1,15 +1,20 @@
 //! Durations at the JSON edge: written like PRODUCT.md (`500ms`, `5s`, `2m`), read back from the
-//! same text (units `ms`, `s`, `m`, `h`, combinable: `1m30s`; a bare `0` is zero).
+//! same text (units `ms`, `s`, `m`, `h`, `d`, combinable: `1m30s`; a bare `0` is zero).
 
 use std::time::Duration;
 
-/// `500ms`, `5s`, `2m`, `1h`; zero is `0s`.
+/// `500ms`, `5s`, `2m`, `1h`, `30d`; zero is `0s`.
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         return "0s".to_string();
     }
-    for (unit, per) in [("h", 3_600_000u128), ("m", 60_000), ("s", 1_000)] {
+    for (unit, per) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms.is_multiple_of(per) {
             return format!("{}{unit}", ms / per);
         }
@@ -46,6 +51,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             "s" => 1_000,
             "m" => 60_000,
             "h" => 3_600_000,
+            "d" => 86_400_000,
             _ => return Err(bad()),
         };
         rest = &rest[unit_len..];
@@ -127,6 +133,8 @@ mod tests {
             (Duration::from_secs(5), "5s"),
             (Duration::from_secs(120), "2m"),
             (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(30 * 86_400), "30d"),
+            (Duration::from_secs(36 * 3600), "36h"),
             (Duration::ZERO, "0s"),
         ] {
             assert_eq!(format(d), text);

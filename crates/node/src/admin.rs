@@ -2,6 +2,7 @@
 //! `understudy-api`, and answers become JSON there too. Requests that read or change what the
 //! engine decides go to the core as `Input::Admin`; store-only reads are answered here.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use understudy_api::{defaults, Done, EventQuery, EventView, RecordQuery, Refusal
 use understudy_engine::{self as engine};
 
 use crate::config::{self, Config, CONFIG_FILE};
-use crate::mailbox::{now_ms, store_event, CoreSender, Input, Trust};
+use crate::mailbox::{now_ms, store_event, CheckRun, CoreSender, Input, Trust};
 use crate::store::{NewRecord, RecordFilter, Store};
 use crate::tls;
 
@@ -36,6 +37,10 @@ pub(crate) fn done(message: impl Into<String>) -> Answer {
 /// link tasks' state.
 pub(crate) struct Admin {
     pub token: String,
+    /// MX-1: the read-only scrape token (`metrics.token`), good for `GET /metrics` only.
+    pub metrics_token: String,
+    /// MX-1: each check's last stored run (set where records are stored).
+    pub check_runs: Arc<Mutex<BTreeMap<String, CheckRun>>>,
     pub data_dir: PathBuf,
     pub config: Arc<Mutex<Config>>,
     pub store: Arc<Mutex<Store>>,
@@ -138,6 +143,9 @@ async fn http_request(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
+    if path.split('?').next() == Some("/metrics") {
+        return metrics(&node, &method, &req).await;
+    }
     if !path.starts_with("/api/") {
         return static_file(&path);
     }
@@ -169,6 +177,45 @@ async fn http_request(
     };
     let (status, value) = handle(&node, &method, &path, body).await;
     response(status, "application/json", value.to_string().into_bytes())
+}
+
+/// MX-1: `GET /metrics` with the scrape token or the admin token; 401 with the reason without.
+async fn metrics(
+    node: &Admin,
+    method: &str,
+    req: &hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let header = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    if !crate::metrics::authorized(&node.metrics_token, &node.token, header) {
+        let mut r = response(
+            401,
+            "text/plain; charset=utf-8",
+            crate::metrics::UNAUTHORIZED.as_bytes().to_vec(),
+        );
+        r.headers_mut().insert(
+            "www-authenticate",
+            hyper::header::HeaderValue::from_static("Bearer realm=\"understudy metrics\""),
+        );
+        return r;
+    }
+    if method != "GET" {
+        return response(
+            405,
+            "text/plain; charset=utf-8",
+            b"/metrics answers GET only\n".to_vec(),
+        );
+    }
+    match crate::metrics::scrape(&node.core, &node.store, &node.check_runs).await {
+        Ok(text) => response(200, crate::metrics::CONTENT_TYPE, text.into_bytes()),
+        Err(why) => response(
+            503,
+            "text/plain; charset=utf-8",
+            format!("{why}\n").into_bytes(),
+        ),
+    }
 }
 
 fn json_response(answer: Answer) -> hyper::Response<Full<Bytes>> {

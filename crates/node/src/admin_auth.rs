@@ -1,12 +1,15 @@
 //! The admin API's credential: one random bearer token per node, in `admin.token` in its data
 //! directory (readable only by its owner), and the constant-time check of an `Authorization`
 //! header against it. Whoever can read the data directory may administer the node.
+//! `metrics.token` (MX-1) is made the same way: a read-only credential for `GET /metrics` only.
 
 use std::path::{Path, PathBuf};
 
 use crate::fsutil;
 
 pub const TOKEN_FILE: &str = "admin.token";
+/// MX-1: the scrape token, accepted by `GET /metrics` and by nothing else.
+pub const METRICS_TOKEN_FILE: &str = "metrics.token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -16,25 +19,33 @@ pub enum AuthError {
         doing: &'static str,
         source: std::io::Error,
     },
-    #[error(
-        "{path}: not an admin token (expected 64 hex digits); delete it to have a new one made"
-    )]
+    #[error("{path}: not a token (expected 64 hex digits); delete it to have a new one made")]
     Malformed { path: PathBuf },
-    #[error("no randomness available for the admin token: {0}")]
+    #[error("no randomness available for a token: {0}")]
     Random(String),
 }
 
 /// The node's admin token, creating it (32 random bytes as hex, mode 0600) on first use. Two
 /// processes starting together end up with the same token.
 pub fn load_or_create_token(data_dir: &Path) -> Result<String, AuthError> {
-    let path = data_dir.join(TOKEN_FILE);
+    load_or_create(&data_dir.join(TOKEN_FILE))
+}
+
+/// MX-1: the node's scrape token (`metrics.token`), made like the admin token: at `init`, or at
+/// the first start of a node initialised before it existed.
+pub fn load_or_create_metrics_token(data_dir: &Path) -> Result<String, AuthError> {
+    load_or_create(&data_dir.join(METRICS_TOKEN_FILE))
+}
+
+fn load_or_create(path: &Path) -> Result<String, AuthError> {
+    let path = path.to_path_buf();
     match std::fs::read_to_string(&path) {
         Ok(text) => return check(&path, text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => {
             return Err(AuthError::Io {
                 path,
-                doing: "reading the admin token",
+                doing: "reading a token",
                 source,
             })
         }
@@ -46,7 +57,7 @@ pub fn load_or_create_token(data_dir: &Path) -> Result<String, AuthError> {
         fsutil::create_atomic(&path, format!("{token}\n").as_bytes(), 0o600).map_err(|source| {
             AuthError::Io {
                 path: path.clone(),
-                doing: "creating the admin token",
+                doing: "creating a token",
                 source,
             }
         })?;
@@ -55,7 +66,7 @@ pub fn load_or_create_token(data_dir: &Path) -> Result<String, AuthError> {
     }
     let text = std::fs::read_to_string(&path).map_err(|source| AuthError::Io {
         path: path.clone(),
-        doing: "reading the admin token",
+        doing: "reading a token",
         source,
     })?;
     check(&path, text)
@@ -112,6 +123,24 @@ mod tests {
         std::fs::write(dir.path().join(TOKEN_FILE), "short\n").expect("overwrite");
         let err = load_or_create_token(dir.path()).expect_err("malformed");
         assert!(err.to_string().contains(TOKEN_FILE), "{err}");
+    }
+
+    #[test]
+    fn mx1_the_metrics_token_is_its_own_private_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let admin = load_or_create_token(dir.path()).expect("admin");
+        let scrape = load_or_create_metrics_token(dir.path()).expect("metrics");
+        assert_ne!(admin, scrape);
+        assert_eq!(
+            load_or_create_metrics_token(dir.path()).expect("reload"),
+            scrape
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(dir.path().join(METRICS_TOKEN_FILE)).expect("stat");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        }
     }
 
     #[test]

@@ -129,6 +129,9 @@ pub struct ServerConfig {
     /// AL-3: an accepted agent not heard this long is silent (AGENT_SILENT).
     #[serde(with = "duration_str")]
     pub silent_after: Duration,
+    /// Issue 16 item 4: records older than this are deleted in the background (0: kept forever).
+    #[serde(with = "duration_str")]
+    pub retention: Duration,
 }
 
 /// `alert.*` (AL-5, AL-6).
@@ -278,6 +281,7 @@ impl Default for ServerConfig {
             standby_capacity: 100,
             enroll_token: String::new(),
             silent_after: understudy_api::defaults::SILENT_AFTER,
+            retention: understudy_api::defaults::RETENTION,
         }
     }
 }

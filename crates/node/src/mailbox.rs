@@ -3,7 +3,7 @@
 //! `admin`, `checks`, `hooks`) imports from here; this module imports none of them, so the tasks
 //! and the core (`runtime`) form no circle.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -111,6 +111,8 @@ pub(crate) enum Input {
         request: understudy_api::Request,
         reply: oneshot::Sender<Result<Value, understudy_api::Refusal>>,
     },
+    /// MX-1: what a scrape of `GET /metrics` reads of the engine's state.
+    Metrics(oneshot::Sender<MetricsSnapshot>),
     /// CT-2: this node has a new certificate; announce it over every link before it is used.
     CertRotated {
         fingerprint: String,
@@ -218,6 +220,24 @@ pub(crate) struct Shared {
     pub peer_pulled: PeerPulled,
     /// MX-2: what the forwarder last measured (cursor, lag, error).
     pub forward: Arc<crate::forward::Progress>,
+    /// MX-1: the last stored run of each check (by check name), for its duration on `/metrics`.
+    pub check_runs: Arc<Mutex<BTreeMap<String, CheckRun>>>,
+}
+
+/// MX-1: one stored run of a check, as the server stored it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct CheckRun {
+    pub up: bool,
+    /// Latency in milliseconds (`tcp`, `http`), or the number a `command` printed.
+    pub value: f64,
+    pub time_ms: i64,
+}
+
+/// MX-1: the engine's state a scrape renders: the typed `status` the admin API answers, and each
+/// check's state (AL-2) as the acting server's watch holds it.
+pub(crate) struct MetricsSnapshot {
+    pub status: understudy_api::Status,
+    pub check_states: Vec<(String, engine::CheckState)>,
 }
 
 /// The node's own certificate and the certificates it trusts (CT-1, CT-2, issue 12 item 2): what

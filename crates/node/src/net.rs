@@ -616,7 +616,15 @@ async fn agent_connection<R, W>(
                     let stored = tokio::task::spawn_blocking(move || {
                         let new = store_shared.store().records_insert_new(&aid, &aname, &records, taken_for.as_deref())?;
                         // AL-2: each check run feeds the watch once, however often it is resent.
-                        let checks: Vec<(String, bool, String)> = new.iter().filter_map(|i| check_run(&records[*i])).collect();
+                        let runs: Vec<(usize, (String, bool, String))> = new.iter().filter_map(|i| Some((*i, check_run(&records[*i])?))).collect();
+                        // MX-1: each check's last stored run, for its duration on /metrics.
+                        let mut last = store_shared.check_runs.lock().unwrap_or_else(|p| p.into_inner());
+                        for (i, (name, up, _)) in &runs {
+                            let r = &records[*i];
+                            last.insert(name.clone(), crate::mailbox::CheckRun { up: *up, value: r.value, time_ms: r.time_ms });
+                        }
+                        drop(last);
+                        let checks: Vec<(String, bool, String)> = runs.into_iter().map(|(_, c)| c).collect();
                         Ok::<_, crate::store::StoreError>(checks)
                     }).await;
                     match stored {

@@ -98,6 +98,8 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, NodeError> {
     secure_data_dir(&data_dir)?;
     let cert = tls::load_or_generate(&data_dir)?;
     admin_auth::load_or_create_token(&data_dir).map_err(|e| NodeError::Refused(e.to_string()))?;
+    admin_auth::load_or_create_metrics_token(&data_dir)
+        .map_err(|e| NodeError::Refused(e.to_string()))?;
     let mut config = Config::new(&opts.name, &data_dir);
     config.node.listen = opts.listen.clone();
     config.node.server = opts.role != Role::Agent;
@@ -179,6 +181,9 @@ impl Node {
         let identity = NodeIdentity::load(&data_dir)?;
         let token = admin_auth::load_or_create_token(&data_dir)
             .map_err(|e| NodeError::Refused(e.to_string()))?;
+        // MX-1: made here too for a node initialised before the scrape token existed.
+        let metrics_token = admin_auth::load_or_create_metrics_token(&data_dir)
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
         let listen: SocketAddr = config.listen_addr().map_err(|m| ConfigError::Invalid {
             path: data_dir.join(CONFIG_FILE),
             key: "node.listen".into(),
@@ -253,6 +258,7 @@ impl Node {
             intake: Default::default(),
             peer_pulled: Default::default(),
             forward: Default::default(),
+            check_runs: Default::default(),
         });
         shared.save_pins();
         tokio::spawn(crate::checks::write_results(
@@ -278,8 +284,15 @@ impl Node {
             shutdown: shared.shutdown.subscribe(),
             progress: shared.forward.clone(),
         }));
+        tokio::spawn(crate::retention::run(crate::retention::Retention {
+            store: shared.store.clone(),
+            config: shared.config.clone(),
+            shutdown: shared.shutdown.subscribe(),
+        }));
         let admin = Arc::new(admin::Admin {
             token,
+            metrics_token,
+            check_runs: shared.check_runs.clone(),
             data_dir: shared.data_dir.clone(),
             config: shared.config.clone(),
             store: shared.store.clone(),
@@ -845,6 +858,21 @@ impl Core {
             Input::Admin { request, reply } => {
                 let r = requests::core_request(self, now, request);
                 let _ = reply.send(r);
+            }
+            Input::Metrics(reply) => {
+                let status = requests::status(self, now);
+                let check_states = match self.server_engine() {
+                    Some(s) => status
+                        .checks
+                        .iter()
+                        .map(|c| (c.name.clone(), s.watch().check_state(&c.name)))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let _ = reply.send(crate::mailbox::MetricsSnapshot {
+                    status,
+                    check_states,
+                });
             }
             Input::CertRotated { fingerprint, done } => {
                 self.announce_cert(&fingerprint);

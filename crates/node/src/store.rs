@@ -455,7 +455,35 @@ pub struct Store {
     /// When making the reserve last failed for want of room: tried again a minute later, not at
     /// every write of a nearly full disk.
     reserve_failed_at: Option<std::time::Instant>,
+    /// MX-1: what this process wrote, counted in memory as it commits (a scrape reads these, never
+    /// a table).
+    tally: Tally,
 }
+
+/// MX-1: counters of what the store committed since the process started (Prometheus counters:
+/// they restart at 0 with the process, which `rate()` expects).
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    /// Records newly stored (from agents, and replicated from the peer).
+    pub records_stored: u64,
+    /// Records deleted for `server.retention` (issue 16 item 4).
+    pub records_deleted: u64,
+    /// Events stored, by code (raised here or replicated).
+    pub events: BTreeMap<String, u64>,
+    /// Alert deliveries by channel: accepted by the receiver, failed attempts, given up.
+    pub deliveries: BTreeMap<String, DeliveryTally>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryTally {
+    pub sent: u64,
+    pub errors: u64,
+    pub given_up: u64,
+}
+
+/// Issue 16 item 4: records deleted per retention transaction, so no step holds the write lock
+/// long (an agent's batch waits for at most one such step).
+pub const RETENTION_BATCH: usize = 500;
 
 /// Bytes an agent keeps aside in `store.reserve`, beside its store, so that acknowledged records
 /// can still leave the cache when the disk is full (PRODUCT.md §4 "recovery when space
@@ -585,6 +613,7 @@ impl Store {
             origin: node_id.to_string(),
             reserve_ready: false,
             reserve_failed_at: None,
+            tally: Tally::default(),
         };
         store.migrate(migrations)?;
         Ok(store)
@@ -926,6 +955,7 @@ impl Store {
             }
         }
         tx.commit().map_err(err)?;
+        self.tally.records_stored += inserted.len() as u64;
         Ok(inserted)
     }
 
@@ -998,7 +1028,46 @@ impl Store {
             }
         }
         tx.commit().map_err(err)?;
+        self.tally.records_stored += inserted as u64;
         Ok(inserted)
+    }
+
+    /// Issue 16 item 4 (`server.retention`): deletes at most `batch` records whose time is before
+    /// `before_ms`, in one short transaction, oldest rowids first; answers how many went. Only
+    /// the `batch` lowest rowids are looked at (a rowid range, no scan of the table), so a step
+    /// costs the same however large the store is; a record not yet old in that window holds the
+    /// ones after it until it is (records arrive roughly in time order). Rowids up to
+    /// `forwarded_upto` are candidates only (the forwarding cursor, MX-2: a record not yet
+    /// forwarded is never deleted); the newest record is always kept, so `records_max_rowid` (the
+    /// replication cursor) never goes back.
+    pub fn records_delete_older(
+        &mut self,
+        before_ms: i64,
+        batch: usize,
+        forwarded_upto: Option<u64>,
+    ) -> Result<usize> {
+        const DOING: &str = "deleting records older than server.retention";
+        let path = self.path.clone();
+        let err = |e| StoreError::sqlite(&path, DOING, e);
+        let tx = self.begin(DOING)?;
+        let deleted = tx
+            .execute(
+                "DELETE FROM records WHERE id IN (
+                   SELECT id FROM (SELECT id, time_ms FROM records ORDER BY id LIMIT ?2)
+                    WHERE time_ms < ?1
+                      AND id < (SELECT MAX(id) FROM records)
+                      AND (?3 IS NULL OR id <= ?3))",
+                params![before_ms, to_i64(batch as u64), forwarded_upto.map(to_i64)],
+            )
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        self.tally.records_deleted += deleted as u64;
+        Ok(deleted)
+    }
+
+    /// MX-1: what this process has committed so far.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
     }
 
     /// The highest local rowid (0 when empty): the cursor of what this store holds.
@@ -1175,6 +1244,7 @@ impl Store {
             set_counter(&tx, OUTBOX_REV, rev).map_err(err)?;
         }
         tx.commit().map_err(err)?;
+        *self.tally.events.entry(event.code.clone()).or_default() += 1;
         Ok(to_u64(id))
     }
 
@@ -1272,6 +1342,19 @@ impl Store {
         .map_err(err)?;
         set_counter(&tx, OUTBOX_REV, rev).map_err(err)?;
         tx.commit().map_err(err)?;
+        let tally = self
+            .tally
+            .deliveries
+            .entry(channel.to_string())
+            .or_default();
+        match state {
+            DeliveryState::Sent => tally.sent += 1,
+            DeliveryState::Retry(_) => tally.errors += 1,
+            DeliveryState::Failed => {
+                tally.errors += 1;
+                tally.given_up += 1;
+            }
+        }
         Ok(state)
     }
 
@@ -1491,6 +1574,7 @@ impl Store {
         let err = |e| StoreError::sqlite(&path, DOING, e);
         let tx = self.begin(DOING)?;
         let mut inserted = 0;
+        let mut new_codes = Vec::new();
         {
             let mut insert = tx
                 .prepare_cached(
@@ -1500,7 +1584,7 @@ impl Store {
                 )
                 .map_err(err)?;
             for e in events {
-                inserted += insert
+                let n = insert
                     .execute(params![
                         e.origin,
                         to_i64(e.origin_id),
@@ -1511,9 +1595,16 @@ impl Store {
                         e.event.data.to_string()
                     ])
                     .map_err(err)?;
+                if n > 0 {
+                    new_codes.push(e.event.code.as_str());
+                }
+                inserted += n;
             }
         }
         tx.commit().map_err(err)?;
+        for code in new_codes {
+            *self.tally.events.entry(code.to_string()).or_default() += 1;
+        }
         Ok(inserted)
     }
 
@@ -2190,6 +2281,68 @@ mod tests {
         drop(standby);
         let standby = open(&dir.path().join("b"));
         assert_eq!(standby.forward_cursor().expect("durable"), 4);
+    }
+
+    #[test]
+    fn retention_deletes_old_records_in_bounded_batches_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        // 25 old records (time 1000..1024), then 5 new ones (time 5000..5004).
+        let batch: Vec<Record> = (1..=30u64)
+            .map(|i| {
+                let mut r = rec("cpu", i as f64);
+                r.time_ms = if i <= 25 {
+                    999 + i as i64
+                } else {
+                    4975 + i as i64
+                };
+                Record::new(i, r)
+            })
+            .collect();
+        s.records_insert("id-1", "agent1", &batch, None)
+            .expect("insert");
+        assert_eq!(s.tally().records_stored, 30);
+        // Each step deletes at most the batch size.
+        assert_eq!(s.records_delete_older(2000, 10, None).expect("step"), 10);
+        assert_eq!(s.records_count().expect("count"), 20);
+        assert_eq!(s.records_delete_older(2000, 10, None).expect("step"), 10);
+        // The forwarding cursor (MX-2) holds what it has not passed.
+        assert_eq!(s.records_delete_older(2000, 10, Some(22)).expect("step"), 2);
+        assert_eq!(s.records_delete_older(2000, 10, None).expect("step"), 3);
+        assert_eq!(s.records_delete_older(2000, 10, None).expect("step"), 0);
+        let left = s.records_list(&RecordFilter::default()).expect("list");
+        assert_eq!(
+            left.iter().map(|r| r.record.seq).collect::<Vec<_>>(),
+            vec![26, 27, 28, 29, 30]
+        );
+        assert_eq!(s.tally().records_deleted, 25);
+        // The newest record stays even when old: the replication cursor never goes back.
+        assert_eq!(s.records_delete_older(i64::MAX, 10, None).expect("step"), 4);
+        assert_eq!(s.records_max_rowid().expect("max"), 30);
+        assert_eq!(s.records_count().expect("count"), 1);
+    }
+
+    #[test]
+    fn mx1_the_tally_counts_what_was_committed_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        let batch: Vec<Record> = (1..=3).map(|i| Record::new(i, rec("cpu", 1.0))).collect();
+        s.records_insert("id-1", "agent1", &batch, None)
+            .expect("insert");
+        // A resend stores nothing and counts nothing.
+        s.records_insert("id-1", "agent1", &batch, None)
+            .expect("resend");
+        assert_eq!(s.tally().records_stored, 3);
+        let ev = EventRow {
+            time_ms: 1,
+            code: "FAILOVER".into(),
+            subject: "web".into(),
+            detail: "x".into(),
+            data: json!({}),
+        };
+        s.event_append(&ev).expect("event");
+        s.event_append(&ev).expect("event");
+        assert_eq!(s.tally().events.get("FAILOVER"), Some(&2));
     }
 
     #[test]

@@ -363,8 +363,8 @@ fn on(b: bool) -> &'static str {
     }
 }
 
-/// `status --json` (PRODUCT.md §3).
-fn status(core: &Core, now: Instant) -> Status {
+/// `status --json` (PRODUCT.md §3); also what `/metrics` renders (MX-1).
+pub(crate) fn status(core: &Core, now: Instant) -> Status {
     let config = core.shared().config();
     let server = core.server_engine();
     let failover = match server {
