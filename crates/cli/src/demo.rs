@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
-use understudy_node::admin_auth::TOKEN_FILE;
+use understudy_node::admin_auth::{METRICS_TOKEN_FILE, TOKEN_FILE};
 use understudy_node::config::{Config, CONFIG_FILE};
 use understudy_node::fsutil;
 use understudy_node::tls;
@@ -196,6 +196,14 @@ async fn demo(args: &DemoArgs) -> Result<(), Failure> {
     }
     write_site(&dir, &nodes)?;
     notes.add(format!("started {} nodes", nodes.len()));
+    // MX-1: where Prometheus scrapes each server (every node answers /metrics the same way).
+    for n in nodes.iter().filter(|n| n.is_server()) {
+        println!(
+            "  metrics:   {}/metrics  (Authorization: Bearer $(cat {}))",
+            n.admin_url(),
+            n.data_dir.join(METRICS_TOKEN_FILE).display()
+        );
+    }
 
     let servers: Vec<Arc<Api>> = nodes
         .iter()
@@ -519,6 +527,8 @@ fn write_site(dir: &Path, nodes: &[DemoNode]) -> Result<(), Failure> {
                 "admin_url": n.admin_url(),
                 "fingerprint": n.fingerprint,
                 "token_file": n.data_dir.join(TOKEN_FILE),
+                "metrics_url": format!("{}/metrics", n.admin_url()),
+                "metrics_token_file": n.data_dir.join(METRICS_TOKEN_FILE),
                 "pid": n.pid,
                 "data_dir": n.data_dir,
                 "listen": n.spec.listen,
