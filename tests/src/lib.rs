@@ -1399,6 +1399,38 @@ pub async fn raw_http(
     (status, text)
 }
 
+/// An HTTP request's headers, names lowercased.
+pub type Headers = Vec<(String, String)>;
+
+/// One HTTP/1.1 request read from a test receiver's connection (plain or TLS): its headers
+/// and its `Content-Length` body; `None` when the connection closed or broke first.
+pub fn read_http_request(stream: impl Read) -> Option<(Headers, Vec<u8>)> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.trim_end().split_once(':') {
+            headers.push((k.trim().to_lowercase(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).ok()?;
+    Some((headers, body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

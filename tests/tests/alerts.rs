@@ -134,7 +134,7 @@ fn al2_a_zero_threshold_is_refused_and_nothing_is_stored() {
 
 // ---- AL-4…AL-6: channels and the sender, with real receivers ----
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -227,30 +227,9 @@ impl Receiver {
 
 /// Reads one HTTP/1.1 request from `stream`, records it, and answers with `answer`'s status.
 fn take_one(mut stream: impl Read + Write, got: &Mutex<Vec<Got>>, answer: &AtomicU16) {
-    let mut reader = BufReader::new(&mut stream);
-    let mut headers = Vec::new();
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+    let Some((headers, body)) = read_http_request(&mut stream) else {
         return;
-    }
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.trim_end().split_once(':') {
-            headers.push((k.trim().to_lowercase(), v.trim().to_string()));
-        }
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
+    };
     let answered = answer.load(Ordering::SeqCst);
     got.lock().unwrap().push(Got {
         answered,

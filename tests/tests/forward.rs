@@ -6,7 +6,7 @@
 //! FORWARD_REJECTED and forwarding goes on.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -353,30 +353,9 @@ impl Refuser {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut reader = BufReader::new(&stream);
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                let Some((headers, body)) = read_http_request(&stream) else {
                     continue;
-                }
-                let mut headers = Vec::new();
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = line.trim_end().split_once(':') {
-                        headers.push((k.trim().to_lowercase(), v.trim().to_string()));
-                    }
-                }
-                let len: usize = headers
-                    .iter()
-                    .find(|(k, _)| k == "content-length")
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0u8; len];
-                if reader.read_exact(&mut body).is_err() {
-                    continue;
-                }
+                };
                 g.lock().unwrap().push(Got { headers, body });
                 let text = "sample out of bounds\nsecond line\n";
                 let _ = (&stream).write_all(

@@ -21,14 +21,13 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use serde_json::json;
 use tokio::sync::{broadcast, watch};
 use understudy_api::defaults::{FORWARD_RETRY_FIRST, FORWARD_RETRY_MAX};
-use understudy_api::ForwardView;
-use understudy_engine::EventCode;
+use understudy_engine::{Event, EventCode};
 
 use crate::config::{Config, ForwardConfig};
-use crate::store::{EventRow, NewAlert, Store, StoredRecord};
+use crate::mailbox::{now_ms, store_event};
+use crate::store::{Store, StoredRecord};
 
 // ---- the remote-write 1.0 messages (prometheus/prompb/remote.proto, types.proto) ----
 
@@ -286,44 +285,8 @@ impl Client {
 
 // ---- progress, for `status` and `/metrics` ----
 
-/// What the forwarder last measured, read by `status` (and the metrics).
-#[derive(Debug, Default)]
-pub(crate) struct Progress {
-    inner: Mutex<ProgressNow>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ProgressNow {
-    pub cursor: u64,
-    pub lag_records: u64,
-    pub lag_seconds: f64,
-    pub forwarding: bool,
-    pub error: Option<String>,
-}
-
-impl Progress {
-    fn lock(&self) -> MutexGuard<'_, ProgressNow> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    pub fn now(&self) -> ProgressNow {
-        self.lock().clone()
-    }
-    /// The `forward` part of `status`, when `forward.remote_write` is set.
-    pub fn view(&self, config: &Config) -> Option<ForwardView> {
-        if config.forward.remote_write.is_empty() || !config.node.server {
-            return None;
-        }
-        let p = self.now();
-        Some(ForwardView {
-            remote_write: config.forward.remote_write.clone(),
-            cursor: p.cursor,
-            lag_records: p.lag_records,
-            lag_seconds: p.lag_seconds,
-            forwarding: p.forwarding,
-            error: p.error,
-        })
-    }
-}
+/// What the forwarder last measured lives with the node's shared state (`Shared::forward`).
+use crate::mailbox::ForwardProgress as Progress;
 
 // ---- the task ----
 
@@ -345,13 +308,6 @@ pub(crate) struct Forwarder {
 
 fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Forwarder {
@@ -393,46 +349,17 @@ impl Forwarder {
     /// FORWARD_REJECTED, an event that alerts like the others (the forwarder runs only on the
     /// acting server).
     fn rejected(&self, url: &str, batch: &[StoredRecord], status: u16, body: &str) {
-        let code = EventCode::ForwardRejected;
         let (first, last) = (
             batch.first().map_or(0, |r| r.rowid),
             batch.last().map_or(0, |r| r.rowid),
         );
-        let row = EventRow {
-            time_ms: now_ms(),
-            code: code.as_str().to_string(),
-            subject: url.to_string(),
-            detail: format!(
-                "the remote-write receiver {url} refused {} records (store ids {first}–{last}) \
-                 with HTTP {status}; they were dropped and forwarding goes on: {body}",
-                batch.len()
-            ),
-            data: json!({
-                "rule": code.rule(),
-                "notify": code.notify(),
-                "status": status,
-                "records": batch.len(),
-                "first": first,
-                "last": last,
-            }),
-        };
-        let mut store = lock(&self.store);
-        let alert = NewAlert {
-            id: uuid::Uuid::new_v4().to_string(),
-            severity: code.severity().as_str().to_string(),
-            channels: crate::alerts::channels_for(&store, code),
-        };
-        match store.event_append_alerting(&row, Some(&alert)) {
-            Ok(id) => {
-                tracing::warn!(
-                    code = code.as_str(),
-                    "{}",
-                    crate::logsafe::text(&row.detail)
-                );
-                let _ = self.events.send(id);
-            }
-            Err(e) => tracing::error!("storing event {}: {e}", code.as_str()),
-        }
+        let sentence = format!(
+            "the remote-write receiver {url} refused {} records (store ids {first}–{last}) with \
+             HTTP {status}; they were dropped and forwarding goes on: {body}",
+            batch.len()
+        );
+        let event = Event::new(EventCode::ForwardRejected, url, sentence);
+        store_event(&self.store, &self.events, &event, true);
     }
 }
 

@@ -219,7 +219,7 @@ pub(crate) struct Shared {
     /// of its last replicating poll): a handover sends only what lies beyond.
     pub peer_pulled: PeerPulled,
     /// MX-2: what the forwarder last measured (cursor, lag, error).
-    pub forward: Arc<crate::forward::Progress>,
+    pub forward: Arc<ForwardProgress>,
     /// MX-1: the last stored run of each check (by check name), for its duration on `/metrics`.
     pub check_runs: Arc<Mutex<BTreeMap<String, CheckRun>>>,
 }
@@ -419,5 +419,44 @@ pub(crate) fn store_event(
             let _ = events.send(id);
         }
         Err(err) => tracing::error!("storing event {}: {err}", e.code),
+    }
+}
+
+/// MX-2: what the forwarder (`forward.rs`) last measured, read by `status` and the metrics.
+#[derive(Debug, Default)]
+pub(crate) struct ForwardProgress {
+    inner: Mutex<ForwardNow>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ForwardNow {
+    pub cursor: u64,
+    pub lag_records: u64,
+    pub lag_seconds: f64,
+    pub forwarding: bool,
+    pub error: Option<String>,
+}
+
+impl ForwardProgress {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ForwardNow> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn now(&self) -> ForwardNow {
+        self.lock().clone()
+    }
+    /// The `forward` part of `status`, when `forward.remote_write` is set.
+    pub fn view(&self, config: &Config) -> Option<understudy_api::ForwardView> {
+        if config.forward.remote_write.is_empty() || !config.node.server {
+            return None;
+        }
+        let p = self.now();
+        Some(understudy_api::ForwardView {
+            remote_write: config.forward.remote_write.clone(),
+            cursor: p.cursor,
+            lag_records: p.lag_records,
+            lag_seconds: p.lag_seconds,
+            forwarding: p.forwarding,
+            error: p.error,
+        })
     }
 }
