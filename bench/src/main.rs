@@ -12,6 +12,7 @@ mod forward;
 mod homecomplete;
 mod idle;
 mod jitter;
+mod metrics;
 mod scale;
 mod site;
 mod stats;
@@ -81,6 +82,8 @@ enum Cmd {
     /// Forwarding (MX-2): records/s forwarded to a local VictoriaMetrics beside one agent's
     /// ingest at full speed, and whether the lag stays bounded.
     Forward(forward::Opts),
+    /// MX-1: time and size of a /metrics scrape with 5,000 agents and 1,000 checks.
+    Metrics(metrics::Opts),
     /// Everything, then rewrite BENCHMARKS.md.
     All(AllOpts),
 }
@@ -216,6 +219,7 @@ fn main() {
             Cmd::Abuse(o) => vec![abuse::run(&env, &o, &stamp(&command)).await],
             Cmd::Alerts(o) => vec![alerts::run(&env, &o, &stamp(&command)).await],
             Cmd::Forward(o) => vec![forward::run(&env, &o, &stamp(&command)).await],
+            Cmd::Metrics(o) => vec![metrics::run(&env, &o, &stamp(&command)).await],
             Cmd::All(a) => {
                 write = true;
                 let want = |k: &str| a.only.is_empty() || a.only.iter().any(|o| o == k);
