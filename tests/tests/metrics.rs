@@ -238,6 +238,34 @@ fn on_acting(series: &str) -> String {
     format!("({series}) and on(instance) (understudy_server_acting == 1)")
 }
 
+/// Pair `web` of `a1` and `a2` on `server` (with `pair_args`) and its tcp check `ping` every
+/// 200 ms (with `check_args`) on a target the test controls.
+fn pair_web_with_check(
+    site: &Site,
+    server: &Node,
+    pair_args: &[&str],
+    check_args: &[&str],
+) -> Target {
+    server.add_pair("web", "a1", "a2", pair_args);
+    let target = Target::start(site);
+    let mut args = vec![
+        "check",
+        "add",
+        "ping",
+        "--kind",
+        "tcp",
+        "--target",
+        &target.addr,
+        "--every",
+        "200ms",
+        "--pair",
+        "web",
+    ];
+    args.extend_from_slice(check_args);
+    server.cli_ok(&args);
+    target
+}
+
 #[test]
 fn mx1_prometheus_scrapes_the_site_and_follows_a_pair_failover_and_a_server_failover() {
     let site = Site::new(171);
@@ -254,25 +282,12 @@ fn mx1_prometheus_scrapes_the_site_and_follows_a_pair_failover_and_a_server_fail
     a2.start();
     a1.wait_link("home", Some(&s1));
     a2.wait_link("home", Some(&s1));
-    s1.add_pair("web", "a1", "a2", &["--switchback", "manual"]);
-    let target = Target::start(&site);
-    s1.cli_ok(&[
-        "check",
-        "add",
-        "ping",
-        "--kind",
-        "tcp",
-        "--target",
-        &target.addr,
-        "--every",
-        "200ms",
-        "--pair",
-        "web",
-        "--fail-after",
-        "2",
-        "--ok-after",
-        "1",
-    ]);
+    let target = pair_web_with_check(
+        &site,
+        &s1,
+        &["--switchback", "manual"],
+        &["--fail-after", "2", "--ok-after", "1"],
+    );
     let prometheus = Prometheus::start(&site, &[&s1, &s2]);
     wait_until(WAIT, "Prometheus to scrape both servers", || {
         let up = prometheus.query("up == 1");
@@ -352,21 +367,7 @@ fn mx1_promtool_accepts_the_exposition_with_every_kind_of_series() {
     a2.start();
     a1.wait_link("home", Some(&s));
     a2.wait_link("home", Some(&s));
-    s.add_pair("web", "a1", "a2", &[]);
-    let target = Target::start(&site);
-    s.cli_ok(&[
-        "check",
-        "add",
-        "ping",
-        "--kind",
-        "tcp",
-        "--target",
-        &target.addr,
-        "--every",
-        "200ms",
-        "--pair",
-        "web",
-    ]);
+    let _target = pair_web_with_check(&site, &s, &[], &[]);
     a1.send(5);
     let token = token_of(&s, "metrics.token");
     let text = wait_ok(
