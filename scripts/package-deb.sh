@@ -36,24 +36,7 @@ install -d -m 0755 "$stage/usr/share/man/man1"
 "$bin" man "$stage/usr/share/man/man1"
 gzip -9n "$stage"/usr/share/man/man1/*.1
 chmod 0644 "$stage"/usr/share/man/man1/*.1.gz
-cat >"$stage/usr/share/doc/understudy/copyright" <<COPYRIGHT
-Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
-Upstream-Name: understudy
-
-Files: *
-Copyright: 2026 Understudy developers
-License: MIT or Apache-2.0
- Permission is hereby granted, free of charge, to any person obtaining a copy of this
- software and associated documentation files (the "Software"), to deal in the Software
- without restriction, including without limitation the rights to use, copy, modify, merge,
- publish, distribute, sublicense, and/or sell copies of the Software, and to permit persons
- to whom the Software is furnished to do so, subject to the following conditions:
- .
- The above copyright notice and this permission notice shall be included in all copies or
- substantial portions of the Software.
- .
- THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED.
-COPYRIGHT
+install -m 0644 packaging/deb/copyright "$stage/usr/share/doc/understudy/copyright"
 printf 'understudy (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- Understudy developers <understudy@example.com>  %s\n' \
     "$version" "$(git rev-parse --short HEAD 2>/dev/null || echo 'a source tree')" "$(date -R)" |
     gzip -9n >"$stage/usr/share/doc/understudy/changelog.gz"

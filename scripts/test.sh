@@ -46,4 +46,9 @@ tests/console/run.sh
 step "desktop end to end"
 tests/desktop/run-desktop-e2e.sh
 
+# After the end-to-end test: Tauri's bundler rebuilds target/debug/understudy-desktop with its
+# production features.
+step "desktop package: Tauri's bundler, lint, install beside the server package, start"
+tests/deb/run-desktop.sh "$(scripts/package-desktop-deb.sh --debug --out target/packages-test)"
+
 step "done"
