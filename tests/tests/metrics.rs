@@ -332,10 +332,11 @@ fn mx1_prometheus_scrapes_the_site_and_follows_a_pair_failover_and_a_server_fail
         "s2",
     );
     prometheus.wait_one(r#"understudy_server_acting == 1"#, "job", "s2");
-    // The promoted server reports the pair's one active member. (Which one is the engine's
-    // business: a held pair whose primary reconnects first has been seen to go back to the
-    // primary on the promoted server — reported, not asserted here.)
-    prometheus.wait_one(&pair, "job", "s2");
+    // The promoted server keeps the pair where the operator put it (HS-4 with PR-5): even when
+    // it replicated the pair mid-handover and the primary reaches it first, the duty stays on
+    // a2 (engine rule hs4_a_promoted_standby_finishes_the_forced_failover_the_dead_active_had_begun).
+    let m = prometheus.wait_one(&pair, "job", "s2");
+    assert_eq!(m["agent"], "a2", "the held pair on the promoted server: {m}");
     prometheus.wait_one(&up, "job", "s2");
     let epoch = prometheus.query(r#"understudy_server_epoch{job="s2"}"#);
     assert!(

@@ -264,6 +264,7 @@ impl Pair {
             if let Some(from) = h.from {
                 next.push(self.lease_end(from, since));
             }
+            next.push(since + self.config.failover_after);
         } else if let Some(m) = self.state.active {
             next.push(self.lease_end(m, since));
             if m == Member::Secondary {
@@ -295,6 +296,22 @@ impl Pair {
         self.supervising_since = supervising.then_some(now);
         self.server_epoch = server_epoch;
         self.handover = None;
+        // HS-4 with PR-5: a pair stored with nobody active under an epoch was in the middle of a
+        // handover when its previous supervisor stopped (a promotion, a restart). This server
+        // finishes it: the duty goes where the operator sent it (the secondary while held, else
+        // the primary) once the other member has surely stood down, and that member gets
+        // `failover_after` to reach this server before whoever is there is picked instead.
+        if supervising && self.state.active.is_none() && self.state.epoch > 0 && !self.blackout {
+            let to = if self.state.held {
+                Member::Secondary
+            } else {
+                Member::Primary
+            };
+            self.handover = Some(Handover {
+                from: Some(to.other()),
+                to,
+            });
+        }
         if supervising {
             self.supervise(now);
         }
@@ -543,7 +560,10 @@ impl Pair {
                     confirmed || now >= self.lease_end(from, since)
                 }
             };
-            if !done {
+            // A handover taken over at the start of supervision waits for its target to reach
+            // this server (at most `failover_after`); one begun here found it connected.
+            let target_due = self.alive(h.to, now) || now >= since + self.config.failover_after;
+            if !done || !target_due {
                 return;
             }
             self.handover = None;

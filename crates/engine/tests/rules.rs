@@ -2134,3 +2134,40 @@ fn security_only_a_standby_applies_the_site_from_an_active_peer() {
         Err("ignored a site snapshot from peer x: it is standby, not ACTIVE".into())
     );
 }
+
+/// HS-4 with PR-5: the ACTIVE server dies in the middle of a forced failover (the pair was
+/// persisted and replicated with nobody active under the new epoch while it waited for the
+/// primary to stand down). The promoted STANDBY finishes that handover — the operator's choice,
+/// the secondary, once the primary has surely stood down — instead of giving the duty to
+/// whichever member connects first.
+#[test]
+fn hs4_a_promoted_standby_finishes_the_forced_failover_the_dead_active_had_begun() {
+    let mut site = pair_site(SwitchbackPolicy::Manual);
+    // The primary goes silent just as the operator forces the pair to the secondary: the
+    // handover waits for the primary's lease, and the STANDBY replicates the pair meanwhile.
+    site.kill(Node::Agent(0));
+    site.operate(0, |s, now| s.force_failover(now, "web"))
+        .unwrap();
+    site.run_for(2 * t().sync_interval);
+    let (_, replicated) = site.servers[1].disk.pairs["web"].clone();
+    assert_eq!(replicated.active, None, "replicated mid-handover");
+    assert!(replicated.held);
+    // The secondary is away too when the ACTIVE dies: the primary reaches the promoted server
+    // first and must not be given the duty the operator moved away from it.
+    site.kill(Node::Server(0));
+    site.kill(Node::Agent(1));
+    site.start_agent(0);
+    site.run_until_pred(30 * SEC, |s| {
+        s.server(1).is_acting() && s.agent_server(0) == Some(1)
+    })
+    .unwrap();
+    site.run_for(SEC);
+    site.start_agent(1);
+    site.run_for(30 * SEC);
+    assert_eq!(
+        site.pair_holder(1, "web").as_deref(),
+        Some("s"),
+        "the forced failover holds under the promoted server"
+    );
+    assert!(site.duty_overlaps("web").is_empty());
+}
