@@ -20,17 +20,7 @@ cleanup() {
     rm -rf "$work" /var/lib/understudy-agent-test
 }
 trap cleanup EXIT
-fail() {
-    echo "FAIL: $*" >&2
-    for l in "$work"/*.log; do [ -f "$l" ] && { echo "--- $l" >&2; tail -20 "$l" >&2; }; done
-    exit 1
-}
-ok() { echo "ok: $*"; }
-wait_for() { # SECONDS WHAT COMMAND...
-    local t=$1 what=$2; shift 2
-    for _ in $(seq $((t * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    fail "$what within ${t}s"
-}
+. tests/lib/steps.sh
 
 dpkg --purge understudy >/dev/null 2>&1 || true
 v1=0.1.0~test1 v2=0.1.0~test2

@@ -25,17 +25,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-fail() {
-    echo "FAIL: $*" >&2
-    for l in "$work"/*.log; do [ -f "$l" ] && { echo "--- $l" >&2; tail -20 "$l" >&2; }; done
-    exit 1
-}
-ok() { echo "ok: $*"; }
-wait_for() { # SECONDS WHAT COMMAND...
-    local t=$1 what=$2; shift 2
-    for _ in $(seq $((t * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    fail "$what within ${t}s"
-}
+. tests/lib/steps.sh
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 # A fresh prefix: Wine sets it up at the first start (tens of seconds on a loaded machine).
