@@ -336,7 +336,10 @@ fn mx1_prometheus_scrapes_the_site_and_follows_a_pair_failover_and_a_server_fail
     // it replicated the pair mid-handover and the primary reaches it first, the duty stays on
     // a2 (engine rule hs4_a_promoted_standby_finishes_the_forced_failover_the_dead_active_had_begun).
     let m = prometheus.wait_one(&pair, "job", "s2");
-    assert_eq!(m["agent"], "a2", "the held pair on the promoted server: {m}");
+    assert_eq!(
+        m["agent"], "a2",
+        "the held pair on the promoted server: {m}"
+    );
     prometheus.wait_one(&up, "job", "s2");
     let epoch = prometheus.query(r#"understudy_server_epoch{job="s2"}"#);
     assert!(
