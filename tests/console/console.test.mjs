@@ -141,7 +141,10 @@ try {
     const m = hook.got.find((x) => x.body.includes('"TEST"'));
     if (!/^sha256=[0-9a-f]{64}$/.test(m.headers['x-understudy-signature'] ?? ''))
       throw new Error(`signature header ${m.headers['x-understudy-signature']}`);
-    const flash = await page.locator('[data-testid="action-message"]').textContent();
+    // The receiver has the message before the page has the API's answer: wait for the page.
+    const flashEl = page.locator('[data-testid="action-message"]');
+    await until('the page reports the test', async () => ((await flashEl.textContent()) ?? '') !== '', 10000).catch(() => {});
+    const flash = await flashEl.textContent();
     if (flash !== 'test message sent to alert channel hook') throw new Error(`the page says ${flash}`);
   });
   await step('Force failover enabled and clicked', async () => {
