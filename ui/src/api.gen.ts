@@ -276,3 +276,35 @@ failover?: string | null, };
 export type CertRequest = { ips: Array<string>, dns: Array<string>, };
 
 export type NewRecord = { name: string, value: number, time_ms?: number | null, pair?: string | null, kind?: string | null, detail?: string | null, };
+
+export type CheckPoint = { time_ms: number, min: number, max: number, mean: number, runs: number, failed: number, };
+
+export type Span = { from_ms: number, to_ms: number, };
+
+export type CheckSeries = { name: string, from_ms: number, to_ms: number, 
+/**
+ * The width of a bucket.
+ */
+step_ms: number, points: Array<CheckPoint>, down: Array<Span>, };
+
+export type HeldSpan = { 
+/**
+ * The agent's name.
+ */
+member: string, from_ms: number, to_ms: number, 
+/**
+ * Records it stored for the pair in the period.
+ */
+records: number, };
+
+export type PairSeries = { name: string, primary: string, secondary: string, from_ms: number, to_ms: number, step_ms: number, held: Array<HeldSpan>, handovers: Array<EventView>, };
+
+export type RoleSpan = { role: string, from_ms: number, to_ms: number, };
+
+export type ServerRoles = { server: string, spans: Array<RoleSpan>, };
+
+export type RoleSeries = { from_ms: number, to_ms: number, servers: Array<ServerRoles>, events: Array<EventView>, };
+
+export type RatePoint = { time_ms: number, records: number, per_second: number, };
+
+export type RecordSeries = { from_ms: number, to_ms: number, step_ms: number, points: Array<RatePoint>, };

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod event;
 pub mod refusal;
 pub mod request;
+pub mod series;
 pub mod status;
 
 pub use channel::{ChannelSpec, Channels};
@@ -20,6 +21,10 @@ pub use refusal::{Refusal, RefusalKind};
 pub use request::{
     AlertQuery, CertRequest, CheckSpec, EventQuery, HttpCall, NewRecord, PairSpec, RecordQuery,
     Request, RoleSpec, Switchback, ROUTES,
+};
+pub use series::{
+    CheckPoint, CheckSeries, HeldSpan, PairSeries, RatePoint, RecordSeries, RoleSeries, RoleSpan,
+    ServerRoles, Span, Window,
 };
 pub use status::{
     Action, AgentView, AlertSummary, AlertView, Alerts, CertView, DeliveryView, Done, FailoverView,
@@ -37,6 +42,7 @@ mod typescript {
     use crate::channel::{ChannelSpec, Channels};
     use crate::event::Events;
     use crate::request::{CertRequest, CheckSpec, NewRecord, PairSpec, RoleSpec, Switchback};
+    use crate::series::*;
     use crate::status::*;
     use crate::{EventView, Refusal, RefusalKind, Severity};
 
@@ -82,6 +88,16 @@ mod typescript {
             RoleSpec::decl(&cfg),
             CertRequest::decl(&cfg),
             NewRecord::decl(&cfg),
+            CheckPoint::decl(&cfg),
+            Span::decl(&cfg),
+            CheckSeries::decl(&cfg),
+            HeldSpan::decl(&cfg),
+            PairSeries::decl(&cfg),
+            RoleSpan::decl(&cfg),
+            ServerRoles::decl(&cfg),
+            RoleSeries::decl(&cfg),
+            RatePoint::decl(&cfg),
+            RecordSeries::decl(&cfg),
         ];
         let mut out = String::from(
             "// Generated from crates/api by `cargo test -p understudy-api --features ts` \

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use crate::channel::ChannelSpec;
 use crate::defaults;
 use crate::refusal::Refusal;
+use crate::series::Window;
 
 /// One operation of the admin API.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,6 +95,20 @@ pub enum Request {
     SetSettings {
         notifications: bool,
     },
+    /// MX-3: a check's values over time with its down periods.
+    CheckSeries {
+        name: String,
+        window: Window,
+    },
+    /// MX-3: which member of a pair held the duty over time, with its handovers.
+    PairSeries {
+        name: String,
+        window: Window,
+    },
+    /// MX-3: each hot-standby server's ACTIVE/STANDBY history.
+    RoleSeries(Window),
+    /// MX-3: records stored per second.
+    RecordSeries(Window),
 }
 
 /// Which operation, without its arguments: the key of the route table.
@@ -128,6 +143,10 @@ pub enum Op {
     Trust,
     Settings,
     SetSettings,
+    CheckSeries,
+    PairSeries,
+    RoleSeries,
+    RecordSeries,
 }
 
 /// The route table: `(method, path, operation)`; `{name}` is the one path parameter.
@@ -165,6 +184,10 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("POST", "/api/link/trust", Op::Trust),
     ("GET", "/api/settings", Op::Settings),
     ("POST", "/api/settings", Op::SetSettings),
+    ("GET", "/api/series/check/{name}", Op::CheckSeries),
+    ("GET", "/api/series/pair/{name}", Op::PairSeries),
+    ("GET", "/api/series/roles", Op::RoleSeries),
+    ("GET", "/api/series/records", Op::RecordSeries),
 ];
 
 /// A request as HTTP: what the client sends.
@@ -378,6 +401,10 @@ impl Request {
             Request::Trust { .. } => Op::Trust,
             Request::Settings => Op::Settings,
             Request::SetSettings { .. } => Op::SetSettings,
+            Request::CheckSeries { .. } => Op::CheckSeries,
+            Request::PairSeries { .. } => Op::PairSeries,
+            Request::RoleSeries(_) => Op::RoleSeries,
+            Request::RecordSeries(_) => Op::RecordSeries,
         }
     }
 
@@ -399,7 +426,9 @@ impl Request {
             | Request::RecallAgent { name }
             | Request::RemoveCheck { name }
             | Request::RemoveChannel { name }
-            | Request::TestChannel { name } => encode(name),
+            | Request::TestChannel { name }
+            | Request::CheckSeries { name, .. }
+            | Request::PairSeries { name, .. } => encode(name),
             _ => String::new(),
         };
         let mut path = pattern.replace("{name}", &name);
@@ -429,6 +458,10 @@ impl Request {
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect(),
+            Request::CheckSeries { window, .. }
+            | Request::PairSeries { window, .. }
+            | Request::RoleSeries(window)
+            | Request::RecordSeries(window) => window.query(),
             _ => Vec::new(),
         };
         if !query.is_empty() {
@@ -574,6 +607,19 @@ impl Request {
                 let b: Body = body_of(body, "expected {\"fingerprint\": \"<sha256 hex>\"}")?;
                 Request::Trust {
                     fingerprint: b.fingerprint,
+                }
+            }
+            Op::CheckSeries | Op::PairSeries | Op::RoleSeries | Op::RecordSeries => {
+                let window = Window::parse(
+                    param("from").as_deref(),
+                    param("to").as_deref(),
+                    param("points").as_deref(),
+                )?;
+                match op {
+                    Op::CheckSeries => Request::CheckSeries { name, window },
+                    Op::PairSeries => Request::PairSeries { name, window },
+                    Op::RoleSeries => Request::RoleSeries(window),
+                    _ => Request::RecordSeries(window),
                 }
             }
             Op::Settings => Request::Settings,
@@ -761,6 +807,26 @@ mod tests {
             Request::SetSettings {
                 notifications: false,
             },
+            Request::CheckSeries {
+                name: name.clone(),
+                window: Window {
+                    from_ms: Some(1_000),
+                    to_ms: Some(605_000_000),
+                    points: Some(400),
+                },
+            },
+            Request::PairSeries {
+                name: name.clone(),
+                window: Window::default(),
+            },
+            Request::RoleSeries(Window {
+                to_ms: Some(7),
+                ..Window::default()
+            }),
+            Request::RecordSeries(Window {
+                points: Some(60),
+                ..Window::default()
+            }),
         ]
     }
 
@@ -792,6 +858,11 @@ mod tests {
         assert!(e.reason.contains("no unit"), "{}", e.reason);
         let e = Request::from_http("GET", "/api/records?limit=x", None).unwrap_err();
         assert_eq!(e.reason, "limit must be a number");
+        let e = Request::from_http("GET", "/api/series/check/db?from=10&to=5", None).unwrap_err();
+        assert_eq!(e.kind, RefusalKind::Invalid);
+        assert_eq!(e.reason, "from (10) must be before to (5)");
+        let e = Request::from_http("GET", "/api/series/records?points=0", None).unwrap_err();
+        assert_eq!(e.kind, RefusalKind::Invalid);
         let e =
             Request::from_http("POST", "/api/role", Some(json!({"server": "maybe"}))).unwrap_err();
         assert!(e.reason.contains("must be on or off"), "{}", e.reason);

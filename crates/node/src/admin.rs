@@ -308,6 +308,27 @@ pub(crate) async fn answer(node: &Arc<Admin>, request: Request) -> Answer {
             notifications: node.config().ui.notifications,
         }),
         Request::SetSettings { notifications } => settings(node, notifications),
+        // MX-3: the console's pictures, read from the store and downsampled here.
+        Request::CheckSeries { name, window } => to_value(crate::series::check(
+            &node.store(),
+            &name,
+            &window,
+            now_ms(),
+        )?),
+        Request::PairSeries { name, window } => to_value(crate::series::pair(
+            &node.store(),
+            &name,
+            &window,
+            now_ms(),
+        )?),
+        Request::RoleSeries(window) => to_value(crate::series::role_strips(
+            &node.store(),
+            &window,
+            now_ms(),
+        )?),
+        Request::RecordSeries(window) => {
+            to_value(crate::series::records(&node.store(), &window, now_ms())?)
+        }
         request => {
             let (tx, rx) = oneshot::channel();
             let stopping = || {

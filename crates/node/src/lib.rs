@@ -22,6 +22,7 @@ mod net;
 mod procgroup;
 mod retention;
 pub mod runtime;
+pub mod series;
 pub mod store;
 pub mod tls;
 pub mod wire;

@@ -14,6 +14,9 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod series;
+pub use series::{PairBucket, SeriesEvent};
+
 /// The file name of the store inside a node's data directory.
 pub const STORE_FILE: &str = "store.db";
 
@@ -122,6 +125,13 @@ const MIGRATIONS: &[&str] = &[
     // document holds its secrets; the store file is 0600 and views show them as "set".
     r#"
     CREATE TABLE channels (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+    "#,
+    // 6: MX-3, the console's pictures read a time range (store/series.rs): of one check's runs,
+    // of one pair's records (partial indexes: only those rows pay), of all records (records/s).
+    r#"
+    CREATE INDEX records_check_by_time ON records (name, time_ms) WHERE kind = 'check';
+    CREATE INDEX records_pair_by_time ON records (pair, time_ms, agent_name) WHERE pair IS NOT NULL;
+    CREATE INDEX records_by_time ON records (time_ms);
     "#,
 ];
 

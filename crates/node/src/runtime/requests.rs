@@ -92,7 +92,11 @@ pub(crate) fn core_request(core: &mut Core, now: Instant, request: Request) -> A
         | Request::Send { .. }
         | Request::Trust { .. }
         | Request::Settings
-        | Request::SetSettings { .. } => Err(Refusal::failed("not a request for the core")),
+        | Request::SetSettings { .. }
+        | Request::CheckSeries { .. }
+        | Request::PairSeries { .. }
+        | Request::RoleSeries(_)
+        | Request::RecordSeries(_) => Err(Refusal::failed("not a request for the core")),
     };
     core.drain_now();
     r
