@@ -110,6 +110,8 @@ fn arrived(inbox: &Inbox) -> Vec<(String, i64)> {
 }
 
 /// Each alert's time (its event's, wall ms) as the server lists it, by id.
+/// The alerts a server lists with a delivery to some channel (an alert no channel takes, such as
+/// PROMOTED to a channel filtered to CHECK_DOWN, is nobody's to deliver), and their times.
 async fn alert_times(server: &Node) -> std::collections::HashMap<String, i64> {
     let list = server
         .call("GET", "/api/alerts?limit=100000", None)
@@ -119,6 +121,7 @@ async fn alert_times(server: &Node) -> std::collections::HashMap<String, i64> {
         .as_array()
         .into_iter()
         .flatten()
+        .filter(|a| a["deliveries"].as_array().is_some_and(|d| !d.is_empty()))
         .filter_map(|a| Some((a["id"].as_str()?.to_string(), a["time_ms"].as_i64()?)))
         .collect()
 }

@@ -379,6 +379,14 @@ impl Server {
         self.collect(now);
     }
 
+    /// AL-2: a CHECK_DOWN (`down`) or CHECK_UP about `check` was stored here, by this server or
+    /// replicated from its peer: where the check's series starts should this server become
+    /// acting (after a handover or a crash of the ACTIVE), so a check already told DOWN is
+    /// neither raised again nor reset.
+    pub fn handle_check_told(&mut self, check: &str, down: bool) {
+        self.watch.handle_told(check, down);
+    }
+
     /// A check was removed from the site configuration: its series goes.
     pub fn handle_check_removed(&mut self, check: &str) {
         self.watch.handle_check_removed(check);

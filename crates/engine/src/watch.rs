@@ -32,7 +32,11 @@
 //!
 //! Only the acting server watches: a STANDBY holds no series and no silences, and a server that
 //! becomes acting starts every accepted agent's `silent_after` from that moment (HS-4: agents
-//! need a moment to move to it).
+//! need a moment to move to it). What it does keep is what the operator was last told about
+//! each check (the CHECK_DOWN / CHECK_UP events it stored or replicated, fed by the runtime):
+//! a server that becomes acting — after a planned handover or a crash of the ACTIVE — starts
+//! each check's series in that state, so a check already told DOWN is not raised again and
+//! comes UP after `ok_after` good runs (AL-2: a handover neither resets nor doubles its state).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -94,6 +98,20 @@ struct Series {
     flapping: Option<Instant>,
 }
 
+impl Series {
+    /// A series that starts in the state last told (no runs counted yet).
+    fn told(state: CheckState) -> Series {
+        Series {
+            state,
+            told: state,
+            fails: 0,
+            oks: 0,
+            changes: VecDeque::new(),
+            flapping: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Heard {
     at: Instant,
@@ -107,6 +125,9 @@ pub struct Watch {
     config: Option<WatchConfig>,
     acting: bool,
     series: BTreeMap<String, Series>,
+    /// AL-2: the state last told about each check, by this server or its peer (kept while not
+    /// acting too): where a series starts when this server becomes acting.
+    told: BTreeMap<String, CheckState>,
     agents: BTreeMap<String, Heard>,
     /// AL-6: agents fallen silent in the open window, and when it closes.
     window: Option<(Instant, Vec<String>)>,
@@ -143,6 +164,22 @@ impl Watch {
             .map_or(CheckState::Unknown, |s| s.told)
     }
 
+    /// AL-2: a CHECK_DOWN (`down`) or CHECK_UP about `check` was stored — raised by this
+    /// server, replicated from the ACTIVE peer, handed over by it, or read from the store at
+    /// start-up. Remembered while not acting; an acting server that has no series for the check
+    /// yet starts it there; a series it already watches is left as it is (its own runs decide).
+    pub fn handle_told(&mut self, check: &str, down: bool) {
+        let state = if down {
+            CheckState::Down
+        } else {
+            CheckState::Up
+        };
+        self.told.insert(check.to_string(), state);
+        if self.acting && !self.series.contains_key(check) {
+            self.series.insert(check.to_string(), Series::told(state));
+        }
+    }
+
     /// Whether an accepted agent is silent now (AL-3).
     pub fn is_silent(&self, agent: &str) -> bool {
         self.agents.get(agent).is_some_and(|h| h.silent)
@@ -177,6 +214,11 @@ impl Watch {
         self.window = None;
         self.agents.clear();
         if acting {
+            // AL-2: each check starts where the operator was last told it is (by whichever
+            // server told it): a check already DOWN is not raised again.
+            for (check, state) in &self.told {
+                self.series.insert(check.clone(), Series::told(*state));
+            }
             self.handle_accepted(now, accepted);
         }
     }
@@ -242,14 +284,10 @@ impl Watch {
         if !self.acting {
             return;
         }
-        let series = self.series.entry(check.to_string()).or_insert(Series {
-            state: CheckState::Unknown,
-            told: CheckState::Unknown,
-            fails: 0,
-            oks: 0,
-            changes: VecDeque::new(),
-            flapping: None,
-        });
+        let series = self
+            .series
+            .entry(check.to_string())
+            .or_insert_with(|| Series::told(CheckState::Unknown));
         if up {
             series.oks = series.oks.saturating_add(1);
             series.fails = 0;
@@ -281,6 +319,7 @@ impl Watch {
         if from == CheckState::Unknown && next == CheckState::Up {
             // A first state is not news.
             series.told = CheckState::Up;
+            self.told.insert(check.to_string(), CheckState::Up);
             return;
         }
         while series
@@ -311,6 +350,7 @@ impl Watch {
             return;
         }
         series.told = next;
+        self.told.insert(check.to_string(), next);
         let code = match next {
             CheckState::Down => EventCode::CheckDown,
             _ => EventCode::CheckUp,
@@ -321,6 +361,7 @@ impl Watch {
     /// A check was removed: its series goes with it.
     pub fn handle_check_removed(&mut self, check: &str) {
         self.series.remove(check);
+        self.told.remove(check);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -340,6 +381,7 @@ impl Watch {
             series.changes.clear();
             if series.state != series.told && series.state != CheckState::Unknown {
                 series.told = series.state;
+                self.told.insert(name.clone(), series.state);
                 let (code, word) = match series.state {
                     CheckState::Down => (EventCode::CheckDown, "down"),
                     _ => (EventCode::CheckUp, "up"),

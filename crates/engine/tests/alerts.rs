@@ -148,6 +148,139 @@ fn al2_a_pairs_check_is_one_series_across_a_handover() {
     assert_eq!(drain(&mut s), vec![], "not doubled");
 }
 
+/// The STANDBY `b` of an ACTIVE that answered under epoch 1, with these accepted agents.
+fn standby(agents: &[&str], now: Instant) -> Server {
+    let mut b = Server::new(
+        ServerConfig {
+            name: "b".into(),
+            standby_capacity: 10,
+            ha: HotStandbyConfig {
+                name: "b".into(),
+                mode: FailoverMode::Secondary,
+                sync_interval: SEC,
+                failover_timeout: 3 * SEC,
+                failback: FailbackPolicy::Manual,
+                crash_confirm: 0,
+            },
+            peer_url: Some("https://a.example:7443".into()),
+            cluster: None,
+            watch: WatchConfig {
+                silent_after: 120 * SEC,
+                group_wait: 10 * SEC,
+            },
+        },
+        agents.iter().map(|a| entry(a)).collect(),
+        Vec::new(),
+        0,
+        now,
+    );
+    b.handle_peer_status(
+        now,
+        PeerStatus {
+            name: "a".into(),
+            mode: FailoverMode::Primary,
+            state: "active".into(),
+            epoch: 1,
+            site_version: 0,
+        },
+    );
+    assert!(!b.is_acting());
+    drain(&mut b);
+    while b.poll_action().is_some() {}
+    b
+}
+
+/// Steps simulated time until `b` promotes itself, its ACTIVE answering no poll (a crash).
+fn promote(b: &mut Server, now: &mut Instant) -> Vec<Event> {
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        *now += SEC / 2;
+        b.handle_timeout(*now);
+        while let Some(a) = b.poll_action() {
+            if matches!(a, ServerAction::Ha(HaAction::PollPeer { .. })) {
+                b.handle_peer_unreachable(*now);
+            }
+        }
+        events.extend(drain(b));
+        if b.is_acting() {
+            return events;
+        }
+    }
+    panic!("b did not promote itself: {events:?}");
+}
+
+/// AL-2 across a crash of the ACTIVE: the STANDBY keeps what the operator was told about each
+/// check (the CHECK_DOWN / CHECK_UP events it replicated); once promoted, a check already told
+/// DOWN is not raised again by the runs that keep failing, and comes UP after `ok_after` good
+/// runs; a check told UP again goes DOWN after `fail_after` failed runs, once. (Before this rule
+/// the promoted server's watch started empty and raised CHECK_DOWN again for every check still
+/// down: ~2,500 alerts for 150 checks across 30 SIGKILLs in the bench.)
+#[test]
+fn al2_a_server_promoted_after_a_crash_neither_raises_again_nor_resets_a_check_told_down() {
+    let mut now = Instant::now();
+    let mut b = standby(&["p1"], now);
+    // Replicated from the ACTIVE while STANDBY: db-ping was told DOWN; web DOWN then UP again.
+    b.handle_check_told("db-ping", true);
+    b.handle_check_told("web", true);
+    b.handle_check_told("web", false);
+    // A STANDBY watches nothing: runs stored while standby raise nothing.
+    b.handle_check_result(now, "other", T, false, "down: connection refused");
+    b.handle_check_result(now, "other", T, false, "down: connection refused");
+    b.handle_check_result(now, "other", T, false, "down: connection refused");
+    assert_eq!(drain(&mut b), vec![]);
+    let promoted = promote(&mut b, &mut now);
+    assert!(codes(&promoted).contains(&"PROMOTED"), "{promoted:?}");
+    assert_eq!(b.watch().check_state("db-ping"), CheckState::Down);
+    assert_eq!(b.watch().check_state("web"), CheckState::Up);
+    for _ in 0..5 {
+        b.handle_check_result(now, "db-ping", T, false, "down: connection refused");
+    }
+    assert_eq!(
+        drain(&mut b),
+        vec![],
+        "db-ping was told DOWN already: not again"
+    );
+    b.handle_check_result(now, "db-ping", T, true, "up");
+    assert_eq!(drain(&mut b), vec![], "one good run of 2");
+    b.handle_check_result(now, "db-ping", T, true, "up");
+    let up = drain(&mut b);
+    assert_eq!(codes(&up), ["CHECK_UP"]);
+    assert_eq!(up[0].reason, "db-ping is up again: 2 good runs in a row");
+    for _ in 0..3 {
+        b.handle_check_result(now, "web", T, false, "down: status 500, expected 200");
+    }
+    assert_eq!(
+        codes(&drain(&mut b)),
+        ["CHECK_DOWN"],
+        "web was UP: down once"
+    );
+    // A check never told about starts from unknown, as before.
+    for _ in 0..3 {
+        b.handle_check_result(now, "other", T, false, "down: connection refused");
+    }
+    assert_eq!(codes(&drain(&mut b)), ["CHECK_DOWN"]);
+    // A removed check forgets what was told about it.
+    b.handle_check_removed("db-ping");
+    assert_eq!(b.watch().check_state("db-ping"), CheckState::Unknown);
+}
+
+/// AL-2 across a restart: an acting server (here `failover.mode = off`) told at start-up what
+/// its store says was last told about a check does not raise CHECK_DOWN again.
+#[test]
+fn al2_a_restarted_server_does_not_raise_again_a_check_its_store_told_down() {
+    let now = Instant::now();
+    let mut s = server(&[], 120 * SEC, 10 * SEC, now);
+    s.handle_check_told("db-ping", true);
+    for _ in 0..4 {
+        s.handle_check_result(now, "db-ping", T, false, "down: connection refused");
+    }
+    assert_eq!(drain(&mut s), vec![]);
+    assert_eq!(s.watch().check_state("db-ping"), CheckState::Down);
+    // A series already watched is left to its own runs.
+    s.handle_check_told("db-ping", false);
+    assert_eq!(s.watch().check_state("db-ping"), CheckState::Down);
+}
+
 #[test]
 fn al2_a_flapping_check_raises_check_flapping_once_and_is_held_until_stable() {
     let mut now = Instant::now();

@@ -98,6 +98,9 @@ pub(crate) enum Input {
         agent: String,
         checks: Vec<(String, bool, String)>,
     },
+    /// AL-2: CHECK_DOWN / CHECK_UP events the peer's replication or handover stored here, in
+    /// order, as `(check, down)`: what the operator was told, where a promoted server starts.
+    ChecksTold(Vec<(String, bool)>),
     PeerState {
         reply: oneshot::Sender<crate::wire::PeerState>,
     },

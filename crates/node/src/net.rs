@@ -470,6 +470,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             if let Err(e) = shared.store().events_merge(&events) {
                 tracing::error!("storing the events handed over by the peer: {e}");
             }
+            tell_checks(&shared, &events);
             apply_outbox(&shared, &outbox);
             let (tx, rx) = oneshot::channel();
             let _ = shared.core.send(Input::PeerHandover {
@@ -1306,9 +1307,27 @@ fn apply_replication(
         match store.events_merge(events) {
             Ok(_) => {
                 let _ = store.state_set("peer.events_after", &json!(last));
+                drop(store);
+                tell_checks(shared, events);
             }
             Err(e) => tracing::error!("replicating events: {e}"),
         }
+    }
+}
+
+/// AL-2: the check states told in events the peer's replication or handover stored here, to the
+/// engine (where a promoted server's check series start).
+fn tell_checks(shared: &Shared, events: &[crate::store::StoredEvent]) {
+    let told: Vec<(String, bool)> = events
+        .iter()
+        .filter_map(|e| match e.event.code.as_str() {
+            "CHECK_DOWN" => Some((e.event.subject.clone(), true)),
+            "CHECK_UP" => Some((e.event.subject.clone(), false)),
+            _ => None,
+        })
+        .collect();
+    if !told.is_empty() {
+        let _ = shared.core.send(Input::ChecksTold(told));
     }
 }
 

@@ -474,9 +474,11 @@ impl Core {
             .state_get("server.epoch")?
             .and_then(|v| v.as_u64())
             .unwrap_or(0);
+        // AL-2: what the operator was last told about each check, by this server or its peer.
+        let told = store.checks_told()?;
         drop(store);
         let cluster = cluster_of(config);
-        let engine = Server::new(
+        let mut engine = Server::new(
             engine::ServerConfig {
                 name: config.node.name.clone(),
                 standby_capacity: config.server.standby_capacity,
@@ -490,6 +492,9 @@ impl Core {
             epoch,
             now,
         );
+        for (check, down) in &told {
+            engine.handle_check_told(check, *down);
+        }
         self.server = Some(ServerSide {
             engine,
             conns: HashMap::new(),
@@ -787,6 +792,13 @@ impl Core {
                     s.engine.handle_agent_heard(now, &agent, &seen_now());
                     for ((name, up, detail), t) in checks.iter().zip(thresholds) {
                         s.engine.handle_check_result(now, name, t, *up, detail);
+                    }
+                }
+            }
+            Input::ChecksTold(told) => {
+                if let Some(s) = &mut self.server {
+                    for (check, down) in &told {
+                        s.engine.handle_check_told(check, *down);
                     }
                 }
             }

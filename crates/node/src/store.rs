@@ -1577,6 +1577,32 @@ impl Store {
         Ok(events)
     }
 
+    /// AL-2: the state last told about each check — its newest CHECK_DOWN or CHECK_UP, by
+    /// whichever server raised it — as `(check, down)`.
+    pub fn checks_told(&self) -> Result<Vec<(String, bool)>> {
+        const DOING: &str = "reading the check states last told";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT subject, code FROM (
+                   SELECT subject, code, ROW_NUMBER() OVER
+                          (PARTITION BY subject ORDER BY time_ms DESC, id DESC) AS n
+                     FROM events WHERE code IN ('CHECK_DOWN', 'CHECK_UP'))
+                  WHERE n = 1 ORDER BY subject",
+            )
+            .map_err(|e| self.err(DOING, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)? == "CHECK_DOWN",
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(DOING, e))?;
+        Ok(rows)
+    }
+
     /// Merges replicated events, deduplicated by `(origin, origin_id)`; returns how many were new.
     pub fn events_merge(&mut self, events: &[StoredEvent]) -> Result<usize> {
         const DOING: &str = "merging replicated events";
@@ -2015,6 +2041,24 @@ mod tests {
             detail: "db-ping failed 3 times in a row: connection refused".into(),
             data: json!({}),
         }
+    }
+
+    #[test]
+    fn al2_checks_told_is_the_newest_check_down_or_up_per_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Store::open(&dir.path().join("s.db"), "n1").expect("open");
+        s.event_append(&event("CHECK_DOWN", 1000)).expect("append");
+        s.event_append(&event("CHECK_UP", 3000)).expect("append");
+        // Replicated later but older: not the newest.
+        s.event_append(&event("CHECK_DOWN", 2000)).expect("append");
+        let mut web = event("CHECK_DOWN", 1500);
+        web.subject = "web".into();
+        s.event_append(&web).expect("append");
+        s.event_append(&event("PROMOTED", 4000)).expect("append");
+        assert_eq!(
+            s.checks_told().expect("told"),
+            vec![("db-ping".to_string(), false), ("web".to_string(), true)]
+        );
     }
 
     #[test]
