@@ -172,6 +172,7 @@ pub async fn sim_agent(
                 pair: None,
                 kind: "metric".into(),
                 detail: None,
+                labels: Default::default(),
             };
             let sent = ToServer::Records {
                 records: vec![record],

@@ -299,6 +299,7 @@ impl Node {
                 pair: None,
                 kind: None,
                 detail: None,
+                labels: Default::default(),
             })
             .collect();
         let call = understudy_api::Request::Send { records }.to_http();

@@ -57,6 +57,7 @@ fn record(seq: u64) -> Record {
         pair: None,
         kind: "metric".into(),
         detail: None,
+        labels: Default::default(),
     }
 }
 

@@ -138,7 +138,8 @@ fn expected(server: &Node, extra: &[(&str, &str)], after_seq: u64) -> BTreeSet<S
     let mut out = BTreeSet::new();
     let mut series_times = BTreeSet::new();
     for r in records.iter().filter(|r| r.seq > after_seq) {
-        let mut labels = vec![("agent".to_string(), r.agent.clone())];
+        let mut labels: Vec<(String, String)> = r.labels.clone().into_iter().collect();
+        labels.push(("agent".to_string(), r.agent.clone()));
         if let Some(pair) = &r.pair {
             labels.push(("pair".to_string(), pair.clone()));
         }
@@ -239,6 +240,86 @@ fn mx2_every_stored_record_is_one_sample_in_victoria_metrics() {
     });
     assert!(status.forwarding && status.error.is_none(), "{status:?}");
     assert_eq!(status.remote_write, vm.write_url());
+}
+
+/// CK-4 (issue 18 item 3): a record's labels go with it end to end: `send --label` caches them
+/// on the agent, the server stores them, `records --json` shows them, and VictoriaMetrics holds
+/// each record as a sample with its own labels plus `agent`; records without labels stay as they
+/// were. Labels the agent may not take (a reserved name, too many) are refused with the reason and
+/// nothing of that call is cached.
+#[test]
+fn ck4_a_records_labels_reach_the_store_records_json_and_victoria_metrics() {
+    let site = Site::new(250);
+    let vm = Vm::start(&site);
+    let sets = server_sets(&[format!("forward.remote_write={}", vm.write_url())]);
+    let mut s = site.server("srv", &refs(&sets));
+    let mut a1 = site.agent("a1", &[&s], &agent_sets());
+    s.start();
+    a1.start();
+    a1.wait_link("home", Some(&s));
+    let plain = send_rounds(&a1, 1);
+    a1.cli_ok(&[
+        "send",
+        "node_load1=0.25",
+        "node_load5=0.5",
+        "--label",
+        "instance=h1:9100",
+        "--label",
+        "job=node \"one\"",
+    ]);
+    for bad in ["agent=x", "__name__=x", "9lives=x", "a-b=x"] {
+        let out = a1.cli(&["send", "bad=1", "--label", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--label {bad} was taken");
+        assert!(err.contains("label"), "--label {bad}: {err}");
+    }
+    let many: Vec<String> = (0..33).map(|i| format!("l{i}=v")).collect();
+    let mut args = vec!["send", "bad=1"];
+    for l in &many {
+        args.extend(["--label", l.as_str()]);
+    }
+    let out = a1.cli(&args);
+    assert!(!out.status.success(), "33 labels were taken");
+    let last = a1.send(1).1;
+    assert_eq!(last, plain + 3, "the refused calls cached nothing");
+    wait_records(&[&s], &[("a1", last)]);
+    let records = s.records().expect("records --json");
+    let labelled: Vec<_> = records.iter().filter(|r| !r.labels.is_empty()).collect();
+    assert_eq!(labelled.len(), 2, "{records:?}");
+    for r in &labelled {
+        assert_eq!(
+            r.labels.get("instance").map(String::as_str),
+            Some("h1:9100")
+        );
+        assert_eq!(
+            r.labels.get("job").map(String::as_str),
+            Some("node \"one\"")
+        );
+    }
+    let json = s.cli_ok(&["records", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let without = v["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r.get("labels").is_none())
+        .count();
+    assert_eq!(
+        without,
+        records.len() - 2,
+        "no labels key on a record without"
+    );
+    let table = s.cli_ok(&["records"]);
+    assert!(table.contains("node_load1{instance=\"h1:9100\""), "{table}");
+    let n = wait_forwarded(&vm, &s, &[], 0, WAIT);
+    assert_eq!(n, records.len());
+    let got = vm.samples().expect("export");
+    assert!(
+        got.iter().any(|(name, labels, _, _)| name == "node_load5"
+            && labels.contains(&("instance".to_string(), "h1:9100".to_string()))
+            && labels.contains(&("agent".to_string(), "a1".to_string()))),
+        "{got:?}"
+    );
 }
 
 /// MX-2 (b): the ACTIVE server of a hot-standby pair is SIGKILLed while it forwards; the

@@ -43,6 +43,7 @@ fn records(from: u64, n: u64) -> ToServer {
                 pair: None,
                 kind: "metric".into(),
                 detail: None,
+                labels: Default::default(),
             })
             .collect(),
         taken_for: None,
@@ -888,6 +889,7 @@ fn bad_input_hostile_peer_replies_and_merges_are_refused_whole() {
             pair: None,
             kind: "metric".into(),
             detail: None,
+            labels: Default::default(),
         },
         taken_for: None,
     };

@@ -152,6 +152,7 @@ fn stored(agent: &str, seq: u64) -> StoredRecord {
             pair: None,
             kind: "metric".into(),
             detail: None,
+            labels: Default::default(),
         },
         taken_for: None,
     }

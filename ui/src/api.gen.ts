@@ -187,7 +187,11 @@ export type RecordView = { agent: string, agent_id: string, seq: number, pair: s
 /**
  * AG-2: set on a standby server that stored the record for an agent whose home is elsewhere.
  */
-taken_for: string | null, };
+taken_for: string | null, 
+/**
+ * Issue 18 item 3: the record's labels; left out when it has none.
+ */
+labels?: { [key in string]: string }, };
 
 export type Records = { records: Array<RecordView>, };
 
@@ -275,7 +279,12 @@ failover?: string | null, };
 
 export type CertRequest = { ips: Array<string>, dns: Array<string>, };
 
-export type NewRecord = { name: string, value: number, time_ms?: number | null, pair?: string | null, kind?: string | null, detail?: string | null, };
+export type NewRecord = { name: string, value: number, time_ms?: number | null, pair?: string | null, kind?: string | null, detail?: string | null, 
+/**
+ * Issue 18 item 3: the record's labels (a sample's Prometheus labels), checked by
+ * [`check_labels`]; none by default.
+ */
+labels?: { [key in string]: string }, };
 
 export type CheckPoint = { time_ms: number, min: number, max: number, mean: number, runs: number, failed: number, };
 

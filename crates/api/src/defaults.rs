@@ -40,6 +40,13 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FORWARD_RETRY_FIRST: Duration = Duration::from_secs(1);
 pub const FORWARD_RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// Issue 18 item 3: the labels one record may carry (bounded so a record stays small): at most
+/// [`LABELS_MAX`] of them, each name at most [`LABEL_NAME_MAX`] bytes, each value at most
+/// [`LABEL_VALUE_MAX`] bytes.
+pub const LABELS_MAX: usize = 32;
+pub const LABEL_NAME_MAX: usize = 128;
+pub const LABEL_VALUE_MAX: usize = 1024;
+
 /// How many events `GET /api/events` answers at most when no limit is given.
 pub const EVENTS_LIMIT: usize = 1000;
 

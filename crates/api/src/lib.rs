@@ -19,8 +19,8 @@ pub use channel::{ChannelSpec, Channels};
 pub use event::{EventView, Severity};
 pub use refusal::{Refusal, RefusalKind};
 pub use request::{
-    AlertQuery, CertRequest, CheckSpec, EventQuery, HttpCall, NewRecord, PairSpec, RecordQuery,
-    Request, RoleSpec, Switchback, ROUTES,
+    check_labels, AlertQuery, CertRequest, CheckSpec, EventQuery, HttpCall, NewRecord, PairSpec,
+    RecordQuery, Request, RoleSpec, Switchback, ROUTES,
 };
 pub use series::{
     CheckPoint, CheckSeries, HeldSpan, PairSeries, RatePoint, RecordSeries, RoleSeries, RoleSpan,

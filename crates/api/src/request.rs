@@ -2,6 +2,7 @@
 //! route table ([`ROUTES`]) that maps a request to `(method, path, body)` for the client and back
 //! for the server.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -367,6 +368,60 @@ pub struct NewRecord {
     pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Issue 18 item 3: the record's labels (a sample's Prometheus labels), checked by
+    /// [`check_labels`]; none by default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "ts", ts(as = "Option<BTreeMap<String, String>>", optional))]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Label names a record may not carry: the metric's name and the labels a forwarded sample gets
+/// from the record itself (MX-2).
+pub const RESERVED_LABELS: &[&str] = &["__name__", "agent", "pair"];
+
+/// Issue 18 item 3: whether `labels` may go on a record: at most [`defaults::LABELS_MAX`], each
+/// name a Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`, at most [`defaults::LABEL_NAME_MAX`]
+/// bytes) other than the [`RESERVED_LABELS`], each value at most [`defaults::LABEL_VALUE_MAX`]
+/// bytes. The error says which label and why.
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
+    if labels.len() > defaults::LABELS_MAX {
+        return Err(format!(
+            "{} labels; a record carries at most {}",
+            labels.len(),
+            defaults::LABELS_MAX
+        ));
+    }
+    for (name, value) in labels {
+        let shown: String = name.chars().take(40).collect();
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!(
+                "the label name `{shown}` is not [a-zA-Z_][a-zA-Z0-9_]*"
+            ));
+        }
+        if name.len() > defaults::LABEL_NAME_MAX {
+            return Err(format!(
+                "the label name `{shown}…` is longer than {} bytes",
+                defaults::LABEL_NAME_MAX
+            ));
+        }
+        if RESERVED_LABELS.contains(&name.as_str()) {
+            return Err(format!(
+                "the label name `{name}` is reserved (a record's name, agent and pair are its own)"
+            ));
+        }
+        if value.len() > defaults::LABEL_VALUE_MAX {
+            return Err(format!(
+                "the value of label `{name}` is longer than {} bytes",
+                defaults::LABEL_VALUE_MAX
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Request {
@@ -719,6 +774,26 @@ fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ck4_labels_are_bounded_named_like_prometheus_and_not_reserved() {
+        let one = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        assert_eq!(check_labels(&BTreeMap::new()), Ok(()));
+        assert_eq!(check_labels(&one("instance", "h1:9100")), Ok(()));
+        assert_eq!(check_labels(&one("_x9", "")), Ok(()));
+        for bad in ["", "9a", "a-b", "é", "a b", "__name__", "agent", "pair"] {
+            assert!(check_labels(&one(bad, "v")).is_err(), "{bad:?}");
+        }
+        let long = "a".repeat(defaults::LABEL_NAME_MAX + 1);
+        assert!(check_labels(&one(&long, "v")).is_err());
+        assert!(check_labels(&one("a", &"v".repeat(defaults::LABEL_VALUE_MAX))).is_ok());
+        assert!(check_labels(&one("a", &"v".repeat(defaults::LABEL_VALUE_MAX + 1))).is_err());
+        let many: BTreeMap<String, String> = (0..=defaults::LABELS_MAX)
+            .map(|i| (format!("l{i}"), "v".to_string()))
+            .collect();
+        let err = check_labels(&many).expect_err("too many");
+        assert!(err.contains("at most 32"), "{err}");
+    }
+
     use super::*;
 
     fn every_request() -> Vec<Request> {
@@ -798,6 +873,7 @@ mod tests {
                     pair: None,
                     kind: None,
                     detail: None,
+                    labels: BTreeMap::from([("host".into(), "a".into())]),
                 }],
             },
             Request::Trust {

@@ -365,6 +365,13 @@ pub struct RecordView {
     /// AG-2: set on a standby server that stored the record for an agent whose home is elsewhere.
     #[serde(default)]
     pub taken_for: Option<String>,
+    /// Issue 18 item 3: the record's labels; left out when it has none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[cfg_attr(
+        feature = "ts",
+        ts(as = "Option<std::collections::BTreeMap<String, String>>", optional)
+    )]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// `GET /api/records`.

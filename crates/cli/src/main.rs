@@ -97,6 +97,10 @@ enum Command {
         /// NAME=NUMBER, e.g. cpu=0.5
         #[arg(required = true, value_name = "NAME=VALUE", value_parser = records::parse_assignment)]
         records: Vec<(String, f64)>,
+        /// A label every record of this call carries (issue 18), e.g. --label host=web-1;
+        /// repeatable
+        #[arg(long = "label", value_name = "NAME=VALUE", value_parser = records::parse_label)]
+        labels: Vec<(String, String)>,
     },
     /// The records this server has stored
     Records(records::RecordsArgs),
@@ -327,7 +331,7 @@ async fn dispatch(target: &Target, command: Command) -> Result<(), Failure> {
         Command::Cert(cmd) => cert::run(target, cmd).await,
         Command::Events(args) => events::run(target, &args).await,
         Command::Check(cmd) => manage::check(target, cmd).await,
-        Command::Send { records } => records::send(target, &records).await,
+        Command::Send { records, labels } => records::send(target, &records, &labels).await,
         Command::Records(args) => records::list(target, &args).await,
         Command::Alert(cmd) => alerts::run(target, cmd).await,
         Command::Serve(_) | Command::Demo(_) | Command::Man { .. } => Ok(()),

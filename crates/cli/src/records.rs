@@ -34,7 +34,20 @@ pub fn parse_assignment(s: &str) -> Result<(String, f64), String> {
     Ok((name.to_string(), number))
 }
 
-pub async fn send(target: &Target, records: &[(String, f64)]) -> Result<(), Failure> {
+/// One `--label NAME=VALUE` of `send` (the node checks the name and the sizes).
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE (for example host=web-1)"))?;
+    Ok((name.trim().to_string(), value.to_string()))
+}
+
+pub async fn send(
+    target: &Target,
+    records: &[(String, f64)],
+    labels: &[(String, String)],
+) -> Result<(), Failure> {
+    let labels: std::collections::BTreeMap<String, String> = labels.iter().cloned().collect();
     let api = Api::connect(target)?;
     let request = Request::Send {
         records: records
@@ -46,6 +59,7 @@ pub async fn send(target: &Target, records: &[(String, f64)]) -> Result<(), Fail
                 pair: None,
                 kind: None,
                 detail: None,
+                labels: labels.clone(),
             })
             .collect(),
     };
@@ -64,8 +78,9 @@ pub async fn send(target: &Target, records: &[(String, f64)]) -> Result<(), Fail
 #[derive(Args)]
 pub struct RecordsArgs {
     /// Print the admin API's JSON: {records:[{agent, seq, pair, name, value, time_ms, kind, detail,
-    /// taken_for}]}; `taken_for` is the agent's home server when this server stored the record as
-    /// a standby of another site (AG-2), else null
+    /// taken_for, labels}]}; `taken_for` is the agent's home server when this server stored the
+    /// record as a standby of another site (AG-2), else null; `labels` (an object of strings) is
+    /// left out when the record has none
     #[arg(long)]
     json: bool,
     /// Only this agent's records
@@ -104,7 +119,7 @@ pub async fn list(target: &Target, args: &RecordsArgs) -> Result<(), Failure> {
                 field(r, "agent"),
                 field(r, "seq"),
                 field(r, "pair"),
-                field(r, "name"),
+                with_labels(field(r, "name"), r.get("labels")),
                 field(r, "value"),
                 field(r, "kind"),
                 field(r, "detail"),
@@ -133,9 +148,38 @@ pub async fn list(target: &Target, args: &RecordsArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A record's name with its labels the way Prometheus writes a series: `name{k="v",…}`.
+fn with_labels(name: String, labels: Option<&Value>) -> String {
+    let Some(labels) = labels.and_then(Value::as_object).filter(|l| !l.is_empty()) else {
+        return name;
+    };
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                v.as_str().map(|s| format!("{s:?}")).unwrap_or_default()
+            )
+        })
+        .collect();
+    format!("{name}{{{}}}", inner.join(","))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ck4_a_records_labels_are_shown_after_its_name() {
+        let labels = serde_json::json!({"instance": "h:9100", "job": "node"});
+        assert_eq!(
+            with_labels("up".into(), Some(&labels)),
+            "up{instance=\"h:9100\",job=\"node\"}"
+        );
+        assert_eq!(with_labels("up".into(), None), "up");
+        assert_eq!(parse_label("host=a=b"), Ok(("host".into(), "a=b".into())));
+        assert!(parse_label("host").is_err());
+    }
 
     #[test]
     fn assignments() {

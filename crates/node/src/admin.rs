@@ -417,6 +417,7 @@ fn records(node: &Admin, q: &RecordQuery) -> Answer {
             kind: r.record.kind,
             detail: r.record.detail,
             taken_for: r.taken_for,
+            labels: r.record.labels,
         })
         .collect();
     to_value(Records { records })
@@ -462,6 +463,8 @@ fn send(node: &Admin, list: Vec<understudy_api::NewRecord>) -> Answer {
         if r.name.is_empty() {
             return Err(Refusal::invalid("a record name may not be empty"));
         }
+        understudy_api::check_labels(&r.labels)
+            .map_err(|e| Refusal::invalid(format!("record {}: {e}", r.name)))?;
         records.push(NewRecord {
             name: r.name,
             value: r.value,
@@ -469,6 +472,7 @@ fn send(node: &Admin, list: Vec<understudy_api::NewRecord>) -> Answer {
             pair: r.pair,
             kind: r.kind.unwrap_or_else(|| "metric".to_string()),
             detail: r.detail,
+            labels: r.labels,
         });
     }
     // AG-2: durable in the cache before anything is sent.

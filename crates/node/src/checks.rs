@@ -358,6 +358,7 @@ async fn run_forever(context: CheckContext, check: Check) {
             pair: check.pair.clone(),
             kind: "check".into(),
             detail: Some(json!({ "up": outcome.up, "detail": outcome.detail }).to_string()),
+            labels: Default::default(),
         };
         if context.results.send(record).is_err() {
             return;

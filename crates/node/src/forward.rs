@@ -83,25 +83,34 @@ pub fn metric_name(name: &str) -> String {
     out
 }
 
-/// One sample per record, named after it, with labels `agent`, `pair` (a pair's record) and
-/// `extra`; records of one series share a `TimeSeries`. Labels are sorted by name (bytes, as the
-/// protocol asks: `__name__` comes before every lower-case name).
+/// One sample per record, named after it, with the record's own labels (issue 18 item 3), then
+/// `agent`, `pair` (a pair's record) and `extra` (each of these replaces a record label of the
+/// same name); records of one series share a `TimeSeries`. Labels are sorted by name (bytes, as
+/// the protocol asks: `__name__` comes before every lower-case name).
 pub fn write_request(records: &[StoredRecord], extra: &BTreeMap<String, String>) -> WriteRequest {
     let mut series: BTreeMap<Vec<Label>, Vec<Sample>> = BTreeMap::new();
     for r in records {
-        let label = |name: &str, value: &str| Label {
-            name: name.to_string(),
-            value: value.to_string(),
-        };
-        let mut labels = vec![
-            label("__name__", &metric_name(&r.record.name)),
-            label("agent", &r.agent_name),
-        ];
+        let mut names: BTreeMap<&str, &str> = r
+            .record
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let metric = metric_name(&r.record.name);
+        names.insert("__name__", &metric);
+        names.insert("agent", &r.agent_name);
         if let Some(pair) = &r.record.pair {
-            labels.push(label("pair", pair));
+            names.insert("pair", pair);
         }
-        labels.extend(extra.iter().map(|(k, v)| label(k, v)));
-        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        names.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        // A BTreeMap of &str iterates in byte order, the order the protocol asks for.
+        let labels = names
+            .into_iter()
+            .map(|(name, value)| Label {
+                name: name.to_string(),
+                value: value.to_string(),
+            })
+            .collect();
         series.entry(labels).or_default().push(Sample {
             value: r.record.value,
             timestamp: r.record.time_ms,
@@ -490,9 +499,44 @@ mod tests {
                 pair: pair.map(String::from),
                 kind: "metric".into(),
                 detail: None,
+                labels: Default::default(),
             },
             taken_for: None,
         }
+    }
+
+    #[test]
+    fn ck4_a_records_labels_are_forwarded_with_agent_and_pair_which_win() {
+        let mut a = stored(1, "node_load1", 0.5, 1_000, Some("web"));
+        a.record.labels = BTreeMap::from([
+            ("instance".to_string(), "h1:9100".to_string()),
+            ("agent".to_string(), "spoofed".to_string()),
+        ]);
+        let mut b = a.clone();
+        b.record.seq = 2;
+        b.record.time_ms = 2_000;
+        let mut c = stored(3, "node_load1", 0.9, 1_000, Some("web"));
+        c.record.labels = BTreeMap::from([("instance".to_string(), "h2:9100".to_string())]);
+        let extra = BTreeMap::from([("site".to_string(), "paris".to_string())]);
+        let request = write_request(&[a, b, c], &extra);
+        assert_eq!(request.timeseries.len(), 2, "one series per label set");
+        let labels: Vec<(&str, &str)> = request.timeseries[0]
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("__name__", "node_load1"),
+                ("agent", "web-1"),
+                ("instance", "h1:9100"),
+                ("pair", "web"),
+                ("site", "paris"),
+            ]
+        );
+        assert_eq!(request.timeseries[0].samples.len(), 2);
+        assert_eq!(request.timeseries[1].labels[2].value, "h2:9100");
     }
 
     #[test]

@@ -606,6 +606,19 @@ async fn agent_connection<R, W>(
                             continue;
                         }
                     }
+                    // Issue 18 item 3: an agent checks labels before it caches a record; one that
+                    // did not (an older or a hostile agent) has those records acknowledged and
+                    // not stored, like the refused aliases above.
+                    let before = records.len();
+                    let mut bad_labels = None;
+                    records.retain(|r| understudy_api::check_labels(&r.labels).map_err(|e| bad_labels = Some(e)).is_ok());
+                    if let Some(why) = bad_labels {
+                        tracing::warn!(agent = %logsafe::text(name), "{} ({} records with bad labels not stored)", logsafe::text(&why), before - records.len());
+                        if records.is_empty() {
+                            reply(wr, &ToAgent::Ack { upto }).await;
+                            continue;
+                        }
+                    }
                     // HS-8: a server handing its role over stores nothing more; the agent keeps
                     // the batch and sends it to the peer.
                     let Some(_intake) = shared.intake.enter().await else {

@@ -133,6 +133,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX records_pair_by_time ON records (pair, time_ms, agent_name) WHERE pair IS NOT NULL;
     CREATE INDEX records_by_time ON records (time_ms);
     "#,
+    // 7: issue 18 item 3, a record's labels: a JSON object of strings, NULL when it has none
+    // (every record from before).
+    r#"
+    ALTER TABLE cache ADD COLUMN labels TEXT;
+    ALTER TABLE records ADD COLUMN labels TEXT;
+    "#,
 ];
 
 /// AL-5: when the next attempt of a delivery that failed `attempts` times is due: 1 s after the
@@ -323,7 +329,12 @@ pub struct NewRecord {
     /// "metric" | "event" | "check".
     pub kind: String,
     pub detail: Option<String>,
+    /// Issue 18 item 3: the record's labels (`understudy_api::check_labels`), none by default.
+    pub labels: Labels,
 }
+
+/// A record's labels, by name.
+pub type Labels = BTreeMap<String, String>;
 
 /// A record with the agent's sequence number: `(agent id, seq)` identifies it everywhere (AG-2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -335,6 +346,10 @@ pub struct Record {
     pub pair: Option<String>,
     pub kind: String,
     pub detail: Option<String>,
+    /// Issue 18 item 3: left out of a frame when empty, so a record without labels is the same
+    /// frame as before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
 }
 
 impl Record {
@@ -347,6 +362,7 @@ impl Record {
             pair: r.pair,
             kind: r.kind,
             detail: r.detail,
+            labels: r.labels,
         }
     }
 }
@@ -704,8 +720,8 @@ impl Store {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO cache (seq, name, value, time_ms, pair, kind, detail)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO cache (seq, name, value, time_ms, pair, kind, detail, labels)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(err)?;
             for r in records {
@@ -718,7 +734,8 @@ impl Store {
                         r.time_ms,
                         r.pair,
                         r.kind,
-                        r.detail
+                        r.detail,
+                        labels_text(&r.labels)
                     ])
                     .map_err(err)?;
                 seqs.push(seq);
@@ -775,7 +792,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT seq, name, value, time_ms, pair, kind, detail FROM cache
+                "SELECT seq, name, value, time_ms, pair, kind, detail, labels FROM cache
                  WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )
             .map_err(err)?;
@@ -789,6 +806,7 @@ impl Store {
                     pair: row.get(4)?,
                     kind: row.get(5)?,
                     detail: row.get(6)?,
+                    labels: labels_from(row, 7)?,
                 })
             })
             .map_err(err)?;
@@ -956,7 +974,8 @@ impl Store {
                         r.pair,
                         r.kind,
                         r.detail,
-                        taken_for
+                        taken_for,
+                        labels_text(&r.labels)
                     ])
                     .map_err(err)?;
                 if n > 0 {
@@ -1032,7 +1051,8 @@ impl Store {
                         r.pair,
                         r.kind,
                         r.detail,
-                        s.taken_for
+                        s.taken_for,
+                        labels_text(&r.labels)
                     ])
                     .map_err(err)?;
             }
@@ -1985,11 +2005,26 @@ pub struct ForwardMark {
 }
 
 const RECORD_COLUMNS: &str =
-    "id, agent_id, agent_name, seq, name, value, time_ms, pair, kind, detail, taken_for";
+    "id, agent_id, agent_name, seq, name, value, time_ms, pair, kind, detail, taken_for, labels";
 
 const INSERT_RECORD: &str = "INSERT OR IGNORE INTO records
-    (agent_id, agent_name, seq, name, value, time_ms, pair, kind, detail, taken_for)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+    (agent_id, agent_name, seq, name, value, time_ms, pair, kind, detail, taken_for, labels)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+/// A record's labels as the `labels` column holds them: a JSON object, NULL when there are none.
+fn labels_text(labels: &Labels) -> Option<String> {
+    (!labels.is_empty()).then(|| serde_json::to_string(labels).unwrap_or_default())
+}
+
+/// The `labels` column read back (see [`labels_text`]).
+fn labels_from(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Labels> {
+    match row.get::<_, Option<String>>(i)? {
+        None => Ok(Labels::new()),
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        }),
+    }
+}
 
 fn stored_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
     Ok(StoredRecord {
@@ -2004,6 +2039,7 @@ fn stored_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
             pair: row.get(7)?,
             kind: row.get(8)?,
             detail: row.get(9)?,
+            labels: labels_from(row, 11)?,
         },
         taken_for: row.get(10)?,
     })
@@ -2213,7 +2249,23 @@ mod tests {
             pair: None,
             kind: "metric".into(),
             detail: None,
+            labels: Labels::new(),
         }
+    }
+
+    /// Records cached the way a program from before labels (migration 7) cached them: values
+    /// 1, 2, … under these names.
+    fn cache_as_before(s: &Store, names: &[&str]) {
+        for (i, name) in names.iter().enumerate() {
+            s.conn
+                .execute(
+                    "INSERT INTO cache (seq, name, value, time_ms, kind)
+                     VALUES (?1, ?2, ?1, 1700000000000, 'metric')",
+                    params![i as i64 + 1, name],
+                )
+                .expect("an old cached record");
+        }
+        set_counter(&s.conn, CACHE_SEQ, names.len() as u64).expect("the old counter");
     }
 
     fn open(dir: &Path) -> Store {
@@ -2643,8 +2695,8 @@ mod tests {
         let path = dir.path().join(STORE_FILE);
         // A database from an older program: only the first migration.
         {
-            let mut old = Store::open_with(&path, "n", &MIGRATIONS[..1]).expect("v1");
-            old.cache_append(&[rec("kept", 1.0)]).expect("append");
+            let old = Store::open_with(&path, "n", &MIGRATIONS[..1]).expect("v1");
+            cache_as_before(&old, &["kept"]);
         }
         let second = "ALTER TABLE cache ADD COLUMN note TEXT; UPDATE cache SET note = 'migrated';";
         let broken = "CREATE TABLE extra (x INTEGER); THIS IS NOT SQL;";
@@ -2693,9 +2745,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(STORE_FILE);
         {
-            let mut old = Store::open_with(&path, "n", &MIGRATIONS[..1]).expect("v1");
-            old.cache_append(&[rec("a", 1.0), rec("b", 2.0), rec("c", 3.0), rec("d", 4.0)])
-                .expect("append");
+            let old = Store::open_with(&path, "n", &MIGRATIONS[..1]).expect("v1");
+            cache_as_before(&old, &["a", "b", "c", "d"]);
         }
         let mut s = Store::open_with(&path, "n", MIGRATIONS).expect("migrated");
         assert_eq!(s.cache_len().expect("len"), 4, "the old cache is kept");
@@ -2721,6 +2772,60 @@ mod tests {
         .expect("insert");
         let listed = s.records_list(&RecordFilter::default()).expect("list");
         assert_eq!(listed[0].taken_for.as_deref(), Some("https://home"));
+    }
+
+    #[test]
+    fn ck4_labels_go_from_cache_to_records_to_a_standby_and_old_rows_have_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STORE_FILE);
+        {
+            // A store from before labels (migration 6) with a cached and a stored record.
+            let old = Store::open_with(&path, "n", &MIGRATIONS[..6]).expect("v6");
+            cache_as_before(&old, &["old"]);
+            old.conn
+                .execute(
+                    "INSERT INTO records (agent_id, agent_name, seq, name, value, time_ms, kind)
+                     VALUES ('id-0', 'a0', 1, 'old', 1.0, 1, 'metric')",
+                    [],
+                )
+                .expect("old record");
+        }
+        let mut s = Store::open_with(&path, "n", MIGRATIONS).expect("migrated");
+        let mut labelled = rec("node_load1", 0.5);
+        labelled.labels = Labels::from([
+            ("instance".to_string(), "h1:9100".to_string()),
+            ("job".to_string(), "node \"x\" ü".to_string()),
+        ]);
+        s.cache_append(std::slice::from_ref(&labelled))
+            .expect("append");
+        let batch = s.cache_batch(0, 10).expect("batch");
+        assert_eq!(batch.len(), 2);
+        assert!(batch[0].labels.is_empty(), "a record from before has none");
+        assert_eq!(batch[1].labels, labelled.labels);
+        // On the wire: a record without labels is the same frame as before.
+        let old_frame = serde_json::to_value(&batch[0]).expect("json");
+        assert!(old_frame.get("labels").is_none(), "{old_frame}");
+        let frame = serde_json::to_string(&batch[1]).expect("json");
+        let back: Record = serde_json::from_str(&frame).expect("back");
+        assert_eq!(back, batch[1]);
+        s.records_insert("id-1", "a1", &batch, None)
+            .expect("insert");
+        let listed = s.records_list(&RecordFilter::default()).expect("list");
+        assert_eq!(listed.len(), 3);
+        assert!(
+            listed[0].record.labels.is_empty(),
+            "a stored record from before"
+        );
+        assert_eq!(listed[2].record.labels, labelled.labels);
+        // HS-3: the STANDBY gets them with the record.
+        let other = tempfile::tempdir().expect("tempdir");
+        let mut standby = open(other.path());
+        let since = s.records_since(0, 10).expect("since");
+        assert_eq!(standby.records_merge(&since).expect("merge"), 3);
+        let there = standby
+            .records_list(&RecordFilter::default())
+            .expect("list");
+        assert_eq!(there[2].record.labels, labelled.labels);
     }
 
     #[test]

@@ -176,6 +176,7 @@ mod tests {
             pair: pair.map(str::to_string),
             kind: "check".into(),
             detail: Some(format!(r#"{{"up": {up}, "detail": "x"}}"#)),
+            labels: Default::default(),
         }
     }
 
