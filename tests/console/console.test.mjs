@@ -10,16 +10,23 @@
 // (the server's data directory), PAIR (default web; the agents are a1 and a2), STANDBY_URL and
 // STANDBY_DATA_DIR (its hot-standby peer, STANDBY), A1_PID and A2_PID (the agents' processes),
 // SCREENSHOT (a .png path, optional), CHROMIUM (default /usr/bin/chromium).
+// MX-3: a tcp check "ping" of the pair on a port this script opens, closes (the check goes down)
+// and opens again; after the forced failover the Charts panel draws records/s, the servers' role
+// strip, the pair's timeline (both members, the FORCED_FAILOVER listed) and the check's chart
+// with its down period, in uPlot canvases; screenshots SHOTS_DIR/charts.png (wide) and
+// charts-narrow.png (the window's smallest width).
 // AL-4, AL-5: the Alerts page adds two webhook channels to receivers this script starts on
 // loopback (one answers 200, one 503), sends a test message, and after the forced failover shows
 // its alert delivered to one channel and failing on the other; a secret is only ever "set".
 import { execFileSync, spawnSync } from 'node:child_process';
 import http from 'node:http';
+import net from 'node:net';
 import { chromium } from 'playwright-core';
 
 const { CONSOLE_URL, CLI, DATA_DIR, STANDBY_URL, STANDBY_DATA_DIR, A1_PID, A2_PID } = process.env;
 const PAIR = process.env.PAIR || 'web';
 const SCREENSHOT = process.env.SCREENSHOT;
+const SHOTS_DIR = process.env.SHOTS_DIR;
 if (!CONSOLE_URL || !CLI || !DATA_DIR || !STANDBY_URL || !STANDBY_DATA_DIR || !A1_PID || !A2_PID) {
   console.error('set CONSOLE_URL, CLI, DATA_DIR, STANDBY_URL, STANDBY_DATA_DIR, A1_PID and A2_PID (tests/console/run.sh does)');
   process.exit(2);
@@ -83,6 +90,26 @@ function receiver(status) {
   });
 }
 
+// A TCP port that accepts while open; close() refuses connections, open() accepts again.
+function tcpTarget() {
+  let srv = null;
+  const t = {
+    port: 0,
+    open: () => new Promise((resolve) => {
+      srv = net.createServer((c) => c.destroy());
+      srv.listen(t.port, '127.0.0.1', () => { t.port = srv.address().port; resolve(); });
+    }),
+    close: () => new Promise((resolve) => { srv.close(() => resolve()); }),
+  };
+  return t;
+}
+
+function eventsOf(code) {
+  const out = execFileSync(CLI, ['events', '--json', '--data-dir', DATA_DIR], { encoding: 'utf8' });
+  const parsed = JSON.parse(out);
+  return (parsed.events ?? parsed).filter((e) => e.code === code);
+}
+
 async function until(what, cond, timeoutMs) {
   const end = Date.now() + timeoutMs;
   for (;;) {
@@ -98,6 +125,8 @@ const browser = await chromium.launch({
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--no-first-run'],
 });
+const target = tcpTarget();
+await target.open();
 const hook = await receiver(200);
 const down = await receiver(503);
 try {
@@ -147,6 +176,16 @@ try {
     const flash = await flashEl.textContent();
     if (flash !== 'test message sent to alert channel hook') throw new Error(`the page says ${flash}`);
   });
+  await step('MX-3 a check of the pair goes down and up again', async () => {
+    execFileSync(CLI, ['check', 'add', 'ping', '--kind', 'tcp', '--target', `127.0.0.1:${target.port}`,
+      '--every', '300ms', '--pair', PAIR, '--fail-after', '2', '--ok-after', '1', '--data-dir', DATA_DIR]);
+    await new Promise((r) => setTimeout(r, 2000));
+    await target.close();
+    await until('CHECK_DOWN', () => eventsOf('CHECK_DOWN').length > 0, 15000);
+    await new Promise((r) => setTimeout(r, 1000));
+    await target.open();
+    await until('CHECK_UP', () => eventsOf('CHECK_UP').length > 0, 15000);
+  });
   await step('Force failover enabled and clicked', async () => {
     await until('Force failover enabled', () => force.isEnabled(), 20000);
     await force.click();
@@ -178,6 +217,54 @@ try {
     const summary = await page.locator('[data-testid="alerts-failing"]').textContent();
     if (summary === '0 failing') throw new Error('the summary counts no failing delivery');
   });
+  const drawn = async (id) => page.evaluate((sel) => {
+    const c = document.querySelector(`${sel} canvas`);
+    return !!c && c.width > 0 && c.height > 0 && c.getBoundingClientRect().width > 0;
+  }, `[data-testid="chart-${id}"]`);
+  await step('MX-3 the Charts panel draws records/s, the role strip, the pair and the check (uPlot canvases)', async () => {
+    // The last 5 minutes: this site's whole life.
+    await page.selectOption('[data-testid="chart-window"]', '5m');
+    for (const id of ['records', 'roles', `pair-${PAIR}`, 'check-ping']) {
+      await until(`chart-${id} drawn`, () => drawn(id), 20000);
+    }
+    const legend = await page.locator('[data-testid="charts-panel"] .u-legend').allTextContents();
+    const text = legend.join(' ');
+    for (const want of ['records/s', 'srv ACTIVE', 'a1 (primary)', 'a2 (secondary)', 'mean', 'min', 'max'])
+      if (!text.includes(want)) throw new Error(`legend lacks ${want}: ${text}`);
+  });
+  await step('MX-3 the check chart has points and its down period', async () => {
+    const box = page.locator('[data-testid="chart-check-ping"]');
+    await until('points and a down period', async () =>
+      Number(await box.getAttribute('data-points')) > 0 && Number(await box.getAttribute('data-down')) >= 1, 20000)
+      .catch(async (e) => {
+        throw new Error(`${e.message}: points ${await box.getAttribute('data-points')}, down ${await box.getAttribute('data-down')}`);
+      });
+  });
+  await step(`MX-3 the timeline of ${PAIR} shows both members and lists the FORCED_FAILOVER`, async () => {
+    const box = page.locator(`[data-testid="chart-pair-${PAIR}"]`);
+    await until('a1 and a2 on the timeline', async () => (await box.getAttribute('data-members')) === 'a1 a2', 20000)
+      .catch(async (e) => { throw new Error(`${e.message}: ${await box.getAttribute('data-members')}`); });
+    const item = page.locator(`[data-testid="handovers-${PAIR}"] [data-code="FORCED_FAILOVER"]`).first();
+    await item.waitFor({ timeout: 10000 });
+    const text = await item.textContent();
+    if (!text.includes('operator forced failover to the secondary a2')) throw new Error(`the handover says ${text}`);
+  });
+  if (SHOTS_DIR) {
+    await step('MX-3 screenshots of the charts, wide and in the window\'s narrowest size', async () => {
+      const panel = page.locator('[data-testid="charts-panel"]');
+      await panel.scrollIntoViewIfNeeded();
+      await panel.screenshot({ path: `${SHOTS_DIR}/charts.png` });
+      await page.setViewportSize({ width: 640, height: 900 });
+      await until('redrawn narrow', () => page.evaluate(() => {
+        const c = document.querySelector('[data-testid="chart-records"] canvas');
+        return !!c && c.getBoundingClientRect().width <= 640;
+      }), 15000);
+      await panel.scrollIntoViewIfNeeded();
+      await panel.screenshot({ path: `${SHOTS_DIR}/charts-narrow.png` });
+      await page.setViewportSize({ width: 1280, height: 900 });
+      await page.evaluate(() => window.scrollTo(0, 0));
+    });
+  }
   if (SCREENSHOT) {
     await step(`screenshot ${SCREENSHOT}`, async () => {
       await page.screenshot({ path: SCREENSHOT, fullPage: false });
@@ -212,6 +299,7 @@ try {
 } finally {
   await browser.close();
   hook.srv.close();
+  await target.close().catch(() => {});
   down.srv.close();
 }
 console.log(`${passed} passed, ${failed} failed`);

@@ -5,8 +5,8 @@
 # opens https://IP:PORT/#token=… and forces a failover from the page, and checks that for each of
 # the four causes the engine refuses an operator action the button is disabled with exactly the
 # engine's sentence as its title, and that the Alerts page adds channels and shows each alert's
-# delivery per channel (console.test.mjs), then stops everything. Saves
-# docs/screenshots/console.png.
+# delivery per channel, and that the Charts panel draws each picture of MX-3 (console.test.mjs),
+# then stops everything. Saves docs/screenshots/console.png, charts.png and charts-narrow.png.
 #
 # Usage: tests/console/run.sh            (builds the CLI if CLI is not given)
 #        CLI=target/release/understudy tests/console/run.sh
@@ -97,4 +97,4 @@ mkdir -p "$ROOT/docs/screenshots"
 CONSOLE_URL="https://$LISTEN/#token=$(cat "$SRV/admin.token")" CLI="$CLI" DATA_DIR="$SRV" PAIR=web \
   STANDBY_URL="https://$LISTEN2/#token=$(cat "$SRV2/admin.token")" STANDBY_DATA_DIR="$SRV2" \
   A1_PID="${AGENT_PIDS[0]}" A2_PID="${AGENT_PIDS[1]}" \
-  SCREENSHOT="$ROOT/docs/screenshots/console.png" node "$HERE/console.test.mjs"
+  SCREENSHOT="$ROOT/docs/screenshots/console.png" SHOTS_DIR="$ROOT/docs/screenshots" node "$HERE/console.test.mjs"

@@ -19,6 +19,7 @@ import {
   renderAlerts,
   renderChannels,
 } from './render';
+import { Charts, WINDOWS } from './charts';
 import { eventCodes, filterEvents, maxEventId, mergeEvents, overallState } from './rules';
 import type { AlertItem, CertInfo, Channel, EventItem, RecordItem, Status } from './types';
 
@@ -60,6 +61,23 @@ const SKELETON = `
     <section class="panel wide" data-panel="pairs"><h2>Pairs</h2><div class="body" data-view="pairs"></div></section>
     <section class="panel wide" data-panel="agents"><h2>Agents</h2><div class="body" data-view="agents"></div></section>
     <section class="panel wide" data-panel="checks"><h2>Latest check results</h2><div class="body" data-view="checks"></div></section>
+    <section class="panel wide" data-panel="charts" data-testid="charts-panel">
+      <h2>Charts
+        <span class="tools">
+          <label class="small">window
+            <select data-testid="chart-window">
+              <option value="5m">5 min</option>
+              <option value="15m">15 min</option>
+              <option value="1h" selected>1 hour</option>
+              <option value="6h">6 hours</option>
+              <option value="24h">24 hours</option>
+              <option value="7d">7 days</option>
+            </select>
+          </label>
+        </span>
+      </h2>
+      <div class="body charts" data-view="charts"></div>
+    </section>
     <section class="panel wide" data-panel="alerts" data-testid="alerts-panel">
       <h2>Alerts</h2>
       <div class="body">
@@ -164,6 +182,8 @@ export class App {
   private certLoading = false;
   private statusCertFp: string | null = null;
   private lastRendered = new WeakMap<Element, string>();
+  /** MX-3: the pictures, refreshed every few seconds (not at every poll). */
+  readonly charts: Charts;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private running = false;
   private again = false;
@@ -175,6 +195,7 @@ export class App {
     this.tokens = opts.tokens;
     this.pollMs = opts.pollMs ?? 1000;
     this.root.innerHTML = SKELETON;
+    this.charts = new Charts(this.view('charts'), this.transport);
     this.q('transport-kind').textContent = this.transport.kind === 'tauri' ? 'desktop' : 'browser';
     this.q('logout').hidden = this.transport.kind !== 'http';
     this.wire();
@@ -234,6 +255,11 @@ export class App {
       this.setEventFilter((ev.target as HTMLSelectElement).value);
     });
     this.q('export-events').addEventListener('click', () => this.exportEvents());
+    this.q<HTMLSelectElement>('chart-window').addEventListener('change', (ev) => {
+      const ms = WINDOWS[(ev.target as HTMLSelectElement).value];
+      if (ms) this.charts.setWindow(ms);
+      this.refreshCharts(true);
+    });
 
     const roleForm = this.q<HTMLFormElement>('role-form');
     roleForm.addEventListener('change', () => {
@@ -333,6 +359,19 @@ export class App {
     this.statusCertFp = fp;
     this.q('last-update').textContent = `updated ${fmtTime(Date.now()).slice(11, 19)}`;
     this.renderAll();
+    this.refreshCharts(false);
+  }
+
+  /** MX-3: the Charts panel, for a node with the server role (not awaited: the poll goes on). */
+  private refreshCharts(force: boolean): void {
+    const s = this.status;
+    if (!s) return;
+    void this.charts.refresh(
+      s.node.roles.server,
+      s.checks.map((c) => c.name),
+      s.pairs.map((p) => p.name),
+      force,
+    );
   }
 
   private onPollError(e: unknown): void {
@@ -583,6 +622,7 @@ export class App {
         renderChannels(this.channels, acting, 'channels are changed on the acting server of the site'),
       );
       (this.root.querySelector('[data-panel="alerts"]') as HTMLElement).hidden = !s.node.roles.server;
+      (this.root.querySelector('[data-panel="charts"]') as HTMLElement).hidden = !s.node.roles.server;
       this.syncRoleForm(false);
       this.syncStandby(s);
     }
