@@ -403,3 +403,179 @@ fn ck1_agent_check_results_including_bad_targets_never_stall_the_agent() {
             .then_some(())
     });
 }
+
+/// A real `prometheus-node-exporter` (Debian) on a loopback port of the site, with a few
+/// collectors (load, memory, time, and its own Go and process metrics: gauges, counters and
+/// summaries); killed by its pid when dropped.
+struct NodeExporter {
+    addr: String,
+    child: std::process::Child,
+}
+
+impl NodeExporter {
+    fn start(site: &Site) -> NodeExporter {
+        let addr = site.addr();
+        let child = std::process::Command::new("prometheus-node-exporter")
+            .arg(format!("--web.listen-address={addr}"))
+            .args([
+                "--collector.disable-defaults",
+                "--collector.loadavg",
+                "--collector.meminfo",
+                "--collector.time",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting prometheus-node-exporter (apt-get install prometheus-node-exporter)");
+        wait_until(WAIT, "node_exporter to listen", || {
+            std::net::TcpStream::connect(&addr).ok()
+        });
+        NodeExporter { addr, child }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/metrics", self.addr)
+    }
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CK-4 with CK-3: a pair's `prometheus` check scrapes a real node_exporter every second on its
+/// active member; every sample is a record under the pair's alias with its labels, at its
+/// scrape's time, stored in the same commit as the scrape's check record. Across a SIGKILL of
+/// the active member the other member takes the scrape: no scrape is recorded twice (one
+/// member and one `node_time_seconds` per scrape time), every successful scrape's samples are
+/// all there (as many as its check record says), and the gap stays within `failover_after`
+/// plus one interval. A check whose exposition has more samples than its `--max-samples` is
+/// down with the reason and records no sample.
+#[test]
+fn ck4_a_pairs_prometheus_check_records_each_node_exporter_scrape_once_across_a_sigkill() {
+    let site = Site::new(66);
+    let exporter = NodeExporter::start(&site);
+    let (s, mut a1, _a2) = server_and_two_agents(&site);
+    s.add_pair(
+        "web",
+        "a1",
+        "a2",
+        &[
+            "--failover-after",
+            &format!("{FAILOVER_AFTER_MS}ms"),
+            "--switchback",
+            "manual",
+        ],
+    );
+    let url = exporter.url();
+    let add = |name: &str, owner: &[&str], more: &[&str]| {
+        let mut args = vec![
+            "check",
+            "add",
+            name,
+            "--kind",
+            "prometheus",
+            "--target",
+            url.as_str(),
+            "--every",
+            "1s",
+        ];
+        args.extend_from_slice(owner);
+        args.extend_from_slice(more);
+        s.cli_ok(&args);
+    };
+    add("node", &["--pair", "web"], &[]);
+    add("tiny", &["--agent", "a1"], &["--max-samples", "5"]);
+    let runs = |s: &Node| series(s, "node");
+    wait_until(WAIT, "scrapes by a1", || {
+        (runs(&s).iter().filter(|r| r.0 == "a1").count() >= 3).then_some(())
+    });
+    a1.kill9();
+    let n = runs(&s).len();
+    wait_until(WAIT, "scrapes by a2", || {
+        let all = runs(&s);
+        (all.len() >= n + 3 && all.last().is_some_and(|r| r.0 == "a2")).then_some(())
+    });
+    // a1 may have cached a scrape it had not sent when it was killed: it sends it when back.
+    a1.start();
+    a1.wait_link("home", Some(&s));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    let records = s.records().expect("records --json");
+    let scrapes: Vec<&RecordView> = records
+        .iter()
+        .filter(|r| r.name == "node" && r.pair.as_deref() == Some("web"))
+        .collect();
+    let all = runs(&s);
+    assert_eq!(holders(&all), ["a1", "a2"], "{all:?}");
+    let gaps = handover_gaps(&all);
+    assert!(
+        gaps[0].2 <= FAILOVER_AFTER_MS + 1000 + SLACK_MS,
+        "the SIGKILL left a gap of {} ms: {all:?}",
+        gaps[0].2
+    );
+    let mut by_time: std::collections::BTreeMap<i64, Vec<&RecordView>> = Default::default();
+    for r in records
+        .iter()
+        .filter(|r| r.kind == "metric" && r.pair.as_deref() == Some("web"))
+    {
+        by_time.entry(r.time_ms).or_default().push(r);
+    }
+    for scrape in &scrapes {
+        let detail: Value = serde_json::from_str(scrape.detail.as_deref().unwrap_or("{}"))
+            .expect("a check record's detail");
+        assert_eq!(detail["up"], true, "node_exporter answers: {detail}");
+        let said: usize = detail["detail"]
+            .as_str()
+            .and_then(|d| d.strip_prefix("up: "))
+            .and_then(|d| d.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .expect("up: N samples");
+        let samples = by_time.remove(&scrape.time_ms).unwrap_or_default();
+        assert_eq!(
+            samples.len(),
+            said,
+            "scrape at {} incomplete",
+            scrape.time_ms
+        );
+        assert!(
+            samples.iter().all(|r| r.agent == scrape.agent),
+            "one member per scrape"
+        );
+        let clock: Vec<_> = samples
+            .iter()
+            .filter(|r| r.name == "node_time_seconds")
+            .collect();
+        assert_eq!(clock.len(), 1, "each series once per scrape");
+        assert!(
+            samples.iter().any(|r| r.name == "go_gc_duration_seconds"
+                && r.labels.get("quantile").map(String::as_str) == Some("0.5")),
+            "a summary's quantile is a label"
+        );
+        assert!(samples
+            .iter()
+            .any(|r| r.name == "node_scrape_collector_success"
+                && r.labels.get("collector").map(String::as_str) == Some("loadavg")));
+    }
+    assert!(
+        by_time.is_empty(),
+        "samples without their scrape's check record: {:?}",
+        by_time.keys()
+    );
+    // --max-samples: down with the reason, and no sample.
+    let tiny: Vec<&RecordView> = records.iter().filter(|r| r.name == "tiny").collect();
+    assert!(!tiny.is_empty());
+    for r in &tiny {
+        let detail = r.detail.as_deref().unwrap_or_default();
+        assert!(
+            detail.contains("\"up\":false") && detail.contains("more than the 5 a scrape may hold"),
+            "{detail}"
+        );
+    }
+    assert!(records
+        .iter()
+        .all(|r| r.kind != "metric" || r.pair.is_some()));
+}

@@ -210,9 +210,15 @@ pub enum CheckCommand {
         name: String,
         #[arg(long, value_enum)]
         kind: CheckKind,
-        /// host:port (tcp), URL (http) or command line (command)
+        /// host:port (tcp), URL (http, prometheus) or command line (command)
         #[arg(long, value_name = "T")]
         target: String,
+        /// prometheus: the bearer token sent with each scrape
+        #[arg(long, value_name = "T")]
+        token: Option<String>,
+        /// prometheus: a scrape of more samples than this fails (default 20000)
+        #[arg(long, value_name = "N")]
+        max_samples: Option<u64>,
         /// Interval between runs (e.g. 10s)
         #[arg(long, value_name = "D", value_parser = parse_duration_arg)]
         every: Option<std::time::Duration>,
@@ -267,6 +273,8 @@ pub enum CheckKind {
     Tcp,
     Http,
     Command,
+    /// CK-4: scrape a Prometheus text exposition; every sample becomes a record
+    Prometheus,
 }
 
 /// The name clap and the API share for a value-enum choice.

@@ -121,7 +121,16 @@ pub async fn check(target: &Target, cmd: CheckCommand) -> Result<(), Failure> {
             pair,
             fail_after,
             ok_after,
+            token,
+            max_samples,
         } => {
+            let mut more = serde_json::Map::new();
+            if let Some(token) = token {
+                more.insert("token".into(), token.into());
+            }
+            if let Some(n) = max_samples {
+                more.insert("max_samples".into(), n.into());
+            }
             let request = Request::PutCheck(CheckSpec {
                 name: name.clone(),
                 kind: choice(kind),
@@ -132,7 +141,7 @@ pub async fn check(target: &Target, cmd: CheckCommand) -> Result<(), Failure> {
                 pair,
                 fail_after,
                 ok_after,
-                more: Default::default(),
+                more,
             });
             print_done(api.request(&request).await?, &format!("check {name} added"));
             Ok(())

@@ -477,6 +477,43 @@ pub(crate) async fn tls_connect(
     channel_tls_connect(&ChannelSpec::default(), host, tcp).await
 }
 
+/// An HTTP/1.1 connection to `host:port` (TLS verified by [`tls_connect`] when `https`), for
+/// the forwarder (MX-2) and the `prometheus` check's scrapes (CK-4); its driver runs on its own
+/// task until the sender is dropped.
+pub(crate) async fn http1_connect(
+    https: bool,
+    host: &str,
+    port: u16,
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>, String>
+{
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let tcp = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("connecting to {authority}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let handshake = |e: hyper::Error| format!("HTTP with {authority}: {e}");
+    if https {
+        let tls = tls_connect(host, tcp).await?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(handshake)?;
+        tokio::spawn(conn);
+        Ok(sender)
+    } else {
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(handshake)?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+}
+
 /// A channel's TLS connection: the system's authorities and the channel's `--ca`.
 async fn channel_tls_connect(
     channel: &ChannelSpec,

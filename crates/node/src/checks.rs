@@ -45,7 +45,16 @@ pub struct Check {
     /// The pair alias whose duty this check belongs to, if any.
     pub pair: Option<String>,
     pub expect: u16,
+    /// CK-4: the bearer token a `prometheus` check sends.
+    pub token: Option<String>,
+    /// CK-4: a scrape with more samples than this fails (`max_samples`).
+    pub max_samples: usize,
 }
+
+/// CK-4: a scrape of more samples than this fails unless the check says otherwise.
+pub const SCRAPE_MAX_SAMPLES: usize = 20_000;
+/// CK-4: an exposition larger than this fails the scrape (read no further).
+pub const SCRAPE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 impl Check {
     pub fn from_json(v: &Value) -> Option<Check> {
@@ -66,6 +75,11 @@ impl Check {
                 .get("expect")
                 .and_then(Value::as_u64)
                 .map_or(defaults::CHECK_HTTP_EXPECT, |e| e as u16),
+            token: v.get("token").and_then(Value::as_str).map(String::from),
+            max_samples: v
+                .get("max_samples")
+                .and_then(Value::as_u64)
+                .map_or(SCRAPE_MAX_SAMPLES, |n| n as usize),
         })
     }
 }
@@ -201,6 +215,183 @@ async fn http_get(check: &Check) -> Result<(), String> {
     }
 }
 
+/// CK-4: one scrape of a `prometheus` check: its outcome (up with the scrape's latency, or
+/// down with why) and, when up, every sample as a record at `time_ms` (the scrape's time).
+pub async fn scrape_once(check: &Check, time_ms: i64) -> (Outcome, Vec<NewRecord>) {
+    let started = Instant::now();
+    let result = tokio::time::timeout(check.timeout, scrape_text(check)).await;
+    let value = started.elapsed().as_secs_f64() * 1000.0;
+    let down = |detail: String| Outcome {
+        up: false,
+        value,
+        detail: format!("down: {detail}"),
+    };
+    let text = match result {
+        Ok(Ok(text)) => text,
+        Ok(Err(why)) => return (down(why), Vec::new()),
+        Err(_) => {
+            let after = crate::config::format_duration(check.timeout);
+            return (down(format!("timeout after {after}")), Vec::new());
+        }
+    };
+    match samples_of(&text, time_ms, check.pair.as_deref(), check.max_samples) {
+        Ok((records, skipped)) => {
+            let mut detail = format!("up: {} samples", records.len());
+            if skipped > 0 {
+                detail.push_str(&format!(", {skipped} NaN or infinite not recorded"));
+            }
+            let outcome = Outcome {
+                up: true,
+                value,
+                detail,
+            };
+            (outcome, records)
+        }
+        Err(why) => (down(why), Vec::new()),
+    }
+}
+
+/// The exposition at the check's URL: a GET with the bearer token, a 2xx, at most
+/// [`SCRAPE_MAX_BYTES`] of UTF-8.
+async fn scrape_text(check: &Check) -> Result<String, String> {
+    use http_body_util::{BodyExt, Full, Limited};
+    let url = check
+        .target
+        .as_str()
+        .ok_or("a prometheus target is a URL")?;
+    let (https, host, port, path) = understudy_api::channel::parse_http_url(url)?;
+    let mut sender = crate::alerts::http1_connect(https, &host, port).await?;
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut request = hyper::Request::builder()
+        .method("GET")
+        .uri(path)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::USER_AGENT, "understudy")
+        .header(hyper::header::ACCEPT, "text/plain;version=0.0.4");
+    if let Some(token) = &check.token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Full::new(hyper::body::Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(format!("status {status}"));
+    }
+    let body = Limited::new(response.into_body(), SCRAPE_MAX_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("the exposition is not read: {e} (at most {SCRAPE_MAX_BYTES} bytes)"))?
+        .to_bytes();
+    String::from_utf8(body.to_vec()).map_err(|_| "the exposition is not UTF-8".to_string())
+}
+
+/// CK-4: the samples of a text exposition as records named after each sample (a histogram's
+/// `_bucket`, `_sum`, `_count` and a summary's `_sum`, `_count` as Prometheus names them), at
+/// `time_ms`, with their labels (a label named like one of the record's own, `agent` or
+/// `pair`, is kept as `exported_agent`, `exported_pair`); and how many NaN or infinite
+/// values were left out (a record holds a finite number). An exposition that does not parse,
+/// has more than `max` samples or a sample whose labels a record may not carry
+/// (`understudy_api::check_labels`) gives the reason, and no record.
+pub fn samples_of(
+    text: &str,
+    time_ms: i64,
+    pair: Option<&str>,
+    max: usize,
+) -> Result<(Vec<NewRecord>, usize), String> {
+    use prom_text_format_parser::{Type, ValueType};
+    let metrics = prom_text_format_parser::Scrape::parse(text)
+        .map_err(|e| {
+            let text = match e {
+                prom_text_format_parser::ScrapeParseError::Parse(p) => p,
+                prom_text_format_parser::ScrapeParseError::Collect(errors) => errors
+                    .first()
+                    .map(|m| format!("lines {:?}: {}", m.line_no, m.error))
+                    .unwrap_or_default(),
+            };
+            let first: String = text.lines().take(3).collect::<Vec<_>>().join(" ");
+            format!(
+                "not a Prometheus exposition: {}",
+                crate::logsafe::text(&first)
+            )
+        })?
+        .metrics;
+    let total: usize = metrics.iter().map(|m| m.samples.len()).sum();
+    if total > max {
+        return Err(format!(
+            "{total} samples, more than the {max} a scrape may hold (max_samples)"
+        ));
+    }
+    let mut records = Vec::with_capacity(total);
+    let mut skipped = 0;
+    for metric in &metrics {
+        for sample in &metric.samples {
+            let suffix = match (metric.kind, sample.value.value_type) {
+                (Type::Histogram, ValueType::Sample) => "_bucket",
+                (Type::Histogram | Type::Summary, ValueType::Sum) => "_sum",
+                (Type::Histogram | Type::Summary, ValueType::Count) => "_count",
+                _ => "",
+            };
+            let name = format!("{}{suffix}", metric.name);
+            let value = sample.value.value.as_f64();
+            if !value.is_finite() {
+                skipped += 1;
+                continue;
+            }
+            let labels: BTreeMap<String, String> = sample
+                .labels
+                .iter()
+                .map(|l| {
+                    let key = if understudy_api::request::RESERVED_LABELS.contains(&l.key.as_str())
+                    {
+                        format!("exported_{}", l.key.trim_start_matches('_'))
+                    } else {
+                        l.key.clone()
+                    };
+                    (key, unescape(&l.value))
+                })
+                .collect();
+            understudy_api::check_labels(&labels)
+                .map_err(|e| format!("sample {}: {e}", crate::logsafe::text(&name)))?;
+            records.push(NewRecord {
+                name,
+                value,
+                time_ms,
+                pair: pair.map(String::from),
+                kind: "metric".into(),
+                detail: None,
+                labels,
+            });
+        }
+    }
+    Ok((records, skipped))
+}
+
+/// A label value as the exposition escapes it (`\\`, `\"`, `\n`), unescaped.
+fn unescape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
 async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<String, String> {
     let mut buf = vec![0u8; 1024];
     let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
@@ -303,7 +494,7 @@ impl Runner {
 pub(crate) struct CheckContext {
     config: Arc<Mutex<Config>>,
     leases: Arc<Mutex<HashMap<String, Instant>>>,
-    results: mpsc::UnboundedSender<NewRecord>,
+    results: mpsc::UnboundedSender<Vec<NewRecord>>,
     core: CoreSender,
 }
 
@@ -337,7 +528,12 @@ async fn run_forever(context: CheckContext, check: Check) {
                 reason: why,
             });
         }
-        let outcome = run_once(&check, &allow).await;
+        let time_ms = now_ms();
+        let (outcome, mut samples) = if check.kind == "prometheus" {
+            scrape_once(&check, time_ms).await
+        } else {
+            (run_once(&check, &allow).await, Vec::new())
+        };
         if let Some(pair) = &check.pair {
             let holds = context
                 .leases
@@ -354,13 +550,15 @@ async fn run_forever(context: CheckContext, check: Check) {
         let record = NewRecord {
             name: check.name.clone(),
             value: outcome.value,
-            time_ms: now_ms(),
+            time_ms,
             pair: check.pair.clone(),
             kind: "check".into(),
             detail: Some(json!({ "up": outcome.up, "detail": outcome.detail }).to_string()),
             labels: Default::default(),
         };
-        if context.results.send(record).is_err() {
+        // CK-4: a scrape's samples and its result go to the cache in one commit.
+        samples.push(record);
+        if context.results.send(samples).is_err() {
             return;
         }
     }
@@ -372,12 +570,11 @@ async fn run_forever(context: CheckContext, check: Check) {
 pub(crate) async fn write_results(
     store: Arc<Mutex<Store>>,
     core: CoreSender,
-    mut rx: mpsc::UnboundedReceiver<NewRecord>,
+    mut rx: mpsc::UnboundedReceiver<Vec<NewRecord>>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
+    while let Some(mut batch) = rx.recv().await {
         while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+            batch.extend(more);
         }
         let store = store.clone();
         let appended = tokio::task::spawn_blocking(move || {
@@ -401,6 +598,125 @@ pub(crate) async fn write_results(
 
 #[cfg(test)]
 mod tests {
+    const EXPOSITION: &str = r#"# HELP node_load1 1m load average.
+# TYPE node_load1 gauge
+node_load1 0.25
+# HELP rpc_seconds RPC latency.
+# TYPE rpc_seconds summary
+rpc_seconds{quantile="0.5",service="a,b=c"} 0.01
+rpc_seconds{quantile="0.9",service="a,b=c"} NaN
+rpc_seconds_sum{service="a,b=c"} 1.5
+rpc_seconds_count{service="a,b=c"} 3
+# TYPE http_duration histogram
+http_duration_bucket{le="0.1"} 1
+http_duration_bucket{le="+Inf"} 2
+http_duration_sum 0.3
+http_duration_count 2
+up{agent="x",job="say \"hi\"\nthere"} 1
+"#;
+
+    #[test]
+    fn ck4_every_sample_becomes_a_record_with_its_labels_at_the_scrape_time() {
+        let (records, skipped) =
+            samples_of(EXPOSITION, 1234, Some("web"), SCRAPE_MAX_SAMPLES).expect("parses");
+        assert_eq!(skipped, 1, "the NaN quantile is not recorded");
+        let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "node_load1",
+                "rpc_seconds",
+                "rpc_seconds_sum",
+                "rpc_seconds_count",
+                "http_duration_bucket",
+                "http_duration_bucket",
+                "http_duration_sum",
+                "http_duration_count",
+                "up"
+            ]
+        );
+        assert!(records
+            .iter()
+            .all(|r| r.time_ms == 1234 && r.pair.as_deref() == Some("web") && r.kind == "metric"));
+        assert_eq!(records[1].labels["quantile"], "0.5");
+        assert_eq!(records[1].labels["service"], "a,b=c", "a comma in a value");
+        assert_eq!(records[5].labels["le"], "+Inf");
+        let up = &records[8];
+        assert_eq!(
+            up.labels["exported_agent"], "x",
+            "agent is the record's own"
+        );
+        assert!(!up.labels.contains_key("agent"));
+        assert_eq!(up.labels["job"], "say \"hi\"\nthere", "unescaped");
+        assert_eq!(up.value, 1.0);
+    }
+
+    #[test]
+    fn ck4_a_malformed_oversized_or_exploding_exposition_fails_with_the_reason_and_no_record() {
+        let err = samples_of("node_load1 not-a-number\n", 1, None, 100).expect_err("bad value");
+        assert!(err.starts_with("not a Prometheus exposition"), "{err}");
+        let err = samples_of("{{{\n", 1, None, 100).expect_err("garbage");
+        assert!(err.starts_with("not a Prometheus exposition"), "{err}");
+        let many: String = (0..11).map(|i| format!("m{i} 1\n")).collect();
+        let err = samples_of(&many, 1, None, 10).expect_err("too many");
+        assert!(err.contains("11 samples, more than the 10"), "{err}");
+        assert_eq!(samples_of(&many, 1, None, 11).expect("fits").0.len(), 11);
+        let long = format!(
+            "m{{l=\"{}\"}} 1\n",
+            "x".repeat(defaults::LABEL_VALUE_MAX + 1)
+        );
+        let err = samples_of(&long, 1, None, 10).expect_err("a value too long");
+        assert!(err.contains("sample m: the value of label `l`"), "{err}");
+        let labels: Vec<String> = (0..40).map(|i| format!("l{i}=\"v\"")).collect();
+        let wide = format!("m{{{}}} 1\n", labels.join(","));
+        let err = samples_of(&wide, 1, None, 10).expect_err("too many labels");
+        assert!(err.contains("40 labels"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn ck4_a_scrape_sends_the_bearer_token_and_a_non_2xx_or_a_timeout_is_down() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let got = seen.clone();
+        tokio::spawn(async move {
+            for answer in ["200 OK", "401 Unauthorized", "hang"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                got.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                if answer == "hang" {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+                let body = "m 1\n";
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {answer}\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            }
+        });
+        let mut c = check("prometheus", json!(format!("http://{addr}/metrics")), 1000);
+        c.token = Some("s3cret".into());
+        let (outcome, records) = scrape_once(&c, 7).await;
+        assert!(outcome.up, "{outcome:?}");
+        assert_eq!(outcome.detail, "up: 1 samples");
+        assert_eq!(records.len(), 1);
+        assert!(seen.lock().unwrap()[0].contains("authorization: Bearer s3cret"));
+        let (outcome, records) = scrape_once(&c, 8).await;
+        assert_eq!(outcome.detail, "down: status 401");
+        assert!(records.is_empty());
+        let (outcome, _) = scrape_once(&c, 9).await;
+        assert_eq!(outcome.detail, "down: timeout after 1s");
+    }
+
     use super::*;
 
     fn check(kind: &str, target: Value, timeout_ms: u64) -> Check {
@@ -412,6 +728,8 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             pair: None,
             expect: 200,
+            token: None,
+            max_samples: SCRAPE_MAX_SAMPLES,
         }
     }
 

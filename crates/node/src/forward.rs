@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use tokio::sync::{broadcast, watch};
 use understudy_api::defaults::{FORWARD_RETRY_FIRST, FORWARD_RETRY_MAX};
 use understudy_engine::{Event, EventCode};
@@ -213,25 +212,7 @@ impl Client {
     async fn connect(
         &self,
     ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| format!("connecting to {}: {e}", self.authority()))?;
-        let _ = tcp.set_nodelay(true);
-        let handshake = |e: hyper::Error| format!("HTTP with {}: {e}", self.authority());
-        if self.https {
-            let tls = crate::alerts::tls_connect(&self.host, tcp).await?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .map_err(handshake)?;
-            tokio::spawn(conn);
-            Ok(sender)
-        } else {
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .map_err(handshake)?;
-            tokio::spawn(conn);
-            Ok(sender)
-        }
+        crate::alerts::http1_connect(self.https, &self.host, self.port).await
     }
 
     /// POSTs one body; answers the status and the body's text.

@@ -215,7 +215,8 @@ pub(crate) struct Shared {
     /// (CK-3), even if its task has not been stopped yet (a process resumed from SIGSTOP).
     pub leases: Arc<Mutex<HashMap<String, Instant>>>,
     /// Check results on their way to the cache (written in batches by `checks::write_results`).
-    pub check_results: mpsc::UnboundedSender<crate::store::NewRecord>,
+    /// One run's records (a check's result; a scrape's samples with it, CK-4).
+    pub check_results: mpsc::UnboundedSender<Vec<crate::store::NewRecord>>,
     /// HS-8: the gate agents' records pass to be stored here.
     pub intake: Intake,
     /// HS-8: how far the STANDBY peer said it holds this node's records and events (the cursors

@@ -179,14 +179,21 @@ fn put_check(core: &mut Core, spec: CheckSpec) -> Answer {
     }
     match spec.kind.as_str() {
         "tcp" | "http" | "command" => {}
+        // CK-4: the target is the exposition's URL.
+        "prometheus" => {
+            let url = spec.target.as_str().ok_or_else(|| {
+                Refusal::invalid("a prometheus check's target is an http:// or https:// URL")
+            })?;
+            understudy_api::channel::parse_http_url(url).map_err(Refusal::invalid)?;
+        }
         "" => {
             return Err(Refusal::invalid(
-                "a check needs a kind: tcp, http or command",
+                "a check needs a kind: tcp, http, command or prometheus",
             ))
         }
         other => {
             return Err(Refusal::invalid(format!(
-                "unknown check kind {other}: expected tcp, http or command"
+                "unknown check kind {other}: expected tcp, http, command or prometheus"
             )))
         }
     }
