@@ -14,6 +14,7 @@ mod idle;
 mod jitter;
 mod metrics;
 mod scale;
+mod series;
 mod site;
 mod stats;
 mod switchover;
@@ -84,6 +85,8 @@ enum Cmd {
     Forward(forward::Opts),
     /// MX-1: time and size of a /metrics scrape with 5,000 agents and 1,000 checks.
     Metrics(metrics::Opts),
+    /// MX-3: /api/series latency for a week of a 5 s check.
+    Series(series::Opts),
     /// Everything, then rewrite BENCHMARKS.md.
     All(AllOpts),
 }
@@ -220,6 +223,7 @@ fn main() {
             Cmd::Alerts(o) => vec![alerts::run(&env, &o, &stamp(&command)).await],
             Cmd::Forward(o) => vec![forward::run(&env, &o, &stamp(&command)).await],
             Cmd::Metrics(o) => vec![metrics::run(&env, &o, &stamp(&command)).await],
+            Cmd::Series(o) => vec![series::run(&env, &o, &stamp(&command)).await],
             Cmd::All(a) => {
                 write = true;
                 let want = |k: &str| a.only.is_empty() || a.only.iter().any(|o| o == k);
