@@ -1431,6 +1431,58 @@ pub fn read_http_request(stream: impl Read) -> Option<(Headers, Vec<u8>)> {
     Some((headers, body))
 }
 
+/// A TCP target for a check (MX-1, MX-3): accepts (and closes) connections while up; `stop`
+/// closes its port, so the check is refused, and `set_up(true)` opens it again on the same
+/// address. The thread ends when the target is dropped.
+pub struct CheckTarget {
+    pub addr: String,
+    up: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+}
+
+impl CheckTarget {
+    pub fn start(site: &Site) -> CheckTarget {
+        let addr = site.addr();
+        let up = Arc::new(AtomicBool::new(true));
+        let done = Arc::new(AtomicBool::new(false));
+        let (a, u, d) = (addr.clone(), up.clone(), done.clone());
+        let mut listener = Some(TcpListener::bind(&addr).expect("binding the check target"));
+        std::thread::spawn(move || {
+            while !d.load(Ordering::Relaxed) {
+                let want = u.load(Ordering::Relaxed);
+                if want && listener.is_none() {
+                    listener = TcpListener::bind(&a).ok();
+                } else if !want {
+                    listener = None;
+                }
+                if let Some(l) = &listener {
+                    let _ = l.set_nonblocking(true);
+                    if let Ok((conn, _)) = l.accept() {
+                        drop(conn);
+                        continue;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        CheckTarget { addr, up, done }
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+    }
+
+    pub fn stop(&self) {
+        self.set_up(false);
+    }
+}
+
+impl Drop for CheckTarget {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

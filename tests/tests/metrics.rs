@@ -6,11 +6,9 @@
 //! and nothing else. Issue 16 item 4: `server.retention` deletes old records and keeps new ones.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use understudy_node::http_client::AdminClient;
@@ -42,41 +40,6 @@ fn scrape(node: &Node, token: &str) -> (u16, String) {
         other => other.to_string(),
     };
     (status, text)
-}
-
-/// A TCP target for a check: accepts while `up` holds, refuses once it is cleared.
-struct Target {
-    addr: String,
-    up: Arc<AtomicBool>,
-}
-
-impl Target {
-    fn start(site: &Site) -> Target {
-        let addr = site.addr();
-        let listener = TcpListener::bind(&addr).expect("binding the check target");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let up = Arc::new(AtomicBool::new(true));
-        let flag = up.clone();
-        std::thread::spawn(move || {
-            while flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => drop(conn),
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        Target { addr, up }
-    }
-
-    fn stop(&self) {
-        self.up.store(false, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// A real Prometheus scraping each node every second with that node's scrape token, verifying
@@ -245,9 +208,9 @@ fn pair_web_with_check(
     server: &Node,
     pair_args: &[&str],
     check_args: &[&str],
-) -> Target {
+) -> CheckTarget {
     server.add_pair("web", "a1", "a2", pair_args);
-    let target = Target::start(site);
+    let target = CheckTarget::start(site);
     let mut args = vec![
         "check",
         "add",

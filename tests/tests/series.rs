@@ -6,9 +6,6 @@
 //! their reason, an unknown check 404, no token 401.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use understudy_api::{CheckSeries, PairSeries, RecordSeries, RoleSeries};
@@ -28,53 +25,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// A TCP target for a check that can stop answering (its port closed: refused) and come back
-/// on the same address.
-struct Target {
-    addr: String,
-    up: Arc<AtomicBool>,
-    done: Arc<AtomicBool>,
-}
-
-impl Target {
-    fn start(site: &Site) -> Target {
-        let addr = site.addr();
-        let up = Arc::new(AtomicBool::new(true));
-        let done = Arc::new(AtomicBool::new(false));
-        let (a, u, d) = (addr.clone(), up.clone(), done.clone());
-        let mut listener = Some(TcpListener::bind(&addr).expect("binding the check target"));
-        std::thread::spawn(move || {
-            while !d.load(Ordering::Relaxed) {
-                let want = u.load(Ordering::Relaxed);
-                if want && listener.is_none() {
-                    listener = TcpListener::bind(&a).ok();
-                } else if !want {
-                    listener = None;
-                }
-                if let Some(l) = &listener {
-                    let _ = l.set_nonblocking(true);
-                    if let Ok((conn, _)) = l.accept() {
-                        drop(conn);
-                        continue;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        Target { addr, up, done }
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-    }
 }
 
 /// `GET path` on `node` with `token`: the status and the JSON answer.
@@ -116,7 +66,7 @@ fn mx3_series_answer_what_was_stored_across_a_check_outage_a_pair_failover_and_a
     a2.wait_link("home", Some(&s1));
     let from = now_ms() - 60_000;
     s1.add_pair("web", "a1", "a2", &["--switchback", "manual"]);
-    let target = Target::start(&site);
+    let target = CheckTarget::start(&site);
     s1.cli_ok(&[
         "check",
         "add",
