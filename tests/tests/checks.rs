@@ -579,3 +579,143 @@ fn ck4_a_pairs_prometheus_check_records_each_node_exporter_scrape_once_across_a_
         .iter()
         .all(|r| r.kind != "metric" || r.pair.is_some()));
 }
+
+/// `curl -k` of the agent's receiver: the HTTP status of a POST with this token and body.
+fn push_status(agent: &Node, token: &str, body: &[u8]) -> u16 {
+    let body_file = agent.dir.join("push-body.bin");
+    std::fs::write(&body_file, body).expect("the body");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", "Content-Encoding: snappy"])
+        .args(["--data-binary", &format!("@{}", body_file.display())])
+        .arg(format!("https://{}/api/v1/write", agent.listen))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// CK-4 (issue 18 item 2): Prometheus 2.42 in agent mode scrapes a real node_exporter every
+/// second and remote-writes to an agent's `POST /api/v1/write` with the push token the agent
+/// made in its data directory (0600). Every pushed sample reaches the server once: no series
+/// has two samples at one time, and each scrape is whole (its `up` and its `node_load1`). The
+/// receiver refuses a missing token (401) and a body that is not remote write (400) and caches
+/// nothing for them.
+#[test]
+fn ck4_prometheus_agent_mode_pushes_node_exporter_samples_through_an_agent_once() {
+    let site = Site::new(67);
+    let exporter = NodeExporter::start(&site);
+    let mut s = site.server("s", FAST);
+    s.start();
+    let mut a1 = site.agent("a1", &[&s], FAST);
+    a1.start();
+    a1.wait_link("home", Some(&s));
+    let token_file = a1.dir.join("push.token");
+    let token = std::fs::read_to_string(&token_file).expect("push.token");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "push.token is private");
+    }
+    assert_eq!(push_status(&a1, "wrong", b"x"), 401);
+    assert_eq!(push_status(&a1, token.trim(), b"not snappy"), 400);
+
+    let prom_dir = site.dir().join("prometheus");
+    std::fs::create_dir_all(&prom_dir).expect("prometheus dir");
+    let config = prom_dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['{}']\n\
+             remote_write:\n  - url: https://{}/api/v1/write\n    authorization:\n      \
+             credentials_file: {}\n    tls_config:\n      insecure_skip_verify: true\n    \
+             queue_config:\n      batch_send_deadline: 1s\n",
+            exporter.addr,
+            a1.listen,
+            token_file.display()
+        ),
+    )
+    .expect("prometheus.yml");
+    let log = std::fs::File::create(prom_dir.join("prometheus.log")).expect("log");
+    let mut prometheus = std::process::Command::new("prometheus")
+        .arg("--enable-feature=agent")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.agent.path={}",
+            prom_dir.join("wal").display()
+        ))
+        .arg(format!("--web.listen-address={}", site.addr()))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("starting prometheus (apt-get install prometheus)");
+    let pushed = |s: &Node, name: &str| -> usize {
+        s.records()
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.agent == "a1" && r.name == name && r.kind == "metric")
+            .count()
+    };
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(WAIT, "5 scrapes pushed through a1", || {
+            (pushed(&s, "node_load1") >= 5).then_some(())
+        })
+    }));
+    // SAFETY: kill(2) on our own child's pid; SIGTERM lets it send what it holds.
+    unsafe { libc::kill(prometheus.id() as i32, libc::SIGTERM) };
+    let _ = prometheus.wait();
+    if waited.is_err() {
+        panic!(
+            "no samples arrived; prometheus said: {}",
+            std::fs::read_to_string(prom_dir.join("prometheus.log")).unwrap_or_default()
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let records = s.records().expect("records --json");
+    let mut seen = std::collections::BTreeSet::new();
+    for r in records
+        .iter()
+        .filter(|r| r.agent == "a1" && r.kind == "metric")
+    {
+        let labels: Vec<(String, String)> = r.labels.clone().into_iter().collect();
+        assert!(
+            seen.insert((r.name.clone(), labels, r.time_ms)),
+            "a sample stored twice: {r:?}"
+        );
+    }
+    let times = |name: &str| -> std::collections::BTreeSet<i64> {
+        records
+            .iter()
+            .filter(|r| r.agent == "a1" && r.name == name)
+            .map(|r| r.time_ms)
+            .collect()
+    };
+    let up = times("up");
+    assert!(up.len() >= 5, "{up:?}");
+    assert_eq!(times("node_load1"), up, "every scrape whole");
+    let sample = records
+        .iter()
+        .find(|r| r.name == "up")
+        .expect("an up sample");
+    assert_eq!(sample.labels.get("job").map(String::as_str), Some("node"));
+    assert_eq!(
+        sample.labels.get("instance").map(String::as_str),
+        Some(exporter.addr.as_str())
+    );
+}

@@ -39,6 +39,8 @@ pub(crate) struct Admin {
     pub token: String,
     /// MX-1: the read-only scrape token (`metrics.token`), good for `GET /metrics` only.
     pub metrics_token: String,
+    /// CK-4: the push token (`push.token`), good for `POST /api/v1/write` only.
+    pub push_token: String,
     /// MX-1: each check's last stored run (set where records are stored).
     pub check_runs: Arc<Mutex<BTreeMap<String, CheckRun>>>,
     pub data_dir: PathBuf,
@@ -146,6 +148,9 @@ async fn http_request(
     if path.split('?').next() == Some("/metrics") {
         return metrics(&node, &method, &req).await;
     }
+    if path.split('?').next() == Some("/api/v1/write") {
+        return push(&node, &method, req).await;
+    }
     if !path.starts_with("/api/") {
         return static_file(&path);
     }
@@ -177,6 +182,76 @@ async fn http_request(
     };
     let (status, value) = handle(&node, &method, &path, body).await;
     response(status, "application/json", value.to_string().into_bytes())
+}
+
+/// CK-4: `POST /api/v1/write` with the push token: the samples are in the cache (one commit)
+/// before the 204; 400 for what cannot be taken, 5xx (a full disk: 507) for what a sender
+/// should send again.
+async fn push(
+    node: &Arc<Admin>,
+    method: &str,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let text = |status: u16, body: String| {
+        response(
+            status,
+            "text/plain; charset=utf-8",
+            format!("{body}\n").into_bytes(),
+        )
+    };
+    let authorized = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| crate::admin_auth::token_matches(&node.push_token, v));
+    if !authorized {
+        return text(
+            401,
+            "the push token is required (Authorization: Bearer <push.token of the agent's data directory>)".into(),
+        );
+    }
+    if method != "POST" {
+        return text(405, "/api/v1/write answers POST only".into());
+    }
+    if !node.config().node.agent {
+        return text(409, "this node has no agent role: push to an agent".into());
+    }
+    let body = match Limited::new(req.into_body(), crate::receiver::MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return text(413, format!("request body: {e}")),
+    };
+    let (records, _skipped) = match crate::receiver::records_of(&body) {
+        Ok(r) => r,
+        Err(why) => return text(400, why),
+    };
+    if records.is_empty() {
+        return response(204, "text/plain", Vec::new());
+    }
+    let store = node.store.clone();
+    let appended = tokio::task::spawn_blocking(move || {
+        store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cache_append(&records)
+    })
+    .await;
+    match appended {
+        // AG-2: durable in the cache before the answer.
+        Ok(Ok(seqs)) => {
+            if let Some(last) = seqs.last() {
+                let _ = node.core.send(Input::Cached(*last));
+            }
+            response(204, "text/plain", Vec::new())
+        }
+        Ok(Err(e @ crate::store::StoreError::DiskFull { .. })) => {
+            text(507, format!("not written, send again: {e}"))
+        }
+        Ok(Err(e)) => text(503, format!("not written, send again: {e}")),
+        Err(_) => text(503, "not written, send again".into()),
+    }
 }
 
 /// MX-1: `GET /metrics` with the scrape token or the admin token; 401 with the reason without.

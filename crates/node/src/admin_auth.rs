@@ -10,6 +10,8 @@ use crate::fsutil;
 pub const TOKEN_FILE: &str = "admin.token";
 /// MX-1: the scrape token, accepted by `GET /metrics` and by nothing else.
 pub const METRICS_TOKEN_FILE: &str = "metrics.token";
+/// CK-4: the push token, accepted by the remote-write receiver (`POST /api/v1/write`) only.
+pub const PUSH_TOKEN_FILE: &str = "push.token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -35,6 +37,12 @@ pub fn load_or_create_token(data_dir: &Path) -> Result<String, AuthError> {
 /// the first start of a node initialised before it existed.
 pub fn load_or_create_metrics_token(data_dir: &Path) -> Result<String, AuthError> {
     load_or_create(&data_dir.join(METRICS_TOKEN_FILE))
+}
+
+/// CK-4: the agent's push token (`push.token`), made like the others: at `init`, or at the
+/// first start of a node initialised before it existed.
+pub fn load_or_create_push_token(data_dir: &Path) -> Result<String, AuthError> {
+    load_or_create(&data_dir.join(PUSH_TOKEN_FILE))
 }
 
 fn load_or_create(path: &Path) -> Result<String, AuthError> {

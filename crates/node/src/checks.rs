@@ -349,15 +349,7 @@ pub fn samples_of(
             let labels: BTreeMap<String, String> = sample
                 .labels
                 .iter()
-                .map(|l| {
-                    let key = if understudy_api::request::RESERVED_LABELS.contains(&l.key.as_str())
-                    {
-                        format!("exported_{}", l.key.trim_start_matches('_'))
-                    } else {
-                        l.key.clone()
-                    };
-                    (key, unescape(&l.value))
-                })
+                .map(|l| (exported(&l.key), unescape(&l.value)))
                 .collect();
             understudy_api::check_labels(&labels)
                 .map_err(|e| format!("sample {}: {e}", crate::logsafe::text(&name)))?;
@@ -373,6 +365,16 @@ pub fn samples_of(
         }
     }
     Ok((records, skipped))
+}
+
+/// CK-4: a sample's label name as a record's label: one of a record's own (`agent`, `pair`,
+/// `__name__`) is kept as `exported_agent`, `exported_pair`, `exported_name`.
+pub fn exported(name: &str) -> String {
+    if understudy_api::request::RESERVED_LABELS.contains(&name) {
+        format!("exported_{}", name.trim_start_matches('_'))
+    } else {
+        name.to_string()
+    }
 }
 
 /// A label value as the exposition escapes it (`\\`, `\"`, `\n`), unescaped.

@@ -20,6 +20,7 @@ mod mailbox;
 mod metrics;
 mod net;
 mod procgroup;
+pub mod receiver;
 mod retention;
 pub mod runtime;
 pub mod series;

@@ -100,6 +100,8 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, NodeError> {
     admin_auth::load_or_create_token(&data_dir).map_err(|e| NodeError::Refused(e.to_string()))?;
     admin_auth::load_or_create_metrics_token(&data_dir)
         .map_err(|e| NodeError::Refused(e.to_string()))?;
+    admin_auth::load_or_create_push_token(&data_dir)
+        .map_err(|e| NodeError::Refused(e.to_string()))?;
     let mut config = Config::new(&opts.name, &data_dir);
     config.node.listen = opts.listen.clone();
     config.node.server = opts.role != Role::Agent;
@@ -183,6 +185,9 @@ impl Node {
             .map_err(|e| NodeError::Refused(e.to_string()))?;
         // MX-1: made here too for a node initialised before the scrape token existed.
         let metrics_token = admin_auth::load_or_create_metrics_token(&data_dir)
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
+        // CK-4: likewise the push token of the remote-write receiver.
+        let push_token = admin_auth::load_or_create_push_token(&data_dir)
             .map_err(|e| NodeError::Refused(e.to_string()))?;
         let listen: SocketAddr = config.listen_addr().map_err(|m| ConfigError::Invalid {
             path: data_dir.join(CONFIG_FILE),
@@ -292,6 +297,7 @@ impl Node {
         let admin = Arc::new(admin::Admin {
             token,
             metrics_token,
+            push_token,
             check_runs: shared.check_runs.clone(),
             data_dir: shared.data_dir.clone(),
             config: shared.config.clone(),
