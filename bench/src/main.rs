@@ -11,6 +11,7 @@ mod checks;
 mod forward;
 mod homecomplete;
 mod idle;
+mod ingest;
 mod jitter;
 mod metrics;
 mod scale;
@@ -87,6 +88,8 @@ enum Cmd {
     Metrics(metrics::Opts),
     /// MX-3: /api/series latency for a week of a 5 s check.
     Series(series::Opts),
+    /// CK-4 (issue 18): samples/s one agent carries to the server, scraped and pushed.
+    Ingest(ingest::Opts),
     /// Everything, then rewrite BENCHMARKS.md.
     All(AllOpts),
 }
@@ -224,6 +227,7 @@ fn main() {
             Cmd::Forward(o) => vec![forward::run(&env, &o, &stamp(&command)).await],
             Cmd::Metrics(o) => vec![metrics::run(&env, &o, &stamp(&command)).await],
             Cmd::Series(o) => vec![series::run(&env, &o, &stamp(&command)).await],
+            Cmd::Ingest(o) => vec![ingest::run(&env, &o, &stamp(&command)).await],
             Cmd::All(a) => {
                 write = true;
                 let want = |k: &str| a.only.is_empty() || a.only.iter().any(|o| o == k);
@@ -339,6 +343,16 @@ fn main() {
                             &env,
                             &alerts::Opts::for_all(q),
                             &stamp(&format!("{command} (alerts)")),
+                        )
+                        .await,
+                    );
+                }
+                if want("ingest") {
+                    push(
+                        ingest::run(
+                            &env,
+                            &ingest::Opts::for_all(q),
+                            &stamp(&format!("{command} (ingest)")),
                         )
                         .await,
                     );
