@@ -173,6 +173,7 @@ pub async fn sim_agent(
                 kind: "metric".into(),
                 detail: None,
                 labels: Default::default(),
+                pair_epoch: None,
             };
             let sent = ToServer::Records {
                 records: vec![record],

@@ -57,6 +57,7 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
                 kind: "check".into(),
                 detail: Some(format!(r#"{{"up":{up},"detail":"x"}}"#)),
                 labels: Default::default(),
+                pair_epoch: None,
             });
             if batch.len() == 2000 || seq == runs {
                 store

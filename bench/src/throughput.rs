@@ -58,6 +58,7 @@ fn record(seq: u64) -> Record {
         kind: "metric".into(),
         detail: None,
         labels: Default::default(),
+        pair_epoch: None,
     }
 }
 

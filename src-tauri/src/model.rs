@@ -540,6 +540,7 @@ mod tests {
             epoch: 1,
             active: Some(Member::Primary),
             held: false,
+            ..Default::default()
         };
         let seen = |pair: &mut Pair, agent: &str, active: bool| {
             let epoch = PairEpoch { server: 1, pair: 1 };

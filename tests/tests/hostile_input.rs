@@ -44,6 +44,7 @@ fn records(from: u64, n: u64) -> ToServer {
                 kind: "metric".into(),
                 detail: None,
                 labels: Default::default(),
+                pair_epoch: None,
             })
             .collect(),
         taken_for: None,
@@ -671,6 +672,86 @@ fn security_an_agent_cannot_report_hooks_or_records_for_a_pair_it_is_not_in() {
     });
 }
 
+/// Issue 12 item 3, the lease: raw is the secondary of pair "web" while a1 holds its duty under
+/// pair epoch 1. Records raw sends under the alias claiming epoch 1, and others claiming no epoch,
+/// are not stored (but acknowledged), each refusal logged with the holder's name; a1's own check
+/// runs under the alias, which carry the epoch a1 holds, are stored.
+#[test]
+fn security_a_member_cannot_send_records_under_an_epoch_the_other_member_held() {
+    let site = Site::new(243);
+    let token = format!("server.enroll_token={ENROLL_TOKEN}");
+    let agent_token = format!("agent.enroll_token={ENROLL_TOKEN}");
+    let agent_sets = [&[&agent_token[..]][..], FAST_AGENT].concat();
+    let mut server = site.server("srv", &[&token]);
+    let mut a1 = site.agent("a1", &[&server], &agent_sets);
+    server.start();
+    a1.start();
+    a1.wait_link("home", Some(&server));
+    let raw = client_identity(&site, "raw");
+    // One runtime for the raw link's whole life.
+    let rt = rt();
+    let mut link = rt.block_on(enrolled_link(&server, raw.clone(), RAW_ID, "raw"));
+    server.add_pair("web", "a1", "raw", &["--switchback", "manual"]);
+    server.wait_pair("web", "a1 active under epoch 1", |p| {
+        p.active == "primary" && p.epoch == 1
+    });
+    let target = server.listen.clone();
+    server.cli_ok(&[
+        "check", "add", "up", "--kind", "tcp", "--target", &target, "--every", "200ms", "--pair",
+        "web",
+    ]);
+    let acked = rt.block_on(async {
+        let mut claimed = records(1, 3);
+        let mut bare = records(4, 2);
+        for (batch, epoch) in [(&mut claimed, Some(1)), (&mut bare, None)] {
+            if let ToServer::Records { records, .. } = batch {
+                for r in records.iter_mut() {
+                    r.pair = Some("web".into());
+                    r.pair_epoch = epoch;
+                }
+            }
+        }
+        write_frame(&mut link, &claimed).await.expect("records");
+        let first = read_until(&mut link, |m| matches!(m, ToAgent::Ack { .. })).await;
+        write_frame(&mut link, &bare).await.expect("records");
+        let second = read_until(&mut link, |m| matches!(m, ToAgent::Ack { .. })).await;
+        (first, second)
+    });
+    assert!(
+        matches!(
+            acked,
+            (
+                Some(ToAgent::Ack { upto: 3 }),
+                Some(ToAgent::Ack { upto: 5 })
+            )
+        ),
+        "refused records are acknowledged: {acked:?}"
+    );
+    wait_until(WAIT, "both refusals in the log", || {
+        let log = server.log_text();
+        (log.contains("refused records from raw under pair web: made under pair epoch 1, which a1 held")
+            && log.contains("refused records from raw under pair web: they carry no pair epoch and raw does not hold the duty"))
+        .then_some(())
+    });
+    wait_until(WAIT, "a1's check runs stored under the alias", || {
+        let stored = server.records()?;
+        stored
+            .iter()
+            .any(|r| r.agent == "a1" && r.pair.as_deref() == Some("web"))
+            .then_some(())
+    });
+    let stored = server.records().expect("records");
+    assert!(
+        stored.iter().all(|r| r.agent != "raw"),
+        "nothing of raw's stored: {stored:?}"
+    );
+    assert_eq!(
+        server.events("RECORDS_REFUSED").len(),
+        1,
+        "one event per agent and pair"
+    );
+}
+
 /// The raw agent's link made with certificate `old`, over which it announced `new` (CT-2).
 async fn announced_link(
     server: &Node,
@@ -890,6 +971,7 @@ fn bad_input_hostile_peer_replies_and_merges_are_refused_whole() {
             kind: "metric".into(),
             detail: None,
             labels: Default::default(),
+            pair_epoch: None,
         },
         taken_for: None,
     };

@@ -153,6 +153,7 @@ fn stored(agent: &str, seq: u64) -> StoredRecord {
             kind: "metric".into(),
             detail: None,
             labels: Default::default(),
+            pair_epoch: None,
         },
         taken_for: None,
     }

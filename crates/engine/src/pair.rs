@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use crate::agent::PairView;
 use crate::event::{Event, EventCode};
 use crate::fmt_duration;
+use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Member {
@@ -106,6 +107,23 @@ pub struct PairState {
     pub active: Option<Member>,
     /// Set by force failover: auto switchback waits for a revert.
     pub held: bool,
+    /// Who held the duty under each recent pair counter (the newest [`HOLDERS_KEPT`]): records
+    /// under the pair's alias are checked against it (issue 12 item 3).
+    pub holders: BTreeMap<u64, Member>,
+}
+
+/// How many pair counters [`PairState::holders`] remembers: far more handovers than a member can
+/// sit through with records still in its cache.
+pub const HOLDERS_KEPT: usize = 256;
+
+impl PairState {
+    /// `m` holds the duty under counter `epoch`.
+    fn held_by(&mut self, epoch: u64, m: Member) {
+        self.holders.insert(epoch, m);
+        while self.holders.len() > HOLDERS_KEPT {
+            self.holders.pop_first();
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,7 +168,11 @@ pub struct Pair {
 }
 
 impl Pair {
-    pub fn new(config: PairConfig, state: PairState) -> Pair {
+    pub fn new(config: PairConfig, mut state: PairState) -> Pair {
+        // A pair stored before holders were kept: its current holder is known.
+        if let Some(m) = state.active {
+            state.holders.entry(state.epoch).or_insert(m);
+        }
         Pair {
             config,
             state,
@@ -215,6 +237,36 @@ impl Pair {
             Some(Member::Secondary)
         } else {
             None
+        }
+    }
+    /// Issue 12 item 3: may `agent` store records it made under this pair's alias while it held
+    /// the duty under pair counter `epoch` (`None`: records cached by an agent older than this
+    /// check)? Records are cached and may arrive long after a handover, so what counts is who
+    /// held the duty under the counter they carry, not who holds it now. A counter this server
+    /// never saw held (one a server it replaced gave out and did not replicate, or older than
+    /// the holders kept) cannot be checked and is let through from a member; a counter held by
+    /// the other member, or no counter from a member that does not hold the duty now, is
+    /// refused.
+    pub fn may_record(&self, agent: &str, epoch: Option<u64>) -> Result<(), String> {
+        let name = &self.config.name;
+        let Some(m) = self.member_of(agent) else {
+            return Err(format!(
+                "refused records from {agent} under pair {name}: {agent} is not a member"
+            ));
+        };
+        let holder = |e: u64| self.state.holders.get(&e).copied();
+        match epoch {
+            Some(e) => match holder(e) {
+                Some(h) if h != m => Err(format!(
+                    "refused records from {agent} under pair {name}: made under pair epoch {e}, which {} held",
+                    self.agent(h)
+                )),
+                _ => Ok(()),
+            },
+            None if self.state.active == Some(m) => Ok(()),
+            None => Err(format!(
+                "refused records from {agent} under pair {name}: they carry no pair epoch and {agent} does not hold the duty"
+            )),
         }
     }
     pub fn is_connected(&self, member: Member) -> bool {
@@ -357,6 +409,9 @@ impl Pair {
                         self.state.active.filter(|a| *a != m)
                     };
                     self.handover = None;
+                }
+                if active {
+                    self.state.held_by(epoch.pair, m);
                 }
                 self.actions.push_back(PairAction::Persist);
             }
@@ -527,6 +582,7 @@ impl Pair {
     fn activate(&mut self, m: Member, code: EventCode, reason: String) {
         self.state.epoch += 1;
         self.state.active = Some(m);
+        self.state.held_by(self.state.epoch, m);
         self.handover = None;
         self.blackout = false;
         self.events
@@ -569,6 +625,7 @@ impl Pair {
             self.handover = None;
             if self.alive(h.to, now) {
                 self.state.active = Some(h.to);
+                self.state.held_by(self.state.epoch, h.to);
                 self.actions.push_back(PairAction::Persist);
                 self.actions.push_back(PairAction::Push {
                     agent: self.agent(h.to).to_string(),

@@ -279,15 +279,17 @@ impl Server {
         Ok(())
     }
 
-    /// Issue 12: records under `pair`'s alias arrived from `agent`. [`Server::may_record_under`]
-    /// decides; a refusal raises RECORDS_REFUSED (once per agent and pair).
+    /// Issue 12: records under `pair`'s alias, made under pair counter `epoch`, arrived from
+    /// `agent`. [`Server::may_record_under`] decides; a refusal raises RECORDS_REFUSED (once per
+    /// agent and pair).
     pub fn handle_records_under(
         &mut self,
         now: Instant,
         agent: &str,
         pair: &str,
+        epoch: Option<u64>,
     ) -> Result<(), String> {
-        self.may_record_under(agent, pair)
+        self.may_record_under(agent, pair, epoch)
             .map_err(|why| self.refused(now, EventCode::RecordsRefused, agent, pair, why))
     }
 
@@ -311,19 +313,19 @@ impl Server {
         why
     }
 
-    /// Issue 12 item 3: may `agent` send records under the alias of `pair`? Only a member of
-    /// the pair may (records are cached and may arrive after a handover, so holding the lease
-    /// *now* is not required: the member tagged them while it held it, CK-3). An alias no pair
-    /// of this site has (a pair removed since) speaks for nobody and is let through.
-    pub fn may_record_under(&self, agent: &str, pair: &str) -> Result<(), String> {
-        let Some(p) = self.pairs.get(pair) else {
-            return Ok(());
-        };
-        match p.member_of(agent) {
-            Some(_) => Ok(()),
-            None => Err(format!(
-                "refused records from {agent} under pair {pair}: {agent} is not a member"
-            )),
+    /// Issue 12 item 3: may `agent` send records it made under the alias of `pair`, under pair
+    /// counter `epoch`? Only a member, and only under a counter it held ([`Pair::may_record`]).
+    /// An alias no pair of this site has (a pair removed since) speaks for nobody and is let
+    /// through.
+    pub fn may_record_under(
+        &self,
+        agent: &str,
+        pair: &str,
+        epoch: Option<u64>,
+    ) -> Result<(), String> {
+        match self.pairs.get(pair) {
+            Some(p) => p.may_record(agent, epoch),
+            None => Ok(()),
         }
     }
 

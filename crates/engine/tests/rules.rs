@@ -1878,13 +1878,57 @@ fn security_hook_results_only_from_a_member_of_the_pair() {
 fn security_records_under_a_pair_alias_only_from_a_member() {
     let site = pair_site(auto());
     let server = site.server(0);
-    assert_eq!(server.may_record_under("p", "web"), Ok(()));
-    assert_eq!(server.may_record_under("s", "web"), Ok(()));
+    assert_eq!(server.may_record_under("p", "web", Some(1)), Ok(()));
     assert_eq!(
-        server.may_record_under("outsider", "web"),
+        server.may_record_under("outsider", "web", Some(1)),
         Err("refused records from outsider under pair web: outsider is not a member".into())
     );
-    assert_eq!(server.may_record_under("outsider", "no-such-pair"), Ok(()));
+    assert_eq!(
+        server.may_record_under("outsider", "no-such-pair", None),
+        Ok(())
+    );
+}
+
+/// Issue 12 item 3 (the lease): records under a pair's alias carry the pair epoch their member
+/// made them under, and count only under an epoch that member held — cached records arriving
+/// after a handover are still taken from their maker, a member that never held that epoch is
+/// refused. The holders survive a restart and reach the STANDBY in the pair's stored state, and
+/// an epoch the server never saw held (given out by a server it replaced) cannot be checked.
+#[test]
+fn security_records_under_a_pair_alias_only_under_an_epoch_its_sender_held() {
+    let mut site = pair_site(SwitchbackPolicy::Manual);
+    assert_eq!(site.pair_holder(0, "web").as_deref(), Some("p"));
+    site.operate(0, |s, now| s.force_failover(now, "web"))
+        .expect("force failover");
+    site.run_for(10 * SEC);
+    assert_eq!(site.pair_holder(0, "web").as_deref(), Some("s"));
+    let server = site.server(0);
+    assert_eq!(server.pair("web").unwrap().epoch(), 2);
+    // p's records of epoch 1 reach the server after the handover: still p's.
+    assert_eq!(server.may_record_under("p", "web", Some(1)), Ok(()));
+    assert_eq!(server.may_record_under("s", "web", Some(2)), Ok(()));
+    assert_eq!(
+        server.may_record_under("s", "web", Some(1)),
+        Err("refused records from s under pair web: made under pair epoch 1, which p held".into())
+    );
+    assert_eq!(
+        server.may_record_under("p", "web", Some(2)),
+        Err("refused records from p under pair web: made under pair epoch 2, which s held".into())
+    );
+    // No epoch (an agent older than this check): only from the member holding the duty now.
+    assert_eq!(server.may_record_under("s", "web", None), Ok(()));
+    assert_eq!(
+        server.may_record_under("p", "web", None),
+        Err("refused records from p under pair web: they carry no pair epoch and p does not hold the duty".into())
+    );
+    // An epoch this server never saw anybody hold cannot be checked.
+    assert_eq!(server.may_record_under("p", "web", Some(7)), Ok(()));
+    // The holders are part of the pair's stored state: a pair made from it checks the same.
+    let state = server.pair("web").unwrap().state().clone();
+    assert_eq!(
+        state.holders.into_iter().collect::<Vec<_>>(),
+        vec![(1, Member::Primary), (2, Member::Secondary)]
+    );
 }
 
 /// Issue 12: a refused hook result (HOOK_RESULT_REFUSED) and records refused under a pair's
@@ -1899,7 +1943,9 @@ fn security_refused_hook_results_and_aliases_raise_an_event_once() {
             s.handle_hook_result(now, "outsider", "web", "on_activate", 9, Ok(()))
         });
         assert!(refused.is_err());
-        let refused = site.operate(0, |s, now| s.handle_records_under(now, "outsider", "web"));
+        let refused = site.operate(0, |s, now| {
+            s.handle_records_under(now, "outsider", "web", Some(1))
+        });
         assert!(refused.is_err());
     }
     for pair in ["nope-1", "nope-2"] {
@@ -1909,7 +1955,7 @@ fn security_refused_hook_results_and_aliases_raise_an_event_once() {
         assert!(refused.is_err());
     }
     assert_eq!(
-        site.operate(0, |s, now| s.handle_records_under(now, "p", "web")),
+        site.operate(0, |s, now| s.handle_records_under(now, "p", "web", Some(1))),
         Ok(()),
         "a member's records raise nothing"
     );

@@ -2,7 +2,7 @@
 //! `understudy-api`, and answers become JSON there too. Requests that read or change what the
 //! engine decides go to the core as `Input::Admin`; store-only reads are answered here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,6 +53,9 @@ pub(crate) struct Admin {
     pub trust: Arc<Trust>,
     /// Where `desktop` alert channels' messages go (AL-7; `alert channel test`).
     pub desktop: crate::alerts::Desktop,
+    /// The pairs whose duty this agent holds: records sent under a pair's alias carry its
+    /// counter (issue 12 item 3).
+    pub leases: Arc<Mutex<HashMap<String, crate::checks::Lease>>>,
 }
 
 impl Admin {
@@ -540,7 +543,14 @@ fn send(node: &Admin, list: Vec<understudy_api::NewRecord>) -> Answer {
         }
         understudy_api::check_labels(&r.labels)
             .map_err(|e| Refusal::invalid(format!("record {}: {e}", r.name)))?;
+        // Issue 12 item 3: under a pair's alias, the counter this agent holds (none if it does
+        // not hold the duty: the server takes such records only from the holder).
+        let pair_epoch = r.pair.as_ref().and_then(|p| {
+            let leases = node.leases.lock().unwrap_or_else(|p| p.into_inner());
+            leases.get(p).map(|l| l.epoch)
+        });
         records.push(NewRecord {
+            pair_epoch,
             name: r.name,
             value: r.value,
             time_ms: r.time_ms.unwrap_or_else(now_ms),

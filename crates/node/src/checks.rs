@@ -361,6 +361,8 @@ pub fn samples_of(
                 kind: "metric".into(),
                 detail: None,
                 labels,
+                // Set by the caller from the lease it holds (issue 12 item 3).
+                pair_epoch: None,
             });
         }
     }
@@ -490,12 +492,19 @@ impl Runner {
     }
 }
 
+/// A pair's duty as this agent holds it (CK-3): until when, under which pair counter.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lease {
+    pub until: Instant,
+    pub epoch: u64,
+}
+
 /// What a check's task needs of its node: the agent's configuration (`agent.allow_commands`),
 /// the leases of the pairs it holds (CK-3), where results go, and the core.
 #[derive(Clone)]
 pub(crate) struct CheckContext {
     config: Arc<Mutex<Config>>,
-    leases: Arc<Mutex<HashMap<String, Instant>>>,
+    leases: Arc<Mutex<HashMap<String, Lease>>>,
     results: mpsc::UnboundedSender<Vec<NewRecord>>,
     core: CoreSender,
 }
@@ -536,17 +545,24 @@ async fn run_forever(context: CheckContext, check: Check) {
         } else {
             (run_once(&check, &allow).await, Vec::new())
         };
+        let mut pair_epoch = None;
         if let Some(pair) = &check.pair {
-            let holds = context
+            let lease = context
                 .leases
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(pair)
-                .is_some_and(|until| Instant::now() < *until);
-            if !holds {
+                .copied()
+                .filter(|l| Instant::now() < l.until);
+            let Some(lease) = lease else {
                 // The duty moved (or the lease ran out while this process was frozen): this run
                 // belongs to nobody and is not recorded.
                 continue;
+            };
+            // Issue 12 item 3: the server takes them only from the holder of this counter.
+            pair_epoch = Some(lease.epoch);
+            for sample in &mut samples {
+                sample.pair_epoch = pair_epoch;
             }
         }
         let record = NewRecord {
@@ -557,6 +573,7 @@ async fn run_forever(context: CheckContext, check: Check) {
             kind: "check".into(),
             detail: Some(json!({ "up": outcome.up, "detail": outcome.detail }).to_string()),
             labels: Default::default(),
+            pair_epoch,
         };
         // CK-4: a scrape's samples and its result go to the cache in one commit.
         samples.push(record);

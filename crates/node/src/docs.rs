@@ -45,6 +45,20 @@ pub(crate) fn pair_config_from_doc(name: &str, doc: &Value) -> Option<(PairConfi
             _ => None,
         },
         held: doc.get("held").and_then(Value::as_bool).unwrap_or(false),
+        holders: doc
+            .get("holders")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(epoch, m)| {
+                let m = match m.as_str()? {
+                    "primary" => Member::Primary,
+                    "secondary" => Member::Secondary,
+                    _ => return None,
+                };
+                Some((epoch.parse().ok()?, m))
+            })
+            .collect(),
     };
     Some((config, state))
 }
@@ -59,6 +73,7 @@ pub(crate) fn pair_doc(config: &PairConfig, state: &PairState) -> Value {
         "failover_after": config::format_duration(config.failover_after),
         "switchback": switchback, "hold_down": hold_down,
         "epoch": state.epoch, "active": state.active.map(|m| m.as_str()), "held": state.held,
+        "holders": state.holders.iter().map(|(e, m)| (e.to_string(), Value::from(m.as_str()))).collect::<serde_json::Map<String, Value>>(),
     })
 }
 

@@ -481,6 +481,7 @@ mod tests {
                 kind: "metric".into(),
                 detail: None,
                 labels: Default::default(),
+                pair_epoch: None,
             },
             taken_for: None,
         }

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -20,6 +19,9 @@ use crate::tls::{NodeIdentity, PinBook, Pins};
 
 /// Where a task sends what it has to tell the core.
 pub(crate) type CoreSender = mpsc::UnboundedSender<Input>;
+
+/// Records under a pair's alias, made under a pair counter (issue 12 item 3).
+pub(crate) type AliasClaim = (String, Option<u64>);
 
 /// What IO tasks tell the core.
 pub(crate) enum Input {
@@ -80,12 +82,12 @@ pub(crate) enum Input {
         id: String,
         fingerprint: String,
     },
-    /// Issue 12 item 3: which of these pair aliases may `agent` send records under? Answers the
-    /// refused ones with the reason.
+    /// Issue 12 item 3: may `agent` send records under these pair aliases, made under these
+    /// pair counters? Answers the refused claims with the reason.
     MayRecordUnder {
         agent: String,
-        pairs: Vec<String>,
-        reply: oneshot::Sender<Vec<(String, String)>>,
+        claims: Vec<AliasClaim>,
+        reply: oneshot::Sender<Vec<(AliasClaim, String)>>,
     },
     AgentCheckRefused {
         agent: String,
@@ -213,7 +215,7 @@ pub(crate) struct Shared {
     pub desktop: crate::alerts::Desktop,
     /// The lease of each pair whose duty this agent holds: a check run after it is not recorded
     /// (CK-3), even if its task has not been stopped yet (a process resumed from SIGSTOP).
-    pub leases: Arc<Mutex<HashMap<String, Instant>>>,
+    pub leases: Arc<Mutex<HashMap<String, crate::checks::Lease>>>,
     /// Check results on their way to the cache (written in batches by `checks::write_results`).
     /// One run's records (a check's result; a scrape's samples with it, CK-4).
     pub check_results: mpsc::UnboundedSender<Vec<crate::store::NewRecord>>,

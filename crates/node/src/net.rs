@@ -597,7 +597,7 @@ async fn agent_connection<R, W>(
                         // Issue 12 item 3: not stored, but acknowledged (sending them again
                         // would not make them allowed).
                         let before = records.len();
-                        records.retain(|r| r.pair.as_ref().is_none_or(|p| !refused.iter().any(|(q, _)| q == p)));
+                        records.retain(|r| r.pair.as_ref().is_none_or(|p| !refused.iter().any(|((q, e), _)| q == p && *e == r.pair_epoch)));
                         for (_, why) in &refused {
                             tracing::warn!(agent = %logsafe::text(name), "{} ({} records not stored)", logsafe::text(why), before - records.len());
                         }
@@ -689,30 +689,33 @@ async fn agent_connection<R, W>(
     }
 }
 
-/// The pair aliases among `records` that `agent` may not send records under, with the engine's
-/// reason (issue 12 item 3).
+/// The claims among `records` (a pair alias, the pair counter they were made under) that
+/// `agent` may not send records under, with the engine's reason (issue 12 item 3).
 async fn refused_aliases(
     shared: &Shared,
     agent: &str,
     records: &[crate::store::Record],
-) -> Vec<(String, String)> {
-    let mut pairs: Vec<String> = records.iter().filter_map(|r| r.pair.clone()).collect();
-    if pairs.is_empty() {
+) -> Vec<(crate::mailbox::AliasClaim, String)> {
+    let mut claims: Vec<crate::mailbox::AliasClaim> = records
+        .iter()
+        .filter_map(|r| Some((r.pair.clone()?, r.pair_epoch)))
+        .collect();
+    if claims.is_empty() {
         return Vec::new();
     }
-    pairs.sort();
-    pairs.dedup();
+    claims.sort();
+    claims.dedup();
     let (tx, rx) = oneshot::channel();
     let _ = shared.core.send(Input::MayRecordUnder {
         agent: agent.to_string(),
-        pairs: pairs.clone(),
+        claims: claims.clone(),
         reply: tx,
     });
     // A core that stopped answers nothing: refuse them all rather than store them unchecked.
     rx.await.unwrap_or_else(|_| {
-        pairs
+        claims
             .into_iter()
-            .map(|p| (p, "the node is stopping".to_string()))
+            .map(|c| (c, "the node is stopping".to_string()))
             .collect()
     })
 }

@@ -307,6 +307,7 @@ impl Node {
             acting: shared.acting.subscribe(),
             trust: shared.trust.clone(),
             desktop: shared.desktop.clone(),
+            leases: shared.leases.clone(),
         });
         let server_config = tls::server_config(shared.trust.identity.clone())?;
         let nofile = crate::limits::raise_nofile();
@@ -759,15 +760,15 @@ impl Core {
             }
             Input::MayRecordUnder {
                 agent,
-                pairs,
+                claims,
                 reply,
             } => {
                 let refused = match &mut self.server {
-                    Some(s) => pairs
+                    Some(s) => claims
                         .into_iter()
-                        .filter_map(|p| {
-                            let why = s.engine.handle_records_under(now, &agent, &p).err()?;
-                            Some((p, why))
+                        .filter_map(|(p, e)| {
+                            let why = s.engine.handle_records_under(now, &agent, &p, e).err()?;
+                            Some(((p, e), why))
                         })
                         .collect(),
                     None => Vec::new(),
@@ -1174,15 +1175,19 @@ impl Core {
     /// CK-2/CK-3: the agent runs its own checks, and a pair's checks only while it holds the
     /// pair's duty (under the pair's alias).
     fn reconcile_checks(&mut self) {
-        let leases: HashMap<String, Instant> = match &self.agent {
+        let leases: HashMap<String, crate::checks::Lease> = match &self.agent {
             Some(a) if !self.shutting_down => a
                 .engine
                 .members()
                 .iter()
                 .filter_map(|(p, m)| match m {
-                    engine::MemberState::Active { lease_until, .. } => {
-                        Some((p.clone(), *lease_until))
-                    }
+                    engine::MemberState::Active { lease_until, epoch } => Some((
+                        p.clone(),
+                        crate::checks::Lease {
+                            until: *lease_until,
+                            epoch: epoch.pair,
+                        },
+                    )),
                     engine::MemberState::Idle { .. } => None,
                 })
                 .collect(),

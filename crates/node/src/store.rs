@@ -139,6 +139,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE cache ADD COLUMN labels TEXT;
     ALTER TABLE records ADD COLUMN labels TEXT;
     "#,
+    // 8: issue 12 item 3, the pair counter an agent held when it made a record under a pair's
+    // alias (NULL: no alias, or cached before this column). The server checks it on arrival.
+    r#"
+    ALTER TABLE cache ADD COLUMN pair_epoch INTEGER;
+    "#,
 ];
 
 /// AL-5: when the next attempt of a delivery that failed `attempts` times is due: 1 s after the
@@ -331,6 +336,8 @@ pub struct NewRecord {
     pub detail: Option<String>,
     /// Issue 18 item 3: the record's labels (`understudy_api::check_labels`), none by default.
     pub labels: Labels,
+    /// Issue 12 item 3: the pair counter this agent holds, for a record under a pair's alias.
+    pub pair_epoch: Option<u64>,
 }
 
 /// A record's labels, by name.
@@ -350,6 +357,10 @@ pub struct Record {
     /// frame as before.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: Labels,
+    /// Issue 12 item 3: under a pair's alias, the pair counter its maker held when it made it
+    /// (checked by the server: only that counter's holder may send it). Not stored by servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_epoch: Option<u64>,
 }
 
 impl Record {
@@ -363,6 +374,7 @@ impl Record {
             kind: r.kind,
             detail: r.detail,
             labels: r.labels,
+            pair_epoch: r.pair_epoch,
         }
     }
 }
@@ -720,8 +732,8 @@ impl Store {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO cache (seq, name, value, time_ms, pair, kind, detail, labels)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO cache (seq, name, value, time_ms, pair, kind, detail, labels, pair_epoch)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(err)?;
             for r in records {
@@ -735,7 +747,8 @@ impl Store {
                         r.pair,
                         r.kind,
                         r.detail,
-                        labels_text(&r.labels)
+                        labels_text(&r.labels),
+                        r.pair_epoch.map(|e| e as i64)
                     ])
                     .map_err(err)?;
                 seqs.push(seq);
@@ -792,7 +805,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT seq, name, value, time_ms, pair, kind, detail, labels FROM cache
+                "SELECT seq, name, value, time_ms, pair, kind, detail, labels, pair_epoch FROM cache
                  WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )
             .map_err(err)?;
@@ -807,6 +820,7 @@ impl Store {
                     kind: row.get(5)?,
                     detail: row.get(6)?,
                     labels: labels_from(row, 7)?,
+                    pair_epoch: row.get::<_, Option<i64>>(8)?.map(|e| e as u64),
                 })
             })
             .map_err(err)?;
@@ -2040,6 +2054,7 @@ fn stored_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
             kind: row.get(8)?,
             detail: row.get(9)?,
             labels: labels_from(row, 11)?,
+            pair_epoch: None,
         },
         taken_for: row.get(10)?,
     })
@@ -2250,6 +2265,7 @@ mod tests {
             kind: "metric".into(),
             detail: None,
             labels: Labels::new(),
+            pair_epoch: None,
         }
     }
 

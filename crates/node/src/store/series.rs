@@ -177,6 +177,7 @@ mod tests {
             kind: "check".into(),
             detail: Some(format!(r#"{{"up": {up}, "detail": "x"}}"#)),
             labels: Default::default(),
+            pair_epoch: None,
         }
     }
 
