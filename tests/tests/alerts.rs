@@ -134,6 +134,7 @@ fn al2_a_zero_threshold_is_refused_and_nothing_is_stored() {
 
 // ---- AL-4…AL-6: channels and the sender, with real receivers ----
 
+use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -728,6 +729,138 @@ fn al5_a_promoted_standby_delivers_the_alert_the_killed_active_had_not_delivered
     for g in &got {
         let from = if g.answered == 200 { "s2" } else { "s1" };
         assert_eq!(g.json()["site"], from, "{got:?}");
+    }
+}
+
+/// AL-5 with AL-2 (issue 15 test d, many alerts): ten checks go DOWN on the ACTIVE while the
+/// receiver answers 503, so their alerts queue; the receiver comes back and the ACTIVE is
+/// SIGKILLed at once, in the middle of delivering. After the STANDBY's promotion (and the killed
+/// server's return as STANDBY) every alert id either server lists reaches the receiver, each
+/// check's CHECK_DOWN under one id only (the promoted server does not raise again a check the
+/// operator was told is DOWN: before issue 15's AL-2-across-a-crash rule it raised all ten
+/// again), and the ids delivered twice are counted and printed: only what was in flight at the
+/// kill (sent by the killed server, its mark not yet replicated) may repeat.
+#[test]
+fn al5_al2_every_queued_alert_is_delivered_across_a_sigkill_of_the_active_and_none_raised_twice() {
+    let site = Site::new(226);
+    let token = format!("server.enroll_token={ENROLL_TOKEN}");
+    let agent_token = format!("agent.enroll_token={ENROLL_TOKEN}");
+    let sets = [&[&token[..], "alert.group_wait=0s"][..], FAST_SERVER].concat();
+    let (mut s1, mut s2) = site.hot_standby(&sets, None);
+    let mut a1 = site.agent(
+        "a1",
+        &[&s1, &s2],
+        &[&[&agent_token[..]][..], FAST_AGENT].concat(),
+    );
+    s1.start();
+    s1.wait_failover_state("active");
+    s2.start();
+    s2.wait_failover_state("standby");
+    a1.start();
+    a1.wait_link("home", Some(&s1));
+    let hook = Receiver::start(&site, 503);
+    add_webhook(&s1, "hook", &hook, &["--codes", "CHECK_DOWN"]);
+    let checks: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+    for name in &checks {
+        closed_port_check(&s1, name, &site.addr(), "1");
+    }
+    wait_ok(WAIT, "ten CHECK_DOWN queued on s1, refused", || {
+        let n = checks
+            .iter()
+            .filter(|c| {
+                alert_of(&s1, "CHECK_DOWN", c)
+                    .is_some_and(|a| a["deliveries"][0]["attempts"].as_u64() >= Some(1))
+            })
+            .count();
+        (n == checks.len())
+            .then_some(())
+            .ok_or(format!("{n} of 10"))
+    });
+    wait_ok(WAIT, "the ten replicated to s2", || {
+        let n = checks
+            .iter()
+            .filter(|c| alert_of(&s2, "CHECK_DOWN", c).is_some())
+            .count();
+        (n == checks.len())
+            .then_some(())
+            .ok_or(format!("{n} of 10"))
+    });
+    // The receiver comes back; s1 is killed while its retries go out.
+    hook.answer.store(200, Ordering::SeqCst);
+    wait_ok(WAIT, "s1 delivering", || {
+        hook.got()
+            .iter()
+            .any(|g| g.answered == 200)
+            .then_some(())
+            .ok_or("nothing accepted yet".to_string())
+    });
+    s1.kill9();
+    s2.wait_failover_state("active");
+    s1.start();
+    s1.wait_failover_state("standby");
+    let listed = |n: &Node| -> Vec<(String, String)> {
+        n.try_json(&["alert", "list", "--json"])
+            .and_then(|v| v["alerts"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| a["deliveries"].as_array().is_some_and(|d| !d.is_empty()))
+            .filter_map(|a| Some((a["id"].as_str()?.into(), a["subject"].as_str()?.into())))
+            .collect()
+    };
+    let accepted = |hook: &Receiver| -> Vec<(String, String)> {
+        hook.got()
+            .iter()
+            .filter(|g| g.answered == 200)
+            .flat_map(|g| {
+                let site = g.json()["site"].as_str().unwrap_or_default().to_string();
+                g.alert_ids().into_iter().map(move |id| (id, site.clone()))
+            })
+            .collect()
+    };
+    wait_ok(WAIT, "every alert either server lists delivered", || {
+        let got: HashSet<String> = accepted(&hook).into_iter().map(|(id, _)| id).collect();
+        let missing: Vec<(String, String)> = listed(&s1)
+            .into_iter()
+            .chain(listed(&s2))
+            .filter(|(id, _)| !got.contains(id))
+            .collect();
+        missing
+            .is_empty()
+            .then_some(())
+            .ok_or(format!("{missing:?}"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let all: BTreeMap<String, String> = listed(&s1).into_iter().chain(listed(&s2)).collect();
+    let delivered = accepted(&hook);
+    let mut copies: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (id, from) in &delivered {
+        copies.entry(id).or_default().push(from);
+    }
+    let twice: Vec<(&&str, &Vec<&str>)> = copies.iter().filter(|(_, f)| f.len() > 1).collect();
+    eprintln!(
+        "al5 across a SIGKILL: {} alerts, {} copies accepted, {} delivered more than once: {twice:?}",
+        all.len(),
+        delivered.len(),
+        twice.len()
+    );
+    for name in &checks {
+        let ids: Vec<&String> = all
+            .iter()
+            .filter(|(_, s)| *s == name)
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "{name}: one CHECK_DOWN, not raised again: {all:?}"
+        );
+    }
+    // A repeat is a delivery the killed s1 made whose mark s2 had not yet replicated.
+    for (id, from) in &twice {
+        assert!(
+            from.contains(&"s1") && from.contains(&"s2"),
+            "{id}: {from:?}"
+        );
     }
 }
 

@@ -366,6 +366,18 @@ impl HotStandby {
             .push_back(HaAction::PollPeer { replicate: false });
     }
 
+    /// HS-3, AL-5: the ACTIVE peer said (on the connection this node keeps open to it) that it
+    /// stored something a STANDBY replicates — an event, an alert's delivery mark, a change of
+    /// the site configuration: a STANDBY replicates now instead of at the next `sync_interval`,
+    /// so that what a crash of the ACTIVE would take with it is as little as one poll's worth.
+    pub fn handle_peer_changed(&mut self, _now: Instant) {
+        if self.config.mode == FailoverMode::Off || self.is_acting() || !self.peer_was_active {
+            return;
+        }
+        self.actions
+            .push_back(HaAction::PollPeer { replicate: true });
+    }
+
     /// HS-8: a poll found nothing listening on the peer's port (`why`: what the connection was
     /// told, e.g. "Connection refused"). `crash_confirm` of them in a row, from a peer that was
     /// the ACTIVE, promote at once; otherwise this counts as silence.

@@ -549,6 +549,12 @@ impl Server {
         self.collect(now);
     }
 
+    /// HS-3, AL-5: the ACTIVE peer stored something a STANDBY replicates.
+    pub fn handle_peer_changed(&mut self, now: Instant) {
+        self.ha.handle_peer_changed(now);
+        self.collect(now);
+    }
+
     /// HS-8: nothing listens on the peer's port.
     pub fn handle_peer_refused(&mut self, now: Instant, why: String) {
         self.ha.handle_peer_refused(now, why);

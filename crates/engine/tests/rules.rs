@@ -1229,6 +1229,29 @@ fn hs8_standby(crash_confirm: u32, now: std::time::Instant) -> HotStandby {
     b
 }
 
+/// HS-3 with AL-5: a STANDBY told by its ACTIVE that something it replicates changed (an event,
+/// a delivery mark) replicates at once; an ACTIVE, or a node whose peer is not the ACTIVE,
+/// ignores it.
+#[test]
+fn hs3_a_standby_told_its_active_stored_something_replicates_at_once() {
+    let start = std::time::Instant::now();
+    let mut b = hs8_standby(3, start);
+    let t1 = start + Duration::from_millis(300);
+    b.handle_peer_changed(t1);
+    assert_eq!(
+        hs8_actions(&mut b),
+        vec![HaAction::PollPeer { replicate: true }]
+    );
+    assert_eq!(hs8_events(&mut b), vec![]);
+    assert_eq!(b.state().as_str(), "standby");
+    // A lone ACTIVE (its peer answered as STANDBY) has nothing to pull.
+    let mut a = HotStandby::new(hs8_config("a", FailoverMode::Primary, 3), 1, start);
+    a.handle_peer_status(start, hs8_peer("b", FailoverMode::Secondary, "standby", 1));
+    hs8_actions(&mut a);
+    a.handle_peer_changed(t1);
+    assert_eq!(hs8_actions(&mut a), vec![]);
+}
+
 #[test]
 fn hs8_refusals_in_a_row_promote_at_once_quoting_them() {
     let start = std::time::Instant::now();

@@ -721,6 +721,8 @@ pub(crate) struct Sender {
     pub shutdown: watch::Receiver<bool>,
     /// Where `desktop` channels' messages go (AL-7).
     pub desktop: Desktop,
+    /// Rung after each mark, for a STANDBY watching this node (`Shared::peer_news`).
+    pub peer_news: Arc<tokio::sync::Notify>,
 }
 
 /// A message's outcome, for its deliveries' marks.
@@ -849,6 +851,10 @@ fn mark(s: &Sender, sent: Sent, give_up: Option<i64>) {
                 Err(e) => tracing::error!("marking a delivery: {e}"),
             }
         }
+    }
+    if outcome.is_ok() {
+        // A sent mark the STANDBY lacks is a delivery its promoted self would repeat.
+        s.peer_news.notify_one();
     }
     if failed.is_empty() {
         return;

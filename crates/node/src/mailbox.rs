@@ -111,6 +111,8 @@ pub(crate) enum Input {
     PeerRefused(String),
     /// HS-8: the connection kept open to the peer (`net::peer_watch`) closed.
     PeerClosed,
+    /// HS-3, AL-5: the acting peer said on that connection that it stored something to replicate.
+    PeerChanged,
     /// An admin request that reads or changes what the engine decides.
     Admin {
         request: understudy_api::Request,
@@ -226,6 +228,9 @@ pub(crate) struct Shared {
     pub peer_pulled: PeerPulled,
     /// MX-2: what the forwarder last measured (cursor, lag, error).
     pub forward: Arc<ForwardProgress>,
+    /// HS-3, AL-5: rung when this node marks an alert's delivery, so that a STANDBY watching it
+    /// (`PeerWatch`) is told to replicate at once (stored events ring `events`).
+    pub peer_news: Arc<tokio::sync::Notify>,
     /// MX-1: the last stored run of each check (by check name), for its duration on `/metrics`.
     pub check_runs: Arc<Mutex<BTreeMap<String, CheckRun>>>,
 }

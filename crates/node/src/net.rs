@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use understudy_engine::{Admission, Hello, PeerStatus, ProbeResult, TokenCheck, Welcome};
 
 use crate::frame::{read_frame, read_frame_max, write_frame, FrameReader};
@@ -30,6 +30,9 @@ pub const MAX_FIRST_FRAME: usize = 16 * 1024;
 /// for a beat before it takes the connection for one a cut link left behind.
 const WATCH_BEAT: Duration = Duration::from_secs(1);
 const WATCH_STALE: Duration = Duration::from_secs(3);
+/// HS-3, AL-5: the least time between two `PeerChanged` on one watch (news in between go with
+/// the next).
+const PEER_NEWS_SPACING: Duration = Duration::from_millis(20);
 /// Records per frame (well under the 1 MiB frame limit).
 const BATCH: usize = 500;
 
@@ -443,17 +446,41 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             link.authenticated();
             // Held open until this node stops or the peer goes; a beat every second lets the
-            // peer tell a live connection from one a cut link left behind.
+            // peer tell a live connection from one a cut link left behind. While this node acts,
+            // a stored event or a delivery mark tells the peer at once (`PeerChanged`, HS-3 and
+            // AL-5: a STANDBY replicates now, not at its next poll), at most one per
+            // `PEER_NEWS_SPACING`.
             let mut shutdown = shared.shutdown.subscribe();
+            let mut bell = shared.events.subscribe();
+            let mut beat = tokio::time::interval(WATCH_BEAT);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                if write_frame(&mut wr, &ToAgent::PeerWatching).await.is_err() {
-                    return;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(WATCH_BEAT) => {}
+                let news = tokio::select! {
+                    _ = beat.tick() => false,
                     _ = shutdown.changed() => return,
                     // The peer sends nothing on a watch: whatever arrives (its close) ends it.
                     _ = read_frame::<ToServer, _>(&mut rd) => return,
+                    r = bell.recv() => {
+                        if let Err(broadcast::error::RecvError::Closed) = r {
+                            return;
+                        }
+                        true
+                    }
+                    _ = shared.peer_news.notified() => true,
+                };
+                if news && !*shared.acting.borrow() {
+                    continue;
+                }
+                let frame = if news {
+                    ToAgent::PeerChanged
+                } else {
+                    ToAgent::PeerWatching
+                };
+                if write_frame(&mut wr, &frame).await.is_err() {
+                    return;
+                }
+                if news {
+                    tokio::time::sleep(PEER_NEWS_SPACING).await;
                 }
             }
         }
@@ -1274,6 +1301,9 @@ async fn watch_once(shared: &Arc<Shared>, addr: &str) -> Result<(), String> {
         tokio::select! {
             beat = tokio::time::timeout(WATCH_STALE, read_frame::<ToAgent, _>(&mut rd)) => match beat {
                 Ok(Ok(Some(ToAgent::PeerWatching))) => {}
+                Ok(Ok(Some(ToAgent::PeerChanged))) => {
+                    let _ = shared.core.send(Input::PeerChanged);
+                }
                 Ok(_) => return Ok(()),
                 Err(_) => return Err("no beat: the connection went stale".into()),
             },

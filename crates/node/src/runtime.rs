@@ -263,6 +263,7 @@ impl Node {
             intake: Default::default(),
             peer_pulled: Default::default(),
             forward: Default::default(),
+            peer_news: Default::default(),
             check_runs: Default::default(),
         });
         shared.save_pins();
@@ -280,6 +281,7 @@ impl Node {
             acting: shared.acting.subscribe(),
             shutdown: shared.shutdown.subscribe(),
             desktop: shared.desktop.clone(),
+            peer_news: shared.peer_news.clone(),
         }));
         tokio::spawn(crate::forward::run(crate::forward::Forwarder {
             store: shared.store.clone(),
@@ -872,6 +874,11 @@ impl Core {
             Input::PeerClosed => {
                 if let Some(s) = &mut self.server {
                     s.engine.handle_peer_closed(now);
+                }
+            }
+            Input::PeerChanged => {
+                if let Some(s) = &mut self.server {
+                    s.engine.handle_peer_changed(now);
                 }
             }
             Input::Admin { request, reply } => {

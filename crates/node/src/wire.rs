@@ -222,6 +222,9 @@ pub enum ToAgent {
     },
     /// HS-8: the answer to a `PeerWatch`, sent again every second while the connection is open.
     PeerWatching,
+    /// HS-3, AL-5: on a `PeerWatch` connection, from the acting server: it stored something a
+    /// STANDBY replicates (an event, an alert's delivery mark); the STANDBY polls now.
+    PeerChanged,
     /// HS-8: the answer to `PeerHandover`: this server now acts, with this epoch.
     PeerHandoverDone {
         epoch: u64,
