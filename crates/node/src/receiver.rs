@@ -58,6 +58,7 @@ pub fn records_of(body: &[u8]) -> Result<(Vec<NewRecord>, usize), String> {
                 kind: "metric".into(),
                 detail: None,
                 labels: labels.clone(),
+                pair_epoch: None,
             });
         }
     }
