@@ -213,8 +213,9 @@ pub enum CheckCommand {
         /// host:port (tcp), URL (http, prometheus) or command line (command)
         #[arg(long, value_name = "T")]
         target: String,
-        /// prometheus: the bearer token sent with each scrape
-        #[arg(long, value_name = "T")]
+        /// prometheus: the bearer token sent with each scrape (not `--token`: that is every
+        /// command's admin token for --node)
+        #[arg(id = "bearer_token", long = "bearer-token", value_name = "T")]
         token: Option<String>,
         /// prometheus: a scrape of more samples than this fails (default 20000)
         #[arg(long, value_name = "N")]
@@ -343,5 +344,62 @@ async fn dispatch(target: &Target, command: Command) -> Result<(), Failure> {
         Command::Records(args) => records::list(target, &args).await,
         Command::Alert(cmd) => alerts::run(target, cmd).await,
         Command::Serve(_) | Command::Demo(_) | Command::Man { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// A command's own token options never take the admin token's `--token` (a global option):
+    /// `check add --kind prometheus --bearer-token T` with a local data directory is the scrape's
+    /// token, and `--token` stays the admin token.
+    #[test]
+    fn ck4_a_prometheus_checks_bearer_token_is_not_the_admin_token() {
+        let cli = Cli::try_parse_from([
+            "understudy",
+            "check",
+            "add",
+            "node",
+            "--kind",
+            "prometheus",
+            "--target",
+            "http://127.0.0.1:9100/metrics",
+            "--agent",
+            "a",
+            "--bearer-token",
+            "S",
+        ])
+        .expect("parses");
+        assert_eq!(cli.target.token, None);
+        match cli.command {
+            Command::Check(CheckCommand::Add { token, .. }) => {
+                assert_eq!(token.as_deref(), Some("S"))
+            }
+            _ => panic!("not check add"),
+        }
+        let cli = Cli::try_parse_from([
+            "understudy",
+            "--node",
+            "https://127.0.0.1:7400",
+            "--token",
+            "ADMIN",
+            "check",
+            "add",
+            "node",
+            "--kind",
+            "prometheus",
+            "--target",
+            "http://127.0.0.1:9100/metrics",
+            "--agent",
+            "a",
+        ])
+        .expect("parses");
+        assert_eq!(cli.target.token.as_deref(), Some("ADMIN"));
+        match cli.command {
+            Command::Check(CheckCommand::Add { token, .. }) => assert_eq!(token, None),
+            _ => panic!("not check add"),
+        }
     }
 }
