@@ -352,13 +352,21 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// The admin token and a check's scrape token, as `args` give them.
+    fn tokens(args: &[&str]) -> (Option<String>, Option<String>) {
+        let cli = Cli::try_parse_from(args).expect("parses");
+        match cli.command {
+            Command::Check(CheckCommand::Add { token, .. }) => (cli.target.token, token),
+            _ => panic!("not check add"),
+        }
+    }
+
     /// A command's own token options never take the admin token's `--token` (a global option):
     /// `check add --kind prometheus --bearer-token T` with a local data directory is the scrape's
     /// token, and `--token` stays the admin token.
     #[test]
     fn ck4_a_prometheus_checks_bearer_token_is_not_the_admin_token() {
-        let cli = Cli::try_parse_from([
-            "understudy",
+        let add = [
             "check",
             "add",
             "node",
@@ -368,38 +376,20 @@ mod tests {
             "http://127.0.0.1:9100/metrics",
             "--agent",
             "a",
-            "--bearer-token",
-            "S",
-        ])
-        .expect("parses");
-        assert_eq!(cli.target.token, None);
-        match cli.command {
-            Command::Check(CheckCommand::Add { token, .. }) => {
-                assert_eq!(token.as_deref(), Some("S"))
-            }
-            _ => panic!("not check add"),
-        }
-        let cli = Cli::try_parse_from([
-            "understudy",
-            "--node",
-            "https://127.0.0.1:7400",
-            "--token",
-            "ADMIN",
-            "check",
-            "add",
-            "node",
-            "--kind",
-            "prometheus",
-            "--target",
-            "http://127.0.0.1:9100/metrics",
-            "--agent",
-            "a",
-        ])
-        .expect("parses");
-        assert_eq!(cli.target.token.as_deref(), Some("ADMIN"));
-        match cli.command {
-            Command::Check(CheckCommand::Add { token, .. }) => assert_eq!(token, None),
-            _ => panic!("not check add"),
-        }
+        ];
+        let local = [&["understudy"][..], &add, &["--bearer-token", "S"]].concat();
+        assert_eq!(tokens(&local), (None, Some("S".into())));
+        let remote = [
+            &[
+                "understudy",
+                "--node",
+                "https://127.0.0.1:7400",
+                "--token",
+                "ADMIN",
+            ][..],
+            &add,
+        ]
+        .concat();
+        assert_eq!(tokens(&remote), (Some("ADMIN".into()), None));
     }
 }
