@@ -26,6 +26,9 @@ pub struct Opts {
     /// SIGKILLs of the ACTIVE server while alerts are being delivered.
     #[arg(long, default_value_t = 30)]
     pub kills: usize,
+    /// Alerts queued for a webhook that comes back (outbox throughput); 0 skips it.
+    #[arg(long, default_value_t = 10_000)]
+    pub backlog: usize,
 }
 
 impl Opts {
@@ -35,12 +38,14 @@ impl Opts {
                 runs: 3,
                 storm: 20,
                 kills: 3,
+                backlog: 200,
             }
         } else {
             Opts {
                 runs: 30,
                 storm: 1000,
                 kills: 30,
+                backlog: 10_000,
             }
         }
     }
@@ -109,7 +114,6 @@ fn arrived(inbox: &Inbox) -> Vec<(String, i64)> {
     out
 }
 
-/// Each alert's time (its event's, wall ms) as the server lists it, by id.
 /// The alerts a server lists with a delivery to some channel (an alert no channel takes, such as
 /// PROMOTED to a channel filtered to CHECK_DOWN, is nobody's to deliver), and their times.
 async fn alert_times(server: &Node) -> std::collections::HashMap<String, i64> {
@@ -431,17 +435,130 @@ pub async fn run(env: &Env, o: &Opts, stamp: &str) -> Section {
     if o.kills > 0 {
         md.push_str(&kills_md(env, o.kills).await);
     }
+    if o.backlog > 0 {
+        md.push_str(&backlog_md(env, o.backlog).await);
+    }
     Section {
         key: "alerts",
         body: md,
     }
 }
 
-/// `--runs 0 --storm 0`: only the SIGKILL runs.
+/// Outbox throughput: `n` alerts queued for a webhook while it was away (appended to the
+/// stopped server's outbox as its watch appends them: one CHECK_DOWN event and its alert, one
+/// delivery to the channel, in one transaction each), then the server starts with the receiver
+/// answering: how fast the sender empties the backlog.
+struct Backlog {
+    delivered: usize,
+    messages: usize,
+    /// From the server's start (its process spawned) to the last alert's arrival.
+    seconds: f64,
+    /// From the first alert's arrival to the last's.
+    first_to_last: f64,
+    pending_after: usize,
+}
+
+async fn backlog(env: &Env, n: usize) -> Backlog {
+    use understudy_node::store::{EventRow, NewAlert, Store};
+    let ctx = Ctx::new(&env.bin, &env.work, "alerts-backlog");
+    let (hook, inbox, rx) = receiver().await;
+    let mut server = ctx.server("server", &[]);
+    server.start().await;
+    server
+        .call_ok(
+            "POST",
+            "/api/alerts/channels",
+            Some(json!({"name": "hook", "kind": "webhook", "url": hook})),
+        )
+        .await
+        .expect("channel add");
+    server.stop();
+    {
+        let mut store =
+            Store::open(&server.dir.join("store.db"), "bench-backlog").expect("the store");
+        let at = now_ms() - 60_000;
+        for i in 0..n {
+            let subject = format!("b{i}");
+            let row = EventRow {
+                time_ms: at,
+                code: "CHECK_DOWN".into(),
+                detail: format!("{subject} failed 3 times in a row: connection refused"),
+                subject,
+                data: json!({"rule": "AL-2", "notify": true}),
+            };
+            let alert = NewAlert {
+                id: format!("00000000-0000-4000-8000-{i:012}"),
+                severity: "critical".into(),
+                channels: vec!["hook".into()],
+            };
+            store
+                .event_append_alerting(&row, Some(&alert))
+                .expect("queueing an alert");
+        }
+    }
+    let started = now_ms();
+    server.start().await;
+    let ids = |inbox: &Inbox| -> HashSet<String> {
+        arrived(inbox).into_iter().map(|(id, _)| id).collect()
+    };
+    let _ = poll(Duration::from_secs(600), Duration::from_millis(100), || {
+        let done = ids(&inbox).len() >= n;
+        async move { done.then_some(()) }
+    })
+    .await;
+    let times: Vec<i64> = arrived(&inbox).iter().map(|a| a.1).collect();
+    let last = times.iter().copied().max().unwrap_or(started);
+    let first = times.iter().copied().min().unwrap_or(started);
+    let pending_after = server
+        .call("GET", "/api/alerts?pending=true&limit=100000", None)
+        .await
+        .and_then(|v| v["alerts"].as_array().map(Vec::len))
+        .unwrap_or(0);
+    let b = Backlog {
+        delivered: ids(&inbox).len(),
+        messages: inbox.lock().unwrap().len(),
+        seconds: (last - started) as f64 / 1000.0,
+        first_to_last: (last - first) as f64 / 1000.0,
+        pending_after,
+    };
+    server.stop();
+    rx.abort();
+    b
+}
+
+async fn backlog_md(env: &Env, n: usize) -> String {
+    let b = backlog(env, n).await;
+    let rate = b.delivered as f64 / b.seconds.max(0.001);
+    eprintln!(
+        "alerts: backlog of {n}: {} delivered in {:.2}s ({rate:.0}/s) in {} messages, {} pending after",
+        b.delivered, b.seconds, b.messages, b.pending_after
+    );
+    format!(
+        "\n**Outbox throughput.** {n} CHECK_DOWN alerts queued for a webhook channel while its \
+         receiver was away (appended to the stopped server's outbox, one event, alert and \
+         delivery per transaction, as the watch appends them); the server then starts with the \
+         receiver answering 200, default `group_wait` (the backlog is older than it). Time from \
+         the server's start (process spawned) to the last alert's arrival.\n\n\
+         | measure | value |\n|---|---:|\n\
+         | alerts delivered | {} of {n} ({} still pending after) |\n\
+         | messages (at most 1,000 alerts each) | {} |\n\
+         | time to empty the backlog, from the start | {:.2} s |\n\
+         | first to last arrival | {:.2} s |\n\
+         | **outbox throughput** (delivered / time from the start) | **{rate:.0} alerts/s** |\n",
+        b.delivered, b.pending_after, b.messages, b.seconds, b.first_to_last
+    )
+}
+
+/// `--runs 0 --storm 0`: only the SIGKILL runs (and the backlog).
 async fn kills_section(env: &Env, o: &Opts, stamp: &str) -> Section {
     let mut md = String::from("## Alerts across SIGKILLs of the ACTIVE (issue 15)\n\n");
     md.push_str(stamp);
-    md.push_str(&kills_md(env, o.kills).await);
+    if o.kills > 0 {
+        md.push_str(&kills_md(env, o.kills).await);
+    }
+    if o.backlog > 0 {
+        md.push_str(&backlog_md(env, o.backlog).await);
+    }
     Section {
         key: "alerts",
         body: md,
