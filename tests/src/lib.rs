@@ -1483,6 +1483,54 @@ impl Drop for CheckTarget {
     }
 }
 
+/// CK-4: `curl -k` of an agent's remote-write receiver (`POST /api/v1/write`): the HTTP status
+/// of a push with this token and body.
+pub fn push_status(agent: &Node, token: &str, body: &[u8]) -> u16 {
+    // Beside the data directory, not in it: that disk may be the full one.
+    let body_file = agent.dir.with_extension("push-body.bin");
+    std::fs::write(&body_file, body).expect("the body");
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", "Content-Encoding: snappy"])
+        .args(["--data-binary", &format!("@{}", body_file.display())])
+        .arg(format!("https://{}/api/v1/write", agent.listen))
+        .output()
+        .expect("curl");
+    let _ = std::fs::remove_file(&body_file);
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// CK-4: a remote-write body of `n` samples of `name` (series `slot=0…n-1`) at `time_ms`.
+pub fn remote_write_body(name: &str, n: usize, time_ms: i64) -> Vec<u8> {
+    use understudy_node::forward::{encode, Label, Sample, TimeSeries, WriteRequest};
+    let label = |name: &str, value: String| Label {
+        name: name.into(),
+        value,
+    };
+    let timeseries = (0..n)
+        .map(|i| TimeSeries {
+            labels: vec![label("__name__", name.into()), label("slot", i.to_string())],
+            samples: vec![Sample {
+                value: i as f64,
+                timestamp: time_ms,
+            }],
+        })
+        .collect();
+    encode(&WriteRequest { timeseries })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

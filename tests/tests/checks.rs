@@ -580,32 +580,6 @@ fn ck4_a_pairs_prometheus_check_records_each_node_exporter_scrape_once_across_a_
         .all(|r| r.kind != "metric" || r.pair.is_some()));
 }
 
-/// `curl -k` of the agent's receiver: the HTTP status of a POST with this token and body.
-fn push_status(agent: &Node, token: &str, body: &[u8]) -> u16 {
-    let body_file = agent.dir.join("push-body.bin");
-    std::fs::write(&body_file, body).expect("the body");
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sk",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .args(["-H", &format!("Authorization: Bearer {token}")])
-        .args(["-H", "Content-Encoding: snappy"])
-        .args(["--data-binary", &format!("@{}", body_file.display())])
-        .arg(format!("https://{}/api/v1/write", agent.listen))
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
 /// CK-4 (issue 18 item 2): Prometheus 2.42 in agent mode scrapes a real node_exporter every
 /// second and remote-writes to an agent's `POST /api/v1/write` with the push token the agent
 /// made in its data directory (0600). Every pushed sample reaches the server once: no series

@@ -122,3 +122,45 @@ fn bad_input_disk_full_cache_drains_when_the_server_returns_and_takes_records_ag
     // The filler was never removed: the space came from the cache itself.
     assert!(f.filler.exists());
 }
+
+/// CK-4 with §4 "disk full": a remote-write push into an agent whose disk is full is answered
+/// 5xx (507), so the sender keeps its samples; once space returns the same push is answered 204
+/// and its samples reach the server once.
+#[test]
+fn ck4_a_push_into_a_full_disk_is_answered_5xx_and_taken_once_space_returns() {
+    let mut f = fill_the_agents_disk(68);
+    let token = std::fs::read_to_string(f.a.dir.join("push.token")).expect("push.token");
+    // A small push may still fit in pages SQLite has free: push until one does not.
+    let mut taken = 0;
+    let body = loop {
+        let body = remote_write_body("pushed", 200, 1_700_000_000_000 + taken);
+        match push_status(&f.a, token.trim(), &body) {
+            204 => taken += 1,
+            507 => break body,
+            other => panic!("a push into a full disk answered {other}"),
+        }
+        assert!(taken < 100, "the disk never refused a push");
+    };
+    std::fs::remove_file(&f.filler).expect("removing the filler");
+    wait_until(WAIT, "the push taken once space returned", || {
+        (push_status(&f.a, token.trim(), &body) == 204).then_some(())
+    });
+    f.s.start();
+    f.a.wait_link("home", Some(&f.s));
+    wait_until(WAIT, "the agent's cache drained", || {
+        (f.a.link()?.cached == 0).then_some(())
+    });
+    let pushed: Vec<RecordView> =
+        f.s.records()
+            .expect("records")
+            .into_iter()
+            .filter(|r| r.name == "pushed")
+            .collect();
+    let want = (taken as usize + 1) * 200;
+    assert_eq!(pushed.len(), want, "every sample of every push taken, once");
+    let samples: std::collections::BTreeSet<(i64, &str)> = pushed
+        .iter()
+        .filter_map(|r| Some((r.time_ms, r.labels.get("slot")?.as_str())))
+        .collect();
+    assert_eq!(samples.len(), want);
+}

@@ -495,23 +495,24 @@ pub(crate) async fn http1_connect(
         .await
         .map_err(|e| format!("connecting to {authority}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let handshake = |e: hyper::Error| format!("HTTP with {authority}: {e}");
     if https {
-        let tls = tls_connect(host, tcp).await?;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .map_err(handshake)?;
-        tokio::spawn(conn);
-        Ok(sender)
+        http1_over(tls_connect(host, tcp).await?, &authority).await
     } else {
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .map_err(handshake)?;
-        tokio::spawn(conn);
-        Ok(sender)
+        http1_over(tcp, &authority).await
     }
+}
+
+/// The HTTP/1.1 handshake on a connected stream; the connection's driver on its own task.
+async fn http1_over<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: S,
+    authority: &str,
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>, String>
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|e| format!("HTTP with {authority}: {e}"))?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 /// A channel's TLS connection: the system's authorities and the channel's `--ca`.
