@@ -693,3 +693,104 @@ fn ck4_prometheus_agent_mode_pushes_node_exporter_samples_through_an_agent_once(
         Some(exporter.addr.as_str())
     );
 }
+
+/// The bearer token a scrape sends, as an exporter on `listener` sees it: answers each scrape
+/// with a one-sample exposition and sends the `Authorization` header's value on `tx`.
+fn exporter(listener: std::net::TcpListener, tx: std::sync::mpsc::Sender<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    for stream in listener.incoming().flatten() {
+        let mut reader = BufReader::new(&stream);
+        let mut auth = String::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("authorization:") {
+                auth = v.trim().to_string();
+            }
+            line.clear();
+        }
+        let body = "up_metric 1\n";
+        let _ = write!(
+            &stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        if tx.send(auth).is_err() {
+            return;
+        }
+    }
+}
+
+/// A prometheus check's bearer token is a secret: `check list` and `status --json` show it as
+/// "set"; a listed check given back with "set" keeps its token (the agent's scrapes still
+/// send it), and "set" for a check that has none is refused.
+#[test]
+fn ck4_a_prometheus_checks_bearer_token_is_shown_as_set_and_kept() {
+    let site = Site::new(68);
+    let mut server = site.server("srv", FAST);
+    server.start();
+    let mut a = site.agent("a", &[&server], FAST);
+    a.start();
+    a.wait_link("home", Some(&server));
+    let listener = std::net::TcpListener::bind(site.addr()).expect("bind");
+    let url = format!("http://{}/metrics", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exporter(listener, tx));
+    let secret = "S3CRET-bearer-0123456789";
+    let add = |token: &str| {
+        server.cli(&[
+            "check",
+            "add",
+            "scrape",
+            "--kind",
+            "prometheus",
+            "--target",
+            &url,
+            "--every",
+            "200ms",
+            "--agent",
+            "a",
+            "--bearer-token",
+            token,
+        ])
+    };
+    assert!(add(secret).status.success());
+    let seen = rx.recv_timeout(WAIT).expect("a scrape");
+    assert_eq!(seen, format!("bearer {}", secret.to_ascii_lowercase()));
+    let listed = server.cli_ok(&["check", "list"]);
+    let status = server.cli_ok(&["status", "--json"]);
+    for (what, text) in [("check list", &listed), ("status --json", &status)] {
+        assert!(!text.contains(secret), "{what} shows the token: {text}");
+    }
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status");
+    let scrape = status["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "scrape")
+        .cloned();
+    assert_eq!(scrape.map(|c| c["token"].clone()), Some("set".into()));
+    // Given back as listed: the token stays.
+    assert!(add("set").status.success());
+    while rx.try_recv().is_ok() {}
+    let seen = rx.recv_timeout(WAIT).expect("a scrape after the change");
+    assert_eq!(seen, format!("bearer {}", secret.to_ascii_lowercase()));
+    let refused = server.cli(&[
+        "check",
+        "add",
+        "other",
+        "--kind",
+        "prometheus",
+        "--target",
+        &url,
+        "--agent",
+        "a",
+        "--bearer-token",
+        "set",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is what a listed check shows"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -146,7 +146,10 @@ pub(crate) fn checks_for(shared: &Shared, agent: &str) -> Value {
     json!(list)
 }
 
-/// The site's checks as stored.
+/// What a listed check shows of its secret (a prometheus check's bearer token): that it has one.
+pub(crate) const SECRET_SET: &str = "set";
+
+/// The site's checks as stored, secrets shown as "set" (only the agents running them get them).
 pub(crate) fn check_list(shared: &Shared) -> Vec<CheckSpec> {
     shared
         .store()
@@ -155,6 +158,9 @@ pub(crate) fn check_list(shared: &Shared) -> Vec<CheckSpec> {
         .into_iter()
         .filter_map(|(name, mut doc)| {
             doc["name"] = json!(name);
+            if doc.get("token").is_some_and(Value::is_string) {
+                doc["token"] = json!(SECRET_SET);
+            }
             serde_json::from_value(doc).ok()
         })
         .collect()

@@ -220,6 +220,20 @@ fn put_check(core: &mut Core, spec: CheckSpec) -> Answer {
     let mut doc = serde_json::to_value(&spec).map_err(Refusal::failed)?;
     if let Some(o) = doc.as_object_mut() {
         o.remove("name");
+        // A check as listed (its token shown as "set") given back keeps the token it has.
+        if o.get("token").and_then(serde_json::Value::as_str) == Some(crate::docs::SECRET_SET) {
+            let stored = core.shared().store().check_get(&spec.name).ok().flatten();
+            match stored.and_then(|d| d.get("token").cloned()) {
+                Some(token) => o.insert("token".into(), token),
+                None => {
+                    return Err(Refusal::invalid(format!(
+                        "check {}: the token \"{}\" is what a listed check shows; give the token itself",
+                        spec.name,
+                        crate::docs::SECRET_SET
+                    )))
+                }
+            };
+        }
     }
     core.shared()
         .store()
