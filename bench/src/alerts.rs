@@ -145,6 +145,18 @@ async fn add_check(server: &Node, name: &str, target: &str, every: &str, fail_af
         .expect("check add");
 }
 
+/// A webhook channel `hook` to `url`, for these codes (all when none).
+async fn add_hook(server: &Node, url: &str, codes: &[&str]) {
+    let mut spec = json!({"name": "hook", "kind": "webhook", "url": url});
+    if !codes.is_empty() {
+        spec["codes"] = json!(codes);
+    }
+    server
+        .call_ok("POST", "/api/alerts/channels", Some(spec))
+        .await
+        .expect("channel add");
+}
+
 async fn site(ctx: &Ctx, sets: &[&str], hook: &str) -> (Node, Node) {
     let mut server = ctx.server("server", sets);
     server.start().await;
@@ -153,14 +165,7 @@ async fn site(ctx: &Ctx, sets: &[&str], hook: &str) -> (Node, Node) {
     wait_link(&agent, "home", &server.listen, Duration::from_secs(60))
         .await
         .expect("agent home");
-    server
-        .call_ok(
-            "POST",
-            "/api/alerts/channels",
-            Some(json!({"name": "hook", "kind": "webhook", "url": hook, "codes": ["CHECK_DOWN"]})),
-        )
-        .await
-        .expect("channel add");
+    add_hook(&server, hook, &["CHECK_DOWN"]).await;
     (server, agent)
 }
 
@@ -203,13 +208,7 @@ async fn kills(env: &Env, runs: usize) -> Kills {
     wait_link(&agent, "home", &s[0].listen, Duration::from_secs(60))
         .await
         .expect("agent home");
-    s[0].call_ok(
-        "POST",
-        "/api/alerts/channels",
-        Some(json!({"name": "hook", "kind": "webhook", "url": hook, "codes": ["CHECK_DOWN"]})),
-    )
-    .await
-    .expect("channel add");
+    add_hook(&s[0], &hook, &["CHECK_DOWN"]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut active = 0usize;
     let mut failed = 0;
@@ -464,14 +463,7 @@ async fn backlog(env: &Env, n: usize) -> Backlog {
     let (hook, inbox, rx) = receiver().await;
     let mut server = ctx.server("server", &[]);
     server.start().await;
-    server
-        .call_ok(
-            "POST",
-            "/api/alerts/channels",
-            Some(json!({"name": "hook", "kind": "webhook", "url": hook})),
-        )
-        .await
-        .expect("channel add");
+    add_hook(&server, &hook, &[]).await;
     server.stop();
     {
         let mut store =

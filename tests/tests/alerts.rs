@@ -665,13 +665,9 @@ fn al4_email_through_a_real_smtp_server_and_a_command_with_json_on_stdin_and_a_h
     );
 }
 
-/// AL-5 (issue 15 test d): the ACTIVE is SIGKILLed while an alert waits behind a failing
-/// receiver. The STANDBY replicated the outbox and its marks; promoted, it delivers the alert
-/// under the same id. Copies the receiver accepted are counted: only one may arrive, since every
-/// copy before the kill was refused.
-#[test]
-fn al5_a_promoted_standby_delivers_the_alert_the_killed_active_had_not_delivered() {
-    let site = Site::new(221);
+/// A hot-standby pair at fast timings with `group_wait = 0` (s1 ACTIVE, s2 STANDBY), an agent at
+/// home on s1, and a webhook channel for CHECK_DOWN to a receiver answering 503.
+fn active_standby_agent_and_failing_hook(site: &Site) -> (Node, Node, Node, Receiver) {
     let token = format!("server.enroll_token={ENROLL_TOKEN}");
     let agent_token = format!("agent.enroll_token={ENROLL_TOKEN}");
     let sets = [&[&token[..], "alert.group_wait=0s"][..], FAST_SERVER].concat();
@@ -687,8 +683,19 @@ fn al5_a_promoted_standby_delivers_the_alert_the_killed_active_had_not_delivered
     s2.wait_failover_state("standby");
     a1.start();
     a1.wait_link("home", Some(&s1));
-    let hook = Receiver::start(&site, 503);
+    let hook = Receiver::start(site, 503);
     add_webhook(&s1, "hook", &hook, &["--codes", "CHECK_DOWN"]);
+    (s1, s2, a1, hook)
+}
+
+/// AL-5 (issue 15 test d): the ACTIVE is SIGKILLed while an alert waits behind a failing
+/// receiver. The STANDBY replicated the outbox and its marks; promoted, it delivers the alert
+/// under the same id. Copies the receiver accepted are counted: only one may arrive, since every
+/// copy before the kill was refused.
+#[test]
+fn al5_a_promoted_standby_delivers_the_alert_the_killed_active_had_not_delivered() {
+    let site = Site::new(221);
+    let (mut s1, s2, _a1, hook) = active_standby_agent_and_failing_hook(&site);
     closed_port_check(&s1, "db-ping", &site.addr(), "2");
     let id = wait_ok(WAIT, "the alert refused twice on s1", || {
         let a = alert_of(&s1, "CHECK_DOWN", "db-ping").ok_or("no alert".to_string())?;
@@ -743,23 +750,7 @@ fn al5_a_promoted_standby_delivers_the_alert_the_killed_active_had_not_delivered
 #[test]
 fn al5_al2_every_queued_alert_is_delivered_across_a_sigkill_of_the_active_and_none_raised_twice() {
     let site = Site::new(226);
-    let token = format!("server.enroll_token={ENROLL_TOKEN}");
-    let agent_token = format!("agent.enroll_token={ENROLL_TOKEN}");
-    let sets = [&[&token[..], "alert.group_wait=0s"][..], FAST_SERVER].concat();
-    let (mut s1, mut s2) = site.hot_standby(&sets, None);
-    let mut a1 = site.agent(
-        "a1",
-        &[&s1, &s2],
-        &[&[&agent_token[..]][..], FAST_AGENT].concat(),
-    );
-    s1.start();
-    s1.wait_failover_state("active");
-    s2.start();
-    s2.wait_failover_state("standby");
-    a1.start();
-    a1.wait_link("home", Some(&s1));
-    let hook = Receiver::start(&site, 503);
-    add_webhook(&s1, "hook", &hook, &["--codes", "CHECK_DOWN"]);
+    let (mut s1, s2, _a1, hook) = active_standby_agent_and_failing_hook(&site);
     let checks: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
     for name in &checks {
         closed_port_check(&s1, name, &site.addr(), "1");
