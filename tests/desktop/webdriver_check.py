@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Drives the Understudy window through tauri-driver (W3C WebDriver) the way a user does: starts
 the window process (APP with ARGS, e.g. `--window --data-dir D`) in a new session, clicks "Force
-failover" on a pair and waits until the window shows the secondary active; saves a screenshot of
+failover" on a pair and waits until the window shows the secondary active, then that the Charts
+panel (MX-3, uPlot) draws records per second and the pair's timeline, listing the
+FORCED_FAILOVER just made; saves a screenshot of
 the window; ends the session (which closes the window, and so ends the window process).
 
   webdriver_check.py PAIR SCREENSHOT.png APP [ARG...]   (tauri-driver listening on $WEBDRIVER_URL,
@@ -75,6 +77,9 @@ class Driver:
     def click(self, elem):
         return self.request("POST", self.s(f"/element/{elem}/click"), {})
 
+    def rect(self, elem):
+        return self.request("GET", self.s(f"/element/{elem}/rect"))
+
     def text(self, elem):
         return self.request("GET", self.s(f"/element/{elem}/text"))
 
@@ -133,6 +138,18 @@ def main(argv):
     print(f"clicked {button}")
     wait(f"the window shows pair {pair} on its secondary", lambda: active_is("secondary"), 15)
     print(f"window: pair {pair} active {d.text(d.find(active))}")
+
+    # MX-3: the same console's Charts panel, in the window.
+    def drawn(chart):
+        r = d.rect(d.find(f'[data-testid="chart-{chart}"] canvas'))
+        return r["width"] > 0 and r["height"] > 0
+
+    for chart in ("records", f"pair-{pair}"):
+        wait(f"the window draws chart-{chart} (a canvas of non-zero size)", lambda: drawn(chart), 30)
+        print(f"window: chart-{chart} drawn")
+    handover = f'[data-testid="handovers-{pair}"] [data-code="FORCED_FAILOVER"]'
+    wait(f"the timeline of {pair} lists the FORCED_FAILOVER", lambda: d.find(handover), 30)
+    print(f"window: the timeline of {pair} lists FORCED_FAILOVER")
 
     with open(shot, "wb") as f:
         f.write(d.screenshot())

@@ -4,6 +4,7 @@
 // held the duty, handovers marked by their event), a role strip of the hot-standby servers,
 // records per second.
 
+import './locale'; // before uPlot: a POSIX locale's language would stop its module
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import type {

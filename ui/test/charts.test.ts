@@ -1,5 +1,6 @@
 // MX-3: the server's series answers mapped to uPlot's data.
 import { describe, expect, it } from 'vitest';
+import { usableLanguage } from '../src/locale';
 import { bands, checkData, laneData, markers, pairLanes, rateData, roleLanes } from '../src/charts';
 import type { CheckSeries, EventView, PairSeries, RecordSeries, RoleSeries } from '../src/api.gen';
 
@@ -86,5 +87,12 @@ describe('mx3 chart data', () => {
     expect(xs).toEqual([0, 5, 5.001, 10, 10.001]);
     expect(s1).toEqual([1, 1, null, null, null]);
     expect(s2).toEqual([null, 2, 2, 2, null]);
+  });
+});
+
+describe('mx3 uPlot under a POSIX locale', () => {
+  it('a language Intl rejects ("C", WebKitGTK under LANG=C) is not usable; en-US is', () => {
+    expect(usableLanguage('C')).toBe(false);
+    expect(usableLanguage('en-US')).toBe(true);
   });
 });
