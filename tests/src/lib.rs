@@ -221,6 +221,18 @@ impl Site {
         self.dir.as_ref().expect("the site directory").path()
     }
 
+    /// A listener of the test's own on a fresh `127.0.N.H`, with its `IP:PORT`: bound once and
+    /// kept, so no other socket can take the port between choosing it and binding it (as with
+    /// [`Site::addr`], which only a child process's address should use).
+    pub fn listener(&self) -> (TcpListener, String) {
+        let host = self.next_host.fetch_add(1, Ordering::Relaxed);
+        assert!(host < 255, "too many addresses in one site");
+        let ip = format!("127.0.{}.{host}", self.net);
+        let listener = TcpListener::bind((ip.as_str(), 0)).expect("binding a loopback address");
+        let port = listener.local_addr().expect("local address").port();
+        (listener, format!("{ip}:{port}"))
+    }
+
     /// A fresh `127.0.N.H:PORT` with a port that was free a moment ago.
     pub fn addr(&self) -> String {
         let host = self.next_host.fetch_add(1, Ordering::Relaxed);

@@ -183,16 +183,24 @@ struct Receiver {
 
 impl Receiver {
     fn start(site: &Site, answer: u16) -> Receiver {
-        Receiver::serve(site.addr(), answer, None)
+        let (listener, addr) = site.listener();
+        Receiver::serve(listener, addr, answer, None)
     }
 
     /// The same receiver over HTTPS with `tls` (a certificate from a test CA).
-    fn start_https(addr: String, tls: Arc<rustls::ServerConfig>) -> Receiver {
-        Receiver::serve(addr, 200, Some(tls))
+    fn start_https(
+        (listener, addr): (TcpListener, String),
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Receiver {
+        Receiver::serve(listener, addr, 200, Some(tls))
     }
 
-    fn serve(addr: String, answer: u16, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
-        let listener = TcpListener::bind(&addr).expect("the receiver's port");
+    fn serve(
+        listener: TcpListener,
+        addr: String,
+        answer: u16,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Receiver {
         let got = Arc::new(Mutex::new(Vec::new()));
         let answer = Arc::new(AtomicU16::new(answer));
         let (g, a) = (got.clone(), answer.clone());
@@ -1009,9 +1017,9 @@ fn al4_email_over_starttls_and_tls_and_an_https_webhook_trust_the_channels_ca_an
 ) {
     let site = Site::new(224);
     let (s, _a1) = server_with_agent_and(&site, &["alert.group_wait=0s"]);
-    let (starttls, smtps, https) = (site.addr(), site.addr(), site.addr());
+    let (starttls, smtps, https) = (site.addr(), site.addr(), site.listener());
     let ip = |a: &str| a.split(':').next().expect("an ip").to_string();
-    let (ca, cert, key) = test_ca(site.dir(), &[&ip(&starttls), &ip(&smtps), &ip(&https)]);
+    let (ca, cert, key) = test_ca(site.dir(), &[&ip(&starttls), &ip(&smtps), &ip(&https.1)]);
     let (_starttls_server, starttls_log) = aiosmtpd(
         &site,
         "starttls",
@@ -1042,7 +1050,7 @@ fn al4_email_over_starttls_and_tls_and_an_https_webhook_trust_the_channels_ca_an
     };
     let hook = Receiver::start_https(https, Arc::new(tls));
     // Accepts connections and never answers.
-    let hanging = TcpListener::bind(site.addr()).expect("the hanging receiver");
+    let (hanging, _) = site.listener();
     let hanging_url = format!("http://{}/hook", hanging.local_addr().expect("addr"));
     let held: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
     let keep = held.clone();

@@ -731,7 +731,7 @@ fn ck4_a_prometheus_checks_bearer_token_is_shown_as_set_and_kept() {
     let mut a = site.agent("a", &[&server], FAST);
     a.start();
     a.wait_link("home", Some(&server));
-    let listener = std::net::TcpListener::bind(site.addr()).expect("bind");
+    let (listener, _) = site.listener();
     let url = format!("http://{}/metrics", listener.local_addr().expect("addr"));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || exporter(listener, tx));

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -427,8 +426,7 @@ struct Refuser {
 
 impl Refuser {
     fn start(site: &Site) -> Refuser {
-        let addr = site.addr();
-        let listener = TcpListener::bind(&addr).expect("the receiver's port");
+        let (listener, addr) = site.listener();
         let got = Arc::new(Mutex::new(Vec::new()));
         let g = got.clone();
         std::thread::spawn(move || {
