@@ -107,6 +107,7 @@ pub async fn sim_agent(
         home: true,
         token: TOKEN.into(),
         probe: false,
+        home_fingerprints: Vec::new(),
     };
     if write_frame(&mut wr, &hello).await.is_err() {
         c.failed.fetch_add(1, Ordering::Relaxed);

@@ -302,6 +302,7 @@ fn raw_hello(site: &Site, server: &Node, id: &str, name: &str, token: &str) -> O
             home: true,
             token: token.into(),
             probe: false,
+            home_fingerprints: Vec::new(),
         })
         .expect("json"),
     )

@@ -22,6 +22,7 @@ fn hello(id: &str, name: &str) -> ToServer {
         home: true,
         token: ENROLL_TOKEN.into(),
         probe: false,
+        home_fingerprints: Vec::new(),
     }
 }
 

@@ -384,6 +384,7 @@ fn hello_claiming(id: &str, name: &str, home: bool) -> ToServer {
         home,
         token: "security-test-token".into(),
         probe: false,
+        home_fingerprints: Vec::new(),
     }
 }
 
@@ -434,6 +435,76 @@ fn security_a_foreign_agent_claiming_home_is_not_treated_as_home() {
     s.stop();
     s.start();
     decided(&s, "after a restart");
+}
+
+/// Issue 12 item 3 (AG-4, SECURITY.md "Hello.home"): an agent whose first contact with its home
+/// cluster is home's hot-standby peer (home down when the agent first starts) is home there, not
+/// a guest: its Hello names the fingerprint it pins for its first server, which the peer knows as
+/// its `failover.peer`. Neither server has a standby slot, so a guest would be refused. A real
+/// agent delivers its records to the peer; a raw client naming another server's fingerprint (an
+/// agent of another site) is still refused for capacity, and so is one naming none.
+#[test]
+fn security_an_agent_first_reaching_its_home_cluster_through_the_peer_is_home_there() {
+    let site = Site::new(245);
+    let sets = [
+        &[
+            "server.enroll_token=security-test-token",
+            "server.standby_capacity=0",
+        ][..],
+        FAST_SERVER,
+    ]
+    .concat();
+    let (s1, mut s2) = site.hot_standby(&sets, None);
+    // s1, the agent's home, never starts: s2 is the first one up and takes the duty (HS-2).
+    s2.start();
+    s2.wait_failover_state("active");
+    let mut a = site.agent(
+        "a",
+        &[&s1, &s2],
+        &[&["agent.enroll_token=security-test-token"][..], FAST_AGENT].concat(),
+    );
+    a.start();
+    let (_, last) = a.send(20);
+    wait_records(&[&s2], &[("a", last)]);
+    let entry = s2.agent_entry("a").expect("a's entry on s2");
+    assert!(
+        !entry.pending && !entry.standby_slot,
+        "admitted as home, in no standby slot: {entry:?}"
+    );
+
+    let own = client_identity(&site, "own");
+    let foreign = client_identity(&site, "foreign");
+    let other_site = client_identity(&site, "other-site-server");
+    let hello = |id: &str, name: &str, first: Vec<String>| ToServer::Hello {
+        id: id.into(),
+        name: name.into(),
+        home: false,
+        token: "security-test-token".into(),
+        probe: false,
+        home_fingerprints: first,
+    };
+    let answer = ask(
+        &s2,
+        &foreign,
+        &hello(
+            "0d5e3f7a-1b2c-4d3e-8f4a-5b6c7d8e9f11",
+            "foreign",
+            vec![other_site.fingerprint()],
+        ),
+    );
+    assert!(
+        is_capacity_refusal(&answer),
+        "an agent whose home is another site's server is a guest: {answer:?}"
+    );
+    let answer = ask(
+        &s2,
+        &own,
+        &hello("0d5e3f7a-1b2c-4d3e-8f4a-5b6c7d8e9f12", "own", Vec::new()),
+    );
+    assert!(
+        is_capacity_refusal(&answer),
+        "an agent naming no home is a guest: {answer:?}"
+    );
 }
 
 /// Issue 12: the configured `failover.peer` fingerprint is one of the peer link's pins. After

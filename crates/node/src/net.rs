@@ -188,6 +188,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             home: claimed_home,
             token,
             probe,
+            home_fingerprints,
         } => {
             let config = shared.config();
             if !config.node.server {
@@ -267,7 +268,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 name: name.clone(),
                 fingerprint,
                 token,
-                home: claimed_home,
+                home: claimed_home || is_home_cluster(&shared, &home_fingerprints),
             };
             if probe {
                 let (tx, rx) = oneshot::channel();
@@ -489,6 +490,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             reason,
             events,
             outbox,
+            forwarded,
         } => {
             if !is_peer(&shared, &fingerprint) {
                 return refuse_not_peer(&mut wr, remote, &fingerprint, "a handover").await;
@@ -499,6 +501,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             tell_checks(&shared, &events);
             apply_outbox(&shared, &outbox);
+            adopt_forwarded(&shared, forwarded.as_ref());
             let (tx, rx) = oneshot::channel();
             let _ = shared.core.send(Input::PeerHandover {
                 epoch,
@@ -573,6 +576,34 @@ fn check_run(r: &crate::store::Record) -> Option<(String, bool, String)> {
 fn is_peer(shared: &Shared, fingerprint: &str) -> bool {
     let config = shared.config();
     config.peer().ok().flatten().is_some() && shared.peer_trust().contains(fingerprint)
+}
+
+/// Whether an agent whose first server presents one of `home_fingerprints` has this server's
+/// hot-standby cluster as its home: this server is that first server, or is its configured peer.
+/// The agent's word, like `Hello.home`, taken once (the entry keeps the decision); what
+/// it adds is that an agent whose first contact with its home cluster is home's peer is home
+/// there, not a guest needing a standby slot (SECURITY.md "Hello.home").
+fn is_home_cluster(shared: &Shared, home_fingerprints: &[String]) -> bool {
+    let own = shared.trust.identity.fingerprint();
+    home_fingerprints
+        .iter()
+        .any(|fp| *fp == own || is_peer(shared, fp))
+}
+
+/// The fingerprints this agent pins for its first server (its home), for its Hello.
+fn home_fingerprints(shared: &Shared) -> Vec<String> {
+    let config = shared.config();
+    let Some(first) = config.agent.servers.first() else {
+        return Vec::new();
+    };
+    match crate::config::ServerUrl::parse(first) {
+        Ok(url) => shared
+            .trust
+            .pins
+            .pins_for(&url.address(), crate::mailbox::now_ms())
+            .list(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Refuses a peer message from a certificate that is not the peer's: logged, answered, closed.
@@ -810,6 +841,7 @@ pub(crate) async fn agent_link(
         home,
         token: config.agent.enroll_token.clone(),
         probe: false,
+        home_fingerprints: home_fingerprints(&shared),
     };
     if let Err(e) = write_frame(&mut wr, &hello).await {
         return report(
@@ -1094,6 +1126,7 @@ pub(crate) async fn agent_probe(shared: Arc<Shared>, server: usize, addr: String
             home: server == 0,
             token: config.agent.enroll_token.clone(),
             probe: true,
+            home_fingerprints: home_fingerprints(&shared),
         };
         write_frame(&mut wr, &hello)
             .await
@@ -1211,11 +1244,7 @@ pub(crate) async fn peer_poll(
         if replicate {
             apply_replication(&shared, &records, &events);
             apply_outbox(&shared, &outbox);
-            if let Some(mark) = &forwarded {
-                if let Err(e) = shared.store().forward_adopt(mark) {
-                    tracing::error!("{e}");
-                }
-            }
+            adopt_forwarded(&shared, forwarded.as_ref());
         } else if site.is_some()
             || !records.is_empty()
             || !events.is_empty()
@@ -1308,6 +1337,16 @@ async fn watch_once(shared: &Arc<Shared>, addr: &str) -> Result<(), String> {
                 Err(_) => return Err("no beat: the connection went stale".into()),
             },
             _ = shutdown.changed() => return Err("stopping".into()),
+        }
+    }
+}
+
+/// MX-2: takes the peer's forwarding cursor (the last record it forwarded), replicated by a poll
+/// or handed over with the role (HS-8).
+fn adopt_forwarded(shared: &Shared, mark: Option<&crate::store::ForwardMark>) {
+    if let Some(mark) = mark {
+        if let Err(e) = shared.store().forward_adopt(mark) {
+            tracing::error!("{e}");
         }
     }
 }
@@ -1425,6 +1464,12 @@ pub(crate) async fn hand_over(shared: Arc<Shared>, addr: String, epoch: u64, rea
             .store()
             .outbox_since(outbox_after, 500)
             .map_err(|e| e.to_string())?;
+        // MX-2: every record up to the cursor was pushed above, so the peer can place it.
+        let forwarded = {
+            let store = shared.store();
+            let cursor = store.forward_cursor().map_err(|e| e.to_string())?;
+            store.forward_mark_at(cursor).map_err(|e| e.to_string())?
+        };
         let stream = tls::connect_with(peer_client(&shared)?, &addr, Duration::from_secs(3))
             .await
             .map_err(|e| e.to_string())?;
@@ -1436,6 +1481,7 @@ pub(crate) async fn hand_over(shared: Arc<Shared>, addr: String, epoch: u64, rea
                 reason,
                 events,
                 outbox,
+                forwarded,
             },
         )
         .await

@@ -90,6 +90,12 @@ pub enum ToServer {
         home: bool,
         token: String,
         probe: bool,
+        /// The fingerprints the agent pins for the first server in its list, its home: a server
+        /// whose own or whose hot-standby peer's fingerprint is among them is the agent's home
+        /// cluster, also when the agent reaches it first through the peer (home down at the
+        /// agent's first start; SECURITY.md "Hello.home").
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        home_fingerprints: Vec<String>,
     },
     Heartbeat {
         id: u64,
@@ -152,6 +158,10 @@ pub enum ToServer {
         /// made just before the stop are not sent again by the new ACTIVE.
         #[serde(default)]
         outbox: Vec<crate::store::OutboxRow>,
+        /// MX-2: the last record this server forwarded (its cursor), so that the new ACTIVE does
+        /// not send again what was forwarded since its last poll. Its records came first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forwarded: Option<crate::store::ForwardMark>,
     },
 }
 
