@@ -780,3 +780,58 @@ fn hs5_the_cli_refuses_ha_standby_with_exactly_the_sentence_status_showed() {
     );
     assert_eq!(s1.failover().map(|f| f.0).as_deref(), Some("active"));
 }
+
+/// HS-3 (issue 15: an acknowledged change of the site configuration is not left waiting for the
+/// STANDBY's next poll): the ACTIVE tells its watching STANDBY at once when it has committed a
+/// change of the site configuration, as it does for a stored event (`PeerChanged`), and the
+/// STANDBY replicates then. With a `sync_interval` of 10 minutes, an alert channel added on s1,
+/// then removed, is on s2 and then gone from s2 within the test's wait (a minute); on the code
+/// before, each change waited for the next poll. What a SIGKILL of the ACTIVE can take with it
+/// shrinks from one `sync_interval` to the time of one poll.
+#[test]
+fn hs3_a_site_change_reaches_the_standby_at_once_not_at_its_next_poll() {
+    let site = Site::new(28);
+    let mut sets = server_sets(&[]);
+    sets.extend([
+        "failover.sync_interval=600s",
+        "failover.failover_timeout=3s",
+    ]);
+    let (mut s1, mut s2) = site.hot_standby(&sets, None);
+    s1.start();
+    s1.wait_failover_state("active");
+    s2.start();
+    s2.wait_failover_state("standby");
+    let channels = |s: &Node| -> Vec<String> {
+        s.try_json(&["alert", "channel", "list", "--json"])
+            .and_then(|l| {
+                l["channels"].as_array().map(|c| {
+                    c.iter()
+                        .filter_map(|c| c["name"].as_str().map(String::from))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    };
+    s1.cli_ok(&[
+        "alert",
+        "channel",
+        "add",
+        "ops",
+        "--kind",
+        "webhook",
+        "--url",
+        "http://127.0.0.1:9/hook",
+    ]);
+    wait_until(WAIT, "the channel on the STANDBY", || {
+        (channels(&s2) == ["ops"]).then_some(())
+    });
+    s1.cli_ok(&["alert", "channel", "remove", "ops"]);
+    wait_until(WAIT, "the channel gone from the STANDBY", || {
+        channels(&s2).is_empty().then_some(())
+    });
+    assert_eq!(
+        s2.failover().map(|f| f.0).as_deref(),
+        Some("standby"),
+        "s2 stayed STANDBY throughout"
+    );
+}

@@ -176,7 +176,7 @@ impl Node {
         let data_dir = config.node.data_dir.clone();
         // Re-checked at every start: a copy or an old install may have left them readable.
         secure_data_dir(&data_dir)?;
-        let store = Store::open(&data_dir.join("store.db"), &config.node.id)?;
+        let mut store = Store::open(&data_dir.join("store.db"), &config.node.id)?;
         // The store may have been created just now (with the umask's mode), its WAL with it.
         secure_data_dir(&data_dir)?;
         tls::load_or_generate(&data_dir)?;
@@ -247,6 +247,11 @@ impl Node {
         let (events, _) = broadcast::channel(1024);
         let (shutdown, _) = watch::channel(false);
         let (acting, _) = watch::channel(false);
+        // HS-3: a committed change of the site configuration tells a STANDBY watching this node
+        // at once (`PeerChanged`), as a stored event does: an acknowledged change is not left
+        // for the next `sync_interval`.
+        let peer_news: Arc<tokio::sync::Notify> = Default::default();
+        store.on_site_change(peer_news.clone());
         let shared = Arc::new(Shared {
             data_dir: data_dir.clone(),
             config: Arc::new(Mutex::new(config)),
@@ -263,7 +268,7 @@ impl Node {
             intake: Default::default(),
             peer_pulled: Default::default(),
             forward: Default::default(),
-            peer_news: Default::default(),
+            peer_news,
             check_runs: Default::default(),
         });
         shared.save_pins();

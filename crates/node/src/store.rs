@@ -496,6 +496,9 @@ pub struct Store {
     /// MX-1: what this process wrote, counted in memory as it commits (a scrape reads these, never
     /// a table).
     tally: Tally,
+    /// HS-3: notified after each committed change of the site configuration (the runtime's
+    /// `Shared::peer_news`, which tells a watching STANDBY to replicate now).
+    site_news: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// MX-1: counters of what the store committed since the process started (Prometheus counters:
@@ -652,6 +655,7 @@ impl Store {
             reserve_ready: false,
             reserve_failed_at: None,
             tally: Tally::default(),
+            site_news: None,
         };
         store.migrate(migrations)?;
         Ok(store)
@@ -1701,7 +1705,15 @@ impl Store {
         let version = counter(&tx, SITE_VERSION).map_err(err)? + 1;
         set_counter(&tx, SITE_VERSION, version).map_err(err)?;
         tx.commit().map_err(err)?;
+        if let Some(news) = &self.site_news {
+            news.notify_one();
+        }
         Ok(Some(version))
+    }
+
+    /// HS-3: `news` is notified after each committed change of the site configuration.
+    pub fn on_site_change(&mut self, news: std::sync::Arc<tokio::sync::Notify>) {
+        self.site_news = Some(news);
     }
 
     /// Inserts or replaces an agent (by id); returns the new site version. A name already used by
