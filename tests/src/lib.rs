@@ -286,6 +286,40 @@ impl Site {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
+        self.node_in(name, dir, listen)
+    }
+
+    /// `understudy init --data-dir <site>/NAME --name NAME --listen <fresh address> --join
+    /// INVITATION [--set K=V]...` (issue 14 item 3): its output, and the node when it succeeded.
+    pub fn join(&self, name: &str, invitation: &str, sets: &[&str]) -> (Output, Option<Node>) {
+        let dir = self.dir().join(name);
+        let listen = self.addr();
+        let dir_s = dir.display().to_string();
+        let mut args: Vec<&str> = vec![
+            "init",
+            "--data-dir",
+            &dir_s,
+            "--name",
+            name,
+            "--listen",
+            &listen,
+            "--join",
+            invitation,
+        ];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let out = run_understudy(&args, Duration::from_secs(30)).expect("init --join finished");
+        let node = out
+            .status
+            .success()
+            .then(|| self.node_in(name, dir, listen.clone()));
+        (out, node)
+    }
+
+    /// The [`Node`] of an initialised data directory.
+    fn node_in(&self, name: &str, dir: PathBuf, listen: String) -> Node {
+        let dir_s = dir.display().to_string();
         let shown = run_understudy(
             &["cert", "show", "--json", "--data-dir", &dir_s],
             Duration::from_secs(30),

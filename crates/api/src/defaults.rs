@@ -49,6 +49,10 @@ pub const LABEL_VALUE_MAX: usize = 1024;
 
 /// How many events `GET /api/events` answers at most when no limit is given.
 pub const EVENTS_LIMIT: usize = 1000;
+/// UI-5: how long `GET /api/events?follow=1` waits for an event before it answers an empty
+/// list (the client asks again); below the admin connection's idle timeout and the CLI's
+/// request timeout.
+pub const EVENTS_FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The fast timing profile (PRODUCT.md §3 `demo --fast`, §5 "sub-second settings"): `--set`
 /// arguments that make failover sub-second. The demo, the benchmarks and the tests all use it.

@@ -72,6 +72,11 @@ pub struct EventView {
     /// A short heading for a notification or a list.
     #[serde(default)]
     pub title: String,
+    /// UI-5: the event's stable id, `ORIGIN:N` (the node that raised it and its number there),
+    /// the same on both servers of a hot-standby pair (`id` is each store's own): what a
+    /// follower resumes after (`GET /api/events?follow=1&after=KEY`).
+    #[serde(default)]
+    pub key: String,
 }
 
 fn info() -> Severity {
@@ -100,7 +105,24 @@ impl EventView {
             notify: known.is_some_and(EventCode::notify),
             severity: known.map_or(Severity::Info, |c| c.severity().into()),
             title: known.map_or_else(|| code.to_string(), |c| c.title().to_string()),
+            key: String::new(),
         }
+    }
+
+    /// The view with its stable [`key`](EventView::key): `origin_id` is the event's number on
+    /// its origin (the view's `origin`).
+    pub fn keyed(mut self, origin_id: u64) -> EventView {
+        if let Some(origin) = &self.origin {
+            self.key = format!("{origin}:{origin_id}");
+        }
+        self
+    }
+
+    /// A stable key `ORIGIN:N` split into its origin and number.
+    pub fn parse_key(key: &str) -> Option<(&str, u64)> {
+        let (origin, n) = key.rsplit_once(':')?;
+        (!origin.is_empty()).then_some(())?;
+        Some((origin, n.parse().ok()?))
     }
 }
 

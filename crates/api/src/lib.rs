@@ -10,6 +10,7 @@ pub mod channel;
 pub mod defaults;
 pub mod duration;
 pub mod event;
+pub mod invite;
 pub mod refusal;
 pub mod request;
 pub mod series;
@@ -17,6 +18,10 @@ pub mod status;
 
 pub use channel::{ChannelSpec, Channels};
 pub use event::{EventView, Severity};
+pub use invite::{
+    Invitation, InvitationView, Invitations, InviteSpec, Invited, InvitedServer, PeerJoin,
+    Permission, TokenKind,
+};
 pub use refusal::{Refusal, RefusalKind};
 pub use request::{
     check_labels, AlertQuery, CertRequest, CheckSpec, EventQuery, HttpCall, NewRecord, PairSpec,
@@ -41,6 +46,9 @@ mod typescript {
 
     use crate::channel::{ChannelSpec, Channels};
     use crate::event::Events;
+    use crate::invite::{
+        InvitationView, Invitations, InviteSpec, Invited, PeerJoin, Permission, TokenKind,
+    };
     use crate::request::{CertRequest, CheckSpec, NewRecord, PairSpec, RoleSpec, Switchback};
     use crate::series::*;
     use crate::status::*;
@@ -98,6 +106,13 @@ mod typescript {
             RoleSeries::decl(&cfg),
             RatePoint::decl(&cfg),
             RecordSeries::decl(&cfg),
+            Permission::decl(&cfg),
+            TokenKind::decl(&cfg),
+            InviteSpec::decl(&cfg),
+            Invited::decl(&cfg),
+            InvitationView::decl(&cfg),
+            Invitations::decl(&cfg),
+            PeerJoin::decl(&cfg),
         ];
         let mut out = String::from(
             "// Generated from crates/api by `cargo test -p understudy-api --features ts` \

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::channel::ChannelSpec;
 use crate::defaults;
+use crate::invite::{InviteSpec, PeerJoin, Permission};
 use crate::refusal::Refusal;
 use crate::series::Window;
 
@@ -110,6 +111,17 @@ pub enum Request {
     RoleSeries(Window),
     /// MX-3: records stored per second.
     RecordSeries(Window),
+    /// `invite` (UI-5): a new token and the one-line invitation carrying it.
+    Invite(InviteSpec),
+    /// `invite list`: the tokens, never their secrets.
+    Invitations,
+    /// `invite revoke ID`.
+    RevokeInvitation {
+        name: String,
+    },
+    /// `init --join` of a `--peer` invitation: the joining server becomes this one's
+    /// hot-standby peer (UI-5, issue 14 item 3).
+    JoinPeer(PeerJoin),
 }
 
 /// Which operation, without its arguments: the key of the route table.
@@ -148,6 +160,10 @@ pub enum Op {
     PairSeries,
     RoleSeries,
     RecordSeries,
+    Invite,
+    Invitations,
+    RevokeInvitation,
+    JoinPeer,
 }
 
 /// The route table: `(method, path, operation)`; `{name}` is the one path parameter.
@@ -189,6 +205,10 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("GET", "/api/series/pair/{name}", Op::PairSeries),
     ("GET", "/api/series/roles", Op::RoleSeries),
     ("GET", "/api/series/records", Op::RecordSeries),
+    ("POST", "/api/invitations", Op::Invite),
+    ("GET", "/api/invitations", Op::Invitations),
+    ("DELETE", "/api/invitations/{name}", Op::RevokeInvitation),
+    ("POST", "/api/invitations/peer", Op::JoinPeer),
 ];
 
 /// A request as HTTP: what the client sends.
@@ -335,9 +355,14 @@ pub struct AlertQuery {
     pub limit: Option<usize>,
 }
 
-/// `events` filters: after event `since` (an id), not before `since_ms`, of `code`.
+/// `events` filters: after event `since` (an id), not before `since_ms`, of `code`. With
+/// `follow` (UI-5) the answer waits (long polling, up to [`defaults::EVENTS_FOLLOW_WAIT`]) for
+/// events after `after`, an event's stable [`key`](crate::EventView::key) (`ORIGIN:N`), which
+/// both servers of a hot-standby pair understand.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventQuery {
+    pub follow: bool,
+    pub after: Option<String>,
     pub since: u64,
     pub since_ms: i64,
     pub code: Option<String>,
@@ -460,6 +485,57 @@ impl Request {
             Request::PairSeries { .. } => Op::PairSeries,
             Request::RoleSeries(_) => Op::RoleSeries,
             Request::RecordSeries(_) => Op::RecordSeries,
+            Request::Invite(_) => Op::Invite,
+            Request::Invitations => Op::Invitations,
+            Request::RevokeInvitation { .. } => Op::RevokeInvitation,
+            Request::JoinPeer(_) => Op::JoinPeer,
+        }
+    }
+
+    /// UI-5: the one place that says what each request needs of its credential. The node's own
+    /// admin token has [`Permission::Admin`]; an operator token [`Permission::Operate`].
+    pub fn needs(&self) -> Permission {
+        match self {
+            // What a watcher reads.
+            Request::Status
+            | Request::Pairs
+            | Request::Agents
+            | Request::Checks
+            | Request::Records(_)
+            | Request::Events(_)
+            | Request::Alerts(_)
+            | Request::Channels
+            | Request::Cert
+            | Request::Settings
+            | Request::CheckSeries { .. }
+            | Request::PairSeries { .. }
+            | Request::RoleSeries(_)
+            | Request::RecordSeries(_) => Permission::Read,
+            // The operator actions of PR-5, AG-6, AG-9 and HS-5.
+            Request::ForceFailover { .. }
+            | Request::Revert { .. }
+            | Request::RecallAgent { .. }
+            | Request::AcceptAgent { .. }
+            | Request::RejectAgent { .. }
+            | Request::HaStandby => Permission::Operate,
+            // Roles, certificates, tokens, site configuration and this node's own settings.
+            Request::PutPair(_)
+            | Request::RemovePair { .. }
+            | Request::ForgetAgent { .. }
+            | Request::SetRole(_)
+            | Request::PutCheck(_)
+            | Request::RemoveCheck { .. }
+            | Request::PutChannel(_)
+            | Request::RemoveChannel { .. }
+            | Request::TestChannel { .. }
+            | Request::GenerateCert(_)
+            | Request::Send { .. }
+            | Request::Trust { .. }
+            | Request::SetSettings { .. }
+            | Request::Invite(_)
+            | Request::Invitations
+            | Request::RevokeInvitation { .. }
+            | Request::JoinPeer(_) => Permission::Admin,
         }
     }
 
@@ -482,6 +558,7 @@ impl Request {
             | Request::RemoveCheck { name }
             | Request::RemoveChannel { name }
             | Request::TestChannel { name }
+            | Request::RevokeInvitation { name }
             | Request::CheckSeries { name, .. }
             | Request::PairSeries { name, .. } => encode(name),
             _ => String::new(),
@@ -505,6 +582,8 @@ impl Request {
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect(),
             Request::Events(q) => [
+                ("follow", q.follow.then(|| "1".to_string())),
+                ("after", q.after.clone()),
                 ("since", (q.since > 0).then(|| q.since.to_string())),
                 ("since_ms", (q.since_ms > 0).then(|| q.since_ms.to_string())),
                 ("code", q.code.clone()),
@@ -533,6 +612,8 @@ impl Request {
             Request::PutCheck(c) => Some(to(c)),
             Request::PutChannel(c) => Some(to(c)),
             Request::GenerateCert(c) => Some(to(c)),
+            Request::Invite(i) => Some(to(i)),
+            Request::JoinPeer(j) => Some(to(j)),
             Request::Send { records } => Some(json!({ "records": to(records) })),
             Request::Trust { fingerprint } => Some(json!({ "fingerprint": fingerprint })),
             Request::SetSettings { notifications } => {
@@ -634,6 +715,16 @@ impl Request {
             Op::RemoveChannel => Request::RemoveChannel { name },
             Op::TestChannel => Request::TestChannel { name },
             Op::Events => Request::Events(EventQuery {
+                follow: match param("follow").as_deref() {
+                    None | Some("0") | Some("false") => false,
+                    Some("1") | Some("true") => true,
+                    Some(other) => {
+                        return Err(Refusal::invalid(format!(
+                            "follow must be 1 or 0, not {other}"
+                        )))
+                    }
+                },
+                after: param("after"),
                 since: param("since")
                     .and_then(|s| s.trim_start_matches('#').parse().ok())
                     .unwrap_or(0),
@@ -677,6 +768,10 @@ impl Request {
                     _ => Request::RecordSeries(window),
                 }
             }
+            Op::Invite => Request::Invite(body_of(body, "an invitation request")?),
+            Op::Invitations => Request::Invitations,
+            Op::RevokeInvitation => Request::RevokeInvitation { name },
+            Op::JoinPeer => Request::JoinPeer(body_of(body, "a peer joining")?),
             Op::Settings => Request::Settings,
             Op::SetSettings => {
                 #[derive(Deserialize)]
@@ -856,6 +951,8 @@ mod tests {
             Request::RemoveChannel { name: name.clone() },
             Request::TestChannel { name: name.clone() },
             Request::Events(EventQuery {
+                follow: true,
+                after: Some("8d1f-node:12".into()),
                 since: 7,
                 code: Some("FAILOVER".into()),
                 ..EventQuery::default()
@@ -903,7 +1000,79 @@ mod tests {
                 points: Some(60),
                 ..Window::default()
             }),
+            Request::Invite(InviteSpec {
+                kind: crate::TokenKind::Operator,
+                label: Some("laptop a".into()),
+                address: None,
+                uses: None,
+            }),
+            Request::Invitations,
+            Request::RevokeInvitation {
+                name: "0a1b2c3d".into(),
+            },
+            Request::JoinPeer(PeerJoin {
+                name: "s2".into(),
+                url: "https://10.0.0.2:7400#ab".into(),
+            }),
         ]
+    }
+
+    /// UI-5: what each request needs, written out once more as a table: an operator token may
+    /// read and carry out the operator actions, never change roles, certificates, tokens or
+    /// site configuration.
+    #[test]
+    fn ui5_each_request_needs_its_permission() {
+        use Permission::*;
+        let table = [
+            (Op::Status, Read),
+            (Op::Pairs, Read),
+            (Op::PutPair, Admin),
+            (Op::RemovePair, Admin),
+            (Op::ForceFailover, Operate),
+            (Op::Revert, Operate),
+            (Op::Agents, Read),
+            (Op::AcceptAgent, Operate),
+            (Op::RejectAgent, Operate),
+            (Op::ForgetAgent, Admin),
+            (Op::RecallAgent, Operate),
+            (Op::HaStandby, Operate),
+            (Op::SetRole, Admin),
+            (Op::Checks, Read),
+            (Op::PutCheck, Admin),
+            (Op::RemoveCheck, Admin),
+            (Op::Records, Read),
+            (Op::Events, Read),
+            (Op::Alerts, Read),
+            (Op::Channels, Read),
+            (Op::PutChannel, Admin),
+            (Op::RemoveChannel, Admin),
+            (Op::TestChannel, Admin),
+            (Op::Cert, Read),
+            (Op::GenerateCert, Admin),
+            (Op::Send, Admin),
+            (Op::Trust, Admin),
+            (Op::Settings, Read),
+            (Op::SetSettings, Admin),
+            (Op::CheckSeries, Read),
+            (Op::PairSeries, Read),
+            (Op::RoleSeries, Read),
+            (Op::RecordSeries, Read),
+            (Op::Invite, Admin),
+            (Op::Invitations, Admin),
+            (Op::RevokeInvitation, Admin),
+            (Op::JoinPeer, Admin),
+        ];
+        assert_eq!(table.len(), ROUTES.len(), "one line per route");
+        for r in every_request() {
+            let want = table
+                .iter()
+                .find(|(op, _)| *op == r.op())
+                .map(|(_, p)| *p)
+                .expect("in the table");
+            assert_eq!(r.needs(), want, "{:?}", r.op());
+            let operator = crate::TokenKind::Operator.grants().expect("operator");
+            assert_eq!(operator >= r.needs(), want != Admin, "{:?}", r.op());
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod api;
 mod cert;
 mod demo;
 mod events;
+mod invite;
 mod manage;
 mod node;
 mod output;
@@ -107,6 +108,9 @@ enum Command {
     /// Alerts raised by the acting server and their delivery per channel (AL-1, AL-5)
     #[command(subcommand)]
     Alert(alerts::AlertCommand),
+    /// One-line invitations to this site (UI-5): operator tokens for desktops and scripts,
+    /// `--admin`, `--agent`, `--peer`; `invite list`, `invite revoke ID`
+    Invite(invite::InviteArgs),
     /// Run a whole site on this machine: two servers in hot standby, two pairs, one lone agent
     Demo(demo::DemoArgs),
     /// Write the manual pages (understudy.1 and one per command) into DIR (the packages do)
@@ -331,7 +335,7 @@ fn write_manual(dir: &std::path::Path) -> Result<(), Failure> {
 
 async fn dispatch(target: &Target, command: Command) -> Result<(), Failure> {
     match command {
-        Command::Init(args) => node::init(target, &args),
+        Command::Init(args) => node::init(target, &args).await,
         Command::Status { json } => status::run(target, json).await,
         Command::Pair(cmd) => manage::pair(target, cmd).await,
         Command::Agent(cmd) => manage::agent(target, cmd).await,
@@ -343,6 +347,7 @@ async fn dispatch(target: &Target, command: Command) -> Result<(), Failure> {
         Command::Send { records, labels } => records::send(target, &records, &labels).await,
         Command::Records(args) => records::list(target, &args).await,
         Command::Alert(cmd) => alerts::run(target, cmd).await,
+        Command::Invite(args) => invite::run(target, args).await,
         Command::Serve(_) | Command::Demo(_) | Command::Man { .. } => Ok(()),
     }
 }

@@ -4,8 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use understudy_api::{Invitation, PeerJoin, Request, TokenKind};
 use understudy_node::config::{Config, ServerUrl, CONFIG_FILE};
+use understudy_node::http_client::AdminClient;
 use understudy_node::runtime::{self, InitOptions, Node};
+use understudy_node::tls::{self, Pins};
 
 use crate::api::{self, Failure};
 use crate::{Role, Target};
@@ -19,11 +22,22 @@ pub struct InitArgs {
     #[arg(long, value_name = "ADDR")]
     listen: String,
     /// standalone = server and agent in one node
-    #[arg(long, value_enum, default_value = "standalone")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "standalone",
+        conflicts_with = "join"
+    )]
     role: Role,
     /// An agent's server, home first, then standby ones: https://HOST:PORT[#FINGERPRINT]
-    #[arg(long = "server", value_name = "URL[#FINGERPRINT]", value_parser = parse_server_url)]
+    #[arg(long = "server", value_name = "URL[#FINGERPRINT]", value_parser = parse_server_url,
+          conflicts_with = "join")]
     servers: Vec<String>,
+    /// Join a site with an invitation of `understudy invite --agent` (an agent with the site's
+    /// servers pinned and enrolled) or `--peer` (the hot-standby secondary of the server that
+    /// made it); the servers' certificates are checked before anything is written
+    #[arg(long, value_name = "INVITATION")]
+    join: Option<String>,
     /// Any configuration key, e.g. agent.heartbeat=200ms (repeatable)
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     sets: Vec<String>,
@@ -40,13 +54,16 @@ fn parse_server_url(s: &str) -> Result<String, String> {
     ServerUrl::parse(s).map(|_| s.trim().to_string())
 }
 
-pub fn init(target: &Target, args: &InitArgs) -> Result<(), Failure> {
+pub async fn init(target: &Target, args: &InitArgs) -> Result<(), Failure> {
     if target.node.is_some() {
         return Err(Failure::usage(
             "init works on a data directory (--data-dir D), not --node",
         ));
     }
     let data_dir = api::data_dir(target)?;
+    if let Some(invitation) = &args.join {
+        return join(&data_dir, args, invitation).await;
+    }
     let role = match args.role {
         Role::Standalone => runtime::Role::Standalone,
         Role::Server => runtime::Role::Server,
@@ -60,6 +77,101 @@ pub fn init(target: &Target, args: &InitArgs) -> Result<(), Failure> {
         servers: args.servers.clone(),
         sets: args.sets.clone(),
     })?;
+    print_initialised(&data_dir, args, &report);
+    Ok(())
+}
+
+/// Issue 14 item 3: `init --join INVITATION`. The inviting server must present the certificate
+/// the invitation names before anything is written; a `--peer` join then asks it to take this
+/// server as its hot-standby peer, and a refusal there removes what was written.
+async fn join(data_dir: &Path, args: &InitArgs, text: &str) -> Result<(), Failure> {
+    let invitation = Invitation::parse(text).map_err(|e| Failure::usage(format!("--join: {e}")))?;
+    let role = match invitation.kind {
+        TokenKind::Agent => runtime::Role::Agent,
+        TokenKind::Peer => runtime::Role::Server,
+        kind => {
+            return Err(Failure::usage(format!(
+                "--join: this is an {} invitation, for the desktop app or `--node URL --token-file F`; \
+                 an agent joins with `understudy invite --agent`'s, a standby server with `--peer`'s",
+                kind.as_str()
+            )))
+        }
+    };
+    let first = &invitation.servers[0];
+    let pins = Pins::new([first.fingerprint.clone()]);
+    if let Err(e) = tls::connect(&first.address, &pins, None, &[tls::ALPN_HTTP]).await {
+        return Err(Failure::refused(format!(
+            "--join: {} does not present the certificate the invitation names ({e}); nothing was stored",
+            first.address
+        )));
+    }
+    let mut sets = Vec::new();
+    let mut servers = Vec::new();
+    match invitation.kind {
+        TokenKind::Agent => {
+            servers = invitation.servers.iter().map(|s| s.url()).collect();
+            sets.push(format!("agent.enroll_token={}", invitation.token));
+        }
+        _ => {
+            sets.push(format!("failover.peer={}", first.url()));
+            sets.push("failover.mode=secondary".into());
+        }
+    }
+    sets.extend(args.sets.iter().cloned());
+    let existed = data_dir.exists();
+    let report = runtime::init(&InitOptions {
+        data_dir: data_dir.to_path_buf(),
+        name: args.name.clone(),
+        listen: args.listen.clone(),
+        role,
+        servers,
+        sets,
+    })?;
+    if invitation.kind == TokenKind::Peer {
+        let own = format!("https://{}#{}", args.listen, report.fingerprint);
+        let joined = ask_to_join(&first.url(), &invitation.token, &args.name, &own).await;
+        if let Err(failure) = joined {
+            // Nothing of this failed join stays behind.
+            let _ = if existed {
+                std::fs::remove_file(&report.config_path)
+            } else {
+                std::fs::remove_dir_all(data_dir)
+            };
+            return Err(failure);
+        }
+        println!(
+            "{} takes this server as its hot-standby peer (this one is the secondary)",
+            first.address
+        );
+    }
+    print_initialised(data_dir, args, &report);
+    Ok(())
+}
+
+async fn ask_to_join(url: &str, token: &str, name: &str, own: &str) -> Result<(), Failure> {
+    let client =
+        AdminClient::new(url, token, Pins::new([])).map_err(|e| Failure::usage(e.to_string()))?;
+    let call = Request::JoinPeer(PeerJoin {
+        name: name.to_string(),
+        url: own.to_string(),
+    })
+    .to_http();
+    match client
+        .call(call.method, &call.path, call.body.as_ref())
+        .await
+    {
+        Ok((200, _)) => Ok(()),
+        Ok((status, answer)) => Err(Failure::refused(format!(
+            "--join: {url} refused ({status}): {}; nothing was stored",
+            answer["error"].as_str().unwrap_or(&answer.to_string())
+        ))),
+        Err(e) => Err(Failure::refused(format!(
+            "--join: {url} did not answer: {e}; nothing was stored"
+        ))),
+    }
+}
+
+fn print_initialised(data_dir: &Path, args: &InitArgs, report: &runtime::InitReport) {
     println!("initialised node {} in {}", args.name, data_dir.display());
     println!("config:      {}", report.config_path.display());
     println!("fingerprint: {}", report.fingerprint);
@@ -68,7 +180,6 @@ pub fn init(target: &Target, args: &InitArgs) -> Result<(), Failure> {
         "start it with: understudy serve --data-dir {}",
         data_dir.display()
     );
-    Ok(())
 }
 
 /// Which data directory `serve` runs. The runtime reads `<data dir>/config.toml`, so `--config F`

@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, oneshot, watch};
 use understudy_api::status::{CertInfo, RecordView, Records, Settings};
-use understudy_api::{defaults, Done, EventQuery, EventView, RecordQuery, Refusal, Request};
+use understudy_api::{
+    defaults, Done, EventQuery, EventView, Permission, RecordQuery, Refusal, Request,
+};
 use understudy_engine::{self as engine};
 
 use crate::config::{self, Config, CONFIG_FILE};
@@ -56,6 +58,8 @@ pub(crate) struct Admin {
     /// The pairs whose duty this agent holds: records sent under a pair's alias carry its
     /// counter (issue 12 item 3).
     pub leases: Arc<Mutex<HashMap<String, crate::checks::Lease>>>,
+    /// UI-5: when each invitation token was last presented here.
+    pub invitations_used: crate::invite::LastUsed,
 }
 
 impl Admin {
@@ -157,13 +161,28 @@ async fn http_request(
     if !path.starts_with("/api/") {
         return static_file(&path);
     }
-    // PRODUCT.md §4: without valid credentials, 401 and no action taken.
-    let authorized = req
+    // PRODUCT.md §4: without valid credentials, 401 and no action taken. UI-5: the node's own
+    // admin token may do everything, an invitation's token what its kind grants.
+    let header = req
         .headers()
         .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| crate::admin_auth::token_matches(&node.token, v));
-    if !authorized {
+        .and_then(|v| v.to_str().ok());
+    let grant = crate::invite::grant(
+        &node.token,
+        &node.store,
+        &node.invitations_used,
+        header,
+        now_ms(),
+    );
+    // A `--peer` invitation's token is good for one thing: joining as the hot-standby peer.
+    let peer_invitation = match grant {
+        Some(_) => None,
+        None => header.and_then(|h| match crate::invite::presented(&node.store(), h) {
+            Some((id, understudy_api::TokenKind::Peer)) => Some(id),
+            _ => None,
+        }),
+    };
+    if grant.is_none() && peer_invitation.is_none() {
         return json_response(Err(Refusal::new(
             understudy_api::RefusalKind::Unauthorized,
             "a valid admin token is required (Authorization: Bearer <token>)",
@@ -183,8 +202,44 @@ async fn http_request(
             }
         }
     };
-    let (status, value) = handle(&node, &method, &path, body).await;
+    let (status, value) = match (grant, peer_invitation) {
+        (Some(grant), _) => handle_as(&node, grant, &method, &path, body).await,
+        (None, Some(id)) => join_as_peer(&node, &id, &method, &path, body).await,
+        (None, None) => http_answer(Err(Refusal::failed("no credential"))),
+    };
     response(status, "application/json", value.to_string().into_bytes())
+}
+
+/// Issue 14 item 3: the holder of a `--peer` invitation's token may ask this server once to
+/// take it as its hot-standby peer; the token is revoked when that is done.
+async fn join_as_peer(
+    node: &Arc<Admin>,
+    id: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let answer = match Request::from_http(method, path, body) {
+        Ok(request @ Request::JoinPeer(_)) => {
+            let answer = answer(node, request).await;
+            if answer.is_ok() {
+                if let Err(e) = crate::invite::revoke(&mut node.store(), id) {
+                    tracing::warn!(
+                        "revoking the peer invitation {id} after its use: {}",
+                        e.reason
+                    );
+                }
+            }
+            answer
+        }
+        Ok(_) => Err(Refusal::new(
+            understudy_api::RefusalKind::Forbidden,
+            "a --peer invitation's token is good only for joining as the hot-standby peer \
+             (understudy init --join)",
+        )),
+        Err(refusal) => Err(refusal),
+    };
+    http_answer(answer)
 }
 
 /// CK-4: `POST /api/v1/write` with the push token: the samples are in the cache (one commit)
@@ -267,7 +322,18 @@ async fn metrics(
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    if !crate::metrics::authorized(&node.metrics_token, &node.token, header) {
+    // UI-5: an operator token reads metrics too.
+    let invited = || {
+        crate::invite::grant(
+            &node.token,
+            &node.store,
+            &node.invitations_used,
+            header,
+            now_ms(),
+        )
+        .is_some()
+    };
+    if !crate::metrics::authorized(&node.metrics_token, &node.token, header) && !invited() {
         let mut r = response(
             401,
             "text/plain; charset=utf-8",
@@ -337,15 +403,40 @@ fn static_file(path: &str) -> hyper::Response<Full<Bytes>> {
     }
 }
 
-/// The one request handler, for callers that hold `(method, path, body)` (the HTTPS API, the
-/// desktop window's `admin` command): the route table turns them into a [`Request`].
+/// The one request handler, for callers that hold `(method, path, body)` (the desktop window's
+/// `admin` command, which is this node's own and has every right): the route table turns them
+/// into a [`Request`].
 pub(crate) async fn handle(
     node: &Arc<Admin>,
     method: &str,
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
+    handle_as(node, Permission::Admin, method, path, body).await
+}
+
+/// [`handle`] for a caller holding `grant` (UI-5): a request that needs more is refused with
+/// 403 and the reason, and nothing is done.
+async fn handle_as(
+    node: &Arc<Admin>,
+    grant: Permission,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let answer = match Request::from_http(method, path, body) {
+        Ok(request) if request.needs() > grant => Err(Refusal::new(
+            understudy_api::RefusalKind::Forbidden,
+            format!(
+                "{method} {}: needs the {} permission and this token has {} \
+                 (an operator token may read and carry out operator actions: force failover, \
+                 revert, recall, accept or reject agents, ha standby; not change roles, \
+                 certificates, invitations or site configuration)",
+                path.split('?').next().unwrap_or(path),
+                request.needs().as_str(),
+                grant.as_str()
+            ),
+        )),
         Ok(request) => answer(node, request).await,
         Err(refusal) => Err(refusal),
     };
@@ -356,15 +447,34 @@ pub(crate) async fn handle(
 pub(crate) async fn answer(node: &Arc<Admin>, request: Request) -> Answer {
     match request {
         Request::Records(q) => records(node, &q),
-        Request::Events(q) => events(node, &q),
+        Request::Events(q) => events(node, &q).await,
+        Request::Invite(spec) => {
+            may_change_site(node)?;
+            let config = node.config();
+            let fingerprint = node.trust.identity.fingerprint();
+            to_value(crate::invite::create(
+                &mut node.store(),
+                &config,
+                &fingerprint,
+                &spec,
+                now_ms(),
+            )?)
+        }
+        Request::Invitations => {
+            to_value(crate::invite::list(&node.store(), &node.invitations_used)?)
+        }
+        Request::RevokeInvitation { name } => {
+            may_change_site(node)?;
+            done(crate::invite::revoke(&mut node.store(), &name)?)
+        }
         Request::Alerts(q) => alerts(node, &q),
         Request::Channels => to_value(crate::alerts::list(&node.store())),
         Request::PutChannel(spec) => {
-            may_change_channels(node)?;
+            may_change_site(node)?;
             done(crate::alerts::add(&mut node.store(), spec)?)
         }
         Request::RemoveChannel { name } => {
-            may_change_channels(node)?;
+            may_change_site(node)?;
             done(crate::alerts::remove(&mut node.store(), &name)?)
         }
         Request::TestChannel { name } => {
@@ -423,9 +533,9 @@ pub(crate) async fn answer(node: &Arc<Admin>, request: Request) -> Answer {
     }
 }
 
-/// AL-4: channels are site configuration, changed on the acting server (a STANDBY takes them
-/// from it, HS-3).
-fn may_change_channels(node: &Admin) -> Result<(), Refusal> {
+/// AL-4, UI-5: channels and invitations are site configuration, changed on the acting server (a
+/// STANDBY takes them from it, HS-3).
+fn may_change_site(node: &Admin) -> Result<(), Refusal> {
     if !node.config().node.server {
         return Err(Refusal::conflict("this node has no server role"));
     }
@@ -501,30 +611,61 @@ fn records(node: &Admin, q: &RecordQuery) -> Answer {
     to_value(Records { records })
 }
 
-fn events(node: &Admin, q: &EventQuery) -> Answer {
-    let list = node
-        .store()
-        .events_list(
-            q.since,
-            q.code.as_deref(),
-            q.limit.unwrap_or(defaults::EVENTS_LIMIT),
-        )
-        .map_err(Refusal::failed)?;
-    let events = list
-        .into_iter()
-        .filter(|e| e.event.time_ms >= q.since_ms)
-        .map(|e| {
-            EventView::new(
-                e.id,
-                e.event.time_ms,
-                &e.event.code,
-                e.event.subject,
-                e.event.detail,
-                Some(e.origin),
+/// `events`; with `follow` (UI-5) a long poll: the answer waits up to
+/// [`defaults::EVENTS_FOLLOW_WAIT`] for an event after the cursor, then answers what there is
+/// (possibly nothing; the client asks again). `after` is a stable key `ORIGIN:N`: on either
+/// server of a hot-standby pair, the events stored after that event (or after the last event
+/// of that origin numbered below it that this store holds, when it never got that one).
+async fn events(node: &Admin, q: &EventQuery) -> Answer {
+    let mut wake = node.events.subscribe();
+    let deadline = tokio::time::Instant::now() + defaults::EVENTS_FOLLOW_WAIT;
+    loop {
+        let since = match &q.after {
+            Some(key) => {
+                let (origin, n) = EventView::parse_key(key).ok_or_else(|| {
+                    Refusal::invalid(format!(
+                        "after {key:?} is not an event key (ORIGIN:N, an event's `key`)"
+                    ))
+                })?;
+                node.store()
+                    .event_position(origin, n)
+                    .map_err(Refusal::failed)?
+                    .max(q.since)
+            }
+            None => q.since,
+        };
+        let list = node
+            .store()
+            .events_list(
+                since,
+                q.code.as_deref(),
+                q.limit.unwrap_or(defaults::EVENTS_LIMIT),
             )
-        })
-        .collect();
-    to_value(understudy_api::event::Events { events })
+            .map_err(Refusal::failed)?;
+        let events: Vec<EventView> = list
+            .into_iter()
+            .filter(|e| e.event.time_ms >= q.since_ms)
+            .map(|e| {
+                EventView::new(
+                    e.id,
+                    e.event.time_ms,
+                    &e.event.code,
+                    e.event.subject,
+                    e.event.detail,
+                    Some(e.origin),
+                )
+                .keyed(e.origin_id)
+            })
+            .collect();
+        let now = tokio::time::Instant::now();
+        if !q.follow || !events.is_empty() || now >= deadline {
+            return to_value(understudy_api::event::Events { events });
+        }
+        // Woken by an event this node stores; replicated events (a STANDBY's) are not
+        // announced, so look again within a second anyway.
+        let wait = (deadline - now).min(Duration::from_secs(1));
+        let _ = tokio::time::timeout(wait, wake.recv()).await;
+    }
 }
 
 fn send(node: &Admin, list: Vec<understudy_api::NewRecord>) -> Answer {

@@ -224,12 +224,34 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 return;
             }
             let expected = config.server.enroll_token.trim();
-            let token = if token.is_empty() || expected.is_empty() {
-                TokenCheck::Absent
-            } else if crate::admin_auth::token_matches(expected, &format!("Bearer {token}")) {
-                TokenCheck::Valid
+            // Issue 14 item 3: an `--agent` invitation's token enrolls as many new agents as
+            // it has uses; spent, the agent waits for an operator.
+            let invited = if token.is_empty() {
+                crate::invite::Enrollment::NotInvited
             } else {
-                TokenCheck::Invalid
+                let known = shared.store().agent_get(&id).ok().flatten().is_some();
+                crate::invite::enroll(&mut shared.store(), &token, known)
+            };
+            let token = match invited {
+                crate::invite::Enrollment::Valid { .. } => TokenCheck::Valid,
+                crate::invite::Enrollment::Spent { id: invitation } => {
+                    tracing::info!(
+                        %remote,
+                        agent = %logsafe::text(&name),
+                        "invitation {invitation} has no uses left: the agent waits for an operator"
+                    );
+                    TokenCheck::Absent
+                }
+                crate::invite::Enrollment::NotInvited => {
+                    if token.is_empty() || expected.is_empty() {
+                        TokenCheck::Absent
+                    } else if crate::admin_auth::token_matches(expected, &format!("Bearer {token}"))
+                    {
+                        TokenCheck::Valid
+                    } else {
+                        TokenCheck::Invalid
+                    }
+                }
             };
             // A standalone node's own agent is this node: it needs no operator to accept it.
             let own = id == config.node.id && fingerprint == shared.trust.identity.fingerprint();

@@ -315,6 +315,7 @@ impl Node {
             trust: shared.trust.clone(),
             desktop: shared.desktop.clone(),
             leases: shared.leases.clone(),
+            invitations_used: Default::default(),
         });
         let server_config = tls::server_config(shared.trust.identity.clone())?;
         let nofile = crate::limits::raise_nofile();

@@ -1641,6 +1641,21 @@ impl Store {
         Ok(rows)
     }
 
+    /// UI-5: where a follower that last saw event `origin_id` of `origin` resumes in this store:
+    /// the local id of that event, or of the last event of that origin numbered below it that
+    /// this store holds (a STANDBY that never got the ACTIVE's very last events); 0 when it
+    /// holds none of that origin.
+    pub fn event_position(&self, origin: &str, origin_id: u64) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE(MAX(id), 0) FROM events WHERE origin = ?1 AND origin_id <= ?2",
+                params![origin, to_i64(origin_id)],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(to_u64)
+            .map_err(|e| self.err("finding an event's position", e))
+    }
+
     /// Merges replicated events, deduplicated by `(origin, origin_id)`; returns how many were new.
     pub fn events_merge(&mut self, events: &[StoredEvent]) -> Result<usize> {
         const DOING: &str = "merging replicated events";

@@ -96,7 +96,11 @@ pub(crate) fn core_request(core: &mut Core, now: Instant, request: Request) -> A
         | Request::CheckSeries { .. }
         | Request::PairSeries { .. }
         | Request::RoleSeries(_)
-        | Request::RecordSeries(_) => Err(Refusal::failed("not a request for the core")),
+        | Request::RecordSeries(_)
+        | Request::Invite(_)
+        | Request::Invitations
+        | Request::RevokeInvitation { .. } => Err(Refusal::failed("not a request for the core")),
+        Request::JoinPeer(join) => join_peer(core, now, join),
     };
     core.drain_now();
     r
@@ -378,6 +382,59 @@ fn set_role(core: &mut Core, now: Instant, spec: RoleSpec) -> Answer {
         ),
     );
     done(reason)
+}
+
+/// Issue 14 item 3 (`init --join` of a `--peer` invitation): this server takes the joining one
+/// as its hot-standby peer, pinned by the fingerprint it gave, and becomes the primary — the
+/// role change of HS-7 (validated, saved, applied without a restart).
+fn join_peer(core: &mut Core, now: Instant, join: understudy_api::PeerJoin) -> Answer {
+    let url = config::ServerUrl::parse(&join.url).map_err(Refusal::invalid)?;
+    if url.fingerprint.is_none() {
+        return Err(Refusal::invalid(
+            "the joining server's URL carries no certificate fingerprint",
+        ));
+    }
+    let before = core.shared().config();
+    if !before.node.server {
+        return Err(Refusal::conflict(NO_SERVER_ROLE));
+    }
+    let wanted = url.to_string();
+    if !before.failover.peer.is_empty() && before.failover.peer != wanted {
+        return Err(Refusal::conflict(format!(
+            "this server already has a hot-standby peer ({}): a site has two servers",
+            before.failover.peer
+        )));
+    }
+    if before.failover.mode == config::FailoverMode::Secondary {
+        return Err(Refusal::conflict(
+            "this server is the secondary of a hot-standby pair: invite from its primary",
+        ));
+    }
+    let set_peer = |core: &mut Core, peer: String| {
+        core.shared()
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failover
+            .peer = peer;
+    };
+    set_peer(core, wanted.clone());
+    let spec = RoleSpec {
+        server: None,
+        agent: None,
+        failover: Some("primary".into()),
+    };
+    match set_role(core, now, spec) {
+        // set_role saved the configuration, the new peer with it.
+        Ok(_) => done(format!(
+            "{} ({wanted}) is now the hot-standby peer of {}",
+            join.name, before.node.name
+        )),
+        Err(refusal) => {
+            set_peer(core, before.failover.peer.clone());
+            Err(refusal)
+        }
+    }
 }
 
 fn on(b: bool) -> &'static str {
