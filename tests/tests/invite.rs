@@ -254,11 +254,13 @@ fn ui5_a_follower_resumes_on_the_promoted_standby_and_sees_every_event_once() {
     });
     s1.kill9();
     s2.wait_failover_state("active");
-    wait_until(WAIT, "the follower to see PROMOTED", || {
+    let s2_id = node_id(&s2);
+    let s2_promoted = |e: &EventView| e.code == "PROMOTED" && e.origin.as_ref() == Some(&s2_id);
+    wait_until(WAIT, "the follower to see s2's PROMOTED", || {
         seen.lock()
             .expect("seen")
             .iter()
-            .any(|e| e.code == "PROMOTED")
+            .any(s2_promoted)
             .then_some(())
     });
     // Anything s2 raises after its promotion still comes through.
@@ -298,28 +300,30 @@ fn ui5_a_follower_resumes_on_the_promoted_standby_and_sees_every_event_once() {
         );
     }
     assert_eq!(
-        seen.iter().filter(|e| e.code == "PROMOTED").count(),
+        seen.iter().filter(|e| s2_promoted(e)).count(),
         1,
         "{seen:#?}"
     );
-    // Every event s2 holds from s1 (replicated) or raised after it took over was seen.
+    // Every event s2 holds from s1 (replicated) or raised from its promotion on was seen.
     let promoted = on_s2
         .iter()
-        .find(|e| e.code == "PROMOTED")
+        .find(|e| s2_promoted(e))
         .map(|e| e.id)
-        .expect("PROMOTED on s2");
+        .expect("s2's PROMOTED on s2");
     for e in on_s2
         .iter()
-        .filter(|e| e.origin != on_s2_origin(&s2) || e.id >= promoted)
+        .filter(|e| e.origin.as_ref() != Some(&s2_id) || e.id >= promoted)
     {
         assert!(keys.contains(&e.key), "{e:?} not seen; seen {seen:#?}");
     }
     drop(thread);
 }
 
-/// The node id s2 stamps on its own events (the origin of its PROMOTED).
-fn on_s2_origin(s2: &Node) -> Option<String> {
-    s2.events("PROMOTED").first().and_then(|e| e.origin.clone())
+/// The node id a node stamps on its own events (`node.id`).
+fn node_id(node: &Node) -> String {
+    let config =
+        understudy_node::config::Config::load(&node.dir.join("config.toml")).expect("config");
+    config.node.id
 }
 
 /// `invite ARGS` on `server`: the invitation line as printed.

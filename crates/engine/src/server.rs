@@ -604,14 +604,18 @@ impl Server {
         r
     }
 
+    /// HS-7: a failover mode or peer changed at run time; `cluster` is the pair's identity
+    /// shown to agents (AG-10), `None` without a peer.
     pub fn handle_ha_config(
         &mut self,
         now: Instant,
         config: HotStandbyConfig,
         peer_url: Option<String>,
+        cluster: Option<String>,
     ) {
         self.config.ha = config.clone();
         self.config.peer_url = peer_url;
+        self.config.cluster = cluster;
         self.ha.handle_config(now, config);
         self.collect(now);
     }

@@ -1701,7 +1701,7 @@ fn hs7_failover_mode_changes_at_run_time() {
     assert!(!site.server(1).is_acting());
     let mut config = site.servers[1].config.ha.clone();
     config.mode = FailoverMode::Off;
-    site.operate(1, |s, now| s.handle_ha_config(now, config, None));
+    site.operate(1, |s, now| s.handle_ha_config(now, config, None, None));
     assert!(site.server(1).is_acting());
     assert_eq!(
         site.server(1).ha().reason(),
@@ -1753,7 +1753,7 @@ fn hs5_the_standby_dry_run_is_the_guard_that_refuses_operator_standby() {
     // 4. Failover mode off: no peer to hand the role to.
     let mut config = site.servers[0].config.ha.clone();
     config.mode = FailoverMode::Off;
-    site.operate(0, |s, now| s.handle_ha_config(now, config, None));
+    site.operate(0, |s, now| s.handle_ha_config(now, config, None, None));
     let (dry, real) = both(&mut site, 0);
     assert_eq!(
         dry,

@@ -1475,6 +1475,21 @@ impl Core {
     pub(crate) fn server_engine(&self) -> Option<&Server> {
         self.server.as_ref().map(|s| &s.engine)
     }
+    /// HS-7, issue 14 item 3: the failover mode or peer changed at run time: the engine's
+    /// hot-standby configuration and cluster, and where this server polls its peer.
+    pub(crate) fn reconfigure_ha(&mut self, now: Instant, config: &Config) {
+        let cluster = cluster_of(config);
+        if let Some(s) = self.server.as_mut() {
+            s.peer_addr = cluster.as_ref().map(|(_, p)| p.clone());
+            s.engine.handle_ha_config(
+                now,
+                ha_config(config),
+                cluster.as_ref().map(|(_, p)| format!("https://{p}")),
+                cluster.map(|(c, _)| c),
+            );
+        }
+    }
+
     pub(crate) fn server_engine_mut(&mut self) -> Option<&mut Server> {
         self.server.as_mut().map(|s| &mut s.engine)
     }

@@ -346,14 +346,7 @@ fn set_role(core: &mut Core, now: Instant, spec: RoleSpec) -> Answer {
             return Err(Refusal::failed(e));
         }
     } else if wanted.server && current.failover != wanted.failover {
-        if let Some(s) = core.server_engine_mut() {
-            let peer_url = config
-                .peer()
-                .ok()
-                .flatten()
-                .map(|p| format!("https://{}", p.address()));
-            s.handle_ha_config(now, ha_config(&config), peer_url);
-        }
+        core.reconfigure_ha(now, &config);
     }
     if !current.agent && wanted.agent {
         if let Err(e) = core.start_agent(&config) {
