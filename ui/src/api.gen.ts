@@ -177,7 +177,13 @@ notify: boolean, severity: Severity,
 /**
  * A short heading for a notification or a list.
  */
-title: string, };
+title: string, 
+/**
+ * UI-5: the event's stable id, `ORIGIN:N` (the node that raised it and its number there),
+ * the same on both servers of a hot-standby pair (`id` is each store's own): what a
+ * follower resumes after (`GET /api/events?follow=1&after=KEY`).
+ */
+key: string, };
 
 export type Events = { events: Array<EventView>, };
 
@@ -317,3 +323,30 @@ export type RoleSeries = { from_ms: number, to_ms: number, servers: Array<Server
 export type RatePoint = { time_ms: number, records: number, per_second: number, };
 
 export type RecordSeries = { from_ms: number, to_ms: number, step_ms: number, points: Array<RatePoint>, };
+
+export type Permission = "read" | "operate" | "admin";
+
+export type TokenKind = "operator" | "admin" | "agent" | "peer";
+
+export type InviteSpec = { kind: TokenKind, label?: string | null, address?: string | null, 
+/**
+ * `--agent --uses N`: enrollments this token allows (default 1).
+ */
+uses?: number | null, };
+
+export type Invited = { id: string, invitation: string, };
+
+export type InvitationView = { id: string, label: string, kind: TokenKind, created_ms: number, 
+/**
+ * When a request last presented it to the server answering this list (each server keeps
+ * its own; `None`: never there).
+ */
+last_used_ms: number | null, 
+/**
+ * Agent tokens: enrollments left.
+ */
+uses_left?: number | null, };
+
+export type Invitations = { invitations: Array<InvitationView>, };
+
+export type PeerJoin = { name: string, url: string, };

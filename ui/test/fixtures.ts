@@ -78,9 +78,9 @@ export function makeStatus(over: Partial<Status> = {}): Status {
 }
 
 export const EVENTS: EventItem[] = [
-  { id: 1, time_ms: 1_700_000_000_000, code: 'SWITCHOVER', subject: 'web-1', sentence: 'web-1 switched over to srv-b.', origin: null, notify: true, severity: 'warning', title: 'Switchover' },
-  { id: 2, time_ms: 1_700_000_001_000, code: 'FAILOVER', subject: 'db', sentence: 'Pair db failed over to db-2.', origin: null, notify: true, severity: 'critical', title: 'Pair failover' },
-  { id: 3, time_ms: 1_700_000_002_000, code: 'SWITCHBACK', subject: 'web-1', sentence: 'web-1 switched back home.', origin: null, notify: true, severity: 'info', title: 'Switchback' },
+  { id: 1, time_ms: 1_700_000_000_000, code: 'SWITCHOVER', subject: 'web-1', sentence: 'web-1 switched over to srv-b.', origin: null, notify: true, severity: 'warning', title: 'Switchover', key: 'n1:1' },
+  { id: 2, time_ms: 1_700_000_001_000, code: 'FAILOVER', subject: 'db', sentence: 'Pair db failed over to db-2.', origin: null, notify: true, severity: 'critical', title: 'Pair failover', key: 'n1:2' },
+  { id: 3, time_ms: 1_700_000_002_000, code: 'SWITCHBACK', subject: 'web-1', sentence: 'web-1 switched back home.', origin: null, notify: true, severity: 'info', title: 'Switchback', key: 'n1:3' },
 ];
 
 export const RECORDS: RecordItem[] = [
