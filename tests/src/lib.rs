@@ -259,27 +259,11 @@ impl Site {
         servers: &[String],
         sets: &[&str],
     ) -> Node {
-        let dir = self.dir().join(name);
-        let listen = listen.to_string();
-        let dir_s = dir.display().to_string();
-        let mut args: Vec<&str> = vec![
-            "init",
-            "--data-dir",
-            &dir_s,
-            "--name",
-            name,
-            "--listen",
-            &listen,
-            "--role",
-            role,
-        ];
+        let mut extra = vec!["--role", role];
         for s in servers {
-            args.extend(["--server", s.as_str()]);
+            extra.extend(["--server", s.as_str()]);
         }
-        for s in sets {
-            args.extend(["--set", s]);
-        }
-        let out = run_understudy(&args, Duration::from_secs(30)).expect("init finished");
+        let (dir, listen, args, out) = self.run_init(name, listen, &extra, sets);
         assert!(
             out.status.success(),
             "understudy {}: {}",
@@ -292,8 +276,25 @@ impl Site {
     /// `understudy init --data-dir <site>/NAME --name NAME --listen <fresh address> --join
     /// INVITATION [--set K=V]...` (issue 14 item 3): its output, and the node when it succeeded.
     pub fn join(&self, name: &str, invitation: &str, sets: &[&str]) -> (Output, Option<Node>) {
+        let (dir, listen, _, out) =
+            self.run_init(name, &self.addr(), &["--join", invitation], sets);
+        let node = out
+            .status
+            .success()
+            .then(|| self.node_in(name, dir, listen.clone()));
+        (out, node)
+    }
+
+    /// `understudy init --data-dir <site>/NAME --name NAME --listen LISTEN EXTRA... [--set
+    /// K=V]...`: the directory, the address, the arguments and the output.
+    fn run_init(
+        &self,
+        name: &str,
+        listen: &str,
+        extra: &[&str],
+        sets: &[&str],
+    ) -> (PathBuf, String, Vec<String>, Output) {
         let dir = self.dir().join(name);
-        let listen = self.addr();
         let dir_s = dir.display().to_string();
         let mut args: Vec<&str> = vec![
             "init",
@@ -302,19 +303,15 @@ impl Site {
             "--name",
             name,
             "--listen",
-            &listen,
-            "--join",
-            invitation,
+            listen,
         ];
+        args.extend_from_slice(extra);
         for s in sets {
             args.extend(["--set", s]);
         }
-        let out = run_understudy(&args, Duration::from_secs(30)).expect("init --join finished");
-        let node = out
-            .status
-            .success()
-            .then(|| self.node_in(name, dir, listen.clone()));
-        (out, node)
+        let out = run_understudy(&args, Duration::from_secs(30)).expect("init finished");
+        let args = args.iter().map(|a| a.to_string()).collect();
+        (dir, listen.to_string(), args, out)
     }
 
     /// The [`Node`] of an initialised data directory.
@@ -724,6 +721,34 @@ impl Node {
     }
 
     /// One pair as `status --json` shows it on this server.
+    /// Waits until this server has heard its hot-standby peer answer as `state` (HS-8: an
+    /// ACTIVE hands over on a stop only to a peer it has heard as STANDBY).
+    pub fn wait_peer_state(&self, state: &str) {
+        wait_ok(
+            WAIT,
+            &format!("{} to hear its peer as {state}", self.name),
+            || match self.status().and_then(|s| s.node.failover.peer_state) {
+                Some(p) if p == state => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+
+    /// `check add NAME --kind tcp --target 127.0.0.1:9 --agent AGENT` (a port nothing answers).
+    pub fn add_tcp_check(&self, name: &str, agent: &str) -> String {
+        self.cli_ok(&[
+            "check",
+            "add",
+            name,
+            "--kind",
+            "tcp",
+            "--target",
+            "127.0.0.1:9",
+            "--agent",
+            agent,
+        ])
+    }
+
     pub fn pair(&self, name: &str) -> Option<PairStatus> {
         self.status()?.pairs.into_iter().find(|p| p.name == name)
     }

@@ -32,12 +32,7 @@ fn start_hot_standby(s1: &mut Node, s2: &mut Node) -> u64 {
     s2.wait_failover_state("standby");
     // HS-8: the ACTIVE hands over on a stop only to a peer it has heard answer as STANDBY (its
     // own poll, every sync_interval); the STANDBY replicates sooner than that (PeerChanged).
-    wait_ok(WAIT, "s1 to have heard s2 as STANDBY", || {
-        match s1.status().and_then(|s| s.node.failover.peer_state) {
-            Some(p) if p == "standby" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    s1.wait_peer_state("standby");
     epoch
 }
 

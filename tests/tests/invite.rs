@@ -167,24 +167,30 @@ fn ui5_an_operator_token_is_refused_role_set_and_cert_generate_with_403() {
     assert_eq!(by_label[""]["uses_left"], 3);
 }
 
-#[test]
-fn ui5_a_revoked_token_is_refused_on_both_servers() {
-    let site = Site::new(82);
+/// A hot-standby pair, s1 ACTIVE and s2 STANDBY, and an operator invitation made on s1 whose
+/// token (site configuration, HS-3) works on s2 too.
+fn pair_with_invitation(site: &Site, label: &str) -> (Node, Node, Invitation) {
     let (mut s1, mut s2) = site.hot_standby(FAST_SERVER, None);
     s1.start();
     s1.wait_failover_state("active");
     s2.start();
     s2.wait_failover_state("standby");
-    let inv = invite(&s1, &["--label", "laptop"]);
+    let inv = invite(&s1, &["--label", label]);
+    wait_until(WAIT, "the token to work on s2", || {
+        (call(&s2, &inv.token, "GET", "/api/status", None).0 == 200).then_some(())
+    });
+    (s1, s2, inv)
+}
+
+#[test]
+fn ui5_a_revoked_token_is_refused_on_both_servers() {
+    let site = Site::new(82);
+    let (s1, s2, inv) = pair_with_invitation(&site, "laptop");
     assert_eq!(inv.servers.len(), 2, "both servers of the pair: {inv:?}");
     assert_eq!(inv.servers[1].address, s2.listen);
     assert_eq!(inv.servers[1].fingerprint, s2.fingerprint);
     let token = inv.token.clone();
     assert_eq!(call(&s1, &token, "GET", "/api/status", None).0, 200);
-    // HS-3: the token (its hash) is site configuration, replicated to the STANDBY.
-    wait_until(WAIT, "the token to work on s2", || {
-        (call(&s2, &token, "GET", "/api/status", None).0 == 200).then_some(())
-    });
     // Invitations are made and revoked on the ACTIVE only.
     let out = s2.cli(&["invite"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -213,17 +219,8 @@ fn ui5_a_revoked_token_is_refused_on_both_servers() {
 #[test]
 fn ui5_a_follower_resumes_on_the_promoted_standby_and_sees_every_event_once() {
     let site = Site::new(83);
-    let (mut s1, mut s2) = site.hot_standby(FAST_SERVER, None);
-    s1.start();
-    s1.wait_failover_state("active");
-    s2.start();
-    s2.wait_failover_state("standby");
-    let inv = invite(&s1, &["--label", "tray"]);
+    let (mut s1, s2, inv) = pair_with_invitation(&site, "tray");
     let servers: Vec<String> = inv.servers.iter().map(|s| s.url()).collect();
-    // The token reaches the STANDBY before it is needed there.
-    wait_until(WAIT, "the token to work on s2", || {
-        (call(&s2, &inv.token, "GET", "/api/status", None).0 == 200).then_some(())
-    });
 
     let seen: Arc<Mutex<Vec<EventView>>> = Arc::default();
     let moved: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -264,17 +261,7 @@ fn ui5_a_follower_resumes_on_the_promoted_standby_and_sees_every_event_once() {
             .then_some(())
     });
     // Anything s2 raises after its promotion still comes through.
-    s2.cli_ok(&[
-        "check",
-        "add",
-        "late",
-        "--kind",
-        "tcp",
-        "--target",
-        "127.0.0.1:9",
-        "--agent",
-        "nobody",
-    ]);
+    s2.add_tcp_check("late", "nobody");
     let on_s2 = s2.events("");
     wait_until(WAIT, "the follower to catch up with s2", || {
         let seen = seen.lock().expect("seen");
@@ -351,24 +338,9 @@ fn ui5_init_join_peer_makes_a_hot_standby_pair_with_no_file_edited() {
     assert_eq!(failover.peer.as_deref(), Some(s2.url().as_str()));
     s2.start();
     s2.wait_failover_state("standby");
-    wait_ok(WAIT, "s1 to hear s2 as STANDBY", || {
-        match s1.status().and_then(|s| s.node.failover.peer_state) {
-            Some(p) if p == "standby" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    s1.wait_peer_state("standby");
     // HS-3: site configuration made on s1 reaches s2.
-    s1.cli_ok(&[
-        "check",
-        "add",
-        "db",
-        "--kind",
-        "tcp",
-        "--target",
-        "127.0.0.1:9",
-        "--agent",
-        "nobody",
-    ]);
+    s1.add_tcp_check("db", "nobody");
     wait_until(WAIT, "the check replicated to s2", || {
         s2.cli_ok(&["check", "list"]).contains("db").then_some(())
     });
