@@ -34,9 +34,9 @@ from collections import Counter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-NS = {"s1": "uspeer-s1", "s2": "uspeer-s2", "c": "uspeer-c"}
+NS = {"s1": "uspeer-s1", "s2": "uspeer-s2", "c": "uspeer-c", "a1": "uspeer-a1", "a2": "uspeer-a2"}
 BR_NS = "uspeer-br"
-IP = {"s1": "10.211.1.1", "s2": "10.211.1.2", "c": "10.211.1.10"}
+IP = {"s1": "10.211.1.1", "s2": "10.211.1.2", "c": "10.211.1.10", "a1": "10.211.1.11", "a2": "10.211.1.12"}
 VIP = "10.211.1.100"
 PROBE_PORT = 8080
 SYSLOG_PORT = 5140
@@ -91,7 +91,8 @@ def stop(p):
 # ---------------------------------------------------------------- topology
 
 
-def topo_down():
+def kill_ns_procs():
+    """Every process this script started, and anything else running in our namespaces."""
     for p in PROCS:
         if p.poll() is None:
             try:
@@ -99,6 +100,7 @@ def topo_down():
                 p.wait(timeout=5)
             except Exception:
                 pass
+    PROCS.clear()
     for ns in list(NS.values()) + [BR_NS]:
         # Anything still running in our namespaces was started by this script.
         pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
@@ -109,16 +111,23 @@ def topo_down():
                 os.kill(int(pid), signal.SIGKILL)
             except (ProcessLookupError, ValueError):
                 pass
+
+
+def topo_down():
+    kill_ns_procs()
+    for ns in list(NS.values()) + [BR_NS]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def topo_up():
+def topo_up(hosts=("s1", "s2", "c")):
+    """The bridge and HOSTS (keys of NS); the harness moves into the client's namespace."""
     topo_down()
     sh("ip", "netns", "add", BR_NS)
     sh("ip", "-n", BR_NS, "link", "add", "br0", "type", "bridge")
     sh("ip", "-n", BR_NS, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
     sh("ip", "-n", BR_NS, "link", "set", "br0", "up")
-    for h, ns in NS.items():
+    for h in hosts:
+        ns = NS[h]
         sh("ip", "netns", "add", ns)
         # Made inside the bridge's namespace and moved: nothing appears in the host's namespace.
         sh("ip", "-n", BR_NS, "link", "add", f"v-{h}", "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -132,7 +141,7 @@ def topo_up():
     if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
         raise RuntimeError(f"setns: {os.strerror(ctypes.get_errno())}")
     os.close(fd)
-    for h in ("s1", "s2"):
+    for h in (h for h in hosts if h != "c"):
         wait_for(lambda: subprocess.run(["ping", "-c1", "-W1", IP[h]], capture_output=True).returncode == 0 or None, 10, f"ping {h}")
 
 
@@ -795,7 +804,7 @@ BIN = os.path.join(ROOT, "target/release/understudy")
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", nargs="?", default="all", choices=["all", "vrrp", "takeover", "syslog", "probe-listener", "collector", "cleanup"])
+    ap.add_argument("what", nargs="?", default="all", choices=["all", "vrrp", "takeover", "syslog", "datain", "probe-listener", "collector", "cleanup"])
     ap.add_argument("rest", nargs="*")
     ap.add_argument("--runs", type=int, default=30, help="runs of each fast takeover series")
     ap.add_argument("--default-runs", type=int, default=10, help="runs of each default-settings takeover series")
@@ -811,6 +820,18 @@ def main():
     ap.add_argument("--fast-advert", default="0.01")
     ap.add_argument("--tools", default="understudy,understudy-fast,rsyslog,rsyslog-ruleset,syslog-ng")
     ap.add_argument("--out", default=os.path.join(HERE, "results.json"))
+    ap.add_argument("--bin", default="", help="the understudy binary (default: target/release/understudy)")
+    # datain (issue 18): node_exporter → VictoriaMetrics through Prometheus agent, vmagent, Understudy.
+    ap.add_argument("--datain-tools", default="prometheus-agent,vmagent,understudy")
+    ap.add_argument("--datain-faults", default="", help="restart,host-lost,receiver-down (default: all three)")
+    ap.add_argument("--settle", type=float, default=10.0, help="datain: seconds of collecting before the CPU window")
+    ap.add_argument("--cpu-window", type=float, default=20.0, help="datain: the collector's CPU and RSS over this window, then the fault")
+    ap.add_argument("--restart-after", type=float, default=30.0, help="datain: a SIGKILLed collector is started again after this")
+    ap.add_argument("--receiver-down", type=float, default=60.0, help="datain: VictoriaMetrics is down this long")
+    ap.add_argument("--after", type=float, default=30.0, help="datain: collecting after the recovery, before the count")
+    ap.add_argument("--failover-after", default="10s", help="datain: the Understudy pair's failover_after")
+    ap.add_argument("--datain-quiet", type=float, default=30.0, help="datain: stop the drain when nothing new arrived this long")
+    ap.add_argument("--datain-drain-max", type=float, default=180.0)
     o = ap.parse_args()
     if o.what == "probe-listener":
         serve_probe(o.rest[0], int(o.rest[1]))
@@ -830,7 +851,7 @@ def main():
     log(f"work directory {work}")
     # A private copy: others may rebuild target/release/understudy while this runs.
     global BIN
-    src = BIN
+    src = o.bin or BIN
     BIN = os.path.join(work, "understudy")
     shutil.copy2(src, BIN)
     binary = {"path": src, "mtime_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(os.path.getmtime(src))),
@@ -841,6 +862,17 @@ def main():
     if os.path.exists(o.out):
         with open(o.out) as f:
             results = json.load(f)
+
+    def save():
+        with open(o.out, "w") as f:
+            json.dump(results, f, indent=1)
+
+    if o.what == "datain":
+        # Its own part of results.json, with its own metadata: the other sections' stay as taken.
+        import datain
+        datain.run(sys.modules[__name__], work, o, results, save, binary)
+        log(f"results in {o.out}")
+        return
     results.setdefault("meta", {})
     results["meta"]["started_utc"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     results["meta"]["binary"] = binary
@@ -858,10 +890,6 @@ def main():
         "syslog_ng_deb": sorted(f for f in os.listdir(os.path.dirname(SYSLOG_NG_ROOT)) if f.endswith(".deb")),
     }
     topo_up()
-
-    def save():
-        with open(o.out, "w") as f:
-            json.dump(results, f, indent=1)
 
     if o.what in ("all", "vrrp"):
         results["vrrp"] = [

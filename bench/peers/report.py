@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """Turns bench/peers/results.json into the "Peers side by side (issue 6)" section of BENCHMARKS.md
-(between `<!-- peers -->` and `<!-- /peers -->`, appended if absent), and prints it.
+(between `<!-- peers -->` and `<!-- /peers -->`, appended if absent) and, when results.json has a
+`datain` run, the "Data in side by side (issue 18)" section (between `<!-- peers-datain -->` and
+`<!-- /peers-datain -->`), and prints them.
 
     bench/peers/report.py [--results FILE] [--benchmarks FILE] [--print-only]
 """
@@ -243,11 +245,147 @@ switchover_after 600ms), as in section 3.
     return L
 
 
+DATAIN_TOOLS = [
+    ("prometheus-agent", "Prometheus 2.42, agent mode (`--enable-feature=agent`, WAL, remote_write)"),
+    ("vmagent", "vmagent 1.79 (`-remoteWrite.tmpDataPath` persistent queue)"),
+    ("understudy", "Understudy pair (p1/p2, `--failover-after {fa}`) + hot-standby servers, `forward.remote_write`"),
+]
+DATAIN_FAULTS = [
+    ("restart", "(i) collector SIGKILLed, restarted after {ra:.0f} s"),
+    ("host-lost", "(ii) collector's host killed for good"),
+    ("receiver-down", "(iii) VictoriaMetrics down {rd:.0f} s"),
+]
+
+
+def datain_section(di):
+    """The "Data in side by side" part (issue 18) from results.json's `datain`."""
+    p = di["params"]
+    b = di["binary"]
+    v = di["versions"]
+    L = ["## Data in side by side: Prometheus agent, vmagent, Understudy (issue 18, CK-4)\n"]
+    L.append(f"_Taken {di['started_utc']}–{di['finished_utc'][11:16]} UTC with `bench/peers/run.sh datain` (load average "
+             f"{' '.join(di['loadavg_start'])} at the start, {' '.join(di['loadavg_end'])} at the end, 2 CPUs shared with other "
+             f"engineers' builds and tests). `understudy`: a private copy of the **release** binary built {b['mtime_utc']} UTC "
+             f"(HEAD when the run started: {b['head'].strip()}{', with uncommitted changes in crates/' if b['dirty'] else ''}). "
+             f"Peers from Debian 12's packages: `{v['debian_packages'].strip().rstrip(';')}` ({v['prometheus']}; "
+             f"{v['node_exporter']})._\n")
+    L.append(f"""**Command.** As root on Debian 12, from the repository (installs what is missing, builds
+`understudy-cli` in release, creates and removes the namespaces; about 25 minutes):
+
+```sh
+bench/peers/run.sh datain [--datain-tools prometheus-agent,vmagent,understudy] [--datain-faults restart,host-lost,receiver-down]
+    [--settle 10 --cpu-window 20 --restart-after 30 --receiver-down 60 --after 30 --failover-after 10s]
+bench/peers/report.py        # results.json → this section and the one above
+```
+
+**Topology.** The namespaces of the section above plus two collector hosts: `uspeer-c`
+10.211.1.10 runs the harness, 5 `prometheus-node-exporter`s (ports 9101–9105, default
+collectors, about 1 000 samples each) and VictoriaMetrics (`victoria-metrics`, port 8428, a fresh
+store per scenario); the collector runs on `uspeer-a1` 10.211.1.11 — Prometheus in agent mode,
+or vmagent, or Understudy's primary member `p1`; `uspeer-a2` 10.211.1.12 holds the pair's
+secondary member `p2`; `uspeer-s1`/`-s2` the two Understudy servers in hot standby (s1 primary,
+both with `forward.remote_write` = VictoriaMetrics; the acting one forwards). Every tool scrapes
+the 5 exporters every 1 s (Understudy: one `prometheus` check per exporter, `--every 1s --pair
+web`). The tools run one after another, each scenario from scratch (fresh exporters, store and
+state directories).
+
+**Each scenario.** {p['settle']:.0f} s of collecting; the collector's CPU time (utime + stime from
+`/proc/PID/stat`) over the next {p['cpu_window']:.0f} s and its RSS (`VmRSS`) at the end of them
+(Understudy: the active member p1; the servers are not the collector and are not counted); then
+the fault: (i) the collector process SIGKILLed and started again {p['restart_after']:.0f} s later
+(Understudy: p1; the pair moves to p2 after `failover_after` and stays there, `--switchback
+manual`); (ii) the collector's host gone for good — its link set down, then every process in it
+SIGSTOPped and SIGKILLed, its disk never read again (Understudy: host a1 with p1; **Prometheus and
+vmagent have no partner that could take their scrapes over, so they stay down: their gap is
+"until someone restarts them"**); (iii) VictoriaMetrics stopped (SIGTERM, so that what it had
+accepted is on its disk) and started again {p['receiver_down']:.0f} s later. Then {p['after']:.0f} s more of
+collecting ((ii): {p['restart_after'] + p['after']:.0f} s).
+
+**Counting.** Each node_exporter counts the scrapes it answered
+(`promhttp_metric_handler_requests_total{{code="200"}}`), and its textfile collector adds a series
+of the bench's own, `bench_exporter{{exporter="eN"}} 1`, so every scrape of exporter N carries one
+`bench_exporter{{exporter="eN"}}` sample stamped with the scrape's time. At the end the collectors are
+SIGSTOPped for 2 s, each exporter's count is read (**answered**: the scrapes it served), and the
+collectors are let go to deliver what they hold until every answered scrape is in VictoriaMetrics
+or nothing new arrived for {p['datain_quiet']:.0f} s (at most {p['datain_drain_max']:.0f} s). Then
+VictoriaMetrics' `/api/v1/export` gives every `bench_exporter` sample (all series, whatever other
+labels a tool adds) stamped before the count was read. Per exporter, summed over the 5:
+**lost** = answered − distinct timestamps stored — a scrape the exporter served whose samples never
+reached the receiver; **duplicated** = samples stored − distinct timestamps — one scrape stored twice
+(VictoriaMetrics 1.79 without `-dedup.minScrapeInterval` keeps every copy; checked by importing one
+sample twice); **gap** = the longest time without a stored scrape across the fault, the largest
+over the 5 exporters (1 s when nothing is missing). A scrape never made (the collector was down)
+is not lost, it is the gap; **missed** = scrape intervals from the collector's start to the count
+minus distinct stored scrapes (startup included: Prometheus' discovery hands its targets over
+about 5 s after it starts) counts both.
+""")
+    fa, ra, rd = p["failover_after"], p["restart_after"], p["receiver_down"]
+    L.append("| collector | fault | scrapes answered | stored | **lost** | **duplicated** | gap across the fault | missed intervals |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for tool, tlabel in DATAIN_TOOLS:
+        for fault, flabel in DATAIN_FAULTS:
+            r = di["runs"].get(f"{tool}/{fault}")
+            if not r:
+                continue
+            row = f"| {tlabel.format(fa=fa)} | {flabel.format(ra=ra, rd=rd)} |"
+            if "error" in r:
+                L.append(row + f" failed: {r['error']} | | | | | |")
+                continue
+            if r["gap_s"] is None:
+                gap = ("**until restarted** (no partner)" if fault == "host-lost" and tool != "understudy"
+                       else "not resumed within the run")
+            else:
+                gap = f"{r['gap_s']:.2f} s"
+            L.append(row + f" {r['served']:,} | {r['stored']:,} | **{r['lost']:,}** | **{r['dup']:,}** | {gap} | {r['missed_intervals']:,} |")
+    L.append("")
+    L.append(f"**The collector at 1 s scrapes of 5 node_exporters** (steady state, {p['cpu_window']:.0f} s before each fault; "
+             "one figure per scenario):\n")
+    L.append("| collector | CPU seconds over the window | % of one core | RSS |")
+    L.append("|---|---|---|---|")
+    for tool, tlabel in DATAIN_TOOLS:
+        us = [di["runs"][f"{tool}/{f}"]["usage"] for f, _ in DATAIN_FAULTS if "usage" in di["runs"].get(f"{tool}/{f}", {})]
+        us = [u for u in us if u["cpu_s"] is not None]
+        if not us:
+            continue
+        cpu = ", ".join(f"{u['cpu_s']:.2f}" for u in us)
+        pc = ", ".join(f"{100 * u['cpu_s'] / u['window_s']:.1f} %" for u in us)
+        rss = ", ".join(f"{u['rss_bytes'] / 2**20:.1f} MiB" for u in us)
+        L.append(f"| {tlabel.format(fa=fa)} | {cpu} | {pc} | {rss} |")
+    L.append("")
+    cfg = {}
+    for r in di["runs"].values():
+        if r.get("conf"):
+            cfg.setdefault(r["tool"], r["conf"])
+    L.append("**What was set.** Everything else is each tool's default.\n")
+    if "prometheus-agent" in cfg:
+        L.append("Prometheus (`prometheus --enable-feature=agent --config.file=prometheus-agent.yml "
+                 "--storage.agent.path=DIR --web.listen-address=10.211.1.11:9090`):\n\n```yaml\n" + cfg["prometheus-agent"].rstrip() + "\n```\n")
+    if "vmagent" in cfg:
+        L.append("vmagent (`vmagent -promscrape.config=vmagent.yml -remoteWrite.url=http://10.211.1.10:8428/api/v1/write "
+                 "-remoteWrite.tmpDataPath=DIR -httpListenAddr=10.211.1.11:8429`):\n\n```yaml\n" + cfg["vmagent"].rstrip() + "\n```\n")
+    if "understudy" in cfg:
+        L.append("Understudy: servers `init --role server --set server.enroll_token=T --set "
+                 "forward.remote_write=http://10.211.1.10:8428/api/v1/write` plus `failover.mode` primary/secondary and "
+                 "`failover.peer`; agents p1 (10.211.1.11) and p2 (10.211.1.12) `init --role agent --server S1 --server S2 "
+                 "--set agent.enroll_token=T`, every other setting at its default; then, on s1:\n\n```sh\n" + cfg["understudy"].rstrip() + "\n```\n")
+    return L
+
+
+def splice(text, start, end, body):
+    block = f"{start}\n{body}{end}"
+    if start in text and end in text:
+        a = text.index(start)
+        b = text.index(end) + len(end)
+        return text[:a] + block + text[b:]
+    return text.rstrip("\n") + "\n\n" + block + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", default=os.path.join(HERE, "results.json"))
     ap.add_argument("--benchmarks", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--notes", default=os.path.join(HERE, "notes.md"), help="hand-written findings, inserted after the tables")
+    ap.add_argument("--datain-notes", default=os.path.join(HERE, "datain-notes.md"), help="hand-written findings of the datain run")
     ap.add_argument("--print-only", action="store_true")
     o = ap.parse_args()
     with open(o.results) as f:
@@ -259,18 +397,21 @@ def main():
     L += configs()
     body = "\n".join(L).rstrip("\n") + "\n"
     print(body)
+    dbody = None
+    if "datain" in res and "finished_utc" in res["datain"]:
+        D = datain_section(res["datain"])
+        if os.path.exists(o.datain_notes):
+            with open(o.datain_notes) as f:
+                D.append(f.read().rstrip("\n") + "\n")
+        dbody = "\n".join(D).rstrip("\n") + "\n"
+        print(dbody)
     if o.print_only:
         return
     with open(o.benchmarks) as f:
         text = f.read()
-    start, end = "<!-- peers -->", "<!-- /peers -->"
-    block = f"{start}\n{body}{end}"
-    if start in text and end in text:
-        a = text.index(start)
-        b = text.index(end) + len(end)
-        text = text[:a] + block + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    text = splice(text, "<!-- peers -->", "<!-- /peers -->", body)
+    if dbody is not None:
+        text = splice(text, "<!-- peers-datain -->", "<!-- /peers-datain -->", dbody)
     with open(o.benchmarks, "w") as f:
         f.write(text)
 

@@ -4,6 +4,11 @@
 # are listed here, not in scripts/packages.txt.
 #
 #   bench/peers/run.sh [all|vrrp|takeover|syslog] [--runs N] [--default-runs N] [--syslog-runs N] [--no-build]
+#   bench/peers/run.sh datain [--datain-tools prometheus-agent,vmagent,understudy] [--datain-faults …] [--no-build]
+#
+# `datain` (issue 18, not part of `all`): node_exporter → VictoriaMetrics through Prometheus in
+# agent mode, vmagent and an Understudy pair with hot-standby servers, under the same faults
+# (bench/peers/datain.py; about 25 minutes).
 #
 # Results go to bench/peers/results.json; bench/peers/report.py turns them into the
 # "Peers side by side" section of BENCHMARKS.md.
@@ -21,7 +26,8 @@ export DEBIAN_FRONTEND=noninteractive
 # Installing a logging daemon must not start it: policy-rc.d refuses every service start while
 # apt runs (an existing policy-rc.d is left alone and restored).
 need=()
-for p in keepalived rsyslog iproute2 nftables iputils-ping python3 libivykis0 libnet1 libwrap0 libjson-c5 libpcre3; do
+for p in keepalived rsyslog iproute2 nftables iputils-ping python3 libivykis0 libnet1 libwrap0 libjson-c5 libpcre3 \
+         prometheus victoria-metrics prometheus-node-exporter; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
