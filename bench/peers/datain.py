@@ -47,7 +47,7 @@ FAULTS = [
     ("host-lost", "collector's host killed for good"),
     ("receiver-down", "VictoriaMetrics down 60 s"),
 ]
-TOOLS = ["prometheus-agent", "vmagent", "understudy"]
+TOOLS = ["prometheus-agent", "vmagent", "understudy", "understudy-one-server"]
 
 
 def C():
@@ -94,6 +94,7 @@ class Exporters:
             text = http_get(f"http://{t}/metrics") or ""
             m = re.search(r'^promhttp_metric_handler_requests_total\{code="200"\} (\S+)$', text, re.M)
             out[f"e{i + 1}"] = int(float(m.group(1))) if m else None
+            self.samples_per_scrape = sum(1 for l in text.splitlines() if l and not l.startswith("#"))
         return out
 
     def stop(self):
@@ -212,16 +213,20 @@ class UnderstudyPair:
     when acting; agents p1 (host a1, the pair's primary) and p2 (host a2); pair `web` with one
     `prometheus` check per exporter, every 1 s."""
 
-    def __init__(self, d, failover_after):
+    def __init__(self, d, failover_after, standby=True):
         self.d = d
         fwd = f"forward.remote_write={vm_url('/api/v1/write')}"
-        self.s = [P.UNode(d, h, h, P.US_PORT, "server", sets=[f"server.enroll_token={P.TOKEN}", fwd]) for h in ("s1", "s2")]
-        self.s[0].configure([f"failover.peer={self.s[1].url()}", "failover.mode=primary"])
-        self.s[1].configure([f"failover.peer={self.s[0].url()}", "failover.mode=secondary"])
-        self.s[0].start()
-        P.wait_for(lambda: True if self.s[0].failover_state() == "active" else None, 120, "s1 active")
-        self.s[1].start()
-        P.wait_for(lambda: True if self.s[1].failover_state() == "standby" else None, 120, "s2 standby")
+        hosts = ("s1", "s2") if standby else ("s1",)
+        self.s = [P.UNode(d, h, h, P.US_PORT, "server", sets=[f"server.enroll_token={P.TOKEN}", fwd]) for h in hosts]
+        if standby:
+            self.s[0].configure([f"failover.peer={self.s[1].url()}", "failover.mode=primary"])
+            self.s[1].configure([f"failover.peer={self.s[0].url()}", "failover.mode=secondary"])
+            self.s[0].start()
+            P.wait_for(lambda: True if self.s[0].failover_state() == "active" else None, 120, "s1 active")
+            self.s[1].start()
+            P.wait_for(lambda: True if self.s[1].failover_state() == "standby" else None, 120, "s2 standby")
+        else:
+            self.s[0].start()
         urls = [n.url() for n in self.s]
         self.p = {name: P.UNode(d, name, host, P.US_PORT, "agent", servers=urls, sets=[f"agent.enroll_token={P.TOKEN}"])
                   for name, host in (("p1", "a1"), ("p2", "a2"))}
@@ -242,7 +247,7 @@ class UnderstudyPair:
         return P.sh(P.BIN, *args, "--data-dir", self.s[0].dir)
 
     def active_member(self):
-        st = self.s[0].status() or self.s[1].status() or {}
+        st = next((x for x in (n.status() for n in self.s if n.proc is not None) if x), {})
         for pr in st.get("pairs", []):
             if pr.get("name") == "web":
                 return pr.get("active")
@@ -296,8 +301,8 @@ def scenario(work, tool, fault, o):
     recv.start()
     exp = Exporters(d)
     t_start = time.time()
-    if tool == "understudy":
-        col = UnderstudyPair(d, o.failover_after)
+    if tool.startswith("understudy"):
+        col = UnderstudyPair(d, o.failover_after, standby=(tool == "understudy"))
     else:
         col = PeerCollector(tool, d)
         col.start()
@@ -310,13 +315,13 @@ def scenario(work, tool, fault, o):
     time.sleep(o.cpu_window)
     cpu1, rss = proc_usage(pid)
     usage = {"cpu_s": None if cpu0 is None or cpu1 is None else cpu1 - cpu0, "window_s": time.monotonic() - t0, "rss_bytes": rss}
-    if tool == "understudy":
+    if tool.startswith("understudy"):
         servers = [proc_usage(n.proc.pid) for n in col.s]
         usage["servers_rss_bytes"] = [s[1] for s in servers]
     t_fault = time.time()
     events = []
     if fault == "restart":
-        if tool == "understudy":
+        if tool.startswith("understudy"):
             col.p["p1"].kill9()
             time.sleep(o.restart_after)
             col.p["p1"].start(wait=False)
@@ -328,7 +333,7 @@ def scenario(work, tool, fault, o):
         time.sleep(o.after)
     elif fault == "host-lost":
         host_lost("a1")
-        if tool == "understudy":
+        if tool.startswith("understudy"):
             col.p["p1"].proc.wait()
             col.p["p1"].proc = None
         else:
@@ -340,7 +345,7 @@ def scenario(work, tool, fault, o):
         recv.start()
         events.append(("receiver back", time.time() - t_fault))
         time.sleep(o.after)
-    active = col.active_member() if tool == "understudy" else None
+    active = col.active_member() if tool.startswith("understudy") else None
     # Quiesce: every collector stopped for 2 s, each exporter's count of answered scrapes read.
     pids = col.pids()
     signal_all(pids, signal.SIGSTOP)
@@ -392,6 +397,7 @@ def scenario(work, tool, fault, o):
     gaps = [v["fault_gap_s"] for v in per.values()]
     r = {"tool": tool, "fault": fault, "served": tot("served"), "stored": tot("distinct"), "lost": tot("lost"), "dup": tot("dup"),
          "missed_intervals": tot("missed_intervals"), "per_exporter": per,
+         "samples_per_scrape": getattr(exp, "samples_per_scrape", None),
          "gap_s": None if any(g is None for g in gaps) else max(gaps),
          "never_resumed": sum(1 for v in per.values() if not v["resumed"]),
          "usage": usage, "events": events, "drained_s": drained, "active_at_end": active,

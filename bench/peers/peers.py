@@ -822,7 +822,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results.json"))
     ap.add_argument("--bin", default="", help="the understudy binary (default: target/release/understudy)")
     # datain (issue 18): node_exporter → VictoriaMetrics through Prometheus agent, vmagent, Understudy.
-    ap.add_argument("--datain-tools", default="prometheus-agent,vmagent,understudy")
+    ap.add_argument("--datain-tools", default="prometheus-agent,vmagent,understudy,understudy-one-server",
+                    help="understudy: the pair with two servers in hot standby; understudy-one-server: the pair with one server")
     ap.add_argument("--datain-faults", default="", help="restart,host-lost,receiver-down (default: all three)")
     ap.add_argument("--settle", type=float, default=10.0, help="datain: seconds of collecting before the CPU window")
     ap.add_argument("--cpu-window", type=float, default=20.0, help="datain: the collector's CPU and RSS over this window, then the fault")

@@ -249,6 +249,7 @@ DATAIN_TOOLS = [
     ("prometheus-agent", "Prometheus 2.42, agent mode (`--enable-feature=agent`, WAL, remote_write)"),
     ("vmagent", "vmagent 1.79 (`-remoteWrite.tmpDataPath` persistent queue)"),
     ("understudy", "Understudy pair (p1/p2, `--failover-after {fa}`) + hot-standby servers, `forward.remote_write`"),
+    ("understudy-one-server", "Understudy pair (p1/p2, `--failover-after {fa}`) + one server (no standby), `forward.remote_write`"),
 ]
 DATAIN_FAULTS = [
     ("restart", "(i) collector SIGKILLed, restarted after {ra:.0f} s"),
@@ -332,14 +333,16 @@ about 5 s after it starts) counts both.
                 L.append(row + f" failed: {r['error']} | | | | | |")
                 continue
             if r["gap_s"] is None:
-                gap = ("**until restarted** (no partner)" if fault == "host-lost" and tool != "understudy"
+                gap = ("**until restarted** (no partner)" if fault == "host-lost" and not tool.startswith("understudy")
                        else "not resumed within the run")
             else:
                 gap = f"{r['gap_s']:.2f} s"
             L.append(row + f" {r['served']:,} | {r['stored']:,} | **{r['lost']:,}** | **{r['dup']:,}** | {gap} | {r['missed_intervals']:,} |")
     L.append("")
-    L.append(f"**The collector at 1 s scrapes of 5 node_exporters** (steady state, {p['cpu_window']:.0f} s before each fault; "
-             "one figure per scenario):\n")
+    sps = sorted({r["samples_per_scrape"] for r in di["runs"].values() if r.get("samples_per_scrape")})
+    sps = f", {sps[0]}–{sps[-1]} samples per scrape" if sps else ""
+    L.append(f"**The collector at 1 s scrapes of 5 node_exporters{sps}** (steady state, the {p['cpu_window']:.0f} s before each fault; "
+             "one figure per scenario, in the order of the table above):\n")
     L.append("| collector | CPU seconds over the window | % of one core | RSS |")
     L.append("|---|---|---|---|")
     for tool, tlabel in DATAIN_TOOLS:
