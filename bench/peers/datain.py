@@ -275,21 +275,9 @@ def host_lost(host):
     """The host is gone: its link down first (no FIN or RST reaches anyone), then every process
     in its namespace stopped and killed."""
     subprocess.run(["ip", "-n", P.NS[host], "link", "set", "eth0", "down"], capture_output=True)
-    pids = [int(x) for x in P.sh("ip", "netns", "pids", P.NS[host]).split() if x != str(os.getpid())]
+    pids = P.ns_pids(host)
     for sig in (signal.SIGSTOP, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-
-def signal_all(pids, sig):
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+        P.signal_all(pids, sig)
 
 
 def scenario(work, tool, fault, o):
@@ -348,11 +336,11 @@ def scenario(work, tool, fault, o):
     active = col.active_member() if tool.startswith("understudy") else None
     # Quiesce: every collector stopped for 2 s, each exporter's count of answered scrapes read.
     pids = col.pids()
-    signal_all(pids, signal.SIGSTOP)
+    P.signal_all(pids, signal.SIGSTOP)
     t_read = time.time()
     time.sleep(2.0)
     served = exp.served()
-    signal_all(pids, signal.SIGCONT)
+    P.signal_all(pids, signal.SIGCONT)
     # Drain: until every answered scrape is in VictoriaMetrics, or nothing new for `quiet` s.
     t_drain = time.monotonic()
     last, last_change = None, time.monotonic()

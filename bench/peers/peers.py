@@ -88,6 +88,19 @@ def stop(p):
     kill(p, signal.SIGTERM)
 
 
+def signal_all(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def ns_pids(host):
+    """The processes in HOST's namespace but the harness itself."""
+    return [int(p) for p in sh("ip", "netns", "pids", NS[host]).split() if p != str(os.getpid())]
+
+
 # ---------------------------------------------------------------- topology
 
 
@@ -443,14 +456,10 @@ def vrrp_series(work, label, advert, runs):
         # The MASTER's keepalived is a parent and its VRRP child, and the child asks for SIGTERM
         # when its parent dies (PR_SET_PDEATHSIG), which would let it send a priority-0 advert
         # (a graceful handover). So every process of the host is stopped first, then killed.
-        pids = [int(p) for p in sh("ip", "netns", "pids", NS["s1"]).split() if p != str(os.getpid())]
+        pids = ns_pids("s1")
         t0 = time.monotonic()
         for sig in (signal.SIGSTOP, signal.SIGKILL):
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+            signal_all(pids, sig)
         t1 = None
         end = t0 + 60
         while time.monotonic() < end:

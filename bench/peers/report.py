@@ -374,12 +374,17 @@ about 5 s after it starts) counts both.
     return L
 
 
-def splice(text, start, end, body):
+def splice(text, start, end, body, after=None):
+    """TEXT with BODY between the markers START and END: in place of what was there, else right
+    after the marker AFTER, else at the end."""
     block = f"{start}\n{body}{end}"
     if start in text and end in text:
         a = text.index(start)
         b = text.index(end) + len(end)
         return text[:a] + block + text[b:]
+    if after and after in text:
+        a = text.index(after) + len(after)
+        return text[:a] + "\n\n" + block + text[a:]
     return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
@@ -414,7 +419,7 @@ def main():
         text = f.read()
     text = splice(text, "<!-- peers -->", "<!-- /peers -->", body)
     if dbody is not None:
-        text = splice(text, "<!-- peers-datain -->", "<!-- /peers-datain -->", dbody)
+        text = splice(text, "<!-- peers-datain -->", "<!-- /peers-datain -->", dbody, after="<!-- /peers -->")
     with open(o.benchmarks, "w") as f:
         f.write(text)
 
