@@ -276,7 +276,7 @@ def datain_section(di):
 ```sh
 bench/peers/run.sh datain [--datain-tools prometheus-agent,vmagent,understudy] [--datain-faults restart,host-lost,receiver-down]
     [--settle 10 --cpu-window 20 --restart-after 30 --receiver-down 60 --after 30 --failover-after 10s]
-bench/peers/report.py        # results.json → this section and the one above
+bench/peers/report.py --part datain     # results.json → this section
 ```
 
 **Topology.** The namespaces of the section above plus two collector hosts: `uspeer-c`
@@ -318,7 +318,7 @@ sample twice); **gap** = the longest time without a stored scrape across the fau
 over the 5 exporters (1 s when nothing is missing). A scrape never made (the collector was down)
 is not lost, it is the gap; **missed** = scrape intervals from the collector's start to the count
 minus distinct stored scrapes (startup included: Prometheus' discovery hands its targets over
-about 5 s after it starts) counts both.
+about 5 s after it starts; 0 where a tool made one scrape more than whole intervals) counts both.
 """)
     fa, ra, rd = p["failover_after"], p["restart_after"], p["receiver_down"]
     L.append("| collector | fault | scrapes answered | stored | **lost** | **duplicated** | gap across the fault | missed intervals |")
@@ -337,7 +337,7 @@ about 5 s after it starts) counts both.
                        else "not resumed within the run")
             else:
                 gap = f"{r['gap_s']:.2f} s"
-            L.append(row + f" {r['served']:,} | {r['stored']:,} | **{r['lost']:,}** | **{r['dup']:,}** | {gap} | {r['missed_intervals']:,} |")
+            L.append(row + f" {r['served']:,} | {r['stored']:,} | **{r['lost']:,}** | **{r['dup']:,}** | {gap} | {max(0, r['missed_intervals']):,} |")
     L.append("")
     sps = sorted({r["samples_per_scrape"] for r in di["runs"].values() if r.get("samples_per_scrape")})
     sps = f", {sps[0]}–{sps[-1]} samples per scrape" if sps else ""
@@ -395,6 +395,8 @@ def main():
     ap.add_argument("--notes", default=os.path.join(HERE, "notes.md"), help="hand-written findings, inserted after the tables")
     ap.add_argument("--datain-notes", default=os.path.join(HERE, "datain-notes.md"), help="hand-written findings of the datain run")
     ap.add_argument("--print-only", action="store_true")
+    ap.add_argument("--part", choices=["all", "peers", "datain"], default="all",
+                    help="rewrite only this part of BENCHMARKS.md (peers: issue 6's section, datain: issue 18's)")
     o = ap.parse_args()
     with open(o.results) as f:
         res = json.load(f)
@@ -417,8 +419,9 @@ def main():
         return
     with open(o.benchmarks) as f:
         text = f.read()
-    text = splice(text, "<!-- peers -->", "<!-- /peers -->", body)
-    if dbody is not None:
+    if o.part in ("all", "peers"):
+        text = splice(text, "<!-- peers -->", "<!-- /peers -->", body)
+    if dbody is not None and o.part in ("all", "datain"):
         text = splice(text, "<!-- peers-datain -->", "<!-- /peers-datain -->", dbody, after="<!-- /peers -->")
     with open(o.benchmarks, "w") as f:
         f.write(text)
