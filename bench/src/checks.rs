@@ -48,7 +48,8 @@ async fn stored(server: &Node, agent: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn cached(agent: &Node) -> u64 {
+/// Records in the agent's cache, not yet acknowledged by a server.
+pub(crate) async fn cached(agent: &Node) -> u64 {
     agent
         .status()
         .await
