@@ -830,3 +830,49 @@ fn hs3_a_site_change_reaches_the_standby_at_once_not_at_its_next_poll() {
         "s2 stayed STANDBY throughout"
     );
 }
+
+/// HS-3, AG-1: records as heavy as labels allow them (four labels of 1,000 characters, about
+/// 4 KiB each) go from the agent to the ACTIVE and from the ACTIVE to its STANDBY whatever a
+/// batch of them weighs: each frame (an agent's batch, a peer reply, a merge) carries what fits
+/// in it and the rest follows at once. The STANDBY starts 4 MiB behind and stays STANDBY. On the
+/// code before, a 500-record batch or a 5,000-record reply outgrew the 1 MiB frame and was never
+/// sent: the agent's records stayed in its cache, and a STANDBY hearing nothing promoted itself.
+#[test]
+fn hs3_ag1_records_heavier_than_a_frame_per_batch_reach_the_active_and_the_standby() {
+    let site = Site::new(29);
+    let (mut s1, mut s2) = site.hot_standby(&server_sets(&[]), None);
+    let mut a1 = site.agent("a1", &[&s1, &s2], &agent_sets(&[]));
+    s1.start();
+    let epoch = s1.wait_failover_state("active");
+    a1.start();
+    a1.wait_link("home", Some(&s1));
+    let blob = "x".repeat(1000);
+    let mut last = 0;
+    for round in 0..10 {
+        let mut args = vec!["send".to_string()];
+        args.extend((0..100).map(|i| format!("m{i}={round}")));
+        for l in 0..4 {
+            args.push("--label".into());
+            args.push(format!("l{l}={blob}"));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = a1.cli_ok(&refs);
+        last = out
+            .split("..")
+            .nth(1)
+            .and_then(|t| t.split(')').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the last seq in {out:?}"));
+    }
+    assert_eq!(last, 1000);
+    wait_records(&[&s1], &[("a1", last)]);
+    s2.start();
+    s2.wait_failover_state("standby");
+    wait_records(&[&s2], &[("a1", last)]);
+    assert_eq!(s1.failover(), Some(("active".to_string(), epoch)));
+    assert_eq!(
+        s2.failover().map(|f| f.0).as_deref(),
+        Some("standby"),
+        "the STANDBY heard every reply"
+    );
+}

@@ -992,6 +992,7 @@ fn bad_input_hostile_peer_replies_and_merges_are_refused_whole() {
         events: Vec::new(),
         outbox: Vec::new(),
         forwarded: None,
+        more: false,
     };
     let polls = Arc::new(AtomicUsize::new(0));
     let counter = polls.clone();

@@ -310,6 +310,7 @@ fn security_an_active_server_does_not_apply_a_site_snapshot_from_a_poll_reply() 
             },
             site: Some(snapshot),
             forwarded: None,
+            more: false,
             records: Vec::new(),
             events: Vec::new(),
             outbox: Vec::new(),

@@ -129,9 +129,45 @@ impl Unauthenticated {
 }
 
 async fn reply<W: AsyncWrite + Unpin>(w: &mut W, msg: &ToAgent) {
-    if let Err(e) = write_frame(w, msg).await {
-        tracing::debug!("writing a reply: {e}");
+    match write_frame(w, msg).await {
+        Ok(()) => {}
+        // Not the other side going away: a reply this node could not send at all.
+        Err(e @ crate::frame::FrameError::Oversized { .. }) => {
+            tracing::warn!("writing a reply: {e}")
+        }
+        Err(e) => tracing::debug!("writing a reply: {e}"),
     }
+}
+
+/// HS-3: at most this many records, events and outbox rows in one peer reply.
+const REPLY_RECORDS: usize = 5000;
+const REPLY_EVENTS: usize = 1000;
+const REPLY_OUTBOX: usize = 500;
+/// The JSON a peer reply, a merge or an agent's batch may carry, leaving room in a frame for the
+/// rest of the message (its peer state, field names).
+const FRAME_BUDGET: usize = crate::frame::MAX_FRAME - 64 * 1024;
+
+/// The length of `value` as JSON.
+fn json_len<T: serde::Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
+}
+
+/// Keeps the longest prefix of `items` whose JSON fits in `budget` bytes, and takes its length
+/// from `budget`. Returns whether any item was cut. (A record is bounded by `check_labels`, a few
+/// dozen KiB at most, so the first one always fits an empty frame.)
+fn keep_within<T: serde::Serialize>(items: &mut Vec<T>, budget: &mut usize) -> bool {
+    let mut used = 0;
+    for (i, item) in items.iter().enumerate() {
+        let len = json_len(item).saturating_add(1);
+        if used + len > *budget {
+            items.truncate(i);
+            *budget -= used;
+            return true;
+        }
+        used += len;
+    }
+    *budget -= used;
+    false
 }
 
 /// One `understudy/1` connection on the server side: an agent link, a probe, or the peer.
@@ -411,24 +447,37 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     } else {
                         None
                     };
-                let records = if replicate && acting {
-                    store.records_since(records_after, 5000).unwrap_or_default()
+                let mut records = if replicate && acting {
+                    store
+                        .records_since(records_after, REPLY_RECORDS)
+                        .unwrap_or_default()
                 } else {
                     Vec::new()
                 };
-                let events = if replicate && acting {
+                let mut events = if replicate && acting {
                     store
-                        .events_list(events_after, None, 1000)
+                        .events_list(events_after, None, REPLY_EVENTS)
                         .unwrap_or_default()
                 } else {
                     Vec::new()
                 };
                 // AL-5: the outbox and its delivery marks.
-                let outbox = if replicate && acting {
-                    store.outbox_since(outbox_after, 500).unwrap_or_default()
+                let mut outbox = if replicate && acting {
+                    store
+                        .outbox_since(outbox_after, REPLY_OUTBOX)
+                        .unwrap_or_default()
                 } else {
                     Vec::new()
                 };
+                // HS-3: whatever the records' labels weigh, the reply fits in one frame; what
+                // is cut (at a count or at the size) comes with the next poll, at once.
+                let mut more = records.len() == REPLY_RECORDS
+                    || events.len() == REPLY_EVENTS
+                    || outbox.len() == REPLY_OUTBOX;
+                let mut budget = FRAME_BUDGET.saturating_sub(json_len(&site));
+                more |= keep_within(&mut records, &mut budget);
+                more |= keep_within(&mut events, &mut budget);
+                more |= keep_within(&mut outbox, &mut budget);
                 // MX-2: the forwarding cursor, no further than what the STANDBY will hold.
                 let forwarded = if replicate && acting {
                     let holds = records.last().map_or(records_after, |r| r.rowid);
@@ -444,6 +493,7 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     events,
                     outbox,
                     forwarded,
+                    more,
                 }
             };
             reply(&mut wr, &answer).await;
@@ -1097,7 +1147,10 @@ async fn send_records<W: AsyncWrite + Unpin>(
                 }
             }
         };
-        let batch: Vec<_> = batch.into_iter().filter(|r| r.seq <= upto).collect();
+        let mut batch: Vec<_> = batch.into_iter().filter(|r| r.seq <= upto).collect();
+        // Whatever the records' labels weigh, one frame; the rest in the next batch.
+        let mut budget = FRAME_BUDGET;
+        keep_within(&mut batch, &mut budget);
         let Some(last) = batch.last().map(|r| r.seq) else {
             return Ok(());
         };
@@ -1250,6 +1303,7 @@ pub(crate) async fn peer_poll(
             events,
             outbox,
             forwarded,
+            more,
         }) = reply
         else {
             let why = format!("refused a reply from the peer: unexpected answer {reply:?}");
@@ -1281,14 +1335,20 @@ pub(crate) async fn peer_poll(
         if replicate && state.state == "active" {
             push_local_records(&shared, &addr).await;
         }
-        Ok((peer_status(&state), site))
+        Ok((peer_status(&state), site, replicate && more))
     }
     .await;
+    let more = matches!(answer, Ok((_, _, true)));
     let _ = shared.core.send(match answer {
         Err(PollFailure::Refused(why)) => Input::PeerRefused(why),
-        Ok(answer) => Input::PeerAnswer(Ok(answer)),
+        Ok((state, site, _)) => Input::PeerAnswer(Ok((state, site))),
         Err(PollFailure::Failed(why)) => Input::PeerAnswer(Err(why)),
     });
+    // HS-3: the ACTIVE holds more than one reply carried: replicate the rest now, not at the
+    // next `sync_interval`.
+    if more {
+        let _ = shared.core.send(Input::PeerChanged);
+    }
 }
 
 /// Why a peer poll got no answer: nothing listens on the peer's port (HS-8: its process is gone
@@ -1544,10 +1604,13 @@ async fn push_records(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         loop {
-            let batch = shared
+            let mut batch = shared
                 .store()
                 .records_since(after, 2000)
                 .map_err(|e| e.to_string())?;
+            // Whatever the records' labels weigh, one frame; the rest in the next batch.
+            let mut budget = FRAME_BUDGET;
+            keep_within(&mut batch, &mut budget);
             let Some(last) = batch.last().map(|r| r.rowid) else {
                 break;
             };
@@ -1620,5 +1683,28 @@ pub(crate) async fn announce_cert_to_peer(shared: &Arc<Shared>, fingerprint: &st
     .await;
     if let Err(e) = result {
         tracing::warn!("could not tell the peer about the new certificate (it must be pinned there by hand): {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HS-3, AG-1: a batch keeps the longest prefix that fits its budget, and the budget shrinks
+    /// by what it kept; a batch that fits is kept whole.
+    #[test]
+    fn hs3_a_batch_keeps_what_fits_in_one_frame() {
+        let mut items: Vec<String> = (0..10).map(|_| "x".repeat(98)).collect();
+        // Each is 100 bytes of JSON (quotes included) plus a comma.
+        let mut budget = 350;
+        assert!(keep_within(&mut items, &mut budget), "cut");
+        assert_eq!(items.len(), 3);
+        assert_eq!(budget, 350 - 303);
+        let mut budget = 10_000;
+        assert!(!keep_within(&mut items, &mut budget), "nothing cut");
+        assert_eq!((items.len(), budget), (3, 10_000 - 303));
+        let mut none = 0;
+        assert!(keep_within(&mut items, &mut none));
+        assert!(items.is_empty());
     }
 }

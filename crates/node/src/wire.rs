@@ -226,6 +226,10 @@ pub enum ToAgent {
         /// holds (the ones it had and these `records`): its forwarding cursor.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         forwarded: Option<crate::store::ForwardMark>,
+        /// HS-3: the ACTIVE holds more past these lists than one frame carries (they were cut
+        /// at their count or at the frame's size): the STANDBY polls again at once.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     MergeDone {
         inserted: usize,
