@@ -25,6 +25,8 @@ pub use understudy_api::status::{RecordView, Records};
 pub use understudy_api::{AgentView, EventView, LinkView, PairStatus, Status};
 
 pub mod netlab;
+mod prom;
+pub use prom::{expected, wait_forwarded, NodeExporter, SampleKey, Vm};
 use understudy_node::config::{Config, CONFIG_FILE};
 
 /// The generous default for anything a test waits for: a slow shared CI machine must not fail a
@@ -1557,30 +1559,33 @@ impl Drop for CheckTarget {
 /// CK-4: `curl -k` of an agent's remote-write receiver (`POST /api/v1/write`): the HTTP status
 /// of a push with this token and body.
 pub fn push_status(agent: &Node, token: &str, body: &[u8]) -> u16 {
+    push_answer(agent, token, body).0
+}
+
+/// [`push_status`] with the answer's body (the receiver's reason for a refusal).
+pub fn push_answer(agent: &Node, token: &str, body: &[u8]) -> (u16, String) {
     // Beside the data directory, not in it: that disk may be the full one.
     let body_file = agent.dir.with_extension("push-body.bin");
+    let answer_file = agent.dir.with_extension("push-answer.txt");
     std::fs::write(&body_file, body).expect("the body");
     let out = Command::new("curl")
-        .args([
-            "-sk",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
+        .args(["-sk", "-w", "%{http_code}", "--max-time", "30"])
+        .arg("-o")
+        .arg(&answer_file)
         .args(["-H", &format!("Authorization: Bearer {token}")])
         .args(["-H", "Content-Encoding: snappy"])
         .args(["--data-binary", &format!("@{}", body_file.display())])
         .arg(format!("https://{}/api/v1/write", agent.listen))
         .output()
         .expect("curl");
+    let answer = std::fs::read_to_string(&answer_file).unwrap_or_default();
     let _ = std::fs::remove_file(&body_file);
-    String::from_utf8_lossy(&out.stdout)
+    let _ = std::fs::remove_file(&answer_file);
+    let status = String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
-        .unwrap_or(0)
+        .unwrap_or(0);
+    (status, answer)
 }
 
 /// CK-4: a remote-write body of `n` samples of `name` (series `slot=0…n-1`) at `time_ms`.

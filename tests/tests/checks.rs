@@ -404,48 +404,6 @@ fn ck1_agent_check_results_including_bad_targets_never_stall_the_agent() {
     });
 }
 
-/// A real `prometheus-node-exporter` (Debian) on a loopback port of the site, with a few
-/// collectors (load, memory, time, and its own Go and process metrics: gauges, counters and
-/// summaries); killed by its pid when dropped.
-struct NodeExporter {
-    addr: String,
-    child: std::process::Child,
-}
-
-impl NodeExporter {
-    fn start(site: &Site) -> NodeExporter {
-        let addr = site.addr();
-        let child = std::process::Command::new("prometheus-node-exporter")
-            .arg(format!("--web.listen-address={addr}"))
-            .args([
-                "--collector.disable-defaults",
-                "--collector.loadavg",
-                "--collector.meminfo",
-                "--collector.time",
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("starting prometheus-node-exporter (apt-get install prometheus-node-exporter)");
-        wait_until(WAIT, "node_exporter to listen", || {
-            std::net::TcpStream::connect(&addr).ok()
-        });
-        NodeExporter { addr, child }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/metrics", self.addr)
-    }
-}
-
-impl Drop for NodeExporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// CK-4 with CK-3: a pair's `prometheus` check scrapes a real node_exporter every second on its
 /// active member; every sample is a record under the pair's alias with its labels, at its
 /// scrape's time, stored in the same commit as the scrape's check record. Across a SIGKILL of

@@ -243,8 +243,8 @@ async fn join_as_peer(
 }
 
 /// CK-4: `POST /api/v1/write` with the push token: the samples are in the cache (one commit)
-/// before the 204; 400 for what cannot be taken, 5xx (a full disk: 507) for what a sender
-/// should send again.
+/// before the 204; 400 for what cannot be taken, 413 for what is beyond the receiver's limits
+/// (`receiver::MAX_*`), 5xx (a full disk: 507) for what a sender should send again.
 async fn push(
     node: &Arc<Admin>,
     method: &str,
@@ -283,7 +283,7 @@ async fn push(
     };
     let (records, _skipped) = match crate::receiver::records_of(&body) {
         Ok(r) => r,
-        Err(why) => return text(400, why),
+        Err(refused) => return text(refused.status(), refused.reason().to_string()),
     };
     if records.is_empty() {
         return response(204, "text/plain", Vec::new());
