@@ -26,7 +26,7 @@ pub use understudy_api::{AgentView, EventView, LinkView, PairStatus, Status};
 
 pub mod netlab;
 mod prom;
-pub use prom::{expected, wait_forwarded, NodeExporter, SampleKey, Vm};
+pub use prom::{expected, wait_forwarded, NodeExporter, SampleKey, Scrape, Scrapes, Vm};
 use understudy_node::config::{Config, CONFIG_FILE};
 
 /// The generous default for anything a test waits for: a slow shared CI machine must not fail a

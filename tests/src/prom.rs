@@ -2,7 +2,7 @@
 //! real VictoriaMetrics to forward to (both Debian packages, started on loopback ports and
 //! killed by their pids), and what a test compares between them and a server's store.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{wait_ok, wait_until, Node, Site, WAIT};
+use crate::{wait_ok, wait_until, Node, RecordView, Site, WAIT};
 
 /// A real `prometheus-node-exporter` (Debian) on a loopback port of the site, with a few
 /// collectors (load, memory, time, and its own Go and process metrics: gauges, counters and
@@ -226,4 +226,111 @@ pub fn wait_forwarded(
             ))
         },
     )
+}
+
+/// One run of a `prometheus` check as a server stored it: its check record's time, member and
+/// result, and the samples stored with it.
+#[derive(Debug)]
+pub struct Scrape {
+    pub time_ms: i64,
+    pub agent: String,
+    pub up: bool,
+    pub samples: Vec<RecordView>,
+}
+
+/// What a server holds of a pair's `prometheus` check, read from its records and checked whole
+/// (CK-4: a scrape's samples and its check record are one commit).
+pub struct Scrapes {
+    /// In time order.
+    pub runs: Vec<Scrape>,
+    /// Samples over all runs.
+    pub samples: usize,
+}
+
+impl Scrapes {
+    /// Reads and checks the runs of check `check` of pair `pair` in `records`: every up run has
+    /// exactly the samples its check record counts (`up: N samples`), all by its member, each
+    /// series once; a down run has none; no sample is without its run; no run time is
+    /// recorded twice.
+    pub fn of(records: &[RecordView], check: &str, pair: &str) -> Scrapes {
+        let mut by_time: BTreeMap<i64, Vec<RecordView>> = BTreeMap::new();
+        for r in records
+            .iter()
+            .filter(|r| r.kind == "metric" && r.pair.as_deref() == Some(pair))
+        {
+            by_time.entry(r.time_ms).or_default().push(r.clone());
+        }
+        let mut runs = Vec::new();
+        let mut samples = 0;
+        let mut times = BTreeSet::new();
+        for run in records
+            .iter()
+            .filter(|r| r.name == check && r.pair.as_deref() == Some(pair))
+        {
+            assert!(times.insert(run.time_ms), "a run recorded twice: {run:?}");
+            let detail: Value = serde_json::from_str(run.detail.as_deref().unwrap_or("{}"))
+                .expect("a check record's detail");
+            let up = detail["up"] == true;
+            let got = by_time.remove(&run.time_ms).unwrap_or_default();
+            if up {
+                let said: usize = detail["detail"]
+                    .as_str()
+                    .and_then(|d| d.strip_prefix("up: "))
+                    .and_then(|d| d.split(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .expect("up: N samples");
+                assert_eq!(got.len(), said, "the run at {} is not whole", run.time_ms);
+                assert!(
+                    got.iter().all(|r| r.agent == run.agent),
+                    "one member per run"
+                );
+                let series: BTreeSet<(&str, Vec<(&String, &String)>)> = got
+                    .iter()
+                    .map(|r| (r.name.as_str(), r.labels.iter().collect()))
+                    .collect();
+                assert_eq!(series.len(), got.len(), "each series once per run");
+            } else {
+                assert!(got.is_empty(), "a failed run with samples: {detail}");
+            }
+            samples += got.len();
+            runs.push(Scrape {
+                time_ms: run.time_ms,
+                agent: run.agent.clone(),
+                up,
+                samples: got,
+            });
+        }
+        assert!(
+            by_time.is_empty(),
+            "samples without their run's check record: {:?}",
+            by_time.keys()
+        );
+        runs.sort_by_key(|r| r.time_ms);
+        Scrapes { runs, samples }
+    }
+
+    /// Runs after `since` (a wall-clock time in ms).
+    pub fn after(&self, since: i64) -> impl Iterator<Item = &Scrape> {
+        self.runs.iter().filter(move |r| r.time_ms > since)
+    }
+
+    /// The longest time between two consecutive runs after `since`.
+    pub fn longest_gap(&self, since: i64) -> i64 {
+        let runs: Vec<_> = self.after(since).collect();
+        runs.windows(2)
+            .map(|w| w[1].time_ms - w[0].time_ms)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The members in the order they held the duty.
+    pub fn holders(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for run in &self.runs {
+            if out.last() != Some(&run.agent) {
+                out.push(run.agent.clone());
+            }
+        }
+        out
+    }
 }

@@ -475,54 +475,23 @@ fn ck4_a_pairs_prometheus_check_records_each_node_exporter_scrape_once_across_a_
         "the SIGKILL left a gap of {} ms: {all:?}",
         gaps[0].2
     );
-    let mut by_time: std::collections::BTreeMap<i64, Vec<&RecordView>> = Default::default();
-    for r in records
-        .iter()
-        .filter(|r| r.kind == "metric" && r.pair.as_deref() == Some("web"))
-    {
-        by_time.entry(r.time_ms).or_default().push(r);
-    }
-    for scrape in &scrapes {
-        let detail: Value = serde_json::from_str(scrape.detail.as_deref().unwrap_or("{}"))
-            .expect("a check record's detail");
-        assert_eq!(detail["up"], true, "node_exporter answers: {detail}");
-        let said: usize = detail["detail"]
-            .as_str()
-            .and_then(|d| d.strip_prefix("up: "))
-            .and_then(|d| d.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .expect("up: N samples");
-        let samples = by_time.remove(&scrape.time_ms).unwrap_or_default();
-        assert_eq!(
-            samples.len(),
-            said,
-            "scrape at {} incomplete",
-            scrape.time_ms
-        );
+    let audit = Scrapes::of(&records, "node", "web");
+    assert_eq!(audit.runs.len(), scrapes.len());
+    for run in &audit.runs {
+        assert!(run.up, "node_exporter answers: {run:?}");
         assert!(
-            samples.iter().all(|r| r.agent == scrape.agent),
-            "one member per scrape"
-        );
-        let clock: Vec<_> = samples
-            .iter()
-            .filter(|r| r.name == "node_time_seconds")
-            .collect();
-        assert_eq!(clock.len(), 1, "each series once per scrape");
-        assert!(
-            samples.iter().any(|r| r.name == "go_gc_duration_seconds"
-                && r.labels.get("quantile").map(String::as_str) == Some("0.5")),
+            run.samples
+                .iter()
+                .any(|r| r.name == "go_gc_duration_seconds"
+                    && r.labels.get("quantile").map(String::as_str) == Some("0.5")),
             "a summary's quantile is a label"
         );
-        assert!(samples
+        assert!(run
+            .samples
             .iter()
             .any(|r| r.name == "node_scrape_collector_success"
                 && r.labels.get("collector").map(String::as_str) == Some("loadavg")));
     }
-    assert!(
-        by_time.is_empty(),
-        "samples without their scrape's check record: {:?}",
-        by_time.keys()
-    );
     // --max-samples: down with the reason, and no sample.
     let tiny: Vec<&RecordView> = records.iter().filter(|r| r.name == "tiny").collect();
     assert!(!tiny.is_empty());

@@ -308,6 +308,17 @@ pub fn samples_of(
     max: usize,
 ) -> Result<(Vec<NewRecord>, usize), String> {
     use prom_text_format_parser::{Type, ValueType};
+    // Every sample is a line of its own: more lines than `max` are refused before the parser
+    // builds them all (a million-line exposition would cost hundreds of MB to parse first).
+    let lines = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .count();
+    if lines > max {
+        return Err(format!(
+            "{lines} samples, more than the {max} a scrape may hold (max_samples)"
+        ));
+    }
     let metrics = prom_text_format_parser::Scrape::parse(text)
         .map_err(|e| {
             let text = match e {
@@ -679,6 +690,14 @@ up{agent="x",job="say \"hi\"\nthere"} 1
         let many: String = (0..11).map(|i| format!("m{i} 1\n")).collect();
         let err = samples_of(&many, 1, None, 10).expect_err("too many");
         assert!(err.contains("11 samples, more than the 10"), "{err}");
+        // Counted before the exposition is parsed: a million lines are not built first.
+        let err = samples_of(&format!("{many}{{{{{{\n"), 1, None, 10).expect_err("too many");
+        assert!(err.contains("12 samples, more than the 10"), "{err}");
+        let commented = format!("# HELP m0 x\n# TYPE m0 gauge\n\n{many}");
+        assert_eq!(
+            samples_of(&commented, 1, None, 11).expect("fits").0.len(),
+            11
+        );
         assert_eq!(samples_of(&many, 1, None, 11).expect("fits").0.len(), 11);
         let long = format!(
             "m{{l=\"{}\"}} 1\n",
