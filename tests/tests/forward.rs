@@ -5,6 +5,7 @@
 //! server and a receiver that is down for a minute; a receiver answering 400 gets
 //! FORWARD_REJECTED and forwarding goes on.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
