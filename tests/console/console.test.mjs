@@ -18,7 +18,11 @@
 // AL-4, AL-5: the Alerts page adds two webhook channels to receivers this script starts on
 // loopback (one answers 200, one 503), sends a test message, and after the forced failover shows
 // its alert delivered to one channel and failing on the other; a secret is only ever "set".
+// Then the failing channel is edited from the page (Edit: the form prefilled, its secret left
+// empty, so kept) to point at a third receiver: the queued alert reaches it, signed with the
+// kept secret, and the page shows it sent.
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import { chromium } from 'playwright-core';
@@ -129,6 +133,7 @@ const target = tcpTarget();
 await target.open();
 const hook = await receiver(200);
 const down = await receiver(503);
+const fixed = await receiver(200);
 try {
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
@@ -270,6 +275,32 @@ try {
       await page.screenshot({ path: SCREENSHOT, fullPage: false });
     });
   }
+  await step('AL-4 Edit: the failing channel pointed at a working receiver keeps its secret and its queued alert', async () => {
+    await page.click('[data-testid="channel-edit-down"]');
+    const url = page.locator('[data-testid="channel-url"]');
+    if ((await url.inputValue()) !== down.url) throw new Error(`the form shows ${await url.inputValue()}`);
+    const secret = page.locator('[data-testid="channel-secret"]');
+    if ((await secret.inputValue()) !== '' || (await secret.getAttribute('placeholder')) !== 'set: empty keeps it')
+      throw new Error(`the secret field holds "${await secret.inputValue()}" (${await secret.getAttribute('placeholder')})`);
+    if ((await page.locator('[data-testid="channel-codes"]').inputValue()) !== 'FORCED_FAILOVER')
+      throw new Error('the filter is not prefilled');
+    await url.fill(fixed.url);
+    await page.click('[data-testid="channel-add"]');
+    const flashEl = page.locator('[data-testid="action-message"]');
+    await until('the page reports the edit', async () => ((await flashEl.textContent()) ?? '').startsWith('alert channel down changed'), 10000)
+      .catch(async (e) => { throw new Error(`${e.message}: ${await flashEl.textContent()} / ${await page.locator('[data-testid="action-error"]').textContent()}`); });
+    await until('the row shows the new URL', async () =>
+      ((await page.locator('[data-testid="channel-row-down"]').textContent()) ?? '').includes(fixed.url), 10000);
+    await until('the queued FORCED_FAILOVER at the new receiver', () => fixed.got.some((m) => m.body.includes('"FORCED_FAILOVER"')), 20000);
+    const m = fixed.got.find((x) => x.body.includes('"FORCED_FAILOVER"'));
+    const want = `sha256=${createHmac('sha256', 's3cret-of-the-console').update(m.body).digest('hex')}`;
+    if (m.headers['x-understudy-signature'] !== want) throw new Error(`signed ${m.headers['x-understudy-signature']}, not with the kept secret`);
+    const row = page.locator('[data-testid="alerts-table"] tr[data-code="FORCED_FAILOVER"]').first();
+    await until('down sent on the page', async () => (await row.locator('[data-testid$="-down"]').textContent()) === 'down sent', 15000);
+    const listed = JSON.parse(execFileSync(CLI, ['alert', 'channel', 'list', '--json', '--data-dir', DATA_DIR], { encoding: 'utf8' }));
+    const ch = listed.channels.find((c) => c.name === 'down');
+    if (ch.url !== fixed.url || ch.secret !== 'set') throw new Error(`alert channel list says ${JSON.stringify(ch)}`);
+  });
   await step('PR-5 a handover under way: both buttons disabled with the engine\'s sentence', async () => {
     // a2 holds the duty and is frozen: its lease runs on (failover_after 30s), so it cannot
     // confirm it stood down and the revert stays under way.
@@ -301,6 +332,7 @@ try {
   hook.srv.close();
   await target.close().catch(() => {});
   down.srv.close();
+  fixed.srv.close();
 }
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

@@ -4,9 +4,10 @@
 # serve`, srv ACTIVE and srv2 STANDBY) and two agents enrolled with a token, a pair "web" —
 # opens https://IP:PORT/#token=… and forces a failover from the page, and checks that for each of
 # the four causes the engine refuses an operator action the button is disabled with exactly the
-# engine's sentence as its title, and that the Alerts page adds channels and shows each alert's
-# delivery per channel, and that the Charts panel draws each picture of MX-3 (console.test.mjs),
-# then stops everything. Saves docs/screenshots/console.png, charts.png and charts-narrow.png.
+# engine's sentence as its title, and that the Alerts page adds channels, shows each alert's
+# delivery per channel and edits a failing channel (its secret kept, its queued alert
+# delivered), and that the Charts panel draws each picture of MX-3 (console.test.mjs), then
+# stops everything. Saves docs/screenshots/console.png, charts.png and charts-narrow.png.
 #
 # Usage: tests/console/run.sh            (builds the CLI if CLI is not given)
 #        CLI=target/release/understudy tests/console/run.sh

@@ -674,8 +674,12 @@ fn al4_email_through_a_real_smtp_server_and_a_command_with_json_on_stdin_and_a_h
 }
 
 /// A hot-standby pair at fast timings with `group_wait = 0` (s1 ACTIVE, s2 STANDBY), an agent at
-/// home on s1, and a webhook channel for CHECK_DOWN to a receiver answering 503.
-fn active_standby_agent_and_failing_hook(site: &Site) -> (Node, Node, Node, Receiver) {
+/// home on s1, and a webhook channel "hook" for CHECK_DOWN to a receiver answering 503, with
+/// `hook_args` (more `alert channel add` flags).
+fn active_standby_agent_and_failing_hook(
+    site: &Site,
+    hook_args: &[&str],
+) -> (Node, Node, Node, Receiver) {
     let token = format!("server.enroll_token={ENROLL_TOKEN}");
     let agent_token = format!("agent.enroll_token={ENROLL_TOKEN}");
     let sets = [&[&token[..], "alert.group_wait=0s"][..], FAST_SERVER].concat();
@@ -692,7 +696,12 @@ fn active_standby_agent_and_failing_hook(site: &Site) -> (Node, Node, Node, Rece
     a1.start();
     a1.wait_link("home", Some(&s1));
     let hook = Receiver::start(site, 503);
-    add_webhook(&s1, "hook", &hook, &["--codes", "CHECK_DOWN"]);
+    add_webhook(
+        &s1,
+        "hook",
+        &hook,
+        &[&["--codes", "CHECK_DOWN"][..], hook_args].concat(),
+    );
     (s1, s2, a1, hook)
 }
 
@@ -703,7 +712,7 @@ fn active_standby_agent_and_failing_hook(site: &Site) -> (Node, Node, Node, Rece
 #[test]
 fn al5_a_promoted_standby_delivers_the_alert_the_killed_active_had_not_delivered() {
     let site = Site::new(221);
-    let (mut s1, s2, _a1, hook) = active_standby_agent_and_failing_hook(&site);
+    let (mut s1, s2, _a1, hook) = active_standby_agent_and_failing_hook(&site, &[]);
     closed_port_check(&s1, "db-ping", &site.addr(), "2");
     let id = wait_ok(WAIT, "the alert refused twice on s1", || {
         let a = alert_of(&s1, "CHECK_DOWN", "db-ping").ok_or("no alert".to_string())?;
@@ -758,7 +767,7 @@ fn al5_a_promoted_standby_delivers_the_alert_the_killed_active_had_not_delivered
 #[test]
 fn al5_al2_every_queued_alert_is_delivered_across_a_sigkill_of_the_active_and_none_raised_twice() {
     let site = Site::new(226);
-    let (mut s1, s2, _a1, hook) = active_standby_agent_and_failing_hook(&site);
+    let (mut s1, s2, _a1, hook) = active_standby_agent_and_failing_hook(&site, &[]);
     let checks: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
     for name in &checks {
         closed_port_check(&s1, name, &site.addr(), "1");
@@ -988,16 +997,25 @@ fn test_ca(dir: &std::path::Path, ips: &[&str]) -> (String, String, String) {
     )
 }
 
+/// `python3 -m aiosmtpd` (Debian's python3-aiosmtpd) on `addr` with `tls` options, printing
+/// each message it takes to `<name>.out`.
 fn aiosmtpd(site: &Site, name: &str, addr: &str, tls: &[&str]) -> (Child, std::path::PathBuf) {
+    let args = [&["-m", "aiosmtpd", "-n", "-l", addr][..], tls].concat();
+    python_smtp(site, name, addr, &args)
+}
+
+/// An SMTP server of aiosmtpd's run by `/usr/bin/python3 -u ARGS…` on `addr`, its standard
+/// output (each message it takes) in `<name>.out`; the test waits until it listens.
+fn python_smtp(site: &Site, name: &str, addr: &str, args: &[&str]) -> (Child, std::path::PathBuf) {
     let log = site.dir().join(format!("{name}.out"));
     let child = Child(
         std::process::Command::new("/usr/bin/python3")
-            .args(["-u", "-m", "aiosmtpd", "-n", "-l", addr])
-            .args(tls)
+            .arg("-u")
+            .args(args)
             .stdout(std::fs::File::create(&log).expect("the SMTP log"))
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log.with_extension("err")).expect("the SMTP errors"))
             .spawn()
-            .expect("python3 -m aiosmtpd (package python3-aiosmtpd)"),
+            .expect("python3 with aiosmtpd (package python3-aiosmtpd)"),
     );
     wait_until(WAIT, "aiosmtpd listening", || {
         std::net::TcpStream::connect(addr).ok()
@@ -1244,4 +1262,293 @@ fn al5_a_removed_channels_queued_deliveries_fail_with_delivery_failed_on_the_oth
             .then_some(())
             .ok_or(format!("{:?}", ok.got()))
     });
+}
+
+/// The deliveries of `channel` in `alert list --json`, by alert id: (state, attempts, last error).
+fn deliveries_to(server: &Node, channel: &str) -> BTreeMap<String, (String, u64, String)> {
+    let list = server
+        .try_json(&["alert", "list", "--json"])
+        .unwrap_or(Value::Null);
+    let mut out = BTreeMap::new();
+    for a in list["alerts"].as_array().into_iter().flatten() {
+        for d in a["deliveries"].as_array().into_iter().flatten() {
+            if d["channel"] == channel {
+                out.insert(
+                    a["id"].as_str().unwrap_or_default().to_string(),
+                    (
+                        d["state"].as_str().unwrap_or_default().to_string(),
+                        d["attempts"].as_u64().unwrap_or(0),
+                        d["last_error"].as_str().unwrap_or_default().to_string(),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// AL-4, `alert channel edit` (issue 15 item 2, PRODUCT.md §4): three CHECK_DOWN alerts queue
+/// behind a webhook answering 503. Editing an unknown channel is refused (not found), and so is
+/// a bad URL or another kind, each with its reason and nothing changed. Then the channel's URL
+/// is edited to a working receiver, without giving the secret again: the edit is replicated to
+/// the STANDBY, the queued alerts (the same ids, not raised again) each reach the new receiver
+/// once, signed with the kept secret, and the secret is shown nowhere. The STANDBY refuses the
+/// edit (channels change on the acting server).
+#[test]
+fn al4_a_channel_edited_keeps_its_secret_and_its_queued_alerts_which_reach_the_new_url_once() {
+    let site = Site::new(227);
+    let secret = "edit-key-227";
+    let (s1, s2, _a1, dead) = active_standby_agent_and_failing_hook(&site, &["--secret", secret]);
+    let good = Receiver::start(&site, 200);
+    let checks = ["e0", "e1", "e2"];
+    for name in checks {
+        closed_port_check(&s1, name, &site.addr(), "1");
+    }
+    let queued = wait_ok(WAIT, "three alerts refused at least twice", || {
+        let d = deliveries_to(&s1, "hook");
+        let failing = d
+            .values()
+            .filter(|(state, attempts, _)| state == "pending" && *attempts >= 2)
+            .count();
+        (failing == 3).then_some(d.clone()).ok_or(format!("{d:?}"))
+    });
+    let before = s1
+        .try_json(&["alert", "channel", "list", "--json"])
+        .expect("list");
+    let edit_refused = |node: &Node, args: &[&str], reason: &str| {
+        let out = node.cli(&[&["alert", "channel", "edit"][..], args].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(reason), "{args:?}: {err}");
+    };
+    let good_url = good.url();
+    edit_refused(
+        &s1,
+        &["nope", "--url", &good_url],
+        "no alert channel named nope",
+    );
+    edit_refused(
+        &s1,
+        &["hook", "--url", "ftp://x/"],
+        "expected http:// or https://",
+    );
+    edit_refused(
+        &s1,
+        &["hook", "--url", &good_url, "--codes", "CHECK_DOWN,NOPE"],
+        "unknown code NOPE",
+    );
+    edit_refused(
+        &s1,
+        &["hook", "--kind", "ntfy", "--url", &good_url],
+        "a webhook channel stays a webhook channel",
+    );
+    edit_refused(&s2, &["hook", "--url", &good_url], "not the acting server");
+    assert_eq!(
+        s1.try_json(&["alert", "channel", "list", "--json"]),
+        Some(before),
+        "a refused edit changes nothing"
+    );
+    assert!(good.got().is_empty(), "{:?}", good.got());
+
+    let said = s1.cli_ok(&[
+        "alert",
+        "channel",
+        "edit",
+        "hook",
+        "--url",
+        &good_url,
+        "--codes",
+        "CHECK_DOWN",
+    ]);
+    assert!(said.contains("alert channel hook changed"), "{said}");
+    let listed = s1
+        .try_json(&["alert", "channel", "list", "--json"])
+        .expect("list");
+    let hook = &listed["channels"][0];
+    assert_eq!(hook["url"], good_url.as_str(), "{listed}");
+    assert_eq!(hook["secret"], "set", "the secret kept: {listed}");
+    wait_ok(WAIT, "the edit replicated to the STANDBY", || {
+        let l = s2.try_json(&["alert", "channel", "list", "--json"]);
+        (l.as_ref() == Some(&listed))
+            .then_some(())
+            .ok_or(format!("{l:?}"))
+    });
+    wait_ok(WAIT, "the queued alerts sent to the new URL", || {
+        let d = deliveries_to(&s1, "hook");
+        d.values()
+            .all(|(state, _, _)| state == "sent")
+            .then_some(())
+            .ok_or(format!("{d:?}"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let got = good.got();
+    let mut arrived: Vec<String> = got.iter().flat_map(Got::alert_ids).collect();
+    arrived.sort();
+    let ids: Vec<String> = queued.keys().cloned().collect();
+    assert_eq!(
+        arrived, ids,
+        "each queued alert once, under its id: {got:?}"
+    );
+    for g in &got {
+        assert_eq!(
+            g.header("x-understudy-signature"),
+            Some(hmac_sha256(secret, &g.body).as_str()),
+            "signed with the kept secret"
+        );
+    }
+    assert_eq!(deliveries_to(&s1, "hook").len(), 3, "no alert raised again");
+    for node in [&s1, &s2] {
+        for text in [
+            node.cli_ok(&["alert", "channel", "list", "--json"]),
+            node.cli_ok(&["status", "--json"]),
+            node.cli_ok(&["events", "--json"]),
+            node.log_text(),
+        ] {
+            assert!(!text.contains(secret), "the secret is shown: {text}");
+        }
+    }
+    // An explicit clear: the next message goes unsigned.
+    s1.cli_ok(&[
+        "alert",
+        "channel",
+        "edit",
+        "hook",
+        "--url",
+        &good_url,
+        "--clear-secret",
+    ]);
+    let listed = s1
+        .try_json(&["alert", "channel", "list", "--json"])
+        .expect("list");
+    assert!(listed["channels"][0].get("secret").is_none(), "{listed}");
+    s1.cli_ok(&["alert", "channel", "test", "hook"]);
+    let last = good.got().pop().expect("the test message");
+    assert_eq!(last.json()["alerts"][0]["code"], "TEST");
+    assert_eq!(last.header("x-understudy-signature"), None, "{last:?}");
+    assert!(dead.got().iter().all(|g| g.answered == 503));
+}
+
+/// aiosmtpd requiring a login over STARTTLS (AUTH PLAIN or LOGIN, only after STARTTLS, no mail
+/// without it), printing each message it takes: `ADDR CERT KEY USER PASSWORD`.
+const SMTP_WITH_LOGIN: &str = r#"
+import sys, ssl, threading
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Debugging
+from aiosmtpd.smtp import AuthResult, LoginPassword
+addr, cert, key, user, password = sys.argv[1:]
+host, port = addr.rsplit(":", 1)
+def authenticate(server, session, envelope, mechanism, data):
+    ok = isinstance(data, LoginPassword) and data.login == user.encode() and data.password == password.encode()
+    print("AUTH", mechanism, "accepted" if ok else "refused", flush=True)
+    return AuthResult(success=ok, handled=False)  # False: aiosmtpd answers 535 itself
+tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+tls.load_cert_chain(cert, key)
+Controller(Debugging(sys.stdout), hostname=host, port=int(port), tls_context=tls,
+           require_starttls=True, authenticator=authenticate, auth_required=True,
+           auth_require_tls=True).start()
+threading.Event().wait()
+"#;
+
+/// AL-4's SMTP login (issue 15 item 2): a real SMTP server (aiosmtpd) that takes mail only
+/// after STARTTLS and a login. The channel with the right login delivers the CHECK_DOWN (its
+/// alert id as Message-ID); the one with a wrong password is refused, retried, and its last
+/// error says the authentication failed. Neither password appears in `alert channel list
+/// --json`, `alert list --json`, status, events or the node's log.
+#[test]
+fn al4_email_with_an_smtp_login_delivers_and_a_wrong_password_is_retried_as_authentication_failed()
+{
+    let site = Site::new(228);
+    let (s, _a1) = server_with_agent_and(&site, &["alert.group_wait=0s"]);
+    let smtp = site.addr();
+    let (ca, cert, key) = test_ca(site.dir(), &[smtp.split(':').next().expect("an ip")]);
+    let script = site.dir().join("smtp_login.py");
+    std::fs::write(&script, SMTP_WITH_LOGIN).expect("the script");
+    let (password, wrong) = ("pw-228-right", "pw-228-wrong");
+    let (_server, mail_log) = python_smtp(
+        &site,
+        "login",
+        &smtp,
+        &[
+            script.to_str().expect("utf-8"),
+            &smtp,
+            &cert,
+            &key,
+            "ops",
+            password,
+        ],
+    );
+    let right_url = format!("smtp://ops:{password}@{smtp}");
+    let wrong_url = format!("smtp://ops:{wrong}@{smtp}");
+    let mail = |name: &'static str, url: &str| -> Vec<String> {
+        [
+            name,
+            "--kind",
+            "email",
+            "--to",
+            "ops@example.org",
+            "--smtp",
+            url,
+            "--ca",
+            ca.as_str(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let (right, bad) = (mail("login", &right_url), mail("wrong", &wrong_url));
+    let right: Vec<&str> = right.iter().map(String::as_str).collect();
+    let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
+    add_check_down_channels(&s, &[&right[..], &bad[..]]);
+    closed_port_check(&s, "db-ping", &site.addr(), "2");
+    let down = wait_ok(WAIT, "sent with the login, refused twice without", || {
+        let a = alert_of(&s, "CHECK_DOWN", "db-ping").ok_or("no alert".to_string())?;
+        let d = |ch: &str| {
+            a["deliveries"]
+                .as_array()
+                .and_then(|d| d.iter().find(|d| d["channel"] == ch).cloned())
+                .unwrap_or(Value::Null)
+        };
+        let (login, wrong) = (d("login"), d("wrong"));
+        (login["state"] == "sent"
+            && wrong["state"] == "pending"
+            && wrong["attempts"].as_u64() >= Some(2))
+        .then_some((a.clone(), wrong))
+        .ok_or(format!("{a}"))
+    });
+    let (alert, wrong_delivery) = down;
+    let id = alert["id"].as_str().expect("id");
+    let log = std::fs::read_to_string(&mail_log).expect("the SMTP log");
+    assert!(
+        log.contains(&format!("Message-ID: <{id}@understudy>")),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("Message-ID: ").count(),
+        1,
+        "only the channel with the login got through: {log}"
+    );
+    let auth: Vec<&str> = log.lines().filter(|l| l.starts_with("AUTH ")).collect();
+    assert!(
+        auth.iter().any(|l| l.ends_with(" accepted"))
+            && auth.iter().any(|l| l.ends_with(" refused")),
+        "{auth:?}"
+    );
+    let why = wrong_delivery["last_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("authentication failed for ops"),
+        "{wrong_delivery}"
+    );
+    let listed = s.cli_ok(&["alert", "channel", "list", "--json"]);
+    assert!(listed.contains("smtp://ops:set@"), "{listed}");
+    for text in [
+        listed,
+        s.cli_ok(&["alert", "channel", "list"]),
+        s.cli_ok(&["alert", "list", "--json"]),
+        s.cli_ok(&["status", "--json"]),
+        s.cli_ok(&["events", "--json"]),
+        s.log_text(),
+    ] {
+        for pw in [password, wrong] {
+            assert!(!text.contains(pw), "a password is shown: {text}");
+        }
+    }
 }

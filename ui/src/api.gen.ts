@@ -209,10 +209,15 @@ export type AlertView = { id: string, event_id: number, time_ms: number, code: s
 
 export type DeliveryView = { channel: string, state: string, attempts: number, last_error?: string, };
 
-export type ChannelSpec = { name: string, 
+export type ChannelSpec = { 
+/**
+ * (Absent: refused by [`ChannelSpec::validate`]; an edit takes it from its path.)
+ */
+name: string, 
 /**
  * `webhook`, `ntfy`, `email`, `command`, or `desktop` (AL-7: a notification on the
- * desktop of the acting server's tray app).
+ * desktop of the acting server's tray app). (Absent: refused by `add`; an edit keeps the
+ * stored kind.)
  */
 kind: string, 
 /**
@@ -264,6 +269,71 @@ codes?: Array<string>,
 min_severity?: Severity, };
 
 export type Channels = { channels: Array<ChannelSpec>, };
+
+export type ChannelEdit = { 
+/**
+ * Stored settings to remove rather than keep.
+ */
+clear?: Array<KeptSetting>, 
+/**
+ * (Absent: refused by [`ChannelSpec::validate`]; an edit takes it from its path.)
+ */
+name: string, 
+/**
+ * `webhook`, `ntfy`, `email`, `command`, or `desktop` (AL-7: a notification on the
+ * desktop of the acting server's tray app). (Absent: refused by `add`; an edit keeps the
+ * stored kind.)
+ */
+kind: string, 
+/**
+ * webhook and ntfy: where to POST (`http://` or `https://`).
+ */
+url?: string, 
+/**
+ * email: the recipients.
+ */
+to?: Array<string>, 
+/**
+ * email: the sender (default `understudy@localhost`).
+ */
+from?: string, 
+/**
+ * email: `smtp://[USER:PASSWORD@]HOST[:PORT]` with STARTTLS (port 587),
+ * `smtps://…` with TLS from the start (465), or `smtp://…?tls=none` in the clear (25).
+ */
+smtp?: string, 
+/**
+ * webhook: the HMAC-SHA256 key of `X-Understudy-Signature`.
+ */
+secret?: string, 
+/**
+ * ntfy: the access token (`Authorization: Bearer`).
+ */
+token?: string, 
+/**
+ * webhook, ntfy and email: certificate authorities (PEM) trusted for this channel's TLS
+ * besides the system's, for a receiver with a private CA (`--ca FILE`: the file's content,
+ * kept and replicated with the channel, so the STANDBY needs no copy of the file).
+ */
+ca?: string, 
+/**
+ * command: the program and its arguments; the message JSON on its stdin.
+ */
+argv?: Array<string>, 
+/**
+ * How long one delivery may take (default [`CHANNEL_TIMEOUT`]).
+ */
+timeout?: string, 
+/**
+ * Filter: only these event codes (empty: every code that alerts).
+ */
+codes?: Array<string>, 
+/**
+ * Filter: only alerts at least this severe.
+ */
+min_severity?: Severity, };
+
+export type KeptSetting = "secret" | "token" | "ca";
 
 export type CertInfo = { fingerprint: string, sans: Array<string>, not_after: string, };
 

@@ -21,6 +21,7 @@ import {
 } from './render';
 import { Charts, WINDOWS } from './charts';
 import { eventCodes, filterEvents, maxEventId, mergeEvents, overallState } from './rules';
+import { EMPTY_FIELDS, channelRequest, fieldsOf, type ChannelFields } from './channels';
 import type { AlertItem, CertInfo, Channel, EventItem, RecordItem, Status } from './types';
 
 export interface AppOptions {
@@ -97,10 +98,14 @@ const SKELETON = `
           </label>
           <label>URL <input name="url" data-testid="channel-url" placeholder="webhook, ntfy: https://…" /></label>
           <label>to <input name="to" data-testid="channel-to" placeholder="email: addresses, comma separated" /></label>
+          <label>from <input name="from" data-testid="channel-from" placeholder="email: understudy@localhost" /></label>
           <label>SMTP <input name="smtp" data-testid="channel-smtp" placeholder="email: smtp://user:password@host:587" /></label>
           <label>secret <input type="password" name="secret" data-testid="channel-secret" placeholder="webhook: HMAC key" /></label>
+          <label data-edit-only hidden><input type="checkbox" name="clear_secret" data-testid="channel-clear-secret" /> remove the secret</label>
           <label>token <input type="password" name="token" data-testid="channel-token" placeholder="ntfy: access token" /></label>
-          <label>argv <input name="argv" data-testid="channel-argv" placeholder="command: program and arguments" /></label>
+          <label data-edit-only hidden><input type="checkbox" name="clear_token" data-testid="channel-clear-token" /> remove the token</label>
+          <label>argv <input name="argv" data-testid="channel-argv" placeholder="command: program and arguments, or a JSON array" /></label>
+          <label>timeout <input name="timeout" data-testid="channel-timeout" placeholder="10s" /></label>
           <label>codes <input name="codes" data-testid="channel-codes" placeholder="all, or CHECK_DOWN,CHECK_UP" /></label>
           <label>min severity
             <select name="min_severity" data-testid="channel-min-severity">
@@ -111,6 +116,7 @@ const SKELETON = `
             </select>
           </label>
           <button type="submit" class="btn primary" data-testid="channel-add">Add channel</button>
+          <button type="button" class="btn" data-testid="channel-edit-cancel" data-edit-only hidden>Cancel</button>
         </form>
         <p class="small muted">Channels are site configuration, changed on the acting server and replicated to the standby; the node checks every setting and says why it refuses one.</p>
       </div>
@@ -177,6 +183,8 @@ export class App {
   cert: CertInfo | null = null;
   eventFilter = '';
   loginShown = false;
+  /** The channel the form is editing (AL-4), or null: the form adds one. */
+  editingChannel: string | null = null;
 
   private roleDirty = false;
   private certLoading = false;
@@ -276,8 +284,9 @@ export class App {
 
     this.q<HTMLFormElement>('channel-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
-      void this.addChannel();
+      void this.saveChannel();
     });
+    this.q('channel-edit-cancel').addEventListener('click', () => this.editChannel(null));
 
     this.q<HTMLFormElement>('cert-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
@@ -483,6 +492,10 @@ export class App {
   private async onAction(btn: HTMLButtonElement): Promise<void> {
     const action = btn.dataset.action ?? '';
     const name = btn.dataset.name ?? '';
+    if (action === 'channel-edit') {
+      this.editChannel(name);
+      return;
+    }
     const path = this.actionPath(action, name);
     if (!path) return;
     btn.disabled = true;
@@ -560,20 +573,53 @@ export class App {
     }
   }
 
-  /** `alert channel add` from the form: only the fields given; the node validates (AL-4). */
-  async addChannel(): Promise<void> {
+  /** The channel form's fields. */
+  private channelFields(): ChannelFields {
     const form = this.q<HTMLFormElement>('channel-form');
-    const field = (name: string) => (form.elements.namedItem(name) as HTMLInputElement | HTMLSelectElement).value.trim();
-    const list = (name: string, sep: RegExp) => field(name).split(sep).map((s) => s.trim()).filter(Boolean);
-    const body: Record<string, unknown> = { name: field('name'), kind: field('kind') };
-    for (const k of ['url', 'smtp', 'secret', 'token', 'min_severity']) {
-      if (field(k)) body[k] = field(k);
+    const el = (name: string) => form.elements.namedItem(name) as HTMLInputElement | HTMLSelectElement;
+    const f = { ...EMPTY_FIELDS };
+    for (const k of Object.keys(EMPTY_FIELDS) as Array<keyof ChannelFields>) {
+      const input = el(k);
+      if (typeof f[k] === 'boolean') (f as Record<string, unknown>)[k] = (input as HTMLInputElement).checked;
+      else (f as Record<string, unknown>)[k] = input.value;
     }
-    if (list('to', /[\s,]+/).length) body.to = list('to', /[\s,]+/);
-    if (list('argv', /\s+/).length) body.argv = list('argv', /\s+/);
-    if (list('codes', /[\s,]+/).length) body.codes = list('codes', /[\s,]+/);
-    const res = await this.act('POST', '/api/alerts/channels', body, `Add alert channel ${body.name}`);
-    if (res !== undefined) form.reset();
+    return f;
+  }
+
+  /**
+   * Opens the channel form on `name` (AL-4's edit), prefilled as listed, its secrets empty with
+   * "set" as placeholder (empty keeps them); `null` goes back to adding a channel.
+   */
+  editChannel(name: string | null): void {
+    const form = this.q<HTMLFormElement>('channel-form');
+    const channel = name === null ? undefined : this.channels.find((c) => c.name === name);
+    this.editingChannel = channel ? channel.name : null;
+    const f = channel ? fieldsOf(channel) : EMPTY_FIELDS;
+    for (const [k, v] of Object.entries(f)) {
+      const input = form.elements.namedItem(k) as HTMLInputElement | HTMLSelectElement;
+      if (typeof v === 'boolean') (input as HTMLInputElement).checked = v;
+      else input.value = v;
+    }
+    const editing = channel !== undefined;
+    this.q<HTMLInputElement>('channel-name').readOnly = editing;
+    this.q<HTMLSelectElement>('channel-kind').disabled = editing;
+    this.q<HTMLInputElement>('channel-secret').placeholder = channel?.secret ? 'set: empty keeps it' : 'webhook: HMAC key';
+    this.q<HTMLInputElement>('channel-token').placeholder = channel?.token ? 'set: empty keeps it' : 'ntfy: access token';
+    this.q('channel-add').textContent = editing ? `Save ${channel.name}` : 'Add channel';
+    for (const el of form.querySelectorAll<HTMLElement>('[data-edit-only]')) el.hidden = !editing;
+    if (editing) this.q('channel-url').focus();
+  }
+
+  /** `alert channel add`, or `edit` of the channel being edited, from the form (AL-4). */
+  async saveChannel(): Promise<void> {
+    const editing = this.editingChannel;
+    const { method, path, body } = channelRequest(this.channelFields(), editing);
+    const label = editing === null ? `Add alert channel ${body.name}` : `Edit alert channel ${editing}`;
+    const res = await this.act(method, path, body, label);
+    if (res !== undefined) {
+      this.q<HTMLFormElement>('channel-form').reset();
+      this.editChannel(null);
+    }
   }
 
   setEventFilter(code: string): void {

@@ -344,6 +344,7 @@ export function renderChannels(channels: Channel[], mayChange: boolean, why: str
   <td class="small" data-testid="channel-secret-${esc(c.name)}">${esc(secrets)}</td>
   <td class="small">${esc(c.timeout ?? '')}</td>
   <td class="actions">${button('Send test', 'channel-test', c.name, `channel-test-${c.name}`, true, 'send one test message to this channel now')}
+    ${button('Edit', 'channel-edit', c.name, `channel-edit-${c.name}`, mayChange, mayChange ? 'change this channel (its secrets are kept unless given again)' : why)}
     ${button('Remove', 'channel-remove', c.name, `channel-remove-${c.name}`, mayChange, mayChange ? 'remove this channel' : why, 'danger')}</td>
 </tr>`;
   });

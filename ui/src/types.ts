@@ -7,6 +7,8 @@ export type {
   AgentView as Agent,
   AlertView as AlertItem,
   ChannelSpec as Channel,
+  ChannelEdit,
+  KeptSetting,
   CertInfo,
   CheckSpec as CheckDef,
   EventView as EventItem,

@@ -21,9 +21,13 @@ pub const CHANNEL_TIMEOUT: Duration = Duration::from_secs(10);
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChannelSpec {
+    /// (Absent: refused by [`ChannelSpec::validate`]; an edit takes it from its path.)
+    #[serde(default)]
     pub name: String,
     /// `webhook`, `ntfy`, `email`, `command`, or `desktop` (AL-7: a notification on the
-    /// desktop of the acting server's tray app).
+    /// desktop of the acting server's tray app). (Absent: refused by `add`; an edit keeps the
+    /// stored kind.)
+    #[serde(default)]
     pub kind: String,
     /// webhook and ntfy: where to POST (`http://` or `https://`).
     #[cfg_attr(feature = "ts", ts(optional))]
@@ -84,6 +88,118 @@ pub struct Channels {
 }
 
 const SET: &str = "set";
+
+/// A setting `alert channel edit` keeps when it is left out, and so can only remove when told
+/// (`clear`): the two secrets, which no view shows again, and the `--ca` file's content.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeptSetting {
+    /// The webhook's HMAC key.
+    Secret,
+    /// The ntfy access token.
+    Token,
+    /// The certificate authorities of `--ca`.
+    Ca,
+}
+
+/// `alert channel edit` (`PUT /api/alerts/channels/{name}`): the channel's new settings. They
+/// replace the stored ones, validated exactly like `add`, except what an operator cannot read
+/// back to give again: a `secret`, `token` or `ca` left out (absent or empty) keeps the stored
+/// one unless named in `clear`; an SMTP URL whose password is "set" (as the list shows it)
+/// keeps the stored password; a `kind` left out keeps the stored kind (it cannot change). The
+/// name is the channel's: an edit does not rename.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChannelEdit {
+    #[serde(flatten)]
+    pub channel: ChannelSpec,
+    /// Stored settings to remove rather than keep.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clear: Vec<KeptSetting>,
+}
+
+impl ChannelEdit {
+    /// The channel as it will be stored: these settings over `stored`'s kept ones, validated.
+    /// The reason when refused; nothing is changed then.
+    pub fn apply(&self, stored: &ChannelSpec) -> Result<ChannelSpec, Refusal> {
+        let given = &self.channel;
+        let refuse = |why: String| Refusal::invalid(format!("channel {}: {why}", stored.name));
+        if !given.name.is_empty() && given.name != stored.name {
+            return Err(refuse(format!(
+                "an edit does not rename a channel (to {:?}): add the new one and remove this one",
+                given.name
+            )));
+        }
+        let kind = if given.kind.is_empty() {
+            stored.kind.clone()
+        } else if given.kind != stored.kind {
+            return Err(refuse(format!(
+                "a {} channel stays a {} channel (not {}): add a new channel and remove this one",
+                stored.kind, stored.kind, given.kind
+            )));
+        } else {
+            given.kind.clone()
+        };
+        let keep = |setting: KeptSetting, new: &Option<String>, old: &Option<String>| {
+            if self.clear.contains(&setting) {
+                None
+            } else if new.as_deref().is_some_and(|v| !v.is_empty()) {
+                new.clone()
+            } else {
+                old.clone()
+            }
+        };
+        let smtp = match (&given.smtp, &stored.smtp) {
+            (Some(url), old) if smtp_password(url) == Some(SET) => {
+                match old.as_deref().and_then(smtp_password) {
+                    Some(password) => Some(with_smtp_password(url, password)),
+                    None => {
+                        return Err(refuse(
+                            "the SMTP password \"set\" stands for the stored one, and this channel has none: give the password".into(),
+                        ))
+                    }
+                }
+            }
+            (given, _) => given.clone(),
+        };
+        let spec = ChannelSpec {
+            name: stored.name.clone(),
+            kind,
+            smtp,
+            secret: keep(KeptSetting::Secret, &given.secret, &stored.secret),
+            token: keep(KeptSetting::Token, &given.token, &stored.token),
+            ca: keep(KeptSetting::Ca, &given.ca, &stored.ca),
+            ..given.clone()
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+/// An SMTP URL's login split as [`SmtpUrl::parse`] reads it: `(scheme://, user, password as
+/// written (percent-encoded), @host…)`.
+fn smtp_login(url: &str) -> Option<(&str, &str, &str, &str)> {
+    let at_rest = url.find("://")? + 3;
+    let (scheme, rest) = url.split_at(at_rest);
+    let before_query = rest.split('?').next().unwrap_or(rest);
+    let at = before_query.rfind('@')?;
+    let (userinfo, after) = rest.split_at(at);
+    let (user, password) = userinfo.split_once(':')?;
+    Some((scheme, user, password, after))
+}
+
+fn smtp_password(url: &str) -> Option<&str> {
+    smtp_login(url).map(|(_, _, password, _)| password)
+}
+
+/// `url` with `password` (as written) in place of its login's password.
+fn with_smtp_password(url: &str, password: &str) -> String {
+    match smtp_login(url) {
+        Some((scheme, user, _, after)) => format!("{scheme}{user}:{password}{after}"),
+        None => url.to_string(),
+    }
+}
 
 /// The parts of an SMTP URL (`ChannelSpec::smtp`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,16 +325,7 @@ pub fn parse_http_url(url: &str) -> Result<(bool, String, u16, String), String> 
 }
 
 fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, hp)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:{SET}@{hp}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
+    with_smtp_password(url, SET)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -427,6 +534,103 @@ mod tests {
             r.contains("not sent in the clear") && !r.contains("hunter2"),
             "{r}"
         );
+    }
+
+    #[test]
+    fn al4_an_edit_replaces_the_settings_and_keeps_the_secrets_it_leaves_out() {
+        let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let stored = ChannelSpec {
+            secret: Some("s3cret".into()),
+            ca: Some(ca.into()),
+            codes: vec!["CHECK_DOWN".into()],
+            ..webhook("http://127.0.0.1:9/old")
+        };
+        let edit = |channel: ChannelSpec, clear: Vec<KeptSetting>| ChannelEdit { channel, clear };
+        // A new URL; the secret and the CA left out are kept, the filter given (none) replaces.
+        let given = ChannelSpec {
+            kind: String::new(),
+            ..webhook("http://127.0.0.1:9/new")
+        };
+        let got = edit(given.clone(), vec![]).apply(&stored).expect("applied");
+        assert_eq!(got.url.as_deref(), Some("http://127.0.0.1:9/new"));
+        assert_eq!(got.kind, "webhook");
+        assert_eq!(got.secret.as_deref(), Some("s3cret"));
+        assert_eq!(got.ca.as_deref(), Some(ca));
+        assert!(got.codes.is_empty());
+        // An empty secret (a form's empty field) keeps it too; a new one replaces it.
+        let empty = ChannelSpec {
+            secret: Some(String::new()),
+            ..given.clone()
+        };
+        let got = edit(empty, vec![]).apply(&stored).expect("applied");
+        assert_eq!(got.secret.as_deref(), Some("s3cret"));
+        let new = ChannelSpec {
+            secret: Some("n3w".into()),
+            ..given.clone()
+        };
+        let got = edit(new, vec![]).apply(&stored).expect("applied");
+        assert_eq!(got.secret.as_deref(), Some("n3w"));
+        // Cleared when told.
+        let got = edit(given.clone(), vec![KeptSetting::Secret, KeptSetting::Ca])
+            .apply(&stored)
+            .expect("applied");
+        assert_eq!((got.secret, got.ca), (None, None));
+        // Refused, with the reason, like add: a bad URL, another kind, another name.
+        let reason = |e: ChannelEdit| e.apply(&stored).unwrap_err().reason;
+        assert!(reason(edit(webhook("ftp://x"), vec![])).contains("expected http://"));
+        let ntfy = ChannelSpec {
+            kind: "ntfy".into(),
+            ..given.clone()
+        };
+        assert!(reason(edit(ntfy, vec![])).contains("a webhook channel stays a webhook channel"));
+        let renamed = ChannelSpec {
+            name: "other".into(),
+            ..given
+        };
+        assert!(reason(edit(renamed, vec![])).contains("does not rename"));
+    }
+
+    #[test]
+    fn al4_an_edit_keeps_the_smtp_password_shown_as_set() {
+        let mail = |smtp: &str| ChannelSpec {
+            name: "mail".into(),
+            kind: "email".into(),
+            to: vec!["ops@example.org".into()],
+            smtp: Some(smtp.into()),
+            ..ChannelSpec::default()
+        };
+        let stored = mail("smtps://ops:hun%40ter2@mail.example.org");
+        let shown = stored.view().smtp.expect("smtp");
+        assert_eq!(shown, "smtps://ops:set@mail.example.org");
+        let apply = |smtp: &str| {
+            ChannelEdit {
+                channel: mail(smtp),
+                clear: vec![],
+            }
+            .apply(&stored)
+        };
+        let got = apply("smtps://ops:set@mail2.example.org:2465").expect("applied");
+        assert_eq!(
+            got.smtp.as_deref(),
+            Some("smtps://ops:hun%40ter2@mail2.example.org:2465")
+        );
+        let url = SmtpUrl::parse(got.smtp.as_deref().unwrap_or_default()).expect("parsed");
+        assert_eq!(url.login, Some(("ops".into(), "hun@ter2".into())));
+        let got = apply("smtps://ops:n3w@mail.example.org").expect("applied");
+        assert_eq!(
+            got.smtp.as_deref(),
+            Some("smtps://ops:n3w@mail.example.org")
+        );
+        let got = apply("smtps://mail.example.org").expect("applied");
+        assert_eq!(got.smtp.as_deref(), Some("smtps://mail.example.org"));
+        let no_login = mail("smtps://mail.example.org");
+        let r = ChannelEdit {
+            channel: mail("smtps://ops:set@mail.example.org"),
+            clear: vec![],
+        }
+        .apply(&no_login)
+        .unwrap_err();
+        assert!(r.reason.contains("has none"), "{}", r.reason);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod request;
 pub mod series;
 pub mod status;
 
-pub use channel::{ChannelSpec, Channels};
+pub use channel::{ChannelEdit, ChannelSpec, Channels, KeptSetting};
 pub use event::{EventView, Severity};
 pub use invite::{
     Invitation, InvitationView, Invitations, InviteSpec, Invited, InvitedServer, PeerJoin,
@@ -44,7 +44,7 @@ pub use status::{
 mod typescript {
     use ts_rs::{Config, TS};
 
-    use crate::channel::{ChannelSpec, Channels};
+    use crate::channel::{ChannelEdit, ChannelSpec, Channels, KeptSetting};
     use crate::event::Events;
     use crate::invite::{
         InvitationView, Invitations, InviteSpec, Invited, PeerJoin, Permission, TokenKind,
@@ -87,6 +87,8 @@ mod typescript {
             DeliveryView::decl(&cfg),
             ChannelSpec::decl(&cfg),
             Channels::decl(&cfg),
+            ChannelEdit::decl(&cfg),
+            KeptSetting::decl(&cfg),
             CertInfo::decl(&cfg),
             Settings::decl(&cfg),
             Done::decl(&cfg),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::channel::ChannelSpec;
+use crate::channel::{ChannelEdit, ChannelSpec};
 use crate::defaults;
 use crate::invite::{InviteSpec, PeerJoin, Permission};
 use crate::refusal::Refusal;
@@ -72,6 +72,9 @@ pub enum Request {
     Channels,
     /// `alert channel add` (AL-4).
     PutChannel(ChannelSpec),
+    /// `alert channel edit` (AL-4): new settings for a channel, its secrets kept unless given
+    /// or cleared, its queued deliveries kept ([`ChannelEdit`]).
+    EditChannel(ChannelEdit),
     /// `alert channel remove`.
     RemoveChannel {
         name: String,
@@ -148,6 +151,7 @@ pub enum Op {
     Alerts,
     Channels,
     PutChannel,
+    EditChannel,
     RemoveChannel,
     TestChannel,
     Cert,
@@ -193,6 +197,7 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("GET", "/api/alerts", Op::Alerts),
     ("GET", "/api/alerts/channels", Op::Channels),
     ("POST", "/api/alerts/channels", Op::PutChannel),
+    ("PUT", "/api/alerts/channels/{name}", Op::EditChannel),
     ("DELETE", "/api/alerts/channels/{name}", Op::RemoveChannel),
     ("POST", "/api/alerts/channels/{name}/test", Op::TestChannel),
     ("GET", "/api/cert", Op::Cert),
@@ -473,6 +478,7 @@ impl Request {
             Request::Alerts(_) => Op::Alerts,
             Request::Channels => Op::Channels,
             Request::PutChannel(_) => Op::PutChannel,
+            Request::EditChannel(_) => Op::EditChannel,
             Request::RemoveChannel { .. } => Op::RemoveChannel,
             Request::TestChannel { .. } => Op::TestChannel,
             Request::Cert => Op::Cert,
@@ -561,6 +567,7 @@ impl Request {
             | Request::RevokeInvitation { name }
             | Request::CheckSeries { name, .. }
             | Request::PairSeries { name, .. } => encode(name),
+            Request::EditChannel(edit) => encode(&edit.channel.name),
             _ => String::new(),
         };
         let mut path = pattern.replace("{name}", &name);
@@ -611,6 +618,7 @@ impl Request {
             Request::SetRole(r) => Some(to(r)),
             Request::PutCheck(c) => Some(to(c)),
             Request::PutChannel(c) => Some(to(c)),
+            Request::EditChannel(e) => Some(to(e)),
             Request::GenerateCert(c) => Some(to(c)),
             Request::Invite(i) => Some(to(i)),
             Request::JoinPeer(j) => Some(to(j)),
@@ -712,6 +720,18 @@ impl Request {
             }),
             Op::Channels => Request::Channels,
             Op::PutChannel => Request::PutChannel(body_of(body, "a channel definition")?),
+            Op::EditChannel => {
+                let mut edit: ChannelEdit = body_of(body, "a channel's new settings")?;
+                if edit.channel.name.is_empty() {
+                    edit.channel.name = name;
+                } else if edit.channel.name != name {
+                    return Err(Refusal::invalid(format!(
+                        "the body names channel {:?}, the path {name:?}: an edit does not rename",
+                        edit.channel.name
+                    )));
+                }
+                Request::EditChannel(edit)
+            }
             Op::RemoveChannel => Request::RemoveChannel { name },
             Op::TestChannel => Request::TestChannel { name },
             Op::Events => Request::Events(EventQuery {
@@ -948,6 +968,15 @@ mod tests {
                 min_severity: Some(crate::Severity::Warning),
                 ..ChannelSpec::default()
             }),
+            Request::EditChannel(ChannelEdit {
+                channel: ChannelSpec {
+                    name: "mail a/b".into(),
+                    to: vec!["ops@example.org".into()],
+                    smtp: Some("smtps://ops:set@mail.example.org".into()),
+                    ..ChannelSpec::default()
+                },
+                clear: vec![crate::KeptSetting::Ca],
+            }),
             Request::RemoveChannel { name: name.clone() },
             Request::TestChannel { name: name.clone() },
             Request::Events(EventQuery {
@@ -1111,6 +1140,35 @@ mod tests {
         let e =
             Request::from_http("POST", "/api/role", Some(json!({"server": "maybe"}))).unwrap_err();
         assert!(e.reason.contains("must be on or off"), "{}", e.reason);
+    }
+
+    #[test]
+    fn al4_a_channel_edit_takes_its_name_from_the_path_and_does_not_rename() {
+        let r = Request::from_http(
+            "PUT",
+            "/api/alerts/channels/hook",
+            Some(json!({"url": "http://h/", "clear": ["secret"]})),
+        );
+        let Ok(Request::EditChannel(edit)) = r else {
+            panic!("{r:?}");
+        };
+        assert_eq!(edit.channel.name, "hook");
+        assert_eq!(edit.channel.kind, "");
+        assert_eq!(edit.clear, [crate::KeptSetting::Secret]);
+        let e = Request::from_http(
+            "PUT",
+            "/api/alerts/channels/hook",
+            Some(json!({"name": "other", "kind": "webhook"})),
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("does not rename"), "{}", e.reason);
+        let e = Request::from_http(
+            "PUT",
+            "/api/alerts/channels/hook",
+            Some(json!({"clear": ["password"]})),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, crate::RefusalKind::Invalid);
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! `alert …` (PRODUCT.md §3, AL-1…AL-6): the acting server's alerts and their delivery per
 //! channel, and the channels they go to (AL-4).
 
-use clap::Subcommand;
-use understudy_api::{AlertQuery, Alerts, ChannelSpec, Channels, Request, Severity};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use understudy_api::{
+    AlertQuery, Alerts, ChannelEdit, ChannelSpec, Channels, KeptSetting, Request, Severity,
+};
 
 use crate::api::{print_done, print_json, Api, Failure};
 use crate::output::{format_time_ms, table};
@@ -30,6 +33,75 @@ pub enum AlertCommand {
     Channel(ChannelCommand),
 }
 
+/// A channel's settings, as `channel add` and `channel edit` take them.
+#[derive(Args)]
+pub struct ChannelFlags {
+    /// webhook and ntfy: the URL to POST to
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// email: a recipient (repeatable)
+    #[arg(long, value_name = "ADDR")]
+    to: Vec<String>,
+    /// email: the sender (default understudy@localhost)
+    #[arg(long, value_name = "ADDR")]
+    from: Option<String>,
+    /// email: smtp://[USER:PASSWORD@]HOST[:PORT] (STARTTLS), smtps://… (TLS) or
+    /// smtp://HOST:PORT?tls=none
+    #[arg(long, value_name = "URL")]
+    smtp: Option<String>,
+    /// webhook: sign each body, header X-Understudy-Signature: sha256=<hex HMAC-SHA256>
+    #[arg(long, value_name = "S")]
+    secret: Option<String>,
+    /// ntfy: access token (not `--token`: that is every command's admin token for --node)
+    #[arg(id = "access_token", long = "access-token", value_name = "T")]
+    token: Option<String>,
+    /// webhook, ntfy, email: a file of PEM certificate authorities trusted for this channel's
+    /// TLS besides the system's (a receiver with a private CA); its content is stored with
+    /// the channel
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// command: the program, then each argument (repeatable); the message JSON on stdin
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    argv: Vec<String>,
+    /// How long one delivery may take (default 10s)
+    #[arg(long, value_name = "D", value_parser = crate::parse_duration_arg)]
+    timeout: Option<std::time::Duration>,
+    /// Only these codes (e.g. CHECK_DOWN,CHECK_UP)
+    #[arg(long, value_name = "CODE,...", value_delimiter = ',')]
+    codes: Vec<String>,
+    /// Only alerts at least this severe
+    #[arg(long, value_name = "info|warning|critical")]
+    min_severity: Option<Severity>,
+}
+
+impl ChannelFlags {
+    /// The channel these flags describe (the `--ca` file read here).
+    fn spec(self, name: String, kind: String) -> Result<ChannelSpec, Failure> {
+        let ca = match self.ca {
+            Some(file) => Some(
+                std::fs::read_to_string(&file)
+                    .map_err(|e| Failure::usage(format!("reading --ca {}: {e}", file.display())))?,
+            ),
+            None => None,
+        };
+        Ok(ChannelSpec {
+            name,
+            kind,
+            url: self.url,
+            to: self.to,
+            from: self.from,
+            smtp: self.smtp,
+            secret: self.secret,
+            token: self.token,
+            ca,
+            argv: self.argv,
+            timeout: self.timeout,
+            codes: self.codes,
+            min_severity: self.min_severity,
+        })
+    }
+}
+
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum ChannelCommand {
@@ -39,42 +111,30 @@ pub enum ChannelCommand {
         /// webhook, ntfy, email, command, or desktop (the tray app of the acting server, AL-7)
         #[arg(long, value_name = "KIND")]
         kind: String,
-        /// webhook and ntfy: the URL to POST to
-        #[arg(long, value_name = "URL")]
-        url: Option<String>,
-        /// email: a recipient (repeatable)
-        #[arg(long, value_name = "ADDR")]
-        to: Vec<String>,
-        /// email: the sender (default understudy@localhost)
-        #[arg(long, value_name = "ADDR")]
-        from: Option<String>,
-        /// email: smtp://[USER:PASSWORD@]HOST[:PORT] (STARTTLS), smtps://… (TLS) or
-        /// smtp://HOST:PORT?tls=none
-        #[arg(long, value_name = "URL")]
-        smtp: Option<String>,
-        /// webhook: sign each body, header X-Understudy-Signature: sha256=<hex HMAC-SHA256>
-        #[arg(long, value_name = "S")]
-        secret: Option<String>,
-        /// ntfy: access token (not `--token`: that is every command's admin token for --node)
-        #[arg(id = "access_token", long = "access-token", value_name = "T")]
-        token: Option<String>,
-        /// webhook, ntfy, email: a file of PEM certificate authorities trusted for this channel's
-        /// TLS besides the system's (a receiver with a private CA); its content is stored with
-        /// the channel
-        #[arg(long, value_name = "FILE")]
-        ca: Option<std::path::PathBuf>,
-        /// command: the program, then each argument (repeatable); the message JSON on stdin
-        #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
-        argv: Vec<String>,
-        /// How long one delivery may take (default 10s)
-        #[arg(long, value_name = "D", value_parser = crate::parse_duration_arg)]
-        timeout: Option<std::time::Duration>,
-        /// Only these codes (e.g. CHECK_DOWN,CHECK_UP)
-        #[arg(long, value_name = "CODE,...", value_delimiter = ',')]
-        codes: Vec<String>,
-        /// Only alerts at least this severe
-        #[arg(long, value_name = "info|warning|critical")]
-        min_severity: Option<Severity>,
+        #[command(flatten)]
+        settings: ChannelFlags,
+    },
+    /// Change a channel: the settings given (add's flags) replace its settings, except that a
+    /// secret, access token or --ca left out is kept (--clear-… removes it), an SMTP password
+    /// written "set" (as listed) is kept, and --kind may be left out (it does not change). Its
+    /// queued alerts stay and go out with the new settings. Checked like add: a bad setting is
+    /// refused and nothing changes
+    Edit {
+        name: String,
+        /// The channel's kind (it cannot change; default: the stored one)
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        #[command(flatten)]
+        settings: ChannelFlags,
+        /// Remove the stored webhook secret (the body goes unsigned)
+        #[arg(long, conflicts_with = "secret")]
+        clear_secret: bool,
+        /// Remove the stored ntfy access token
+        #[arg(long, conflicts_with = "access_token")]
+        clear_access_token: bool,
+        /// Remove the stored certificate authorities (only the system's are trusted)
+        #[arg(long, conflicts_with = "ca")]
+        clear_ca: bool,
     },
     /// List the channels (secrets shown as "set")
     List {
@@ -89,50 +149,51 @@ pub enum ChannelCommand {
     Test { name: String },
 }
 
+/// PRODUCT.md §4: bad channel settings are refused (exit 1), not bad usage.
+fn refused_not_usage(answer: Result<Value, Failure>) -> Result<Value, Failure> {
+    answer.map_err(|f| match f.code {
+        2 => Failure::refused(f.message),
+        _ => f,
+    })
+}
+
 async fn channel(api: &Api, cmd: ChannelCommand) -> Result<(), Failure> {
     match cmd {
         ChannelCommand::Add {
             name,
             kind,
-            url,
-            to,
-            from,
-            smtp,
-            secret,
-            token,
-            ca,
-            argv,
-            timeout,
-            codes,
-            min_severity,
+            settings,
         } => {
-            let ca = match ca {
-                Some(file) => Some(std::fs::read_to_string(&file).map_err(|e| {
-                    Failure::usage(format!("reading --ca {}: {e}", file.display()))
-                })?),
-                None => None,
-            };
-            let request = Request::PutChannel(ChannelSpec {
-                name: name.clone(),
-                kind,
-                url,
-                to,
-                from,
-                smtp,
-                secret,
-                token,
-                ca,
-                argv,
-                timeout,
-                codes,
-                min_severity,
+            let request = Request::PutChannel(settings.spec(name.clone(), kind)?);
+            print_done(
+                refused_not_usage(api.request(&request).await)?,
+                &format!("alert channel {name} added"),
+            );
+        }
+        ChannelCommand::Edit {
+            name,
+            kind,
+            settings,
+            clear_secret,
+            clear_access_token,
+            clear_ca,
+        } => {
+            let clear = [
+                (clear_secret, KeptSetting::Secret),
+                (clear_access_token, KeptSetting::Token),
+                (clear_ca, KeptSetting::Ca),
+            ]
+            .into_iter()
+            .filter_map(|(given, setting)| given.then_some(setting))
+            .collect();
+            let request = Request::EditChannel(ChannelEdit {
+                channel: settings.spec(name.clone(), kind.unwrap_or_default())?,
+                clear,
             });
-            // PRODUCT.md §4: bad channel settings are refused (exit 1), not bad usage.
-            let answer = api.request(&request).await.map_err(|f| match f.code {
-                2 => Failure::refused(f.message),
-                _ => f,
-            })?;
-            print_done(answer, &format!("alert channel {name} added"));
+            print_done(
+                refused_not_usage(api.request(&request).await)?,
+                &format!("alert channel {name} changed"),
+            );
         }
         ChannelCommand::List { json } => {
             if json {

@@ -473,6 +473,10 @@ pub(crate) async fn answer(node: &Arc<Admin>, request: Request) -> Answer {
             may_change_site(node)?;
             done(crate::alerts::add(&mut node.store(), spec)?)
         }
+        Request::EditChannel(edit) => {
+            may_change_channels(node)?;
+            done(crate::alerts::edit(&mut node.store(), &edit, now_ms())?)
+        }
         Request::RemoveChannel { name } => {
             may_change_site(node)?;
             done(crate::alerts::remove(&mut node.store(), &name)?)

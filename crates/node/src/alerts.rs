@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, watch};
 use understudy_api::channel::{parse_http_url, SmtpTls, SmtpUrl};
 use understudy_api::status::DesktopMessage;
-use understudy_api::{ChannelSpec, Channels, Refusal, RefusalKind, Severity};
+use understudy_api::{ChannelEdit, ChannelSpec, Channels, Refusal, RefusalKind, Severity};
 use understudy_engine::EventCode;
 
 use crate::config::Config;
@@ -112,19 +112,44 @@ pub(crate) fn list(store: &Store) -> Channels {
     }
 }
 
-/// `alert channel add`: validated, then stored; a name in use is refused and nothing changes.
-pub(crate) fn add(store: &mut Store, spec: ChannelSpec) -> Result<String, Refusal> {
-    spec.validate()?;
-    let mut doc = serde_json::to_value(&spec).map_err(Refusal::failed)?;
+/// A channel as its row stores it: under its name, without it.
+fn stored_doc(spec: &ChannelSpec) -> Result<Value, Refusal> {
+    let mut doc = serde_json::to_value(spec).map_err(Refusal::failed)?;
     if let Some(o) = doc.as_object_mut() {
         o.remove("name");
     }
+    Ok(doc)
+}
+
+/// `alert channel add`: validated, then stored; a name in use is refused and nothing changes.
+pub(crate) fn add(store: &mut Store, spec: ChannelSpec) -> Result<String, Refusal> {
+    spec.validate()?;
+    let doc = stored_doc(&spec)?;
     match store.channel_add(&spec.name, &doc) {
         Ok(_) => Ok(format!("alert channel {} added", spec.name)),
         Err(StoreError::Conflict { .. }) => Err(Refusal::conflict(format!(
             "an alert channel named {} exists: remove it first",
             spec.name
         ))),
+        Err(e) => Err(Refusal::failed(e)),
+    }
+}
+
+/// `alert channel edit`: the new settings over the stored ones ([`ChannelEdit::apply`]: validated
+/// like `add`, secrets kept unless given or cleared), stored in place. The deliveries queued for
+/// the channel stay and go out with the new settings, those waiting for a retry at once. A
+/// refusal changes nothing.
+pub(crate) fn edit(store: &mut Store, edit: &ChannelEdit, now_ms: i64) -> Result<String, Refusal> {
+    let name = &edit.channel.name;
+    let missing = || Refusal::not_found(format!("no alert channel named {name}"));
+    let stored = channels(store).remove(name).ok_or_else(missing)?;
+    let spec = edit.apply(&stored)?;
+    match store.channel_replace(name, &stored_doc(&spec)?, now_ms) {
+        Ok(Some(0)) => Ok(format!("alert channel {name} changed")),
+        Ok(Some(n)) => Ok(format!(
+            "alert channel {name} changed: its {n} deliveries waiting for a retry go now"
+        )),
+        Ok(None) => Err(missing()),
         Err(e) => Err(Refusal::failed(e)),
     }
 }
@@ -700,6 +725,15 @@ async fn email(channel: &ChannelSpec, message: &Message) -> Result<(), String> {
         Ok(_) => Ok(()),
         Err(e) => {
             let why = crate::logsafe::text(&e.to_string()).to_string();
+            // RFC 4954: 535, the login refused; said plainly, with whose (never the password).
+            if let (Some(535), Some((user, _))) = (e.status().map(u16::from), &url.login) {
+                return Err(format!(
+                    "SMTP {}:{}: authentication failed for {} ({why})",
+                    url.host,
+                    url.port,
+                    crate::logsafe::text(user)
+                ));
+            }
             if url.tls == SmtpTls::StartTls && why.contains("STARTTLS") {
                 Err(format!("STARTTLS refused ({why}): nothing was sent"))
             } else {

@@ -1930,6 +1930,55 @@ impl Store {
         })?;
         self.always_changed(version, DOING)
     }
+    /// AL-4, `alert channel edit`: replaces a channel's document and, in the same transaction,
+    /// makes its deliveries waiting for a retry due at `now_ms`: the operator has just changed
+    /// where they go, so they go now with the new settings rather than after their backoff
+    /// (their attempts are kept; each row changed gets its own `rev`, replicated like a mark).
+    /// `None` when no channel has that name; otherwise how many deliveries were made due.
+    pub fn channel_replace(
+        &mut self,
+        name: &str,
+        doc: &Value,
+        now_ms: i64,
+    ) -> Result<Option<usize>> {
+        const DOING: &str = "changing an alert channel";
+        let path = self.path.clone();
+        let err = |e| StoreError::sqlite(&path, DOING, e);
+        let tx = self.begin(DOING)?;
+        let changed = tx
+            .execute(
+                "UPDATE channels SET doc = ?2 WHERE name = ?1",
+                params![name, doc.to_string()],
+            )
+            .map_err(err)?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        let version = counter(&tx, SITE_VERSION).map_err(err)? + 1;
+        set_counter(&tx, SITE_VERSION, version).map_err(err)?;
+        let waiting: Vec<String> = tx
+            .prepare(
+                "SELECT alert_id FROM deliveries
+                  WHERE channel = ?1 AND state = 'pending' AND next_ms > ?2 ORDER BY alert_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![name, now_ms], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(err)?;
+        let mut rev = counter(&tx, OUTBOX_REV).map_err(err)?;
+        for alert_id in &waiting {
+            rev += 1;
+            tx.execute(
+                "UPDATE deliveries SET next_ms = ?3, rev = ?4 WHERE alert_id = ?1 AND channel = ?2",
+                params![alert_id, name, now_ms, to_i64(rev)],
+            )
+            .map_err(err)?;
+        }
+        set_counter(&tx, OUTBOX_REV, rev).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(Some(waiting.len()))
+    }
     pub fn channel_get(&self, name: &str) -> Result<Option<Value>> {
         self.doc_get(DocTable::Channels, name)
     }
@@ -2180,6 +2229,64 @@ mod tests {
         assert_eq!(standby.deliveries_due(2000, 10).expect("due").len(), 1);
         let listed = standby.alerts_list(10, false).expect("list");
         assert_eq!(listed[0].deliveries[0].state, "sent");
+    }
+
+    #[test]
+    fn al4_an_edited_channel_keeps_its_deliveries_and_those_waiting_for_a_retry_go_now() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        s.channel_add(
+            "hook",
+            &serde_json::json!({"kind": "webhook", "url": "http://h/a"}),
+        )
+        .expect("added");
+        for id in ["a-1", "a-2"] {
+            let alert = NewAlert {
+                id: id.into(),
+                severity: "critical".into(),
+                channels: vec!["hook".into()],
+            };
+            s.event_append_alerting(&event("CHECK_DOWN", 1000), Some(&alert))
+                .expect("appended");
+        }
+        // a-1 refused 4 times: its next attempt is 8 s away; a-2 not tried yet.
+        for at in [1000, 2000, 4000, 8000] {
+            s.delivery_mark("a-1", "hook", Err("HTTP 503"), at, 3_600_000)
+                .expect("marked");
+        }
+        assert_eq!(s.deliveries_due(8001, 10).expect("due").len(), 1);
+        let version = s.site_version().expect("version");
+        let cursor = s
+            .outbox_since(0, 100)
+            .expect("since")
+            .iter()
+            .map(|r| r.rev)
+            .max();
+        let new = serde_json::json!({"kind": "webhook", "url": "http://h/b"});
+        assert_eq!(
+            s.channel_replace("hook", &new, 8001).expect("replaced"),
+            Some(1)
+        );
+        assert_eq!(s.channel_get("hook").expect("read"), Some(new));
+        assert_eq!(
+            s.site_version().expect("version"),
+            version + 1,
+            "replicated"
+        );
+        let due = s.deliveries_due(8001, 10).expect("due");
+        assert_eq!(due.len(), 2, "{due:?}");
+        assert_eq!(due[0].attempts, 4, "its attempts kept");
+        let changed = s.outbox_since(cursor.unwrap_or(0), 100).expect("since");
+        assert_eq!(
+            changed.len(),
+            1,
+            "the change goes to the STANDBY: {changed:?}"
+        );
+        assert_eq!(
+            s.channel_replace("nope", &serde_json::json!({}), 0)
+                .expect("nothing"),
+            None
+        );
     }
 
     #[test]

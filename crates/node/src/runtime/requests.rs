@@ -84,6 +84,7 @@ pub(crate) fn core_request(core: &mut Core, now: Instant, request: Request) -> A
         | Request::Alerts(_)
         | Request::Channels
         | Request::PutChannel(_)
+        | Request::EditChannel(_)
         | Request::RemoveChannel { .. }
         | Request::TestChannel { .. }
         | Request::Events(_)
