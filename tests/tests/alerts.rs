@@ -1350,16 +1350,17 @@ fn al4_a_channel_edited_keeps_its_secret_and_its_queued_alerts_which_reach_the_n
     );
     assert!(good.got().is_empty(), "{:?}", good.got());
 
-    let said = s1.cli_ok(&[
-        "alert",
-        "channel",
-        "edit",
-        "hook",
-        "--url",
-        &good_url,
-        "--codes",
-        "CHECK_DOWN",
-    ]);
+    // `alert channel edit hook --url <the working receiver> MORE…`.
+    let edit_to_good = |more: &[&str]| {
+        s1.cli_ok(
+            &[
+                &["alert", "channel", "edit", "hook", "--url", &good_url][..],
+                more,
+            ]
+            .concat(),
+        )
+    };
+    let said = edit_to_good(&["--codes", "CHECK_DOWN"]);
     assert!(said.contains("alert channel hook changed"), "{said}");
     let listed = s1
         .try_json(&["alert", "channel", "list", "--json"])
@@ -1408,15 +1409,7 @@ fn al4_a_channel_edited_keeps_its_secret_and_its_queued_alerts_which_reach_the_n
         }
     }
     // An explicit clear: the next message goes unsigned.
-    s1.cli_ok(&[
-        "alert",
-        "channel",
-        "edit",
-        "hook",
-        "--url",
-        &good_url,
-        "--clear-secret",
-    ]);
+    edit_to_good(&["--clear-secret"]);
     let listed = s1
         .try_json(&["alert", "channel", "list", "--json"])
         .expect("list");
