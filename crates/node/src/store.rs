@@ -1941,44 +1941,37 @@ impl Store {
         doc: &Value,
         now_ms: i64,
     ) -> Result<Option<usize>> {
-        const DOING: &str = "changing an alert channel";
-        let path = self.path.clone();
-        let err = |e| StoreError::sqlite(&path, DOING, e);
-        let tx = self.begin(DOING)?;
-        let changed = tx
-            .execute(
+        let mut made_due = 0;
+        let version = self.site_change("changing an alert channel", |tx| {
+            let changed = tx.execute(
                 "UPDATE channels SET doc = ?2 WHERE name = ?1",
                 params![name, doc.to_string()],
-            )
-            .map_err(err)?;
-        if changed == 0 {
-            return Ok(None);
-        }
-        let version = counter(&tx, SITE_VERSION).map_err(err)? + 1;
-        set_counter(&tx, SITE_VERSION, version).map_err(err)?;
-        let waiting: Vec<String> = tx
-            .prepare(
-                "SELECT alert_id FROM deliveries
-                  WHERE channel = ?1 AND state = 'pending' AND next_ms > ?2 ORDER BY alert_id",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_map(params![name, now_ms], |r| r.get(0))?
-                    .collect::<rusqlite::Result<Vec<String>>>()
-            })
-            .map_err(err)?;
-        let mut rev = counter(&tx, OUTBOX_REV).map_err(err)?;
-        for alert_id in &waiting {
-            rev += 1;
-            tx.execute(
-                "UPDATE deliveries SET next_ms = ?3, rev = ?4 WHERE alert_id = ?1 AND channel = ?2",
-                params![alert_id, name, now_ms, to_i64(rev)],
-            )
-            .map_err(err)?;
-        }
-        set_counter(&tx, OUTBOX_REV, rev).map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(Some(waiting.len()))
+            )?;
+            if changed == 0 {
+                return Ok(0);
+            }
+            let waiting: Vec<String> = tx
+                .prepare(
+                    "SELECT alert_id FROM deliveries
+                      WHERE channel = ?1 AND state = 'pending' AND next_ms > ?2 ORDER BY alert_id",
+                )?
+                .query_map(params![name, now_ms], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut rev = counter(tx, OUTBOX_REV)?;
+            for alert_id in &waiting {
+                rev += 1;
+                tx.execute(
+                    "UPDATE deliveries SET next_ms = ?3, rev = ?4 WHERE alert_id = ?1 AND channel = ?2",
+                    params![alert_id, name, now_ms, to_i64(rev)],
+                )?;
+            }
+            set_counter(tx, OUTBOX_REV, rev)?;
+            made_due = waiting.len();
+            Ok(changed)
+        })?;
+        Ok(version.map(|_| made_due))
     }
+
     pub fn channel_get(&self, name: &str) -> Result<Option<Value>> {
         self.doc_get(DocTable::Channels, name)
     }
