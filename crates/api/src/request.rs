@@ -532,6 +532,7 @@ impl Request {
             | Request::PutCheck(_)
             | Request::RemoveCheck { .. }
             | Request::PutChannel(_)
+            | Request::EditChannel(_)
             | Request::RemoveChannel { .. }
             | Request::TestChannel { .. }
             | Request::GenerateCert(_)
@@ -1074,6 +1075,7 @@ mod tests {
             (Op::Alerts, Read),
             (Op::Channels, Read),
             (Op::PutChannel, Admin),
+            (Op::EditChannel, Admin),
             (Op::RemoveChannel, Admin),
             (Op::TestChannel, Admin),
             (Op::Cert, Read),

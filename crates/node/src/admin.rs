@@ -474,7 +474,7 @@ pub(crate) async fn answer(node: &Arc<Admin>, request: Request) -> Answer {
             done(crate::alerts::add(&mut node.store(), spec)?)
         }
         Request::EditChannel(edit) => {
-            may_change_channels(node)?;
+            may_change_site(node)?;
             done(crate::alerts::edit(&mut node.store(), &edit, now_ms())?)
         }
         Request::RemoveChannel { name } => {
