@@ -311,6 +311,24 @@ fn mx2_a_4xx_receiver_raises_forward_rejected_and_later_records_go_to_a_good_rec
         "{event:?}"
     );
     assert!(!event.sentence.contains("second line"), "{event:?}");
+    // Every record offered to the refusing receiver (the lag in status is measured once a
+    // second, so it may still show the moment after the first batch: read the receiver).
+    let offered = || -> u64 {
+        refuser
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|g| understudy_node::forward::decode(&g.body).ok())
+            .flat_map(|r| r.timeseries)
+            .map(|ts| ts.samples.len() as u64)
+            .sum()
+    };
+    wait_until(
+        WAIT,
+        "every record offered to the refusing receiver",
+        || (offered() >= before).then_some(()),
+    );
     let f = wait_ok(WAIT, "the cursor past the rejected records", || {
         let f = s.status_now().forward.ok_or("no forward in status")?;
         (f.lag_records == 0)
