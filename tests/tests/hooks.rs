@@ -60,7 +60,11 @@ fn pr7_on_deactivate_runs_on_the_member_that_goes_idle_with_the_pair_context() {
     p.wait_link("home", Some(&server));
     q.wait_link("home", Some(&server));
     server.add_pair("web", "p", "q", &["--switchback", "manual"]);
-    server.wait_pair("web", "active primary", |w| w.active == "primary");
+    // PR-5's guard: a forced failover needs the secondary connected for the pair (its first
+    // heartbeat since the pair was added), as status's actions say.
+    server.wait_pair("web", "active primary, force failover allowed", |w| {
+        w.active == "primary" && w.actions.force_failover.allowed
+    });
     wait_until(WAIT, "p's on_activate", || {
         runs(&p_log, "on_activate").first().cloned()
     });
