@@ -1382,6 +1382,21 @@ pub fn client_identity(site: &Site, name: &str) -> Arc<understudy_node::tls::Nod
     understudy_node::tls::NodeIdentity::load(&dir).expect("the client identity")
 }
 
+/// Appends to `path` until its disk refuses a byte more (a megabyte at a time, then a page,
+/// then a byte): PRODUCT.md §4 "disk full" to the last byte.
+pub fn fill_up(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("the filler");
+    for step in [1 << 20, 4096, 1] {
+        let chunk = vec![7u8; step];
+        while file.write_all(&chunk).is_ok() {}
+    }
+}
+
 /// A tmpfs mounted at a directory for the test's lifetime; unmounted on drop, also on panic
 /// (after its files are copied beside it, `<dir>.kept`, so a failed test leaves its evidence).
 pub struct Tmpfs(PathBuf);

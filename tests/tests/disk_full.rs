@@ -164,3 +164,73 @@ fn ck4_a_push_into_a_full_disk_is_answered_5xx_and_taken_once_space_returns() {
         .collect();
     assert_eq!(samples.len(), want);
 }
+
+/// §4 "disk full" under a running check, with the agent's log on the same disk (as when the
+/// log and /var/lib share one): a log line the disk refuses must not stop the agent's checks.
+/// Before, tracing-subscriber reported its failed write with `eprintln!`, which panics on the
+/// same full disk; the panic ended the task that writes check results to the cache, and with
+/// it every check, for good, while the agent kept answering its server (issue 18's phase (d)
+/// defect). Now the check's runs on the full disk are refused and logged where possible, and
+/// once space returns the check is recorded again.
+#[test]
+fn bad_input_disk_full_under_the_agents_log_stops_no_check_for_good() {
+    let site = Site::new(69);
+    let mut s = site.server("s", SETS);
+    let disk = Tmpfs::mount(&site.dir().join("a"), "12m");
+    let mut a = site.agent("a", &[&s], SETS);
+    s.start();
+    a.start();
+    a.wait_link("home", Some(&s));
+    s.cli_ok(&[
+        "check",
+        "add",
+        "probe",
+        "--kind",
+        "tcp",
+        "--target",
+        "127.0.0.1:9",
+        "--agent",
+        "a",
+        "--every",
+        "200ms",
+    ]);
+    let recorded_after = |since: i64| {
+        s.records()
+            .into_iter()
+            .flatten()
+            .filter(|r| r.name == "probe" && r.time_ms > since)
+            .count()
+    };
+    wait_until(WAIT, "the check recorded", || {
+        (recorded_after(0) >= 3).then_some(())
+    });
+
+    // The disk full for 10 s: about 50 runs refused, each logged onto the same full disk.
+    let filler = a.dir.join("filler");
+    let full = std::time::Instant::now();
+    while full.elapsed() < std::time::Duration::from_secs(10) {
+        fill_up(&filler);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The agent answers on the full disk, and its status says why its checks are not recorded.
+    let why = a
+        .link_now()
+        .cache_error
+        .expect("status names the failed writes");
+    eprintln!("[disk full] status: {why}");
+    assert!(
+        why.contains("check results not written since") && why.contains("disk full"),
+        "{why}"
+    );
+    std::fs::remove_file(&filler).expect("removing the filler");
+    let freed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    wait_until(WAIT, "the check recorded again once space returned", || {
+        (recorded_after(freed) >= 3).then_some(())
+    });
+    assert_eq!(a.link_now().cache_error, None, "cleared by the first write");
+    drop(a);
+    drop(disk);
+}

@@ -95,6 +95,12 @@ state: string, cached: number,
  */
 held: number, held_by: Array<HeldBy>, error: string | null, 
 /**
+ * PRODUCT.md §4 "disk full": why this agent's last check results could not be written to
+ * its cache, and since when (none once a write succeeds again). Those runs are lost, as a
+ * run is when the agent is down; nothing acknowledged is.
+ */
+cache_error: string | null, 
+/**
  * Server certificates seen on first contact, waiting for the operator (CT-2).
  */
 untrusted: Array<Untrusted>, };

@@ -128,7 +128,12 @@ export function renderLink(s: Status): string {
   <dt>server</dt><dd class="mono" data-testid="link-server">${esc(l.server)}</dd>
   <dt>state</dt><dd>${badge(l.state, tone(l.state), 'link-state')}</dd>
   <dt>cached</dt><dd class="mono" data-testid="link-cached">${esc(l.cached)}</dd>
-  <dt>held for home</dt><dd class="mono" data-testid="link-held" title="acknowledged by a standby of another site; delivered home after the switchback">${esc(l.held ?? 0)}${(l.held_by ?? []).map((h) => ` <span class="small">(${esc(h.records)} by ${esc(h.server)})</span>`).join('')}</dd>
+  <dt>held for home</dt><dd class="mono" data-testid="link-held" title="acknowledged by a standby of another site; delivered home after the switchback">${esc(l.held ?? 0)}${(l.held_by ?? []).map((h) => ` <span class="small">(${esc(h.records)} by ${esc(h.server)})</span>`).join('')}</dd>${
+    l.cache_error
+      ? `
+  <dt>cache</dt><dd>${badge('not written', 'bad', 'link-cache-state')} <span class="small" data-testid="link-cache-error">${esc(l.cache_error)}</span></dd>`
+      : ''
+  }
 </dl>`;
 }
 

@@ -85,6 +85,7 @@ export function overallState(status: Status | null, reachable: boolean): Overall
   if (status.pairs.some((p) => tone(p.state) === 'bad')) return 'blackout';
   if (status.pairs.some((p) => pairTone(p) !== 'ok')) return 'degraded';
   if (link && link.state !== 'home') return 'degraded';
+  if (link && link.cache_error) return 'degraded';
   if (status.agents.some((a) => a.state === 'disconnected')) return 'degraded';
   return 'normal';
 }

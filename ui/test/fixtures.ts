@@ -13,7 +13,7 @@ export function makeStatus(over: Partial<Status> = {}): Status {
       acting: true,
       cert: { fingerprint: 'AA:BB:CC' },
     },
-    link: { server: 'https://127.0.0.1:7443', state: 'home', cached: 0, held: 0, held_by: [], error: null, untrusted: [] },
+    link: { server: 'https://127.0.0.1:7443', state: 'home', cached: 0, held: 0, held_by: [], error: null, cache_error: null, untrusted: [] },
     servers: [
       { url: 'https://127.0.0.1:7443', role: 'home', state: 'up' },
       { url: 'https://127.0.0.2:7443', role: 'standby', state: 'up' },

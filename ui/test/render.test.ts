@@ -28,7 +28,7 @@ describe('status rendering', () => {
   });
 
   it('shows the server link and its state colour', async () => {
-    const s = makeStatus({ link: { server: 'https://127.0.0.2:7443', state: 'standby', cached: 42, held: 0, held_by: [], error: null, untrusted: [] } });
+    const s = makeStatus({ link: { server: 'https://127.0.0.2:7443', state: 'standby', cached: 42, held: 0, held_by: [], error: null, cache_error: null, untrusted: [] } });
     await mounted(s);
     const state = byTestId(root, 'link-state');
     expect(state.textContent).toBe('standby');
@@ -127,6 +127,7 @@ describe('status rendering', () => {
         held: 1200,
         held_by: [{ server: 'https://127.0.0.2:7443', records: 1200 }],
         error: null,
+        cache_error: null,
         untrusted: [],
       },
     });
@@ -139,6 +140,16 @@ describe('status rendering', () => {
     expect(held).toContain('1200');
     expect(held).toContain('1200 by https://127.0.0.2:7443');
     expect(byTestId(root, 'check-taken-for-ssh').textContent).toBe('taken for https://10.0.0.5:7400');
+  });
+
+  it('§4 disk full: an agent whose check results are not written says so and is degraded', async () => {
+    const s = makeStatus();
+    s.pairs = [s.pairs[0]];
+    s.agents = s.agents.filter((a) => a.state !== 'disconnected');
+    s.link = { ...s.link!, cache_error: 'check results not written since 2026-12-02T00:10:00Z: disk full' };
+    await mounted(s);
+    expect(byTestId(root, 'link-cache-error').textContent).toContain('disk full');
+    expect(byTestId(root, 'overall-state').dataset.state).toBe('degraded');
   });
 
   it('shows the certificate', async () => {

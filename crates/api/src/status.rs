@@ -141,6 +141,11 @@ pub struct LinkView {
     pub held_by: Vec<HeldBy>,
     #[serde(default)]
     pub error: Option<String>,
+    /// PRODUCT.md §4 "disk full": why this agent's last check results could not be written to
+    /// its cache, and since when (none once a write succeeds again). Those runs are lost, as a
+    /// run is when the agent is down; nothing acknowledged is.
+    #[serde(default)]
+    pub cache_error: Option<String>,
     /// Server certificates seen on first contact, waiting for the operator (CT-2).
     #[serde(default)]
     pub untrusted: Vec<Untrusted>,

@@ -243,21 +243,28 @@ pub fn serve(target: &Target, args: &ServeArgs) -> Result<(), Failure> {
         // Signal handlers go in before the node starts so an early SIGTERM still stops it cleanly.
         let mut stop = Stop::new()?;
         let node = Node::start(&dir).await?;
-        eprintln!(
+        say(&format!(
             "understudy: node running from {}; SIGINT or SIGTERM stops it",
             dir.display()
-        );
+        ));
         // The store is open and the port listens: a Type=notify service is up (IN-1).
         tell_service_manager(ServiceState::Ready(&format!(
             "running from {}",
             dir.display()
         )));
         let signal = stop.wait().await;
-        eprintln!("understudy: {signal}: stopping");
+        say(&format!("understudy: {signal}: stopping"));
         tell_service_manager(ServiceState::Stopping);
         node.stop(&format!("planned stop ({signal})")).await;
         Ok(())
     })
+}
+
+/// A line on stderr for a running node: not `eprintln!`, which panics when stderr is a file on
+/// a full disk (PRODUCT.md §4 "disk full": the node keeps running).
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// What the node tells its service manager.
@@ -277,7 +284,9 @@ fn tell_service_manager(state: ServiceState) {
         ServiceState::Stopping => vec![NotifyState::Stopping],
     };
     if let Err(e) = sd_notify::notify(false, &states) {
-        eprintln!("understudy: telling the service manager {states:?}: {e}");
+        say(&format!(
+            "understudy: telling the service manager {states:?}: {e}"
+        ));
     }
 }
 
@@ -371,12 +380,18 @@ impl Stop {
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default `info`.
+///
+/// A log line the disk refuses is dropped: tracing-subscriber's own report of a failed write
+/// (`log_internal_errors`) goes through `eprintln!`, which panics when stderr is a file on a
+/// full disk, and took the thread that logged with it (issue 18: the task writing check
+/// results, and with it every check, on an agent whose log shared its full disk).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

@@ -600,8 +600,15 @@ async fn run_forever(context: CheckContext, check: Check) {
 pub(crate) async fn write_results(
     store: Arc<Mutex<Store>>,
     core: CoreSender,
+    failing: Arc<Mutex<Option<(i64, String)>>>,
     mut rx: mpsc::UnboundedReceiver<Vec<NewRecord>>,
 ) {
+    let failed = |why: String| {
+        tracing::error!("check results not written: {why}");
+        let mut failing = failing.lock().unwrap_or_else(|p| p.into_inner());
+        let since = failing.as_ref().map_or_else(now_ms, |(since, _)| *since);
+        *failing = Some((since, why));
+    };
     while let Some(mut batch) = rx.recv().await {
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);
@@ -616,11 +623,15 @@ pub(crate) async fn write_results(
         .await;
         match appended {
             Ok(Ok(seqs)) => {
+                *failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 if let Some(last) = seqs.last() {
                     let _ = core.send(Input::Cached(*last));
                 }
             }
-            Ok(Err(e)) => tracing::error!("check results not written: {e}"),
+            Ok(Err(e)) => failed(e.to_string()),
+            // A panic while writing loses this batch (never acknowledged, so nothing a server
+            // was promised), not every later one: ending here would stop every check for good.
+            Err(e) if e.is_panic() => failed(e.to_string()),
             Err(_) => return,
         }
     }

@@ -221,6 +221,9 @@ pub(crate) struct Shared {
     /// Check results on their way to the cache (written in batches by `checks::write_results`).
     /// One run's records (a check's result; a scrape's samples with it, CK-4).
     pub check_results: mpsc::UnboundedSender<Vec<crate::store::NewRecord>>,
+    /// §4 "disk full": since when (ms) and why check results could not be cached; cleared by
+    /// the next write that succeeds (status: the link's `cache_error`).
+    pub cache_error: Arc<Mutex<Option<(i64, String)>>>,
     /// HS-8: the gate agents' records pass to be stored here.
     pub intake: Intake,
     /// HS-8: how far the STANDBY peer said it holds this node's records and events (the cursors

@@ -265,6 +265,7 @@ impl Node {
             desktop: Default::default(),
             leases: Arc::new(Mutex::new(HashMap::new())),
             check_results: check_tx,
+            cache_error: Default::default(),
             intake: Default::default(),
             peer_pulled: Default::default(),
             forward: Default::default(),
@@ -275,6 +276,7 @@ impl Node {
         tokio::spawn(crate::checks::write_results(
             shared.store.clone(),
             shared.core.clone(),
+            shared.cache_error.clone(),
             check_rx,
         ));
         let core = Core::new(shared.clone())?;

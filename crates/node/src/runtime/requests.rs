@@ -477,6 +477,18 @@ pub(crate) fn status(core: &Core, now: Instant) -> Status {
             .map(|(server, records)| understudy_api::status::HeldBy { server, records })
             .collect(),
         error: a.last_error().map(str::to_string),
+        cache_error: core
+            .shared()
+            .cache_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(since, why)| {
+                format!(
+                    "check results not written since {}: {why}",
+                    crate::alerts::rfc3339(*since)
+                )
+            }),
         untrusted: core
             .shared()
             .trust
