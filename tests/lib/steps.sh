@@ -4,6 +4,7 @@
 # Fails the test with a sentence, showing the end of every log in $work.
 fail() {
     echo "FAIL: $*" >&2
+    if declare -F on_fail >/dev/null; then on_fail; fi
     for l in "$work"/*.log; do [ -f "$l" ] && { echo "--- $l" >&2; tail -20 "$l" >&2; }; done
     exit 1
 }
