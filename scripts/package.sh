@@ -2,7 +2,9 @@
 # Builds every artefact into dist/ (issue 17 item 6, IN-1…IN-3), release builds:
 #   understudy_<version>_amd64.deb          the server/agent package (scripts/package-deb.sh)
 #   understudy-desktop_<version>_amd64.deb  the tray app, from Tauri's bundler
-#   understudy.exe, understudy-desktop.exe  Windows (x86_64-pc-windows-gnu, MinGW-w64)
+#   understudy.exe, understudy-desktop.exe  Windows (x86_64-pc-windows-gnu, MinGW-w64), with
+#   WebView2Loader.dll                      Microsoft's WebView2 loader, which the desktop .exe
+#                                           imports (MinGW links it as a DLL): keep it beside it
 # The AppImage is not built: Tauri's AppImage bundler downloads linuxdeploy and its plugins from
 # GitHub at build time, which an offline build machine cannot reach.
 #
@@ -28,7 +30,8 @@ if [ "$profile" = debug ]; then scripts/package-desktop-deb.sh --debug --out dis
 else scripts/package-desktop-deb.sh --out dist >/dev/null; fi
 
 cargo build "${cargo_profile[@]}" --target "$win" -p understudy-cli -p understudy-desktop
-cp "target/$win/$profile/understudy.exe" "target/$win/$profile/understudy-desktop.exe" dist/
+cp "target/$win/$profile/understudy.exe" "target/$win/$profile/understudy-desktop.exe" \
+    "target/$win/$profile/WebView2Loader.dll" dist/
 
 (cd dist && ls -l understudy_"$version"_amd64.deb understudy-desktop_"$version"_amd64.deb \
-    understudy.exe understudy-desktop.exe)
+    understudy.exe understudy-desktop.exe WebView2Loader.dll)

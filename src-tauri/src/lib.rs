@@ -59,7 +59,29 @@ pub enum Mode {
     /// The console window alone, talking to the node whose data directory is given (else the
     /// one the tray uses: `UNDERSTUDY_DATA_DIR` or the platform's).
     Window { data_dir: Option<PathBuf> },
+    /// `--version` (or `-V`): prints the name and version, starts nothing. It also tells whether
+    /// the program loads at all where no window can be made (the Windows build under Wine).
+    Version,
+    /// `--help` (or `-h`): prints how the app is started, starts nothing.
+    Help,
 }
+
+/// What `--help` prints.
+pub const HELP: &str = "\
+The Understudy desktop app: a tray icon with a node (server and agent) in it, a console window and
+desktop notifications.
+
+Usage: understudy-desktop [--hidden]
+       understudy-desktop --window [--data-dir DIR]
+
+  (none)          the tray, with the node in this process; its window opens at start
+  --hidden        the tray without opening the window (the login item starts it so)
+  --window        the console window alone, for the tray's node (the tray starts it)
+  --data-dir DIR  the node's data directory, for --window (default: UNDERSTUDY_DATA_DIR, else the
+                  platform's data directory)
+  -V, --version   print the version
+  -h, --help      print this help
+";
 
 impl Mode {
     /// Reads `--window`, `--data-dir D` and `--hidden`; other arguments are ignored (a login item
@@ -68,16 +90,23 @@ impl Mode {
         let mut window = false;
         let mut hidden = false;
         let mut data_dir = None;
+        let (mut version, mut help) = (false, false);
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 WINDOW_ARG => window = true,
                 HIDDEN_ARG => hidden = true,
                 DATA_DIR_ARG => data_dir = args.next().map(PathBuf::from),
+                "--version" | "-V" => version = true,
+                "--help" | "-h" => help = true,
                 _ => {}
             }
         }
-        if window {
+        if version {
+            Mode::Version
+        } else if help {
+            Mode::Help
+        } else if window {
             Mode::Window { data_dir }
         } else {
             Mode::Tray { hidden }
@@ -112,10 +141,15 @@ struct Shell {
 
 /// Runs the process in `mode`. `gl_disabled_here`: `disable_gl` set GDK_GL for this process.
 pub fn run(mode: Mode, gl_disabled_here: bool) {
-    init_tracing();
     match mode {
-        Mode::Tray { hidden } => run_tray(hidden, gl_disabled_here),
+        Mode::Version => println!("understudy-desktop {}", env!("CARGO_PKG_VERSION")),
+        Mode::Help => print!("{HELP}"),
+        Mode::Tray { hidden } => {
+            init_tracing();
+            run_tray(hidden, gl_disabled_here)
+        }
         Mode::Window { data_dir } => {
+            init_tracing();
             let dir = match data_dir.map(Ok).unwrap_or_else(host::data_dir) {
                 Ok(dir) => dir,
                 Err(reason) => {
@@ -352,5 +386,18 @@ mod tests {
                 data_dir: Some("/d".into())
             }
         );
+    }
+
+    #[test]
+    fn in3_version_and_help_start_nothing_whatever_else_is_given() {
+        assert_eq!(mode(&["--version"]), Mode::Version);
+        assert_eq!(mode(&["-V"]), Mode::Version);
+        assert_eq!(mode(&["--window", "--version"]), Mode::Version);
+        assert_eq!(mode(&["--help"]), Mode::Help);
+        assert_eq!(mode(&["-h", "--hidden"]), Mode::Help);
+        assert_eq!(mode(&["--help", "--version"]), Mode::Version);
+        for flag in [WINDOW_ARG, HIDDEN_ARG, DATA_DIR_ARG] {
+            assert!(HELP.contains(flag), "--help does not mention {flag}");
+        }
     }
 }
