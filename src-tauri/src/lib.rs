@@ -23,6 +23,8 @@ pub mod commands;
 pub mod host;
 pub mod model;
 pub mod notify;
+pub mod remote;
+pub mod sites;
 mod tray;
 mod window;
 
@@ -50,6 +52,42 @@ const WINDOW_QUIT_LIMIT: Duration = Duration::from_secs(3);
 pub const WINDOW_ARG: &str = "--window";
 /// The node's data directory, given to the window process so it reaches the tray's node.
 pub const DATA_DIR_ARG: &str = "--data-dir";
+/// UI-5: `--join INVITATION` joins a site, then starts the tray (or leaves it to the running one).
+pub const JOIN_ARG: &str = "--join";
+
+/// The invitation of `--join INVITATION`, if given.
+pub fn join_arg(args: impl IntoIterator<Item = String>) -> Option<String> {
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == JOIN_ARG {
+            return Some(args.next().unwrap_or_default());
+        }
+    }
+    None
+}
+
+/// `--join`: joins the site into the app's directory, saying so (or why not) on stderr; exits 1
+/// when refused. A tray already running notices the new site in sites.json.
+fn join_site(invitation: &str) {
+    let joined = sites::app_dir().and_then(|dir| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(sites::join(&dir, invitation))
+    });
+    match joined {
+        Ok(site) => eprintln!(
+            "joined site {} ({})",
+            site.site,
+            site.addresses().join(", ")
+        ),
+        Err(reason) => {
+            eprintln!("understudy-desktop --join: {reason}");
+            std::process::exit(1);
+        }
+    }
+}
 
 /// What this process is, from its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,13 +146,20 @@ struct Shell {
     mute: Arc<Mute>,
     autostart: AtomicBool,
     window: WindowProcess,
+    /// UI-5: the remote sites followed.
+    sites: remote::Sites,
 }
 
 /// Runs the process in `mode`. `gl_disabled_here`: `disable_gl` set GDK_GL for this process.
 pub fn run(mode: Mode, gl_disabled_here: bool) {
     init_tracing();
     match mode {
-        Mode::Tray { hidden } => run_tray(hidden, gl_disabled_here),
+        Mode::Tray { hidden } => {
+            if let Some(invitation) = join_arg(std::env::args().skip(1)) {
+                join_site(&invitation);
+            }
+            run_tray(hidden, gl_disabled_here)
+        }
         Mode::Window { data_dir } => {
             let dir = match data_dir.map(Ok).unwrap_or_else(host::data_dir) {
                 Ok(dir) => dir,
@@ -142,8 +187,11 @@ fn run_tray(hidden: bool, gl_disabled_here: bool) {
 
     // First: a second launch only opens the first instance's window.
     let mut builder =
-        tauri::Builder::default().plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
-            open_window(app)
+        tauri::Builder::default().plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
+            // `--join` stored its site already: the sites watcher picks it up.
+            if join_arg(argv).is_none() {
+                open_window(app)
+            }
         }));
     if let Some(plugin) = autostart::plugin() {
         builder = builder.plugin(plugin);
@@ -162,12 +210,15 @@ fn run_tray(hidden: bool, gl_disabled_here: bool) {
             // The window process is given the data directory the node uses; without one (no
             // home directory) it looks for itself and shows why it cannot reach the node.
             let window = WindowProcess::new(host::data_dir().ok(), gl_disabled_here);
+            let sites = site_follower(&handle, &mute);
             app.manage(Shell {
                 tray: tray.clone(),
                 mute: mute.clone(),
                 autostart: AtomicBool::new(autostart),
                 window,
+                sites: sites.clone(),
             });
+            tauri::async_runtime::spawn(sites.watch());
             if !hidden {
                 open_window(&handle);
             }
@@ -234,6 +285,24 @@ async fn start_node(app: AppHandle, host: Host, mute: Arc<Mute>) {
     }
 }
 
+/// UI-5: the followed sites, their notices shown like the node's (muting included). Without an
+/// app directory (no home) no site is followed.
+fn site_follower(app: &AppHandle, mute: &Arc<Mute>) -> remote::Sites {
+    let (app, mute) = (app.clone(), mute.clone());
+    let notify: remote::Notify = Arc::new(move |notice: &coalesce::Notice| {
+        if mute.is_muted() {
+            tracing::debug!(code = notice.code, "muted: not notified");
+        } else {
+            notify::show(&app, notice)
+        }
+    });
+    let dir = sites::app_dir();
+    if let Err(reason) = &dir {
+        tracing::warn!("no remote sites: {reason}");
+    }
+    remote::Sites::new(dir.ok(), notify)
+}
+
 /// Reads the status every 500 ms and shows it in the tray.
 async fn follow_status(app: AppHandle, host: Host) {
     let mut tick = tokio::time::interval(STATUS_POLL);
@@ -247,7 +316,7 @@ async fn follow_status(app: AppHandle, host: Host) {
         if n.is_multiple_of(4) && host.node().is_ok() {
             shell.mute.refresh(&host).await;
         }
-        let model = match host.node() {
+        let mut model = match host.node() {
             Err(reason) => MenuModel::stopped(&reason),
             Ok(_) => match host.request(&understudy_api::Request::Status).await {
                 (200, status) => match serde_json::from_value(status) {
@@ -263,6 +332,7 @@ async fn follow_status(app: AppHandle, host: Host) {
                 ),
             },
         };
+        model.sites = shell.sites.sections();
         let flags = Flags {
             muted: shell.mute.is_muted(),
             autostart: shell.autostart.load(Ordering::Relaxed),
@@ -307,7 +377,10 @@ async fn act(app: AppHandle, action: Action) {
         }
         _ => {
             if let Some(request) = action.request(&shell.tray.shown()) {
-                let (status, answer) = host.request(&request).await;
+                let (status, answer) = match &action {
+                    Action::Site { site, .. } => shell.sites.request(site, &request).await,
+                    _ => host.request(&request).await,
+                };
                 if let Err(e) = commands::into_result(status, answer) {
                     notify::show_error(&app, &format!("Could not {}", action.describe()), &e.error);
                 }
@@ -352,5 +425,17 @@ mod tests {
                 data_dir: Some("/d".into())
             }
         );
+        // UI-5: `--join INVITATION` starts the tray (after joining).
+        assert_eq!(
+            mode(&["--join", "understudy://join/1?x"]),
+            Mode::Tray { hidden: false }
+        );
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            join_arg(args(&["--hidden", "--join", "understudy://join/1?x"])),
+            Some("understudy://join/1?x".into())
+        );
+        assert_eq!(join_arg(args(&["--join"])), Some(String::new()));
+        assert_eq!(join_arg(args(&["--hidden"])), None);
     }
 }
