@@ -150,7 +150,7 @@ if $CHECK click '^Force failover web$' >/dev/null && wait_for 15 pair_active "$S
 else
   fail "tray Force failover web moved the pair"
 fi
-$CHECK wait-label '^web: active secondary \(a2\)$' 10 >/dev/null && pass "menu follows: web active secondary (a2)" ||
+$CHECK wait-label '^web: active secondary \(a2\)' 10 >/dev/null && pass "menu follows: web active secondary (a2)" ||
   fail "menu follows: web active secondary"
 if $CHECK wait-notification 's1: Forced failover' "$WORK/notifications.log" 15 >/dev/null; then
   pass "FORCED_FAILOVER of site s1 notified on D-Bus"
