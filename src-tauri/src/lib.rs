@@ -23,6 +23,8 @@ pub mod commands;
 pub mod host;
 pub mod model;
 pub mod notify;
+pub mod remote;
+pub mod sites;
 mod tray;
 mod window;
 
@@ -50,6 +52,42 @@ const WINDOW_QUIT_LIMIT: Duration = Duration::from_secs(3);
 pub const WINDOW_ARG: &str = "--window";
 /// The node's data directory, given to the window process so it reaches the tray's node.
 pub const DATA_DIR_ARG: &str = "--data-dir";
+/// UI-5: `--join INVITATION` joins a site, then starts the tray (or leaves it to the running one).
+pub const JOIN_ARG: &str = "--join";
+
+/// The invitation of `--join INVITATION`, if given.
+pub fn join_arg(args: impl IntoIterator<Item = String>) -> Option<String> {
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == JOIN_ARG {
+            return Some(args.next().unwrap_or_default());
+        }
+    }
+    None
+}
+
+/// `--join`: joins the site into the app's directory, saying so (or why not) on stderr; exits 1
+/// when refused. A tray already running notices the new site in sites.json.
+fn join_site(invitation: &str) {
+    let joined = sites::app_dir().and_then(|dir| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(sites::join(&dir, invitation))
+    });
+    match joined {
+        Ok(site) => eprintln!(
+            "joined site {} ({})",
+            site.site,
+            site.addresses().join(", ")
+        ),
+        Err(reason) => {
+            eprintln!("understudy-desktop --join: {reason}");
+            std::process::exit(1);
+        }
+    }
+}
 
 /// What this process is, from its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,11 +109,14 @@ pub const HELP: &str = "\
 The Understudy desktop app: a tray icon with a node (server and agent) in it, a console window and
 desktop notifications.
 
-Usage: understudy-desktop [--hidden]
+Usage: understudy-desktop [--hidden] [--join INVITATION]
        understudy-desktop --window [--data-dir DIR]
 
   (none)          the tray, with the node in this process; its window opens at start
   --hidden        the tray without opening the window (the login item starts it so)
+  --join INVITATION
+                  join a site (`understudy invite`'s line): its server is checked against the
+                  invitation's fingerprint and token, then the tray follows it (UI-5)
   --window        the console window alone, for the tray's node (the tray starts it)
   --data-dir DIR  the node's data directory, for --window (default: UNDERSTUDY_DATA_DIR, else the
                   platform's data directory)
@@ -137,6 +178,8 @@ struct Shell {
     mute: Arc<Mute>,
     autostart: AtomicBool,
     window: WindowProcess,
+    /// UI-5: the remote sites followed.
+    sites: remote::Sites,
 }
 
 /// Runs the process in `mode`. `gl_disabled_here`: `disable_gl` set GDK_GL for this process.
@@ -146,6 +189,9 @@ pub fn run(mode: Mode, gl_disabled_here: bool) {
         Mode::Help => print!("{HELP}"),
         Mode::Tray { hidden } => {
             init_tracing();
+            if let Some(invitation) = join_arg(std::env::args().skip(1)) {
+                join_site(&invitation);
+            }
             run_tray(hidden, gl_disabled_here)
         }
         Mode::Window { data_dir } => {
@@ -176,8 +222,11 @@ fn run_tray(hidden: bool, gl_disabled_here: bool) {
 
     // First: a second launch only opens the first instance's window.
     let mut builder =
-        tauri::Builder::default().plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
-            open_window(app)
+        tauri::Builder::default().plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
+            // `--join` stored its site already: the sites watcher picks it up.
+            if join_arg(argv).is_none() {
+                open_window(app)
+            }
         }));
     if let Some(plugin) = autostart::plugin() {
         builder = builder.plugin(plugin);
@@ -196,12 +245,15 @@ fn run_tray(hidden: bool, gl_disabled_here: bool) {
             // The window process is given the data directory the node uses; without one (no
             // home directory) it looks for itself and shows why it cannot reach the node.
             let window = WindowProcess::new(host::data_dir().ok(), gl_disabled_here);
+            let sites = site_follower(&handle, &mute);
             app.manage(Shell {
                 tray: tray.clone(),
                 mute: mute.clone(),
                 autostart: AtomicBool::new(autostart),
                 window,
+                sites: sites.clone(),
             });
+            tauri::async_runtime::spawn(sites.watch());
             if !hidden {
                 open_window(&handle);
             }
@@ -268,6 +320,24 @@ async fn start_node(app: AppHandle, host: Host, mute: Arc<Mute>) {
     }
 }
 
+/// UI-5: the followed sites, their notices shown like the node's (muting included). Without an
+/// app directory (no home) no site is followed.
+fn site_follower(app: &AppHandle, mute: &Arc<Mute>) -> remote::Sites {
+    let (app, mute) = (app.clone(), mute.clone());
+    let notify: remote::Notify = Arc::new(move |notice: &coalesce::Notice| {
+        if mute.is_muted() {
+            tracing::debug!(code = notice.code, "muted: not notified");
+        } else {
+            notify::show(&app, notice)
+        }
+    });
+    let dir = sites::app_dir();
+    if let Err(reason) = &dir {
+        tracing::warn!("no remote sites: {reason}");
+    }
+    remote::Sites::new(dir.ok(), notify)
+}
+
 /// Reads the status every 500 ms and shows it in the tray.
 async fn follow_status(app: AppHandle, host: Host) {
     let mut tick = tokio::time::interval(STATUS_POLL);
@@ -281,7 +351,7 @@ async fn follow_status(app: AppHandle, host: Host) {
         if n.is_multiple_of(4) && host.node().is_ok() {
             shell.mute.refresh(&host).await;
         }
-        let model = match host.node() {
+        let mut model = match host.node() {
             Err(reason) => MenuModel::stopped(&reason),
             Ok(_) => match host.request(&understudy_api::Request::Status).await {
                 (200, status) => match serde_json::from_value(status) {
@@ -297,6 +367,7 @@ async fn follow_status(app: AppHandle, host: Host) {
                 ),
             },
         };
+        model.sites = shell.sites.sections();
         let flags = Flags {
             muted: shell.mute.is_muted(),
             autostart: shell.autostart.load(Ordering::Relaxed),
@@ -341,7 +412,10 @@ async fn act(app: AppHandle, action: Action) {
         }
         _ => {
             if let Some(request) = action.request(&shell.tray.shown()) {
-                let (status, answer) = host.request(&request).await;
+                let (status, answer) = match &action {
+                    Action::Site { site, .. } => shell.sites.request(site, &request).await,
+                    _ => host.request(&request).await,
+                };
                 if let Err(e) = commands::into_result(status, answer) {
                     notify::show_error(&app, &format!("Could not {}", action.describe()), &e.error);
                 }
@@ -386,6 +460,18 @@ mod tests {
                 data_dir: Some("/d".into())
             }
         );
+        // UI-5: `--join INVITATION` starts the tray (after joining).
+        assert_eq!(
+            mode(&["--join", "understudy://join/1?x"]),
+            Mode::Tray { hidden: false }
+        );
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            join_arg(args(&["--hidden", "--join", "understudy://join/1?x"])),
+            Some("understudy://join/1?x".into())
+        );
+        assert_eq!(join_arg(args(&["--join"])), Some(String::new()));
+        assert_eq!(join_arg(args(&["--hidden"])), None);
     }
 
     #[test]
@@ -396,7 +482,7 @@ mod tests {
         assert_eq!(mode(&["--help"]), Mode::Help);
         assert_eq!(mode(&["-h", "--hidden"]), Mode::Help);
         assert_eq!(mode(&["--help", "--version"]), Mode::Version);
-        for flag in [WINDOW_ARG, HIDDEN_ARG, DATA_DIR_ARG] {
+        for flag in [WINDOW_ARG, HIDDEN_ARG, DATA_DIR_ARG, JOIN_ARG] {
             assert!(HELP.contains(flag), "--help does not mention {flag}");
         }
     }

@@ -16,6 +16,16 @@ pub enum Overall {
 }
 
 impl Overall {
+    /// How bad, for the icon that shows several sites at once.
+    fn rank(self) -> u8 {
+        match self {
+            Overall::Normal => 0,
+            Overall::Stopped => 1,
+            Overall::Degraded => 2,
+            Overall::Blackout => 3,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Overall::Normal => "normal",
@@ -96,6 +106,8 @@ pub struct MenuModel {
     pub alerts_failing: Option<String>,
     /// False when the node is not running: every action item is then disabled.
     pub running: bool,
+    /// UI-5: the remote sites followed, each its own section after the embedded node's.
+    pub sites: Vec<SiteSection>,
 }
 
 /// What decides the menu's structure: when this changes the menu is rebuilt, otherwise its items
@@ -105,6 +117,8 @@ pub struct Shape {
     pub pairs: Vec<String>,
     pub pending: Vec<String>,
     pub alerts_failing: bool,
+    /// Per remote site: its name, its pairs and its pending agents.
+    pub sites: Vec<(String, Vec<String>, Vec<String>)>,
 }
 
 impl MenuModel {
@@ -123,6 +137,7 @@ impl MenuModel {
             standby: Allowed::no("the node is not running"),
             alerts_failing: None,
             running: false,
+            sites: Vec::new(),
         }
     }
 
@@ -150,6 +165,7 @@ impl MenuModel {
             standby: Allowed::from_action(&node.failover.standby),
             alerts_failing: alerts_failing(status.alerts.failing),
             running: true,
+            sites: Vec::new(),
         }
     }
 
@@ -158,8 +174,120 @@ impl MenuModel {
             pairs: self.pairs.iter().map(|p| p.name.clone()).collect(),
             pending: self.pending.clone(),
             alerts_failing: self.alerts_failing.is_some(),
+            sites: self
+                .sites
+                .iter()
+                .map(|s| {
+                    (
+                        s.site.clone(),
+                        s.pairs.iter().map(|p| p.name.clone()).collect(),
+                        s.pending.clone(),
+                    )
+                })
+                .collect(),
         }
     }
+
+    /// The icon's state: the worst of the embedded node's and every site's. A desktop without
+    /// an embedded node (stopped) that follows sites shows theirs.
+    pub fn icon_state(&self) -> Overall {
+        let sites = self.sites.iter().map(|s| s.overall);
+        if self.overall == Overall::Stopped && !self.sites.is_empty() {
+            return sites.max_by_key(|o| o.rank()).unwrap_or(Overall::Stopped);
+        }
+        sites
+            .chain([self.overall])
+            .max_by_key(|o| o.rank())
+            .unwrap_or(self.overall)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// UI-5: remote sites.
+
+/// What the tray knows of one followed site: its task's state, shown as is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SiteState {
+    /// No answer yet since the site was joined or the app started.
+    Connecting,
+    /// `server` (its name) answered with `status`.
+    Following { server: String, status: Box<Status> },
+    /// No server of the site answered, since `since` ("HH:MM", local time).
+    Unreachable { since: String, reason: String },
+    /// The site refused the token (revoked, or the permission was taken away): nothing more is
+    /// asked until the site is joined again.
+    Revoked { reason: String },
+}
+
+/// One remote site's lines in the menu.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteSection {
+    pub site: String,
+    /// "Site s1 — following s1", "Site s1 — unreachable since 14:02", "Site s1 — access revoked".
+    pub header: String,
+    /// "s1 ACTIVE · s2 STANDBY" (the followed server first), or why there is nothing to show.
+    pub servers: String,
+    pub pairs: Vec<PairLine>,
+    pub agents: String,
+    pub pending: Vec<String>,
+    pub overall: Overall,
+    /// Whether the site answers: its action items are disabled otherwise.
+    pub running: bool,
+}
+
+impl SiteSection {
+    pub fn new(site: &str, label: &str, state: &SiteState) -> SiteSection {
+        let label = if label.is_empty() { site } else { label };
+        let mut section = SiteSection {
+            site: site.to_string(),
+            header: format!("Site {label} — connecting"),
+            servers: "Servers: —".into(),
+            pairs: Vec::new(),
+            agents: "Agents: —".into(),
+            pending: Vec::new(),
+            overall: Overall::Degraded,
+            running: false,
+        };
+        match state {
+            SiteState::Connecting => {}
+            SiteState::Unreachable { since, reason } => {
+                section.header = format!("Site {label} — unreachable since {since}");
+                section.servers = format!("Servers: {reason}");
+                section.overall = Overall::Blackout;
+            }
+            SiteState::Revoked { reason } => {
+                section.header = format!("Site {label} — access revoked");
+                section.servers = format!("Servers: {reason} (join the site again)");
+            }
+            SiteState::Following { server, status } => {
+                section.header = format!("Site {label} — following {server}");
+                section.servers = servers_line(&status.node);
+                section.pairs = status.pairs.iter().map(pair_line).collect();
+                section.agents = agents_summary(&status.agents);
+                section.pending = status
+                    .agents
+                    .iter()
+                    .filter(|a| is_pending(a))
+                    .map(|a| a.name.clone())
+                    .collect();
+                section.overall = overall_state(status);
+                section.running = true;
+            }
+        }
+        section
+    }
+}
+
+/// "Servers: s1 ACTIVE · peer https://… STANDBY": the followed server and its peer as it sees it.
+fn servers_line(node: &NodeView) -> String {
+    let f = &node.failover;
+    let mut text = format!("Servers: {} {}", node.name, f.state.to_uppercase());
+    if let Some(peer) = f.peer.as_deref().filter(|p| !p.is_empty()) {
+        let peer = peer.split('#').next().unwrap_or(peer);
+        let state = f.peer_state.as_deref().unwrap_or("unknown");
+        text.push_str(&format!(" · peer {peer} {}", state.to_uppercase()));
+    }
+    text
 }
 
 /// Overall state (UI-3), in this order: blackout if the link or any pair is in blackout;
@@ -302,7 +430,16 @@ pub enum Action {
     ToggleAutostart,
     OpenWindow,
     Quit,
+    /// UI-5: an action on a remote site's pair or agent (Force failover, Revert, Accept).
+    Site {
+        site: String,
+        action: Box<Action>,
+    },
 }
+
+/// Separates a site's name from the action in a site item's id (names carry no control
+/// characters).
+const SITE_SEP: char = '\u{1f}';
 
 impl Action {
     /// The menu item id for this action; `from_id` is its inverse.
@@ -320,10 +457,28 @@ impl Action {
             Action::ToggleAutostart => "app:autostart".into(),
             Action::OpenWindow => "app:open-window".into(),
             Action::Quit => "app:quit".into(),
+            Action::Site { site, action } => format!("site:{site}{SITE_SEP}{}", action.id()),
+        }
+    }
+
+    /// A site's action: Force failover, Revert and Accept only.
+    pub fn on_site(site: &str, action: Action) -> Action {
+        Action::Site {
+            site: site.to_string(),
+            action: Box::new(action),
         }
     }
 
     pub fn from_id(id: &str) -> Option<Action> {
+        if let Some(rest) = id.strip_prefix("site:") {
+            let (site, inner) = rest.split_once(SITE_SEP)?;
+            return match Action::from_id(inner)? {
+                a @ (Action::ForceFailover(_) | Action::Revert(_) | Action::Accept(_)) => {
+                    Some(Action::on_site(site, a))
+                }
+                _ => None,
+            };
+        }
         if let Some(p) = id.strip_prefix("pair:force-failover:") {
             return Some(Action::ForceFailover(p.into()));
         }
@@ -375,6 +530,7 @@ impl Action {
             Action::ToggleMute | Action::ToggleAutostart | Action::OpenWindow | Action::Quit => {
                 return None
             }
+            Action::Site { action, .. } => return action.request(model),
         })
     }
 
@@ -393,6 +549,7 @@ impl Action {
             Action::ToggleAutostart => "change start at login".into(),
             Action::OpenWindow => "open the window".into(),
             Action::Quit => "quit".into(),
+            Action::Site { site, action } => format!("{} on site {site}", action.describe()),
         }
     }
 }
@@ -818,5 +975,120 @@ mod tests {
             Some("1 alert delivery failing")
         );
         assert_eq!(MenuModel::stopped("x").alerts_failing, None);
+    }
+
+    fn following(v: Value) -> SiteState {
+        SiteState::Following {
+            server: "srv-a".into(),
+            status: Box::new(typed(v)),
+        }
+    }
+
+    #[test]
+    fn ui5_a_followed_site_shows_its_servers_pairs_actions_and_pending_agents() {
+        let mut v = status();
+        v["node"]["failover"]["peer_state"] = json!("standby");
+        v["pairs"][0]["actions"] = json!({
+            "force_failover": { "allowed": true, "reason": null },
+            "revert": { "allowed": false, "reason": "web already runs on its primary" }
+        });
+        let s = SiteSection::new("srv-a", "Lab", &following(v.clone()));
+        assert_eq!(s.header, "Site Lab — following srv-a");
+        assert_eq!(
+            s.servers,
+            "Servers: srv-a ACTIVE · peer https://127.0.0.2:7443 STANDBY"
+        );
+        assert_eq!(s.pairs.len(), 2);
+        assert_eq!(s.pairs[0].label, "web: active primary (web-1)");
+        assert!(s.pairs[0].force_failover.allowed);
+        // PR-5: exactly the engine's refusal, as for the embedded node's pairs.
+        assert_eq!(
+            s.pairs[0].revert.item_text("Revert web"),
+            "Revert web — web already runs on its primary"
+        );
+        assert_eq!(s.pending, ["new-box"]);
+        assert_eq!(s.agents, "Agents: 3 connected, 1 disconnected, 1 pending");
+        assert_eq!(s.overall, Overall::Degraded);
+        assert!(s.running);
+        // Without a label the site's name is shown.
+        assert_eq!(
+            SiteSection::new("srv-a", "", &following(v)).header,
+            "Site srv-a — following srv-a"
+        );
+    }
+
+    #[test]
+    fn ui5_an_unreachable_or_revoked_site_says_so_and_offers_no_action() {
+        let down = SiteSection::new(
+            "s1",
+            "s1",
+            &SiteState::Unreachable {
+                since: "14:02".into(),
+                reason: "connection refused".into(),
+            },
+        );
+        assert_eq!(down.header, "Site s1 — unreachable since 14:02");
+        assert_eq!(down.overall, Overall::Blackout);
+        assert!(!down.running && down.pairs.is_empty());
+        let revoked = SiteSection::new(
+            "s1",
+            "s1",
+            &SiteState::Revoked {
+                reason: "the token is not valid".into(),
+            },
+        );
+        assert_eq!(revoked.header, "Site s1 — access revoked");
+        assert!(revoked.servers.contains("join the site again"));
+        assert!(!revoked.running);
+        let connecting = SiteSection::new("s1", "s1", &SiteState::Connecting);
+        assert_eq!(connecting.header, "Site s1 — connecting");
+    }
+
+    #[test]
+    fn ui5_the_icon_shows_the_worst_of_the_node_and_the_sites() {
+        let mut m = MenuModel::from_status(&typed(healthy()));
+        assert_eq!(m.icon_state(), Overall::Normal);
+        m.sites
+            .push(SiteSection::new("s1", "s1", &following(healthy())));
+        assert_eq!(m.icon_state(), Overall::Normal);
+        m.sites.push(SiteSection::new(
+            "s2",
+            "s2",
+            &SiteState::Unreachable {
+                since: "1:00".into(),
+                reason: String::new(),
+            },
+        ));
+        assert_eq!(m.icon_state(), Overall::Blackout);
+        // No embedded node running: the sites decide.
+        let mut none = MenuModel::stopped("off");
+        none.sites
+            .push(SiteSection::new("s1", "s1", &following(healthy())));
+        assert_eq!(none.icon_state(), Overall::Normal);
+        assert_eq!(MenuModel::stopped("off").icon_state(), Overall::Stopped);
+        // The menu is rebuilt when a site's pairs or pending agents change.
+        let shape = none.shape();
+        assert_eq!(
+            shape.sites,
+            [("s1".to_string(), vec!["web".to_string()], vec![])]
+        );
+    }
+
+    #[test]
+    fn ui5_site_items_name_their_site_and_become_the_same_requests() {
+        let m = MenuModel::stopped("off");
+        for inner in [
+            Action::ForceFailover("web".into()),
+            Action::Revert("db:x".into()),
+            Action::Accept("new box".into()),
+        ] {
+            let a = Action::on_site("lab:1", inner.clone());
+            assert_eq!(Action::from_id(&a.id()), Some(a.clone()));
+            assert_eq!(a.request(&m), inner.request(&m));
+            assert!(a.describe().ends_with("on site lab:1"), "{}", a.describe());
+        }
+        // Only a pair's or an agent's action is a site's.
+        let quit = Action::on_site("s1", Action::Quit).id();
+        assert_eq!(Action::from_id(&quit), None);
     }
 }

@@ -13,7 +13,7 @@ use tauri::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem,
 use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri::{AppHandle, Wry};
 
-use crate::model::{Action, MenuModel, Overall};
+use crate::model::{Action, MenuModel, Overall, PairLine, SiteSection};
 
 pub const TRAY_ID: &str = "understudy";
 
@@ -42,8 +42,19 @@ struct PairItems {
     revert: MenuItem<Wry>,
 }
 
+/// UI-5: a remote site's lines: its header, its servers, its pairs, its agents, an "Accept"
+/// item per pending agent. Flat items, for the same reason as the pairs'.
+struct SiteItems {
+    header: MenuItem<Wry>,
+    servers: MenuItem<Wry>,
+    pairs: Vec<PairItems>,
+    agents: MenuItem<Wry>,
+    accepts: Vec<MenuItem<Wry>>,
+}
+
 /// Handles to every item whose text or state follows the model.
 struct Items {
+    sites: Vec<SiteItems>,
     header: MenuItem<Wry>,
     link: MenuItem<Wry>,
     pairs: Vec<PairItems>,
@@ -125,11 +136,12 @@ impl Tray {
     /// Shows `model`: in place when the shape is unchanged, else with a rebuilt menu.
     pub fn update(&self, app: &AppHandle, model: MenuModel, flags: Flags) -> tauri::Result<()> {
         let mut inner = self.lock();
-        if inner.shown.overall != model.overall {
-            self.icon.set_icon(Some(icon(model.overall)?))?;
+        let state = model.icon_state();
+        if inner.shown.icon_state() != state {
+            self.icon.set_icon(Some(icon(state)?))?;
             let _ = self
                 .icon
-                .set_tooltip(Some(format!("Understudy — {}", model.overall.as_str())));
+                .set_tooltip(Some(format!("Understudy — {}", state.as_str())));
         }
         if inner.shown.shape() != model.shape() {
             tracing::debug!(shape = ?model.shape(), "rebuilding the tray menu");
@@ -161,35 +173,16 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
     let header = MenuItem::with_id(app, "info:header", &m.header, false, None::<&str>)?;
     let link = MenuItem::with_id(app, "info:link", &m.link, false, None::<&str>)?;
 
-    let mut pairs = Vec::new();
-    for p in &m.pairs {
-        let force = MenuItem::with_id(
-            app,
-            Action::ForceFailover(p.name.clone()).id(),
-            p.force_failover.item_text(&force_name(&p.name)),
-            m.running && p.force_failover.allowed,
-            None::<&str>,
-        )?;
-        let revert = MenuItem::with_id(
-            app,
-            Action::Revert(p.name.clone()).id(),
-            p.revert.item_text(&revert_name(&p.name)),
-            m.running && p.revert.allowed,
-            None::<&str>,
-        )?;
-        let label = MenuItem::with_id(
-            app,
-            format!("info:pair:{}", p.name),
-            &p.label,
-            false,
-            None::<&str>,
-        )?;
-        pairs.push(PairItems {
-            label,
-            force,
-            revert,
-        });
-    }
+    let pairs = m
+        .pairs
+        .iter()
+        .map(|p| pair_items(app, None, p, m.running))
+        .collect::<tauri::Result<Vec<_>>>()?;
+    let sites = m
+        .sites
+        .iter()
+        .map(|s| site_items(app, s))
+        .collect::<tauri::Result<Vec<_>>>()?;
 
     let agents = MenuItem::with_id(app, "info:agents", &m.agents, false, None::<&str>)?;
     let alerts = match &m.alerts_failing {
@@ -314,6 +307,16 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
     if let Some(a) = &alerts {
         menu.append_items(&[&sep()?, a])?;
     }
+    for site in &sites {
+        menu.append_items(&[&sep()?, &site.header, &site.servers])?;
+        for p in &site.pairs {
+            menu.append_items(&[&p.label, &p.force, &p.revert])?;
+        }
+        menu.append(&site.agents)?;
+        for a in &site.accepts {
+            menu.append(a)?;
+        }
+    }
     menu.append_items(&[
         &sep()?,
         &roles,
@@ -326,6 +329,7 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
     ])?;
 
     let items = Items {
+        sites,
         header,
         link,
         pairs,
@@ -341,6 +345,139 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
         autostart,
     };
     Ok((menu, items))
+}
+
+/// A pair's three items; `site`: the remote site it belongs to (its actions then name it).
+fn pair_items(
+    app: &AppHandle,
+    site: Option<&str>,
+    p: &PairLine,
+    running: bool,
+) -> tauri::Result<PairItems> {
+    let on = |a: Action| match site {
+        Some(site) => Action::on_site(site, a),
+        None => a,
+    };
+    let force = MenuItem::with_id(
+        app,
+        on(Action::ForceFailover(p.name.clone())).id(),
+        p.force_failover.item_text(&force_name(&p.name)),
+        running && p.force_failover.allowed,
+        None::<&str>,
+    )?;
+    let revert = MenuItem::with_id(
+        app,
+        on(Action::Revert(p.name.clone())).id(),
+        p.revert.item_text(&revert_name(&p.name)),
+        running && p.revert.allowed,
+        None::<&str>,
+    )?;
+    let info = match site {
+        Some(site) => format!("info:site:{site}:pair:{}", p.name),
+        None => format!("info:pair:{}", p.name),
+    };
+    let label = MenuItem::with_id(app, info, &p.label, false, None::<&str>)?;
+    Ok(PairItems {
+        label,
+        force,
+        revert,
+    })
+}
+
+fn site_items(app: &AppHandle, s: &SiteSection) -> tauri::Result<SiteItems> {
+    let site = s.site.as_str();
+    let info = |what: &str, text: &str| {
+        MenuItem::with_id(
+            app,
+            format!("info:site:{site}:{what}"),
+            text,
+            false,
+            None::<&str>,
+        )
+    };
+    let pairs = s
+        .pairs
+        .iter()
+        .map(|p| pair_items(app, Some(site), p, s.running))
+        .collect::<tauri::Result<Vec<_>>>()?;
+    let accepts = s
+        .pending
+        .iter()
+        .map(|name| {
+            MenuItem::with_id(
+                app,
+                Action::on_site(site, Action::Accept(name.clone())).id(),
+                format!("Accept {name}"),
+                s.running,
+                None::<&str>,
+            )
+        })
+        .collect::<tauri::Result<Vec<_>>>()?;
+    Ok(SiteItems {
+        header: info("header", &s.header)?,
+        servers: info("servers", &s.servers)?,
+        pairs,
+        agents: info("agents", &s.agents)?,
+        accepts,
+    })
+}
+
+/// Writes a pair's items where they differ from what is shown (everything when `all`).
+fn update_pairs(
+    items: &[PairItems],
+    old: &[PairLine],
+    old_running: bool,
+    new: &[PairLine],
+    run: bool,
+    all: bool,
+) -> tauri::Result<()> {
+    for ((it, o), n) in items.iter().zip(old).zip(new) {
+        if all || o.label != n.label {
+            it.label.set_text(&n.label)?;
+        }
+        if all || o.force_failover != n.force_failover || old_running != run {
+            it.force.set_enabled(run && n.force_failover.allowed)?;
+            it.force
+                .set_text(n.force_failover.item_text(&force_name(&n.name)))?;
+        }
+        if all || o.revert != n.revert || old_running != run {
+            it.revert.set_enabled(run && n.revert.allowed)?;
+            it.revert
+                .set_text(n.revert.item_text(&revert_name(&n.name)))?;
+        }
+    }
+    Ok(())
+}
+
+fn update_site(
+    items: &SiteItems,
+    old: &SiteSection,
+    new: &SiteSection,
+    all: bool,
+) -> tauri::Result<()> {
+    for (item, o, n) in [
+        (&items.header, &old.header, &new.header),
+        (&items.servers, &old.servers, &new.servers),
+        (&items.agents, &old.agents, &new.agents),
+    ] {
+        if all || o != n {
+            item.set_text(n)?;
+        }
+    }
+    update_pairs(
+        &items.pairs,
+        &old.pairs,
+        old.running,
+        &new.pairs,
+        new.running,
+        all,
+    )?;
+    if all || old.running != new.running {
+        for a in &items.accepts {
+            a.set_enabled(new.running)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes only what changed between `old` and `new` (everything when `all`).
@@ -367,20 +504,9 @@ fn update_items(
             item.set_text(text)?;
         }
     }
-    for ((it, o), n) in items.pairs.iter().zip(&old.pairs).zip(&new.pairs) {
-        if all || o.label != n.label {
-            it.label.set_text(&n.label)?;
-        }
-        if all || o.force_failover != n.force_failover || old.running != run {
-            it.force.set_enabled(run && n.force_failover.allowed)?;
-            it.force
-                .set_text(n.force_failover.item_text(&force_name(&n.name)))?;
-        }
-        if all || o.revert != n.revert || old.running != run {
-            it.revert.set_enabled(run && n.revert.allowed)?;
-            it.revert
-                .set_text(n.revert.item_text(&revert_name(&n.name)))?;
-        }
+    update_pairs(&items.pairs, &old.pairs, old.running, &new.pairs, run, all)?;
+    for ((it, o), n) in items.sites.iter().zip(&old.sites).zip(&new.sites) {
+        update_site(it, o, n, all)?;
     }
     if all || old.running != run {
         for a in &items.accepts {

@@ -5,7 +5,8 @@ bash counterpart of the Rust harness's `Relay`).
   relay.py LISTEN_IP:PORT TARGET_IP:PORT
 
 SIGUSR1 cuts the link: every relayed connection is closed and new ones are closed as soon as they
-are accepted. SIGUSR2 heals it. SIGTERM ends the relay.
+are accepted. SIGUSR2 heals it. SIGTERM ends the relay. Each connection accepted is one line
+"accepted" on stdout (a test counts a client's requests by them).
 """
 
 import signal
@@ -73,6 +74,7 @@ def main(argv):
         except InterruptedError:
             continue
         client.settimeout(None)
+        print("accepted", flush=True)
         if cut.is_set():
             client.close()
             continue

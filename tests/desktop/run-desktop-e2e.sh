@@ -26,6 +26,7 @@
 #   them (two relays, tests/desktop/relay.py) is cut until both are ACTIVE and healed: the app
 #   raises the "Split brain" notification on D-Bus, and the lower epoch (the app's node) steps down.
 # Last, Quit with a window open stops the node, ends the window process and exits with status 0.
+# Part 4 (UI-5): tests/desktop/run-sites-e2e.sh, the tray following remote sites (SKIP_SITES=1: not).
 #
 # Usage: tests/desktop/run-desktop-e2e.sh            (builds the app and the CLI if not given)
 #        APP=target/release/understudy-desktop CLI=target/release/understudy tests/desktop/run-desktop-e2e.sh
@@ -483,6 +484,15 @@ if $CHECK click '^Quit$'; then
   fi
 else
   fail "click Quit"
+fi
+
+# Part 4, UI-5: remote sites followed by the tray (tests/desktop/run-sites-e2e.sh, its own session).
+if [ -z "${SKIP_SITES:-}" ]; then
+  if (unset UNDERSTUDY_SITES_E2E_IN_SESSION; "$ROOT/tests/desktop/run-sites-e2e.sh" "$APP" "$CLI") 2>&1 | tee "$WORK/sites-e2e.log" | sed 's/^/    /'; then
+    pass "remote sites (run-sites-e2e.sh: $(tail -1 "$WORK/sites-e2e.log"))"
+  else
+    fail "remote sites (run-sites-e2e.sh: $(tail -1 "$WORK/sites-e2e.log"))"
+  fi
 fi
 
 echo "$PASSED passed, $FAILED failed"

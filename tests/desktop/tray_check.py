@@ -9,6 +9,8 @@ Event(id, "clicked", ...). Needs Debian's python3-gi (run with /usr/bin/python3)
   tray_check.py wait-enabled REGEX [TIMEOUT]    same, and the item must be enabled
   tray_check.py click REGEX                     click the first enabled item whose label matches
   tray_check.py wait-notification REGEX LOG [TIMEOUT]   wait for a Notify call in a dbus-monitor log
+  tray_check.py count-notifications REGEX LOG   how many Notify calls of the log match
+  tray_check.py notification-times REGEX LOG    the D-Bus time (s) of each matching Notify call
 """
 
 import re
@@ -157,6 +159,18 @@ def click(conn, pattern):
     print(f"clicked {node['label']!r} (id {node['id']})")
 
 
+def notifications(log):
+    """(time, "summary | body | ...") of each Notify call in a dbus-monitor log."""
+    with open(log, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    out = []
+    for head, call_text in zip(text.split("member=Notify")[:-1], text.split("member=Notify")[1:]):
+        times = re.findall(r"time=([0-9.]+)", head.rsplit("method call", 1)[-1])
+        strings = re.findall(r'^\s*string "(.*)"$', call_text.split("method call")[0], re.M)
+        out.append((float(times[-1]) if times else 0.0, " | ".join(strings)))
+    return out
+
+
 def wait_notification(pattern, log, timeout):
     """dbus-monitor prints each Notify call's arguments; the summary and body are string lines."""
     rx = re.compile(pattern)
@@ -190,6 +204,14 @@ def main(argv):
         print(wait_label(conn, args[0], float(args[1]) if len(args) > 1 else 30.0, enabled=True)["label"])
     elif cmd == "click":
         click(conn, args[0])
+    elif cmd == "count-notifications":
+        rx = re.compile(args[0])
+        print(sum(1 for _, text in notifications(args[1]) if rx.search(text)))
+    elif cmd == "notification-times":
+        rx = re.compile(args[0])
+        for t, text in notifications(args[1]):
+            if rx.search(text):
+                print(f"{t:.6f} {text}")
     elif cmd == "wait-notification":
         wait_notification(args[0], args[1], float(args[2]) if len(args) > 2 else 15.0)
     else:
