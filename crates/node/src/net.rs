@@ -767,7 +767,7 @@ async fn agent_connection<R, W>(
     W: AsyncWrite + Unpin,
 {
     let mut pending = std::collections::VecDeque::new();
-    agent_frames(shared, conn, id, name, rd, wr, rx, &mut pending).await;
+    agent_frames(shared, (conn, id, name), (rd, wr, rx), &mut pending).await;
     // HS-8: a batch that got in is stored before its intake guard goes, acknowledged or not.
     for p in pending {
         if let Some(done) = p.done {
@@ -776,20 +776,13 @@ async fn agent_connection<R, W>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn agent_frames<'a, R, W>(
+/// [`agent_connection`]'s frames and answers, until the connection ends.
+async fn agent_frames<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     shared: &'a Arc<Shared>,
-    conn: u64,
-    id: &str,
-    name: &str,
-    rd: &mut R,
-    wr: &mut W,
-    rx: &mut mpsc::UnboundedReceiver<ToAgent>,
+    (conn, id, name): (u64, &str, &str),
+    (rd, wr, rx): (&mut R, &mut W, &mut mpsc::UnboundedReceiver<ToAgent>),
     pending: &mut std::collections::VecDeque<Pending<'a>>,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+) {
     // Cancel-safe: the select below may drop a read halfway through a frame.
     let mut frames = FrameReader::new(rd);
     loop {
