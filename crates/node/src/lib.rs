@@ -13,6 +13,7 @@ pub mod follow;
 pub mod forward;
 pub mod frame;
 pub mod fsutil;
+mod group_commit;
 pub mod hooks;
 pub mod http_client;
 pub mod invite;

@@ -226,6 +226,9 @@ pub(crate) struct Shared {
     pub cache_error: Arc<Mutex<Option<(i64, String)>>>,
     /// HS-8: the gate agents' records pass to be stored here.
     pub intake: Intake,
+    /// Issue 18: where agents' batches and the peer's merges are stored, several in one
+    /// transaction.
+    pub group_commit: crate::group_commit::GroupCommit,
     /// HS-8: how far the STANDBY peer said it holds this node's records and events (the cursors
     /// of its last replicating poll): a handover sends only what lies beyond.
     pub peer_pulled: PeerPulled,
@@ -308,9 +311,11 @@ pub(crate) struct Intake {
 }
 
 impl Intake {
-    /// Held while one batch is stored and acknowledged; `None` when the intake is closed.
-    pub async fn enter(&self) -> Option<tokio::sync::RwLockReadGuard<'_, ()>> {
-        let guard = self.fence.read().await;
+    /// Held while one batch is stored and acknowledged; `None` when the intake is closed or
+    /// closing. Never waits: a connection holding the guards of batches still being committed
+    /// (issue 18) must not wait behind a `close` that waits for them.
+    pub fn enter(&self) -> Option<tokio::sync::RwLockReadGuard<'_, ()>> {
+        let guard = self.fence.try_read().ok()?;
         (!self.closed.load(std::sync::atomic::Ordering::SeqCst)).then_some(guard)
     }
     /// Closes the intake and returns once every batch that got in is stored.

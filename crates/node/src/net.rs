@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use understudy_engine::{Admission, Hello, PeerStatus, ProbeResult, TokenCheck, Welcome};
 
 use crate::frame::{read_frame, read_frame_max, write_frame, FrameReader};
+use crate::group_commit::{Batch, Stored};
 use crate::limits::{ConnLimits, Permit, HANDSHAKE_TIMEOUT};
 use crate::logsafe;
 use crate::mailbox::{Input, LinkCmd, LinkEvent, Shared};
@@ -505,7 +506,10 @@ async fn wire_connection<S: AsyncRead + AsyncWrite + Unpin>(
             link.authenticated();
             let mut batch = records;
             loop {
-                let inserted = shared.store().records_merge(&batch).unwrap_or(0);
+                // Issue 18: stored in the group of the agents' batches waiting meanwhile.
+                let done = shared.group_commit.submit(Batch::Merge(batch));
+                let Ok((_, stored)) = done.await else { return };
+                let inserted = stored.map_or(0, |new| new.len());
                 reply(&mut wr, &ToAgent::MergeDone { inserted }).await;
                 match read_frame::<ToServer, _>(&mut rd).await {
                     Ok(Some(ToServer::Merge { records })) => batch = records,
@@ -699,6 +703,57 @@ async fn refuse_not_peer<W: AsyncWrite + Unpin>(
     .await;
 }
 
+/// Issue 18: the most batches of one agent being stored at once (read ahead while earlier ones
+/// are committed); the agent's send window keeps far fewer in flight.
+const AGENT_PENDING: usize = 32;
+
+/// Issue 18: one batch of an agent on its way through a group commit, acknowledged in its turn.
+struct Pending<'a> {
+    upto: u64,
+    /// `None` when nothing of it is to be stored (refused): acknowledged in its turn all the same,
+    /// since an acknowledgement covers every record before it.
+    done: Option<oneshot::Receiver<(Batch, Stored)>>,
+    /// HS-8: held until the batch is stored.
+    _intake: Option<tokio::sync::RwLockReadGuard<'a, ()>>,
+}
+
+/// How a pending batch ended.
+enum Settled {
+    Stored(Option<Batch>, Vec<usize>),
+    Failed(String),
+    /// The writer stopped: the node is stopping.
+    Gone,
+}
+
+fn settled(answer: Result<(Batch, Stored), oneshot::error::RecvError>) -> Settled {
+    match answer {
+        Ok((batch, Ok(new))) => Settled::Stored(Some(batch), new),
+        Ok((_, Err(e))) => Settled::Failed(e),
+        Err(_) => Settled::Gone,
+    }
+}
+
+/// The oldest pending batch's end, once it comes (cancel-safe).
+async fn oldest_settled(pending: &mut std::collections::VecDeque<Pending<'_>>) -> Settled {
+    match pending.front_mut().map(|p| p.done.as_mut()) {
+        None => std::future::pending().await,
+        Some(None) => Settled::Stored(None, Vec::new()),
+        Some(Some(rx)) => settled(rx.await),
+    }
+}
+
+/// The oldest pending batch's end if it has come already.
+fn oldest_settled_now(pending: &mut std::collections::VecDeque<Pending<'_>>) -> Option<Settled> {
+    match pending.front_mut()?.done.as_mut() {
+        None => Some(Settled::Stored(None, Vec::new())),
+        Some(rx) => match rx.try_recv() {
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Ok(answer) => Some(settled(Ok(answer))),
+            Err(oneshot::error::TryRecvError::Closed) => Some(Settled::Gone),
+        },
+    }
+}
+
 async fn agent_connection<R, W>(
     shared: &Arc<Shared>,
     conn: u64,
@@ -711,11 +766,28 @@ async fn agent_connection<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut pending = std::collections::VecDeque::new();
+    agent_frames(shared, (conn, id, name), (rd, wr, rx), &mut pending).await;
+    // HS-8: a batch that got in is stored before its intake guard goes, acknowledged or not.
+    for p in pending {
+        if let Some(done) = p.done {
+            let _ = done.await;
+        }
+    }
+}
+
+/// [`agent_connection`]'s frames and answers, until the connection ends.
+async fn agent_frames<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    shared: &'a Arc<Shared>,
+    (conn, id, name): (u64, &str, &str),
+    (rd, wr, rx): (&mut R, &mut W, &mut mpsc::UnboundedReceiver<ToAgent>),
+    pending: &mut std::collections::VecDeque<Pending<'a>>,
+) {
     // Cancel-safe: the select below may drop a read halfway through a frame.
     let mut frames = FrameReader::new(rd);
     loop {
         tokio::select! {
-            frame = frames.read::<ToServer>() => match frame {
+            frame = frames.read::<ToServer>(), if pending.len() < AGENT_PENDING => match frame {
                 Ok(Some(ToServer::Heartbeat { id: hb, pairs })) => {
                     let reports = pairs.into_iter().map(|r: MemberReport| (r.pair, r.epoch.into(), r.active)).collect();
                     let _ = shared.core.send(Input::Heartbeat { conn, agent: name.to_string(), id: hb, reports });
@@ -731,10 +803,6 @@ async fn agent_connection<R, W>(
                         for (_, why) in &refused {
                             tracing::warn!(agent = %logsafe::text(name), "{} ({} records not stored)", logsafe::text(why), before - records.len());
                         }
-                        if records.is_empty() {
-                            reply(wr, &ToAgent::Ack { upto }).await;
-                            continue;
-                        }
                     }
                     // Issue 18 item 3: an agent checks labels before it caches a record; one that
                     // did not (an older or a hostile agent) has those records acknowledged and
@@ -744,46 +812,21 @@ async fn agent_connection<R, W>(
                     records.retain(|r| understudy_api::check_labels(&r.labels).map_err(|e| bad_labels = Some(e)).is_ok());
                     if let Some(why) = bad_labels {
                         tracing::warn!(agent = %logsafe::text(name), "{} ({} records with bad labels not stored)", logsafe::text(&why), before - records.len());
-                        if records.is_empty() {
-                            reply(wr, &ToAgent::Ack { upto }).await;
-                            continue;
-                        }
+                    }
+                    if records.is_empty() {
+                        pending.push_back(Pending { upto, done: None, _intake: None });
+                        continue;
                     }
                     // HS-8: a server handing its role over stores nothing more; the agent keeps
                     // the batch and sends it to the peer.
-                    let Some(_intake) = shared.intake.enter().await else {
+                    let Some(intake) = shared.intake.enter() else {
                         reply(wr, &ToAgent::Error { reason: "this server is handing its role to its peer: send there".into() }).await;
                         return;
                     };
-                    let store_shared = shared.clone();
-                    let (aid, aname) = (id.to_string(), name.to_string());
-                    let stored = tokio::task::spawn_blocking(move || {
-                        let new = store_shared.store().records_insert_new(&aid, &aname, &records, taken_for.as_deref())?;
-                        // AL-2: each check run feeds the watch once, however often it is resent.
-                        let runs: Vec<(usize, (String, bool, String))> = new.iter().filter_map(|i| Some((*i, check_run(&records[*i])?))).collect();
-                        // MX-1: each check's last stored run, for its duration on /metrics.
-                        let mut last = store_shared.check_runs.lock().unwrap_or_else(|p| p.into_inner());
-                        for (i, (name, up, _)) in &runs {
-                            let r = &records[*i];
-                            last.insert(name.clone(), crate::mailbox::CheckRun { up: *up, value: r.value, time_ms: r.time_ms });
-                        }
-                        drop(last);
-                        let checks: Vec<(String, bool, String)> = runs.into_iter().map(|(_, c)| c).collect();
-                        Ok::<_, crate::store::StoreError>(checks)
-                    }).await;
-                    match stored {
-                        // AG-2: acknowledged only once the records are durable here.
-                        Ok(Ok(checks)) => {
-                            let _ = shared.core.send(Input::Stored { agent: name.to_string(), checks });
-                            reply(wr, &ToAgent::Ack { upto }).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::error!(agent = %name, "records not stored, not acknowledged: {e}");
-                            reply(wr, &ToAgent::Error { reason: format!("records not stored: {e}") }).await;
-                            return;
-                        }
-                        Err(_) => return,
-                    }
+                    // Issue 18: stored with whatever else waits for the next commit; the next
+                    // frames are read meanwhile.
+                    let done = shared.group_commit.submit(Batch::Agent { agent_id: id.to_string(), agent_name: name.to_string(), records, taken_for });
+                    pending.push_back(Pending { upto, done: Some(done), _intake: Some(intake) });
                 }
                 Ok(Some(ToServer::Leave)) => return,
                 Ok(Some(ToServer::HookResult { pair, hook, epoch, error })) => {
@@ -806,6 +849,37 @@ async fn agent_connection<R, W>(
                     return;
                 }
             },
+            first = oldest_settled(pending), if !pending.is_empty() => {
+                // The batches stored by now, oldest first, answered with one acknowledgement
+                // (it covers every record up to its `upto`).
+                let mut next = Some(first);
+                let mut acked = None;
+                while let Some(settled) = next {
+                    let upto = pending.pop_front().map_or(0, |p| p.upto);
+                    match settled {
+                        Settled::Stored(batch, new) => {
+                            if let Some(Batch::Agent { records, .. }) = batch {
+                                stored_runs(shared, name, &records, &new);
+                            }
+                            acked = Some(upto);
+                        }
+                        Settled::Failed(e) => {
+                            if let Some(upto) = acked {
+                                reply(wr, &ToAgent::Ack { upto }).await;
+                            }
+                            tracing::error!(agent = %name, "records not stored, not acknowledged: {e}");
+                            reply(wr, &ToAgent::Error { reason: format!("records not stored: {e}") }).await;
+                            return;
+                        }
+                        Settled::Gone => return,
+                    }
+                    next = oldest_settled_now(pending);
+                }
+                // AG-2: acknowledged only once the records are durable here.
+                if let Some(upto) = acked {
+                    reply(wr, &ToAgent::Ack { upto }).await;
+                }
+            }
             msg = rx.recv() => match msg {
                 Some(msg) => {
                     let last = matches!(msg, ToAgent::Redirect { .. });
@@ -817,6 +891,33 @@ async fn agent_connection<R, W>(
             },
         }
     }
+}
+
+/// After an agent's batch is stored: each check run among the records new here feeds the watch
+/// once, however often it is resent (AL-2), and is each check's last run for `/metrics` (MX-1).
+fn stored_runs(shared: &Shared, name: &str, records: &[crate::store::Record], new: &[usize]) {
+    let runs: Vec<(usize, (String, bool, String))> = new
+        .iter()
+        .filter_map(|i| Some((*i, check_run(&records[*i])?)))
+        .collect();
+    let mut last = shared.check_runs.lock().unwrap_or_else(|p| p.into_inner());
+    for (i, (check, up, _)) in &runs {
+        let r = &records[*i];
+        last.insert(
+            check.clone(),
+            crate::mailbox::CheckRun {
+                up: *up,
+                value: r.value,
+                time_ms: r.time_ms,
+            },
+        );
+    }
+    drop(last);
+    let checks = runs.into_iter().map(|(_, c)| c).collect();
+    let _ = shared.core.send(Input::Stored {
+        agent: name.to_string(),
+        checks,
+    });
 }
 
 /// The claims among `records` (a pair alias, the pair counter they were made under) that

@@ -252,10 +252,12 @@ impl Node {
         // for the next `sync_interval`.
         let peer_news: Arc<tokio::sync::Notify> = Default::default();
         store.on_site_change(peer_news.clone());
+        let store = Arc::new(Mutex::new(store));
         let shared = Arc::new(Shared {
             data_dir: data_dir.clone(),
             config: Arc::new(Mutex::new(config)),
-            store: Arc::new(Mutex::new(store)),
+            group_commit: crate::group_commit::GroupCommit::start(store.clone()),
+            store,
             listen,
             core: core_tx,
             trust: Arc::new(Trust::new(identity, pins, peer_pins)),

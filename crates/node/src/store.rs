@@ -392,6 +392,34 @@ pub struct StoredRecord {
     pub taken_for: Option<String>,
 }
 
+/// Records to store (issue 18, [`Store::records_commit_group`]): one agent's batch, or records
+/// the hot-standby peer hands over (HS-5, HS-6), which name their agents themselves.
+pub enum RecordBatch<'a> {
+    Agent {
+        agent_id: &'a str,
+        agent_name: &'a str,
+        records: &'a [Record],
+        /// The agent's home server when this server stands in for it (AG-2).
+        taken_for: Option<&'a str>,
+    },
+    Merge(&'a [StoredRecord]),
+}
+
+impl RecordBatch<'_> {
+    /// The sequence number of a record whose value is not finite, if any.
+    fn non_finite(&self) -> Option<u64> {
+        match self {
+            RecordBatch::Agent { records, .. } => {
+                records.iter().find(|r| !r.value.is_finite()).map(|r| r.seq)
+            }
+            RecordBatch::Merge(records) => records
+                .iter()
+                .find(|s| !s.record.value.is_finite())
+                .map(|s| s.record.seq),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordFilter {
     /// Agent name.
@@ -509,6 +537,9 @@ pub struct Tally {
     pub records_stored: u64,
     /// Records deleted for `server.retention` (issue 16 item 4).
     pub records_deleted: u64,
+    /// Transactions that stored records (issue 18: a group commit stores several batches, from
+    /// several connections, in one).
+    pub record_commits: u64,
     /// Events stored, by code (raised here or replicated).
     pub events: BTreeMap<String, u64>,
     /// Alert deliveries by channel: accepted by the receiver, failed attempts, given up.
@@ -970,40 +1001,90 @@ impl Store {
         records: &[Record],
         taken_for: Option<&str>,
     ) -> Result<Vec<usize>> {
+        let batch = RecordBatch::Agent {
+            agent_id,
+            agent_name,
+            records,
+            taken_for,
+        };
+        self.records_commit_group(&[batch])?
+            .pop()
+            .expect("one answer per batch")
+    }
+
+    /// Issue 18, group commit: stores several batches (agents' and merged ones) in one
+    /// transaction, each record at most once (the dedup by agent and sequence number is inside
+    /// it). Answers, per batch in order, which of its records (by index) were new here; a batch
+    /// that cannot be stored (a non-finite value) is answered with its error and left out, the
+    /// others are committed. An error of the transaction itself stores none of them.
+    pub fn records_commit_group(
+        &mut self,
+        batches: &[RecordBatch<'_>],
+    ) -> Result<Vec<Result<Vec<usize>>>> {
         const DOING: &str = "storing records";
-        if let Some(r) = records.iter().find(|r| !r.value.is_finite()) {
-            return Err(self.bad(DOING, format!("record {} has a non-finite value", r.seq)));
+        let mut answers: Vec<Result<Vec<usize>>> = batches
+            .iter()
+            .map(|b| match b.non_finite() {
+                Some(what) => Err(self.bad(DOING, format!("record {what} has a non-finite value"))),
+                None => Ok(Vec::new()),
+            })
+            .collect();
+        if answers.iter().all(|a| a.is_err()) {
+            return Ok(answers);
         }
         let path = self.path.clone();
         let err = |e| StoreError::sqlite(&path, DOING, e);
         let tx = self.begin(DOING)?;
-        let mut inserted = Vec::new();
         {
             let mut insert = tx.prepare_cached(INSERT_RECORD).map_err(err)?;
-            for (i, r) in records.iter().enumerate() {
-                let n = insert
-                    .execute(params![
+            for (batch, answer) in batches.iter().zip(answers.iter_mut()) {
+                let Ok(inserted) = answer else { continue };
+                let mut store = |i, agent_id: &str, agent_name: &str, r: &Record, taken_for| {
+                    let n = insert
+                        .execute(params![
+                            agent_id,
+                            agent_name,
+                            to_i64(r.seq),
+                            r.name,
+                            r.value,
+                            r.time_ms,
+                            r.pair,
+                            r.kind,
+                            r.detail,
+                            taken_for,
+                            labels_text(&r.labels)
+                        ])
+                        .map_err(err)?;
+                    if n > 0 {
+                        inserted.push(i);
+                    }
+                    Ok::<_, StoreError>(())
+                };
+                match batch {
+                    RecordBatch::Agent {
                         agent_id,
                         agent_name,
-                        to_i64(r.seq),
-                        r.name,
-                        r.value,
-                        r.time_ms,
-                        r.pair,
-                        r.kind,
-                        r.detail,
+                        records,
                         taken_for,
-                        labels_text(&r.labels)
-                    ])
-                    .map_err(err)?;
-                if n > 0 {
-                    inserted.push(i);
+                    } => {
+                        for (i, r) in records.iter().enumerate() {
+                            store(i, agent_id, agent_name, r, *taken_for)?;
+                        }
+                    }
+                    RecordBatch::Merge(records) => {
+                        for (i, s) in records.iter().enumerate() {
+                            let taken_for = s.taken_for.as_deref();
+                            store(i, &s.agent_id, &s.agent_name, &s.record, taken_for)?;
+                        }
+                    }
                 }
             }
         }
         tx.commit().map_err(err)?;
-        self.tally.records_stored += inserted.len() as u64;
-        Ok(inserted)
+        let stored: usize = answers.iter().flatten().map(Vec::len).sum();
+        self.tally.records_stored += stored as u64;
+        self.tally.record_commits += 1;
+        Ok(answers)
     }
 
     /// Stored records, oldest first; with a limit, the newest `limit` of them.
@@ -1049,35 +1130,10 @@ impl Store {
     /// Merges replicated records (their rowids are the other store's and are ignored).
     /// Idempotent; returns how many were new here.
     pub fn records_merge(&mut self, records: &[StoredRecord]) -> Result<usize> {
-        const DOING: &str = "merging replicated records";
-        let path = self.path.clone();
-        let err = |e| StoreError::sqlite(&path, DOING, e);
-        let tx = self.begin(DOING)?;
-        let mut inserted = 0;
-        {
-            let mut insert = tx.prepare_cached(INSERT_RECORD).map_err(err)?;
-            for s in records {
-                let r = &s.record;
-                inserted += insert
-                    .execute(params![
-                        s.agent_id,
-                        s.agent_name,
-                        to_i64(r.seq),
-                        r.name,
-                        r.value,
-                        r.time_ms,
-                        r.pair,
-                        r.kind,
-                        r.detail,
-                        s.taken_for,
-                        labels_text(&r.labels)
-                    ])
-                    .map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)?;
-        self.tally.records_stored += inserted as u64;
-        Ok(inserted)
+        self.records_commit_group(&[RecordBatch::Merge(records)])?
+            .pop()
+            .expect("one answer per batch")
+            .map(|new| new.len())
     }
 
     /// Issue 16 item 4 (`server.retention`): deletes at most `batch` records whose time is before
