@@ -1,13 +1,15 @@
-//! The commands the window may invoke. There is one: `admin`, the same request vocabulary as the
-//! HTTPS admin API, forwarded to the node's one handler through `Host` (ui/src/api.ts
-//! TauriTransport): in the window process, over HTTPS to the tray's node (`host::remote`).
+//! The commands the window may invoke. `admin`, the same request vocabulary as the HTTPS admin
+//! API, for a target (ui/src/sites.ts TargetedTransport): this computer's node, reached over
+//! HTTPS (`host::remote`), or a joined site (UI-5, `targets`). Beside it the site commands of the
+//! switcher: `targets`, `site_join` ("Connect to a site…"), `site_remove`.
 //! Kept in a module: a `#[tauri::command]` at the crate root that is re-exported fails with E0255.
 
 use serde::Serialize;
 use serde_json::Value;
 use tauri::State;
 
-use crate::host::{Host, UNREACHABLE};
+use crate::host::UNREACHABLE;
+use crate::targets::{SiteView, Targets, TargetsView};
 
 /// How a refused request reaches the window: the HTTP-like status and the node's plain reason,
 /// which the console turns into an `ApiError(status, reason)`.
@@ -17,18 +19,41 @@ pub struct AdminError {
     pub error: String,
 }
 
-/// `invoke('admin', {method, path, body})` → the response JSON, or a rejection with
+/// `invoke('admin', {method, path, body, site})` → the response JSON, or a rejection with
 /// `{status, error}` when the node answers with a status of 400 or more, or with status 0 when it
-/// could not be reached.
+/// could not be reached. `site`: a joined site's name; absent or null, this computer's node.
 #[tauri::command]
 pub async fn admin(
-    host: State<'_, Host>,
+    targets: State<'_, Targets>,
     method: String,
     path: String,
     body: Option<Value>,
+    site: Option<String>,
 ) -> Result<Value, AdminError> {
-    let (status, json) = host.admin(&method, &path, body).await;
+    let (status, json) = targets.admin(site.as_deref(), &method, &path, body).await;
     into_result(status, json)
+}
+
+/// `invoke('targets')` → what the switcher offers: this computer's node (when it runs one) and
+/// the joined sites.
+#[tauri::command]
+pub fn targets(targets: State<'_, Targets>) -> Result<TargetsView, String> {
+    targets.list()
+}
+
+/// `invoke('site_join', {invitation})` → the site joined, or the refusal's reason as is.
+#[tauri::command]
+pub async fn site_join(
+    targets: State<'_, Targets>,
+    invitation: String,
+) -> Result<SiteView, String> {
+    targets.join(&invitation).await
+}
+
+/// `invoke('site_remove', {site})`.
+#[tauri::command]
+pub fn site_remove(targets: State<'_, Targets>, site: String) -> Result<(), String> {
+    targets.remove(&site)
 }
 
 /// Splits a (status, body) answer into success or a rejection carrying the node's reason.
@@ -53,7 +78,7 @@ mod tests {
     use tauri::webview::InvokeRequest;
 
     use super::*;
-    use crate::host::{Admin, BoxFuture};
+    use crate::host::{Admin, BoxFuture, Host};
 
     /// A node that records what it was asked and answers from a script.
     #[derive(Default)]
@@ -88,9 +113,23 @@ mod tests {
     }
 
     fn invoke(host: Host, args: Value) -> Result<Value, Value> {
+        call(
+            Targets::new(host, Err("no app dir in this test".into())),
+            "admin",
+            args,
+        )
+    }
+
+    /// Invokes `cmd` in a window whose targets are `targets`, as the console does.
+    fn call(targets: Targets, cmd: &str, args: Value) -> Result<Value, Value> {
         let app = mock_builder()
-            .manage(host)
-            .invoke_handler(tauri::generate_handler![admin])
+            .manage(targets)
+            .invoke_handler(tauri::generate_handler![
+                admin,
+                super::targets,
+                site_join,
+                site_remove
+            ])
             .build(mock_context(noop_assets()))
             .expect("mock app");
         let webview = tauri::WebviewWindowBuilder::new(&app, "main", Default::default())
@@ -99,7 +138,7 @@ mod tests {
         get_ipc_response(
             &webview,
             InvokeRequest {
-                cmd: "admin".into(),
+                cmd: cmd.into(),
                 callback: CallbackFn(0),
                 error: CallbackFn(1),
                 url: "tauri://localhost".parse().unwrap(),
@@ -296,6 +335,156 @@ mod tests {
             err["error"].as_str().unwrap().contains("no node found in"),
             "{err}"
         );
+    }
+
+    impl TrayNode {
+        /// An operator invitation of this node (as `understudy invite` prints it).
+        fn invite(&self) -> String {
+            let node = self.node.as_ref().expect("started");
+            let (status, answer) = self.runtime.block_on(node.admin(
+                "POST",
+                "/api/invitations",
+                Some(json!({ "kind": "operator", "label": "window test" })),
+            ));
+            assert_eq!(status, 200, "{answer}");
+            answer["invitation"].as_str().expect("a line").to_string()
+        }
+
+        fn fingerprint(&self) -> String {
+            let node = self.node.as_ref().expect("started");
+            let (_, status) = self
+                .runtime
+                .block_on(node.admin("GET", "/api/status", None));
+            status["node"]["cert"]["fingerprint"]
+                .as_str()
+                .expect("fingerprint")
+                .to_string()
+        }
+    }
+
+    /// A window process's targets: no node of its own reachable, `app_dir` for sites.json.
+    fn window(app_dir: &std::path::Path) -> Targets {
+        let host = Host::new();
+        host.set_running(crate::host::remote(&app_dir.join("no-node")));
+        Targets::new(host, Ok(app_dir.to_path_buf()))
+    }
+
+    #[test]
+    fn ui5_the_window_joins_a_site_and_routes_admin_requests_to_it() {
+        let site = TrayNode::new(true);
+        let app = tempfile::tempdir().unwrap();
+        let line = site.invite();
+
+        let joined = call(
+            window(app.path()),
+            "site_join",
+            json!({ "invitation": line }),
+        )
+        .expect("joined");
+        assert_eq!(joined["name"], "tray-node", "{joined}");
+        let listed = call(window(app.path()), "targets", json!({})).expect("targets");
+        assert_eq!(listed["sites"][0]["name"], "tray-node", "{listed}");
+        assert!(
+            !listed["sites"][0]
+                .to_string()
+                .contains(&line[line.len() - 64..]),
+            "the token stays in the window process: {listed}"
+        );
+
+        let status = call(
+            window(app.path()),
+            "admin",
+            json!({ "method": "GET", "path": "/api/status", "site": "tray-node" }),
+        )
+        .expect("the site's status");
+        assert_eq!(status["node"]["name"], "tray-node");
+        // Without `site` the same window asks this computer's node: there is none.
+        let local = call(
+            window(app.path()),
+            "admin",
+            json!({ "method": "GET", "path": "/api/status" }),
+        )
+        .expect_err("no node here");
+        assert_eq!(local["status"], 0, "{local}");
+
+        // The operator token may not change roles: the server's 403 and reason, as they are.
+        let refused = call(
+            window(app.path()),
+            "admin",
+            json!({ "method": "POST", "path": "/api/role", "body": { "server": false }, "site": "tray-node" }),
+        )
+        .expect_err("an operator token");
+        assert_eq!(refused["status"], 403, "{refused}");
+        assert!(
+            refused["error"]
+                .as_str()
+                .unwrap()
+                .contains("needs the admin permission"),
+            "{refused}"
+        );
+
+        call(
+            window(app.path()),
+            "site_remove",
+            json!({ "site": "tray-node" }),
+        )
+        .expect("removed");
+        let gone = call(
+            window(app.path()),
+            "admin",
+            json!({ "method": "GET", "path": "/api/status", "site": "tray-node" }),
+        )
+        .expect_err("removed");
+        assert_eq!(gone["status"], 404, "{gone}");
+        assert_eq!(gone["error"], "no site tray-node is joined");
+    }
+
+    #[test]
+    fn ui5_a_wrong_fingerprint_is_refused_with_its_reason_and_nothing_is_stored() {
+        let site = TrayNode::new(true);
+        let app = tempfile::tempdir().unwrap();
+        let fp = site.fingerprint();
+        let other: String = fp
+            .chars()
+            .map(|c| match c.to_digit(16) {
+                Some(d) => std::char::from_digit((d + 1) % 16, 16).unwrap(),
+                None => c,
+            })
+            .collect();
+        let line = site.invite().replace(&fp, &other);
+        let reason = call(
+            window(app.path()),
+            "site_join",
+            json!({ "invitation": line }),
+        )
+        .expect_err("a wrong fingerprint");
+        let reason = reason.as_str().expect("the reason, a string").to_string();
+        assert!(!reason.is_empty());
+        let listed = call(window(app.path()), "targets", json!({})).expect("targets");
+        assert_eq!(listed["sites"], json!([]), "{reason}");
+    }
+
+    #[test]
+    fn ui5_the_switcher_offers_this_computer_by_the_setting() {
+        let site = TrayNode::new(true);
+        let app = tempfile::tempdir().unwrap();
+        let local = || call(window(app.path()), "targets", json!({})).unwrap()["local"].clone();
+        assert_eq!(local(), true, "no site, never set: a node runs");
+        call(
+            window(app.path()),
+            "site_join",
+            json!({ "invitation": site.invite() }),
+        )
+        .expect("joined");
+        assert_eq!(local(), false, "a site joined: no node by default");
+        crate::settings::save(
+            app.path(),
+            &crate::settings::Settings {
+                run_node: Some(true),
+            },
+        )
+        .unwrap();
+        assert_eq!(local(), true, "kept on by the user");
     }
 
     #[test]

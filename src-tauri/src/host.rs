@@ -33,6 +33,8 @@ enum Slot {
     Running(Arc<dyn Admin>),
     Failed(String),
     Stopping,
+    /// "Run a node on this computer" is off (UI-5): no node, none starting.
+    Off,
 }
 
 /// Cheap to clone; managed as Tauri state and shared with the pollers.
@@ -51,6 +53,8 @@ impl Default for Host {
 
 /// The status and body the app answers with while no node is running.
 pub const NOT_RUNNING: u16 = 503;
+/// Why no node runs while the setting is off (the tray menu's node line says it).
+pub const NO_NODE: &str = "no node on this computer";
 /// The status of an answer that never came: the node could not be reached at all (the console's
 /// `UNREACHABLE`, ui/src/api.ts).
 pub const UNREACHABLE: u16 = 0;
@@ -66,6 +70,20 @@ impl Host {
 
     pub fn set_failed(&self, reason: String) {
         self.set(Slot::Failed(reason));
+    }
+
+    /// A node is about to be started (the setting was turned on).
+    pub fn set_starting(&self) {
+        self.set(Slot::Starting);
+    }
+
+    /// No node runs on this computer, by the user's setting.
+    pub fn set_off(&self) {
+        self.set(Slot::Off);
+    }
+
+    pub fn is_off(&self) -> bool {
+        matches!(self.get(), Slot::Off)
     }
 
     fn set(&self, slot: Slot) {
@@ -84,6 +102,7 @@ impl Host {
             Slot::Starting => Err("starting".into()),
             Slot::Failed(reason) => Err(reason),
             Slot::Stopping => Err("stopping".into()),
+            Slot::Off => Err(NO_NODE.into()),
         }
     }
 
@@ -173,6 +192,18 @@ pub fn remote(data_dir: &Path) -> Arc<dyn Admin> {
     Arc::new(runtime::Remote::new(data_dir))
 }
 
+/// A joined site (UI-5), for the window: its servers (`https://HOST:PORT#FINGERPRINT`, pinned)
+/// reached with the site's token. Requests go to the server that says it is ACTIVE; when it
+/// stops answering or says STANDBY, the next request looks again (`runtime::Site`).
+pub fn site(name: &str, servers: &[String], token: &str) -> Result<Arc<dyn Admin>, String> {
+    Ok(Arc::new(runtime::Site::new(name, servers, token)?))
+}
+
+/// Whether a status answer says its server is the STANDBY of a hot-standby pair.
+fn says_standby(status: &Value) -> bool {
+    status["node"]["failover"]["state"].as_str() == Some("standby")
+}
+
 /// The one place that names the runtime crate's API.
 mod runtime {
     use std::sync::Mutex;
@@ -223,10 +254,9 @@ mod runtime {
         }
 
         fn unreachable(&self, reason: String) -> (u16, Value) {
-            let error =
-                format!("cannot reach the node: {reason} (is Understudy running in the tray?)");
-            tracing::warn!("{error}");
-            (UNREACHABLE, json!({ "error": error }))
+            unreachable(format!(
+                "cannot reach the node: {reason} (is Understudy running in the tray?)"
+            ))
         }
     }
 
@@ -257,6 +287,121 @@ mod runtime {
         }
 
         /// The node belongs to the tray process: the window never stops it.
+        fn shutdown(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    /// The answer when no server answered: status 0 and why, logged.
+    fn unreachable(error: String) -> (u16, Value) {
+        tracing::warn!("{error}");
+        (UNREACHABLE, json!({ "error": error }))
+    }
+
+    /// A joined site's servers, each with a pinned client; `current` is the one that last
+    /// answered as the ACTIVE, `None` until the first request (or after it failed), when every
+    /// server is asked for its status in turn.
+    pub struct Site {
+        name: String,
+        clients: Vec<AdminClient>,
+        current: Mutex<Option<usize>>,
+    }
+
+    impl Site {
+        pub fn new(name: &str, servers: &[String], token: &str) -> Result<Site, String> {
+            if servers.is_empty() {
+                return Err(format!("site {name}: no server"));
+            }
+            let clients = servers
+                .iter()
+                .map(|url| {
+                    AdminClient::new(url, token, Default::default())
+                        .map(|c| c.with_timeout(REMOTE_TIMEOUT))
+                        .map_err(|e| format!("site {name}: {e}"))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Site {
+                name: name.to_string(),
+                clients,
+                current: Mutex::new(None),
+            })
+        }
+
+        fn current(&self) -> Option<usize> {
+            *self.current.lock().unwrap_or_else(|e| e.into_inner())
+        }
+
+        fn set_current(&self, i: Option<usize>) {
+            *self.current.lock().unwrap_or_else(|e| e.into_inner()) = i;
+        }
+
+        /// Asks each server for its status: the first that says it is not STANDBY is chosen,
+        /// else the first that answered. `Err`: why none answered.
+        async fn choose(&self) -> Result<usize, String> {
+            let mut answered = None;
+            let mut reasons = Vec::new();
+            for (i, client) in self.clients.iter().enumerate() {
+                match client.call("GET", "/api/status", None).await {
+                    Ok((200, status)) if !says_standby(&status) => return Ok(i),
+                    Ok(_) => {
+                        answered.get_or_insert(i);
+                    }
+                    Err(e) => reasons.push(e.to_string()),
+                }
+            }
+            answered.ok_or_else(|| reasons.join("; "))
+        }
+
+        fn unreachable(&self, reason: &str) -> (u16, Value) {
+            unreachable(format!("cannot reach site {}: {reason}", self.name))
+        }
+    }
+
+    impl Admin for Site {
+        fn admin<'a>(
+            &'a self,
+            method: &'a str,
+            path: &'a str,
+            body: Option<Value>,
+        ) -> BoxFuture<'a, (u16, Value)> {
+            Box::pin(async move {
+                let mut chose_now = false;
+                loop {
+                    let i = match self.current() {
+                        Some(i) => i,
+                        None => match self.choose().await {
+                            Ok(i) => {
+                                chose_now = true;
+                                self.set_current(Some(i));
+                                i
+                            }
+                            Err(reason) => return self.unreachable(&reason),
+                        },
+                    };
+                    match self.clients[i].call(method, path, body.as_ref()).await {
+                        Ok((status, answer)) => {
+                            // A server that says STANDBY: the next request looks for the ACTIVE.
+                            if status == 200 && path == "/api/status" && says_standby(&answer) {
+                                self.set_current(None);
+                            }
+                            return (status, answer);
+                        }
+                        Err(e) => {
+                            self.set_current(None);
+                            // Try the others once: a TLS failure sent nothing, and reading is
+                            // harmless twice; an action that may have reached the server is not
+                            // sent again.
+                            let resend = method == "GET" || matches!(e, ClientError::Tls(_));
+                            if chose_now || !resend {
+                                return self.unreachable(&e.to_string());
+                            }
+                        }
+                    }
+                }
+            })
+        }
+
+        /// The site's servers are not this app's: nothing to stop.
         fn shutdown(&self) -> BoxFuture<'_, ()> {
             Box::pin(async {})
         }

@@ -24,7 +24,9 @@ pub mod host;
 pub mod model;
 pub mod notify;
 pub mod remote;
+pub mod settings;
 pub mod sites;
+pub mod targets;
 mod tray;
 mod window;
 
@@ -180,6 +182,13 @@ struct Shell {
     window: WindowProcess,
     /// UI-5: the remote sites followed.
     sites: remote::Sites,
+    /// "Run a node on this computer" (UI-5) as it is now; changed only under `node_change`,
+    /// which also keeps a start and a stop from overlapping.
+    run_node: AtomicBool,
+    node_change: tokio::sync::Mutex<()>,
+    /// The task that turns the node's events into notifications was started (once: it waits
+    /// through the node's absences and reads the same event log when it is back).
+    following_events: AtomicBool,
 }
 
 /// Runs the process in `mode`. `gl_disabled_here`: `disable_gl` set GDK_GL for this process.
@@ -237,9 +246,11 @@ fn run_tray(hidden: bool, gl_disabled_here: bool) {
             let handle = app.handle().clone();
             let autostart = autostart::is_enabled(&handle);
             let mute = Mute::new();
+            let run_node = settings::decide();
             let flags = Flags {
                 muted: mute.is_muted(),
                 autostart,
+                run_node,
             };
             let tray = Arc::new(Tray::create(&handle, flags, on_action)?);
             // The window process is given the data directory the node uses; without one (no
@@ -252,12 +263,20 @@ fn run_tray(hidden: bool, gl_disabled_here: bool) {
                 autostart: AtomicBool::new(autostart),
                 window,
                 sites: sites.clone(),
+                run_node: AtomicBool::new(run_node),
+                node_change: tokio::sync::Mutex::new(()),
+                following_events: AtomicBool::new(false),
             });
             tauri::async_runtime::spawn(sites.watch());
             if !hidden {
                 open_window(&handle);
             }
-            tauri::async_runtime::spawn(start_node(handle.clone(), host.clone(), mute));
+            if run_node {
+                tauri::async_runtime::spawn(start_node(handle.clone(), host.clone(), mute));
+            } else {
+                tracing::info!("Run a node on this computer is off: no node started");
+                host.set_off();
+            }
             tauri::async_runtime::spawn(follow_status(handle, host.clone()));
             Ok(())
         })
@@ -290,32 +309,44 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Creates the node on first run, starts it, then follows its events for notifications.
+/// Creates the node on first run, starts it, then follows its events for notifications (one
+/// task for the app's life, started with the first node).
 async fn start_node(app: AppHandle, host: Host, mute: Arc<Mute>) {
-    let started = match host::data_dir() {
-        Ok(dir) => {
-            tracing::info!(dir = %dir.display(), "starting the node");
-            let desktop = {
-                let (app, mute) = (app.clone(), mute.clone());
-                Arc::new(move |m: &understudy_api::status::DesktopMessage| {
-                    notify::show_desktop_message(&app, &mute, m)
-                }) as host::DesktopSink
-            };
-            host::start_node(&dir, desktop).await
+    let shell = app.state::<Shell>();
+    let started = {
+        let _change = shell.node_change.lock().await;
+        host.set_starting();
+        let started = match host::data_dir() {
+            Ok(dir) => {
+                tracing::info!(dir = %dir.display(), "starting the node");
+                let desktop = {
+                    let (app, mute) = (app.clone(), mute.clone());
+                    Arc::new(move |m: &understudy_api::status::DesktopMessage| {
+                        notify::show_desktop_message(&app, &mute, m)
+                    }) as host::DesktopSink
+                };
+                host::start_node(&dir, desktop).await
+            }
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(node) => {
+                host.set_running(node);
+                tracing::info!("node running");
+                true
+            }
+            Err(reason) => {
+                tracing::error!("{reason}");
+                notify::show_error(&app, "Understudy could not start its node", &reason);
+                host.set_failed(reason);
+                false
+            }
         }
-        Err(e) => Err(e),
     };
-    match started {
-        Ok(node) => {
-            host.set_running(node);
-            tracing::info!("node running");
-            mute.refresh(&host).await;
-            notify::follow_events(app, host, mute).await;
-        }
-        Err(reason) => {
-            tracing::error!("{reason}");
-            notify::show_error(&app, "Understudy could not start its node", &reason);
-            host.set_failed(reason);
+    if started {
+        mute.refresh(&host).await;
+        if !shell.following_events.swap(true, Ordering::SeqCst) {
+            notify::follow_events(app.clone(), host, mute).await;
         }
     }
 }
@@ -338,6 +369,17 @@ fn site_follower(app: &AppHandle, mute: &Arc<Mute>) -> remote::Sites {
     remote::Sites::new(dir.ok(), notify)
 }
 
+/// "Run a node on this computer" turned off: stops the node cleanly (no listener, store closed,
+/// its threads ended) and leaves no node.
+async fn stop_node(app: &AppHandle, host: &Host) {
+    let shell = app.state::<Shell>();
+    let _change = shell.node_change.lock().await;
+    tracing::info!("Run a node on this computer turned off: stopping the node");
+    host.shutdown(SHUTDOWN_LIMIT).await;
+    host.set_off();
+    tracing::info!("node stopped (no node on this computer)");
+}
+
 /// Reads the status every 500 ms and shows it in the tray.
 async fn follow_status(app: AppHandle, host: Host) {
     let mut tick = tokio::time::interval(STATUS_POLL);
@@ -352,6 +394,7 @@ async fn follow_status(app: AppHandle, host: Host) {
             shell.mute.refresh(&host).await;
         }
         let mut model = match host.node() {
+            Err(_) if host.is_off() => MenuModel::no_node(),
             Err(reason) => MenuModel::stopped(&reason),
             Ok(_) => match host.request(&understudy_api::Request::Status).await {
                 (200, status) => match serde_json::from_value(status) {
@@ -371,6 +414,7 @@ async fn follow_status(app: AppHandle, host: Host) {
         let flags = Flags {
             muted: shell.mute.is_muted(),
             autostart: shell.autostart.load(Ordering::Relaxed),
+            run_node: shell.run_node.load(Ordering::Relaxed),
         };
         if let Err(e) = shell.tray.update(&app, model, flags) {
             tracing::warn!("could not update the tray: {e}");
@@ -408,6 +452,23 @@ async fn act(app: AppHandle, action: Action) {
                     shell.autostart.store(want, Ordering::Relaxed)
                 }
                 Err(e) => notify::show_error(&app, "Could not change start at login", &e),
+            }
+        }
+        Action::ToggleNode => {
+            let want = !shell.run_node.load(Ordering::Relaxed);
+            match settings::choose_run_node(want) {
+                Ok(()) => {
+                    shell.run_node.store(want, Ordering::Relaxed);
+                    if want {
+                        let mute = shell.mute.clone();
+                        tauri::async_runtime::spawn(start_node(app.clone(), host.clone(), mute));
+                    } else {
+                        stop_node(&app, &host).await;
+                    }
+                }
+                Err(e) => {
+                    notify::show_error(&app, "Could not change Run a node on this computer", &e)
+                }
             }
         }
         _ => {

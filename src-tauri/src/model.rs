@@ -141,6 +141,14 @@ impl MenuModel {
         }
     }
 
+    /// The node section while "Run a node on this computer" is off (UI-5).
+    pub fn no_node() -> MenuModel {
+        MenuModel {
+            header: "No node on this computer".into(),
+            ..MenuModel::stopped(crate::host::NO_NODE)
+        }
+    }
+
     pub fn from_status(status: &Status) -> MenuModel {
         let node = &status.node;
         let failover_mode = node.failover.mode.to_lowercase();
@@ -428,6 +436,8 @@ pub enum Action {
     GenerateCertificate,
     ToggleMute,
     ToggleAutostart,
+    /// "Run a node on this computer" (UI-5), the app's own setting.
+    ToggleNode,
     OpenWindow,
     Quit,
     /// UI-5: an action on a remote site's pair or agent (Force failover, Revert, Accept).
@@ -455,6 +465,7 @@ impl Action {
             Action::GenerateCertificate => "cert:generate".into(),
             Action::ToggleMute => "notifications:mute".into(),
             Action::ToggleAutostart => "app:autostart".into(),
+            Action::ToggleNode => "app:run-node".into(),
             Action::OpenWindow => "app:open-window".into(),
             Action::Quit => "app:quit".into(),
             Action::Site { site, action } => format!("site:{site}{SITE_SEP}{}", action.id()),
@@ -498,6 +509,7 @@ impl Action {
             "cert:generate" => Action::GenerateCertificate,
             "notifications:mute" => Action::ToggleMute,
             "app:autostart" => Action::ToggleAutostart,
+            "app:run-node" => Action::ToggleNode,
             "app:open-window" => Action::OpenWindow,
             "app:quit" => Action::Quit,
             _ => return None,
@@ -527,9 +539,11 @@ impl Action {
             Action::Standby => Request::HaStandby,
             // Empty lists: the node binds the certificate to its current addresses (CT-1).
             Action::GenerateCertificate => Request::GenerateCert(Default::default()),
-            Action::ToggleMute | Action::ToggleAutostart | Action::OpenWindow | Action::Quit => {
-                return None
-            }
+            Action::ToggleMute
+            | Action::ToggleAutostart
+            | Action::ToggleNode
+            | Action::OpenWindow
+            | Action::Quit => return None,
             Action::Site { action, .. } => return action.request(model),
         })
     }
@@ -547,6 +561,7 @@ impl Action {
             Action::GenerateCertificate => "generate a certificate".into(),
             Action::ToggleMute => "change notifications".into(),
             Action::ToggleAutostart => "change start at login".into(),
+            Action::ToggleNode => "change running a node on this computer".into(),
             Action::OpenWindow => "open the window".into(),
             Action::Quit => "quit".into(),
             Action::Site { site, action } => format!("{} on site {site}", action.describe()),
@@ -912,6 +927,14 @@ mod tests {
     }
 
     #[test]
+    fn ui5_without_a_node_the_node_section_says_so() {
+        let m = MenuModel::no_node();
+        assert_eq!(m.header, "No node on this computer");
+        assert!(!m.running);
+        assert_eq!(m.overall, Overall::Stopped);
+    }
+
+    #[test]
     fn menu_ids_round_trip_and_become_admin_requests() {
         let m = MenuModel::from_status(&typed(status().clone()));
         for a in [
@@ -925,12 +948,18 @@ mod tests {
             Action::GenerateCertificate,
             Action::ToggleMute,
             Action::ToggleAutostart,
+            Action::ToggleNode,
             Action::OpenWindow,
             Action::Quit,
         ] {
             assert_eq!(Action::from_id(&a.id()), Some(a.clone()));
         }
         assert_eq!(Action::from_id("nonsense"), None);
+        assert_eq!(
+            Action::ToggleNode.request(&m),
+            None,
+            "the app's own setting"
+        );
 
         assert_eq!(
             Action::ForceFailover("web".into()).request(&m),

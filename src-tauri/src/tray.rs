@@ -22,6 +22,8 @@ pub const TRAY_ID: &str = "understudy";
 pub struct Flags {
     pub muted: bool,
     pub autostart: bool,
+    /// "Run a node on this computer" (UI-5).
+    pub run_node: bool,
 }
 
 pub fn icon(overall: Overall) -> tauri::Result<Image<'static>> {
@@ -69,6 +71,7 @@ struct Items {
     cert: MenuItem<Wry>,
     mute: CheckMenuItem<Wry>,
     autostart: CheckMenuItem<Wry>,
+    run_node: CheckMenuItem<Wry>,
 }
 
 struct Inner {
@@ -283,6 +286,14 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
         flags.autostart,
         None::<&str>,
     )?;
+    let run_node = CheckMenuItem::with_id(
+        app,
+        Action::ToggleNode.id(),
+        "Run a node on this computer",
+        true,
+        flags.run_node,
+        None::<&str>,
+    )?;
     let open = MenuItem::with_id(
         app,
         Action::OpenWindow.id(),
@@ -293,7 +304,7 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
     let quit = MenuItem::with_id(app, Action::Quit.id(), "Quit", true, None::<&str>)?;
 
     let menu = Menu::with_id(app, "tray")?;
-    menu.append_items(&[&header, &link, &sep()?])?;
+    menu.append_items(&[&header, &link, &run_node, &sep()?])?;
     for p in &pairs {
         menu.append_items(&[&p.label, &p.force, &p.revert])?;
     }
@@ -343,6 +354,7 @@ fn build_menu(app: &AppHandle, m: &MenuModel, flags: Flags) -> tauri::Result<(Me
         cert,
         mute,
         autostart,
+        run_node,
     };
     Ok((menu, items))
 }
@@ -539,6 +551,9 @@ fn update_items(
     }
     if all || old_flags.autostart != flags.autostart {
         items.autostart.set_checked(flags.autostart)?;
+    }
+    if all || old_flags.run_node != flags.run_node {
+        items.run_node.set_checked(flags.run_node)?;
     }
     Ok(())
 }

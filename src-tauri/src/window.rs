@@ -6,8 +6,8 @@
 //!   or raises the one already running; Quit ends it. One task per window process waits for it,
 //!   so it is reaped as soon as it exits.
 //! - `run` is the window process: a Tauri app with the console window and the `admin` command,
-//!   which reaches the tray's node through its HTTPS admin API (`host::remote`). It exits when the
-//!   window is closed.
+//!   which reaches the tray's node through its HTTPS admin API (`host::remote`) or a joined site
+//!   (UI-5, `targets`), and the switcher's site commands. It exits when the window is closed.
 //!
 //! The tray talks to the window process over its stdin, one command a line: `raise` (show and
 //! focus the window) and `quit` (close it and exit). End of input changes nothing: a window
@@ -24,6 +24,8 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::host::{self, Host};
+use crate::sites;
+use crate::targets::Targets;
 use crate::{DATA_DIR_ARG, WINDOW_ARG};
 
 pub const LABEL: &str = "main";
@@ -170,8 +172,13 @@ pub fn run(data_dir: PathBuf) {
     let host = Host::new();
     host.set_running(host::remote(&data_dir));
     let app = tauri::Builder::default()
-        .manage(host)
-        .invoke_handler(tauri::generate_handler![crate::commands::admin])
+        .manage(Targets::new(host, sites::app_dir()))
+        .invoke_handler(tauri::generate_handler![
+            crate::commands::admin,
+            crate::commands::targets,
+            crate::commands::site_join,
+            crate::commands::site_remove
+        ])
         .setup(|app| {
             WebviewWindowBuilder::new(app, LABEL, WebviewUrl::App("index.html".into()))
                 .title("Understudy")

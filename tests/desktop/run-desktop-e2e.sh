@@ -27,6 +27,11 @@
 #   raises the "Split brain" notification on D-Bus, and the lower epoch (the app's node) steps down.
 # Last, Quit with a window open stops the node, ends the window process and exits with status 0.
 # Part 4 (UI-5): tests/desktop/run-sites-e2e.sh, the tray following remote sites (SKIP_SITES=1: not).
+# Part 4 (tests/desktop/window_sites.sh), UI-5: a second app with "Run a node on this computer"
+#   off runs no node (no listener, no node directory), its tray toggle starts and stops one; its
+#   window joins a real `understudy serve` site by pasting `understudy invite`'s line (a wrong
+#   fingerprint refused with the reason, nothing stored), switches to it, shows the operator
+#   token's 403 reason, removes and re-joins it; PSS with no node and the site joined.
 #
 # Usage: tests/desktop/run-desktop-e2e.sh            (builds the app and the CLI if not given)
 #        APP=target/release/understudy-desktop CLI=target/release/understudy tests/desktop/run-desktop-e2e.sh
@@ -174,6 +179,26 @@ agents_connected() { st 2>/dev/null | $PY -c 'import json,sys
 a={x["name"]:x["state"] for x in json.load(sys.stdin)["agents"]}
 sys.exit(0 if all(a.get(n)=="connected" for n in sys.argv[1:]) else 1)' "$@"; }
 
+# PSS (MB) of a process and all its descendants.
+descendants() { local c; for c in $(pgrep -P "$1"); do echo "$c"; descendants "$c"; done; }
+pss_tree() {
+  local total=0 pid kb
+  for pid in "$1" $(descendants "$1"); do
+    kb=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null)
+    total=$((total + ${kb:-0}))
+  done
+  echo "$((total / 1024))"
+}
+# Part 4 (UI-5: no node on this computer, the window's site switcher) is in window_sites.sh;
+# E2E_ONLY=sites runs it alone.
+source "$ROOT/tests/desktop/window_sites.sh"
+if [ "${E2E_ONLY:-}" = sites ]; then
+  mkdir -p "$ROOT/docs/screenshots"
+  part_window_sites
+  echo "$PASSED passed, $FAILED failed"
+  [ "$FAILED" -eq 0 ]; exit
+fi
+
 log "starting $APP (data $UNDERSTUDY_DATA_DIR, listen $UNDERSTUDY_LISTEN)"
 STARTED=$(date +%s.%N)
 RUST_LOG="${RUST_LOG:-info}" "$APP" >"$WORK/app.log" 2>&1 &
@@ -290,16 +315,6 @@ else
   fail "click Generate certificate"
 fi
 
-# PSS (MB) of a process and all its descendants.
-descendants() { local c; for c in $(pgrep -P "$1"); do echo "$c"; descendants "$c"; done; }
-pss_tree() {
-  local total=0 pid kb
-  for pid in "$1" $(descendants "$1"); do
-    kb=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null)
-    total=$((total + ${kb:-0}))
-  done
-  echo "$((total / 1024))"
-}
 # The tray's window processes: its children started with --window.
 window_pids() { pgrep -P "$APP_PID" -f -- '--window'; }
 window_shown() { [ -n "$(xdotool search --onlyvisible --name '^Understudy$' 2>/dev/null)" ]; }
@@ -485,6 +500,8 @@ if $CHECK click '^Quit$'; then
 else
   fail "click Quit"
 fi
+
+part_window_sites
 
 # Part 4, UI-5: remote sites followed by the tray (tests/desktop/run-sites-e2e.sh, its own session).
 if [ -z "${SKIP_SITES:-}" ]; then

@@ -9,6 +9,14 @@ the window; ends the session (which closes the window, and so ends the window pr
   webdriver_check.py PAIR SCREENSHOT.png APP [ARG...]   (tauri-driver listening on $WEBDRIVER_URL,
                                                        default http://127.0.0.1:4444)
 
+With --sites (UI-5) it drives the site switcher and "Connect to a site…" instead: pastes BAD (an
+invitation with a wrong fingerprint) and waits for the refusal's reason in the dialog, then GOOD,
+and waits until the switcher shows SITE and the console its node name (SITE) and role; clicks
+the server role off and Apply, and waits for the operator token's 403 reason; saves a
+screenshot; removes the site from the switcher and joins it again (GOOD) for what follows.
+
+  webdriver_check.py --sites GOOD BAD SITE SCREENSHOT.png APP [ARG...]
+
 Keeps ONE keep-alive HTTP connection for the whole session: clients that open a new connection
 per request (Connection: close) saw connection resets through tauri-driver. Prints one line per
 step; exits non-zero with the reason on the first failure. The window process holds no state of
@@ -83,6 +91,18 @@ class Driver:
     def text(self, elem):
         return self.request("GET", self.s(f"/element/{elem}/text"))
 
+    def send_keys(self, elem, text):
+        return self.request("POST", self.s(f"/element/{elem}/value"), {"text": text})
+
+    def clear(self, elem):
+        return self.request("POST", self.s(f"/element/{elem}/clear"), {})
+
+    def displayed(self, elem):
+        return self.request("GET", self.s(f"/element/{elem}/displayed"))
+
+    def prop(self, elem, name):
+        return self.request("GET", self.s(f"/element/{elem}/property/{name}"))
+
     def delete_session(self):
         return self.request("DELETE", self.s(""))
 
@@ -111,7 +131,71 @@ def wait(what, cond, timeout):
     raise SystemExit(f"FAIL: {what} within {timeout}s" + (f" (last error: {last})" if last else ""))
 
 
+def by(d, testid):
+    return d.find(f'[data-testid="{testid}"]')
+
+
+def sites(argv):
+    """UI-5: the site switcher and the Connect dialog (see the module)."""
+    if len(argv) < 7:
+        raise SystemExit(__doc__)
+    good, bad, site, shot, app, args = argv[2], argv[3], argv[4], argv[5], argv[6], argv[7:]
+    d = Driver(os.environ.get("WEBDRIVER_URL", "http://127.0.0.1:4444"))
+    t0 = time.time()
+    wait("a WebDriver session", lambda: d.new_session(app, args), 30)
+    print(f"session {d.session} ({time.time() - t0:.1f} s)")
+    wait("the site switcher", lambda: d.displayed(by(d, "site-switcher")), 30)
+
+    def paste(line):
+        d.click(by(d, "connect-site"))
+        wait("the Connect dialog", lambda: d.displayed(by(d, "join-dialog")), 10)
+        box = by(d, "join-invitation")
+        d.clear(box)
+        d.send_keys(box, line)
+        d.click(by(d, "join-submit"))
+
+    def options():
+        return d.prop(by(d, "site-switcher"), "textContent") or ""
+
+    paste(bad)
+    reason = wait("the refusal's reason in the dialog", lambda: d.text(by(d, "join-error")), 30)
+    print(f"wrong fingerprint refused: {reason}")
+    if site in options():
+        raise SystemExit(f"FAIL: the switcher lists {site} after a refused invitation: {options()}")
+    d.click(by(d, "join-cancel"))
+
+    paste(good)
+    wait(f"the switcher shows site {site}", lambda: d.prop(by(d, "site-switcher"), "value") == site, 30)
+    wait("the Connect dialog closed", lambda: not d.displayed(by(d, "join-dialog")), 10)
+    wait(f"the console shows node {site}", lambda: d.text(by(d, "header-node")) == site, 30)
+    role = wait("the node's roles", lambda: d.text(d.find('[data-view="node"]')), 10)
+    print(f"window: site {site} joined and shown (node {d.text(by(d, 'header-node'))}; {' '.join(role.split())[:120]})")
+
+    # An operator token may not change roles: the server's 403 reason is shown as it is.
+    wait("the role form follows the node", lambda: d.prop(by(d, "role-server"), "checked") is True, 10)
+    d.click(by(d, "role-server"))
+    d.click(by(d, "role-apply"))
+    refused = wait("the role change's refusal", lambda: d.text(by(d, "action-error")), 20)
+    if "needs the admin permission" not in refused:
+        raise SystemExit(f"FAIL: not the operator token's refusal: {refused}")
+    print(f"window: role change refused: {refused}")
+    with open(shot, "wb") as f:
+        f.write(d.screenshot())
+    print(f"screenshot {shot}")
+
+    d.click(by(d, "remove-site"))
+    wait(f"the switcher no longer lists {site}", lambda: site not in options(), 20)
+    print(f"window: site {site} removed from the switcher")
+    paste(good)
+    wait(f"the switcher shows site {site} again", lambda: d.prop(by(d, "site-switcher"), "value") == site, 30)
+    print(f"window: site {site} joined again")
+    d.delete_session()
+    print("session ended")
+
+
 def main(argv):
+    if len(argv) > 1 and argv[1] == "--sites":
+        return sites(argv)
     if len(argv) < 4:
         raise SystemExit(__doc__)
     pair, shot, app, args = argv[1], argv[2], argv[3], argv[4:]

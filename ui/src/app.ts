@@ -48,6 +48,7 @@ const SKELETON = `
     <span class="h-node" data-testid="header-node"></span>
     <span class="h-overall"></span>
     <span class="spacer"></span>
+    <span class="h-sites" data-testid="site-switch" hidden></span>
     <span class="small muted" data-testid="last-update"></span>
     <span class="small muted" data-testid="transport-kind"></span>
     <button type="button" class="btn small-btn" data-testid="logout" hidden>Sign out</button>
@@ -292,6 +293,34 @@ export class App {
       ev.preventDefault();
       void this.generateCert();
     });
+  }
+
+  /** Where the desktop window's site switcher goes (UI-5, sites.ts); shown by it. */
+  siteSwitchHost(): HTMLElement {
+    const el = this.q('site-switch');
+    el.hidden = false;
+    return el;
+  }
+
+  /**
+   * The transport now reaches another node (UI-5: the window switched site): forget everything
+   * read from the previous one and read the new one now.
+   */
+  switched(): void {
+    this.status = null;
+    this.reachable = false;
+    this.events = [];
+    this.records = [];
+    this.alerts = [];
+    this.channels = [];
+    this.cert = null;
+    this.statusCertFp = null;
+    this.roleDirty = false;
+    this.editingChannel = null;
+    this.q('conn-error').hidden = true;
+    this.renderAll();
+    this.refreshCharts(true);
+    this.kick();
   }
 
   // --------------------------------------------------------- polling -----
