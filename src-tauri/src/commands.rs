@@ -338,16 +338,23 @@ mod tests {
     }
 
     impl TrayNode {
-        /// An operator invitation of this node (as `understudy invite` prints it).
+        /// An operator invitation of this node (as `understudy invite` prints it), once the
+        /// node acts for its site (a moment after its start).
         fn invite(&self) -> String {
             let node = self.node.as_ref().expect("started");
-            let (status, answer) = self.runtime.block_on(node.admin(
-                "POST",
-                "/api/invitations",
-                Some(json!({ "kind": "operator", "label": "window test" })),
-            ));
-            assert_eq!(status, 200, "{answer}");
-            answer["invitation"].as_str().expect("a line").to_string()
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let (status, answer) = self.runtime.block_on(node.admin(
+                    "POST",
+                    "/api/invitations",
+                    Some(json!({ "kind": "operator", "label": "window test" })),
+                ));
+                if status == 200 {
+                    return answer["invitation"].as_str().expect("a line").to_string();
+                }
+                assert!(std::time::Instant::now() < deadline, "{answer}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
 
         fn fingerprint(&self) -> String {

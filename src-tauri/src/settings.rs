@@ -4,7 +4,7 @@
 //! joined, off by default once a site is joined, and whatever the user chose once they chose.
 //! The decision is `run_node`, a pure function; reading and writing the file are beside it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
