@@ -44,12 +44,15 @@ pub struct TargetsView {
     pub sites: Vec<SiteView>,
 }
 
+/// Each site's `Admin`, with the entry it was made from.
+type SiteCache = HashMap<String, (SiteEntry, Arc<dyn Admin>)>;
+
 /// The window process's targets; managed as Tauri state.
 pub struct Targets {
     local: Host,
     app_dir: Result<PathBuf, String>,
     /// The `Admin` of each site asked for, with the entry it was made from.
-    sites: Mutex<HashMap<String, (SiteEntry, Arc<dyn Admin>)>>,
+    sites: Mutex<SiteCache>,
 }
 
 impl Targets {
@@ -95,7 +98,7 @@ impl Targets {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (SiteEntry, Arc<dyn Admin>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SiteCache> {
         self.sites.lock().unwrap_or_else(|e| e.into_inner())
     }
 
