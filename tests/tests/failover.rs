@@ -582,7 +582,11 @@ fn pr5_the_cli_refuses_with_exactly_the_sentence_status_showed_for_each_of_the_f
         "this server is not the acting server of the site",
     );
     // 2. A handover under way: the active primary is frozen (its lease still runs), so it cannot
-    //    confirm it stood down and the handover waits.
+    //    confirm it stood down and the handover waits. First the secondary's first heartbeat
+    //    since the pair was added (a CI run forced a moment earlier: "q is not connected").
+    s1.wait_pair("web", "a forced failover allowed", |p| {
+        p.actions.force_failover.allowed
+    });
     p.sigstop();
     s1.cli_ok(&["pair", "force-failover", "web"]);
     refused_as_status_says(&s1, "revert", "a handover of web is already under way");
