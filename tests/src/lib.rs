@@ -1583,24 +1583,35 @@ pub fn push_answer(agent: &Node, token: &str, body: &[u8]) -> (u16, String) {
     let body_file = agent.dir.with_extension("push-body.bin");
     let answer_file = agent.dir.with_extension("push-answer.txt");
     std::fs::write(&body_file, body).expect("the body");
-    let out = Command::new("curl")
-        .args(["-sk", "-w", "%{http_code}", "--max-time", "30"])
-        .arg("-o")
-        .arg(&answer_file)
-        .args(["-H", &format!("Authorization: Bearer {token}")])
-        .args(["-H", "Content-Encoding: snappy"])
-        .args(["--data-binary", &format!("@{}", body_file.display())])
-        .arg(format!("https://{}/api/v1/write", agent.listen))
-        .output()
-        .expect("curl");
-    let answer = std::fs::read_to_string(&answer_file).unwrap_or_default();
+    // No `Expect: 100-continue` (curl's default above 1 MiB): a body refused before it is read
+    // whole could leave curl with the interim 100 as its last status. A push with no final
+    // answer (none, or only an interim one: nothing was taken) is asked again, up to 3 times.
+    let mut answered = (0, String::new());
+    for _ in 0..3 {
+        let out = Command::new("curl")
+            .args(["-sk", "-w", "%{http_code}", "--max-time", "30"])
+            .arg("-o")
+            .arg(&answer_file)
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["-H", "Content-Encoding: snappy"])
+            .args(["-H", "Expect:"])
+            .args(["--data-binary", &format!("@{}", body_file.display())])
+            .arg(format!("https://{}/api/v1/write", agent.listen))
+            .output()
+            .expect("curl");
+        let answer = std::fs::read_to_string(&answer_file).unwrap_or_default();
+        let _ = std::fs::remove_file(&answer_file);
+        let status: u16 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        answered = (status, answer);
+        if status >= 200 {
+            break;
+        }
+    }
     let _ = std::fs::remove_file(&body_file);
-    let _ = std::fs::remove_file(&answer_file);
-    let status = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    (status, answer)
+    answered
 }
 
 /// CK-4: a remote-write body of `n` samples of `name` (series `slot=0…n-1`) at `time_ms`.
