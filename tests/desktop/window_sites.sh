@@ -65,6 +65,12 @@ other = "".join("0123456789abcdef"[(int(c, 16) + 1) % 16] for c in fp.lower())
 print(re.sub(fp, other, line, flags=re.I))' "$good" "$(fingerprint "$site_dir")")
   if [ -n "$good" ] && [ "$good" != "$bad" ]; then pass "understudy invite printed the line"; else fail "invite ($good)"; return; fi
 
+  # The window process is started by WebKitWebDriver, which does not hand it tauri-driver's
+  # environment: a wrapper gives it this app directory explicitly (else it would use the
+  # platform's default, ~/.local/share/understudy-desktop, as a real user's window does).
+  local window_app="$WORK/app2-window.sh"
+  printf '#!/bin/sh\nexec env UNDERSTUDY_DESKTOP_DIR=%q %q "$@"\n' "$app_dir" "$APP" >"$window_app"
+  chmod +x "$window_app"
   local wd_port
   wd_port=$(free_port)
   UNDERSTUDY_DESKTOP_DIR="$app_dir" "$TAURI_DRIVER" --port "$wd_port" >"$WORK/tauri-driver2.log" 2>&1 &
@@ -72,7 +78,7 @@ print(re.sub(fp, other, line, flags=re.I))' "$good" "$(fingerprint "$site_dir")"
   wait_for 20 $PY -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),1)' "$wd_port" ||
     fail "tauri-driver listening on $wd_port"
   if WEBDRIVER_URL="http://127.0.0.1:$wd_port" $PY "$ROOT/tests/desktop/webdriver_check.py" --sites "$good" "$bad" site1 \
-       "$WORK/window-sites.png" "$APP" --window --data-dir "$node_dir" >"$WORK/webdriver2.log" 2>&1; then
+       "$WORK/window-sites.png" "$window_app" --window --data-dir "$node_dir" >"$WORK/webdriver2.log" 2>&1; then
     sed 's/^/    /' "$WORK/webdriver2.log"
     pass "window (WebDriver): wrong fingerprint refused with its reason; joined site1, shown; 403 reason shown; removed and joined again"
   else
