@@ -79,6 +79,7 @@ mod tests {
 
     use super::*;
     use crate::host::{Admin, BoxFuture, Host};
+    use crate::test_node::TestNode;
 
     /// A node that records what it was asked and answers from a script.
     #[derive(Default)]
@@ -214,40 +215,13 @@ mod tests {
         );
     }
 
-    /// A real node (the tray's) in its own runtime, listening on loopback.
-    struct TrayNode {
-        dir: tempfile::TempDir,
-        runtime: tokio::runtime::Runtime,
-        node: Option<understudy_node::Node>,
+    /// A real node (the tray's) in its own runtime, listening on loopback; started when
+    /// `start`.
+    fn tray_node(start: bool) -> TestNode {
+        TestNode::new("tray-node", understudy_node::Role::Standalone, start)
     }
 
-    impl TrayNode {
-        /// Creates a standalone node; starts it when `start`.
-        fn new(start: bool) -> TrayNode {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            understudy_node::init(&understudy_node::InitOptions {
-                data_dir: dir.path().to_path_buf(),
-                name: "tray-node".into(),
-                listen: format!("127.0.0.1:{port}"),
-                role: understudy_node::Role::Standalone,
-                servers: Vec::new(),
-                sets: Vec::new(),
-            })
-            .expect("init");
-            let runtime = tokio::runtime::Runtime::new().expect("runtime");
-            let node = start.then(|| {
-                runtime
-                    .block_on(understudy_node::Node::start(dir.path()))
-                    .expect("node start")
-            });
-            TrayNode { dir, runtime, node }
-        }
-
+    impl TestNode {
         /// The Host of a window process pointed at this node's data directory.
         fn window_host(&self) -> Host {
             let host = Host::new();
@@ -256,17 +230,9 @@ mod tests {
         }
     }
 
-    impl Drop for TrayNode {
-        fn drop(&mut self) {
-            if let Some(node) = self.node.take() {
-                self.runtime.block_on(node.shutdown());
-            }
-        }
-    }
-
     #[test]
     fn the_window_process_reaches_the_tray_node_over_its_admin_api() {
-        let tray = TrayNode::new(true);
+        let tray = tray_node(true);
         let host = tray.window_host();
         let status = invoke(
             host.clone(),
@@ -287,7 +253,7 @@ mod tests {
 
     #[test]
     fn after_a_new_certificate_the_window_process_still_reaches_the_node() {
-        let tray = TrayNode::new(true);
+        let tray = tray_node(true);
         let host = tray.window_host();
         let before = invoke(
             host.clone(),
@@ -310,7 +276,7 @@ mod tests {
 
     #[test]
     fn when_the_tray_node_is_down_the_window_is_told_it_cannot_reach_it() {
-        let tray = TrayNode::new(false); // made, never started
+        let tray = tray_node(false); // made, never started
         let got = invoke(
             tray.window_host(),
             json!({ "method": "GET", "path": "/api/status" }),
@@ -337,38 +303,6 @@ mod tests {
         );
     }
 
-    impl TrayNode {
-        /// An operator invitation of this node (as `understudy invite` prints it), once the
-        /// node acts for its site (a moment after its start).
-        fn invite(&self) -> String {
-            let node = self.node.as_ref().expect("started");
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            loop {
-                let (status, answer) = self.runtime.block_on(node.admin(
-                    "POST",
-                    "/api/invitations",
-                    Some(json!({ "kind": "operator", "label": "window test" })),
-                ));
-                if status == 200 {
-                    return answer["invitation"].as_str().expect("a line").to_string();
-                }
-                assert!(std::time::Instant::now() < deadline, "{answer}");
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-        }
-
-        fn fingerprint(&self) -> String {
-            let node = self.node.as_ref().expect("started");
-            let (_, status) = self
-                .runtime
-                .block_on(node.admin("GET", "/api/status", None));
-            status["node"]["cert"]["fingerprint"]
-                .as_str()
-                .expect("fingerprint")
-                .to_string()
-        }
-    }
-
     /// A window process's targets: no node of its own reachable, `app_dir` for sites.json.
     fn window(app_dir: &std::path::Path) -> Targets {
         let host = Host::new();
@@ -378,9 +312,9 @@ mod tests {
 
     #[test]
     fn ui5_the_window_joins_a_site_and_routes_admin_requests_to_it() {
-        let site = TrayNode::new(true);
+        let site = tray_node(true);
         let app = tempfile::tempdir().unwrap();
-        let line = site.invite();
+        let line = site.invite("operator");
 
         let joined = call(
             window(app.path()),
@@ -448,9 +382,9 @@ mod tests {
 
     #[test]
     fn ui5_a_wrong_fingerprint_is_refused_with_its_reason_and_nothing_is_stored() {
-        let site = TrayNode::new(true);
+        let site = tray_node(true);
         let app = tempfile::tempdir().unwrap();
-        let fp = site.fingerprint();
+        let fp = site.fingerprint.clone();
         let other: String = fp
             .chars()
             .map(|c| match c.to_digit(16) {
@@ -458,7 +392,7 @@ mod tests {
                 None => c,
             })
             .collect();
-        let line = site.invite().replace(&fp, &other);
+        let line = site.invite("operator").replace(&fp, &other);
         let reason = call(
             window(app.path()),
             "site_join",
@@ -473,14 +407,14 @@ mod tests {
 
     #[test]
     fn ui5_the_switcher_offers_this_computer_by_the_setting() {
-        let site = TrayNode::new(true);
+        let site = tray_node(true);
         let app = tempfile::tempdir().unwrap();
         let local = || call(window(app.path()), "targets", json!({})).unwrap()["local"].clone();
         assert_eq!(local(), true, "no site, never set: a node runs");
         call(
             window(app.path()),
             "site_join",
-            json!({ "invitation": site.invite() }),
+            json!({ "invitation": site.invite("operator") }),
         )
         .expect("joined");
         assert_eq!(local(), false, "a site joined: no node by default");

@@ -27,6 +27,8 @@ pub mod remote;
 pub mod settings;
 pub mod sites;
 pub mod targets;
+#[cfg(test)]
+mod test_node;
 mod tray;
 mod window;
 

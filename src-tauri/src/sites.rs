@@ -207,79 +207,17 @@ pub async fn join(dir: &Path, invitation_text: &str) -> Result<SiteEntry, String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::test_node::TestNode;
     use understudy_api::invite::InvitedServer;
 
-    /// A real standalone server node, started in this process.
-    struct Server {
-        _dir: tempfile::TempDir,
-        runtime: tokio::runtime::Runtime,
-        node: Option<understudy_node::Node>,
-        address: String,
-        fingerprint: String,
+    /// A real server node, started in this process.
+    fn server(name: &str) -> TestNode {
+        TestNode::new(name, understudy_node::Role::Server, true)
     }
 
-    impl Server {
-        fn start(name: &str) -> Server {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let address = format!("127.0.0.1:{port}");
-            let report = understudy_node::init(&understudy_node::InitOptions {
-                data_dir: dir.path().to_path_buf(),
-                name: name.into(),
-                listen: address.clone(),
-                role: understudy_node::Role::Server,
-                servers: Vec::new(),
-                sets: Vec::new(),
-            })
-            .expect("init");
-            let runtime = tokio::runtime::Runtime::new().expect("runtime");
-            let node = runtime
-                .block_on(understudy_node::Node::start(dir.path()))
-                .expect("start");
-            Server {
-                _dir: dir,
-                runtime,
-                node: Some(node),
-                address,
-                fingerprint: report.fingerprint,
-            }
-        }
-
-        /// `understudy invite` of `kind` on this server, through its admin handler (once the
-        /// server acts: a moment after its start).
-        fn invite(&self, kind: &str) -> String {
-            let node = self.node.as_ref().unwrap();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                let (status, body) = self.runtime.block_on(node.admin(
-                    "POST",
-                    "/api/invitations",
-                    Some(json!({ "kind": kind })),
-                ));
-                if status == 409 && std::time::Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-                assert_eq!(status, 200, "{body}");
-                return body["invitation"].as_str().unwrap().to_string();
-            }
-        }
-
+    impl TestNode {
         fn join(&self, dir: &Path, text: &str) -> Result<SiteEntry, String> {
             self.runtime.block_on(join(dir, text))
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            if let Some(node) = self.node.take() {
-                self.runtime.block_on(node.shutdown());
-            }
         }
     }
 
@@ -295,7 +233,7 @@ mod tests {
 
     #[test]
     fn ui5_joining_checks_the_server_then_stores_the_site_0600() {
-        let server = Server::start("s1");
+        let server = server("s1");
         let dir = tempfile::tempdir().unwrap();
         let text = server.invite("operator");
         let joined = server.join(dir.path(), &text).expect("joined");
@@ -323,7 +261,7 @@ mod tests {
 
     #[test]
     fn ui5_a_wrong_fingerprint_is_refused_and_nothing_is_stored() {
-        let server = Server::start("s1");
+        let server = server("s1");
         let dir = tempfile::tempdir().unwrap();
         let mut invitation = Invitation::parse(&server.invite("operator")).unwrap();
         invitation.servers[0].fingerprint = "0".repeat(64);
@@ -337,7 +275,7 @@ mod tests {
 
     #[test]
     fn ui5_a_token_the_server_does_not_know_is_refused() {
-        let server = Server::start("s1");
+        let server = server("s1");
         let dir = tempfile::tempdir().unwrap();
         let mut invitation = Invitation::parse(&server.invite("operator")).unwrap();
         invitation.token = "1".repeat(64);
@@ -348,7 +286,7 @@ mod tests {
 
     #[test]
     fn ui5_agent_and_peer_invitations_are_not_for_a_desktop() {
-        let server = Server::start("s1");
+        let server = server("s1");
         let dir = tempfile::tempdir().unwrap();
         for (kind, says) in [("agent", "an agent"), ("peer", "a standby server")] {
             let err = server.join(dir.path(), &server.invite(kind)).unwrap_err();
@@ -364,7 +302,7 @@ mod tests {
 
     #[test]
     fn ui5_the_next_server_is_tried_when_the_first_does_not_answer() {
-        let server = Server::start("s1");
+        let server = server("s1");
         let dir = tempfile::tempdir().unwrap();
         let mut invitation = Invitation::parse(&server.invite("operator")).unwrap();
         // A port nothing listens on (bound, then closed), first.
