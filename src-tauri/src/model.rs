@@ -299,14 +299,19 @@ fn servers_line(node: &NodeView) -> String {
 }
 
 /// Overall state (UI-3), in this order: blackout if the link or any pair is in blackout;
-/// degraded if the link is not home, any pair is degraded or running on its secondary, or any
-/// agent is disconnected; else normal. `Stopped` comes from `MenuModel::stopped`.
+/// degraded if the link is not home, the agent cannot write its checks' results to its cache
+/// (`link.cache_error`, e.g. a full disk), any pair is degraded or running on its secondary, or
+/// any agent is disconnected; else normal. `Stopped` comes from `MenuModel::stopped`.
 pub fn overall_state(status: &Status) -> Overall {
     let link_state = status.link.as_ref().map(|l| l.state.to_lowercase());
     if link_state.as_deref() == Some("blackout") || status.pairs.iter().any(pair_is_blackout) {
         return Overall::Blackout;
     }
-    let link_degraded = matches!(link_state.as_deref(), Some(s) if s != "home");
+    let link_degraded = matches!(link_state.as_deref(), Some(s) if s != "home")
+        || status
+            .link
+            .as_ref()
+            .is_some_and(|l| l.cache_error.as_deref().is_some_and(|e| !e.is_empty()));
     let pair_degraded = status.pairs.iter().any(|p| {
         !p.state.eq_ignore_ascii_case("normal")
             || p.active == "secondary"
@@ -361,6 +366,9 @@ fn link_line(link: Option<&LinkView>) -> String {
         text.push_str(&format!(" {server}"));
     }
     text.push_str(&format!(" · {} cached", link.cached));
+    if let Some(error) = link.cache_error.as_deref().filter(|e| !e.is_empty()) {
+        text.push_str(&format!(" · {error}"));
+    }
     text
 }
 
@@ -897,6 +905,18 @@ mod tests {
             Overall::Degraded,
             "failed over"
         );
+
+        // The agent's checks cannot be written to its cache (a full disk): degraded, and the
+        // link's menu line says why.
+        let mut s = healthy();
+        let error = "check results not written since 2026-12-02T01:00:00Z: disk full";
+        s["link"]["cache_error"] = json!(error);
+        assert_eq!(
+            overall_state(&typed(s.clone())),
+            Overall::Degraded,
+            "cache not written"
+        );
+        assert!(link_line(typed(s).link.as_ref()).ends_with(error));
 
         let mut s = healthy();
         s["agents"][0]["state"] = json!("disconnected");

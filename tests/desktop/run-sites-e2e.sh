@@ -73,8 +73,10 @@ dunst >"$WORK/dunst.log" 2>&1 &
 PIDS+=($!)
 export XDG_CONFIG_HOME="$WORK/config"
 mkdir -p "$XDG_CONFIG_HOME"
-status-notifier-watcher >"$WORK/watcher.log" 2>&1 &
-PIDS+=($!)
+# The tray host (tests/desktop/tray-host.sh: TRAY_HOST=xfce4-panel draws the icon, and the open
+# menu with the site is then saved as docs/screenshots/tray-menu-site.png).
+. "$ROOT/tests/desktop/tray-host.sh"
+start_tray_host
 sleep 1
 
 # ------------------------------------------------------------------------------ the sites --
@@ -143,6 +145,7 @@ for label in '^Site s1 — following s1$' '^Servers: s1 ACTIVE · peer https://1
   if $CHECK wait-label "$label" 30 >/dev/null; then pass "menu: /$label/"; else fail "menu: /$label/"; fi
 done
 $CHECK layout >"$WORK/menu-s1.txt" 2>&1 && { log "menu:"; sed 's/^/    /' "$WORK/menu-s1.txt"; }
+tray_menu_screenshot docs/screenshots/tray-menu-site.png
 
 # ----------------------------------------------------------------- 3. force failover --
 if $CHECK click '^Force failover web$' >/dev/null && wait_for 15 pair_active "$S1" web secondary; then

@@ -29,6 +29,11 @@ export interface AppOptions {
   transport: Transport;
   tokens?: TokenStore;
   pollMs?: number;
+  /**
+   * Why a 401 cannot be answered with the admin-token form, or null when it can: the desktop
+   * window showing a joined site (UI-5), whose token only a new invitation replaces.
+   */
+  revoked?: () => string | null;
 }
 
 const SKELETON = `
@@ -174,6 +179,9 @@ export class App {
   readonly transport: Transport;
   private readonly tokens: TokenStore | undefined;
   private readonly pollMs: number;
+  private readonly revokedReason: (() => string | null) | undefined;
+  /** The shown site refused its token: no more polls until the window switches target. */
+  revoked = false;
 
   status: Status | null = null;
   reachable = false;
@@ -203,6 +211,7 @@ export class App {
     this.transport = opts.transport;
     this.tokens = opts.tokens;
     this.pollMs = opts.pollMs ?? 1000;
+    this.revokedReason = opts.revoked;
     this.root.innerHTML = SKELETON;
     this.charts = new Charts(this.view('charts'), this.transport);
     this.q('transport-kind').textContent = this.transport.kind === 'tauri' ? 'desktop' : 'browser';
@@ -317,6 +326,7 @@ export class App {
     this.statusCertFp = null;
     this.roleDirty = false;
     this.editingChannel = null;
+    this.revoked = false;
     this.q('conn-error').hidden = true;
     this.renderAll();
     this.refreshCharts(true);
@@ -358,14 +368,14 @@ export class App {
       this.again = false;
       return this.tick();
     }
-    if (!this.stopped && !this.loginShown) {
+    if (!this.stopped && !this.loginShown && !this.revoked) {
       this.timer = setTimeout(() => void this.tick(), this.pollMs);
     }
   }
 
   /** One poll: status, then events and check records; then render. */
   async refresh(): Promise<void> {
-    if (this.loginShown) return;
+    if (this.loginShown || this.revoked) return;
     let status: Status;
     try {
       status = (await this.transport.call('GET', '/api/status')) as Status;
@@ -384,7 +394,7 @@ export class App {
     ]);
     for (const r of [ev, rec, al]) {
       if (r.status === 'rejected' && r.reason instanceof ApiError && r.reason.status === 401) {
-        this.showLogin('The token was refused.');
+        this.refused('The token was refused.');
         return;
       }
     }
@@ -414,7 +424,7 @@ export class App {
 
   private onPollError(e: unknown): void {
     if (e instanceof ApiError && e.status === 401) {
-      this.showLogin(this.tokens?.get() ? 'The token was refused.' : '');
+      this.refused(this.tokens?.get() ? 'The token was refused.' : '');
       return;
     }
     this.reachable = false;
@@ -472,6 +482,27 @@ export class App {
   }
 
   // ----------------------------------------------------------- login -----
+
+  /**
+   * A 401: the admin-token form (the browser console, this computer's node), or, for a joined
+   * site in the desktop window, why no token typed here can help (UI-5: access revoked), shown
+   * in the banner with nothing more asked of that site.
+   */
+  private refused(loginMessage: string): void {
+    const revoked = this.revokedReason?.() ?? null;
+    if (revoked === null) {
+      this.showLogin(loginMessage);
+      return;
+    }
+    this.revoked = true;
+    this.reachable = false;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const banner = this.q('conn-error');
+    banner.textContent = revoked;
+    banner.hidden = false;
+    this.renderAll();
+  }
 
   showLogin(message: string): void {
     this.loginShown = true;
@@ -548,7 +579,7 @@ export class App {
       return res ?? {};
     } catch (e) {
       if (e instanceof ApiError && e.status === 401) {
-        this.showLogin('The token was refused.');
+        this.refused('The token was refused.');
         return undefined;
       }
       this.flash('bad', `${label} failed: ${errorText(e)}`);

@@ -1,7 +1,7 @@
 import './style.css';
 import { chooseTransport, sessionTokenStore, takeTokenFromFragment, tauriInternals } from './api';
 import { App } from './app';
-import { SiteSwitcher, Sites, TargetedTransport } from './sites';
+import { SiteSwitcher, Sites, TargetedTransport, revokedFor } from './sites';
 
 function safeSessionStorage(): Storage | null {
   try {
@@ -18,7 +18,7 @@ const root = document.getElementById('app')!;
 if (internals) {
   // The desktop window (UI-5): this computer's node or a joined site, chosen in the top bar.
   const transport = new TargetedTransport(internals);
-  const app = new App({ root, transport, tokens });
+  const app = new App({ root, transport, tokens, revoked: revokedFor(transport) });
   const switcher = new SiteSwitcher(app.siteSwitchHost(), new Sites(internals), transport, () => app.switched());
   void switcher.refresh().finally(() => app.start());
 } else {

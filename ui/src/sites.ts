@@ -80,6 +80,16 @@ export class Sites {
 }
 
 /** A command's rejection is the plain reason (a string) or an admin error `{status, error}`. */
+/** The window's banner when a joined site answers 401 (the tray's menu says "access revoked"). */
+export function siteRevoked(site: string): string {
+  return `Access to site ${site} revoked: its server refused this computer's token. Remove the site, then join it again with a new invitation (understudy invite on one of its servers).`;
+}
+
+/** The App's `revoked` option in the window: this computer's node has the login form. */
+export function revokedFor(transport: TargetedTransport): () => string | null {
+  return () => (transport.target === null ? null : siteRevoked(transport.target));
+}
+
 export function reasonOf(e: unknown): string {
   if (typeof e === 'string') return e;
   if (e instanceof Error && !(e instanceof ApiError)) return e.message;

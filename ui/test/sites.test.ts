@@ -7,6 +7,8 @@ import {
   TargetedTransport,
   chooseTarget,
   reasonOf,
+  revokedFor,
+  siteRevoked,
   renderOptions,
   type SiteInfo,
   type Targets,
@@ -134,7 +136,7 @@ describe('ui5 the switcher and the Connect dialog', () => {
 
   async function setUp(w: FakeWindow): Promise<{ app: App; sw: SiteSwitcher }> {
     const transport = new TargetedTransport(w);
-    const app = new App({ root, transport, pollMs: 60_000 });
+    const app = new App({ root, transport, pollMs: 60_000, revoked: revokedFor(transport) });
     const sw = new SiteSwitcher(app.siteSwitchHost(), new Sites(w), transport, () => app.switched());
     await sw.refresh();
     await app.refresh();
@@ -187,6 +189,37 @@ describe('ui5 the switcher and the Connect dialog', () => {
     );
     expect(byTestId(root, 'join-dialog').hidden).toBe(false);
     expect(sw.targets.sites).toEqual([]);
+  });
+
+  it('ui5_a_revoked_site_says_so_instead_of_asking_for_an_admin_token', async () => {
+    const w = new FakeWindow();
+    w.targets = { local: true, sites: [s1] };
+    const { app, sw } = await setUp(w);
+    w.refuse['GET /api/status'] = { status: 401, error: 'the token was refused' };
+    // This computer's node: a 401 asks for its admin token.
+    await app.refresh();
+    expect(app.loginShown).toBe(true);
+    app.hideLogin();
+    // A joined site: no token typed here can help, and nothing more is asked of it.
+    sw.select('rack');
+    await settle();
+    await app.refresh();
+    expect(app.loginShown).toBe(false);
+    expect(app.revoked).toBe(true);
+    const banner = byTestId(root, 'conn-error');
+    expect(banner.hidden).toBe(false);
+    expect(banner.textContent).toBe(siteRevoked('rack'));
+    expect(banner.textContent).toContain('join it again with a new invitation');
+    const asked = w.adminSites().length;
+    await app.refresh();
+    expect(w.adminSites().length).toBe(asked);
+    // Back to this computer: polled again.
+    delete w.refuse['GET /api/status'];
+    sw.select(null);
+    await settle();
+    expect(app.revoked).toBe(false);
+    await app.refresh();
+    expect(app.status?.node.name).toBe('laptop');
   });
 
   it('ui5_removing_a_site_goes_back_to_this_computer', async () => {
