@@ -20,6 +20,10 @@ fi
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)"; exit 1; }
 command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 or later"; exit 1; }
+# Clippy lints every build of scripts/test.sh (it runs as the compiler of the workspace's crates).
+if command -v rustup >/dev/null && ! rustup component list --installed | grep -q '^clippy'; then
+  rustup component add clippy rustfmt
+fi
 # IN-3: the Windows builds (understudy.exe) link with Debian's MinGW-w64.
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx x86_64-pc-windows-gnu; then
   rustup target add x86_64-pc-windows-gnu

@@ -11,6 +11,14 @@ step() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - start ))"; }
 step "setup"
 scripts/setup.sh
 
+# Clippy is the compiler of the workspace's own crates in every build below (cargo runs it as
+# RUSTC_WORKSPACE_WRAPPER, as `cargo clippy` itself does, with `-D warnings`): the one build both
+# lints and makes the binaries the tests run, with no second pass over the dependencies in check
+# mode. A lint is a compile error of that build. Dependencies are compiled by rustc as ever.
+export RUSTC_WORKSPACE_WRAPPER
+RUSTC_WORKSPACE_WRAPPER=$(command -v clippy-driver)
+export CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+
 # Beside everything from here on, CPU-bound jobs run at the lowest priority, each in its own
 # target directory (cargo locks one directory per build), each logging to a file shown by its
 # step, each in a session of its own so that an early exit stops it with everything it started:
@@ -19,10 +27,10 @@ scripts/setup.sh
 background=()
 trap 'for p in "${background[@]}"; do kill -- "-$p" 2>/dev/null || true; done' EXIT
 mkdir -p target
-# IN-3: understudy.exe and understudy-desktop.exe, built and linted for Windows in the cheap
-# `cross` profile (Cargo.toml: no optimisation, no debug info; the Wine smoke test moves only
-# 1,000 records). The build and the lint share the directory, so its build scripts and
-# procedural macros are compiled once.
+# IN-3: understudy.exe and understudy-desktop.exe, built and linted for Windows (clippy as the
+# workspace's compiler, as for the host: the Windows-only code is linted as it is compiled) in the
+# cheap `cross` profile (Cargo.toml: no optimisation, no debug info; the Wine smoke test moves only
+# 1,000 records). The tests' own code is linted by the host build.
 #
 # Each background job runs in a session of its own (setsid), and Linux gives each session its own
 # scheduling group (autogroup) with an equal share of the CPU whatever its processes' nice value:
@@ -33,10 +41,7 @@ CARGO_TARGET_DIR=target/cross setsid nice -n 19 bash -c '
     echo 19 >/proc/self/autogroup 2>/dev/null || true
     s=$(date +%s)
     cargo build --profile cross --target x86_64-pc-windows-gnu -p understudy-cli -p understudy-desktop
-    echo "windows build: $(( $(date +%s) - s )) s"; s=$(date +%s)
-    cargo clippy --profile cross --target x86_64-pc-windows-gnu -p understudy-cli -p understudy-desktop \
-        --all-targets -- -D warnings
-    echo "windows clippy: $(( $(date +%s) - s )) s"
+    echo "windows build and lint: $(( $(date +%s) - s )) s"
 ' >target/windows-build.log 2>&1 &
 windows=$!
 background+=("$windows")
@@ -55,30 +60,18 @@ cargo fmt --all --check
 step "console types generated from crates/api are current"
 cargo test -p understudy-api --features ts typescript_bindings_are_current
 
-step "build"
+step "build and clippy (every target of the workspace)"
 cargo build --workspace --all-targets
 
-setsid nice -n 19 bash -c 'echo 19 >/proc/self/autogroup 2>/dev/null || true; exec scripts/fuzz.sh --quick' \
+# The fuzzers are built with the fuzzing flags in their own workspace (fuzz/), not linted.
+setsid nice -n 19 env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS bash -c \
+    'echo 19 >/proc/self/autogroup 2>/dev/null || true; exec scripts/fuzz.sh --quick' \
     >target/fuzz.log 2>&1 &
 fuzz=$!
 background+=("$fuzz")
 
-# Clippy lints the host build beside the Rust tests, in the same target directory (its build
-# scripts are the build's), started once `cargo test` has released the directory's lock, i.e.
-# once it runs the first test binary (else the tests would wait for the lint).
-step "rust tests (clippy for the host beside them)"
-: >target/rust-tests.stderr
-setsid bash -c '
-    echo 5 >/proc/self/autogroup 2>/dev/null || true
-    until grep -q "^ *Running " target/rust-tests.stderr; do sleep 1; done
-    exec nice -n 5 cargo clippy --workspace --all-targets -- -D warnings
-' >target/clippy.log 2>&1 &
-clippy=$!
-background+=("$clippy")
-cargo test --workspace -- --test-threads 2 2> >(tee -a target/rust-tests.stderr >&2)
-
-step "clippy (beside the Rust tests)"
-finish "$clippy" target/clippy.log 2
+step "rust tests"
+cargo test --workspace -- --test-threads 2
 
 step "server package: build, lint, install, run as the service, upgrade, purge"
 tests/deb/run.sh target/debug/understudy
