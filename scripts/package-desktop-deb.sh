@@ -4,20 +4,26 @@
 # the package name (Tauri would call it "understudy", the server package's name), a stripped
 # binary, copyright and changelog, libc in Depends, a maintainer address.
 #
-#   scripts/package-desktop-deb.sh [--debug] [--out dist]   prints the .deb's path
+#   scripts/package-desktop-deb.sh [--debug] [--bundle-only] [--out dist]   prints the .deb's path
+#
+# --bundle-only: package the binary already built in target/<profile> (`tauri bundle`) instead of
+# building it first (`tauri build`, whose cargo build has the desktop package's own feature set,
+# so after a workspace build it compiles the app and some of its dependencies again: the test
+# run packages the binary its tests ran).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-profile=release tauri=() out=dist
+profile=release tauri=() out=dist command=build
 while [ $# -gt 0 ]; do
     case "$1" in
         --debug) profile=debug tauri=(--debug); shift ;;
+        --bundle-only) command=bundle; shift ;;
         --out) out=$2; shift 2 ;;
         *) echo "package-desktop-deb.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 [ -d node_modules/@tauri-apps/cli ] || npm ci --no-audit --no-fund --loglevel=error >&2
-npx tauri build "${tauri[@]}" --bundles deb >&2
+npx tauri "$command" "${tauri[@]}" --bundles deb >&2
 bundle="${CARGO_TARGET_DIR:-target}/$profile/bundle/deb/Understudy_${version}_amd64.deb"
 [ -f "$bundle" ] || { echo "package-desktop-deb.sh: Tauri made no $bundle" >&2; exit 1; }
 

@@ -79,17 +79,19 @@ tests/deb/run.sh target/debug/understudy
 step "fuzz every decoder (20 s per target, beside the Rust tests)"
 finish "$fuzz" target/fuzz.log 8
 
+# The steps from here on run the binaries of the workspace build above: a `cargo build -p …` of
+# their own would have that package's feature set, and compile it and some of its dependencies
+# again (minutes, cold).
 step "console in a browser"
-tests/console/run.sh
+CLI=target/debug/understudy tests/console/run.sh
 
 step "desktop end to end"
-tests/desktop/run-desktop-e2e.sh
+APP=target/debug/understudy-desktop CLI=target/debug/understudy tests/desktop/run-desktop-e2e.sh
 
-# Tauri's bundler finds target/debug/understudy-desktop built (the app always has Tauri's
-# production feature, custom-protocol, and ui/dist is rebuilt only when stale: scripts/ui-build.sh)
-# and patches it in place: so after the end-to-end test.
+# Tauri's bundler packages target/debug/understudy-desktop as built (the app always has Tauri's
+# production feature, custom-protocol) and patches it in place: so after the end-to-end test.
 step "desktop package: Tauri's bundler, lint, install beside the server package, start"
-tests/deb/run-desktop.sh "$(scripts/package-desktop-deb.sh --debug --out target/packages-test)"
+tests/deb/run-desktop.sh "$(scripts/package-desktop-deb.sh --debug --bundle-only --out target/packages-test)"
 
 # Last, so that the Windows job has the whole run beside it.
 step "Windows (IN-3): understudy.exe and understudy-desktop.exe (built and linted in the background) under Wine"
