@@ -14,7 +14,7 @@ bin=${2:-target/debug/understudy}
 work=$(mktemp -d /tmp/understudy-ddeb-XXXXXX)
 app=""
 cleanup() {
-    [ -n "$app" ] && kill "$app" 2>/dev/null || true
+    [ -n "$app" ] && kill -KILL -- "-$app" 2>/dev/null || true
     dpkg --purge understudy-desktop understudy >/dev/null 2>&1 || true
     rm -rf "$work"
 }
@@ -41,13 +41,21 @@ ok "installed beside the server package: binary, desktop entry, icons, copyright
 
 export HOME="$work/home" XDG_DATA_HOME="$work/home/data" XDG_CONFIG_HOME="$work/home/config"
 mkdir -p "$HOME"
-xvfb-run -a dbus-run-session -- /usr/bin/understudy-desktop >"$work/app.log" 2>&1 &
+# In a session of its own (setsid execs in place: $! is the session's id), so that the app, its
+# window process and WebKit's, D-Bus and Xvfb can all be stopped: a signal to xvfb-run alone left
+# them running after the test.
+setsid xvfb-run -a dbus-run-session -- /usr/bin/understudy-desktop >"$work/app.log" 2>&1 &
 app=$!
 sleep 5
 kill -0 "$app" 2>/dev/null || fail "the installed app exited: $(tail -5 "$work/app.log")"
 find "$XDG_DATA_HOME" -name config.toml | grep -q . || fail "the installed app made no node under $XDG_DATA_HOME"
 ok "the installed app runs under Xvfb and made its node ($(find "$XDG_DATA_HOME" -name config.toml | head -1))"
-kill "$app"; wait "$app" 2>/dev/null || true; app=""
+kill -TERM -- "-$app" 2>/dev/null
+for _ in $(seq 100); do [ -z "$(pgrep -s "$app")" ] && break; sleep 0.1; done
+left=$(pgrep -s "$app" -l | tr '\n' ' ' || true)
+[ -z "$left" ] || fail "still running 10 s after SIGTERM to the app's session: $left"
+wait "$app" 2>/dev/null || true; app=""
+ok "SIGTERM to its session stopped the app, its window and WebKit processes"
 
 dpkg --purge understudy-desktop understudy >/dev/null
 [ ! -e /usr/bin/understudy-desktop ] || fail "purge left /usr/bin/understudy-desktop"
