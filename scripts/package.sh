@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds every artefact into dist/ (issue 17 item 6, IN-1…IN-3), release builds:
 #   understudy_<version>_amd64.deb          the server/agent package (scripts/package-deb.sh)
-#   understudy-desktop_<version>_amd64.deb  the tray app, from Tauri's bundler
-#   understudy.exe, understudy-desktop.exe  Windows (x86_64-pc-windows-gnu, MinGW-w64), with
+#   understudy-desktop_<version>_amd64.deb  the tray app, from Tauri's bundler (both executables:
+#                                           understudy-desktop and understudy-tray)
+#   understudy.exe, understudy-desktop.exe, understudy-tray.exe
+#                                           Windows (x86_64-pc-windows-gnu, MinGW-w64), with
 #   WebView2Loader.dll                      Microsoft's WebView2 loader, which the desktop .exe
 #                                           imports (MinGW links it as a DLL): keep it beside it
 # The AppImage is not built: Tauri's AppImage bundler downloads linuxdeploy and its plugins from
@@ -29,9 +31,9 @@ scripts/package-deb.sh --bin "target/$profile/understudy" --version "$version" -
 if [ "$profile" = debug ]; then scripts/package-desktop-deb.sh --debug --out dist >/dev/null
 else scripts/package-desktop-deb.sh --out dist >/dev/null; fi
 
-cargo build "${cargo_profile[@]}" --target "$win" -p understudy-cli -p understudy-desktop
+cargo build "${cargo_profile[@]}" --target "$win" -p understudy-cli -p understudy-desktop -p understudy-tray
 cp "target/$win/$profile/understudy.exe" "target/$win/$profile/understudy-desktop.exe" \
-    "target/$win/$profile/WebView2Loader.dll" dist/
+    "target/$win/$profile/understudy-tray.exe" "target/$win/$profile/WebView2Loader.dll" dist/
 
 (cd dist && ls -l understudy_"$version"_amd64.deb understudy-desktop_"$version"_amd64.deb \
-    understudy.exe understudy-desktop.exe WebView2Loader.dll)
+    understudy.exe understudy-desktop.exe understudy-tray.exe WebView2Loader.dll)

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
-  cargo build --release -p understudy-desktop -p understudy-cli
+  cargo build --release -p understudy-desktop -p understudy-tray -p understudy-cli
   exec target/release/understudy-desktop "$@"
 else
   cargo build --release -p understudy-cli

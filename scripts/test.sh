@@ -40,7 +40,7 @@ CARGO_TARGET_DIR=target/cross setsid nice -n 19 bash -c '
     set -e
     echo 19 >/proc/self/autogroup 2>/dev/null || true
     s=$(date +%s)
-    cargo build --profile cross --target x86_64-pc-windows-gnu -p understudy-cli -p understudy-desktop
+    cargo build --profile cross --target x86_64-pc-windows-gnu -p understudy-cli -p understudy-desktop -p understudy-tray
     echo "windows build and lint: $(( $(date +%s) - s )) s"
 ' >target/windows-build.log 2>&1 &
 windows=$!

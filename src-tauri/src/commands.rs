@@ -4,20 +4,11 @@
 //! switcher: `targets`, `site_join` ("Connect to a site…"), `site_remove`.
 //! Kept in a module: a `#[tauri::command]` at the crate root that is re-exported fails with E0255.
 
-use serde::Serialize;
 use serde_json::Value;
 use tauri::State;
+pub use understudy_tray::host::{into_result, AdminError};
 
-use crate::host::UNREACHABLE;
 use crate::targets::{SiteView, Targets, TargetsView};
-
-/// How a refused request reaches the window: the HTTP-like status and the node's plain reason,
-/// which the console turns into an `ApiError(status, reason)`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AdminError {
-    pub status: u16,
-    pub error: String,
-}
 
 /// `invoke('admin', {method, path, body, site})` → the response JSON, or a rejection with
 /// `{status, error}` when the node answers with a status of 400 or more, or with status 0 when it
@@ -54,18 +45,6 @@ pub async fn site_join(
 #[tauri::command]
 pub fn site_remove(targets: State<'_, Targets>, site: String) -> Result<(), String> {
     targets.remove(&site)
-}
-
-/// Splits a (status, body) answer into success or a rejection carrying the node's reason.
-pub fn into_result(status: u16, json: Value) -> Result<Value, AdminError> {
-    if status != UNREACHABLE && status < 400 {
-        return Ok(json);
-    }
-    let error = match json.get("error").and_then(Value::as_str) {
-        Some(reason) => reason.to_string(),
-        None => format!("request failed with status {status}"),
-    };
-    Err(AdminError { status, error })
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 # and only follows the site; the window is never opened. PSS of the app and its descendants after
 # IDLE seconds.
 #
-# Usage: cargo build --release -p understudy-desktop -p understudy-cli &&
+# Usage: cargo build --release -p understudy-desktop -p understudy-tray -p understudy-cli &&
 #        tests/desktop/measure.sh [--site] [APP] [IDLE_SECONDS]
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"

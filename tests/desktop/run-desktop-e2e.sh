@@ -5,7 +5,8 @@
 # agent processes (`understudy serve`) enrolled with a token, and a pair "web" of them.
 #
 # Part 1, the tray, over D-Bus as a panel would use it:
-#   1. the tray item is registered on org.kde.StatusNotifierWatcher,
+#   1. the tray item is registered on org.kde.StatusNotifierWatcher, by the tray process the app
+#      became (understudy-tray, same pid), which maps no WebKit,
 #   2. its dbusmenu shows the node header and lists the pair with its active member,
 #   3. clicking "Force failover web" moves the pair (menu, `understudy status --json`, a
 #      notification on D-Bus) and "Revert web" moves it back,
@@ -202,6 +203,12 @@ if ITEM=$($CHECK wait-registered 30); then
   pass "tray item registered: $ITEM ($(printf '%.1f' "$(echo "$(date +%s.%N) - $STARTED" | bc 2>/dev/null || echo 0)") s after launch)"
 else
   fail "tray item registered"
+fi
+# The app became its tray process in place (same pid), which links no WebKit (issue 14 item 4).
+if [ "$(cat "/proc/$APP_PID/comm" 2>/dev/null)" = understudy-tray ] && ! grep -q libwebkit2gtk "/proc/$APP_PID/maps"; then
+  pass "$APP became understudy-tray (pid $APP_PID), which maps no WebKit"
+else
+  fail "the tray process: $(cat "/proc/$APP_PID/comm" 2>/dev/null), WebKit mapped: $(grep -c libwebkit2gtk "/proc/$APP_PID/maps" 2>/dev/null)"
 fi
 
 # 2. The menu shows the running node: its header names roles (not "Node stopped").

@@ -56,7 +56,7 @@ wait_for() { local end=$(( $(date +%s) + $1 )); shift
 APP="${1:-${APP:-}}"
 CLI="${2:-${CLI:-}}"
 if [ -z "$APP" ] || [ -z "$CLI" ]; then
-  (cd "$ROOT" && cargo build -q -p understudy-desktop -p understudy-cli) || { fail build; exit 1; }
+  (cd "$ROOT" && cargo build -q -p understudy-desktop -p understudy-tray -p understudy-cli) || { fail build; exit 1; }
   APP="$ROOT/target/debug/understudy-desktop"; CLI="$ROOT/target/debug/understudy"
 fi
 APP="$(realpath "$APP")"; CLI="$(realpath "$CLI")"

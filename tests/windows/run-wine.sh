@@ -5,8 +5,9 @@
 # server, which stores what the agent sends next. Also: `--version`, and the default data
 # directory on Windows (%ProgramData%\Understudy). Given the desktop app's Windows build, also
 # that it loads and runs under Wine as far as it can without Microsoft's WebView2 runtime: its
-# `--version`, then the tray process (`--hidden`, under Xvfb) creates and runs its node, which
-# the native CLI reads. Its window needs WebView2: verified only by compilation.
+# `--version` (and its tray's, `understudy-tray.exe` beside it), then `--hidden` under Xvfb: it
+# starts the tray process, which creates and runs its node, which the native CLI reads. Its
+# window needs WebView2: verified only by compilation.
 #
 # Usage: tests/windows/run-wine.sh [understudy.exe] [native understudy] [understudy-desktop.exe]
 # Run by scripts/test.sh after the Windows build. Traffic stays on 127.0.251.0/24.
@@ -50,11 +51,14 @@ if [ -n "$desktop" ]; then
     # Every DLL it imports resolves and its runtime starts; past this it needs Microsoft's
     # WebView2 runtime, which Wine lacks (README "Windows": verified only by compilation).
     # The build puts WebView2Loader.dll beside the .exe, which imports it (MinGW: no static loader).
-    cp "$desktop" "$(dirname "$desktop")/WebView2Loader.dll" "$work/"
+    cp "$desktop" "$(dirname "$desktop")/understudy-tray.exe" "$(dirname "$desktop")/WebView2Loader.dll" "$work/"
     dversion=$("$wine" "$work/understudy-desktop.exe" --version 2>/dev/null | tr -d '\r')
     [ "$dversion" = "understudy-desktop ${native_version#understudy }" ] \
         || fail "understudy-desktop.exe --version said '$dversion'"
-    ok "understudy-desktop.exe --version under Wine: $dversion"
+    tversion=$("$wine" "$work/understudy-tray.exe" --version 2>/dev/null | tr -d '\r')
+    [ "$tversion" = "understudy-tray ${native_version#understudy }" ] \
+        || fail "understudy-tray.exe --version said '$tversion'"
+    ok "understudy-desktop.exe and understudy-tray.exe --version under Wine: $dversion, $tversion"
 fi
 
 # IN-3: without --data-dir, the Windows build keeps its node in %ProgramData%\Understudy.
@@ -125,6 +129,6 @@ if [ -n "$desktop" ]; then
     wait_for 90 "the desktop app's node (created on first run) answering the native CLI" \
         "$bin" status --json --data-dir "$work/d1"
     node=$("$bin" status --json --data-dir "$work/d1" | json 'd["node"]["name"] + " on " + d["node"]["listen"] + (" acting" if d["node"]["acting"] else "")')
-    ok "understudy-desktop.exe --hidden under Wine (Xvfb): its tray process created and runs its node ($node)"
+    ok "understudy-desktop.exe --hidden under Wine (Xvfb): the tray process it started (understudy-tray.exe) created and runs its node ($node)"
 fi
 echo "wine: all passed"

@@ -52,7 +52,7 @@ struct Live {
 struct Site {
     live: Arc<Mutex<Live>>,
     clients: Vec<AdminClient>,
-    tasks: Vec<tauri::async_runtime::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Site {
@@ -179,12 +179,12 @@ impl Sites {
             current: 0,
         }));
         let follower = Follower::new(&entry.servers, &entry.token, entry.after.clone())?;
-        let poll = tauri::async_runtime::spawn(poll_status(
+        let poll = tokio::spawn(poll_status(
             live.clone(),
             clients.clone(),
             self.notify.clone(),
         ));
-        let events = tauri::async_runtime::spawn(follow_events(
+        let events = tokio::spawn(follow_events(
             live.clone(),
             follower,
             dir.to_path_buf(),

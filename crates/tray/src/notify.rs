@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use tauri::AppHandle;
 use tokio::time::Instant;
 use understudy_api::status::DesktopMessage;
 use understudy_api::{ChannelSpec, Channels, EventQuery, Request, Status};
 
+use crate::app::App;
 use crate::coalesce::{desktop_notice, taken_by_desktop_channel, Coalescer, Event, Notice};
 use crate::host::Host;
 
@@ -121,11 +121,7 @@ async fn fetch_after(host: &Host, since: u64) -> Option<Vec<Event>> {
 
 /// AL-7: shows a `desktop` alert channel's message (called by the node's sender while it acts).
 /// Muted, it is counted as delivered: the operator chose not to see it.
-pub fn show_desktop_message(
-    app: &AppHandle,
-    mute: &Mute,
-    m: &DesktopMessage,
-) -> Result<(), String> {
+pub fn show_desktop_message(app: &App, mute: &Mute, m: &DesktopMessage) -> Result<(), String> {
     let notice = desktop_notice(m);
     if mute.is_muted() {
         tracing::debug!(
@@ -165,7 +161,7 @@ async fn desktop_channels(host: &Host) -> (bool, Vec<ChannelSpec>) {
 
 /// Follows the event log until the app exits. Events already in the log when the node came up
 /// are not notified (they were seen, or were meant to be seen, before this run).
-pub async fn follow_events(app: AppHandle, host: Host, mute: Arc<Mute>) {
+pub async fn follow_events(app: App, host: Host, mute: Arc<Mute>) {
     // The starting point: the newest event now, paging in case the node limits a page.
     let mut last = 0u64;
     loop {
@@ -221,7 +217,7 @@ pub async fn follow_events(app: AppHandle, host: Host, mute: Arc<Mute>) {
 }
 
 /// Shows one notification; a failure is logged and otherwise ignored.
-pub fn show(app: &AppHandle, notice: &Notice) {
+pub fn show(app: &App, notice: &Notice) {
     tracing::info!(
         code = notice.code,
         count = notice.count,
@@ -237,7 +233,7 @@ pub fn show(app: &AppHandle, notice: &Notice) {
 }
 
 /// An error the user caused by a click and should hear about, even when notifications are muted.
-pub fn show_error(app: &AppHandle, summary: &str, reason: &str) {
+pub fn show_error(app: &App, summary: &str, reason: &str) {
     tracing::warn!("{summary}: {reason}");
     if let Err(e) = send(app, summary, reason, false) {
         tracing::warn!("could not show the notification \"{summary}\": {e}");
@@ -262,7 +258,7 @@ pub fn escape_markup(text: &str) -> String {
 
 #[cfg(all(unix, not(target_os = "macos")))]
 fn send(
-    app: &AppHandle,
+    app: &App,
     summary: &str,
     body: &str,
     critical: bool,
@@ -288,7 +284,7 @@ fn send(
         .spawn(move || {
             handle.wait_for_action(|action| {
                 if action == "default" {
-                    crate::open_window(&app);
+                    app.open_window();
                 }
             })
         })
@@ -301,7 +297,7 @@ fn send(
 
 #[cfg(not(all(unix, not(target_os = "macos"))))]
 fn send(
-    _app: &AppHandle,
+    _app: &App,
     summary: &str,
     body: &str,
     _critical: bool,

@@ -2,11 +2,13 @@
 //! without the window (`--hidden`).
 //!
 //! On Linux it is an XDG autostart entry, `$XDG_CONFIG_HOME/autostart/Understudy.desktop`
-//! (`~/.config` when XDG_CONFIG_HOME is unset), written here: tauri-plugin-autostart (auto-launch
-//! 0.6) always writes under `~/.config`, which a session with XDG_CONFIG_HOME set never reads.
-//! Elsewhere the plugin does it (a LaunchAgent on macOS, the Run key on Windows).
-
-use tauri::AppHandle;
+//! (`~/.config` when XDG_CONFIG_HOME is unset), written here: auto-launch 0.6 (what
+//! tauri-plugin-autostart wraps) always writes under `~/.config`, which a session with
+//! XDG_CONFIG_HOME set never reads.
+//! Elsewhere auto-launch does it (a LaunchAgent on macOS, the Run key on Windows).
+//!
+//! The login item starts `understudy-desktop` (the app's public name, which starts this tray
+//! process), not `understudy-tray`.
 
 /// Given by the login item so that a start at login stays in the tray.
 pub const HIDDEN_ARG: &str = "--hidden";
@@ -26,15 +28,11 @@ mod imp {
             .ok_or_else(|| "no home directory to put the login item in".to_string())
     }
 
-    pub fn plugin<R: tauri::Runtime>() -> Option<tauri::plugin::TauriPlugin<R>> {
-        None
-    }
-
-    pub fn is_enabled(_app: &AppHandle) -> bool {
+    pub fn is_enabled() -> bool {
         entry_path().map(|p| p.exists()).unwrap_or(false)
     }
 
-    pub fn set(_app: &AppHandle, enabled: bool) -> Result<(), String> {
+    pub fn set(enabled: bool) -> Result<(), String> {
         let path = entry_path()?;
         if !enabled {
             return match std::fs::remove_file(&path) {
@@ -47,7 +45,7 @@ mod imp {
         // An AppImage runs from a temporary mount: the login item must start the image itself.
         let exe = match std::env::var_os("APPIMAGE") {
             Some(image) => PathBuf::from(image),
-            None => std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?,
+            None => crate::window::desktop_exe()?,
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -92,23 +90,28 @@ mod imp {
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
-    use tauri_plugin_autostart::{MacosLauncher, ManagerExt};
+    use auto_launch::{AutoLaunch, AutoLaunchBuilder};
 
     use super::*;
 
-    pub fn plugin<R: tauri::Runtime>() -> Option<tauri::plugin::TauriPlugin<R>> {
-        Some(tauri_plugin_autostart::init(
-            MacosLauncher::LaunchAgent,
-            Some(vec![HIDDEN_ARG]),
-        ))
+    fn launcher() -> Result<AutoLaunch, String> {
+        let exe = crate::window::desktop_exe()?;
+        AutoLaunchBuilder::new()
+            .set_app_name("Understudy")
+            .set_app_path(&exe.to_string_lossy())
+            .set_args(&[HIDDEN_ARG])
+            .build()
+            .map_err(|e| e.to_string())
     }
 
-    pub fn is_enabled(app: &AppHandle) -> bool {
-        app.autolaunch().is_enabled().unwrap_or(false)
+    pub fn is_enabled() -> bool {
+        launcher()
+            .and_then(|l| l.is_enabled().map_err(|e| e.to_string()))
+            .unwrap_or(false)
     }
 
-    pub fn set(app: &AppHandle, enabled: bool) -> Result<(), String> {
-        let launcher = app.autolaunch();
+    pub fn set(enabled: bool) -> Result<(), String> {
+        let launcher = launcher()?;
         let done = if enabled {
             launcher.enable()
         } else {
@@ -118,7 +121,7 @@ mod imp {
     }
 }
 
-pub use imp::{is_enabled, plugin, set};
+pub use imp::{is_enabled, set};
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {

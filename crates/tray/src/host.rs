@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -429,6 +430,26 @@ mod runtime {
         node.set_desktop_notifier(move |m| desktop(m));
         Ok(Arc::new(node))
     }
+}
+
+/// How a refused request reaches the window: the HTTP-like status and the node's plain reason,
+/// which the console turns into an `ApiError(status, reason)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdminError {
+    pub status: u16,
+    pub error: String,
+}
+
+/// Splits a (status, body) answer into success or a rejection carrying the node's reason.
+pub fn into_result(status: u16, json: Value) -> Result<Value, AdminError> {
+    if status != UNREACHABLE && status < 400 {
+        return Ok(json);
+    }
+    let error = match json.get("error").and_then(Value::as_str) {
+        Some(reason) => reason.to_string(),
+        None => format!("request failed with status {status}"),
+    };
+    Err(AdminError { status, error })
 }
 
 #[cfg(test)]
