@@ -16,7 +16,8 @@
 #   5. a second site joined by a second launch with `--join` while the tray runs: both followed;
 #   6. t1's token revoked (`invite revoke`): "access revoked" in the menu, one notification, and no
 #      request loop (the relay's connection count stops);
-#   7. the app restarted: no event is notified a second time (`after` kept in sites.json).
+#   7. the app restarted: no event is notified a second time (`after` kept in sites.json), and the
+#      revoked t1 is shown as such without a second notification (`revoked` kept there too).
 # Figures (BENCHMARKS.md): server event → D-Bus notification latency over 30 events (p50/p99), and
 # the time from SIGKILL of the ACTIVE to the tray following the STANDBY, beside the site's own
 # takeover (its PROMOTED event).
@@ -260,6 +261,7 @@ fi
 
 # ------------------------------------------------------------------- 7. a restart --
 before=$($CHECK count-notifications 's1: (Forced failover|Pair reverted|Server promoted)' "$WORK/notifications.log")
+revoked_before=$($CHECK count-notifications 't1: access revoked' "$WORK/notifications.log")
 if $CHECK click '^Quit$' >/dev/null && wait_for 20 sh -c "! kill -0 $APP_PID"; then
   start_app
   if $CHECK wait-label '^Site s1 — following s2$' 60 >/dev/null; then
@@ -272,6 +274,10 @@ if $CHECK click '^Quit$' >/dev/null && wait_for 20 sh -c "! kill -0 $APP_PID"; t
   fi
   $CHECK wait-label '^Site t1 — access revoked$' 10 >/dev/null && pass "after a restart t1 shows access revoked" ||
     fail "after a restart t1 shows access revoked"
+  # sites.json remembers the refusal: no second notification, no connection to t1.
+  revoked_after=$($CHECK count-notifications 't1: access revoked' "$WORK/notifications.log")
+  [ "$revoked_after" = "$revoked_before" ] && pass "after a restart \"access revoked\" is not notified again" ||
+    fail "after a restart \"access revoked\" notified $((revoked_after - revoked_before)) more time(s)"
   $CHECK click '^Quit$' >/dev/null
 else
   fail "Quit the app"

@@ -173,6 +173,23 @@ impl Sites {
         if clients.is_empty() {
             return Err("no server".into());
         }
+        // Refused before (sites.json says so): shown as such, and nothing is asked or notified.
+        if let Some(reason) = entry.revoked.clone() {
+            tracing::info!(
+                site = entry.site,
+                "access to the site was revoked: not followed"
+            );
+            let live = Live {
+                entry,
+                state: SiteState::Revoked { reason },
+                current: 0,
+            };
+            return Ok(Site {
+                live: Arc::new(Mutex::new(live)),
+                clients,
+                tasks: Vec::new(),
+            });
+        }
         let live = Arc::new(Mutex::new(Live {
             entry: entry.clone(),
             state: SiteState::Connecting,
@@ -182,6 +199,7 @@ impl Sites {
         let poll = tokio::spawn(poll_status(
             live.clone(),
             clients.clone(),
+            dir.to_path_buf(),
             self.notify.clone(),
         ));
         let events = tokio::spawn(follow_events(
@@ -285,7 +303,12 @@ async fn choose(clients: &[AdminClient], current: usize) -> (Answer, usize) {
 }
 
 /// The status poll of one site (see the module).
-async fn poll_status(live: Arc<Mutex<Live>>, clients: Vec<AdminClient>, notify: Notify) {
+async fn poll_status(
+    live: Arc<Mutex<Live>>,
+    clients: Vec<AdminClient>,
+    dir: PathBuf,
+    notify: Notify,
+) {
     let site = lock(&live).entry.site.clone();
     let mut tick = tokio::time::interval(STATUS_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -347,7 +370,7 @@ async fn poll_status(live: Arc<Mutex<Live>>, clients: Vec<AdminClient>, notify: 
                 };
             }
             Answer::Refused(reason) => {
-                revoke(&mut l, &site, reason, &notify);
+                revoke(&mut l, &dir, reason, &notify);
                 return;
             }
         }
@@ -362,14 +385,19 @@ fn label_of(l: &Live) -> String {
     }
 }
 
-/// The site refused the token: shown and notified once; the caller's task ends.
-fn revoke(l: &mut Live, site: &str, reason: String, notify: &Notify) {
+/// The site refused the token: shown and notified once — and recorded in sites.json, so that
+/// a restart of the app neither asks nor notifies again; the caller's task ends.
+fn revoke(l: &mut Live, dir: &Path, reason: String, notify: &Notify) {
     if matches!(l.state, SiteState::Revoked { .. }) {
         return;
     }
+    let site = l.entry.site.clone();
     tracing::warn!(site, reason, "access to the site revoked");
+    if let Err(e) = sites::set_revoked(dir, &l.entry, &reason) {
+        tracing::warn!(site, "could not record the revocation: {e}");
+    }
     notify(&site_notice(
-        site,
+        &site,
         "SITE_REVOKED",
         format!("{}: access revoked", label_of(l)),
         format!("The site refuses this desktop's token ({reason}). Join it again with a new invitation."),
@@ -432,7 +460,7 @@ async fn follow_events(
             Err(FollowError::Refused(r))
                 if matches!(r.kind, RefusalKind::Unauthorized | RefusalKind::Forbidden) =>
             {
-                revoke(&mut lock(&live), &site, r.reason, &notify);
+                revoke(&mut lock(&live), &dir, r.reason, &notify);
                 return;
             }
             Err(FollowError::Refused(r)) => {
@@ -469,5 +497,65 @@ fn store_after(dir: &Path, entry: &SiteEntry, key: &str) {
             site = entry.site,
             "could not store the last event notified: {e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A site that refused this desktop's token before is, after a restart of the app, shown as
+    /// revoked without a connection to its servers and without a notification.
+    #[tokio::test]
+    async fn ui5_a_revoked_site_is_neither_asked_nor_notified_again_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        let entry = SiteEntry {
+            site: "t1".into(),
+            servers: vec![format!(
+                "https://{}#{}",
+                server.local_addr().unwrap(),
+                "ab".repeat(32)
+            )],
+            token: "cd".repeat(32),
+            label: "t1".into(),
+            after: None,
+            revoked: None,
+        };
+        sites::store(dir.path(), entry.clone()).unwrap();
+        sites::set_revoked(dir.path(), &entry, "a valid admin token is required").unwrap();
+        assert_eq!(
+            sites::load(dir.path()).unwrap()[0].revoked.as_deref(),
+            Some("a valid admin token is required")
+        );
+
+        let notified = Arc::new(Mutex::new(Vec::new()));
+        let notify: Notify = {
+            let notified = notified.clone();
+            Arc::new(move |n: &Notice| lock(&notified).push(n.summary.clone()))
+        };
+        let followed = Sites::new(Some(dir.path().to_path_buf()), notify);
+        followed.reload();
+        tokio::time::sleep(STATUS_POLL * 3).await;
+
+        let sections = followed.sections();
+        assert_eq!(sections.len(), 1);
+        assert_eq!(sections[0].header, "Site t1 — access revoked");
+        assert!(
+            lock(&notified).is_empty(),
+            "notified again: {:?}",
+            lock(&notified)
+        );
+        assert!(
+            server.accept().is_err(),
+            "the revoked site's server was connected to"
+        );
+
+        // Joined again (a new token): followed again, the revocation forgotten.
+        let mut again = entry.clone();
+        again.token = "ef".repeat(32);
+        sites::store(dir.path(), again).unwrap();
+        assert_eq!(sites::load(dir.path()).unwrap()[0].revoked, None);
     }
 }

@@ -38,6 +38,10 @@ pub struct SiteEntry {
     /// The key (`ORIGIN:N`) of the last event notified; `None`: none yet.
     #[serde(default)]
     pub after: Option<String>,
+    /// The site refused this token (401/403), with its reason: shown, never asked again, and
+    /// not notified again after a restart of the app. Joining again (a new token) clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<String>,
 }
 
 impl SiteEntry {
@@ -122,6 +126,17 @@ pub fn remove(dir: &Path, site: &str) -> Result<bool, String> {
     save(dir, sites).map(|()| true)
 }
 
+/// Records that the site refused `entry`'s token (see `SiteEntry::revoked`). Only for the same
+/// access, as `set_after`.
+pub fn set_revoked(dir: &Path, entry: &SiteEntry, reason: &str) -> Result<(), String> {
+    let mut sites = load(dir)?;
+    match sites.iter_mut().find(|s| s.same_access(entry)) {
+        Some(s) if s.revoked.as_deref() != Some(reason) => s.revoked = Some(reason.to_string()),
+        _ => return Ok(()),
+    }
+    save(dir, sites)
+}
+
 /// Records that the events of `entry`'s site up to `key` were notified. Only for the same
 /// access: a site removed or joined again meanwhile (another process may have written the file)
 /// is left as it is.
@@ -199,6 +214,7 @@ pub async fn join(dir: &Path, invitation_text: &str) -> Result<SiteEntry, String
         token: invitation.token.clone(),
         label: invitation.site.clone(),
         after: None,
+        revoked: None,
     };
     store(dir, entry.clone())?;
     Ok(entry)
@@ -228,6 +244,7 @@ mod tests {
             token: token.into(),
             label: site.into(),
             after: None,
+            revoked: None,
         }
     }
 
