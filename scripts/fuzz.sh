@@ -14,9 +14,12 @@
 # with RUSTC_BOOTSTRAP=1, so no nightly is needed (nor fetched).
 # The sanitizer is off by default: the decoders are safe Rust, where AddressSanitizer finds
 # nothing a panic does not, and it makes runs slower; FUZZ_SANITIZER=address turns it on (its
-# runtime ships in the stable rust-std). Runs start from the committed seeds in fuzz/corpus/T and
-# write what they find to fuzz/target/corpus/T, never into the repository; a crash is saved in
-# fuzz/artifacts/T and fails the script. Executions per target are printed at the end.
+# runtime ships in the stable rust-std). Runs start from the committed corpus in fuzz/corpus/T (the
+# hand-made seeds plus what the long runs grew, merged with libFuzzer's -merge=1: every input adds
+# coverage) and write what they find to fuzz/target/corpus/T, never into the repository; to keep a
+# run's finds, merge them in: `fuzz/target/.../release/T -merge=1 fuzz/corpus/T fuzz/target/corpus/T`.
+# A crash is saved in fuzz/artifacts/T and fails the script. Executions per target are printed at
+# the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
