@@ -749,7 +749,12 @@ impl Request {
                 since: param("since")
                     .and_then(|s| s.trim_start_matches('#').parse().ok())
                     .unwrap_or(0),
-                since_ms: param("since_ms").and_then(|s| s.parse().ok()).unwrap_or(0),
+                // A time before 1970 filters nothing, as 0 (no filter) does: kept as 0, so that
+                // the request encodes back to itself (found by the admin_request fuzzer).
+                since_ms: param("since_ms")
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .unwrap_or(0)
+                    .max(0),
                 code: param("code"),
                 limit: number("limit")?,
             }),
@@ -1115,6 +1120,24 @@ mod tests {
             let back = Request::from_http(call.method, &call.path, call.body.clone());
             assert_eq!(back.as_ref(), Ok(&r), "{call:?}");
         }
+    }
+
+    /// Found by the admin_request fuzzer (2026-12-02): `since_ms=-077` was routed with
+    /// since_ms -77, which encodes as no filter at all, so the request did not encode back to
+    /// itself. A time before 1970 filters nothing: it is read as 0.
+    #[test]
+    fn events_since_a_negative_time_is_no_filter_and_encodes_back() {
+        let r = Request::from_http("GET", "api/events?since_ms=-077", None).unwrap();
+        assert_eq!(r, Request::Events(EventQuery::default()));
+        let call = r.to_http();
+        assert_eq!(call.path, "/api/events");
+        assert_eq!(Request::from_http(call.method, &call.path, None), Ok(r));
+        let r = Request::from_http("GET", "/api/events?since_ms=1700000000000", None).unwrap();
+        let Request::Events(q) = &r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(q.since_ms, 1_700_000_000_000);
+        assert_eq!(Request::from_http("GET", &r.to_http().path, None), Ok(r));
     }
 
     #[test]
