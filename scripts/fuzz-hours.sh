@@ -3,8 +3,10 @@
 # hour of CPU (not of wall time: builds and tests beside it take their share), from the committed
 # corpus plus what earlier runs grew, then SIGINT (libFuzzer prints its final stats).
 #
-#   scripts/fuzz-hours.sh [--cpu SECONDS] [--lanes N] [--no-build] [TARGET]...
+#   scripts/fuzz-hours.sh [--cpu SECONDS] [--lanes N] [--no-build] [TARGET[:SECONDS]]...
 #                                          default: 3600 s, 2 lanes, every target, built first
+#
+# TARGET:SECONDS gives that target its own budget (the rest of an hour that an earlier run began).
 #
 # N lanes run side by side (one per core), each its targets one after another. The fuzzers run at
 # nice 19 in a scheduling group of their own (a session's autogroup), so the rest of the machine
@@ -19,7 +21,7 @@ while [ $# -gt 0 ]; do
     --cpu) budget=$2; shift ;;
     --lanes) lanes=$2; shift ;;
     --no-build) build= ;;
-    -*) echo "usage: $0 [--cpu SECONDS] [--lanes N] [--no-build] [TARGET]..." >&2; exit 2 ;;
+    -*) echo "usage: $0 [--cpu SECONDS] [--lanes N] [--no-build] [TARGET[:SECONDS]]..." >&2; exit 2 ;;
     *) targets+=("$1") ;;
   esac
   shift
@@ -35,18 +37,19 @@ echo 19 >/proc/self/autogroup 2>/dev/null || true
 tck=$(getconf CLK_TCK)
 
 one() {
-  local t=$1 cpu=0 p st
+  local t=${1%%:*} limit=$budget cpu=0 p st
+  [ "$t" = "$1" ] || limit=${1#*:}
   mkdir -p "target/corpus/$t" "artifacts/$t"
   nice -n 19 "$bin/$t" "target/corpus/$t" "corpus/$t" -max_total_time=1000000 -timeout=30 \
     -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="artifacts/$t/" >"$out/$t.log" 2>&1 &
   p=$!
-  echo "$(date -u +%FT%TZ) $t started (pid $p)"
+  echo "$(date -u +%FT%TZ) $t started (pid $p, until ${limit} CPU-s)"
   while [ -d "/proc/$p" ]; do
     sleep 5
     read -r -a st <"/proc/$p/stat" 2>/dev/null || break
     cpu=$(( (st[13] + st[14]) / tck ))
     echo "$cpu" >"$out/$t.cpu"
-    [ "$cpu" -lt "$budget" ] || { kill -INT "$p"; break; }
+    [ "$cpu" -lt "$limit" ] || { kill -INT "$p"; break; }
   done
   local rc=0
   wait "$p" || rc=$?
