@@ -386,6 +386,11 @@ impl Config {
         if let Err(message) = parse_listen(&self.node.listen) {
             return fail("node.listen", message);
         }
+        if self.node.data_dir.as_os_str().is_empty() {
+            // The file may leave it out (it is then the file's directory, filled in by
+            // `from_text` before this check), but a configuration in use always names it.
+            return fail("node.data_dir", "must not be empty".into());
+        }
         if !self.node.id.is_empty() {
             if let Err(message) = parse_node_id(&self.node.id) {
                 return fail("node.id", message);
@@ -1099,6 +1104,9 @@ mod tests {
             ("failover.mode=primary", "needs a peer"),
             ("server.standby_capacity=-1", "server.standby_capacity"),
             ("heartbeat", "SECTION.KEY=VALUE"),
+            // Found by the config_set fuzzer (issue 12): accepted, then saved as an empty
+            // data_dir that loads back as the file's directory.
+            ("node.data_dir=", "node.data_dir: must not be empty"),
         ] {
             let msg = c.apply_set(set).expect_err(set).to_string();
             assert!(msg.contains(expect), "{set}: {msg}");
